@@ -1,0 +1,231 @@
+"""Media values shared by ingest, workers and the node: packets, codec configs and profiles.
+
+This module imports nothing of the project, so every package may depend on it.
+Timestamps of ingest packets are integer milliseconds, as RTMP and FLV carry them.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "DEFAULT_PROFILES",
+    "CodecConfig",
+    "MediaEvent",
+    "MediaPacket",
+    "StreamMetadata",
+    "TrackKind",
+    "VideoProfile",
+    "load_profiles",
+    "parse_profiles",
+    "pixels_for",
+    "scaled_size",
+]
+
+
+class TrackKind(enum.Enum):
+    VIDEO = "video"
+    AUDIO = "audio"
+
+
+@attrs.frozen(kw_only=True)
+class CodecConfig:
+    """The decoder configuration of one track, sent before its first packet."""
+
+    kind: TrackKind
+    """Which track this configures."""
+    codec: str
+    """FFmpeg codec name: ``h264`` or ``aac``."""
+    data: bytes
+    """AVCDecoderConfigurationRecord for H.264, AudioSpecificConfig for AAC."""
+
+
+@attrs.frozen(kw_only=True)
+class MediaPacket:
+    """One compressed access unit (a video frame or an audio frame)."""
+
+    kind: TrackKind
+    """Which track it belongs to."""
+    dts: int
+    """Decode timestamp in milliseconds."""
+    pts: int
+    """Presentation timestamp in milliseconds (``dts`` plus the composition offset)."""
+    keyframe: bool
+    """True for an IDR video frame; always True for audio."""
+    data: bytes
+    """H.264 in AVCC form (4-byte length-prefixed NAL units) or a raw AAC frame."""
+
+
+@attrs.frozen(kw_only=True)
+class StreamMetadata:
+    """The publisher's ``onMetaData`` values (width, height, framerate, encoder, ...)."""
+
+    values: Mapping[str, object]
+    """The decoded AMF0 object."""
+
+
+MediaEvent = CodecConfig | MediaPacket | StreamMetadata
+
+_X264_PROFILES = {
+    "": "",
+    "none": "",
+    "h264baseline": "baseline",
+    "baseline": "baseline",
+    "h264constrainedbaseline": "baseline",
+    "h264main": "main",
+    "main": "main",
+    "h264high": "high",
+    "high": "high",
+    "h264constrainedhigh": "high",
+}
+
+MAX_PROFILE_PIXELS = 7680 * 4320
+"""Largest rendition accepted (8K); profiles come from operators and from peers."""
+
+
+@attrs.frozen(kw_only=True)
+class VideoProfile:
+    """One rendition of the ladder, in go-livepeer's JSON shape."""
+
+    name: str
+    """Rendition name, used in playlist URLs (``[A-Za-z0-9_.-]``)."""
+    width: int
+    """Target width in pixels; with the height it fixes the box the source is fitted into."""
+    height: int
+    """Target height in pixels."""
+    bitrate: int
+    """Target video bitrate in bit/s."""
+    fps: int = 0
+    """Output frame rate; 0 keeps the source rate."""
+    gop: float = 2.0
+    """Keyframe interval in seconds; 0 lets the encoder choose."""
+    profile: str = ""
+    """x264 profile (``baseline``, ``main``, ``high``) or empty for the encoder default."""
+    preset: str = "veryfast"
+    """x264 preset."""
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> VideoProfile:
+        """Builds a profile from one entry of a go-livepeer style profiles file."""
+        if not isinstance(obj, Mapping):
+            raise ValueError("a profile must be a JSON object")
+        try:
+            name = str(obj["name"])
+            width = int(obj["width"])
+            height = int(obj["height"])
+            bitrate = int(obj["bitrate"])
+        except KeyError as exc:
+            raise ValueError(f"profile is missing {exc.args[0]!r}") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"profile {obj.get('name')!r}: width, height and bitrate must be integers") from None
+        gop_raw = obj.get("gop", 2.0)
+        if isinstance(gop_raw, str) and gop_raw.strip().lower() == "intra":
+            raise ValueError(f"profile {name!r}: intra-only GOPs are not supported")
+        try:
+            gop = float(gop_raw)
+            fps = int(obj.get("fps", 0) or 0)
+        except (TypeError, ValueError):
+            raise ValueError(f"profile {name!r}: gop and fps must be numbers") from None
+        raw_profile = str(obj.get("profile", "") or "").replace("_", "").lower()
+        if raw_profile not in _X264_PROFILES:
+            raise ValueError(f"profile {name!r}: unknown H.264 profile {obj.get('profile')!r}")
+        return cls.checked(
+            name=name,
+            width=width,
+            height=height,
+            bitrate=bitrate,
+            fps=fps,
+            gop=gop,
+            profile=_X264_PROFILES[raw_profile],
+            preset=str(obj.get("preset", "veryfast") or "veryfast"),
+        )
+
+    @classmethod
+    def checked(cls, **fields: Any) -> VideoProfile:
+        """Builds a profile and checks every field is in range (for values from outside)."""
+        profile = cls(**fields)
+        if not profile.name or not all(c.isalnum() or c in "_.-" for c in profile.name):
+            raise ValueError(f"profile name {profile.name!r} must be [A-Za-z0-9_.-]+")
+        if profile.name == "source":
+            raise ValueError("profile name 'source' is reserved for the passthrough rendition")
+        if not (16 <= profile.width <= 7680 and 16 <= profile.height <= 4320):
+            raise ValueError(f"profile {profile.name!r}: size {profile.width}x{profile.height} out of range")
+        if not 1_000 <= profile.bitrate <= 200_000_000:
+            raise ValueError(f"profile {profile.name!r}: bitrate {profile.bitrate} out of range")
+        if not 0 <= profile.fps <= 240:
+            raise ValueError(f"profile {profile.name!r}: fps {profile.fps} out of range")
+        if not (0 <= profile.gop <= 60 and math.isfinite(profile.gop)):
+            raise ValueError(f"profile {profile.name!r}: gop {profile.gop} out of range")
+        if profile.preset not in _X264_PRESETS:
+            raise ValueError(f"profile {profile.name!r}: unknown x264 preset {profile.preset!r}")
+        return profile
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+_X264_PRESETS = frozenset(
+    "ultrafast superfast veryfast faster fast medium slow slower veryslow placebo".split()
+)
+
+DEFAULT_PROFILES: tuple[VideoProfile, ...] = (
+    VideoProfile(name="360p", width=640, height=360, bitrate=400_000, fps=0, gop=2.0),
+    VideoProfile(name="240p", width=426, height=240, bitrate=250_000, fps=0, gop=2.0),
+)
+"""go-livepeer's P360p30fps16x9 and P240p30fps16x9, keeping the source frame rate."""
+
+
+def parse_profiles(text: str | bytes) -> tuple[VideoProfile, ...]:
+    """Parses a profiles file: a JSON list, or ``{"profiles": [...]}``.
+
+    Raises:
+        ValueError: with a message that names the bad entry.
+    """
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"profiles are not valid JSON: {exc}") from None
+    if isinstance(doc, Mapping):
+        doc = doc.get("profiles")
+    if not isinstance(doc, list) or not doc:
+        raise ValueError("profiles must be a non-empty JSON list")
+    if len(doc) > 16:
+        raise ValueError("at most 16 profiles are allowed")
+    profiles = tuple(VideoProfile.from_json(item) for item in doc)
+    names = [p.name for p in profiles]
+    if len(set(names)) != len(names):
+        raise ValueError("profile names must be unique")
+    return profiles
+
+
+def load_profiles(path: str | Path | None) -> tuple[VideoProfile, ...]:
+    """Reads a profiles file, or returns the default ladder for ``None``."""
+    if path is None:
+        return DEFAULT_PROFILES
+    return parse_profiles(Path(path).read_bytes())
+
+
+def scaled_size(src_width: int, src_height: int, profile: VideoProfile) -> tuple[int, int]:
+    """The output size for ``profile``: fit the source into the profile's box, keep its shape.
+
+    The result fits inside ``profile.width x profile.height``, keeps the source aspect ratio
+    and has even dimensions (4:2:0 chroma needs them). It never upscales past the box.
+    """
+    if src_width <= 0 or src_height <= 0:
+        return profile.width & ~1, profile.height & ~1
+    scale = min(profile.width / src_width, profile.height / src_height)
+    width = max(2, int(round(src_width * scale / 2)) * 2)
+    height = max(2, int(round(src_height * scale / 2)) * 2)
+    return width, height
+
+
+def pixels_for(profiles: Sequence[VideoProfile], fps: float, duration_s: float) -> int:
+    """Output pixels for a segment as PAYMENTS.md counts them: sum of w * h * ceil(fps) * ceil(d)."""
+    return sum(p.width * p.height * math.ceil(p.fps or fps) * math.ceil(duration_s) for p in profiles)
