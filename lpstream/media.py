@@ -124,7 +124,9 @@ class VideoProfile:
         except KeyError as exc:
             raise ValueError(f"profile is missing {exc.args[0]!r}") from None
         except (TypeError, ValueError):
-            raise ValueError(f"profile {obj.get('name')!r}: width, height and bitrate must be integers") from None
+            raise ValueError(
+                f"profile {obj.get('name')!r}: width, height and bitrate must be integers"
+            ) from None
         gop_raw = obj.get("gop", 2.0)
         if isinstance(gop_raw, str) and gop_raw.strip().lower() == "intra":
             raise ValueError(f"profile {name!r}: intra-only GOPs are not supported")
@@ -156,7 +158,9 @@ class VideoProfile:
         if profile.name == "source":
             raise ValueError("profile name 'source' is reserved for the passthrough rendition")
         if not (16 <= profile.width <= 7680 and 16 <= profile.height <= 4320):
-            raise ValueError(f"profile {profile.name!r}: size {profile.width}x{profile.height} out of range")
+            raise ValueError(
+                f"profile {profile.name!r}: size {profile.width}x{profile.height} out of range"
+            )
         if not 1_000 <= profile.bitrate <= 200_000_000:
             raise ValueError(f"profile {profile.name!r}: bitrate {profile.bitrate} out of range")
         if not 0 <= profile.fps <= 240:
@@ -172,7 +176,8 @@ class VideoProfile:
 
 
 _X264_PRESETS = frozenset(
-    "ultrafast superfast veryfast faster fast medium slow slower veryslow placebo".split()
+    ["ultrafast", "superfast", "veryfast", "faster", "fast"]
+    + ["medium", "slow", "slower", "veryslow", "placebo"]
 )
 
 DEFAULT_PROFILES: tuple[VideoProfile, ...] = (
@@ -221,11 +226,13 @@ def scaled_size(src_width: int, src_height: int, profile: VideoProfile) -> tuple
     if src_width <= 0 or src_height <= 0:
         return profile.width & ~1, profile.height & ~1
     scale = min(profile.width / src_width, profile.height / src_height)
-    width = max(2, int(round(src_width * scale / 2)) * 2)
-    height = max(2, int(round(src_height * scale / 2)) * 2)
+    width = max(2, round(src_width * scale / 2) * 2)
+    height = max(2, round(src_height * scale / 2) * 2)
     return width, height
 
 
 def pixels_for(profiles: Sequence[VideoProfile], fps: float, duration_s: float) -> int:
-    """Output pixels for a segment as PAYMENTS.md counts them: sum of w * h * ceil(fps) * ceil(d)."""
-    return sum(p.width * p.height * math.ceil(p.fps or fps) * math.ceil(duration_s) for p in profiles)
+    """Output pixels of a segment as PAYMENTS.md counts them: sum of w*h*ceil(fps)*ceil(d)."""
+    return sum(
+        p.width * p.height * math.ceil(p.fps or fps) * math.ceil(duration_s) for p in profiles
+    )

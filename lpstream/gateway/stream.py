@@ -1,0 +1,320 @@
+"""One live stream at the gateway: media events in, segments out to orchestrators, HLS out.
+
+How this works:
+
+* The ingest side (an RTMP connection) pushes ``MediaEvent``s into ``LiveStream.publisher``,
+  a bounded channel: a slow stream pushes back on its publisher, never on other streams.
+* ``LiveStream.run`` feeds the segmenter. A ``SegmentStarted`` opens a ``SegmentBuffer`` and
+  starts a task that sends the segment to an orchestrator while it is still being written
+  (the trickle); ``SegmentCompleted`` closes the buffer and lists the source rendition.
+* The segment task asks the ``SegmentTranscoder`` for the renditions, retrying from the first
+  byte on failure; when every attempt fails the renditions get an ``EXT-X-GAP`` for that
+  segment so that playlists stay aligned. ``HlsStream`` lists results in sequence order.
+* When the publisher leaves, ``run`` waits for segments in flight, then ends the playlists.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+import trio
+
+from ingest.segmenter import SegmentCompleted, SegmentData, Segmenter, SegmentStarted
+from lpstream.errors import LpstreamError, MediaError
+from lpstream.h264 import AvcInfo, avc_info_from_annexb, avc_info_from_config
+from lpstream.media import CodecConfig, MediaEvent, TrackKind, VideoProfile, scaled_size
+from lpstream.metrics import Metrics
+from lpstream.playback.hls import HlsStream, RenditionInfo
+from lpstream.trickle import SegmentBuffer
+
+__all__ = [
+    "LiveStream",
+    "RenditionSegment",
+    "SegmentJob",
+    "SegmentTranscoder",
+    "StreamPublisher",
+    "ts_elementary_payload",
+]
+
+log = logging.getLogger("lpstream.gateway")
+
+
+@attrs.frozen(kw_only=True)
+class SegmentJob:
+    """What the gateway asks an orchestrator to do with one segment."""
+
+    stream: str
+    """Stream name."""
+    session: str
+    """Identifies this publish session (a restart is a new session)."""
+    seq: int
+    """Segment sequence number in the stream's playlists."""
+    duration_ms: int
+    """Expected duration (the target; the real one is known when the segment ends)."""
+    profiles: tuple[VideoProfile, ...]
+    """The renditions to make."""
+
+
+@attrs.frozen(kw_only=True)
+class RenditionSegment:
+    """One rendition of a segment, as returned by an orchestrator."""
+
+    name: str
+    """Profile name."""
+    width: int
+    """Picture width the worker produced."""
+    height: int
+    """Picture height."""
+    pixels: int
+    """Pixels encoded (frames x width x height)."""
+    data: bytes
+    """MPEG-TS bytes."""
+
+
+class SegmentTranscoder(Protocol):
+    """Turns a segment (being written into ``source``) into renditions, or raises."""
+
+    async def transcode(
+        self, job: SegmentJob, source: SegmentBuffer
+    ) -> Sequence[RenditionSegment]: ...
+
+
+def ts_elementary_payload(data: bytes, limit: int = 64 * 1024) -> bytes:
+    """Concatenates the payloads of the MPEG-TS packets in ``data`` (PSI included).
+
+    Enough to find the first SPS of a segment, which is what playlists need.
+    """
+    out = bytearray()
+    for offset in range(0, min(len(data), limit) - 187, 188):
+        packet = data[offset : offset + 188]
+        if packet[0] != 0x47:
+            break
+        control = (packet[3] >> 4) & 0x3
+        start = 4
+        if control & 0x2:
+            start += 1 + packet[4]
+        if control & 0x1 and start < 188:
+            out += packet[start:]
+    return bytes(out)
+
+
+def _audio_codecs(config: CodecConfig | None) -> str:
+    if config is None or not config.data:
+        return ""
+    object_type = config.data[0] >> 3
+    return f"mp4a.40.{object_type or 2}"
+
+
+class StreamPublisher:
+    """The ingest-facing end of a ``LiveStream`` (implements ingest's ``Publisher``)."""
+
+    def __init__(self, send: trio.MemorySendChannel[MediaEvent]) -> None:
+        self._send = send
+
+    async def send(self, event: MediaEvent) -> None:
+        try:
+            await self._send.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise MediaError("the stream stopped taking media") from None
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+
+
+@attrs.define
+class LiveStream:
+    """One publish session of a stream name (see the module comment)."""
+
+    name: str
+    session: str
+    profiles: tuple[VideoProfile, ...]
+    hls: HlsStream
+    transcoder: SegmentTranscoder
+    metrics: Metrics
+    first_seq: int = 0
+    segment_target: float = 2.0
+    attempts: int = 3
+    _send: trio.MemorySendChannel[MediaEvent] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[MediaEvent] = attrs.field(init=False)
+    _segmenter: Segmenter = attrs.field(init=False)
+    _buffers: dict[int, SegmentBuffer] = attrs.Factory(dict)
+    _completed: dict[int, trio.Event] = attrs.Factory(dict)
+    _durations: dict[int, float] = attrs.Factory(dict)
+    _video: CodecConfig | None = None
+    _audio: CodecConfig | None = None
+    _source_info: AvcInfo | None = None
+    _last_seq: int | None = None
+    _segments_in: int = 0
+    _in_flight: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[MediaEvent](256)
+        self._segmenter = Segmenter(target_duration=self.segment_target, stream_name=self.name)
+
+    @property
+    def publisher(self) -> StreamPublisher:
+        return StreamPublisher(self._send.clone())
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "segments_in": self._segments_in,
+            "segments_in_flight": self._in_flight,
+            "source": None
+            if self._source_info is None
+            else f"{self._source_info.width}x{self._source_info.height}",
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Runs until the publisher leaves and every segment in flight is settled."""
+        self._send.close()  # only clones handed out by ``publisher`` keep the channel open
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                async with self._receive:
+                    async for event in self._receive:
+                        self._note_config(event)
+                        try:
+                            produced = self._segmenter.feed(event)
+                        except MediaError as exc:
+                            log.warning("stream %r: %s; closing the stream", self.name, exc)
+                            self.metrics.inc("errors_total", kind="media")
+                            break
+                        for seg_event in produced:
+                            self._on_segment_event(seg_event, nursery)
+                    for seg_event in self._segmenter.finish():
+                        self._on_segment_event(seg_event, nursery)
+                for buffer in self._buffers.values():
+                    if not buffer.closed:
+                        buffer.fail(MediaError("publisher left"))
+        finally:
+            self.hls.end(self._last_seq)
+            log.info("stream %r: ended after %d segments", self.name, self._segments_in)
+
+    def _note_config(self, event: MediaEvent) -> None:
+        if not isinstance(event, CodecConfig):
+            return
+        if event.kind is TrackKind.VIDEO:
+            self._video = event
+            try:
+                self._source_info = avc_info_from_config(event.data)
+            except (ValueError, IndexError):
+                self._source_info = None
+        else:
+            self._audio = event
+
+    def _codecs(self, video: AvcInfo | None) -> str:
+        parts = [video.codecs] if video else ["avc1.640028"]
+        audio = _audio_codecs(self._audio)
+        if audio:
+            parts.append(audio)
+        return ",".join(parts)
+
+    def _on_segment_event(
+        self, event: SegmentStarted | SegmentData | SegmentCompleted, nursery: trio.Nursery
+    ) -> None:
+        if isinstance(event, SegmentStarted):
+            seq = self.first_seq + event.seq
+            buffer = SegmentBuffer()
+            self._buffers[seq] = buffer
+            self._completed[seq] = trio.Event()
+            self._last_seq = seq
+            self._in_flight += 1
+            nursery.start_soon(self._transcode_segment, seq, buffer)
+        elif isinstance(event, SegmentData):
+            self._buffers[self.first_seq + event.seq].append(event.data)
+        else:
+            seq = self.first_seq + event.seq
+            buffer = self._buffers.pop(seq)
+            buffer.close()
+            duration = event.duration_ms / 1000
+            self._durations[seq] = duration
+            self._completed[seq].set()
+            self._segments_in += 1
+            self.metrics.inc("segments_in_total")
+            info = self._source_info
+            self.hls.set_info(
+                RenditionInfo(
+                    name="source",
+                    width=info.width if info else 0,
+                    height=info.height if info else 0,
+                    codecs=self._codecs(info),
+                    bandwidth=int(event.size * 8 / duration) if duration > 0 else 0,
+                )
+            )
+            self.hls.add_segment("source", seq, duration, buffer.getvalue())
+
+    async def _transcode_segment(self, seq: int, buffer: SegmentBuffer) -> None:
+        job = SegmentJob(
+            stream=self.name,
+            session=self.session,
+            seq=seq,
+            duration_ms=int(self.segment_target * 1000),
+            profiles=self.profiles,
+        )
+        results: Sequence[RenditionSegment] | None = None
+        try:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    started = trio.current_time()
+                    results = await self.transcoder.transcode(job, buffer)
+                    self.metrics.inc("transcode_seconds_total", trio.current_time() - started)
+                    break
+                except (LpstreamError, trio.TooSlowError) as exc:
+                    self.metrics.inc("errors_total", kind="transcode")
+                    log.warning(
+                        "stream %r segment %d: attempt %d/%d failed: %s",
+                        self.name,
+                        seq,
+                        attempt,
+                        self.attempts,
+                        exc,
+                    )
+            await self._completed[seq].wait()
+            duration = self._durations[seq]
+            self._publish(seq, duration, results)
+        except MediaError:
+            # The upload itself never completed (the publisher left mid-segment).
+            for profile in self.profiles:
+                self.hls.add_gap(profile.name, seq, self.segment_target)
+        finally:
+            self._in_flight -= 1
+            self._completed.pop(seq, None)
+            self._durations.pop(seq, None)
+
+    def _publish(
+        self, seq: int, duration: float, results: Sequence[RenditionSegment] | None
+    ) -> None:
+        by_name = {r.name: r for r in results or ()}
+        for profile in self.profiles:
+            rendition = by_name.get(profile.name)
+            if rendition is None or not rendition.data:
+                if results is not None:
+                    log.warning(
+                        "stream %r segment %d: no %s rendition returned",
+                        self.name,
+                        seq,
+                        profile.name,
+                    )
+                self.hls.add_gap(profile.name, seq, duration)
+                continue
+            self.metrics.inc("segments_out_total", rendition=profile.name)
+            info = avc_info_from_annexb(ts_elementary_payload(rendition.data))
+            if self._source_info:
+                width, height = scaled_size(
+                    self._source_info.width, self._source_info.height, profile
+                )
+            else:
+                width, height = rendition.width, rendition.height
+            self.hls.set_info(
+                RenditionInfo(
+                    name=profile.name,
+                    width=info.width if info else width,
+                    height=info.height if info else height,
+                    codecs=self._codecs(info),
+                    bandwidth=profile.bitrate + (128_000 if self._audio else 0),
+                )
+            )
+            self.hls.add_segment(profile.name, seq, duration, rendition.data)

@@ -1,0 +1,100 @@
+"""The segmenter cuts real ffmpeg-made streams at keyframes into decodable MPEG-TS."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from ingest.segmenter import SegmentCompleted, SegmentData, Segmenter, SegmentStarted
+from lpstream.errors import MediaError
+from lpstream.media import CodecConfig, MediaPacket, TrackKind
+from tests.mediatools import flv_events, make_clip, probe_streams
+
+
+def run_segmenter(
+    path: Path, segmenter: Segmenter
+) -> tuple[list[SegmentCompleted], dict[int, bytes]]:
+    done: list[SegmentCompleted] = []
+    data: dict[int, bytearray] = {}
+    events = []
+    for event in flv_events(path):
+        events.extend(segmenter.feed(event))
+    events.extend(segmenter.finish())
+    open_seq: int | None = None
+    for ev in events:
+        if isinstance(ev, SegmentStarted):
+            assert open_seq is None, "a segment started before the previous one completed"
+            open_seq = ev.seq
+            data[ev.seq] = bytearray()
+        elif isinstance(ev, SegmentData):
+            assert ev.seq == open_seq
+            data[ev.seq].extend(ev.data)
+        else:
+            assert ev.seq == open_seq
+            assert ev.size == len(data[ev.seq])
+            open_seq = None
+            done.append(ev)
+    return done, {k: bytes(v) for k, v in data.items()}
+
+
+@pytest.mark.parametrize("bframes", [0, 3])
+def test_segments_are_gop_aligned_decodable_and_continuous(tmp_path: Path, bframes: int) -> None:
+    clip = make_clip(tmp_path / "in.flv", seconds=6, gop=60, bframes=bframes)
+    done, data = run_segmenter(clip, Segmenter(target_duration=2.0))
+    assert [d.seq for d in done] == [0, 1, 2]
+    assert [d.start_ms - done[0].start_ms for d in done] == [0, 2000, 4000]
+    for d in done:
+        assert d.has_audio and not d.forced
+        assert d.duration_ms == pytest.approx(2000, abs=40)
+        path = tmp_path / f"{d.seq}.ts"
+        path.write_bytes(data[d.seq])
+        video, audio = probe_streams(path)
+        assert video["frames"] == 60
+        assert video["size"] == (640, 360)
+        # Timestamps are the stream's own: segment n starts n * 2 s in.
+        assert isinstance(video["first"], float)
+        assert video["first"] == pytest.approx(d.start_ms / 1000, abs=0.15)
+        assert isinstance(audio["frames"], int) and audio["frames"] >= 80  # ~2 s of 1024-sample AAC
+
+
+def test_never_cuts_inside_a_long_gop(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "in.flv", seconds=8, gop=120, audio=False)
+    done, data = run_segmenter(clip, Segmenter(target_duration=2.0))
+    assert [d.duration_ms for d in done] == [pytest.approx(4000, abs=40)] * 2
+    for d in done:
+        assert not d.has_audio
+        path = tmp_path / f"{d.seq}.ts"
+        path.write_bytes(data[d.seq])
+        (video,) = probe_streams(path)
+        assert video["frames"] == 120
+
+
+def test_forces_a_cut_without_keyframes_and_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clip = make_clip(tmp_path / "in.flv", seconds=7, gop=300, audio=False)
+    caplog.set_level(logging.WARNING, "lpstream.ingest.segmenter")
+    done, _ = run_segmenter(clip, Segmenter(target_duration=2.0, max_duration=3.0, stream_name="s"))
+    assert [d.forced for d in done] == [False, True, True]
+    assert done[0].duration_ms == pytest.approx(3000, abs=40)
+    assert "no keyframe for 3.0 s" in caplog.text
+
+
+def test_packets_before_the_first_keyframe_are_dropped() -> None:
+    segmenter = Segmenter()
+    config = CodecConfig(
+        kind=TrackKind.VIDEO, codec="h264", data=b"\x01\x64\x00\x1e\xff\xe1\x00\x00"
+    )
+    assert segmenter.feed(config) == []
+    delta = MediaPacket(
+        kind=TrackKind.VIDEO, dts=0, pts=0, keyframe=False, data=b"\x00\x00\x00\x01\x41"
+    )
+    assert segmenter.feed(delta) == []
+    assert segmenter.finish() == []
+
+
+def test_unsupported_codec_is_a_media_error() -> None:
+    with pytest.raises(MediaError, match="unsupported video codec 'vp8'"):
+        Segmenter().feed(CodecConfig(kind=TrackKind.VIDEO, codec="vp8", data=b""))
