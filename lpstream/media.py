@@ -176,8 +176,18 @@ class VideoProfile:
 
 
 _X264_PRESETS = frozenset(
-    ["ultrafast", "superfast", "veryfast", "faster", "fast"]
-    + ["medium", "slow", "slower", "veryslow", "placebo"]
+    [
+        "ultrafast",
+        "superfast",
+        "veryfast",
+        "faster",
+        "fast",
+        "medium",
+        "slow",
+        "slower",
+        "veryslow",
+        "placebo",
+    ]
 )
 
 DEFAULT_PROFILES: tuple[VideoProfile, ...] = (
