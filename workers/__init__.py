@@ -1,1 +1,16 @@
-"""workers package."""
+"""Compute for lpstream: ladder transcoding (libx264 / NVENC) and GPU discovery.
+
+This package imports only ``lpstream.media`` and ``lpstream.errors`` from the project.
+"""
+
+from .gpu import choose_encoder, nvenc_available
+from .transcode import DataCallback, LadderTranscoder, RenditionOutput, transcode_file
+
+__all__ = [
+    "DataCallback",
+    "LadderTranscoder",
+    "RenditionOutput",
+    "choose_encoder",
+    "nvenc_available",
+    "transcode_file",
+]

@@ -141,7 +141,6 @@ class LiveStream:
     _receive: trio.MemoryReceiveChannel[MediaEvent] = attrs.field(init=False)
     _segmenter: Segmenter = attrs.field(init=False)
     _buffers: dict[int, SegmentBuffer] = attrs.Factory(dict)
-    _completed: dict[int, trio.Event] = attrs.Factory(dict)
     _durations: dict[int, float] = attrs.Factory(dict)
     _video: CodecConfig | None = None
     _audio: CodecConfig | None = None
@@ -187,8 +186,7 @@ class LiveStream:
                     for seg_event in self._segmenter.finish():
                         self._on_segment_event(seg_event, nursery)
                 for buffer in self._buffers.values():
-                    if not buffer.closed:
-                        buffer.fail(MediaError("publisher left"))
+                    buffer.fail(MediaError("publisher left"))
         finally:
             self.hls.end(self._last_seq)
             log.info("stream %r: ended after %d segments", self.name, self._segments_in)
@@ -219,7 +217,6 @@ class LiveStream:
             seq = self.first_seq + event.seq
             buffer = SegmentBuffer()
             self._buffers[seq] = buffer
-            self._completed[seq] = trio.Event()
             self._last_seq = seq
             self._in_flight += 1
             nursery.start_soon(self._transcode_segment, seq, buffer)
@@ -228,10 +225,9 @@ class LiveStream:
         else:
             seq = self.first_seq + event.seq
             buffer = self._buffers.pop(seq)
-            buffer.close()
             duration = event.duration_ms / 1000
             self._durations[seq] = duration
-            self._completed[seq].set()
+            buffer.close()
             self._segments_in += 1
             self.metrics.inc("segments_in_total")
             info = self._source_info
@@ -272,7 +268,7 @@ class LiveStream:
                         self.attempts,
                         exc,
                     )
-            await self._completed[seq].wait()
+            await buffer.wait_closed()
             duration = self._durations[seq]
             self._publish(seq, duration, results)
         except MediaError:
@@ -281,7 +277,6 @@ class LiveStream:
                 self.hls.add_gap(profile.name, seq, self.segment_target)
         finally:
             self._in_flight -= 1
-            self._completed.pop(seq, None)
             self._durations.pop(seq, None)
 
     def _publish(

@@ -1,0 +1,289 @@
+"""The trio side of RTMP ingest: accept connections, move bytes, hand media to the node.
+
+Each connection is one task running a short loop: drain the protocol's events (media goes to
+the :class:`Publisher`, which may block: that is backpressure, and TCP carries it back to the
+client), write what the protocol queued, then wait for bytes under one deadline: the handshake
+deadline until the handshake is done, then ``idle_timeout`` per read. Every way a connection
+can fail ends in the same place: the reason is logged as a warning with the peer and the
+stream name, the publisher (if one was started) is closed, the socket is closed, and the server
+goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Protocol
+
+import attrs
+import trio
+
+from lpstream.errors import LpstreamError, RemoteProtocolError
+from lpstream.media import CodecConfig, MediaEvent, MediaPacket, StreamMetadata
+
+from .protocol import (
+    Connected,
+    ConnectionClosed,
+    PublishEnded,
+    PublishRequested,
+    RtmpServerConnection,
+)
+
+__all__ = ["PublishHandler", "Publisher", "RtmpServer", "RtmpServerStatistics"]
+
+logger = logging.getLogger("lpstream.ingest.rtmp")
+
+RECEIVE_SIZE = 65_536
+CLOSE_TIMEOUT = 5.0
+"""How long a closing connection waits for ``Publisher.aclose()`` (shielded from cancellation)."""
+FAREWELL_TIMEOUT = 1.0
+"""How long a failing connection tries to deliver its last answer (``_error``, ``onStatus``)."""
+
+
+class Publisher(Protocol):
+    """Where the media of one accepted publish goes."""
+
+    async def send(self, event: MediaEvent) -> None:
+        """Takes the next media event; may block to push back on the client."""
+
+    async def aclose(self) -> None:
+        """End of stream: the client stopped publishing or the connection ended."""
+
+
+class PublishHandler(Protocol):
+    """The node's side of ingest: decides who may publish and gives each publish a sink."""
+
+    async def start_publish(self, stream_name: str) -> Publisher:
+        """Starts a publish of ``stream_name``.
+
+        Raises:
+            lpstream.errors.StreamInUseError: the name already has a publisher (any
+                :class:`~lpstream.errors.LpstreamError` refuses the publish the same way).
+        """
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class RtmpServerStatistics:
+    """A snapshot of an :class:`RtmpServer`'s counters."""
+
+    open_connections: int
+    """TCP connections being served now."""
+    active_publishers: int
+    """Publishes started and not yet ended."""
+    connections_total: int
+    """Connections accepted since the server started."""
+    errors_total: int
+    """Connections closed for a reason other than the client leaving cleanly."""
+
+
+class _SinkError(Exception):
+    """The handler's publisher failed; the cause is chained."""
+
+
+@attrs.define
+class RtmpServer:
+    """An RTMP server that accepts publishers for one application name.
+
+    Start it with ``await nursery.start(server.serve, host, port)``, which returns the address
+    it bound (port 0 picks a free port).
+    """
+
+    handler: PublishHandler
+    """Decides on each publish and receives its media."""
+    app: str = "live"
+    """The application clients connect to: ``rtmp://host:port/APP/stream``."""
+    handshake_timeout: float = 10.0
+    """Seconds a client has from accept to a finished handshake."""
+    idle_timeout: float = 15.0
+    """Seconds without a byte from the client (or without it reading) before it is dropped."""
+    _open_connections: int = attrs.field(default=0, init=False)
+    _active_publishers: int = attrs.field(default=0, init=False)
+    _connections_total: int = attrs.field(default=0, init=False)
+    _errors_total: int = attrs.field(default=0, init=False)
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listens on ``host:port`` and serves until cancelled.
+
+        Reports ``(host, port)`` as bound through ``task_status``.
+        """
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        if port == 0:
+            # Each address family would get its own free port; keep one address.
+            for extra in listeners[1:]:
+                await extra.aclose()
+            listeners = listeners[:1]
+        bound_host, bound_port = listeners[0].socket.getsockname()[:2]
+        logger.info("RTMP ingest listening on rtmp://%s:%d/%s/", bound_host, bound_port, self.app)
+        task_status.started((bound_host, bound_port))
+        await trio.serve_listeners(self._serve_connection, listeners)
+
+    def statistics(self) -> RtmpServerStatistics:
+        """The server's counters now."""
+        return RtmpServerStatistics(
+            open_connections=self._open_connections,
+            active_publishers=self._active_publishers,
+            connections_total=self._connections_total,
+            errors_total=self._errors_total,
+        )
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        self._open_connections += 1
+        self._connections_total += 1
+        try:
+            await _ConnectionTask(server=self, stream=stream, peer=_peer_name(stream)).run()
+        finally:
+            self._open_connections -= 1
+
+
+def _peer_name(stream: trio.SocketStream) -> str:
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return "unknown peer"
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+@attrs.define
+class _ConnectionTask:
+    """Serves one client connection."""
+
+    server: RtmpServer
+    stream: trio.SocketStream
+    peer: str
+    conn: RtmpServerConnection = attrs.field(init=False)
+    publisher: Publisher | None = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.conn = RtmpServerConnection(app=self.server.app)
+
+    def _where(self) -> str:
+        name = self.conn.stream_name
+        return f"RTMP {self.peer}" + (f" stream {name!r}" if name else "")
+
+    def _fail(self, reason: str, *args: object) -> None:
+        self.server._errors_total += 1
+        logger.warning("%s: closing: " + reason, self._where(), *args)
+
+    async def run(self) -> None:
+        try:
+            await self._pump()
+        except RemoteProtocolError as exc:
+            self._fail("%s (code %d)", exc.reason, exc.code)
+            await self._flush_farewell()
+        except _SinkError as exc:
+            self._fail("publisher failed: %r", exc.__cause__)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if self.publisher is not None:
+                self._fail("connection lost: %s", exc.__cause__ or exc)
+            else:
+                logger.info("%s: connection lost: %s", self._where(), exc.__cause__ or exc)
+        except Exception:
+            self.server._errors_total += 1
+            logger.exception("%s: closing after an internal error", self._where())
+        finally:
+            await self._end_publish("connection closed")
+            await trio.aclose_forcefully(self.stream)
+
+    async def _pump(self) -> None:
+        conn = self.conn
+        handshake_deadline = trio.current_time() + self.server.handshake_timeout
+        while True:
+            await self._handle_events()
+            await self._flush()
+            if conn.closed:
+                return
+            if conn.handshake_complete:
+                deadline = trio.current_time() + self.server.idle_timeout
+            else:
+                deadline = handshake_deadline
+            data: bytes | bytearray | None = None
+            with trio.move_on_at(deadline):
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            if data is None:
+                if conn.handshake_complete:
+                    raise RemoteProtocolError(
+                        f"stalled client: no data for {self.server.idle_timeout:g} s", code=408
+                    )
+                raise RemoteProtocolError(
+                    f"handshake not finished within {self.server.handshake_timeout:g} s", code=408
+                )
+            conn.receive_data(data)
+
+    async def _handle_events(self) -> None:
+        conn = self.conn
+        while (event := conn.next_event()) is not None:
+            if isinstance(event, CodecConfig | MediaPacket | StreamMetadata):
+                if self.publisher is not None:
+                    try:
+                        await self.publisher.send(event)
+                    except Exception as exc:
+                        raise _SinkError() from exc
+            elif isinstance(event, PublishRequested):
+                await self._start_publish(event.stream_name)
+            elif isinstance(event, PublishEnded):
+                logger.info("%s: publish ended (%s)", self._where(), event.reason)
+                await self._end_publish(event.reason)
+            elif isinstance(event, Connected):
+                logger.debug(
+                    "%s: connected to %r (%s, %s handshake)",
+                    self._where(),
+                    event.app,
+                    event.flash_ver,
+                    conn.handshake_kind.value if conn.handshake_kind else "no",
+                )
+            elif isinstance(event, ConnectionClosed):
+                logger.debug("%s: %s", self._where(), event.reason)
+
+    async def _start_publish(self, stream_name: str) -> None:
+        try:
+            publisher = await self.server.handler.start_publish(stream_name)
+        except LpstreamError as exc:
+            reason = str(exc) or type(exc).__name__
+            self._fail("publish refused: %s", reason)
+            self.conn.reject_publish(reason)
+            return
+        self.publisher = publisher
+        self.server._active_publishers += 1
+        self.conn.accept_publish()
+        logger.info("%s: publishing", self._where())
+
+    async def _end_publish(self, reason: str) -> None:
+        publisher, self.publisher = self.publisher, None
+        if publisher is None:
+            return
+        self.server._active_publishers -= 1
+        with trio.move_on_after(CLOSE_TIMEOUT, shield=True) as scope:
+            try:
+                await publisher.aclose()
+            except Exception:
+                logger.exception("%s: publisher.aclose() failed (%s)", self._where(), reason)
+        if scope.cancelled_caught:
+            logger.warning("%s: publisher.aclose() took over %g s", self._where(), CLOSE_TIMEOUT)
+
+    async def _flush(self) -> None:
+        out = self.conn.data_to_send()
+        if not out:
+            return
+        with trio.move_on_after(self.server.idle_timeout):
+            await self.stream.send_all(out)
+            return
+        raise RemoteProtocolError(
+            f"stalled client: not reading for {self.server.idle_timeout:g} s", code=408
+        )
+
+    async def _flush_farewell(self) -> None:
+        out = self.conn.data_to_send()
+        if not out:
+            return
+        with trio.move_on_after(FAREWELL_TIMEOUT):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.stream.send_all(out)

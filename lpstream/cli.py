@@ -1,0 +1,328 @@
+"""The ``lpstream`` command. Every flag can also be set by an ``LPSTREAM_*`` variable:
+``--rtmp-addr`` is ``LPSTREAM_RTMP_ADDR``, ``--orch-secret`` is ``LPSTREAM_ORCH_SECRET``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+
+import lpstream
+from lpstream.config import HostPort, parse_host_port
+from lpstream.errors import ConfigError, LpstreamError
+from lpstream.media import VideoProfile, load_profiles
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option that also reads ``LPSTREAM_<NAME>`` from the environment."""
+    long_name = next(n for n in names if n.startswith("--"))
+    kwargs.setdefault("envvar", "LPSTREAM_" + long_name[2:].upper().replace("-", "_"))
+    kwargs.setdefault("show_envvar", True)
+    kwargs.setdefault("show_default", True)
+    return click.option(*names, **kwargs)
+
+
+def _addr(flag: str, default_port: int) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def convert(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            if isinstance(value, tuple | list):
+                items = [v for item in value for v in str(item).split(",") if v.strip()]
+                return tuple(
+                    parse_host_port(v, default_port=default_port, flag=flag) for v in items
+                )
+            return parse_host_port(value, default_port=default_port, flag=flag)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return convert
+
+
+def _profiles(path: str | None) -> tuple[VideoProfile, ...]:
+    try:
+        return load_profiles(path)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--profiles") from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("hypercorn").setLevel(logging.WARNING)
+    logging.getLogger("quic").setLevel(logging.WARNING)
+
+
+def _announce(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()
+
+
+def _run(async_fn: Callable[[], Any]) -> None:
+    try:
+        trio.run(async_fn)
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    except (LpstreamError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except BaseExceptionGroup as group:
+        first = group.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        if isinstance(first, KeyboardInterrupt):
+            click.echo("stopped", err=True)
+            return
+        if isinstance(first, LpstreamError | OSError):
+            raise click.ClickException(str(first)) from None
+        raise
+
+
+log_level = option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    help="How much to log (to stderr).",
+)
+profiles_opt = option(
+    "--profiles",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="JSON file with the transcoding ladder (go-livepeer format); default 360p + 240p.",
+)
+segment_opt = option(
+    "--segment-duration",
+    type=click.FloatRange(0.5, 10.0),
+    default=2.0,
+    help="Target segment length in seconds (segments are cut at keyframes).",
+)
+rtmp_opt = option(
+    "--rtmp-addr",
+    default="127.0.0.1:1935",
+    callback=_addr("--rtmp-addr", 1935),
+    help="Where broadcasters push RTMP: rtmp://HOST:PORT/live/{stream}.",
+)
+http_opt = option(
+    "--http-addr",
+    default="127.0.0.1:8935",
+    callback=_addr("--http-addr", 8935),
+    help="HTTP for playback (/hls, /watch), /api/status and /metrics.",
+)
+service_opt = option(
+    "--service-addr",
+    default="127.0.0.1:8936",
+    callback=_addr("--service-addr", 8936),
+    help="UDP address of the orchestrator's QUIC service.",
+)
+encoder_opt = option(
+    "--encoder",
+    type=click.Choice(["auto", "libx264", "nvenc"]),
+    default="auto",
+    help="Video encoder: auto picks NVENC when a GPU is present, else libx264.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(lpstream.__version__, prog_name="lpstream")
+def main() -> None:
+    """lpstream: an open-marketplace node for live video and real-time AI video."""
+
+
+@main.command()
+@rtmp_opt
+@http_opt
+@service_opt
+@profiles_opt
+@segment_opt
+@encoder_opt
+@option("--capacity", type=click.IntRange(1, 64), default=4, help="Sessions the worker takes.")
+@option("--orch-secret", default=None, help="Secret remote workers must present (default: random).")
+@option("--offchain", is_flag=True, default=False, help="Run without payments.")
+@option(
+    "--demo-stream", default=None, help="Push a test pattern into this stream name with ffmpeg."
+)
+@log_level
+def dev(
+    rtmp_addr: HostPort,
+    http_addr: HostPort,
+    service_addr: HostPort,
+    profiles: str | None,
+    segment_duration: float,
+    encoder: str,
+    capacity: int,
+    orch_secret: str | None,
+    offchain: bool,
+    demo_stream: str | None,
+    log_level: str,
+) -> None:
+    """Gateway, orchestrator and worker in one process, ready for a stream."""
+    from lpstream.node import GatewayOptions, OrchestratorOptions, new_secret, run_dev
+
+    if not offchain:
+        raise click.UsageError(
+            "payments are not built yet: run `lpstream dev --offchain` for the off-chain network"
+        )
+    _setup_logging(log_level)
+    gateway_options = GatewayOptions(
+        rtmp_addr=rtmp_addr,
+        http_addr=http_addr,
+        orch_addrs=(),
+        profiles=_profiles(profiles),
+        segment_duration=segment_duration,
+    )
+    orch_options = OrchestratorOptions(
+        service_addr=service_addr,
+        secret=orch_secret or new_secret(),
+        local_capacity=capacity,
+        encoder=encoder,
+    )
+    _run(
+        lambda: run_dev(gateway_options, orch_options, demo_stream=demo_stream, announce=_announce)
+    )
+
+
+@main.command()
+@rtmp_opt
+@http_opt
+@option(
+    "--orch-addr",
+    multiple=True,
+    required=True,
+    callback=_addr("--orch-addr", 8936),
+    help="Orchestrator QUIC address (repeat, or separate with commas).",
+)
+@profiles_opt
+@segment_opt
+@option("--offchain", is_flag=True, default=False, help="Run without payments.")
+@log_level
+def gateway(
+    rtmp_addr: HostPort,
+    http_addr: HostPort,
+    orch_addr: tuple[HostPort, ...],
+    profiles: str | None,
+    segment_duration: float,
+    offchain: bool,
+    log_level: str,
+) -> None:
+    """Take streams from broadcasters, pay orchestrators to transcode, serve viewers."""
+    from lpstream.node import GatewayOptions, run_gateway
+
+    if not offchain:
+        raise click.UsageError("payments are not built yet: add --offchain")
+    _setup_logging(log_level)
+    options = GatewayOptions(
+        rtmp_addr=rtmp_addr,
+        http_addr=http_addr,
+        orch_addrs=orch_addr,
+        profiles=_profiles(profiles),
+        segment_duration=segment_duration,
+    )
+    _run(lambda: run_gateway(options, announce=_announce))
+
+
+@main.command()
+@service_opt
+@option(
+    "--http-addr",
+    default=None,
+    callback=_addr("--http-addr", 7935),
+    help="Admin HTTP (/api/status, /metrics); off unless given.",
+)
+@option("--orch-secret", required=True, help="Secret remote workers must present.")
+@option(
+    "--capacity",
+    type=click.IntRange(0, 64),
+    default=2,
+    help="Sessions the in-process worker takes (0: remote workers only).",
+)
+@encoder_opt
+@option("--offchain", is_flag=True, default=False, help="Run without payments.")
+@log_level
+def orchestrator(
+    service_addr: HostPort,
+    http_addr: HostPort | None,
+    orch_secret: str,
+    capacity: int,
+    encoder: str,
+    offchain: bool,
+    log_level: str,
+) -> None:
+    """Sell transcoding: take jobs over QUIC and run them on workers."""
+    from lpstream.node import OrchestratorOptions, run_orchestrator
+
+    if not offchain:
+        raise click.UsageError("payments are not built yet: add --offchain")
+    _setup_logging(log_level)
+    options = OrchestratorOptions(
+        service_addr=service_addr,
+        secret=orch_secret,
+        http_addr=http_addr,
+        local_capacity=capacity,
+        encoder=encoder,
+    )
+    _run(lambda: run_orchestrator(options, announce=_announce))
+
+
+@main.command()
+@option(
+    "--orch-addr",
+    required=True,
+    callback=_addr("--orch-addr", 8936),
+    help="The orchestrator to work for.",
+)
+@option("--orch-secret", required=True, help="The orchestrator's secret.")
+@option("--capacity", type=click.IntRange(1, 64), default=2, help="Sessions to take at once.")
+@encoder_opt
+@log_level
+def worker(
+    orch_addr: HostPort, orch_secret: str, capacity: int, encoder: str, log_level: str
+) -> None:
+    """Transcode for an orchestrator (dials it and registers with its secret)."""
+    from lpstream.node import run_worker
+
+    _setup_logging(log_level)
+    _run(lambda: run_worker(orch_addr, orch_secret, capacity, encoder, announce=_announce))
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder.",
+)
+@profiles_opt
+@encoder_opt
+@log_level
+def transcode(source: str, output: str, profiles: str | None, encoder: str, log_level: str) -> None:
+    """Transcode one file through the worker's ladder code: one .ts per profile in OUTPUT."""
+    from workers import transcode_file
+
+    _setup_logging(log_level)
+    ladder = _profiles(profiles)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        results = transcode_file(Path(source), out, ladder, encoder=encoder)
+    except LpstreamError as exc:
+        raise click.ClickException(str(exc)) from None
+    for r in results:
+        click.echo(
+            f"{r.name:>8}  {r.width}x{r.height}  {r.frames} frames  "
+            f"{r.size / 1e6:.2f} MB  -> {out / (r.name + '.ts')}"
+        )

@@ -1,0 +1,166 @@
+"""The gateway's orchestrators: QUIC connections, session stickiness and moving on failure.
+
+Each orchestrator address gets one QUIC connection, dialled on first use and again after it
+fails, held open by a task in the pool's nursery. A stream's session sticks to the orchestrator
+that served it last; when a job fails with a server-side error (5xx, a broken connection, a
+timeout) the orchestrator is suspended for ``suspension`` seconds and the session moves to the
+next one, so the gateway's retry of the same segment goes elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import attrs
+import trio
+
+from lpstream.config import HostPort
+from lpstream.errors import BusyError, TransportError
+from lpstream.gateway.stream import RenditionSegment, SegmentJob
+from lpstream.jobs import JobError, request_job
+from lpstream.quic import QuicConnectionHandle, open_quic_connection
+from lpstream.taskgroups import one_error
+from lpstream.trickle import SegmentBuffer
+from lpstream.wire import Job, ProfileSpec
+
+__all__ = ["OrchestratorPool"]
+
+log = logging.getLogger("lpstream.gateway")
+
+
+@attrs.define
+class _Orchestrator:
+    address: HostPort
+    connection: QuicConnectionHandle | None = None
+    connecting: trio.Event | None = None
+    suspended_until: float = -math.inf
+    failures: int = 0
+    jobs: int = 0
+
+
+@attrs.define
+class OrchestratorPool:
+    """Implements the gateway's ``SegmentTranscoder`` over QUIC."""
+
+    addresses: Sequence[HostPort]
+    response_timeout: float = 8.0
+    """Seconds from the end of a segment's upload to a complete answer."""
+    suspension: float = 10.0
+    """Seconds a failed orchestrator is passed over."""
+    _orchestrators: list[_Orchestrator] = attrs.field(init=False)
+    _sessions: dict[str, int] = attrs.Factory(dict)
+    _nursery: trio.Nursery | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self._orchestrators = [_Orchestrator(address=a) for a in self.addresses]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Holds the connections; runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def status(self) -> list[dict[str, object]]:
+        now = trio.current_time()
+        return [
+            {
+                "address": str(o.address),
+                "connected": o.connection is not None,
+                "suspended": o.suspended_until > now,
+                "failures": o.failures,
+                "jobs": o.jobs,
+            }
+            for o in self._orchestrators
+        ]
+
+    def _pick(self, session: str) -> int:
+        if not self._orchestrators:
+            raise BusyError("no orchestrators configured")
+        now = trio.current_time()
+        start = self._sessions.get(session, 0)
+        count = len(self._orchestrators)
+        for step in range(count):
+            index = (start + step) % count
+            if self._orchestrators[index].suspended_until <= now:
+                self._sessions[session] = index
+                return index
+        # Everything is suspended: try the one whose suspension ends first.
+        index = min(range(count), key=lambda i: self._orchestrators[i].suspended_until)
+        self._sessions[session] = index
+        return index
+
+    async def _connection(self, orch: _Orchestrator) -> QuicConnectionHandle:
+        while orch.connection is None:
+            if orch.connecting is not None:
+                await orch.connecting.wait()
+                if orch.connection is None:
+                    raise TransportError(f"cannot connect to orchestrator {orch.address}")
+                break
+            orch.connecting = trio.Event()
+            try:
+                assert self._nursery is not None, "OrchestratorPool.run has not started"
+                orch.connection = await self._nursery.start(self._hold, orch)
+            finally:
+                orch.connecting.set()
+                orch.connecting = None
+        return orch.connection
+
+    async def _hold(
+        self, orch: _Orchestrator, *, task_status: trio.TaskStatus[QuicConnectionHandle]
+    ) -> None:
+        started = False
+        try:
+            async with open_quic_connection(orch.address.host, orch.address.port) as conn:
+                task_status.started(conn)
+                started = True
+                await conn.wait_closed()
+        except TransportError as exc:
+            log.warning("orchestrator %s: %s", orch.address, exc)
+            if not started:
+                raise  # the dialler gets the error; after that, the next job dials again
+        finally:
+            orch.connection = None
+
+    async def transcode(self, job: SegmentJob, source: SegmentBuffer) -> Sequence[RenditionSegment]:
+        index = self._pick(job.session)
+        orch = self._orchestrators[index]
+        wire_job = Job(
+            stream_id=job.stream,
+            seq=job.seq,
+            duration_ms=job.duration_ms,
+            profiles=tuple(ProfileSpec.from_profile(p) for p in job.profiles),
+            session_id=job.session,
+        )
+        try:
+            with one_error():
+                connection = await self._connection(orch)
+            stream = await connection.open_stream()
+            try:
+                outputs = await request_job(
+                    stream, wire_job, source, response_timeout=self.response_timeout
+                )
+            finally:
+                await stream.aclose()
+        except (TransportError, JobError, BusyError, trio.TooSlowError) as exc:
+            retryable = not isinstance(exc, JobError) or exc.code >= 500
+            if retryable:
+                orch.failures += 1
+                orch.suspended_until = trio.current_time() + self.suspension
+                self._sessions[job.session] = (index + 1) % len(self._orchestrators)
+                if orch.connection is not None and not isinstance(exc, JobError):
+                    orch.connection.close()
+            raise
+        orch.jobs += 1
+        return [
+            RenditionSegment(
+                name=o.info.name,
+                width=o.info.width,
+                height=o.info.height,
+                pixels=o.info.pixels,
+                data=o.data,
+            )
+            for o in outputs
+        ]

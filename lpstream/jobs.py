@@ -1,0 +1,231 @@
+"""Trio drivers for job streams: send a job and collect its renditions, or serve one.
+
+These are the thin loops around ``lpstream.wire``'s ``JobRequester`` and ``JobResponder``:
+read, feed, drain events, write. The gateway requests jobs from orchestrators and the
+orchestrator from remote workers with ``request_job``; orchestrators and workers answer with
+``serve_job``. Any byte stream with ``send_all``/``send_eof``/``receive_some``/``aclose``
+works (a QUIC stream in the node, a trio memory stream pair in tests).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import attrs
+import trio
+
+from lpstream.errors import BusyError, MediaError, ProtocolError, TransportError
+from lpstream.taskgroups import one_error
+from lpstream.trickle import SegmentBuffer
+from lpstream.wire import (
+    Job,
+    JobFailed,
+    JobReceived,
+    JobRequester,
+    JobResponder,
+    Rendition,
+    RenditionData,
+    RenditionInfo,
+    ResponseComplete,
+    Result,
+    ResultStarted,
+    ResultSummary,
+    UploadComplete,
+    UploadData,
+)
+
+__all__ = ["JobError", "JobHandler", "JobOutput", "request_job", "serve_job"]
+
+log = logging.getLogger("lpstream.jobs")
+
+MAX_SEGMENT_SIZE = 64 * 1024 * 1024
+"""Largest uploaded segment a node accepts (413 beyond)."""
+RECEIVE_SIZE = 256 * 1024
+
+
+class JobError(ProtocolError):
+    """The peer answered the job with ERROR(code, message), or the stream broke (502)."""
+
+
+@attrs.frozen(kw_only=True)
+class JobOutput:
+    """One finished rendition: the facts the summary reports, and the bytes."""
+
+    info: RenditionInfo
+    """Name, size, frames, pixels, duration."""
+    data: bytes
+    """MPEG-TS bytes."""
+
+
+JobHandler = Callable[[Job, SegmentBuffer], Awaitable[Sequence[JobOutput]]]
+
+
+async def request_job(
+    stream: trio.abc.HalfCloseableStream,
+    job: Job,
+    source: SegmentBuffer,
+    *,
+    response_timeout: float,
+) -> list[JobOutput]:
+    """Sends ``job`` with the bytes of ``source`` as they arrive; returns the renditions.
+
+    ``response_timeout`` runs from the end of the upload to the end of the response.
+
+    Raises:
+        JobError: the peer refused or failed the job (its code), or broke the protocol.
+        TransportError: the stream or connection failed.
+        trio.TooSlowError: no complete answer within ``response_timeout`` after the upload.
+    """
+    requester = JobRequester()
+    result: Result | None = None
+    tracks: list[bytearray] = []
+    summary: ResultSummary | None = None
+    answer_deadline = trio.CancelScope()
+
+    async def upload() -> None:
+        await stream.send_all(requester.send_job(job))
+        async for chunk in source.chunks():
+            await stream.send_all(requester.send_data(chunk))
+        requester.end_upload()
+        await stream.send_eof()
+        answer_deadline.deadline = trio.current_time() + response_timeout
+
+    with one_error():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(upload)
+            with answer_deadline:
+                while summary is None:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                    if data:
+                        requester.receive_data(bytes(data))
+                    else:
+                        requester.receive_eof()
+                    try:
+                        while (event := requester.next_event()) is not None:
+                            if isinstance(event, ResultStarted):
+                                result = event.result
+                                tracks = [bytearray() for _ in result.renditions]
+                            elif isinstance(event, RenditionData):
+                                tracks[event.track] += event.data
+                            elif isinstance(event, JobFailed):
+                                raise JobError(event.message, code=event.code)
+                            elif isinstance(event, ResponseComplete):
+                                summary = event.summary
+                    except ProtocolError as exc:
+                        if isinstance(exc, JobError):
+                            raise
+                        raise JobError(f"bad response: {exc}", code=502) from exc
+                    if not data and summary is None:
+                        raise JobError("response ended early", code=502)
+            if answer_deadline.cancelled_caught:
+                raise trio.TooSlowError(f"no answer {response_timeout:g} s after the upload")
+            nursery.cancel_scope.cancel()
+    assert summary is not None
+    return [
+        JobOutput(info=info, data=bytes(tracks[i])) for i, info in enumerate(summary.renditions)
+    ]
+
+
+def _error_code(exc: Exception) -> int:
+    if isinstance(exc, ProtocolError):
+        return exc.code
+    if isinstance(exc, BusyError):
+        return 503
+    if isinstance(exc, MediaError):
+        return 422
+    if isinstance(exc, TransportError):
+        return 502
+    return 500
+
+
+async def serve_job(
+    stream: trio.abc.HalfCloseableStream,
+    handler: JobHandler,
+    *,
+    upload_timeout: float = 30.0,
+    peer: str = "",
+) -> None:
+    """Answers one job stream: reads JOB and its upload, runs ``handler``, sends the result.
+
+    A malformed stream, a refused job (``BusyError``, ``ProtocolError``) or a failed one gets
+    ERROR with its code, is logged with the reason, and the stream is closed; nothing raises
+    to the caller except cancellation.
+    """
+    responder = JobResponder(max_upload_size=MAX_SEGMENT_SIZE)
+    source = SegmentBuffer(max_size=MAX_SEGMENT_SIZE)
+    job_received = trio.Event()
+    outputs: list[JobOutput] = []
+    job: Job | None = None
+
+    async def read_upload() -> None:
+        nonlocal job
+        while True:
+            with trio.move_on_after(upload_timeout) as idle:
+                data = await stream.receive_some(RECEIVE_SIZE)
+            if idle.cancelled_caught:
+                raise TransportError(f"upload stalled for {upload_timeout:g} s")
+            if data:
+                responder.receive_data(bytes(data))
+            else:
+                responder.receive_eof()
+            while (event := responder.next_event()) is not None:
+                if isinstance(event, JobReceived):
+                    job = event.job
+                    job_received.set()
+                elif isinstance(event, UploadData):
+                    source.append(event.data)
+                elif isinstance(event, UploadComplete):
+                    source.close()
+                    return
+            if not data:
+                return
+
+    try:
+        with one_error():
+            async with trio.open_nursery() as nursery:
+
+                async def reader() -> None:
+                    try:
+                        await read_upload()
+                    except Exception as exc:
+                        source.fail(exc)
+                        raise
+
+                nursery.start_soon(reader)
+                await job_received.wait()
+                assert job is not None
+                outputs = list(await handler(job, source))
+                await source.wait_closed()
+        await stream.send_all(
+            responder.send_result(
+                Result(
+                    renditions=tuple(
+                        Rendition(name=o.info.name, width=o.info.width, height=o.info.height)
+                        for o in outputs
+                    )
+                )
+            )
+        )
+        for track, output in enumerate(outputs):
+            await stream.send_all(responder.send_rendition_data(track, output.data))
+        await stream.send_all(
+            responder.send_summary(
+                ResultSummary(
+                    renditions=tuple(
+                        attrs.evolve(o.info, size=responder.bytes_sent(i))
+                        for i, o in enumerate(outputs)
+                    )
+                )
+            )
+        )
+        await stream.send_eof()
+    except (ProtocolError, BusyError, MediaError, TransportError, trio.BrokenResourceError) as exc:
+        code = _error_code(exc) if isinstance(exc, Exception) else 500
+        what = f"job {job.stream_id}/{job.seq}" if job else "job stream"
+        log.warning("%s from %s refused with %d: %s", what, peer or "peer", code, exc)
+        try:
+            await stream.send_all(responder.send_error(code, str(exc)))
+            await stream.send_eof()
+        except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
+            await stream.aclose()

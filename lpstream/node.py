@@ -1,0 +1,277 @@
+"""Assembles the roles into running nodes: one root nursery, every server started with
+``nursery.start`` so that "ready" is printed only once every port is listening.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+import lpstream
+from ingest.rtmp import RtmpServer
+from lpstream.config import HostPort
+from lpstream.gateway.gateway import Gateway
+from lpstream.gateway.orchestrators import OrchestratorPool
+from lpstream.http.app import build_app
+from lpstream.media import VideoProfile
+from lpstream.metrics import Metrics
+from lpstream.orchestrator.orchestrator import Orchestrator
+from lpstream.quic import serve_quic
+from lpstream.worker.local import LocalWorker
+from lpstream.worker.remote import run_remote_worker
+
+__all__ = [
+    "GatewayOptions",
+    "OrchestratorOptions",
+    "run_dev",
+    "run_gateway",
+    "run_orchestrator",
+    "run_worker",
+]
+
+log = logging.getLogger("lpstream")
+
+Announce = Callable[[str], None]
+
+
+@attrs.frozen(kw_only=True)
+class GatewayOptions:
+    """What ``lpstream gateway`` needs."""
+
+    rtmp_addr: HostPort
+    """Where broadcasters push RTMP."""
+    http_addr: HostPort
+    """Where viewers and operators reach HTTP."""
+    orch_addrs: tuple[HostPort, ...]
+    """Orchestrators to send segments to, in order of preference."""
+    profiles: tuple[VideoProfile, ...]
+    """The ladder made for every stream (the source is always passed through as well)."""
+    segment_duration: float = 2.0
+    """Target segment length in seconds."""
+
+
+@attrs.frozen(kw_only=True)
+class OrchestratorOptions:
+    """What ``lpstream orchestrator`` needs."""
+
+    service_addr: HostPort
+    """UDP address of the QUIC service."""
+    secret: str
+    """Shared with remote workers."""
+    http_addr: HostPort | None = None
+    """Admin HTTP (status, metrics), if wanted."""
+    local_capacity: int = 2
+    """Sessions the in-process worker takes; 0 leaves all work to remote workers."""
+    encoder: str = "auto"
+    """Encoder preference of the in-process worker."""
+
+
+async def _serve_http(app: Any, addr: HostPort, *, task_status: trio.TaskStatus[HostPort]) -> None:
+    config = HypercornConfig()
+    config.bind = [str(addr)]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("lpstream.http")
+    config.graceful_timeout = 1.0
+
+    class _Status:
+        def started(self, binds: Sequence[str] | None = None) -> None:
+            bound = (binds or [f"http://{addr}"])[0]
+            hostport = bound.split("://", 1)[1]
+            host, _, port = hostport.rpartition(":")
+            task_status.started(HostPort(host.strip("[]"), int(port)))
+
+    await hypercorn_serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=_Status())
+
+
+def _build_orchestrator(options: OrchestratorOptions, metrics: Metrics) -> Orchestrator:
+    local = (
+        LocalWorker(capacity=options.local_capacity, encoder=options.encoder)
+        if options.local_capacity > 0
+        else None
+    )
+    return Orchestrator(secret=options.secret, metrics=metrics, local=local)
+
+
+async def run_orchestrator(options: OrchestratorOptions, announce: Announce = print) -> None:
+    """Runs an orchestrator until cancelled."""
+    metrics = Metrics()
+    orchestrator = _build_orchestrator(options, metrics)
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(
+            serve_quic,
+            options.service_addr.host,
+            options.service_addr.port,
+            orchestrator.handle_connection,
+        )
+        announce(f"orchestrator service: quic://{HostPort(host, port)}")
+        if options.http_addr is not None:
+            app = build_app(
+                playback=None,
+                status=lambda: {
+                    "role": "orchestrator",
+                    "version": lpstream.__version__,
+                    **orchestrator.status(),
+                },
+                metrics=metrics,
+            )
+            bound = await nursery.start(_serve_http, app, options.http_addr)
+            announce(f"orchestrator admin: http://{bound}/api/status")
+        announce("lpstream orchestrator ready")
+
+
+async def run_worker(
+    orch_addr: HostPort, secret: str, capacity: int, encoder: str, announce: Announce = print
+) -> None:
+    """Runs a remote worker until cancelled."""
+    local = LocalWorker(capacity=capacity, encoder=encoder)
+    async with trio.open_nursery() as nursery:
+        worker_id = await nursery.start(run_remote_worker, orch_addr, secret, local)
+        announce(f"lpstream worker ready: registered with {orch_addr} as {worker_id}")
+
+
+async def _start_gateway(
+    nursery: trio.Nursery,
+    options: GatewayOptions,
+    metrics: Metrics,
+    extra_status: Callable[[], Mapping[str, Any]] | None,
+    role: str,
+    announce: Announce,
+) -> Gateway:
+    pool = OrchestratorPool(options.orch_addrs)
+    await nursery.start(pool.run)
+    gateway = Gateway(
+        transcoder=pool,
+        profiles=options.profiles,
+        metrics=metrics,
+        segment_target=options.segment_duration,
+    )
+    await nursery.start(gateway.run)
+    rtmp = RtmpServer(handler=gateway)
+    rtmp_host, rtmp_port = await nursery.start(
+        rtmp.serve, options.rtmp_addr.host, options.rtmp_addr.port
+    )
+
+    def status() -> dict[str, Any]:
+        out: dict[str, Any] = {"role": role, "version": lpstream.__version__}
+        out.update(gateway.status())
+        out["orchestrators"] = pool.status()
+        out["rtmp"] = attrs.asdict(rtmp.statistics())
+        if extra_status is not None:
+            out.update(extra_status())
+        return out
+
+    app = build_app(playback=gateway, status=status, metrics=metrics)
+    http = await nursery.start(_serve_http, app, options.http_addr)
+    rtmp_bound = HostPort(rtmp_host, rtmp_port)
+    announce(f"ingest:   rtmp://{rtmp_bound}/live/{{stream}}")
+    announce(f"playback: http://{http}/hls/{{stream}}/index.m3u8")
+    announce(f"watch:    http://{http}/watch/{{stream}}")
+    announce(f"status:   http://{http}/api/status")
+    return gateway
+
+
+async def run_gateway(options: GatewayOptions, announce: Announce = print) -> None:
+    """Runs a gateway until cancelled."""
+    async with trio.open_nursery() as nursery:
+        await _start_gateway(nursery, options, Metrics(), None, "gateway", announce)
+        announce("lpstream gateway ready")
+
+
+async def run_dev(
+    gateway_options: GatewayOptions,
+    orchestrator_options: OrchestratorOptions,
+    *,
+    demo_stream: str | None = None,
+    announce: Announce = print,
+) -> None:
+    """Gateway, orchestrator and worker in one process (off-chain)."""
+    metrics = Metrics()
+    orchestrator = _build_orchestrator(orchestrator_options, metrics)
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(
+            serve_quic,
+            orchestrator_options.service_addr.host,
+            orchestrator_options.service_addr.port,
+            orchestrator.handle_connection,
+        )
+        service = HostPort(host, port)
+        announce(f"orchestrator: quic://{service} (remote workers join with --orch-secret)")
+        options = attrs.evolve(gateway_options, orch_addrs=(service,))
+        await _start_gateway(
+            nursery,
+            options,
+            metrics,
+            lambda: {"orchestrator": orchestrator.status()},
+            "dev",
+            announce,
+        )
+        announce("lpstream dev ready")
+        if demo_stream:
+            nursery.start_soon(
+                _push_demo,
+                gateway_options.rtmp_addr,
+                demo_stream,
+                gateway_options.http_addr,
+                announce,
+            )
+
+
+async def _push_demo(rtmp: HostPort, stream: str, http: HostPort, announce: Announce) -> None:
+    """Pushes a test pattern with ffmpeg, restarting it if it stops."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        log.warning("ffmpeg is not installed: no demo stream (install it, or push your own)")
+        return
+    url = f"rtmp://{rtmp}/live/{stream}"
+    command = [
+        ffmpeg,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-tune",
+        "zerolatency",
+        "-g",
+        "60",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "96k",
+        "-f",
+        "flv",
+        url,
+    ]
+    announce(f"demo stream: pushing a test pattern to {url}")
+    announce(
+        f"watch it:    ffplay http://{http}/hls/{stream}/index.m3u8  (or http://{http}/watch/{stream})"
+    )
+    while True:
+        await trio.run_process(command, check=False, stdin=subprocess.DEVNULL)
+        await trio.sleep(2)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,371 @@
+"""The orchestrator role: takes jobs over QUIC, hands them to workers, answers with renditions.
+
+How this works:
+
+* Every QUIC connection is served by ``handle_connection``. Each stream a peer opens starts
+  with one frame whose type says what the stream is: JOB (a gateway's segment), GET_INFO or
+  PING (control), or WORKER_HELLO (a remote worker registering; it must carry the
+  orchestrator's secret, otherwise it gets ERROR 403 and the connection is closed).
+* Workers are the in-process ``LocalWorker`` and ``RemoteWorker``s (one per registered
+  connection). A remote worker's jobs go to it on streams the orchestrator opens on the
+  worker's own connection.
+* Capacity is counted in sessions, as in go-livepeer: a (stream, session) pair is pinned to a
+  worker while it keeps sending segments and is forgotten after ``session_ttl`` of silence.
+  A new session when every worker's sessions are taken is answered 503 at once: work is
+  refused, never queued without bound.
+* The segment a job uploads is kept in a ``SegmentBuffer``, so if a worker dies or fails the
+  job is given, from the first byte, to another worker; the gateway sees one answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+import lpstream
+from lpstream.errors import BusyError, MediaError, RemoteProtocolError, TransportError
+from lpstream.jobs import JobError, JobOutput, request_job, serve_job
+from lpstream.metrics import Metrics
+from lpstream.quic import QuicConnectionHandle, QuicStream
+from lpstream.trickle import SegmentBuffer
+from lpstream.wire import (
+    Error,
+    FrameType,
+    GetInfo,
+    Job,
+    MessageStream,
+    OrchInfo,
+    Ping,
+    Pong,
+    WorkerHello,
+    WorkerWelcome,
+)
+from lpstream.worker.local import LocalWorker
+
+__all__ = ["Orchestrator", "RemoteWorker", "Worker"]
+
+log = logging.getLogger("lpstream.orchestrator")
+
+CONTROL_TIMEOUT = 10.0
+"""Seconds a control stream may stay silent before it is closed."""
+
+
+class Worker(Protocol):
+    """Something that transcodes: the local worker or a remote one."""
+
+    worker_id: str
+    capacity: int
+
+    async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]: ...
+
+
+@attrs.define
+class RemoteWorker:
+    """A worker process that dialled in and registered with the secret."""
+
+    worker_id: str
+    capacity: int
+    connection: QuicConnectionHandle
+    response_timeout: float = 20.0
+
+    async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]:
+        stream = await self.connection.open_stream()
+        try:
+            return await request_job(stream, job, source, response_timeout=self.response_timeout)
+        finally:
+            await stream.aclose()
+
+
+@attrs.define
+class _Session:
+    worker_id: str
+    last_used: float
+
+
+@attrs.define
+class Orchestrator:
+    """Routes jobs to workers (see the module comment)."""
+
+    secret: str
+    """Remote workers must present it (compared in constant time)."""
+    metrics: Metrics
+    local: LocalWorker | None = None
+    """The in-process worker, if this node transcodes itself."""
+    session_ttl: float = 30.0
+    """Seconds after a session's last segment before its capacity is freed."""
+    upload_timeout: float = 30.0
+    """A job upload silent for this long is failed."""
+    attempts: int = 3
+    """Workers tried per job before it is failed."""
+    _workers: dict[str, Worker] = attrs.Factory(dict)
+    _sessions: dict[tuple[str, str], _Session] = attrs.Factory(dict)
+    _ids: Any = attrs.Factory(lambda: itertools.count(1))
+    _jobs_in_flight: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if self.local is not None:
+            self._workers[self.local.worker_id] = self.local
+        for name, help_text in [
+            ("jobs_total", "Jobs answered, by outcome."),
+            ("worker_failures_total", "Jobs a worker failed (then retried elsewhere)."),
+            ("transcode_seconds_total", "Wall time of successful jobs."),
+        ]:
+            self.metrics.counter(name, help_text)
+        for name, help_text in [
+            ("workers", "Registered workers."),
+            ("sessions", "Sessions holding capacity."),
+            ("capacity", "Sessions all workers can take."),
+        ]:
+            self.metrics.gauge(name, help_text)
+        self._update_gauges()
+
+    # -- capacity ---------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        return sum(w.capacity for w in self._workers.values())
+
+    def _expire_sessions(self, now: float) -> None:
+        for key, session in list(self._sessions.items()):
+            if now - session.last_used > self.session_ttl or session.worker_id not in self._workers:
+                del self._sessions[key]
+
+    def _load(self, worker_id: str) -> int:
+        return sum(1 for s in self._sessions.values() if s.worker_id == worker_id)
+
+    def _assign(self, key: tuple[str, str], exclude: set[str]) -> Worker:
+        now = trio.current_time()
+        self._expire_sessions(now)
+        session = self._sessions.get(key)
+        if session is not None and session.worker_id not in exclude:
+            session.last_used = now
+            return self._workers[session.worker_id]
+        candidates = [
+            w
+            for w in self._workers.values()
+            if w.worker_id not in exclude and self._load(w.worker_id) < w.capacity
+        ]
+        if not candidates:
+            if not self._workers:
+                raise BusyError("no workers are registered")
+            raise BusyError(f"busy: all {self.capacity} sessions are in use")
+        worker = max(candidates, key=lambda w: w.capacity - self._load(w.worker_id))
+        self._sessions[key] = _Session(worker_id=worker.worker_id, last_used=now)
+        self._update_gauges()
+        return worker
+
+    def _update_gauges(self) -> None:
+        self.metrics.set("workers", len(self._workers))
+        self.metrics.set("sessions", len(self._sessions))
+        self.metrics.set("capacity", self.capacity)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]:
+        """Runs a job on a worker, moving it to another worker if one fails."""
+        job.video_profiles()  # range-check the profiles before any work (400 if bad)
+        key = (job.stream_id, job.session_id)
+        tried: set[str] = set()
+        last_error: Exception | None = None
+        self._jobs_in_flight += 1
+        try:
+            for _ in range(self.attempts):
+                try:
+                    worker = self._assign(key, tried)
+                except BusyError:
+                    if last_error is not None:
+                        break
+                    self.metrics.inc("jobs_total", outcome="busy")
+                    raise
+                tried.add(worker.worker_id)
+                started = trio.current_time()
+                try:
+                    outputs = await worker.run_job(job, source)
+                except (TransportError, JobError, trio.TooSlowError) as exc:
+                    if isinstance(exc, JobError) and exc.code < 500:
+                        raise
+                    last_error = exc
+                    self.metrics.inc("worker_failures_total")
+                    log.warning(
+                        "worker %s failed %s/%d: %s; trying another",
+                        worker.worker_id,
+                        job.stream_id,
+                        job.seq,
+                        exc,
+                    )
+                    self._sessions.pop(key, None)
+                    continue
+                self.metrics.inc("transcode_seconds_total", trio.current_time() - started)
+                self.metrics.inc("jobs_total", outcome="ok")
+                return outputs
+            self.metrics.inc("jobs_total", outcome="failed")
+            raise MediaError(f"every worker tried failed; last error: {last_error}")
+        finally:
+            self._jobs_in_flight -= 1
+
+    def info(self) -> OrchInfo:
+        self._expire_sessions(trio.current_time())
+        return OrchInfo(
+            version=lpstream.__version__,
+            capabilities=("transcode:h264",),
+            capacity=self.capacity,
+            in_use=len(self._sessions),
+        )
+
+    def status(self) -> dict[str, Any]:
+        self._expire_sessions(trio.current_time())
+        return {
+            "workers": {
+                w.worker_id: {"capacity": w.capacity, "sessions": self._load(w.worker_id)}
+                for w in self._workers.values()
+            },
+            "capacity": self.capacity,
+            "sessions": len(self._sessions),
+            "jobs_in_flight": self._jobs_in_flight,
+        }
+
+    # -- QUIC -------------------------------------------------------------------------------
+
+    async def handle_connection(self, connection: QuicConnectionHandle) -> None:
+        """Serves one QUIC connection until it closes."""
+        peer = str(connection.remote_address)
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    stream = await connection.accept_stream()
+                except TransportError:
+                    break
+                nursery.start_soon(self._handle_stream, connection, stream, peer)
+            nursery.cancel_scope.cancel()
+
+    async def _handle_stream(
+        self, connection: QuicConnectionHandle, stream: QuicStream, peer: str
+    ) -> None:
+        try:
+            with trio.fail_after(CONTROL_TIMEOUT):
+                first = await stream.receive_some(64 * 1024)
+        except (TransportError, trio.TooSlowError) as exc:
+            log.info("stream from %s closed before its first frame: %s", peer, exc)
+            await stream.aclose()
+            return
+        if not first:
+            await stream.aclose()
+            return
+        if first[0] == FrameType.JOB:
+            await serve_job(
+                _Prepended(stream, first),
+                self.run_job,
+                upload_timeout=self.upload_timeout,
+                peer=peer,
+            )
+            await stream.aclose()
+        else:
+            await self._control(connection, stream, first, peer)
+
+    async def _control(
+        self, connection: QuicConnectionHandle, stream: QuicStream, first: bytes, peer: str
+    ) -> None:
+        channel = MessageStream()
+        channel.receive_data(first)
+        worker: RemoteWorker | None = None
+        try:
+            while True:
+                while (message := channel.next_message()) is not None:
+                    if isinstance(message, GetInfo):
+                        await stream.send_all(channel.send(self.info()))
+                    elif isinstance(message, Ping):
+                        await stream.send_all(channel.send(Pong(nonce=message.nonce)))
+                    elif isinstance(message, WorkerHello):
+                        worker = await self._register(connection, stream, channel, message, peer)
+                        if worker is None:
+                            return
+                    else:
+                        raise RemoteProtocolError(
+                            f"unexpected {type(message).__name__} on a control stream"
+                        )
+                timeout = float("inf") if worker is not None else CONTROL_TIMEOUT
+                with trio.move_on_after(timeout):
+                    data = await stream.receive_some(64 * 1024)
+                    if not data:
+                        channel.receive_eof()
+                        return
+                    channel.receive_data(data)
+                    continue
+                return  # an idle control stream
+        except RemoteProtocolError as exc:
+            log.warning("control stream from %s: %s", peer, exc)
+            try:
+                await stream.send_all(channel.send(Error(code=exc.code, message=str(exc))))
+                await stream.send_eof()
+            except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        except TransportError as exc:
+            log.info("control stream from %s ended: %s", peer, exc)
+        finally:
+            if worker is not None:
+                self._workers.pop(worker.worker_id, None)
+                self._update_gauges()
+                log.info("worker %s (%s) left", worker.worker_id, peer)
+                connection.close()
+            await stream.aclose()
+
+    async def _register(
+        self,
+        connection: QuicConnectionHandle,
+        stream: QuicStream,
+        channel: MessageStream,
+        hello: WorkerHello,
+        peer: str,
+    ) -> RemoteWorker | None:
+        if not self.secret or not hmac.compare_digest(
+            hello.secret.encode("utf-8"), self.secret.encode("utf-8")
+        ):
+            log.warning("worker at %s refused: wrong orchestrator secret", peer)
+            await stream.send_all(
+                channel.send(Error(code=403, message="wrong orchestrator secret"))
+            )
+            await stream.send_eof()
+            await trio.sleep(0.2)  # let the answer leave before the connection closes
+            connection.close(error_code=403, reason="wrong orchestrator secret")
+            return None
+        worker_id = f"remote-{next(self._ids)}"
+        worker = RemoteWorker(
+            worker_id=worker_id, capacity=max(1, hello.capacity), connection=connection
+        )
+        self._workers[worker_id] = worker
+        self._update_gauges()
+        await stream.send_all(channel.send(WorkerWelcome(worker_id=worker_id)))
+        log.info("worker %s registered from %s with capacity %d", worker_id, peer, worker.capacity)
+        return worker
+
+
+class _Prepended(trio.abc.HalfCloseableStream):
+    """A stream with bytes already read put back in front."""
+
+    def __init__(self, stream: QuicStream, head: bytes) -> None:
+        self._stream = stream
+        self._head = head
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return await self._stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()

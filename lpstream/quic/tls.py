@@ -1,0 +1,203 @@
+"""TLS material and aioquic configurations for lpstream's QUIC links (ALPN ``lpstream/1``).
+
+Defaults are tuned for bulk video between nodes:
+
+- Flow-control windows: ``max_stream_data`` is the per-stream receive window. The driver
+  extends it only as the application reads (see ``driver.py``), so it is both the most one
+  stream can buffer on the receiving side and the most it can have in flight; 2 MiB covers
+  1 Gbit/s at 16 ms RTT. ``max_data`` (connection-wide) starts larger and aioquic raises it as
+  data arrives, so several streams are never held back by it.
+- Datagram size: aioquic has no path-MTU discovery, so ``max_datagram_size`` is what every
+  packet is built to. ``DEFAULT_MAX_DATAGRAM_SIZE`` (1350) fits inside the 1500-byte Ethernet
+  MTU with IPv6 and tunnel headers to spare, as QUIC stacks commonly choose. On loopback (MTU
+  65536) bigger datagrams mean fewer packets, and the Python cost is per packet, so
+  ``open_quic_connection`` and ``serve_quic`` raise it to ``LOOPBACK_MAX_DATAGRAM_SIZE`` for a
+  loopback peer when the configuration leaves it at the default (see
+  ``benchmarks/quic_throughput.py`` for the measured effect). The ceiling is 16384: aioquic
+  writes the STREAM frame length as a two-byte varint (at most 16383).
+- Congestion control: CUBIC, which grows the window faster than Reno after a loss on fast
+  links (measured on loopback in the benchmark).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+
+from aioquic.quic.configuration import QuicConfiguration
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+__all__ = [
+    "ALPN",
+    "DEFAULT_MAX_DATAGRAM_SIZE",
+    "LOOPBACK_MAX_DATAGRAM_SIZE",
+    "client_configuration",
+    "make_self_signed_certificate",
+    "server_configuration",
+]
+
+ALPN = "lpstream/1"
+"""The ALPN token both ends of an lpstream QUIC connection must offer."""
+
+DEFAULT_MAX_DATAGRAM_SIZE = 1350
+"""QUIC payload per UDP datagram on real networks (fits a 1500-byte MTU with room to spare)."""
+
+LOOPBACK_MAX_DATAGRAM_SIZE = 16384
+"""QUIC payload per UDP datagram to a loopback peer (loopback MTU is 65536)."""
+
+MAX_DATAGRAM_SIZE_CEILING = 16384
+"""aioquic encodes STREAM frame lengths in two bytes, so larger packets would break."""
+
+DEFAULT_IDLE_TIMEOUT = 30.0
+DEFAULT_MAX_DATA = 16 * 1024 * 1024
+DEFAULT_MAX_STREAM_DATA = 2 * 1024 * 1024
+DEFAULT_CONGESTION_CONTROL = "cubic"
+
+
+def make_self_signed_certificate(common_name: str = "lpstream") -> tuple[bytes, bytes]:
+    """Make a self-signed EC P-256 certificate valid for a year.
+
+    Args:
+        common_name: the subject and the DNS name in the subjectAltName; ``localhost``,
+            ``127.0.0.1`` and ``::1`` are added so a loopback peer can verify it when pinned.
+
+    Returns:
+        ``(certificate_pem, private_key_pem)``.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    alt_names: list[x509.GeneralName] = [x509.DNSName(common_name)]
+    if common_name != "localhost":
+        alt_names.append(x509.DNSName("localhost"))
+    alt_names += [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def _check_datagram_size(max_datagram_size: int) -> None:
+    if not 1200 <= max_datagram_size <= MAX_DATAGRAM_SIZE_CEILING:
+        raise ValueError(
+            f"max_datagram_size must be between 1200 and {MAX_DATAGRAM_SIZE_CEILING}, "
+            f"not {max_datagram_size}"
+        )
+
+
+def server_configuration(
+    cert_pem: bytes | None = None,
+    key_pem: bytes | None = None,
+    *,
+    alpn: str = ALPN,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    max_datagram_size: int = DEFAULT_MAX_DATAGRAM_SIZE,
+    max_data: int = DEFAULT_MAX_DATA,
+    max_stream_data: int = DEFAULT_MAX_STREAM_DATA,
+    congestion_control: str = DEFAULT_CONGESTION_CONTROL,
+) -> QuicConfiguration:
+    """Build the configuration a node serves QUIC with.
+
+    Args:
+        cert_pem: the certificate (PEM); a fresh self-signed one when ``None``.
+        key_pem: its private key (PEM); required when ``cert_pem`` is given.
+        alpn: the application protocol to accept.
+        idle_timeout: seconds without a packet from the peer before the connection closes.
+        max_datagram_size: QUIC payload per UDP datagram (1200..16384).
+        max_data: initial connection-wide receive window.
+        max_stream_data: per-stream receive window (see the module comment).
+        congestion_control: ``"cubic"`` or ``"reno"``.
+    """
+    _check_datagram_size(max_datagram_size)
+    if cert_pem is None:
+        if key_pem is not None:
+            raise ValueError("key_pem given without cert_pem")
+        cert_pem, key_pem = make_self_signed_certificate()
+    elif key_pem is None:
+        raise ValueError("cert_pem given without key_pem")
+    configuration = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=[alpn],
+        idle_timeout=idle_timeout,
+        max_datagram_size=max_datagram_size,
+        max_data=max_data,
+        max_stream_data=max_stream_data,
+        congestion_control_algorithm=congestion_control,
+    )
+    certificates = x509.load_pem_x509_certificates(cert_pem)
+    configuration.certificate = certificates[0]
+    configuration.certificate_chain = certificates[1:]
+    configuration.private_key = serialization.load_pem_private_key(key_pem, password=None)
+    return configuration
+
+
+def client_configuration(
+    *,
+    alpn: str = ALPN,
+    verify: bool = False,
+    cadata: bytes | None = None,
+    server_name: str | None = None,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    max_datagram_size: int = DEFAULT_MAX_DATAGRAM_SIZE,
+    max_data: int = DEFAULT_MAX_DATA,
+    max_stream_data: int = DEFAULT_MAX_STREAM_DATA,
+    congestion_control: str = DEFAULT_CONGESTION_CONTROL,
+) -> QuicConfiguration:
+    """Build the configuration a node dials QUIC with.
+
+    Nodes authenticate each other with the orchestrator secret and signed tickets, not with
+    the Web PKI, so certificates are not verified unless asked.
+
+    Args:
+        alpn: the application protocol to offer.
+        verify: verify the server's certificate chain and name.
+        cadata: PEM certificates to trust when verifying (a pinned self-signed certificate);
+            the system store when ``None``.
+        server_name: the name to send (SNI) and verify; the host dialled when ``None``.
+        idle_timeout: seconds without a packet from the peer before the connection closes.
+        max_datagram_size: QUIC payload per UDP datagram (1200..16384).
+        max_data: initial connection-wide receive window.
+        max_stream_data: per-stream receive window (see the module comment).
+        congestion_control: ``"cubic"`` or ``"reno"``.
+    """
+    _check_datagram_size(max_datagram_size)
+    configuration = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[alpn],
+        idle_timeout=idle_timeout,
+        max_datagram_size=max_datagram_size,
+        max_data=max_data,
+        max_stream_data=max_stream_data,
+        congestion_control_algorithm=congestion_control,
+        server_name=server_name,
+    )
+    if verify:
+        configuration.verify_mode = ssl.CERT_REQUIRED
+        if cadata is not None:
+            configuration.load_verify_locations(cadata=cadata)
+    else:
+        configuration.verify_mode = ssl.CERT_NONE
+    return configuration

@@ -1,0 +1,109 @@
+"""A worker process: dials its orchestrator, registers with the secret, serves jobs.
+
+The worker keeps one QUIC connection to the orchestrator. On a control stream it sends
+WORKER_HELLO (secret, capacity) and waits for WORKER_WELCOME; the orchestrator then opens one
+stream per job towards the worker, which answers each with ``serve_job``. If the connection
+drops the worker dials again with a growing delay; a refused secret (403) ends the process,
+since retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+import lpstream
+from lpstream.config import HostPort
+from lpstream.errors import ConfigError, RemoteProtocolError, TransportError
+from lpstream.jobs import serve_job
+from lpstream.quic import QuicConnectionHandle, open_quic_connection
+from lpstream.wire import Error, MessageStream, WorkerHello, WorkerWelcome
+from lpstream.worker.local import LocalWorker
+
+__all__ = ["run_remote_worker"]
+
+log = logging.getLogger("lpstream.worker")
+
+
+async def _register(connection: QuicConnectionHandle, secret: str, capacity: int) -> str:
+    control = await connection.open_stream()
+    channel = MessageStream()
+    await control.send_all(
+        channel.send(
+            WorkerHello(
+                secret=secret,
+                capacity=capacity,
+                capabilities=("transcode:h264",),
+                version=lpstream.__version__,
+            )
+        )
+    )
+    with trio.fail_after(10):
+        while True:
+            data = await control.receive_some(64 * 1024)
+            if not data:
+                channel.receive_eof()
+            else:
+                channel.receive_data(data)
+            message = channel.next_message()
+            if isinstance(message, WorkerWelcome):
+                return message.worker_id
+            if isinstance(message, Error):
+                if message.code == 403:
+                    raise ConfigError(f"orchestrator refused this worker: {message.message}")
+                raise RemoteProtocolError(
+                    f"orchestrator answered {message.code}: {message.message}"
+                )
+            if message is not None:
+                raise RemoteProtocolError(f"unexpected {type(message).__name__} from orchestrator")
+            if not data:
+                raise TransportError("orchestrator closed the control stream")
+
+
+async def run_remote_worker(
+    orchestrator: HostPort,
+    secret: str,
+    local: LocalWorker,
+    *,
+    retry_delay: float = 1.0,
+    max_retry_delay: float = 15.0,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serves jobs for ``orchestrator`` until cancelled; reconnects when the link drops.
+
+    ``task_status.started(worker_id)`` once the first registration succeeded.
+
+    Raises:
+        ConfigError: the orchestrator refused the secret.
+    """
+    delay = retry_delay
+    started = False
+    while True:
+        try:
+            async with open_quic_connection(orchestrator.host, orchestrator.port) as connection:
+                worker_id = await _register(connection, secret, local.capacity)
+                log.info("registered with %s as %s", orchestrator, worker_id)
+                if not started:
+                    task_status.started(worker_id)
+                    started = True
+                delay = retry_delay
+                async with trio.open_nursery() as nursery:
+                    while True:
+                        try:
+                            stream = await connection.accept_stream()
+                        except TransportError:
+                            break
+                        nursery.start_soon(_serve_one, local, stream, str(orchestrator))
+                    nursery.cancel_scope.cancel()
+        except (TransportError, RemoteProtocolError, trio.TooSlowError) as exc:
+            log.warning("orchestrator %s: %s; retrying in %.0f s", orchestrator, exc, delay)
+        await trio.sleep(delay)
+        delay = min(max_retry_delay, delay * 2)
+
+
+async def _serve_one(local: LocalWorker, stream: trio.abc.HalfCloseableStream, peer: str) -> None:
+    try:
+        await serve_job(stream, local.run_job, peer=peer)
+    finally:
+        await stream.aclose()

@@ -1,0 +1,147 @@
+"""``lpstream dev --offchain`` end to end: real ffmpeg pushes RTMP, HLS is read back over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.hls_check import (
+    HlsRecorder,
+    check_recording,
+    media_duration,
+    read_master_with_ffmpeg,
+)
+from tests.e2e.nodes import NodeProcess, http_get, http_json, push_command, wait_for
+
+pytestmark = pytest.mark.slow
+
+LADDER_720P = {"source": (1280, 720), "360p": (640, 360), "240p": (426, 240)}
+
+
+@pytest.fixture(scope="module")
+def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    logs = tmp_path_factory.mktemp("dev")
+    node = NodeProcess(
+        [
+            "dev",
+            "--offchain",
+            "--rtmp-addr=127.0.0.1:0",
+            "--http-addr=127.0.0.1:0",
+            "--service-addr=127.0.0.1:0",
+        ],
+        name="dev",
+        log_dir=logs,
+    )
+    try:
+        node.wait_ready()
+        yield node
+    finally:
+        assert node.stop() == 0, node.log_path.read_text()[-3000:]
+
+
+def publish_and_record(
+    node: NodeProcess,
+    stream: str,
+    out: Path,
+    *,
+    seconds: float,
+    **push: Any,
+) -> tuple[HlsRecorder, subprocess.Popen[bytes]]:
+    rtmp = f"{node.url('rtmp')}/live/{stream}"
+    publisher = subprocess.Popen(
+        push_command(rtmp, seconds=seconds, **push), stderr=subprocess.PIPE
+    )
+    recorder = HlsRecorder(base=node.url("http"), stream=stream, out_dir=out)
+    recorder.start()
+    return recorder, publisher
+
+
+def finish(recorder: HlsRecorder, publisher: subprocess.Popen[bytes], seconds: float) -> None:
+    _, err = publisher.communicate(timeout=seconds + 30)
+    assert publisher.returncode == 0, err.decode()
+    recorder.wait(timeout=30)
+
+
+def test_issue_publisher_for_20s_gives_a_full_ladder(dev_node: NodeProcess, tmp_path: Path) -> None:
+    seconds = 20.0
+    recorder, publisher = publish_and_record(dev_node, "t", tmp_path, seconds=seconds)
+    base = dev_node.url("http")
+    wait_for(lambda: http_get(f"{base}/hls/t/index.m3u8")[0] == 200, 20, "the master playlist")
+    client_out = tmp_path / "client.ts"
+    client = read_master_with_ffmpeg(f"{base}/hls/t/index.m3u8", client_out, timeout=60)
+    finish(recorder, publisher, seconds)
+    _, client_err = client.communicate(timeout=60)
+    assert client.returncode == 0, client_err.decode()
+
+    master = recorder.master
+    for name, (w, h) in LADDER_720P.items():
+        assert f"RESOLUTION={w}x{h}" in master and f'NAME="{name}"' in master
+    assert master.count('CODECS="avc1.') == 3 and "mp4a.40.2" in master
+    check_recording(
+        recorder, expected_sizes=LADDER_720P, audio=True, gop_seconds=2, seconds=seconds
+    )
+    # ffmpeg as a player got the whole stream from the first segment to the end.
+    assert media_duration(client_out) == pytest.approx(seconds, abs=1.0)
+
+    status = http_json(f"{base}/api/status")
+    assert status["role"] == "dev" and status["streams"]["t"]["live"] is False
+    metrics = http_get(f"{base}/metrics")[1].decode()
+    assert "lpstream_segments_in_total " in metrics and "lpstream_active_streams 0.0" in metrics
+
+
+@pytest.mark.parametrize(
+    ("stream", "push", "gop_seconds", "audio"),
+    [
+        ("bframes", {"bframes": 3}, 2.0, True),
+        ("gop4", {"gop": 120}, 4.0, True),
+        ("silent", {"audio": False}, 2.0, False),
+    ],
+)
+def test_variants(
+    dev_node: NodeProcess,
+    tmp_path: Path,
+    stream: str,
+    push: dict[str, Any],
+    gop_seconds: float,
+    audio: bool,
+) -> None:
+    seconds = 12.0
+    recorder, publisher = publish_and_record(dev_node, stream, tmp_path, seconds=seconds, **push)
+    finish(recorder, publisher, seconds)
+    check_recording(
+        recorder, expected_sizes=LADDER_720P, audio=audio, gop_seconds=gop_seconds, seconds=seconds
+    )
+
+
+def test_two_publishers_at_once(dev_node: NodeProcess, tmp_path: Path) -> None:
+    seconds = 10.0
+    runs = [
+        publish_and_record(dev_node, name, tmp_path, seconds=seconds, size="640x360")
+        for name in ("left", "right")
+    ]
+    for recorder, publisher in runs:
+        finish(recorder, publisher, seconds)
+    sizes = {"source": (640, 360), "360p": (640, 360), "240p": (426, 240)}
+    for recorder, _ in runs:
+        check_recording(recorder, expected_sizes=sizes, audio=True, gop_seconds=2, seconds=seconds)
+
+
+def test_a_second_publisher_on_a_live_name_is_refused(
+    dev_node: NodeProcess, tmp_path: Path
+) -> None:
+    rtmp = f"{dev_node.url('rtmp')}/live/taken"
+    first = subprocess.Popen(push_command(rtmp, seconds=8, size="320x240"), stderr=subprocess.PIPE)
+    base = dev_node.url("http")
+    wait_for(
+        lambda: http_get(f"{base}/hls/taken/source/index.m3u8")[0] == 200, 15, "first publisher"
+    )
+    second = subprocess.run(
+        push_command(rtmp, seconds=3, size="320x240"), capture_output=True, timeout=30
+    )
+    assert second.returncode != 0
+    _, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err.decode()

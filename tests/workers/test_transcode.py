@@ -1,0 +1,424 @@
+"""The ladder transcoder, driven with real MPEG-TS made by the ffmpeg CLI and read back by PyAV."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+import av
+import pytest
+
+from lpstream.errors import MediaError
+from lpstream.media import DEFAULT_PROFILES, VideoProfile, scaled_size
+from workers import (
+    LadderTranscoder,
+    RenditionOutput,
+    choose_encoder,
+    nvenc_available,
+    transcode_file,
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
+
+MakeTs = Callable[..., bytes]
+
+
+@attrs.frozen
+class TsInfo:
+    """What a player sees in an MPEG-TS file."""
+
+    width: int
+    height: int
+    frame_pts: list[int]
+    """Presentation timestamps of the decoded video frames, in display order."""
+    key_pts: list[int]
+    """Presentation timestamps of the video keyframes."""
+    audio_pts: list[int]
+    """Timestamps of the audio packets."""
+
+
+def inspect_ts(data: bytes) -> TsInfo:
+    with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
+        video = container.streams.video[0]
+        frame_pts: list[int] = []
+        key_pts: list[int] = []
+        audio_pts: list[int] = []
+        for packet in container.demux():
+            if packet.stream.type == "audio":
+                if packet.size and packet.pts is not None:
+                    audio_pts.append(packet.pts)
+                continue
+            if packet.is_keyframe and packet.pts is not None:
+                key_pts.append(packet.pts)
+            for frame in video.decode(packet):
+                assert frame.pts is not None
+                frame_pts.append(frame.pts)
+        return TsInfo(
+            width=video.codec_context.width,
+            height=video.codec_context.height,
+            frame_pts=frame_pts,
+            key_pts=key_pts,
+            audio_pts=audio_pts,
+        )
+
+
+@pytest.fixture(scope="session")
+def make_ts(tmp_path_factory: pytest.TempPathFactory) -> MakeTs:
+    """Builds (once per session and arguments) an MPEG-TS clip with the ffmpeg CLI."""
+    cache: dict[tuple[object, ...], bytes] = {}
+    folder = tmp_path_factory.mktemp("inputs")
+
+    def make(
+        *,
+        size: str = "640x360",
+        seconds: float = 2,
+        rate: int = 30,
+        gop: int = 60,
+        audio: bool = True,
+        source: str = "testsrc2",
+        video_args: tuple[str, ...] = ("-preset", "ultrafast"),
+    ) -> bytes:
+        key = (size, seconds, rate, gop, audio, source, video_args)
+        if key not in cache:
+            path = folder / f"clip{len(cache)}.ts"
+            cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"]
+            cmd += ["-f", "lavfi", "-i", f"{source}=size={size}:rate={rate}"]
+            if audio:
+                cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+            cmd += ["-t", str(seconds), "-c:v", "libx264", "-g", str(gop), *video_args]
+            if audio:
+                cmd += ["-c:a", "aac", "-b:a", "64k"]
+            cmd += ["-f", "mpegts", str(path)]
+            subprocess.run(cmd, check=True)
+            cache[key] = path.read_bytes()
+        return cache[key]
+
+    return make
+
+
+@attrs.define
+class Collector:
+    """An ``on_data`` that keeps every rendition's bytes and counts the calls."""
+
+    chunks: dict[int, list[bytes]] = attrs.Factory(dict)
+
+    def __call__(self, index: int, data: bytes) -> None:
+        self.chunks.setdefault(index, []).append(data)
+
+    def output(self, index: int) -> bytes:
+        return b"".join(self.chunks[index])
+
+
+def run_ladder(
+    data: bytes, profiles: tuple[VideoProfile, ...] = DEFAULT_PROFILES
+) -> tuple[list[RenditionOutput], Collector]:
+    collector = Collector()
+    results = LadderTranscoder(profiles, encoder="x264").transcode(io.BytesIO(data), collector)
+    return results, collector
+
+
+def test_default_ladder_makes_aligned_renditions_of_a_720p_segment(make_ts: MakeTs) -> None:
+    source = make_ts(size="1280x720", gop=30)
+    src = inspect_ts(source)
+    assert len(src.frame_pts) == 60 and len(src.key_pts) == 2
+
+    results, collector = run_ladder(source)
+
+    assert scaled_size(1280, 720, DEFAULT_PROFILES[1]) == (426, 240)
+    assert [(r.name, r.width, r.height) for r in results] == [
+        ("360p", 640, 360),
+        ("240p", 426, 240),
+    ]
+    for index, result in enumerate(results):
+        data = collector.output(index)
+        out = inspect_ts(data)
+        assert (out.width, out.height) == (result.width, result.height)
+        assert result.frames == len(out.frame_pts) == 60
+        assert result.pixels == 60 * result.width * result.height
+        assert result.size == len(data)
+        assert result.duration_ms == 2000
+        # Same timestamps as the source: no offset, no shift, nothing dropped.
+        assert out.frame_pts == src.frame_pts
+        assert out.audio_pts == src.audio_pts
+        assert len(out.audio_pts) > 80  # ~2 s of 1024-sample AAC frames at 48 kHz
+        # GOPs line up with the source's, so segments cut at the same places.
+        assert out.key_pts == src.key_pts
+
+
+def test_output_streams_out_while_a_blocking_pipe_is_still_being_written(
+    make_ts: MakeTs,
+) -> None:
+    source = make_ts(size="320x180", seconds=6, gop=30)
+    output_started = threading.Event()
+    ended_before_output: list[bool] = []
+    calls_at_end = 0
+
+    def on_data(index: int, data: bytes) -> None:
+        output_started.set()
+
+    read_fd, write_fd = os.pipe()
+
+    def upload() -> None:
+        with os.fdopen(write_fd, "wb", buffering=0) as pipe:
+            half = len(source) // 2
+            for start in range(0, half, 8192):
+                pipe.write(source[start : min(start + 8192, half)])
+            # Hold the rest back until output has appeared (or give up after a while).
+            ended_before_output.append(not output_started.wait(timeout=30))
+            for start in range(half, len(source), 8192):
+                pipe.write(source[start : start + 8192])
+
+    counting = Collector()
+
+    def on_data_counting(index: int, data: bytes) -> None:
+        on_data(index, data)
+        counting(index, data)
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    try:
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            results = LadderTranscoder(DEFAULT_PROFILES, encoder="x264").transcode(
+                pipe, on_data_counting
+            )
+    finally:
+        uploader.join()
+    calls_at_end = sum(len(chunks) for chunks in counting.chunks.values())
+
+    assert ended_before_output == [False]  # bytes came out before the upload finished
+    assert calls_at_end > 4
+    assert [r.frames for r in results] == [180, 180]
+    assert len(inspect_ts(counting.output(0)).frame_pts) == 180
+
+
+def test_four_by_three_source_keeps_its_shape(make_ts: MakeTs) -> None:
+    results, collector = run_ladder(make_ts(size="640x480", seconds=1))
+
+    assert [(r.width, r.height) for r in results] == [(480, 360), (320, 240)]
+    out = inspect_ts(collector.output(0))
+    assert (out.width, out.height) == (480, 360)
+
+
+def test_odd_sized_444_source_gives_even_yuv420p_renditions(make_ts: MakeTs) -> None:
+    source = make_ts(
+        size="641x361",
+        seconds=1,
+        source="testsrc",
+        video_args=("-preset", "ultrafast", "-pix_fmt", "yuv444p"),
+    )
+    results, collector = run_ladder(source)
+
+    assert [(r.width, r.height) for r in results] == [(640, 360), (426, 240)]
+    with av.open(io.BytesIO(collector.output(1)), mode="r", format="mpegts") as container:
+        frame = next(container.decode(video=0))
+        assert (frame.width, frame.height, frame.format.name) == (426, 240, "yuv420p")
+
+
+def test_input_without_audio_gives_video_only_renditions(make_ts: MakeTs) -> None:
+    results, collector = run_ladder(make_ts(seconds=1, audio=False))
+
+    assert [r.frames for r in results] == [30, 30]
+    with av.open(io.BytesIO(collector.output(0)), mode="r", format="mpegts") as container:
+        assert [s.type for s in container.streams] == ["video"]
+
+
+def test_b_frame_input_keeps_every_frame_and_timestamp(make_ts: MakeTs) -> None:
+    source = make_ts(seconds=1, video_args=("-preset", "superfast", "-bf", "3"))
+    src = inspect_ts(source)
+
+    results, collector = run_ladder(source)
+
+    assert results[0].frames == 30
+    assert inspect_ts(collector.output(0)).frame_pts == src.frame_pts
+
+
+def test_variable_gop_source_keyframes_are_kept_in_every_rendition(make_ts: MakeTs) -> None:
+    source = make_ts(
+        seconds=2,
+        gop=1000,
+        video_args=("-preset", "ultrafast", "-sc_threshold", "0", "-force_key_frames", "0,0.4,1.3"),
+    )
+    src = inspect_ts(source)
+    assert len(src.key_pts) == 3
+
+    _, collector = run_ladder(source)
+
+    for index in (0, 1):
+        assert inspect_ts(collector.output(index)).key_pts == src.key_pts
+
+
+def test_profile_gop_adds_keyframes_inside_a_long_source_gop(make_ts: MakeTs) -> None:
+    profile = VideoProfile(name="short", width=320, height=180, bitrate=200_000, gop=0.5)
+    source = make_ts(seconds=2, gop=1000)
+
+    _, collector = run_ladder(source, (profile,))
+
+    out = inspect_ts(collector.output(0))
+    steps = {b - a for a, b in zip(out.key_pts, out.key_pts[1:], strict=False)}
+    assert len(out.key_pts) == 4 and steps == {45_000}  # every 0.5 s at 90 kHz
+
+
+def test_profile_at_half_the_frame_rate_halves_the_frames(make_ts: MakeTs) -> None:
+    source = make_ts(seconds=2)
+    src = inspect_ts(source)
+    half = VideoProfile(name="15fps", width=320, height=180, bitrate=200_000, fps=15)
+
+    results, collector = run_ladder(source, (half,))
+
+    out = inspect_ts(collector.output(0))
+    assert results[0].frames == len(out.frame_pts) == 30
+    assert out.frame_pts == src.frame_pts[::2]
+    assert results[0].duration_ms == 2000
+    assert out.key_pts[0] == src.key_pts[0]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [(b"", "ended before"), (b"\x00garbage\xff" * 4000, "ended before")],
+    ids=["empty", "garbage"],
+)
+def test_undecodable_input_is_a_media_error(data: bytes, message: str) -> None:
+    with pytest.raises(MediaError, match=message):
+        run_ladder(data)
+
+
+def test_input_without_video_is_a_media_error(tmp_path: Path) -> None:
+    path = tmp_path / "audio.ts"
+    subprocess.run(
+        [
+            *("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine"),
+            *("-t", "1", "-c:a", "aac", "-f", "mpegts", str(path)),
+        ],
+        check=True,
+    )
+    with pytest.raises(MediaError, match="no video stream"):
+        run_ladder(path.read_bytes())
+
+
+class Gone(Exception):
+    """Raised by a test's reader or callback."""
+
+
+def test_an_error_raised_by_on_data_stops_the_ladder_and_reaches_the_caller(
+    make_ts: MakeTs,
+) -> None:
+    calls: list[int] = []
+    threads_before = threading.active_count()
+
+    def on_data(index: int, data: bytes) -> None:
+        calls.append(index)
+        raise Gone
+
+    with pytest.raises(Gone):
+        LadderTranscoder(DEFAULT_PROFILES, encoder="x264").transcode(
+            io.BytesIO(make_ts(seconds=1)), on_data
+        )
+    assert len(calls) == 1  # nothing more is written once the caller's side failed
+    assert threading.active_count() == threads_before  # the encoder threads are gone
+
+
+def test_an_error_raised_by_the_source_reaches_the_caller_unchanged(make_ts: MakeTs) -> None:
+    data = make_ts(seconds=2)
+    threads_before = threading.active_count()
+
+    class BrokenUpload(io.RawIOBase):
+        def __init__(self) -> None:
+            self.offset = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:
+            if self.offset > len(data) // 2:
+                raise Gone
+            chunk = data[self.offset : self.offset + min(size, 4096)]
+            self.offset += len(chunk)
+            return chunk
+
+    with pytest.raises(Gone):
+        LadderTranscoder(DEFAULT_PROFILES, encoder="x264").transcode(BrokenUpload(), Collector())
+    assert threading.active_count() == threads_before
+
+
+def test_transcode_file_writes_renditions_that_ffprobe_reads(
+    make_ts: MakeTs, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.ts"
+    src.write_bytes(make_ts(seconds=1))
+
+    results = transcode_file(src, tmp_path / "out", DEFAULT_PROFILES, encoder="x264")
+
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["240p.ts", "360p.ts"]
+    for result in results:
+        probe = subprocess.run(
+            [
+                *("ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height"),
+                *("-of", "csv=p=0", str(tmp_path / "out" / f"{result.name}.ts")),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert set(probe.stdout.split()) == {f"h264,{result.width},{result.height}", "aac"}
+        assert (tmp_path / "out" / f"{result.name}.ts").stat().st_size == result.size
+
+
+def test_a_ladder_needs_profiles() -> None:
+    with pytest.raises(MediaError):
+        LadderTranscoder([])
+
+
+def test_choose_encoder_maps_preferences() -> None:
+    assert choose_encoder("x264") == "libx264"
+    assert choose_encoder("auto") == ("h264_nvenc" if nvenc_available() else "libx264")
+    with pytest.raises(MediaError, match="unknown encoder"):
+        choose_encoder("vp9")
+
+
+def test_asking_for_nvenc_without_a_gpu_is_a_clear_error() -> None:
+    if nvenc_available():
+        pytest.skip("h264_nvenc works on this machine")
+    with pytest.raises(MediaError, match="nvenc"):
+        choose_encoder("nvenc")
+
+
+@pytest.fixture
+def nvenc() -> Iterator[None]:
+    if not nvenc_available():
+        pytest.skip("h264_nvenc is not usable here (no CUDA device or PyAV without NVENC)")
+    yield
+
+
+@pytest.mark.gpu
+@pytest.mark.usefixtures("nvenc")
+def test_nvenc_ladder_matches_the_source_timing(make_ts: MakeTs) -> None:
+    source = make_ts(size="1280x720", gop=30)
+    src = inspect_ts(source)
+    collector = Collector()
+
+    results = LadderTranscoder(DEFAULT_PROFILES, encoder="nvenc").transcode(
+        io.BytesIO(source), collector
+    )
+
+    for index, result in enumerate(results):
+        out = inspect_ts(collector.output(index))
+        assert (out.width, out.height) == (result.width, result.height)
+        assert out.frame_pts == src.frame_pts
+        assert out.key_pts == src.key_pts
+
+
+def test_damage_in_the_middle_of_a_segment_is_skipped_not_fatal(make_ts: MakeTs) -> None:
+    data = bytearray(make_ts(seconds=2))
+    middle = len(data) // 2
+    data[middle : middle + 20_000] = bytes(range(256)) * 78 + bytes(32)
+
+    results, collector = run_ladder(bytes(data))
+
+    assert all(20 < r.frames <= 60 for r in results)
+    assert len(inspect_ts(collector.output(0)).frame_pts) == results[0].frames
