@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -54,6 +55,11 @@ def source_size(path: Path) -> tuple[int, int]:
         return ctx.width, ctx.height
 
 
+def source_rate(path: Path) -> Fraction:
+    with av.open(str(path)) as container:
+        return Fraction(container.streams.video[0].average_rate or 30)
+
+
 def ffmpeg_command(
     src: Path, out_dir: Path, profiles: Sequence[VideoProfile], threads: int
 ) -> list[str]:
@@ -70,7 +76,7 @@ def ffmpeg_command(
         "-i", str(src), "-filter_complex", ";".join(graph),
     ]  # fmt: skip
     for i, profile in enumerate(profiles):
-        rate = profile.fps or 30
+        rate = profile.fps or source_rate(src)
         keyint = max(1, round(profile.gop * rate)) if profile.gop > 0 else 0
         params = "scenecut=0" + (f":keyint={keyint}:min-keyint={keyint}" if keyint else "")
         cmd += [

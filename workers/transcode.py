@@ -218,15 +218,11 @@ def _media_errors() -> Iterator[None]:
     try:
         yield
     except av.error.EOFError as exc:
-        raise MediaError("the input ended before any MPEG-TS video could be read") from exc
+        raise MediaError("the input ended with no MPEG-TS video in it") from exc
     except av.error.InvalidDataError as exc:
-        raise MediaError(f"the input is not valid MPEG-TS/H.264: {_reason(exc)}") from None
+        raise MediaError(f"the input is not valid MPEG-TS video: {exc}") from exc
     except av.FFmpegError as exc:
-        raise MediaError(f"transcoding failed: {_reason(exc)}") from exc
-
-
-def _reason(exc: av.FFmpegError) -> str:
-    return exc.strerror or str(exc)
+        raise MediaError(f"transcoding failed: {exc}") from exc
 
 
 class _SourceReader:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import attrs
@@ -23,6 +24,7 @@ from workers import (
     nvenc_available,
     transcode_file,
 )
+from workers.transcode import _encoder_options
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
 
@@ -155,46 +157,40 @@ def test_output_streams_out_while_a_blocking_pipe_is_still_being_written(
     make_ts: MakeTs,
 ) -> None:
     source = make_ts(size="320x180", seconds=6, gop=30)
+    collector = Collector()
     output_started = threading.Event()
-    ended_before_output: list[bool] = []
-    calls_at_end = 0
+    calls_during_upload: list[int] = []
 
     def on_data(index: int, data: bytes) -> None:
+        collector(index, data)
         output_started.set()
 
     read_fd, write_fd = os.pipe()
 
     def upload() -> None:
+        half = len(source) // 2
         with os.fdopen(write_fd, "wb", buffering=0) as pipe:
-            half = len(source) // 2
             for start in range(0, half, 8192):
                 pipe.write(source[start : min(start + 8192, half)])
-            # Hold the rest back until output has appeared (or give up after a while).
-            ended_before_output.append(not output_started.wait(timeout=30))
+            # Hold the second half back until output appears (or give up after a while).
+            if output_started.wait(timeout=30):
+                calls_during_upload.append(sum(map(len, collector.chunks.values())))
             for start in range(half, len(source), 8192):
                 pipe.write(source[start : start + 8192])
-
-    counting = Collector()
-
-    def on_data_counting(index: int, data: bytes) -> None:
-        on_data(index, data)
-        counting(index, data)
 
     uploader = threading.Thread(target=upload)
     uploader.start()
     try:
         with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-            results = LadderTranscoder(DEFAULT_PROFILES, encoder="x264").transcode(
-                pipe, on_data_counting
-            )
+            results = LadderTranscoder(DEFAULT_PROFILES, encoder="x264").transcode(pipe, on_data)
     finally:
         uploader.join()
-    calls_at_end = sum(len(chunks) for chunks in counting.chunks.values())
 
-    assert ended_before_output == [False]  # bytes came out before the upload finished
-    assert calls_at_end > 4
+    # Output began while half of the input had not been sent yet.
+    assert len(calls_during_upload) == 1 and calls_during_upload[0] >= 1
+    assert sum(map(len, collector.chunks.values())) > 4
     assert [r.frames for r in results] == [180, 180]
-    assert len(inspect_ts(counting.output(0)).frame_pts) == 180
+    assert len(inspect_ts(collector.output(0)).frame_pts) == 180
 
 
 def test_four_by_three_source_keeps_its_shape(make_ts: MakeTs) -> None:
@@ -280,7 +276,7 @@ def test_profile_at_half_the_frame_rate_halves_the_frames(make_ts: MakeTs) -> No
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [(b"", "ended before"), (b"\x00garbage\xff" * 4000, "ended before")],
+    [(b"", "no MPEG-TS video"), (b"\x00garbage\xff" * 4000, "no MPEG-TS video")],
     ids=["empty", "garbage"],
 )
 def test_undecodable_input_is_a_media_error(data: bytes, message: str) -> None:
@@ -422,3 +418,17 @@ def test_damage_in_the_middle_of_a_segment_is_skipped_not_fatal(make_ts: MakeTs)
 
     assert all(20 < r.frames <= 60 for r in results)
     assert len(inspect_ts(collector.output(0)).frame_pts) == results[0].frames
+
+
+@pytest.mark.parametrize("encoder", ["libx264", "h264_nvenc"])
+def test_every_encoder_option_is_one_the_encoder_knows(encoder: str) -> None:
+    if encoder not in av.codecs_available:
+        pytest.skip(f"PyAV has no {encoder}")
+    supported = av.CodecContext.create(encoder, "w").supported_options
+    known = {o.name for o in supported.generic} | {o.name for o in supported.private}
+    profile = VideoProfile(name="p", width=640, height=360, bitrate=400_000, profile="main")
+
+    options = _encoder_options(encoder, profile, Fraction(30))
+
+    assert set(options) <= known
+    assert options["forced-idr"] == "1"
