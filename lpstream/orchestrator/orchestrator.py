@@ -103,6 +103,10 @@ class Orchestrator:
     """A job upload silent for this long is failed."""
     attempts: int = 3
     """Workers tried per job before it is failed."""
+    worker_ping_interval: float = 1.0
+    """Seconds between pings to each remote worker."""
+    worker_ping_timeout: float = 3.0
+    """A remote worker that does not answer a ping this fast is dropped."""
     _workers: dict[str, Worker] = attrs.Factory(dict)
     _sessions: dict[tuple[str, str], _Session] = attrs.Factory(dict)
     _ids: Any = attrs.Factory(lambda: itertools.count(1))
@@ -275,7 +279,7 @@ class Orchestrator:
         channel.receive_data(first)
         worker: RemoteWorker | None = None
         try:
-            while True:
+            while worker is None:
                 while (message := channel.next_message()) is not None:
                     if isinstance(message, GetInfo):
                         await stream.send_all(channel.send(self.info()))
@@ -285,12 +289,14 @@ class Orchestrator:
                         worker = await self._register(connection, stream, channel, message, peer)
                         if worker is None:
                             return
+                        break
                     else:
                         raise RemoteProtocolError(
                             f"unexpected {type(message).__name__} on a control stream"
                         )
-                timeout = float("inf") if worker is not None else CONTROL_TIMEOUT
-                with trio.move_on_after(timeout):
+                if worker is not None:
+                    break
+                with trio.move_on_after(CONTROL_TIMEOUT):
                     data = await stream.receive_some(64 * 1024)
                     if not data:
                         channel.receive_eof()
@@ -298,6 +304,7 @@ class Orchestrator:
                     channel.receive_data(data)
                     continue
                 return  # an idle control stream
+            await self._watch_worker(worker, stream, channel)
         except RemoteProtocolError as exc:
             log.warning("control stream from %s: %s", peer, exc)
             try:
@@ -311,9 +318,44 @@ class Orchestrator:
             if worker is not None:
                 self._workers.pop(worker.worker_id, None)
                 self._update_gauges()
-                log.info("worker %s (%s) left", worker.worker_id, peer)
+                log.warning(
+                    "worker %s (%s) left; its jobs move to other workers", worker.worker_id, peer
+                )
                 connection.close()
             await stream.aclose()
+
+    async def _watch_worker(
+        self, worker: RemoteWorker, stream: QuicStream, channel: MessageStream
+    ) -> None:
+        """Pings a registered worker; one that stops answering is dropped at once.
+
+        A killed worker sends nothing (QUIC is UDP), so without this its jobs would hang
+        until the QUIC idle timeout. Returns when the worker is gone.
+        """
+        nonce = 0
+        while True:
+            nonce += 1
+            await stream.send_all(channel.send(Ping(nonce=nonce)))
+            with trio.move_on_after(self.worker_ping_timeout) as answer:
+                while True:
+                    message = channel.next_message()
+                    if isinstance(message, Pong) and message.nonce == nonce:
+                        break
+                    if message is not None:
+                        continue
+                    data = await stream.receive_some(64 * 1024)
+                    if not data:
+                        log.info("worker %s closed its control stream", worker.worker_id)
+                        return
+                    channel.receive_data(data)
+            if answer.cancelled_caught:
+                log.warning(
+                    "worker %s did not answer a ping within %g s",
+                    worker.worker_id,
+                    self.worker_ping_timeout,
+                )
+                return
+            await trio.sleep(self.worker_ping_interval)
 
     async def _register(
         self,

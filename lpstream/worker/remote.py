@@ -17,8 +17,8 @@ import lpstream
 from lpstream.config import HostPort
 from lpstream.errors import ConfigError, RemoteProtocolError, TransportError
 from lpstream.jobs import serve_job
-from lpstream.quic import QuicConnectionHandle, open_quic_connection
-from lpstream.wire import Error, MessageStream, WorkerHello, WorkerWelcome
+from lpstream.quic import QuicConnectionHandle, QuicStream, open_quic_connection
+from lpstream.wire import Error, MessageStream, Ping, Pong, WorkerHello, WorkerWelcome
 from lpstream.worker.local import LocalWorker
 
 __all__ = ["run_remote_worker"]
@@ -26,7 +26,9 @@ __all__ = ["run_remote_worker"]
 log = logging.getLogger("lpstream.worker")
 
 
-async def _register(connection: QuicConnectionHandle, secret: str, capacity: int) -> str:
+async def _register(
+    connection: QuicConnectionHandle, secret: str, capacity: int
+) -> tuple[str, QuicStream, MessageStream]:
     control = await connection.open_stream()
     channel = MessageStream()
     await control.send_all(
@@ -48,7 +50,7 @@ async def _register(connection: QuicConnectionHandle, secret: str, capacity: int
                 channel.receive_data(data)
             message = channel.next_message()
             if isinstance(message, WorkerWelcome):
-                return message.worker_id
+                return message.worker_id, control, channel
             if isinstance(message, Error):
                 if message.code == 403:
                     raise ConfigError(f"orchestrator refused this worker: {message.message}")
@@ -82,13 +84,14 @@ async def run_remote_worker(
     while True:
         try:
             async with open_quic_connection(orchestrator.host, orchestrator.port) as connection:
-                worker_id = await _register(connection, secret, local.capacity)
+                worker_id, control, channel = await _register(connection, secret, local.capacity)
                 log.info("registered with %s as %s", orchestrator, worker_id)
                 if not started:
                     task_status.started(worker_id)
                     started = True
                 delay = retry_delay
                 async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_answer_pings, control, channel)
                     while True:
                         try:
                             stream = await connection.accept_stream()
@@ -100,6 +103,21 @@ async def run_remote_worker(
             log.warning("orchestrator %s: %s; retrying in %.0f s", orchestrator, exc, delay)
         await trio.sleep(delay)
         delay = min(max_retry_delay, delay * 2)
+
+
+async def _answer_pings(control: QuicStream, channel: MessageStream) -> None:
+    """Answers the orchestrator's liveness pings on the control stream."""
+    try:
+        while True:
+            data = await control.receive_some(64 * 1024)
+            if not data:
+                return
+            channel.receive_data(data)
+            while (message := channel.next_message()) is not None:
+                if isinstance(message, Ping):
+                    await control.send_all(channel.send(Pong(nonce=message.nonce)))
+    except (TransportError, RemoteProtocolError) as exc:
+        log.info("control stream ended: %s", exc)
 
 
 async def _serve_one(local: LocalWorker, stream: trio.abc.HalfCloseableStream, peer: str) -> None:
