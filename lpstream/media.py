@@ -231,11 +231,12 @@ def scaled_size(src_width: int, src_height: int, profile: VideoProfile) -> tuple
     """The output size for ``profile``: fit the source into the profile's box, keep its shape.
 
     The result fits inside ``profile.width x profile.height``, keeps the source aspect ratio
-    and has even dimensions (4:2:0 chroma needs them). It never upscales past the box.
+    and has even dimensions (4:2:0 chroma needs them). A source smaller than the box is not
+    upscaled: more pixels than the source has would cost bits and show nothing new.
     """
     if src_width <= 0 or src_height <= 0:
         return profile.width & ~1, profile.height & ~1
-    scale = min(profile.width / src_width, profile.height / src_height)
+    scale = min(1.0, profile.width / src_width, profile.height / src_height)
     width = max(2, round(src_width * scale / 2) * 2)
     height = max(2, round(src_height * scale / 2) * 2)
     return width, height

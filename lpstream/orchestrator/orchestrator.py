@@ -111,6 +111,7 @@ class Orchestrator:
     _sessions: dict[tuple[str, str], _Session] = attrs.Factory(dict)
     _ids: Any = attrs.Factory(lambda: itertools.count(1))
     _jobs_in_flight: int = 0
+    _connections: set[QuicConnectionHandle] = attrs.Factory(set)
 
     def __attrs_post_init__(self) -> None:
         if self.local is not None:
@@ -232,6 +233,8 @@ class Orchestrator:
             "capacity": self.capacity,
             "sessions": len(self._sessions),
             "jobs_in_flight": self._jobs_in_flight,
+            "connections": len(self._connections),
+            "open_streams": sum(c.statistics().open_streams for c in self._connections),
         }
 
     # -- QUIC -------------------------------------------------------------------------------
@@ -239,14 +242,18 @@ class Orchestrator:
     async def handle_connection(self, connection: QuicConnectionHandle) -> None:
         """Serves one QUIC connection until it closes."""
         peer = str(connection.remote_address)
-        async with trio.open_nursery() as nursery:
-            while True:
-                try:
-                    stream = await connection.accept_stream()
-                except TransportError:
-                    break
-                nursery.start_soon(self._handle_stream, connection, stream, peer)
-            nursery.cancel_scope.cancel()
+        self._connections.add(connection)
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    try:
+                        stream = await connection.accept_stream()
+                    except TransportError:
+                        break
+                    nursery.start_soon(self._handle_stream, connection, stream, peer)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._connections.discard(connection)
 
     async def _handle_stream(
         self, connection: QuicConnectionHandle, stream: QuicStream, peer: str
