@@ -35,6 +35,7 @@ class Gateway:
     _live: dict[str, LiveStream] = attrs.Factory(dict)
     _hls: dict[str, HlsStream] = attrs.Factory(dict)
     _ended_at: dict[str, float] = attrs.Factory(dict)
+    _last_statistics: dict[str, dict[str, object]] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         for name, help_text in [
@@ -97,6 +98,7 @@ class Gateway:
         try:
             await stream.run(task_status=task_status)
         finally:
+            self._last_statistics[stream.name] = stream.statistics()
             self._live.pop(stream.name, None)
             self._ended_at[stream.name] = trio.current_time()
             self.metrics.set("active_streams", len(self._live))
@@ -109,6 +111,7 @@ class Gateway:
                 if now - ended >= self.linger and name not in self._live:
                     del self._ended_at[name]
                     self._hls.pop(name, None)
+                    self._last_statistics.pop(name, None)
 
     def hls_stream(self, name: str) -> HlsStream | None:
         return self._hls.get(name)
@@ -119,7 +122,11 @@ class Gateway:
                 name: {
                     "live": name in self._live,
                     "renditions": list(hls.renditions_ready()),
-                    **(self._live[name].statistics() if name in self._live else {}),
+                    **(
+                        self._live[name].statistics()
+                        if name in self._live
+                        else self._last_statistics.get(name, {})
+                    ),
                 }
                 for name, hls in self._hls.items()
             }

@@ -15,7 +15,9 @@ How this works:
 
 from __future__ import annotations
 
+import collections
 import logging
+import statistics
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -148,6 +150,10 @@ class LiveStream:
     _last_seq: int | None = None
     _segments_in: int = 0
     _in_flight: int = 0
+    _completed_at: dict[int, float] = attrs.Factory(dict)
+    _publish_latency: collections.deque[float] = attrs.Factory(
+        lambda: collections.deque(maxlen=200)
+    )
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[MediaEvent](256)
@@ -158,7 +164,15 @@ class LiveStream:
         return StreamPublisher(self._send.clone())
 
     def statistics(self) -> dict[str, object]:
+        latencies = sorted(self._publish_latency)
         return {
+            "publish_latency_ms": {
+                "count": len(latencies),
+                "median": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+                "p95": round(latencies[int(0.95 * (len(latencies) - 1))] * 1000, 1)
+                if latencies
+                else None,
+            },
             "segments_in": self._segments_in,
             "segments_in_flight": self._in_flight,
             "source": None
@@ -227,6 +241,7 @@ class LiveStream:
             buffer = self._buffers.pop(seq)
             duration = event.duration_ms / 1000
             self._durations[seq] = duration
+            self._completed_at[seq] = trio.current_time()
             buffer.close()
             self._segments_in += 1
             self.metrics.inc("segments_in_total")
@@ -271,6 +286,9 @@ class LiveStream:
             await buffer.wait_closed()
             duration = self._durations[seq]
             self._publish(seq, duration, results)
+            if results is not None:
+                # From the segment's last input byte to all its renditions being listed.
+                self._publish_latency.append(trio.current_time() - self._completed_at[seq])
         except MediaError:
             # The upload itself never completed (the publisher left mid-segment).
             for profile in self.profiles:
@@ -278,6 +296,7 @@ class LiveStream:
         finally:
             self._in_flight -= 1
             self._durations.pop(seq, None)
+            self._completed_at.pop(seq, None)
 
     def _publish(
         self, seq: int, duration: float, results: Sequence[RenditionSegment] | None
