@@ -186,6 +186,21 @@ class LadderTranscoder:
             finally:
                 container.close()
 
+    def transcode_path(self, path: Path, on_data: DataCallback) -> list[RenditionOutput]:
+        """Transcodes a media file of any container FFmpeg reads (MP4, FLV, MPEG-TS, ...).
+
+        Raises:
+            MediaError: as :meth:`transcode`.
+        """
+        with _media_errors():
+            container = av.open(str(path), mode="r")
+            try:
+                return _LadderRun(self._profiles, self._encoder, self._threads, container).run(
+                    on_data
+                )
+            finally:
+                container.close()
+
 
 def transcode_file(
     src: Path,
@@ -195,7 +210,7 @@ def transcode_file(
     encoder: str = "auto",
     threads: int = 0,
 ) -> list[RenditionOutput]:
-    """Transcodes the MPEG-TS file ``src`` into ``out_dir/{profile name}.ts`` per profile.
+    """Transcodes the media file ``src`` into ``out_dir/{profile name}.ts`` per profile.
 
     Raises:
         MediaError: as :meth:`LadderTranscoder.transcode`; OSError for file problems.
@@ -203,13 +218,12 @@ def transcode_file(
     transcoder = LadderTranscoder(profiles, encoder=encoder, threads=threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        source = stack.enter_context(src.open("rb"))
         outputs = [stack.enter_context((out_dir / f"{p.name}.ts").open("wb")) for p in profiles]
 
         def write(index: int, data: bytes) -> None:
             outputs[index].write(data)
 
-        return transcoder.transcode(source, write)
+        return transcoder.transcode_path(src, write)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,14 @@ from tests.e2e.hls_check import (
     media_duration,
     read_master_with_ffmpeg,
 )
-from tests.e2e.nodes import NodeProcess, http_get, http_json, push_command, wait_for
+from tests.e2e.nodes import (
+    NodeProcess,
+    http_get,
+    http_json,
+    parse_media_playlist,
+    push_command,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +152,33 @@ def test_a_second_publisher_on_a_live_name_is_refused(
     assert second.returncode != 0
     _, err = first.communicate(timeout=30)
     assert first.returncode == 0, err.decode()
+
+
+def test_a_restarted_stream_continues_after_a_discontinuity(
+    dev_node: NodeProcess, tmp_path: Path
+) -> None:
+    base = dev_node.url("http")
+    rtmp = f"{dev_node.url('rtmp')}/live/again"
+    for _ in range(2):
+        subprocess.run(push_command(rtmp, seconds=5, size="320x240"), check=True, timeout=30)
+        wait_for(
+            lambda: b"#EXT-X-ENDLIST" in http_get(f"{base}/hls/again/240p/index.m3u8")[1],
+            20,
+            "the end of the publish",
+        )
+    for rendition in ("source", "360p", "240p"):
+        text = http_get(f"{base}/hls/again/{rendition}/index.m3u8")[1].decode()
+        _, entries, ended = parse_media_playlist(text)
+        seqs = [seq for seq, *_ in entries]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # numbering runs on
+        assert text.count("#EXT-X-DISCONTINUITY\n") == 1 and ended
+        assert text.index("#EXT-X-DISCONTINUITY\n") < text.rindex(".ts")
+
+
+def test_unknown_streams_are_404_and_the_watch_page_names_the_stream(dev_node: NodeProcess) -> None:
+    base = dev_node.url("http")
+    assert http_get(f"{base}/hls/nothing/index.m3u8")[0] == 404
+    assert http_get(f"{base}/hls/nothing/360p/0.ts")[0] == 404
+    assert http_get(f"{base}/hls/..%2f/index.m3u8")[0] == 404
+    status, page = http_get(f"{base}/watch/demo")
+    assert status == 200 and b"/hls/demo/index.m3u8" in page

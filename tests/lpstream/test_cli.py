@@ -1,0 +1,89 @@
+"""The ``lpstream`` command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.mediatools import make_clip, probe_streams
+
+LPSTREAM = [sys.executable, "-m", "lpstream"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LPSTREAM, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_transcode_writes_one_file_per_profile(tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "in.mp4", seconds=2, size="1280x720", fmt="mp4")
+    profiles = tmp_path / "ladder.json"
+    profiles.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "360p",
+                    "width": 640,
+                    "height": 360,
+                    "bitrate": 400000,
+                    "profile": "H264Main",
+                },
+                {"name": "180p", "width": 320, "height": 180, "bitrate": 150000, "fps": 15},
+            ]
+        )
+    )
+    out = tmp_path / "out"
+    # The profiles file comes from the environment, as every flag can.
+    result = run("transcode", str(source), "-o", str(out), env={"LPSTREAM_PROFILES": str(profiles)})
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["180p.ts", "360p.ts"]
+    video, audio = probe_streams(out / "360p.ts")
+    assert video["size"] == (640, 360) and video["frames"] == 60 and audio["frames"]
+    (video_180, _) = probe_streams(out / "180p.ts")
+    assert video_180["size"] == (320, 180) and video_180["frames"] == 30
+    assert "360p  640x360  60 frames" in result.stdout
+
+
+def test_a_bad_profiles_file_is_a_clear_usage_error(tmp_path: Path) -> None:
+    source = make_clip(tmp_path / "in.ts", seconds=1, size="320x240", fmt="mpegts")
+    profiles = tmp_path / "bad.json"
+    profiles.write_text('[{"name": "x", "width": 640}]')
+    result = run("transcode", str(source), "-o", str(tmp_path / "o"), "--profiles", str(profiles))
+    assert result.returncode == 2
+    assert "profile is missing 'height'" in result.stderr
+
+
+def test_a_file_that_is_not_media_fails_with_a_message(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.ts"
+    junk.write_bytes(os.urandom(50_000))
+    result = run("transcode", str(junk), "-o", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
+
+
+def test_roles_need_offchain_until_payments_exist() -> None:
+    result = run("dev")
+    assert result.returncode == 2 and "--offchain" in result.stderr
+
+
+def test_help_names_the_environment_variable_of_every_flag() -> None:
+    for command in ("dev", "gateway", "orchestrator", "worker", "transcode"):
+        text = run(command, "--help").stdout
+        flags = {
+            line.split()[0].rstrip(",")
+            for line in text.splitlines()
+            if line.strip().startswith("--")
+        }
+        flags -= {"--help"}
+        for flag in flags:
+            env = "LPSTREAM_" + flag[2:].upper().replace("-", "_")
+            assert env in text, f"{command} {flag} has no {env}"
