@@ -127,14 +127,15 @@ def test_variants(
 def test_two_publishers_at_once(dev_node: NodeProcess, tmp_path: Path) -> None:
     seconds = 10.0
     runs = [
-        publish_and_record(dev_node, name, tmp_path, seconds=seconds, size="640x360")
+        publish_and_record(dev_node, name, tmp_path, seconds=seconds)
         for name in ("left", "right")
     ]
     for recorder, publisher in runs:
         finish(recorder, publisher, seconds)
-    sizes = {"source": (640, 360), "360p": (640, 360), "240p": (426, 240)}
     for recorder, _ in runs:
-        check_recording(recorder, expected_sizes=sizes, audio=True, gop_seconds=2, seconds=seconds)
+        check_recording(
+            recorder, expected_sizes=LADDER_720P, audio=True, gop_seconds=2, seconds=seconds
+        )
 
 
 def test_a_second_publisher_on_a_live_name_is_refused(
