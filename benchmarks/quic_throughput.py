@@ -84,7 +84,7 @@ async def _tcp_sink(stream: trio.SocketStream) -> None:
 
 async def run_sink() -> None:
     async with trio.open_nursery() as nursery:
-        quic_host, quic_port = await nursery.start(
+        _, quic_port = await nursery.start(
             functools.partial(
                 serve_quic,
                 "127.0.0.1",
@@ -159,16 +159,17 @@ async def measure_quic(
         if segment is None:
             await _quic_stream(conn, size, payload)
         else:
-            limiter = trio.CapacityLimiter(concurrency)
+            slots = trio.Semaphore(concurrency)
 
             async def one(length: int) -> None:
-                async with limiter:
+                try:
                     await _quic_stream(conn, length, payload)
+                finally:
+                    slots.release()
 
             async with trio.open_nursery() as nursery:
                 for offset in range(0, size, segment):
-                    await limiter.acquire()  # start streams only as slots free up
-                    limiter.release()
+                    await slots.acquire()  # a new segment stream as soon as one finishes
                     nursery.start_soon(one, min(segment, size - offset))
         elapsed = time.perf_counter() - start
         assert conn.statistics().open_streams == 0
@@ -235,7 +236,7 @@ def main() -> None:
         help="max_datagram_size values to sweep (comma-separated)",
     )
     parser.add_argument(
-        "--sweep-divisor", type=int, default=8, help="sweep sends MB/this per point"
+        "--sweep-divisor", type=int, default=16, help="sweep sends MB/this per point"
     )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the client into FILE")
     args = parser.parse_args()

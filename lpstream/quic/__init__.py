@@ -1,7 +1,6 @@
 """QUIC between lpstream nodes: a thin trio driver for aioquic, and its TLS configurations."""
 
 from lpstream.quic.driver import (
-    ACCEPT_BACKLOG,
     SEND_BUFFER_HIGH_WATER,
     STREAM_REFUSED,
     QuicConnectionHandle,
@@ -20,7 +19,6 @@ from lpstream.quic.tls import (
 )
 
 __all__ = [
-    "ACCEPT_BACKLOG",
     "ALPN",
     "DEFAULT_MAX_DATAGRAM_SIZE",
     "LOOPBACK_MAX_DATAGRAM_SIZE",

@@ -10,7 +10,8 @@ The timer is the deadline of the cancel scope around the wait, so "re-arming" it
 ``scope.deadline`` and any call can move it. ``_transmit()`` (write datagrams, re-arm, wake
 blocked senders) also runs after every application call that changes what aioquic wants to
 send: ``send_all``, ``send_eof``, ``reset``, ``aclose``, ``close`` and a read that extends
-flow-control credit. All clocks are ``trio.current_time()``, so ``MockClock`` works.
+flow-control credit. Every ``now`` given to aioquic is ``trio.current_time()``, the clock the
+timer deadline is on.
 
 The client (``open_quic_connection``) owns a connected UDP socket and reads it directly. The
 server (``serve_quic``) owns one socket; one task reads it and routes each datagram by its
@@ -31,9 +32,12 @@ Flow control and memory
   beyond what the application has read. Data that arrives is therefore bounded per stream by
   the window, and a slow reader slows the peer's ``send_all`` down instead of growing a
   buffer. The connection-wide window stays aioquic's (doubling as data arrives); what it could
-  let through is bounded by per-stream windows times the stream limits (aioquic allows 128
-  concurrent peer streams per direction, and at most ``ACCEPT_BACKLOG`` unaccepted ones are
-  kept, more are refused with ``STREAM_REFUSED``).
+  let through is bounded by per-stream windows times the stream limit: aioquic lets a peer
+  have 128 unfinished streams per direction (MAX_STREAMS), which also bounds the streams
+  waiting for ``accept_stream``.
+- Opening: ``open_stream`` parks while the peer's MAX_STREAMS limit is reached. aioquic would
+  queue such a stream as "blocked" but still write RESET_STREAM/STOP_SENDING for it if it is
+  aborted, which the peer must answer by closing the whole connection (STREAM_LIMIT_ERROR).
 
 Errors: the peer resetting a stream, stopping our sending, or the connection dying raise
 ``TransportError``; using a stream after closing or resetting it ourselves raises
@@ -76,7 +80,6 @@ from lpstream.quic.tls import (
 )
 
 __all__ = [
-    "ACCEPT_BACKLOG",
     "SEND_BUFFER_HIGH_WATER",
     "STREAM_REFUSED",
     "QuicConnectionHandle",
@@ -95,11 +98,8 @@ Receive = Callable[[], Awaitable[Datagrams]]
 SEND_BUFFER_HIGH_WATER = 1024 * 1024
 """``send_all`` parks while a stream has this many bytes aioquic has not sent yet."""
 
-ACCEPT_BACKLOG = 64
-"""Peer-opened streams kept waiting for ``accept_stream``; more are refused."""
-
 STREAM_REFUSED = 503
-"""Application error code a refused stream is reset with (busy, as in HTTP)."""
+"""Application error code for refused peer streams (lpstream/1 has no unidirectional ones)."""
 
 RECEIVE_BATCH = 64
 """Datagrams read per wake-up before events are processed and replies written."""
@@ -164,6 +164,10 @@ class _LpstreamQuicConnection(QuicConnection):
         if stream is None:
             return 0
         return max(0, written - stream.sender.highest_offset)
+
+    def can_open_stream(self) -> bool:
+        """Whether the peer's MAX_STREAMS lets the next bidirectional stream be used now."""
+        return bool(self._local_next_stream_id_bidi // 4 < self._remote_max_streams_bidi)
 
     def send_finished(self, stream_id: int) -> bool:
         """Whether everything written to the stream was acknowledged (or it was reset)."""
@@ -506,7 +510,7 @@ class QuicConnectionHandle:
         self._highest_peer = [first_peer - 4, first_peer + 2 - 4]
         self._accept_queue: deque[QuicStream] = deque()
         self._accept_lot = trio.lowlevel.ParkingLot()
-        self._state_lot = trio.lowlevel.ParkingLot()
+        self._state_lot = trio.lowlevel.ParkingLot()  # handshake, stream credit, acks, end
         self._blocked_senders: set[QuicStream] = set()
         self._lingering: set[int] = set()
         self._handshake_complete = False
@@ -531,11 +535,15 @@ class QuicConnectionHandle:
         return self._remote_address
 
     async def open_stream(self) -> QuicStream:
-        """Open a bidirectional stream."""
+        """Open a bidirectional stream, parking while the peer allows no more streams."""
         await trio.lowlevel.checkpoint()
-        error = self._error()
-        if error is not None:
-            raise error
+        while True:
+            error = self._error()
+            if error is not None:
+                raise error
+            if self._quic.can_open_stream():
+                break
+            await self._state_lot.park()
         stream_id = self._quic.get_next_available_stream_id()
         self._quic.send_stream_data(stream_id, b"")  # creates it; nothing goes on the wire
         return self._add_stream(stream_id)
@@ -596,6 +604,7 @@ class QuicConnectionHandle:
                     break
                 now = trio.current_time()
                 if timer.cancelled_caught:
+                    # ``now``, not the deadline: a call may have moved it after it fired.
                     self._quic.handle_timer(now=now)
                 elif batch:
                     for data, addr in batch:
@@ -605,8 +614,8 @@ class QuicConnectionHandle:
                     continue
                 self._process_events()
                 self._transmit()
-                if self._lingering:
-                    self._state_lot.unpark_all()
+                if self._state_lot:
+                    self._state_lot.unpark_all()  # waiters re-check their condition
         finally:
             self._timer = None
             self._terminate("connection driver stopped")
@@ -637,16 +646,15 @@ class QuicConnectionHandle:
                 if stream is not None:
                     stream._on_data(event.data, event.end_stream)
             elif isinstance(event, events.StreamReset):
-                stream = self._stream_for_event(event.stream_id)
+                stream = self._stream_for_event(event.stream_id, opens=False)
                 if stream is not None:
                     stream._on_reset(event.error_code)
             elif isinstance(event, events.StopSendingReceived):
-                stream = self._stream_for_event(event.stream_id)
+                stream = self._stream_for_event(event.stream_id, opens=False)
                 if stream is not None:
                     stream._on_stop_sending(event.error_code)
             elif isinstance(event, events.HandshakeCompleted):
                 self._handshake_complete = True
-                self._state_lot.unpark_all()
             elif isinstance(event, events.ConnectionIdIssued):
                 if self._on_cid_issued is not None:
                     self._on_cid_issued(event.connection_id)
@@ -672,7 +680,12 @@ class QuicConnectionHandle:
             self._quic.forget(stream.stream_id)
         self._blocked_senders.discard(stream)
 
-    def _stream_for_event(self, stream_id: int) -> QuicStream | None:
+    def _stream_for_event(self, stream_id: int, *, opens: bool = True) -> QuicStream | None:
+        """The stream an event is for; new peer streams are queued for ``accept_stream``.
+
+        A peer stream whose first event aborts it (``opens=False``) was cancelled before its
+        first byte: it is finished on our side too and never surfaced.
+        """
         stream = self._streams.get(stream_id)
         if stream is not None:
             return stream
@@ -687,10 +700,9 @@ class QuicConnectionHandle:
         for new_id in range(highest + 4, stream_id + 4, 4):
             if unidirectional:
                 self._quic.stop_receiving(new_id, STREAM_REFUSED)  # not part of lpstream/1
-            elif len(self._accept_queue) >= ACCEPT_BACKLOG:
-                logger.warning("%r: refusing stream %d, backlog full", self, new_id)
-                self._quic.stop_receiving(new_id, STREAM_REFUSED)
-                self._quic.reset_sending(new_id, STREAM_REFUSED)
+            elif new_id == stream_id and not opens:
+                self._quic.stop_receiving(new_id, 0)
+                self._quic.reset_sending(new_id, 0)
             else:
                 self._accept_queue.append(self._add_stream(new_id))
                 self._accept_lot.unpark_all()
@@ -729,8 +741,8 @@ class QuicConnectionHandle:
         self._accept_lot.unpark_all()
         self._state_lot.unpark_all()
 
-    async def _wait_connected(self, seconds: float) -> None:
-        with trio.move_on_after(seconds) as scope:
+    async def _wait_connected(self, deadline: float, budget: float) -> None:
+        with trio.move_on_at(deadline) as scope:
             while not self._handshake_complete:
                 if self._close_reason is not None:
                     raise TransportError(
@@ -739,7 +751,7 @@ class QuicConnectionHandle:
                 await self._state_lot.park()
         if scope.cancelled_caught:
             raise TransportError(
-                f"QUIC handshake with {self._describe_peer()} timed out after {seconds:g} s"
+                f"QUIC handshake with {self._describe_peer()} timed out after {budget:g} s"
             )
 
     async def _linger(self, seconds: float) -> None:
@@ -880,7 +892,11 @@ async def open_quic_connection(
     configuration = configuration or client_configuration()
     if not configuration.is_client:
         raise ValueError("open_quic_connection needs a client configuration")
-    family, peer = await _resolve(host, port)
+    deadline = trio.current_time() + connect_timeout
+    with trio.move_on_at(deadline) as resolving:
+        family, peer = await _resolve(host, port)
+    if resolving.cancelled_caught:
+        raise TransportError(f"resolving {host!r} took longer than {connect_timeout:g} s")
     configuration = _for_peer(configuration, peer, loopback_datagram_size)
     if configuration.server_name is None:
         configuration = dataclasses.replace(configuration, server_name=host)
@@ -902,7 +918,7 @@ async def open_quic_connection(
             try:
                 connection._quic.connect(peer, now=trio.current_time())
                 connection._transmit()
-                await connection._wait_connected(connect_timeout)
+                await connection._wait_connected(deadline, connect_timeout)
                 yield connection
                 await connection._linger(CLOSE_LINGER)
             finally:
@@ -1031,7 +1047,9 @@ class _QuicServer:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(connection._run, _channel_receiver(channel))
                 try:
-                    await connection._wait_connected(self._handshake_timeout)
+                    await connection._wait_connected(
+                        trio.current_time() + self._handshake_timeout, self._handshake_timeout
+                    )
                     await self._run_handler(connection)
                 except TransportError as exc:
                     logger.debug("%s", exc)

@@ -100,7 +100,7 @@ async def test_echo_with_the_real_network_datagram_size() -> None:
     ):
         with trio.fail_after(10):
             assert await echo_through(conn, payload) == payload
-        assert conn._quic._max_datagram_size == 1350
+        assert conn._quic.configuration.max_datagram_size == 1350
 
 
 async def test_fifty_concurrent_streams_each_get_their_own_bytes_back() -> None:
@@ -414,3 +414,51 @@ def test_self_signed_certificate_round_trips() -> None:
     assert not configuration.is_client
     with pytest.raises(ValueError, match="max_datagram_size"):
         client_configuration(max_datagram_size=20000)
+
+
+async def test_connections_beyond_the_limit_are_not_served() -> None:
+    async with quic_server(echo_streams, max_connections=1) as (host, port):
+        async with open_quic_connection(host, port) as first:
+            with pytest.raises(TransportError, match="timed out"):
+                async with open_quic_connection(host, port, connect_timeout=0.3):
+                    pass  # pragma: no cover
+            assert await echo_through(first, b"one") == b"one"
+        with trio.fail_after(5):
+            async with open_quic_connection(host, port) as again:  # the slot was freed
+                assert await echo_through(again, b"two") == b"two"
+
+
+async def test_open_stream_waits_for_the_peers_stream_limit() -> None:
+    async with quic_server(echo_streams) as (host, port), open_quic_connection(host, port) as conn:
+        streams = []
+        with trio.fail_after(5):
+            for _ in range(128):  # aioquic's MAX_STREAMS
+                stream = await conn.open_stream()
+                await stream.send_all(b"x")
+                streams.append(stream)
+        with trio.move_on_after(0.3) as waiting:
+            await conn.open_stream()
+        assert waiting.cancelled_caught
+        for stream in streams:
+            await stream.aclose()  # aborts both ways; the peer then grants more streams
+        with trio.fail_after(5):
+            assert await echo_through(conn, b"after the limit") == b"after the limit"
+
+
+async def test_a_stream_aborted_before_its_first_byte_is_never_accepted() -> None:
+    accepted: list[int] = []
+
+    async def record(connection: QuicConnectionHandle) -> None:
+        stream = await connection.accept_stream()
+        accepted.append(stream.stream_id)
+        async with stream:
+            await stream.send_all(await read_all(stream))
+            await stream.send_eof()
+        await connection.wait_closed()
+
+    async with quic_server(record) as (host, port), open_quic_connection(host, port) as conn:
+        with trio.fail_after(5):
+            await (await conn.open_stream()).aclose()  # stream 0: RESET_STREAM + STOP_SENDING
+            await trio.sleep(0.05)
+            assert await echo_through(conn, b"real") == b"real"
+    assert accepted == [4]
