@@ -127,8 +127,7 @@ def test_variants(
 def test_two_publishers_at_once(dev_node: NodeProcess, tmp_path: Path) -> None:
     seconds = 10.0
     runs = [
-        publish_and_record(dev_node, name, tmp_path, seconds=seconds)
-        for name in ("left", "right")
+        publish_and_record(dev_node, name, tmp_path, seconds=seconds) for name in ("left", "right")
     ]
     for recorder, publisher in runs:
         finish(recorder, publisher, seconds)
