@@ -96,6 +96,7 @@ _MAX_INT = (1 << 63) - 1
 Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_INT)]
 Int64 = Annotated[int, msgspec.Meta(ge=-_MAX_INT, le=_MAX_INT)]
 Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+\Z", max_length=MAX_NAME)]
+Address = Annotated[str, msgspec.Meta(pattern=r"^(0x[0-9a-fA-F]{40})?\Z")]
 OptionalName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]*\Z", max_length=MAX_NAME)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 ParamKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
@@ -254,6 +255,10 @@ class Error:
 class GetInfo:
     """GET_INFO: asks for an ORCH_INFO."""
 
+    sender: Address = ""
+    """The asking gateway's Ethereum address: ticket parameters are issued per sender.
+    Empty off-chain."""
+
 
 @attrs.frozen(kw_only=True)
 class OrchInfo:
@@ -273,6 +278,8 @@ class OrchInfo:
     """Jobs running now."""
     ticket_params: Annotated[bytes, msgspec.Meta(max_length=MAX_TICKET_PARAMS_SIZE)] = b""
     """Opaque ticket parameters (defined by the payments module)."""
+    address: Address = ""
+    """The orchestrator's Ethereum address (the tickets' recipient); empty off-chain."""
 
 
 @attrs.frozen(kw_only=True)

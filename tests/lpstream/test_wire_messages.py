@@ -64,7 +64,7 @@ JOB_FIELDS: dict[str, Any] = {"stream_id": "s", "seq": 0, "duration_ms": 2000}
 EXACT = [
     (Ping(nonce=1), "0708" + "81" + "a56e6f6e6365" + "01"),
     (Pong(nonce=300), "080a" + "81" + "a56e6f6e6365" + "cd012c"),
-    (GetInfo(), "050180"),
+    (GetInfo(), "050981a673656e646572a0"),  # {"sender": ""}
     (End(), "0b0180"),
     (WorkerWelcome(worker_id="w1"), "0a0e" + "81" + "a9776f726b65725f6964" + "a27731"),
     (Data(track=0, payload=b"ab"), "0203006162"),
