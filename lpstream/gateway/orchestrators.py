@@ -16,14 +16,17 @@ from collections.abc import Sequence
 import attrs
 import trio
 
+from lpstream.chainwatch import ChainWatch
 from lpstream.config import HostPort
 from lpstream.errors import BusyError, TransportError
+from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
 from lpstream.jobs import JobError, request_job
 from lpstream.quic import QuicConnectionHandle, open_quic_connection
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
-from lpstream.wire import Job, ProfileSpec
+from lpstream.wire import Error, GetInfo, Job, MessageStream, OrchInfo, ProfileSpec
+from payments.pm import SenderInfo
 
 __all__ = ["OrchestratorPool"]
 
@@ -45,6 +48,10 @@ class OrchestratorPool:
     """Implements the gateway's ``SegmentTranscoder`` over QUIC."""
 
     addresses: Sequence[HostPort]
+    payments: PaymentSender | None = None
+    """Pays for each segment; None off-chain."""
+    watch: ChainWatch | None = None
+    """The chain as last read (needed with payments)."""
     response_timeout: float = 8.0
     """Seconds from the end of a segment's upload to a complete answer."""
     suspension: float = 10.0
@@ -52,6 +59,7 @@ class OrchestratorPool:
     _orchestrators: list[_Orchestrator] = attrs.field(init=False)
     _sessions: dict[str, int] = attrs.Factory(dict)
     _nursery: trio.Nursery | None = None
+    _sender_info_at: tuple[int, SenderInfo] | None = None
 
     def __attrs_post_init__(self) -> None:
         self._orchestrators = [_Orchestrator(address=a) for a in self.addresses]
@@ -124,19 +132,61 @@ class OrchestratorPool:
         finally:
             orch.connection = None
 
+    async def _sender_info(self) -> SenderInfo:
+        assert self.watch is not None and self.payments is not None
+        snapshot = self.watch.snapshot
+        block = snapshot.latest_block if snapshot else -1
+        if self._sender_info_at is None or self._sender_info_at[0] != block:
+            info: SenderInfo = await self.watch.call(
+                self.watch.chain.sender_info, self.payments.address
+            )
+            self._sender_info_at = (block, info)
+        return self._sender_info_at[1]
+
+    async def _payment(
+        self, orch: _Orchestrator, connection: QuicConnectionHandle, job: SegmentJob
+    ) -> bytes:
+        if self.payments is None or self.watch is None:
+            return b""
+        snapshot = self.watch.snapshot
+        if snapshot is None:
+            raise BusyError("the chain has not been read yet")
+        key = str(orch.address)
+        sender_info = await self._sender_info()
+        if self.payments.needs_params(key, snapshot.latest_block):
+            info = await _get_info(connection, self.payments.address)
+            self.payments.accept_params(
+                key,
+                info.ticket_params,
+                latest_block=snapshot.latest_block,
+                sender_info=sender_info,
+            )
+        return self.payments.payment_for(
+            key,
+            job.session,
+            job.profiles,
+            (job.source_width, job.source_height),
+            job.fps,
+            job.duration_ms / 1000,
+            latest_block=snapshot.latest_block,
+            sender_info=sender_info,
+        )
+
     async def transcode(self, job: SegmentJob, source: SegmentBuffer) -> Sequence[RenditionSegment]:
         index = self._pick(job.session)
         orch = self._orchestrators[index]
-        wire_job = Job(
-            stream_id=job.stream,
-            seq=job.seq,
-            duration_ms=job.duration_ms,
-            profiles=tuple(ProfileSpec.from_profile(p) for p in job.profiles),
-            session_id=job.session,
-        )
         try:
             with one_error():
                 connection = await self._connection(orch)
+            payment = await self._payment(orch, connection, job)
+            wire_job = Job(
+                stream_id=job.stream,
+                seq=job.seq,
+                duration_ms=job.duration_ms,
+                profiles=tuple(ProfileSpec.from_profile(p) for p in job.profiles),
+                session_id=job.session,
+                payment=payment,
+            )
             stream = await connection.open_stream()
             try:
                 outputs = await request_job(
@@ -154,6 +204,10 @@ class OrchestratorPool:
                     orch.connection.close()
             raise
         orch.jobs += 1
+        if self.payments is not None:
+            self.payments.settle(
+                str(orch.address), job.session, sum(o.info.pixels for o in outputs)
+            )
         return [
             RenditionSegment(
                 name=o.info.name,
@@ -164,3 +218,24 @@ class OrchestratorPool:
             )
             for o in outputs
         ]
+
+
+async def _get_info(connection: QuicConnectionHandle, sender: str) -> OrchInfo:
+    """Asks an orchestrator for its ORCH_INFO (with ticket parameters for ``sender``)."""
+    stream = await connection.open_stream()
+    channel = MessageStream()
+    try:
+        await stream.send_all(channel.send(GetInfo(sender=sender)))
+        with trio.fail_after(5):
+            while (message := channel.next_message()) is None:
+                data = await stream.receive_some(64 * 1024)
+                if not data:
+                    raise TransportError("orchestrator closed the info stream")
+                channel.receive_data(data)
+    finally:
+        await stream.aclose()
+    if isinstance(message, Error):
+        raise JobError(f"GET_INFO refused: {message.message}", code=message.code)
+    if not isinstance(message, OrchInfo):
+        raise JobError(f"GET_INFO answered with {type(message).__name__}", code=502)
+    return message

@@ -27,7 +27,14 @@ import trio
 from ingest.segmenter import SegmentCompleted, SegmentData, Segmenter, SegmentStarted
 from lpstream.errors import LpstreamError, MediaError
 from lpstream.h264 import AvcInfo, avc_info_from_annexb, avc_info_from_config
-from lpstream.media import CodecConfig, MediaEvent, TrackKind, VideoProfile, scaled_size
+from lpstream.media import (
+    CodecConfig,
+    MediaEvent,
+    StreamMetadata,
+    TrackKind,
+    VideoProfile,
+    scaled_size,
+)
 from lpstream.metrics import Metrics
 from lpstream.playback.hls import HlsStream, RenditionInfo
 from lpstream.trickle import SegmentBuffer
@@ -58,6 +65,12 @@ class SegmentJob:
     """Expected duration (the target; the real one is known when the segment ends)."""
     profiles: tuple[VideoProfile, ...]
     """The renditions to make."""
+    source_width: int = 0
+    """Width of the source picture (0 if unknown); with the height it sizes the fee."""
+    source_height: int = 0
+    """Height of the source picture (0 if unknown)."""
+    fps: float = 30.0
+    """Source frame rate (from the publisher's metadata, 30 if it gives none)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -147,6 +160,7 @@ class LiveStream:
     _video: CodecConfig | None = None
     _audio: CodecConfig | None = None
     _source_info: AvcInfo | None = None
+    _fps: float = 30.0
     _last_seq: int | None = None
     _segments_in: int = 0
     _in_flight: int = 0
@@ -206,6 +220,11 @@ class LiveStream:
             log.info("stream %r: ended after %d segments", self.name, self._segments_in)
 
     def _note_config(self, event: MediaEvent) -> None:
+        if isinstance(event, StreamMetadata):
+            rate = event.values.get("framerate") or event.values.get("fps")
+            if isinstance(rate, int | float) and 0 < rate <= 240:
+                self._fps = float(rate)
+            return
         if not isinstance(event, CodecConfig):
             return
         if event.kind is TrackKind.VIDEO:
@@ -264,6 +283,9 @@ class LiveStream:
             seq=seq,
             duration_ms=int(self.segment_target * 1000),
             profiles=self.profiles,
+            source_width=self._source_info.width if self._source_info else 0,
+            source_height=self._source_info.height if self._source_info else 0,
+            fps=self._fps,
         )
         results: Sequence[RenditionSegment] | None = None
         try:

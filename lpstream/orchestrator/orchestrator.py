@@ -32,6 +32,7 @@ import lpstream
 from lpstream.errors import BusyError, MediaError, RemoteProtocolError, TransportError
 from lpstream.jobs import JobError, JobOutput, request_job, serve_job
 from lpstream.metrics import Metrics
+from lpstream.orchestrator.payments import PaymentReceiver
 from lpstream.quic import QuicConnectionHandle, QuicStream
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import (
@@ -47,6 +48,7 @@ from lpstream.wire import (
     WorkerWelcome,
 )
 from lpstream.worker.local import LocalWorker
+from payments.pm import Payment
 
 __all__ = ["Orchestrator", "RemoteWorker", "Worker"]
 
@@ -97,6 +99,8 @@ class Orchestrator:
     metrics: Metrics
     local: LocalWorker | None = None
     """The in-process worker, if this node transcodes itself."""
+    payments: PaymentReceiver | None = None
+    """Checks and credits tickets; None off-chain (work is free)."""
     session_ttl: float = 30.0
     """Seconds after a session's last segment before its capacity is freed."""
     upload_timeout: float = 30.0
@@ -175,6 +179,10 @@ class Orchestrator:
     async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]:
         """Runs a job on a worker, moving it to another worker if one fails."""
         job.video_profiles()  # range-check the profiles before any work (400 if bad)
+        sender = ""
+        if self.payments is not None:
+            # Paid before any compute: a bad or short payment is a 402 here.
+            sender = await self.payments.receive(job.payment, job.session_id)
         key = (job.stream_id, job.session_id)
         tried: set[str] = set()
         last_error: Exception | None = None
@@ -208,19 +216,34 @@ class Orchestrator:
                     continue
                 self.metrics.inc("transcode_seconds_total", trio.current_time() - started)
                 self.metrics.inc("jobs_total", outcome="ok")
+                if self.payments is not None:
+                    self.payments.bill(sender, job.session_id, sum(o.info.pixels for o in outputs))
                 return outputs
             self.metrics.inc("jobs_total", outcome="failed")
             raise MediaError(f"every worker tried failed; last error: {last_error}")
         finally:
             self._jobs_in_flight -= 1
 
-    def info(self) -> OrchInfo:
+    async def info(self, sender: str = "") -> OrchInfo:
+        """What this orchestrator offers; with payments, ticket parameters for ``sender``."""
         self._expire_sessions(trio.current_time())
+        price_fields: dict[str, Any] = {}
+        if self.payments is not None:
+            price = self.payments.price
+            price_fields = {
+                "price_per_unit": price.numerator,
+                "pixels_per_unit": price.denominator,
+                "address": self.payments.address,
+            }
+            if sender:
+                params = await self.payments.ticket_params(sender)
+                price_fields["ticket_params"] = Payment(params=params, sender=sender).encode()
         return OrchInfo(
             version=lpstream.__version__,
             capabilities=("transcode:h264",),
             capacity=self.capacity,
             in_use=len(self._sessions),
+            **price_fields,
         )
 
     def status(self) -> dict[str, Any]:
@@ -235,6 +258,7 @@ class Orchestrator:
             "jobs_in_flight": self._jobs_in_flight,
             "connections": len(self._connections),
             "open_streams": sum(c.statistics().open_streams for c in self._connections),
+            **({"payments": self.payments.status()} if self.payments is not None else {}),
         }
 
     # -- QUIC -------------------------------------------------------------------------------
@@ -289,7 +313,7 @@ class Orchestrator:
             while worker is None:
                 while (message := channel.next_message()) is not None:
                     if isinstance(message, GetInfo):
-                        await stream.send_all(channel.send(self.info()))
+                        await stream.send_all(channel.send(await self.info(message.sender)))
                     elif isinstance(message, Ping):
                         await stream.send_all(channel.send(Pong(nonce=message.nonce)))
                     elif isinstance(message, WorkerHello):

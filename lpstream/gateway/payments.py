@@ -1,0 +1,150 @@
+"""The gateway's side of payments: ticket parameters per orchestrator, credit per session,
+and the ticket batch that rides in each segment's JOB header.
+
+For each orchestrator the gateway holds the ticket parameters the orchestrator issued to it
+(fetched with GET_INFO, refreshed before they expire) and, per (orchestrator, session), the
+credit it has paid for and not yet been billed. For a segment it computes the fee as
+PAYMENTS.md says (output pixels x 1.02 x price), sends ``ceil((max(fee, EV) - credit) / EV)``
+tickets when the credit is short, and after the answer lowers the credit by price x the pixels
+the orchestrator reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import attrs
+
+from lpstream.errors import BusyError
+from lpstream.media import VideoProfile, scaled_size
+from payments.pm import (
+    Payment,
+    SenderInfo,
+    TicketParams,
+    TicketParamsRejectedError,
+    TicketSender,
+    check_ticket_params,
+    output_pixels,
+    segment_fee,
+    tickets_needed,
+)
+
+__all__ = ["PaymentSender", "PriceTooHighError"]
+
+log = logging.getLogger("lpstream.payments")
+
+PARAMS_MARGIN_BLOCKS = 2
+"""Parameters this close to expiry are refreshed before use."""
+
+
+class PriceTooHighError(BusyError):
+    """The orchestrator asks more than ``--max-price-per-unit``."""
+
+
+@attrs.define
+class PaymentSender:
+    """Pays orchestrators for segments (see the module comment)."""
+
+    sender: TicketSender
+    max_price: Fraction | None = None
+    """Wei per pixel the gateway pays at most; None for no limit."""
+    _params: dict[str, TicketParams] = attrs.Factory(dict)
+    _credit: dict[tuple[str, str], Fraction] = attrs.Factory(dict)
+    _tickets_sent: int = 0
+    _ev_sent: Fraction = Fraction(0)
+    _payment_bytes: list[int] = attrs.Factory(list)
+
+    @property
+    def address(self) -> str:
+        return self.sender.address
+
+    def needs_params(self, orchestrator: str, latest_block: int) -> bool:
+        params = self._params.get(orchestrator)
+        return params is None or params.expiration_block <= latest_block + PARAMS_MARGIN_BLOCKS
+
+    def accept_params(
+        self, orchestrator: str, encoded: bytes, *, latest_block: int, sender_info: SenderInfo
+    ) -> TicketParams:
+        """Takes the parameters from an ORCH_INFO, or refuses the orchestrator.
+
+        Raises:
+            PriceTooHighError: the price is above ``max_price``.
+            BusyError: the parameters are unusable (expired, EV too high, sender unfunded ...).
+        """
+        if not encoded:
+            raise BusyError(f"orchestrator {orchestrator} sent no ticket parameters")
+        params = Payment.decode(encoded).params
+        if self.max_price is not None and params.price > self.max_price:
+            raise PriceTooHighError(
+                f"orchestrator {orchestrator} asks {params.price} wei/pixel, "
+                f"above the maximum {self.max_price}"
+            )
+        try:
+            check_ticket_params(params, count=1, latest_block=latest_block, sender_info=sender_info)
+        except TicketParamsRejectedError as exc:
+            raise BusyError(f"orchestrator {orchestrator}: {exc}") from None
+        old = self._params.get(orchestrator)
+        if old is not None and old.recipient_rand_hash != params.recipient_rand_hash:
+            self.sender.forget(old.recipient_rand_hash)
+        self._params[orchestrator] = params
+        return params
+
+    def payment_for(
+        self,
+        orchestrator: str,
+        session: str,
+        profiles: Sequence[VideoProfile],
+        source_size: tuple[int, int],
+        fps: float,
+        duration: float,
+        *,
+        latest_block: int,
+        sender_info: SenderInfo,
+    ) -> bytes:
+        """The payment to put in a segment's JOB header."""
+        params = self._params[orchestrator]
+        sizes = [scaled_size(source_size[0], source_size[1], p) for p in profiles]
+        pixels = output_pixels(
+            (w, h, Fraction(p.fps) if p.fps else Fraction(fps), Fraction(duration))
+            for (w, h), p in zip(sizes, profiles, strict=True)
+        )
+        fee = segment_fee(pixels, params.price)
+        key = (orchestrator, session)
+        credit = self._credit.get(key, Fraction(0))
+        count = tickets_needed(fee=fee, ticket_ev=params.ev, credit=credit)
+        if count:
+            try:
+                check_ticket_params(
+                    params, count=count, latest_block=latest_block, sender_info=sender_info
+                )
+            except TicketParamsRejectedError as exc:
+                raise BusyError(f"cannot pay orchestrator {orchestrator}: {exc}") from None
+        payment = self.sender.create_payment(params, count)
+        self._credit[key] = credit + payment.ev
+        self._tickets_sent += count
+        self._ev_sent += payment.ev
+        encoded = payment.encode()
+        self._payment_bytes.append(len(encoded))
+        return encoded
+
+    def settle(self, orchestrator: str, session: str, pixels: int) -> None:
+        """Lowers the credit by what the orchestrator billed for ``pixels``."""
+        params = self._params.get(orchestrator)
+        if params is None:
+            return
+        key = (orchestrator, session)
+        self._credit[key] = self._credit.get(key, Fraction(0)) - params.price * pixels
+
+    def status(self) -> dict[str, Any]:
+        sizes = sorted(self._payment_bytes)
+        return {
+            "address": self.address,
+            "tickets_sent": self._tickets_sent,
+            "ev_sent": str(self._ev_sent),
+            "credit": {f"{o}/{s}": str(c) for (o, s), c in self._credit.items()},
+            "payment_bytes_median": sizes[len(sizes) // 2] if sizes else 0,
+            "max_price_per_pixel": None if self.max_price is None else str(self.max_price),
+        }
