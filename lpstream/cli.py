@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -165,16 +167,37 @@ def dev(
     orch_secret: str | None,
     offchain: bool,
     demo_stream: str | None,
+    price_per_unit: int,
+    pixels_per_unit: int,
+    max_price_per_unit: int | None,
+    ticket_ev: int,
+    max_face_value: int,
+    block_time: float,
+    round_length: int,
+    data_dir: str | None,
     log_level: str,
 ) -> None:
-    """Gateway, orchestrator and worker in one process, ready for a stream."""
+    """Gateway, orchestrator and worker in one process, paying with tickets on an embedded
+    chain (or free with --offchain), ready for a stream."""
     from lpstream.node import GatewayOptions, OrchestratorOptions, new_secret, run_dev
+    from lpstream.paid import PaymentOptions
 
-    if not offchain:
-        raise click.UsageError(
-            "payments are not built yet: run `lpstream dev --offchain` for the off-chain network"
-        )
     _setup_logging(log_level)
+    payments = None
+    if not offchain:
+        folder = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="lpstream-dev-"))
+        payments = PaymentOptions(
+            price_per_unit=price_per_unit,
+            pixels_per_unit=pixels_per_unit,
+            ticket_ev=ticket_ev,
+            max_face_value=max_face_value,
+            max_price=None
+            if max_price_per_unit is None
+            else Fraction(max_price_per_unit, pixels_per_unit),
+            block_time=block_time,
+            round_length=round_length,
+            data_dir=folder,
+        )
     gateway_options = GatewayOptions(
         rtmp_addr=rtmp_addr,
         http_addr=http_addr,
@@ -189,7 +212,13 @@ def dev(
         encoder=encoder,
     )
     _run(
-        lambda: run_dev(gateway_options, orch_options, demo_stream=demo_stream, announce=_announce)
+        lambda: run_dev(
+            gateway_options,
+            orch_options,
+            demo_stream=demo_stream,
+            payments=payments,
+            announce=_announce,
+        )
     )
 
 

@@ -18,13 +18,16 @@ from hypercorn.trio import serve as hypercorn_serve
 
 import lpstream
 from ingest.rtmp import RtmpServer
+from lpstream.chainwatch import ChainWatch
 from lpstream.config import HostPort
 from lpstream.gateway.gateway import Gateway
 from lpstream.gateway.orchestrators import OrchestratorPool
+from lpstream.gateway.payments import PaymentSender
 from lpstream.http.app import build_app
 from lpstream.media import VideoProfile
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.orchestrator import Orchestrator
+from lpstream.paid import DevEconomy, PaymentOptions, start_dev_economy
 from lpstream.quic import serve_quic
 from lpstream.worker.local import LocalWorker
 from lpstream.worker.remote import run_remote_worker
@@ -145,8 +148,11 @@ async def _start_gateway(
     extra_status: Callable[[], Mapping[str, Any]] | None,
     role: str,
     announce: Announce,
+    *,
+    sender: PaymentSender | None = None,
+    watch: ChainWatch | None = None,
 ) -> Gateway:
-    pool = OrchestratorPool(options.orch_addrs)
+    pool = OrchestratorPool(options.orch_addrs, payments=sender, watch=watch)
     await nursery.start(pool.run)
     gateway = Gateway(
         transcoder=pool,
@@ -191,9 +197,11 @@ async def run_dev(
     orchestrator_options: OrchestratorOptions,
     *,
     demo_stream: str | None = None,
+    payments: PaymentOptions | None = None,
     announce: Announce = print,
 ) -> None:
-    """Gateway, orchestrator and worker in one process (off-chain)."""
+    """Gateway, orchestrator and worker in one process; paid on the embedded chain unless
+    ``payments`` is None (off-chain)."""
     metrics = Metrics()
     orchestrator = _build_orchestrator(orchestrator_options, metrics)
     async with trio.open_nursery() as nursery:
@@ -205,14 +213,31 @@ async def run_dev(
         )
         service = HostPort(host, port)
         announce(f"orchestrator: quic://{service} (remote workers join with --orch-secret)")
+        economy: DevEconomy | None = None
+        if payments is not None:
+            economy = await start_dev_economy(nursery, payments, f"quic://{service}")
+            orchestrator.payments = economy.receiver
+            announce(
+                f"chain: embedded, controller {economy.chain.controller}; "
+                f"gateway {economy.sender.address}, orchestrator {economy.receiver.address}"
+            )
+
+        def status() -> dict[str, Any]:
+            out: dict[str, Any] = {"orchestrator": orchestrator.status()}
+            if economy is not None:
+                out["payments"] = economy.status()
+            return out
+
         options = attrs.evolve(gateway_options, orch_addrs=(service,))
         await _start_gateway(
             nursery,
             options,
             metrics,
-            lambda: {"orchestrator": orchestrator.status()},
+            status,
             "dev",
             announce,
+            sender=economy.sender if economy else None,
+            watch=economy.watch if economy else None,
         )
         announce("lpstream dev ready")
         if demo_stream:

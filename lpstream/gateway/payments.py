@@ -85,7 +85,7 @@ class PaymentSender:
         try:
             check_ticket_params(params, count=1, latest_block=latest_block, sender_info=sender_info)
         except TicketParamsRejectedError as exc:
-            raise BusyError(f"orchestrator {orchestrator}: {exc}") from None
+            raise BusyError(f"orchestrator {orchestrator}: {exc.reason}: {exc}") from None
         old = self._params.get(orchestrator)
         if old is not None and old.recipient_rand_hash != params.recipient_rand_hash:
             self.sender.forget(old.recipient_rand_hash)
@@ -121,7 +121,9 @@ class PaymentSender:
                     params, count=count, latest_block=latest_block, sender_info=sender_info
                 )
             except TicketParamsRejectedError as exc:
-                raise BusyError(f"cannot pay orchestrator {orchestrator}: {exc}") from None
+                raise BusyError(
+                    f"cannot pay orchestrator {orchestrator}: {exc.reason}: {exc}"
+                ) from None
         payment = self.sender.create_payment(params, count)
         self._credit[key] = credit + payment.ev
         self._tickets_sent += count

@@ -155,7 +155,7 @@ class PaymentReceiver:
         except InvalidTicketError as exc:
             self._payments_refused += 1
             log.warning("payment from %s refused: %s", payment.sender, exc)
-            raise RemoteProtocolError(f"payment refused: {exc}", code=402) from None
+            raise RemoteProtocolError(f"payment refused ({exc.reason}): {exc}", code=402) from None
         for winner in received.winning:
             # Durable before the job is answered: a crash from here on loses no money.
             await trio.to_thread.run_sync(self.store.add, winner, limiter=self.store_limiter)
@@ -169,8 +169,11 @@ class PaymentReceiver:
             payment.sender, session, Fraction(payment.params.ev)
         ):
             self._payments_refused += 1
-            reason = received.error or "credit below one ticket's EV"
-            raise RemoteProtocolError(f"insufficient balance: {reason}", code=402)
+            error = received.error
+            reason = (
+                f"({error.reason}): {error}" if error else "(short): credit below one ticket's EV"
+            )
+            raise RemoteProtocolError(f"insufficient balance {reason}", code=402)
         return payment.sender
 
     def bill(self, sender: str, session: str, pixels: int) -> None:

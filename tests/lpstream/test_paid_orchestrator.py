@@ -1,0 +1,251 @@
+"""Paid jobs over real QUIC against an orchestrator on the embedded chain (a real EVM).
+
+Honest payments are credited and billed; each kind of tampered payment is refused with its
+own reason, credits nothing, and an honest job on the same connection still goes through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from fractions import Fraction
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+from lpstream.chainwatch import ChainWatch
+from lpstream.errors import BusyError
+from lpstream.gateway.payments import PaymentSender, PriceTooHighError
+from lpstream.jobs import JobError, request_job
+from lpstream.media import DEFAULT_PROFILES
+from lpstream.metrics import Metrics
+from lpstream.orchestrator.orchestrator import Orchestrator
+from lpstream.orchestrator.payments import PaymentReceiver
+from lpstream.quic import QuicConnectionHandle, open_quic_connection, serve_quic
+from lpstream.trickle import SegmentBuffer
+from lpstream.wire import GetInfo, Job, MessageStream, OrchInfo, ProfileSpec
+from lpstream.worker.local import LocalWorker
+from payments.chain.contracts import ProtocolParameters
+from payments.chain.devchain import DevChain
+from payments.keys import NodeKey
+from payments.pm import (
+    Payment,
+    SenderInfo,
+    TicketParams,
+    TicketSender,
+    TicketSenderParams,
+    sign_ticket,
+)
+from payments.store import TicketStore
+from tests.mediatools import make_clip
+
+ETH = 10**18
+EV = 10**12
+
+
+@attrs.define
+class Paid:
+    chain: DevChain
+    watch: ChainWatch
+    receiver: PaymentReceiver
+    gateway_key: NodeKey
+    port: int
+
+
+@pytest.fixture(scope="module")
+def segment(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("seg") / "seg.ts"
+    make_clip(path, seconds=2, size="320x240", gop=60, fmt="mpegts")
+    return path.read_bytes()
+
+
+@pytest.fixture
+async def paid(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Paid]:
+    chain = await trio.to_thread.run_sync(
+        lambda: DevChain.start(parameters=ProtocolParameters(round_length=100))
+    )
+    gateway_key, orchestrator_key = chain.keys[0], chain.keys[1]
+    gateway, orchestrator = chain.client(gateway_key), chain.client(orchestrator_key)
+
+    def setup() -> None:
+        gateway.fund_deposit_and_reserve(ETH, ETH)
+        orchestrator.bond(ETH, orchestrator_key.address)
+        orchestrator.register(0, 100)
+        snapshot = orchestrator.snapshot()
+        chain.mine(snapshot.round_length - snapshot.latest_block % snapshot.round_length)
+        orchestrator.initialize_round()
+
+    limiter = trio.CapacityLimiter(1)
+    await trio.to_thread.run_sync(setup, limiter=limiter)
+    watch = ChainWatch(orchestrator, limiter, interval=0.05)
+    await nursery.start(watch.run)
+    receiver = PaymentReceiver(
+        address=orchestrator_key.address,
+        watch=watch,
+        store=TicketStore(tmp_path / "tickets.sqlite"),
+        store_limiter=trio.CapacityLimiter(1),
+        price=Fraction(1),
+        ticket_ev=EV,
+    )
+    node = Orchestrator(
+        secret="s", metrics=Metrics(), local=LocalWorker(capacity=4), payments=receiver
+    )
+    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, node.handle_connection)
+    yield Paid(chain=chain, watch=watch, receiver=receiver, gateway_key=gateway_key, port=port)
+
+
+async def ticket_params(
+    connection: QuicConnectionHandle, sender: str
+) -> tuple[OrchInfo, TicketParams]:
+    stream = await connection.open_stream()
+    channel = MessageStream()
+    await stream.send_all(channel.send(GetInfo(sender=sender)))
+    with trio.fail_after(10):
+        while (info := channel.next_message()) is None:
+            channel.receive_data(await stream.receive_some())
+    await stream.aclose()
+    assert isinstance(info, OrchInfo)
+    return info, Payment.decode(info.ticket_params).params
+
+
+def job(seq: int, payment: bytes, session: str = "honest") -> Job:
+    return Job(
+        stream_id="s",
+        seq=seq,
+        duration_ms=2000,
+        profiles=tuple(ProfileSpec.from_profile(p) for p in DEFAULT_PROFILES),
+        session_id=session,
+        payment=payment,
+    )
+
+
+def full(data: bytes) -> SegmentBuffer:
+    buffer = SegmentBuffer()
+    buffer.append(data)
+    buffer.close()
+    return buffer
+
+
+async def send(connection: QuicConnectionHandle, j: Job, segment: bytes) -> int:
+    stream = await connection.open_stream()
+    try:
+        outputs = await request_job(stream, j, full(segment), response_timeout=30)
+    finally:
+        await stream.aclose()
+    return sum(o.info.pixels for o in outputs)
+
+
+async def test_an_honest_payment_is_credited_and_the_work_billed(
+    paid: Paid, segment: bytes
+) -> None:
+    sender = TicketSender(private_key=paid.gateway_key.private_key)
+    async with open_quic_connection("127.0.0.1", paid.port) as connection:
+        info, params = await ticket_params(connection, sender.address)
+        assert info.address == paid.receiver.address and info.price_per_unit == 1
+        assert params.ev == EV
+        payment = sender.create_payment(params, 2)
+        pixels = await send(connection, job(0, payment.encode()), segment)
+    assert pixels == 2 * 60 * 320 * 240
+    balance = paid.receiver.ledger.balance(sender.address, "honest")
+    assert balance == 2 * params.ev - pixels  # price is 1 wei per pixel: exact to the wei
+
+
+async def test_tampered_payments_are_refused_with_their_reason(paid: Paid, segment: bytes) -> None:
+    sender = TicketSender(private_key=paid.gateway_key.private_key)
+    stranger = NodeKey.from_private_key(b"\x07" * 32)
+    async with open_quic_connection("127.0.0.1", paid.port) as connection:
+        _, params = await ticket_params(connection, sender.address)
+        good = sender.create_payment(params, 1)
+
+        def forged_signature() -> bytes:
+            ticket = good.ticket(good.tickets[0].sender_nonce)
+            bad = sign_ticket(stranger.private_key, ticket)
+            return attrs.evolve(
+                good,
+                tickets=(
+                    TicketSenderParams(sender_nonce=good.tickets[0].sender_nonce, signature=bad),
+                ),
+            ).encode()
+
+        cases: list[tuple[str, bytes]] = [
+            ("payment required", b""),
+            ("invalid_signature", forged_signature()),
+            (
+                "invalid_recipient",
+                sender.create_payment(attrs.evolve(params, recipient=stranger.address), 1).encode(),
+            ),
+            (
+                "invalid_recipient_rand",
+                sender.create_payment(
+                    attrs.evolve(params, recipient_rand_hash=b"\x01" * 32), 1
+                ).encode(),
+            ),
+            ("bad payment", b"\x93garbage"),
+        ]
+        for i, (reason, payment) in enumerate(cases):
+            with pytest.raises(JobError, match=reason) as caught:
+                await send(connection, job(i, payment, session=f"bad{i}"), segment)
+            assert caught.value.code == 402
+            assert paid.receiver.ledger.balance(sender.address, f"bad{i}") == 0
+
+        # A replayed nonce: the same payment twice. The first pays, the replay credits nothing.
+        await send(connection, job(10, good.encode(), session="replay"), segment)
+        after_first = paid.receiver.ledger.balance(sender.address, "replay")
+        with pytest.raises(JobError, match="nonce_replayed"):
+            await send(connection, job(11, good.encode(), session="replay"), segment)
+        assert paid.receiver.ledger.balance(sender.address, "replay") == after_first
+
+        # Expired parameters: mine past their expiration block.
+        await paid.watch.call(
+            paid.chain.mine,
+            params.expiration_block
+            - (paid.watch.snapshot.latest_block if paid.watch.snapshot else 0)
+            + 1,
+        )
+        await paid.watch.refresh()
+        with pytest.raises(JobError, match="params_expired"):
+            await send(
+                connection,
+                job(12, sender.create_payment(params, 1).encode(), session="late"),
+                segment,
+            )
+
+        # The honest gateway goes on with fresh parameters.
+        _, fresh = await ticket_params(connection, sender.address)
+        await send(
+            connection, job(13, sender.create_payment(fresh, 1).encode(), session="honest"), segment
+        )
+    assert paid.receiver.ledger.balance(sender.address, "honest") > 0
+
+
+async def test_an_unlocking_sender_is_refused(paid: Paid, segment: bytes) -> None:
+    sender = TicketSender(private_key=paid.gateway_key.private_key)
+    async with open_quic_connection("127.0.0.1", paid.port) as connection:
+        _, params = await ticket_params(connection, sender.address)
+        await paid.watch.call(paid.chain.client(paid.gateway_key).unlock)
+        await paid.watch.refresh()
+        with pytest.raises(JobError, match="sender_unlocking") as caught:
+            await send(connection, job(0, sender.create_payment(params, 1).encode()), segment)
+        assert caught.value.code == 402
+
+
+def test_the_gateway_refuses_a_face_value_over_its_deposit_and_a_price_over_its_max() -> None:
+    key = NodeKey.from_private_key(b"\x05" * 32)
+    params = TicketParams(
+        recipient="0x" + "11" * 20,
+        face_value=5 * ETH,
+        win_prob=2**200,
+        recipient_rand_hash=b"\x02" * 32,
+        seed=b"\x03" * 32,
+        expiration_block=1000,
+        price=Fraction(3),
+    )
+    encoded = Payment(params=params, sender=key.address).encode()
+    sender = PaymentSender(sender=TicketSender(private_key=key.private_key))
+    funds = SenderInfo(deposit=ETH, withdraw_round=0, reserve=ETH)
+    with pytest.raises(BusyError, match="face_value_above_deposit"):
+        sender.accept_params("o", encoded, latest_block=10, sender_info=funds)
+    capped = PaymentSender(sender=TicketSender(private_key=key.private_key), max_price=Fraction(2))
+    with pytest.raises(PriceTooHighError, match="above the maximum 2"):
+        capped.accept_params("o", encoded, latest_block=10, sender_info=funds)
