@@ -136,6 +136,62 @@ encoder_opt = option(
 )
 
 
+def chain_flags(fn: F) -> F:
+    """--eth-url, --controller, --keystore, --passphrase-file: how a node reaches its chain."""
+    fn = option(
+        "--passphrase-file",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="File holding the keystore passphrase (mode 0600); prompted for if absent.",
+    )(fn)
+    fn = option(
+        "--keystore",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="Encrypted JSON keystore of this node's Ethereum account.",
+    )(fn)
+    fn = option(
+        "--controller", default=None, help="Address of the protocol's Controller contract."
+    )(fn)
+    fn = option(
+        "--eth-url", default=None, help="Ethereum JSON-RPC URL (e.g. from `lpstream chain`)."
+    )(fn)
+    return fn
+
+
+def _chain_options(
+    offchain: bool,
+    eth_url: str | None,
+    controller: str | None,
+    keystore: str | None,
+    passphrase_file: str | None,
+) -> Any:
+    from lpstream.paid import ChainOptions
+
+    if offchain:
+        return None
+    missing = [
+        flag
+        for flag, value in (
+            ("--eth-url", eth_url),
+            ("--controller", controller),
+            ("--keystore", keystore),
+        )
+        if not value
+    ]
+    if missing:
+        raise click.UsageError(
+            f"a paid node needs {', '.join(missing)} (or run free with --offchain)"
+        )
+    assert eth_url and controller and keystore
+    return ChainOptions(
+        eth_url=eth_url,
+        controller=controller,
+        keystore=Path(keystore),
+        passphrase_file=Path(passphrase_file) if passphrase_file else None,
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(lpstream.__version__, prog_name="lpstream")
 def main() -> None:
@@ -151,9 +207,41 @@ def main() -> None:
 @encoder_opt
 @option("--capacity", type=click.IntRange(1, 64), default=4, help="Sessions the worker takes.")
 @option("--orch-secret", default=None, help="Secret remote workers must present (default: random).")
-@option("--offchain", is_flag=True, default=False, help="Run without payments.")
+@option("--offchain", is_flag=True, default=False, help="Run without payments (no chain).")
 @option(
     "--demo-stream", default=None, help="Push a test pattern into this stream name with ffmpeg."
+)
+@option(
+    "--price-per-unit", type=click.IntRange(0), default=1, help="Orchestrator price: wei per unit."
+)
+@option("--pixels-per-unit", type=click.IntRange(1), default=1, help="Pixels in a price unit.")
+@option(
+    "--max-price-per-unit",
+    type=click.IntRange(0),
+    default=None,
+    help="Gateway: refuse orchestrators above this many wei per unit (default: no limit).",
+)
+@option("--ticket-ev", type=click.IntRange(1), default=10**12, help="Target EV per ticket, wei.")
+@option(
+    "--max-face-value",
+    type=click.IntRange(0),
+    default=0,
+    help="Cap on a ticket's face value in wei (0: none); lower caps win more often.",
+)
+@option(
+    "--block-time", type=click.FloatRange(0.01, 60), default=0.5, help="Embedded chain: s/block."
+)
+@option(
+    "--round-length",
+    type=click.IntRange(45),
+    default=100,
+    help="Embedded chain: blocks per round (more than the 40-block ticket expiry).",
+)
+@option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the ticket queue lives (default: a fresh temporary folder).",
 )
 @log_level
 def dev(
@@ -235,6 +323,14 @@ def dev(
 @profiles_opt
 @segment_opt
 @option("--offchain", is_flag=True, default=False, help="Run without payments.")
+@chain_flags
+@option(
+    "--max-price-per-unit",
+    type=click.IntRange(0),
+    default=None,
+    help="Refuse orchestrators asking more wei per unit than this (default: no limit).",
+)
+@option("--pixels-per-unit", type=click.IntRange(1), default=1, help="Pixels in a price unit.")
 @log_level
 def gateway(
     rtmp_addr: HostPort,
@@ -243,13 +339,24 @@ def gateway(
     profiles: str | None,
     segment_duration: float,
     offchain: bool,
+    eth_url: str | None,
+    controller: str | None,
+    keystore: str | None,
+    passphrase_file: str | None,
+    max_price_per_unit: int | None,
+    pixels_per_unit: int,
     log_level: str,
 ) -> None:
     """Take streams from broadcasters, pay orchestrators to transcode, serve viewers."""
     from lpstream.node import GatewayOptions, run_gateway
+    from lpstream.paid import PaymentOptions
 
-    if not offchain:
-        raise click.UsageError("payments are not built yet: add --offchain")
+    chain = _chain_options(offchain, eth_url, controller, keystore, passphrase_file)
+    payments = PaymentOptions(
+        max_price=None
+        if max_price_per_unit is None
+        else Fraction(max_price_per_unit, pixels_per_unit)
+    )
     _setup_logging(log_level)
     options = GatewayOptions(
         rtmp_addr=rtmp_addr,
@@ -258,7 +365,7 @@ def gateway(
         profiles=_profiles(profiles),
         segment_duration=segment_duration,
     )
-    _run(lambda: run_gateway(options, announce=_announce))
+    _run(lambda: run_gateway(options, announce=_announce, chain=chain, payments=payments))
 
 
 @main.command()
@@ -278,6 +385,25 @@ def gateway(
 )
 @encoder_opt
 @option("--offchain", is_flag=True, default=False, help="Run without payments.")
+@chain_flags
+@option("--price-per-unit", type=click.IntRange(0), default=0, help="Price: wei per unit.")
+@option("--pixels-per-unit", type=click.IntRange(1), default=1, help="Pixels in a price unit.")
+@option("--ticket-ev", type=click.IntRange(1), default=10**12, help="Target EV per ticket, wei.")
+@option(
+    "--max-face-value", type=click.IntRange(0), default=0, help="Cap on face values, wei (0: none)."
+)
+@option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=".lpstream",
+    help="Where the winning-ticket queue (SQLite) lives.",
+)
+@option(
+    "--initialize-rounds",
+    is_flag=True,
+    default=False,
+    help="Initialize each new round on chain as soon as it starts.",
+)
 @log_level
 def orchestrator(
     service_addr: HostPort,
@@ -286,13 +412,30 @@ def orchestrator(
     capacity: int,
     encoder: str,
     offchain: bool,
+    eth_url: str | None,
+    controller: str | None,
+    keystore: str | None,
+    passphrase_file: str | None,
+    price_per_unit: int,
+    pixels_per_unit: int,
+    ticket_ev: int,
+    max_face_value: int,
+    data_dir: str,
+    initialize_rounds: bool,
     log_level: str,
 ) -> None:
     """Sell transcoding: take jobs over QUIC and run them on workers."""
     from lpstream.node import OrchestratorOptions, run_orchestrator
+    from lpstream.paid import PaymentOptions
 
-    if not offchain:
-        raise click.UsageError("payments are not built yet: add --offchain")
+    chain = _chain_options(offchain, eth_url, controller, keystore, passphrase_file)
+    payments = PaymentOptions(
+        price_per_unit=price_per_unit,
+        pixels_per_unit=pixels_per_unit,
+        ticket_ev=ticket_ev,
+        max_face_value=max_face_value,
+        data_dir=Path(data_dir),
+    )
     _setup_logging(log_level)
     options = OrchestratorOptions(
         service_addr=service_addr,
@@ -301,7 +444,15 @@ def orchestrator(
         local_capacity=capacity,
         encoder=encoder,
     )
-    _run(lambda: run_orchestrator(options, announce=_announce))
+    _run(
+        lambda: run_orchestrator(
+            options,
+            announce=_announce,
+            chain=chain,
+            payments=payments,
+            initialize_rounds=initialize_rounds,
+        )
+    )
 
 
 @main.command()
@@ -355,3 +506,14 @@ def transcode(source: str, output: str, profiles: str | None, encoder: str, log_
             f"{r.name:>8}  {r.width}x{r.height}  {r.frames} frames  "
             f"{r.size / 1e6:.2f} MB  -> {out / (r.name + '.ts')}"
         )
+
+
+def _add_chain_commands() -> None:
+    # Imported last: these modules use ``option`` from this one.
+    from lpstream.account_cli import account, chain
+
+    main.add_command(account)
+    main.add_command(chain)
+
+
+_add_chain_commands()

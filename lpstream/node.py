@@ -27,7 +27,13 @@ from lpstream.http.app import build_app
 from lpstream.media import VideoProfile
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.orchestrator import Orchestrator
-from lpstream.paid import DevEconomy, PaymentOptions, start_dev_economy
+from lpstream.paid import (
+    ChainOptions,
+    DevEconomy,
+    PaymentOptions,
+    start_dev_economy,
+    start_gateway_payments,
+)
 from lpstream.quic import serve_quic
 from lpstream.worker.local import LocalWorker
 from lpstream.worker.remote import run_remote_worker
@@ -185,10 +191,25 @@ async def _start_gateway(
     return gateway
 
 
-async def run_gateway(options: GatewayOptions, announce: Announce = print) -> None:
-    """Runs a gateway until cancelled."""
+async def run_gateway(
+    options: GatewayOptions,
+    announce: Announce = print,
+    *,
+    chain: ChainOptions | None = None,
+    payments: PaymentOptions | None = None,
+) -> None:
+    """Runs a gateway until cancelled; pays orchestrators when ``chain`` is given."""
     async with trio.open_nursery() as nursery:
-        await _start_gateway(nursery, options, Metrics(), None, "gateway", announce)
+        sender = watch = None
+        if chain is not None:
+            sender, watch = await start_gateway_payments(
+                nursery, chain, payments or PaymentOptions()
+            )
+            announce(f"gateway account: {sender.address}")
+        extra = None if sender is None else (lambda: {"payments": {"gateway": sender.status()}})
+        await _start_gateway(
+            nursery, options, Metrics(), extra, "gateway", announce, sender=sender, watch=watch
+        )
         announce("lpstream gateway ready")
 
 

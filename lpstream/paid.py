@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,22 @@ from lpstream.orchestrator.payments import DEFAULT_TICKET_EV, PaymentReceiver
 from payments.chain.client import ChainClient
 from payments.chain.contracts import ProtocolParameters
 from payments.chain.devchain import DevChain
+from payments.keys import NodeKey, load_key, read_passphrase
 from payments.pm import TicketSender
 from payments.redeemer import Redeemer
 from payments.store import TicketStore
 
-__all__ = ["DevEconomy", "PaymentOptions", "start_dev_economy", "start_redeemer"]
+__all__ = [
+    "ChainOptions",
+    "DevEconomy",
+    "PaymentOptions",
+    "open_chain",
+    "run_round_initializer",
+    "start_dev_economy",
+    "start_gateway_payments",
+    "start_orchestrator_payments",
+    "start_redeemer",
+]
 
 log = logging.getLogger("lpstream.payments")
 
@@ -184,3 +196,86 @@ async def _track_facts(
             task_status.started()
             started = True
         await trio.sleep(max(0.2, economy.watch.interval))
+
+
+@attrs.frozen(kw_only=True)
+class ChainOptions:
+    """How a standalone node reaches its chain and its key."""
+
+    eth_url: str
+    """JSON-RPC URL (``lpstream chain`` serves one on loopback)."""
+    controller: str
+    """The Controller contract's address; every other address is looked up through it."""
+    keystore: Path
+    """Encrypted JSON keystore of the node's Ethereum account."""
+    passphrase_file: Path | None = None
+    """File with the keystore passphrase (mode 0600); prompted for when absent."""
+
+
+async def open_chain(options: ChainOptions) -> tuple[NodeKey, ChainClient, ChainWatch]:
+    """Unlocks the node's key and connects to the chain (blocking parts on a thread)."""
+    passphrase = read_passphrase(options.passphrase_file, prompt=sys.stdin.isatty())
+    key = await trio.to_thread.run_sync(load_key, options.keystore, passphrase)
+    client = await trio.to_thread.run_sync(
+        lambda: ChainClient.connect(options.eth_url, controller=options.controller, key=key)
+    )
+    return key, client, ChainWatch(client, trio.CapacityLimiter(1))
+
+
+async def run_round_initializer(
+    watch: ChainWatch, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Initializes each new round as soon as a block of it is seen (``--initialize-rounds``)."""
+    task_status.started()
+    last = -1
+    while True:
+        snapshot = await watch.wait_block_after(last)
+        last = snapshot.latest_block
+        if not snapshot.current_round_initialized:
+            try:
+                tx = await watch.call(watch.chain.initialize_round)
+            except Exception as exc:  # another node may have won the race; try next block
+                log.info("initializing round %d failed: %s", snapshot.current_round, exc)
+            else:
+                if tx:
+                    log.info("initialized round %d (tx %s)", snapshot.current_round, tx)
+
+
+async def start_orchestrator_payments(
+    nursery: trio.Nursery,
+    chain: ChainOptions,
+    options: PaymentOptions,
+    *,
+    initialize_rounds: bool,
+) -> PaymentReceiver:
+    """Connects, starts the chain watch, the ticket queue and the redeemer of an orchestrator."""
+    key, client, watch = await open_chain(chain)
+    address = key.address
+    await nursery.start(watch.run)
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    store = TicketStore(options.data_dir / "tickets.sqlite")
+    receiver = PaymentReceiver(
+        address=address,
+        watch=watch,
+        store=store,
+        store_limiter=trio.CapacityLimiter(1),
+        price=options.price,
+        ticket_ev=options.ticket_ev,
+        max_face_value=options.max_face_value,
+    )
+    await start_redeemer(nursery, store, client, watch)
+    if initialize_rounds:
+        await nursery.start(run_round_initializer, watch)
+    return receiver
+
+
+async def start_gateway_payments(
+    nursery: trio.Nursery, chain: ChainOptions, options: PaymentOptions
+) -> tuple[PaymentSender, ChainWatch]:
+    """Connects and starts the chain watch of a paying gateway."""
+    key, _, watch = await open_chain(chain)
+    await nursery.start(watch.run)
+    sender = PaymentSender(
+        sender=TicketSender(private_key=key.private_key), max_price=options.max_price
+    )
+    return sender, watch

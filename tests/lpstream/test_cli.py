@@ -70,13 +70,16 @@ def test_a_file_that_is_not_media_fails_with_a_message(tmp_path: Path) -> None:
     assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
 
 
-def test_roles_need_offchain_until_payments_exist() -> None:
-    result = run("dev")
-    assert result.returncode == 2 and "--offchain" in result.stderr
+def test_a_paid_role_without_its_chain_flags_is_a_usage_error() -> None:
+    for role in ("gateway", "orchestrator"):
+        extra = ["--orch-addr=127.0.0.1:8936"] if role == "gateway" else ["--orch-secret=s"]
+        result = run(role, *extra)
+        assert result.returncode == 2
+        assert "a paid node needs --eth-url, --controller, --keystore" in result.stderr
 
 
 def test_help_names_the_environment_variable_of_every_flag() -> None:
-    for command in ("dev", "gateway", "orchestrator", "worker", "transcode"):
+    for command in ("dev", "gateway", "orchestrator", "worker", "transcode", "chain"):
         text = run(command, "--help").stdout
         flags = {
             line.split()[0].rstrip(",")
