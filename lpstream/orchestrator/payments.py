@@ -72,6 +72,7 @@ class PaymentReceiver:
     _tickets_received: int = 0
     _tickets_won: int = 0
     _payments_refused: int = 0
+    _senders: dict[str, tuple[int, SenderInfo]] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         self._validator = TicketValidator(recipient=self.address, secret=self._secret)
@@ -86,7 +87,15 @@ class PaymentReceiver:
         return self.watch.snapshot
 
     async def _sender_info(self, sender: str) -> SenderInfo:
+        """The sender's funds, read from the chain at most once per block."""
+        block = self._snapshot().latest_block
+        cached = self._senders.get(sender)
+        if cached is not None and cached[0] == block:
+            return cached[1]
         info: SenderInfo = await self.watch.call(self.watch.chain.sender_info, sender)
+        if len(self._senders) > 10_000:
+            self._senders.clear()
+        self._senders[sender] = (block, info)
         return info
 
     async def ticket_params(self, sender: str) -> TicketParams:
