@@ -10,28 +10,18 @@ import tempfile
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import trio
 
 import lpstream
+from lpstream.cliopts import F, option
 from lpstream.config import HostPort, parse_host_port
 from lpstream.errors import ConfigError, LpstreamError
 from lpstream.media import VideoProfile, load_profiles
 
 __all__ = ["main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
-    """A click option that also reads ``LPSTREAM_<NAME>`` from the environment."""
-    long_name = next(n for n in names if n.startswith("--"))
-    kwargs.setdefault("envvar", "LPSTREAM_" + long_name[2:].upper().replace("-", "_"))
-    kwargs.setdefault("show_envvar", True)
-    kwargs.setdefault("show_default", True)
-    return click.option(*names, **kwargs)
 
 
 def _addr(flag: str, default_port: int) -> Callable[[click.Context, click.Parameter, Any], Any]:

@@ -33,6 +33,7 @@ from lpstream.paid import (
     PaymentOptions,
     start_dev_economy,
     start_gateway_payments,
+    start_orchestrator_payments,
 )
 from lpstream.quic import serve_quic
 from lpstream.worker.local import LocalWorker
@@ -110,11 +111,24 @@ def _build_orchestrator(options: OrchestratorOptions, metrics: Metrics) -> Orche
     return Orchestrator(secret=options.secret, metrics=metrics, local=local)
 
 
-async def run_orchestrator(options: OrchestratorOptions, announce: Announce = print) -> None:
-    """Runs an orchestrator until cancelled."""
+async def run_orchestrator(
+    options: OrchestratorOptions,
+    announce: Announce = print,
+    *,
+    chain: ChainOptions | None = None,
+    payments: PaymentOptions | None = None,
+    initialize_rounds: bool = False,
+) -> None:
+    """Runs an orchestrator until cancelled; paid when ``chain`` is given."""
     metrics = Metrics()
     orchestrator = _build_orchestrator(options, metrics)
     async with trio.open_nursery() as nursery:
+        if chain is not None:
+            receiver = await start_orchestrator_payments(
+                nursery, chain, payments or PaymentOptions(), initialize_rounds=initialize_rounds
+            )
+            orchestrator.payments = receiver
+            announce(f"orchestrator account: {receiver.address}")
         host, port = await nursery.start(
             serve_quic,
             options.service_addr.host,

@@ -1,7 +1,26 @@
-"""The chain seam: lpstream's contracts and, later, the client that talks to them."""
+"""The chain seam: lpstream's contracts, the client that talks to them over web3, and the
+embedded dev chain (eth-tester + py-evm) that deploys them.
+
+The JSON-RPC server for ``lpstream chain`` lives in ``payments.chain.rpc`` and is not imported
+here, so importing ``payments.chain`` does not pull in the HTTP stack.
+"""
 
 from __future__ import annotations
 
+from .client import REDEEM_GAS, ChainClient, ChainError, ChainSnapshot
 from .contracts import CONTRACT_NAMES, Artifact, contract_at, deploy_all, load_artifact
+from .devchain import DevChain, dev_key
 
-__all__ = ["CONTRACT_NAMES", "Artifact", "contract_at", "deploy_all", "load_artifact"]
+__all__ = [
+    "CONTRACT_NAMES",
+    "REDEEM_GAS",
+    "Artifact",
+    "ChainClient",
+    "ChainError",
+    "ChainSnapshot",
+    "DevChain",
+    "contract_at",
+    "deploy_all",
+    "dev_key",
+    "load_artifact",
+]
