@@ -468,7 +468,7 @@ def worker(
 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False))
-@click.option(
+@option(
     "-o",
     "--output",
     "output",

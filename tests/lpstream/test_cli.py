@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,11 +82,8 @@ def test_a_paid_role_without_its_chain_flags_is_a_usage_error() -> None:
 def test_help_names_the_environment_variable_of_every_flag() -> None:
     for command in ("dev", "gateway", "orchestrator", "worker", "transcode", "chain"):
         text = run(command, "--help").stdout
-        flags = {
-            line.split()[0].rstrip(",")
-            for line in text.splitlines()
-            if line.strip().startswith("--")
-        }
+        # Option lines are indented two spaces; wrapped help text is indented further.
+        flags = set(re.findall(r"^  (?:-\w, )?(--[a-z0-9-]+)", text, re.M))
         flags -= {"--help"}
         for flag in flags:
             env = "LPSTREAM_" + flag[2:].upper().replace("-", "_")

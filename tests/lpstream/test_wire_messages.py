@@ -455,3 +455,17 @@ def test_well_formed_msgpack_of_the_wrong_shape_is_only_a_remote_error(
         decode_message(raw(frame_type, obj))
     except RemoteProtocolError as exc:
         assert exc.code == 400
+
+
+def test_deep_nesting_is_refused_even_with_a_raised_recursion_limit() -> None:
+    # py_ecc (imported with web3) raises the limit to 100000; the header check must not rely on it.
+    import sys
+
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        body = b"\x81\xa5nonce" + b"\x91" * 40_000 + b"\x01"
+        error = remote_error(Frame(type=FrameType.PING, body=body))
+        assert error.code == 400 and "nested deeper than 32 levels" in str(error)
+    finally:
+        sys.setrecursionlimit(before)
