@@ -73,6 +73,7 @@ class PaymentReceiver:
     _tickets_won: int = 0
     _payments_refused: int = 0
     _senders: dict[str, tuple[int, SenderInfo]] = attrs.Factory(dict)
+    _active: tuple[int, bool] | None = None
 
     def __attrs_post_init__(self) -> None:
         self._validator = TicketValidator(recipient=self.address, secret=self._secret)
@@ -130,6 +131,16 @@ class PaymentReceiver:
             max_face_value=self.max_face_value,
         )
 
+    async def is_active(self) -> bool:
+        """Whether this orchestrator is in the current round's active set (read once a round)."""
+        round_ = self._snapshot().current_round
+        if self._active is None or self._active[0] != round_:
+            active: bool = await self.watch.call(
+                self.watch.chain.is_active_transcoder, self.address
+            )
+            self._active = (round_, active)
+        return self._active[1]
+
     async def receive(self, payment_bytes: bytes, session: str) -> str:
         """Validates and credits a JOB's payment; returns the sender.
 
@@ -137,6 +148,13 @@ class PaymentReceiver:
             RemoteProtocolError: 402 with the reason when the payment is missing, invalid or
                 leaves the balance short of one ticket's EV.
         """
+        if not await self.is_active():
+            # Stake gates the work: outside the active set our tickets could not be trusted
+            # to redeem against the reserve, and the network has not chosen us this round.
+            raise RemoteProtocolError(
+                "not in the active set this round: bond more stake or wait for the next round",
+                code=503,
+            )
         if not payment_bytes:
             self._payments_refused += 1
             raise RemoteProtocolError("payment required: this orchestrator is paid", code=402)
@@ -196,6 +214,7 @@ class PaymentReceiver:
             "address": self.address,
             "price_per_pixel": str(self.price),
             "ticket_ev": self.ticket_ev,
+            "active": None if self._active is None else self._active[1],
             "tickets_received": self._tickets_received,
             "tickets_won": self._tickets_won,
             "payments_refused": self._payments_refused,

@@ -253,3 +253,46 @@ def test_the_gateway_refuses_a_face_value_over_its_deposit_and_a_price_over_its_
     capped = PaymentSender(sender=TicketSender(private_key=key.private_key), max_price=Fraction(2))
     with pytest.raises(PriceTooHighError, match="above the maximum 2"):
         capped.accept_params("o", encoded, latest_block=10, sender_info=funds)
+
+
+async def test_outside_the_active_set_no_paid_work_until_bonded_into_the_next_round(
+    paid: Paid, segment: bytes, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    newcomer_key = paid.chain.keys[2]
+    newcomer = paid.chain.client(newcomer_key)
+    receiver = PaymentReceiver(
+        address=newcomer_key.address,
+        watch=paid.watch,
+        store=TicketStore(tmp_path / "newcomer.sqlite"),
+        store_limiter=trio.CapacityLimiter(1),
+        price=Fraction(1),
+        ticket_ev=EV,
+    )
+    node = Orchestrator(
+        secret="s", metrics=Metrics(), local=LocalWorker(capacity=2), payments=receiver
+    )
+    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, node.handle_connection)
+    sender = TicketSender(private_key=paid.gateway_key.private_key)
+
+    async def paid_job(seq: int) -> int:
+        async with open_quic_connection("127.0.0.1", port) as connection:
+            _, params = await ticket_params(connection, sender.address)
+            payment = sender.create_payment(params, 1).encode()
+            return await send(connection, job(seq, payment, session="new"), segment)
+
+    # Not bonded: refused, and nothing is credited.
+    with pytest.raises(JobError, match="not in the active set") as caught:
+        await paid_job(0)
+    assert caught.value.code == 503
+    # Bonded and registered: still outside until the next round fixes the active set.
+    await paid.watch.call(newcomer.bond, ETH)
+    await paid.watch.call(newcomer.register, 0, 100)
+    await paid.watch.refresh()
+    with pytest.raises(JobError, match="not in the active set"):
+        await paid_job(1)
+    snapshot = await paid.watch.refresh()
+    await paid.watch.call(paid.chain.mine_to_round, snapshot.current_round + 1)
+    await paid.watch.call(paid.chain.initialize_round)
+    await paid.watch.refresh()
+    assert await paid_job(2) == 2 * 60 * 320 * 240
+    assert receiver.ledger.balance(sender.address, "new") > 0
