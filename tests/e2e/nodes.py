@@ -22,13 +22,20 @@ LPSTREAM = [sys.executable, "-m", "lpstream"]
 class NodeProcess:
     """An ``lpstream`` subprocess whose announced addresses are read from its stdout."""
 
-    def __init__(self, args: Sequence[str], *, name: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        name: str,
+        log_dir: Path,
+        program: Sequence[str] = tuple(LPSTREAM),
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [*LPSTREAM, *args],
+            [*program, *args],
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=env,
