@@ -22,6 +22,7 @@ from lpstream.errors import BusyError, TransportError
 from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
 from lpstream.jobs import JobError, request_job
+from lpstream.keepalive import keep_alive
 from lpstream.quic import QuicConnectionHandle, open_quic_connection
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
@@ -124,6 +125,9 @@ class OrchestratorPool:
             async with open_quic_connection(orch.address.host, orch.address.port) as conn:
                 task_status.started(conn)
                 started = True
+                # A killed or frozen orchestrator sends nothing: pings find it within
+                # ``answer_within`` and closing the connection fails its jobs at once.
+                await keep_alive(conn, peer=f"orchestrator {orch.address}")
                 await conn.wait_closed()
         except TransportError as exc:
             log.warning("orchestrator %s: %s", orch.address, exc)
