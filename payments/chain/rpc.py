@@ -21,8 +21,10 @@ loopback unless told otherwise (``--allow-remote``).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,6 +146,20 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+MAX_JSON_NESTING = 32
+"""Deepest nesting of arrays and objects accepted in a request (JSON-RPC needs a few)."""
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _json_nesting(body: bytes) -> int:
+    """How deep arrays and objects nest in ``body`` (brackets inside strings do not count)."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(_BRACKET_STEP[b] for b in brackets), default=0)
+
+
 def build_rpc_app(
     dev_chain: DevChain,
     limiter: trio.CapacityLimiter,
@@ -166,6 +182,12 @@ def build_rpc_app(
             return JSONResponse(
                 _error(None, _INVALID_REQUEST, f"request body above {max_body_size} bytes"),
                 status_code=413,
+            )
+        if _json_nesting(body) > MAX_JSON_NESTING:
+            # json recurses per level and py_ecc (imported with web3) raises the recursion
+            # limit to 100000, past what the C stack holds: refuse deep nesting unparsed.
+            return JSONResponse(
+                _error(None, _INVALID_REQUEST, f"nested deeper than {MAX_JSON_NESTING} levels")
             )
         try:
             payload = json.loads(body)

@@ -145,3 +145,15 @@ def test_handle_rpc_answers_as_a_node_does(dev: DevChain) -> None:
     assert error["code"] == 3
     assert error["message"] == "execution reverted: sender deposit and reserve are zero"
     assert error["data"].startswith("0x08c379a0")
+
+
+async def test_deeply_nested_json_is_refused_without_parsing(rpc_url: str) -> None:
+    # py_ecc raises the recursion limit to 100000: json.loads on this would overflow the C stack.
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "eth_call", "params": ' + b"[" * 200_000
+    status, answer = await trio.to_thread.run_sync(post, rpc_url, body)
+    assert status == 200 and answer["error"]["code"] == -32600
+    assert "nested deeper than 32 levels" in answer["error"]["message"]
+    status, answer = await trio.to_thread.run_sync(
+        post, rpc_url, b'{"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []}'
+    )
+    assert answer["result"].startswith("0x")  # the chain is still serving

@@ -1,0 +1,415 @@
+"""Where the gateway's orchestrators come from, and which of them can take a job now.
+
+A source answers ``discover()`` with a list of orchestrators: a fixed list from the command
+line (``StaticSource``), a webhook that returns JSON (``WebhookSource``, the format of
+go-livepeer's ``-orchWebhookUrl``), or the chain's current active set (``ChainSource``).
+A source that cannot answer raises ``DiscoveryError``; the pool keeps its last list.
+
+Then ``refresh_infos`` asks every discovered orchestrator for its ORCH_INFO at once and keeps
+the answers that come within a deadline, and ``filter_candidates`` drops the ones that cannot
+take the job (suspended, lacking the capability, too expensive, bad ticket parameters).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import ssl
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from fractions import Fraction
+from typing import Any, Protocol
+
+import attrs
+import h11
+import msgspec
+import trio
+
+from lpstream.chainwatch import ChainWatch
+from lpstream.config import HostPort, parse_host_port
+from lpstream.errors import ConfigError, LpstreamError
+from lpstream.wire.messages import OrchInfo
+from payments.chain.client import ChainError
+
+__all__ = [
+    "ChainSource",
+    "DiscoveredOrchestrator",
+    "DiscoveryError",
+    "OrchestratorSource",
+    "StaticSource",
+    "WebhookSource",
+    "filter_candidates",
+    "parse_orchestrator_address",
+    "refresh_infos",
+]
+
+log = logging.getLogger("lpstream.gateway.discovery")
+
+MAX_WEBHOOK_BYTES = 1 << 20
+"""The largest webhook answer read by default (1 MiB)."""
+
+MAX_WEBHOOK_ORCHESTRATORS = 1000
+"""Entries of a webhook answer past this many are ignored (with a warning)."""
+
+MAX_JSON_NESTING = 32
+"""Deepest nesting of lists and objects read from a webhook (it needs 2)."""
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _json_nesting(body: bytes) -> int:
+    """How deep lists and objects nest in ``body`` (brackets inside strings do not count)."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(_BRACKET_STEP[b] for b in brackets), default=0)
+
+
+class DiscoveryError(LpstreamError):
+    """A source could not say which orchestrators there are (unreachable, or bad answer)."""
+
+
+@attrs.frozen
+class DiscoveredOrchestrator:
+    """An orchestrator a source knows of."""
+
+    address: HostPort
+    """Where its QUIC service listens."""
+    score: float | None = None
+    """A webhook's score for it, if one gave one."""
+    stake: int = 0
+    """Its total stake in wei (from the chain; 0 otherwise)."""
+    eth_address: str = ""
+    """Its Ethereum address (from the chain; "" otherwise)."""
+
+
+class OrchestratorSource(Protocol):
+    """Anything that can list orchestrators."""
+
+    async def discover(self) -> list[DiscoveredOrchestrator]:
+        """The orchestrators as of now.
+
+        Raises:
+            DiscoveryError: the source could not be read.
+        """
+        ...
+
+
+def parse_orchestrator_address(text: str) -> HostPort:
+    """Reads ``host:port`` or ``scheme://host:port[/path]`` (quic, https, http) from a source.
+
+    Raises:
+        ConfigError: no host, no port, port 0, or not an address.
+    """
+    value = text.strip()
+    if not value:
+        raise ConfigError("orchestrator address: empty")
+    address = parse_host_port(value, flag="orchestrator address")
+    if value.split("://", 1)[-1].startswith(":"):
+        raise ConfigError(f"orchestrator address: {text!r} has no host")
+    if address.port == 0:
+        raise ConfigError(f"orchestrator address: {text!r} has port 0")
+    return address
+
+
+def _unique(orchestrators: Iterable[DiscoveredOrchestrator]) -> list[DiscoveredOrchestrator]:
+    seen: set[HostPort] = set()
+    result = []
+    for orchestrator in orchestrators:
+        if orchestrator.address not in seen:
+            seen.add(orchestrator.address)
+            result.append(orchestrator)
+    return result
+
+
+@attrs.define
+class StaticSource:
+    """The orchestrators named on the command line (``--orch-addr``), in order."""
+
+    addresses: Sequence[HostPort]
+
+    async def discover(self) -> list[DiscoveredOrchestrator]:
+        return _unique(DiscoveredOrchestrator(address) for address in self.addresses)
+
+
+_READ_SIZE = 65536
+
+
+@attrs.frozen(kw_only=True)
+class _Target:
+    """Where an HTTP(S) GET goes."""
+
+    tls: bool
+    host: str
+    port: int
+    host_header: str
+    path: str
+
+    @classmethod
+    def from_url(cls, url: str) -> _Target:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"webhook URL {url!r}: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"webhook URL {url!r}: needs http://host or https://host")
+        tls = parts.scheme == "https"
+        host = parts.hostname
+        port = port if port is not None else (443 if tls else 80)
+        name = f"[{host}]" if ":" in host else host
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(tls=tls, host=host, port=port, host_header=f"{name}:{port}", path=path)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # the TLS or socket error under trio's wrapper
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@attrs.define
+class WebhookSource:
+    """GETs ``url``; the answer is JSON ``[{"address": "host:port", "score": 0.9}, ...]``.
+
+    ``address`` may carry a scheme (``quic://``, ``https://``) as go-livepeer's webhooks do;
+    ``score`` is optional (a finite number). An entry that cannot be read is skipped with a
+    warning as long as one other can; an answer whose entries are all unreadable, that is not
+    a JSON list, is larger than ``max_bytes``, is not 2xx or does not come within ``timeout``
+    seconds, or nests deeper than ``MAX_JSON_NESTING`` raises ``DiscoveryError``. An empty
+    list is a valid answer: no orchestrators. HTTP/1.1 over trio with h11 (no client library:
+    an abandoned httpx body stream leaves async generators for trio to warn about). Redirects
+    are not followed; proxy settings from the environment are not used.
+
+    Raises:
+        ConfigError: ``url`` is not an http:// or https:// URL with a host.
+    """
+
+    url: str
+    timeout: float = attrs.field(default=2.0, kw_only=True)
+    """Seconds for the whole exchange."""
+    max_bytes: int = attrs.field(default=MAX_WEBHOOK_BYTES, kw_only=True)
+    """The largest answer body read."""
+    max_orchestrators: int = attrs.field(default=MAX_WEBHOOK_ORCHESTRATORS, kw_only=True)
+    """Entries past this many are ignored."""
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, kw_only=True)
+    """For https URLs; None: the system's trusted CAs (``ssl.create_default_context()``)."""
+
+    _target: _Target = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._target = _Target.from_url(self.url)
+
+    async def discover(self) -> list[DiscoveredOrchestrator]:
+        with trio.move_on_after(self.timeout):
+            try:
+                body = await self._fetch()
+            except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
+                raise DiscoveryError(f"webhook {self.url}: {_describe(exc)}") from exc
+            return self._parse(body)
+        raise DiscoveryError(f"webhook {self.url}: no answer within {self.timeout} s")
+
+    async def _fetch(self) -> bytes:
+        target = self._target
+        stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
+        if target.tls:
+            context = self.ssl_context or ssl.create_default_context()
+            stream = trio.SSLStream(stream, context, server_hostname=target.host)
+        async with stream:
+            connection = h11.Connection(h11.CLIENT)
+            request = h11.Request(
+                method="GET",
+                target=target.path,
+                headers=[
+                    ("Host", target.host_header),
+                    ("Accept", "application/json"),
+                    ("User-Agent", "lpstream"),
+                    ("Connection", "close"),
+                ],
+            )
+            await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
+            body = bytearray()
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    connection.receive_data(bytes(await stream.receive_some(_READ_SIZE)))
+                elif isinstance(event, h11.Response):
+                    self._check_head(event)
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > self.max_bytes:
+                        raise DiscoveryError(
+                            f"webhook {self.url}: answer longer than the "
+                            f"{self.max_bytes} bytes allowed"
+                        )
+                elif isinstance(event, h11.EndOfMessage):
+                    return bytes(body)
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise DiscoveryError(f"webhook {self.url}: connection closed early")
+                # InformationalResponse (1xx): wait for the real one.
+
+    def _check_head(self, response: h11.Response) -> None:
+        if not 200 <= response.status_code < 300:
+            reason = response.reason.decode("latin-1")
+            raise DiscoveryError(f"webhook {self.url}: HTTP {response.status_code} {reason}")
+        for name, value in response.headers:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                raise DiscoveryError(
+                    f"webhook {self.url}: answer of {value.decode()} bytes, "
+                    f"more than the {self.max_bytes} allowed"
+                )
+
+    def _parse(self, body: bytes) -> list[DiscoveredOrchestrator]:
+        # Decoders recurse per nesting level, and py_ecc (imported with web3) raises the
+        # recursion limit to 100000, far past what the C stack holds: check the depth first.
+        if _json_nesting(body) > MAX_JSON_NESTING:
+            raise DiscoveryError(
+                f"webhook {self.url}: answer nested deeper than {MAX_JSON_NESTING} levels"
+            )
+        # msgspec, not json: it refuses NaN, Infinity and out-of-range numbers.
+        try:
+            document: Any = msgspec.json.decode(body)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise DiscoveryError(f"webhook {self.url}: answer is not JSON ({exc})") from None
+        if not isinstance(document, list):
+            raise DiscoveryError(
+                f"webhook {self.url}: answer is a JSON {type(document).__name__}, not a list"
+            )
+        if len(document) > self.max_orchestrators:
+            log.warning(
+                "webhook %s: %d orchestrators, using the first %d",
+                self.url,
+                len(document),
+                self.max_orchestrators,
+            )
+            document = document[: self.max_orchestrators]
+        found: list[DiscoveredOrchestrator] = []
+        problems: list[str] = []
+        for index, entry in enumerate(document):
+            try:
+                found.append(_webhook_entry(entry))
+            except ValueError as exc:
+                problems.append(f"entry {index}: {exc}")
+        if problems and not found:
+            raise DiscoveryError(f"webhook {self.url}: no usable entry ({'; '.join(problems)})")
+        for problem in problems:
+            log.warning("webhook %s: skipping %s", self.url, problem)
+        return _unique(found)
+
+
+def _webhook_entry(entry: object) -> DiscoveredOrchestrator:
+    if not isinstance(entry, dict):
+        raise ValueError(f"a JSON {type(entry).__name__}, not an object")
+    text = entry.get("address")
+    if not isinstance(text, str):
+        raise ValueError('"address" is missing or not a string')
+    try:
+        address = parse_orchestrator_address(text)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    score = entry.get("score")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise ValueError(f'"score" {score!r} is not a number')
+        score = float(score)  # finite: the decoder refuses NaN, Infinity and overflow
+    return DiscoveredOrchestrator(address, score=score)
+
+
+@attrs.define
+class ChainSource:
+    """The current round's active orchestrators, from the BondingManager, most stake first.
+
+    Each one's URI comes from the ServiceRegistry; one with an empty or unreadable URI is
+    skipped with a warning. Two with the same URI: the first (more stake) is kept. A failed
+    chain read raises ``DiscoveryError``.
+    """
+
+    watch: ChainWatch
+
+    async def discover(self) -> list[DiscoveredOrchestrator]:
+        chain = self.watch.chain
+        try:
+            members: list[str] = await self.watch.call(chain.active_transcoders)
+            found = []
+            for member in members:
+                uri: str = await self.watch.call(chain.service_uri, member)
+                try:
+                    address = parse_orchestrator_address(uri)
+                except ConfigError as exc:
+                    log.warning("orchestrator %s: skipped, service URI %r: %s", member, uri, exc)
+                    continue
+                stake: int = await self.watch.call(chain.transcoder_stake, member)
+                found.append(DiscoveredOrchestrator(address, stake=stake, eth_address=member))
+        except ChainError as exc:
+            raise DiscoveryError(f"reading the active orchestrators: {exc}") from exc
+        return _unique(found)
+
+
+async def refresh_infos(
+    orchestrators: Iterable[HostPort],
+    ask: Callable[[HostPort], Awaitable[OrchInfo]],
+    *,
+    deadline: float = 0.5,
+) -> dict[HostPort, OrchInfo]:
+    """Asks every orchestrator for its ORCH_INFO at once; keeps the answers within ``deadline``.
+
+    An ``ask`` that raises, or has not answered ``deadline`` seconds after the start, is
+    cancelled and left out (logged at info). The result is in the order of ``orchestrators``.
+    """
+    addresses = list(dict.fromkeys(orchestrators))
+    answers: dict[HostPort, OrchInfo] = {}
+
+    async def ask_one(address: HostPort) -> None:
+        try:
+            answers[address] = await ask(address)
+        except Exception as exc:  # any failure of one orchestrator only leaves it out
+            log.info("orchestrator %s: no info: %s: %s", address, type(exc).__name__, exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.cancel_scope.deadline = trio.current_time() + deadline
+        for address in addresses:
+            nursery.start_soon(ask_one, address)
+    late = [str(a) for a in addresses if a not in answers]
+    if late:
+        log.info("no info (error or later than %s s) from: %s", deadline, ", ".join(late))
+    return {a: answers[a] for a in addresses if a in answers}
+
+
+def filter_candidates(
+    infos: dict[HostPort, OrchInfo],
+    *,
+    capability: str,
+    max_price: Fraction | None,
+    validate_params: Callable[[HostPort, OrchInfo], None] | None,
+    suspended: Callable[[str], bool],
+) -> list[tuple[HostPort, OrchInfo]]:
+    """The orchestrators that can take a job, in the order of ``infos``.
+
+    Dropped: suspended ones (``suspended(str(address))``), those without ``capability``,
+    those above ``max_price`` wei per pixel (``price_per_unit / pixels_per_unit``), and those
+    whose ticket parameters ``validate_params`` rejects (any exception from it).
+    """
+    kept: list[tuple[HostPort, OrchInfo]] = []
+    for address, info in infos.items():
+        if suspended(str(address)):
+            log.debug("orchestrator %s: suspended", address)
+            continue
+        if capability not in info.capabilities:
+            log.debug("orchestrator %s: cannot do %r", address, capability)
+            continue
+        if info.pixels_per_unit < 1:
+            log.info("orchestrator %s: pixels_per_unit %d", address, info.pixels_per_unit)
+            continue
+        price = Fraction(info.price_per_unit, info.pixels_per_unit)
+        if max_price is not None and price > max_price:
+            log.debug("orchestrator %s: price %s above %s", address, price, max_price)
+            continue
+        if validate_params is not None:
+            try:
+                validate_params(address, info)
+            except Exception as exc:  # the validator's verdict, whatever it raises
+                log.info("orchestrator %s: bad ticket parameters: %s", address, exc)
+                continue
+        kept.append((address, info))
+    return kept
