@@ -306,9 +306,19 @@ def dev(
 @option(
     "--orch-addr",
     multiple=True,
-    required=True,
     callback=_addr("--orch-addr", 8936),
-    help="Orchestrator QUIC address (repeat, or separate with commas).",
+    help="Orchestrator QUIC address (repeat, or separate with commas). Without it and without "
+    "--orch-webhook-url, a paid gateway uses the chain's active set.",
+)
+@option(
+    "--orch-webhook-url",
+    default=None,
+    help='Discovery webhook answering [{"address": "host:port", "score": 0.9}, ...].',
+)
+@option("--selection-stake-weight", type=click.FloatRange(0), default=0.7, help="Selection: stake.")
+@option("--selection-price-weight", type=click.FloatRange(0), default=0.0, help="Selection: price.")
+@option(
+    "--selection-random-weight", type=click.FloatRange(0), default=0.3, help="Selection: chance."
 )
 @profiles_opt
 @segment_opt
@@ -326,6 +336,10 @@ def gateway(
     rtmp_addr: HostPort,
     http_addr: HostPort,
     orch_addr: tuple[HostPort, ...],
+    orch_webhook_url: str | None,
+    selection_stake_weight: float,
+    selection_price_weight: float,
+    selection_random_weight: float,
     profiles: str | None,
     segment_duration: float,
     offchain: bool,
@@ -338,10 +352,23 @@ def gateway(
     log_level: str,
 ) -> None:
     """Take streams from broadcasters, pay orchestrators to transcode, serve viewers."""
+    from lpstream.gateway.selection import SelectionWeights
     from lpstream.node import GatewayOptions, run_gateway
     from lpstream.paid import PaymentOptions
 
     chain = _chain_options(offchain, eth_url, controller, keystore, passphrase_file)
+    if not orch_addr and not orch_webhook_url and chain is None:
+        raise click.UsageError(
+            "give --orch-addr or --orch-webhook-url (or run paid: the chain's active set)"
+        )
+    try:
+        weights = SelectionWeights(
+            stake=selection_stake_weight,
+            price=selection_price_weight,
+            random=selection_random_weight,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--selection-*-weight") from None
     payments = PaymentOptions(
         max_price=None
         if max_price_per_unit is None
@@ -354,6 +381,8 @@ def gateway(
         orch_addrs=orch_addr,
         profiles=_profiles(profiles),
         segment_duration=segment_duration,
+        webhook_url=orch_webhook_url,
+        weights=weights,
     )
     _run(lambda: run_gateway(options, announce=_announce, chain=chain, payments=payments))
 

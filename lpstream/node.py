@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import shutil
 import subprocess
@@ -20,9 +21,17 @@ import lpstream
 from ingest.rtmp import RtmpServer
 from lpstream.chainwatch import ChainWatch
 from lpstream.config import HostPort
+from lpstream.gateway.discovery import (
+    ChainSource,
+    DiscoveryError,
+    OrchestratorSource,
+    StaticSource,
+    WebhookSource,
+)
 from lpstream.gateway.gateway import Gateway
 from lpstream.gateway.orchestrators import OrchestratorPool
 from lpstream.gateway.payments import PaymentSender
+from lpstream.gateway.selection import SelectionWeights, Selector
 from lpstream.http.app import build_app
 from lpstream.media import VideoProfile
 from lpstream.metrics import Metrics
@@ -67,6 +76,10 @@ class GatewayOptions:
     """The ladder made for every stream (the source is always passed through as well)."""
     segment_duration: float = 2.0
     """Target segment length in seconds."""
+    webhook_url: str | None = None
+    """Discovery webhook answering ``[{"address": ..., "score": ...}]``."""
+    weights: SelectionWeights = attrs.Factory(SelectionWeights)
+    """Selection weights: stake, price, random (go-livepeer's defaults 0.7 / 0 / 0.3)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -172,7 +185,27 @@ async def _start_gateway(
     sender: PaymentSender | None = None,
     watch: ChainWatch | None = None,
 ) -> Gateway:
-    pool = OrchestratorPool(options.orch_addrs, payments=sender, watch=watch)
+    sources: list[OrchestratorSource] = []
+    if options.orch_addrs:
+        sources.append(StaticSource(options.orch_addrs))
+    if options.webhook_url:
+        sources.append(WebhookSource(options.webhook_url))
+    if not sources and watch is not None:
+        sources.append(ChainSource(watch))  # on chain: the current round's active set
+    initial: list[HostPort] = []
+    for source in sources:
+        try:
+            initial += [d.address for d in await source.discover() if d.address not in initial]
+        except DiscoveryError as exc:
+            log.warning("discovery: %s", exc)
+    announce(f"orchestrators: {', '.join(map(str, initial)) or 'none yet (discovery retries)'}")
+    pool = OrchestratorPool(
+        initial,
+        payments=sender,
+        watch=watch,
+        selector=Selector(weights=options.weights, rng=random.Random()),
+        sources=sources if (options.webhook_url or not options.orch_addrs) else (),
+    )
     await nursery.start(pool.run)
     gateway = Gateway(
         transcoder=pool,

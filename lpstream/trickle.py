@@ -29,6 +29,8 @@ class SegmentBuffer:
     _closed: bool = False
     _error: BaseException | None = None
     _changed: trio.Event = attrs.Factory(trio.Event)
+    closed_at: float | None = None
+    """When the last byte arrived (``trio.current_time()``), once closed."""
 
     @property
     def size(self) -> int:
@@ -51,6 +53,7 @@ class SegmentBuffer:
     def close(self) -> None:
         """Marks the segment complete."""
         self._closed = True
+        self.closed_at = trio.current_time()
         self._wake()
 
     def fail(self, error: BaseException) -> None:

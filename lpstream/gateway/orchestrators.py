@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Sequence
 
 import attrs
@@ -18,8 +19,10 @@ import trio
 
 from lpstream.chainwatch import ChainWatch
 from lpstream.config import HostPort
-from lpstream.errors import BusyError, TransportError
+from lpstream.errors import BusyError, LpstreamError, TransportError
+from lpstream.gateway.discovery import DiscoveredOrchestrator, OrchestratorSource
 from lpstream.gateway.payments import PaymentSender
+from lpstream.gateway.selection import Candidate, Selector
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
 from lpstream.jobs import JobError, request_job
 from lpstream.keepalive import keep_alive
@@ -42,6 +45,8 @@ class _Orchestrator:
     suspended_until: float = -math.inf
     failures: int = 0
     jobs: int = 0
+    stake: int = 0
+    score: float | None = None
 
 
 @attrs.define
@@ -56,7 +61,13 @@ class OrchestratorPool:
     response_timeout: float = 8.0
     """Seconds from the end of a segment's upload to a complete answer."""
     suspension: float = 10.0
-    """Seconds a failed orchestrator is passed over."""
+    """Seconds a failed orchestrator is passed over (the selector also counts refreshes)."""
+    selector: Selector = attrs.Factory(lambda: Selector(rng=random.Random()))
+    """Draws an orchestrator for a new or moved session (stake, price, random; latency)."""
+    sources: Sequence[OrchestratorSource] = ()
+    """Discovery sources refreshed every ``refresh_interval``; none keeps ``addresses``."""
+    refresh_interval: float = 5.0
+    """Seconds between discovery refreshes (and suspension countdown steps)."""
     _orchestrators: list[_Orchestrator] = attrs.field(init=False)
     _sessions: dict[str, int] = attrs.Factory(dict)
     _nursery: trio.Nursery | None = None
@@ -69,6 +80,7 @@ class OrchestratorPool:
         """Holds the connections; runs until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._refresh)
             task_status.started()
             await trio.sleep_forever()
 
@@ -86,20 +98,74 @@ class OrchestratorPool:
         ]
 
     def _pick(self, session: str) -> int:
+        """The session's orchestrator if it is still good, else a fresh draw by the selector."""
         if not self._orchestrators:
-            raise BusyError("no orchestrators configured")
+            raise BusyError("no orchestrators configured or discovered")
         now = trio.current_time()
-        start = self._sessions.get(session, 0)
-        count = len(self._orchestrators)
-        for step in range(count):
-            index = (start + step) % count
-            if self._orchestrators[index].suspended_until <= now:
-                self._sessions[session] = index
-                return index
-        # Everything is suspended: try the one whose suspension ends first.
-        index = min(range(count), key=lambda i: self._orchestrators[i].suspended_until)
+
+        def usable(o: _Orchestrator) -> bool:
+            return o.suspended_until <= now and not self.selector.suspended(str(o.address))
+
+        current = self._sessions.get(session)
+        if (
+            current is not None
+            and current < len(self._orchestrators)
+            and usable(self._orchestrators[current])
+        ):
+            return current
+        candidates = [
+            Candidate(key=str(o.address), stake=o.stake, score=o.score)
+            for o in self._orchestrators
+            if usable(o)
+        ]
+        chosen = self.selector.select(candidates)
+        if chosen is not None:
+            index = next(
+                i for i, o in enumerate(self._orchestrators) if str(o.address) == chosen.key
+            )
+        else:
+            # Everything is suspended: try the one whose suspension ends first.
+            index = min(
+                range(len(self._orchestrators)),
+                key=lambda i: self._orchestrators[i].suspended_until,
+            )
         self._sessions[session] = index
         return index
+
+    async def _refresh(self) -> None:
+        """Counts suspensions down and, with discovery sources, updates the orchestrator list."""
+        while True:
+            await trio.sleep(self.refresh_interval)
+            self.selector.refreshed()
+            if not self.sources:
+                continue
+            found: dict[str, DiscoveredOrchestrator] = {}
+            for source in self.sources:
+                try:
+                    for d in await source.discover():
+                        found.setdefault(str(d.address), d)
+                except LpstreamError as exc:
+                    log.warning("discovery failed: %s", exc)
+            if not found:
+                continue  # keep what we had rather than stopping work
+            known = {str(o.address): o for o in self._orchestrators}
+            for key, d in found.items():
+                if key in known:
+                    known[key].stake, known[key].score = d.stake, d.score
+                else:
+                    self._orchestrators.append(
+                        _Orchestrator(address=d.address, stake=d.stake, score=d.score)
+                    )
+                    log.info("discovered orchestrator %s", key)
+            gone = [o for o in self._orchestrators if str(o.address) not in found]
+            for o in gone:
+                log.info("orchestrator %s is no longer offered", o.address)
+                if o.connection is not None:
+                    o.connection.close()
+            if gone:
+                self._orchestrators = [o for o in self._orchestrators if o not in gone]
+                self._sessions.clear()
+            self.selector.retain(found)
 
     async def _connection(self, orch: _Orchestrator) -> QuicConnectionHandle:
         while orch.connection is None:
@@ -201,6 +267,7 @@ class OrchestratorPool:
         except (TransportError, JobError, BusyError, trio.TooSlowError) as exc:
             retryable = not isinstance(exc, JobError) or exc.code >= 500
             if retryable:
+                self.selector.record_failure(str(orch.address))
                 orch.failures += 1
                 orch.suspended_until = trio.current_time() + self.suspension
                 self._sessions[job.session] = (index + 1) % len(self._orchestrators)
@@ -208,6 +275,9 @@ class OrchestratorPool:
                     orch.connection.close()
             raise
         orch.jobs += 1
+        # Latency score: from the segment's last byte to its renditions, over its duration.
+        round_trip = trio.current_time() - (source.closed_at or trio.current_time())
+        self.selector.record_success(str(orch.address), round_trip, max(job.duration_ms, 1) / 1000)
         if self.payments is not None:
             self.payments.settle(
                 str(orch.address), job.session, sum(o.info.pixels for o in outputs)

@@ -77,6 +77,8 @@ def test_a_paid_role_without_its_chain_flags_is_a_usage_error() -> None:
         result = run(role, *extra)
         assert result.returncode == 2
         assert "a paid node needs --eth-url, --controller, --keystore" in result.stderr
+    result = run("gateway", "--offchain")
+    assert result.returncode == 2 and "give --orch-addr or --orch-webhook-url" in result.stderr
 
 
 def test_help_names_the_environment_variable_of_every_flag() -> None:
