@@ -24,6 +24,7 @@ from lpstream.gateway.discovery import DiscoveredOrchestrator, OrchestratorSourc
 from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.selection import Candidate, Selector
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
+from lpstream.gateway.verify import RenditionMismatchError, check_renditions
 from lpstream.jobs import JobError, request_job
 from lpstream.keepalive import keep_alive
 from lpstream.quic import QuicConnectionHandle, open_quic_connection
@@ -68,6 +69,8 @@ class OrchestratorPool:
     """Discovery sources refreshed every ``refresh_interval``; none keeps ``addresses``."""
     refresh_interval: float = 5.0
     """Seconds between discovery refreshes (and suspension countdown steps)."""
+    verify: bool = True
+    """Decode every rendition and compare it with the orchestrator's claims before using it."""
     _orchestrators: list[_Orchestrator] = attrs.field(init=False)
     _sessions: dict[str, int] = attrs.Factory(dict)
     _nursery: trio.Nursery | None = None
@@ -264,7 +267,15 @@ class OrchestratorPool:
                 )
             finally:
                 await stream.aclose()
-        except (TransportError, JobError, BusyError, trio.TooSlowError) as exc:
+            if self.verify:
+                await trio.to_thread.run_sync(check_renditions, outputs)
+        except (
+            TransportError,
+            JobError,
+            BusyError,
+            RenditionMismatchError,
+            trio.TooSlowError,
+        ) as exc:
             retryable = not isinstance(exc, JobError) or exc.code >= 500
             if retryable:
                 self.selector.record_failure(str(orch.address))
