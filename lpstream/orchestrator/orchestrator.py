@@ -31,6 +31,7 @@ import trio
 import lpstream
 from lpstream.errors import BusyError, MediaError, RemoteProtocolError, TransportError
 from lpstream.jobs import JobError, JobOutput, request_job, serve_job
+from lpstream.keepalive import ping_until_silent
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.payments import PaymentReceiver
 from lpstream.quic import QuicConnectionHandle, QuicStream
@@ -363,30 +364,13 @@ class Orchestrator:
         A killed worker sends nothing (QUIC is UDP), so without this its jobs would hang
         until the QUIC idle timeout. Returns when the worker is gone.
         """
-        nonce = 0
-        while True:
-            nonce += 1
-            await stream.send_all(channel.send(Ping(nonce=nonce)))
-            with trio.move_on_after(self.worker_ping_timeout) as answer:
-                while True:
-                    message = channel.next_message()
-                    if isinstance(message, Pong) and message.nonce == nonce:
-                        break
-                    if message is not None:
-                        continue
-                    data = await stream.receive_some(64 * 1024)
-                    if not data:
-                        log.info("worker %s closed its control stream", worker.worker_id)
-                        return
-                    channel.receive_data(data)
-            if answer.cancelled_caught:
-                log.warning(
-                    "worker %s did not answer a ping within %g s",
-                    worker.worker_id,
-                    self.worker_ping_timeout,
-                )
-                return
-            await trio.sleep(self.worker_ping_interval)
+        await ping_until_silent(
+            stream,
+            channel,
+            interval=self.worker_ping_interval,
+            answer_within=self.worker_ping_timeout,
+            peer=f"worker {worker.worker_id}",
+        )
 
     async def _register(
         self,
