@@ -320,6 +320,12 @@ def dev(
 @option(
     "--selection-random-weight", type=click.FloatRange(0), default=0.3, help="Selection: chance."
 )
+@option(
+    "--selection-seed",
+    type=int,
+    default=None,
+    help="Seed the selection draws (reproducible runs and tests); default: random.",
+)
 @profiles_opt
 @segment_opt
 @option("--offchain", is_flag=True, default=False, help="Run without payments.")
@@ -340,6 +346,7 @@ def gateway(
     selection_stake_weight: float,
     selection_price_weight: float,
     selection_random_weight: float,
+    selection_seed: int | None,
     profiles: str | None,
     segment_duration: float,
     offchain: bool,
@@ -383,6 +390,7 @@ def gateway(
         segment_duration=segment_duration,
         webhook_url=orch_webhook_url,
         weights=weights,
+        selection_seed=selection_seed,
     )
     _run(lambda: run_gateway(options, announce=_announce, chain=chain, payments=payments))
 

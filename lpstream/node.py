@@ -80,6 +80,8 @@ class GatewayOptions:
     """Discovery webhook answering ``[{"address": ..., "score": ...}]``."""
     weights: SelectionWeights = attrs.Factory(SelectionWeights)
     """Selection weights: stake, price, random (go-livepeer's defaults 0.7 / 0 / 0.3)."""
+    selection_seed: int | None = None
+    """Seed of the selection draws, for reproducible runs; None draws from the OS."""
 
 
 @attrs.frozen(kw_only=True)
@@ -203,7 +205,7 @@ async def _start_gateway(
         initial,
         payments=sender,
         watch=watch,
-        selector=Selector(weights=options.weights, rng=random.Random()),
+        selector=Selector(weights=options.weights, rng=random.Random(options.selection_seed)),
         sources=sources if (options.webhook_url or not options.orch_addrs) else (),
     )
     await nursery.start(pool.run)

@@ -282,7 +282,11 @@ class OrchestratorPool:
                 orch.failures += 1
                 orch.suspended_until = trio.current_time() + self.suspension
                 self._sessions[job.session] = (index + 1) % len(self._orchestrators)
-                if orch.connection is not None and not isinstance(exc, JobError):
+                # Only a broken or silent connection is dropped: a busy answer or a bad
+                # rendition must not fail the other segments in flight on it.
+                if orch.connection is not None and isinstance(
+                    exc, TransportError | trio.TooSlowError
+                ):
                     orch.connection.close()
             raise
         orch.jobs += 1

@@ -276,6 +276,27 @@ class LiveStream:
             )
             self.hls.add_segment("source", seq, duration, buffer.getvalue())
 
+    def _ensure_info(self, profile: VideoProfile) -> None:
+        """Gives a rendition that has no segment yet master-playlist facts from its profile,
+        so that a stream whose renditions all failed still gets a master playlist."""
+        if self.hls.has_info(profile.name):
+            return
+        source = self._source_info
+        width, height = (
+            scaled_size(source.width, source.height, profile)
+            if source
+            else (profile.width, profile.height)
+        )
+        self.hls.set_info(
+            RenditionInfo(
+                name=profile.name,
+                width=width,
+                height=height,
+                codecs=self._codecs(None),
+                bandwidth=profile.bitrate + (128_000 if self._audio else 0),
+            )
+        )
+
     async def _transcode_segment(self, seq: int, buffer: SegmentBuffer) -> None:
         job = SegmentJob(
             stream=self.name,
@@ -314,6 +335,7 @@ class LiveStream:
         except MediaError:
             # The upload itself never completed (the publisher left mid-segment).
             for profile in self.profiles:
+                self._ensure_info(profile)
                 self.hls.add_gap(profile.name, seq, self.segment_target)
         finally:
             self._in_flight -= 1
@@ -327,6 +349,7 @@ class LiveStream:
         for profile in self.profiles:
             rendition = by_name.get(profile.name)
             if rendition is None or not rendition.data:
+                self._ensure_info(profile)
                 if results is not None:
                     log.warning(
                         "stream %r segment %d: no %s rendition returned",

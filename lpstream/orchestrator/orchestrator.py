@@ -102,8 +102,9 @@ class Orchestrator:
     """The in-process worker, if this node transcodes itself."""
     payments: PaymentReceiver | None = None
     """Checks and credits tickets; None off-chain (work is free)."""
-    session_ttl: float = 30.0
-    """Seconds after a session's last segment before its capacity is freed."""
+    session_ttl: float = 10.0
+    """Seconds after a session's last segment before its capacity is freed (a live session
+    sends a segment every ~2 s; an ended one frees its slot soon after)."""
     upload_timeout: float = 30.0
     """A job upload silent for this long is failed."""
     attempts: int = 3

@@ -182,6 +182,9 @@ class HlsStream:
         )
         return max(last, pending)
 
+    def has_info(self, rendition: str) -> bool:
+        return self._renditions[rendition].info is not None
+
     def set_info(self, info: RenditionInfo) -> None:
         rendition = self._renditions[info.name]
         rendition.info = info
