@@ -155,6 +155,7 @@ def load_key(path: str | os.PathLike[str], passphrase: str) -> NodeKey:
             raise KeystoreError(f"wrong passphrase for keystore {source}") from None
         raise KeystoreError(f"keystore {source} cannot be decrypted: {exc}") from None
     except (TypeError, KeyError, NotImplementedError) as exc:
+        # eth-keyfile raises NotImplementedError for a KDF or cipher it does not support.
         raise KeystoreError(f"keystore {source} cannot be decrypted: {exc!r}") from None
     try:
         key = NodeKey.from_private_key(private_key)
