@@ -109,13 +109,15 @@ async def _answer_pings(control: QuicStream, channel: MessageStream) -> None:
     """Answers the orchestrator's liveness pings on the control stream."""
     try:
         while True:
+            # Answer what is already parsed first: the first ping often arrives in the same
+            # read as WORKER_WELCOME, and registration leaves it in the channel.
+            while (message := channel.next_message()) is not None:
+                if isinstance(message, Ping):
+                    await control.send_all(channel.send(Pong(nonce=message.nonce)))
             data = await control.receive_some(64 * 1024)
             if not data:
                 return
             channel.receive_data(data)
-            while (message := channel.next_message()) is not None:
-                if isinstance(message, Ping):
-                    await control.send_all(channel.send(Pong(nonce=message.nonce)))
     except (TransportError, RemoteProtocolError) as exc:
         log.info("control stream ended: %s", exc)
 
