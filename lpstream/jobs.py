@@ -35,7 +35,15 @@ from lpstream.wire import (
     UploadData,
 )
 
-__all__ = ["JobError", "JobHandler", "JobOutput", "request_job", "serve_job"]
+__all__ = [
+    "JobError",
+    "JobHandler",
+    "JobOutput",
+    "JobResult",
+    "ResultSigner",
+    "request_job",
+    "serve_job",
+]
 
 log = logging.getLogger("lpstream.jobs")
 
@@ -58,7 +66,20 @@ class JobOutput:
     """MPEG-TS bytes."""
 
 
+@attrs.frozen(kw_only=True)
+class JobResult:
+    """What a job stream answered: the renditions and the SUMMARY's signature over them."""
+
+    outputs: list[JobOutput]
+    """The renditions, in track order."""
+    signature: bytes = b""
+    """65-byte signature of :func:`lpstream.verification.rendition_digest`, or empty when the
+    peer signed nothing. Not checked here: see :func:`lpstream.verification.verify_result`."""
+
+
 JobHandler = Callable[[Job, SegmentBuffer], Awaitable[Sequence[JobOutput]]]
+ResultSigner = Callable[[Job, list[JobOutput]], bytes]
+"""Signs a job's renditions for its SUMMARY (as :func:`lpstream.verification.sign_renditions`)."""
 
 
 async def request_job(
@@ -67,7 +88,7 @@ async def request_job(
     source: SegmentBuffer,
     *,
     response_timeout: float,
-) -> list[JobOutput]:
+) -> JobResult:
     """Sends ``job`` with the bytes of ``source`` as they arrive; returns the renditions.
 
     ``response_timeout`` runs from the end of the upload to the end of the response.
@@ -122,9 +143,12 @@ async def request_job(
                 raise trio.TooSlowError(f"no answer {response_timeout:g} s after the upload")
             nursery.cancel_scope.cancel()
     assert summary is not None
-    return [
-        JobOutput(info=info, data=bytes(tracks[i])) for i, info in enumerate(summary.renditions)
-    ]
+    return JobResult(
+        outputs=[
+            JobOutput(info=info, data=bytes(tracks[i])) for i, info in enumerate(summary.renditions)
+        ],
+        signature=summary.signature,
+    )
 
 
 def _error_code(exc: Exception) -> int:
@@ -145,8 +169,12 @@ async def serve_job(
     *,
     upload_timeout: float = 30.0,
     peer: str = "",
+    sign: ResultSigner | None = None,
 ) -> None:
     """Answers one job stream: reads JOB and its upload, runs ``handler``, sends the result.
+
+    ``sign``, if given, signs the handler's outputs (on a thread); its bytes go into the
+    SUMMARY.
 
     A malformed stream, a refused job (``BusyError``, ``ProtocolError``) or a failed one gets
     ERROR with its code, is logged with the reason, and the stream is closed; nothing raises
@@ -197,6 +225,9 @@ async def serve_job(
                 assert job is not None
                 outputs = list(await handler(job, source))
                 await source.wait_closed()
+        signature = b""
+        if sign is not None:  # hashes every rendition: off the trio thread
+            signature = await trio.to_thread.run_sync(sign, job, outputs)
         await stream.send_all(
             responder.send_result(
                 Result(
@@ -215,7 +246,8 @@ async def serve_job(
                     renditions=tuple(
                         attrs.evolve(o.info, size=responder.bytes_sent(i))
                         for i, o in enumerate(outputs)
-                    )
+                    ),
+                    signature=signature,
                 )
             )
         )

@@ -262,9 +262,10 @@ class OrchestratorPool:
             )
             stream = await connection.open_stream()
             try:
-                outputs = await request_job(
+                result = await request_job(
                     stream, wire_job, source, response_timeout=self.response_timeout
                 )
+                outputs = result.outputs
             finally:
                 await stream.aclose()
             if self.verify:

@@ -80,7 +80,8 @@ class RemoteWorker:
     async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]:
         stream = await self.connection.open_stream()
         try:
-            return await request_job(stream, job, source, response_timeout=self.response_timeout)
+            result = await request_job(stream, job, source, response_timeout=self.response_timeout)
+            return result.outputs
         finally:
             await stream.aclose()
 

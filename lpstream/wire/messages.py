@@ -48,6 +48,7 @@ __all__ = [
     "MAX_PROFILES",
     "MAX_RENDITIONS",
     "MAX_TICKET_PARAMS_SIZE",
+    "SIGNATURE_SIZE",
     "Data",
     "End",
     "Error",
@@ -88,6 +89,8 @@ MAX_CAPABILITIES = 64
 """Most entries in a capability list."""
 MAX_ERROR_MESSAGE = 1024
 """Longest ``Error.message``."""
+SIGNATURE_SIZE = 65
+"""Length of an Ethereum signature ``r || s || v``: ``ResultSummary.signature`` is this or empty."""
 
 _MAX_INT = (1 << 63) - 1
 
@@ -239,6 +242,10 @@ class ResultSummary:
 
     renditions: Annotated[tuple[RenditionInfo, ...], msgspec.Meta(max_length=MAX_RENDITIONS)]
     """Final figures, in track order."""
+    signature: Annotated[bytes, msgspec.Meta(max_length=SIGNATURE_SIZE)] = b""
+    """The orchestrator's 65-byte EIP-191 signature over the renditions' digest (see
+    :mod:`lpstream.verification`), or empty (off-chain, or a worker answering its
+    orchestrator)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -374,11 +381,19 @@ def _unique(what: str, names: Sequence[str]) -> str | None:
     return None
 
 
+def _signature_size(signature: bytes) -> str | None:
+    if len(signature) not in (0, SIGNATURE_SIZE):
+        return f"a signature is {SIGNATURE_SIZE} bytes or absent, not {len(signature)}"
+    return None
+
+
 # Rules across fields that msgspec's per-field limits cannot say; each returns what is wrong.
 _CHECKS: dict[type[Any], Callable[[Any], str | None]] = {
     Job: lambda m: _unique("profile", [p.name for p in m.profiles]),
     Result: lambda m: _unique("rendition", [r.name for r in m.renditions]),
-    ResultSummary: lambda m: _unique("rendition", [r.name for r in m.renditions]),
+    ResultSummary: lambda m: (
+        _unique("rendition", [r.name for r in m.renditions]) or _signature_size(m.signature)
+    ),
 }
 
 

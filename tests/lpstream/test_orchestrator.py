@@ -83,7 +83,8 @@ async def test_a_job_comes_back_as_the_ladder(
         info = await ask(connection, GetInfo())
         assert isinstance(info, OrchInfo) and info.capacity == 1
         stream = await connection.open_stream()
-        outputs = await request_job(stream, job(0), full_buffer(segment), response_timeout=20)
+        result = await request_job(stream, job(0), full_buffer(segment), response_timeout=20)
+        outputs = result.outputs
     assert [(o.info.name, o.info.width, o.info.height, o.info.frames) for o in outputs] == [
         ("360p", 320, 240, 60),
         ("240p", 320, 240, 60),
@@ -134,7 +135,7 @@ async def test_bad_streams_are_closed_and_good_ones_flow(
                 async with trio.open_nursery() as inner:
                     inner.start_soon(_trickle, buffer, segment)
                     good_outputs.extend(
-                        await request_job(stream, job(1), buffer, response_timeout=20)
+                        (await request_job(stream, job(1), buffer, response_timeout=20)).outputs
                     )
 
             nursery.start_soon(honest)

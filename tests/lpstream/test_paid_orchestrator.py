@@ -130,7 +130,7 @@ def full(data: bytes) -> SegmentBuffer:
 async def send(connection: QuicConnectionHandle, j: Job, segment: bytes) -> int:
     stream = await connection.open_stream()
     try:
-        outputs = await request_job(stream, j, full(segment), response_timeout=30)
+        outputs = (await request_job(stream, j, full(segment), response_timeout=30)).outputs
     finally:
         await stream.aclose()
     return sum(o.info.pixels for o in outputs)
