@@ -148,6 +148,7 @@ async def start_dev_economy(
     store = TicketStore(options.data_dir / "tickets.sqlite")
     receiver = PaymentReceiver(
         address=orchestrator_key.address,
+        signing_key=orchestrator_key.private_key,
         watch=watch,
         store=store,
         store_limiter=trio.CapacityLimiter(1),
@@ -256,6 +257,7 @@ async def start_orchestrator_payments(
     store = TicketStore(options.data_dir / "tickets.sqlite")
     receiver = PaymentReceiver(
         address=address,
+        signing_key=key.private_key,
         watch=watch,
         store=store,
         store_limiter=trio.CapacityLimiter(1),

@@ -5,6 +5,12 @@ fails, held open by a task in the pool's nursery. A stream's session sticks to t
 that served it last; when a job fails with a server-side error (5xx, a broken connection, a
 timeout) the orchestrator is suspended for ``suspension`` seconds and the session moves to the
 next one, so the gateway's retry of the same segment goes elsewhere.
+
+Every result is verified before it is used or paid for (``lpstream.verification``): when the
+orchestrator is paid, its signature over the renditions must recover to the address its
+tickets are made out to; and each rendition is decoded and its frames and pixels compared
+with the claims. A failed check is treated like a failed job: suspension, retry elsewhere,
+nothing settled.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import math
 import random
 from collections.abc import Sequence
+from functools import partial
 
 import attrs
 import trio
@@ -24,12 +31,12 @@ from lpstream.gateway.discovery import DiscoveredOrchestrator, OrchestratorSourc
 from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.selection import Candidate, Selector
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
-from lpstream.gateway.verify import RenditionMismatchError, check_renditions
 from lpstream.jobs import JobError, request_job
 from lpstream.keepalive import keep_alive
 from lpstream.quic import QuicConnectionHandle, open_quic_connection
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
+from lpstream.verification import VerificationError, verify_result
 from lpstream.wire import Error, GetInfo, Job, MessageStream, OrchInfo, ProfileSpec
 from payments.pm import SenderInfo
 
@@ -268,13 +275,23 @@ class OrchestratorPool:
                 outputs = result.outputs
             finally:
                 await stream.aclose()
-            if self.verify:
-                await trio.to_thread.run_sync(check_renditions, outputs)
+            signer = self.payments.recipient(str(orch.address)) if self.payments else None
+            if self.verify or signer is not None:
+                await trio.to_thread.run_sync(
+                    partial(
+                        verify_result,
+                        wire_job,
+                        outputs,
+                        result.signature,
+                        expected_signer=signer,
+                        check_pixels=self.verify,
+                    )
+                )
         except (
             TransportError,
             JobError,
             BusyError,
-            RenditionMismatchError,
+            VerificationError,
             trio.TooSlowError,
         ) as exc:
             retryable = not isinstance(exc, JobError) or exc.code >= 500

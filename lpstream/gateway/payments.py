@@ -61,6 +61,12 @@ class PaymentSender:
     def address(self) -> str:
         return self.sender.address
 
+    def recipient(self, orchestrator: str) -> str | None:
+        """The address ``orchestrator``'s tickets are made out to: its results must be signed
+        by it. None before its ticket parameters were accepted."""
+        params = self._params.get(orchestrator)
+        return params.recipient if params is not None else None
+
     def needs_params(self, orchestrator: str, latest_block: int) -> bool:
         params = self._params.get(orchestrator)
         return params is None or params.expiration_block <= latest_block + PARAMS_MARGIN_BLOCKS

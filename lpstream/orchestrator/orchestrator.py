@@ -301,6 +301,7 @@ class Orchestrator:
                 self.run_job,
                 upload_timeout=self.upload_timeout,
                 peer=peer,
+                sign=self.payments.sign_result if self.payments is not None else None,
             )
             await stream.aclose()
         else:

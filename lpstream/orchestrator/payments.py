@@ -29,6 +29,9 @@ import trio
 
 from lpstream.chainwatch import ChainWatch
 from lpstream.errors import RemoteProtocolError
+from lpstream.jobs import JobOutput
+from lpstream.verification import sign_renditions
+from lpstream.wire import Job
 from payments.chain.client import ChainSnapshot
 from payments.pm import (
     BalanceLedger,
@@ -64,6 +67,8 @@ class PaymentReceiver:
     ticket_ev: int = DEFAULT_TICKET_EV
     max_face_value: int = 0
     """Optional cap on face values (0: none); a lower cap raises the win probability."""
+    signing_key: bytes = attrs.field(default=b"", repr=False)
+    """The private key of ``address``: signs each job's renditions (empty: results unsigned)."""
     _secret: bytes = attrs.Factory(lambda: secrets.token_bytes(32))
     _validator: TicketValidator = attrs.field(init=False)
     ledger: BalanceLedger = attrs.Factory(BalanceLedger)
@@ -81,6 +86,12 @@ class PaymentReceiver:
 
     def _on_block(self, snapshot: ChainSnapshot) -> None:
         self._validator.forget_expired(snapshot.latest_block)
+
+    def sign_result(self, job: Job, outputs: list[JobOutput]) -> bytes:
+        """The orchestrator's signature over a job's renditions, for its SUMMARY (blocking)."""
+        if not self.signing_key:
+            return b""
+        return sign_renditions(self.signing_key, job, outputs)
 
     def _snapshot(self) -> ChainSnapshot:
         if self.watch.snapshot is None:

@@ -15,8 +15,11 @@ import pytest
 import trio
 
 from lpstream.chainwatch import ChainWatch
+from lpstream.config import HostPort
 from lpstream.errors import BusyError
+from lpstream.gateway.orchestrators import OrchestratorPool
 from lpstream.gateway.payments import PaymentSender, PriceTooHighError
+from lpstream.gateway.stream import SegmentJob
 from lpstream.jobs import JobError, request_job
 from lpstream.media import DEFAULT_PROFILES
 from lpstream.metrics import Metrics
@@ -24,6 +27,7 @@ from lpstream.orchestrator.orchestrator import Orchestrator
 from lpstream.orchestrator.payments import PaymentReceiver
 from lpstream.quic import QuicConnectionHandle, open_quic_connection, serve_quic
 from lpstream.trickle import SegmentBuffer
+from lpstream.verification import VerificationError
 from lpstream.wire import GetInfo, Job, MessageStream, OrchInfo, ProfileSpec
 from lpstream.worker.local import LocalWorker
 from payments.chain.contracts import ProtocolParameters
@@ -87,6 +91,7 @@ async def paid(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Paid]:
         store_limiter=trio.CapacityLimiter(1),
         price=Fraction(1),
         ticket_ev=EV,
+        signing_key=orchestrator_key.private_key,
     )
     node = Orchestrator(
         secret="s", metrics=Metrics(), local=LocalWorker(capacity=4), payments=receiver
@@ -296,3 +301,56 @@ async def test_outside_the_active_set_no_paid_work_until_bonded_into_the_next_ro
     await paid.watch.refresh()
     assert await paid_job(2) == 2 * 60 * 320 * 240
     assert receiver.ledger.balance(sender.address, "new") > 0
+
+
+def segment_job(seq: int, session: str) -> SegmentJob:
+    return SegmentJob(
+        stream="s",
+        session=session,
+        seq=seq,
+        duration_ms=2000,
+        profiles=DEFAULT_PROFILES,
+        source_width=320,
+        source_height=240,
+    )
+
+
+async def test_the_gateway_checks_the_orchestrators_signature_before_paying(
+    paid: Paid, segment: bytes, nursery: trio.Nursery
+) -> None:
+    """Signed by the tickets' recipient: used and settled. Signed by another key: refused,
+    the orchestrator suspended, nothing settled."""
+    sender = PaymentSender(sender=TicketSender(private_key=paid.gateway_key.private_key))
+    pool = OrchestratorPool([HostPort("127.0.0.1", paid.port)], payments=sender, watch=paid.watch)
+    await nursery.start(pool.run)
+    orchestrator = f"127.0.0.1:{paid.port}"
+
+    renditions = await pool.transcode(segment_job(0, "signed"), full(segment))
+    assert [r.name for r in renditions] == [p.name for p in DEFAULT_PROFILES]
+    assert sender.recipient(orchestrator) == paid.receiver.address
+    ev_signed = Fraction(sender.status()["ev_sent"])
+    pixels = sum(r.pixels for r in renditions)
+    credit = sender.status()["credit"]
+    assert Fraction(credit[f"{orchestrator}/signed"]) == ev_signed - pixels  # 1 wei per pixel
+
+    # The same orchestrator now signs with a key that is not its tickets' recipient.
+    paid.receiver.signing_key = paid.chain.keys[2].private_key
+    with pytest.raises(VerificationError, match="not the orchestrator"):
+        await pool.transcode(segment_job(0, "forged"), full(segment))
+    assert pool.status()[0]["failures"] == 1
+    # The tickets went out with the JOB, but nothing was settled against them: the gateway
+    # still holds the whole EV as credit with this orchestrator for that session.
+    ev_forged = Fraction(sender.status()["ev_sent"]) - ev_signed
+    assert ev_forged > 0
+    assert Fraction(sender.status()["credit"][f"{orchestrator}/forged"]) == ev_forged
+
+
+async def test_an_unsigned_result_from_a_paid_orchestrator_is_refused(
+    paid: Paid, segment: bytes, nursery: trio.Nursery
+) -> None:
+    paid.receiver.signing_key = b""
+    sender = PaymentSender(sender=TicketSender(private_key=paid.gateway_key.private_key))
+    pool = OrchestratorPool([HostPort("127.0.0.1", paid.port)], payments=sender, watch=paid.watch)
+    await nursery.start(pool.run)
+    with pytest.raises(VerificationError, match="missing signature"):
+        await pool.transcode(segment_job(0, "unsigned"), full(segment))
