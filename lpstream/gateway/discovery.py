@@ -42,6 +42,7 @@ __all__ = [
     "filter_candidates",
     "parse_orchestrator_address",
     "refresh_infos",
+    "refusal",
 ]
 
 log = logging.getLogger("lpstream.gateway.discovery")
@@ -376,6 +377,38 @@ async def refresh_infos(
     return {a: answers[a] for a in addresses if a in answers}
 
 
+def refusal(
+    address: HostPort,
+    info: OrchInfo,
+    *,
+    capability: str,
+    max_price: Fraction | None,
+    validate_params: Callable[[HostPort, OrchInfo], None] | None,
+    suspended: Callable[[str], bool],
+) -> str:
+    """Why the orchestrator that sent ``info`` cannot take a job now; "" when it can.
+
+    In order: suspended (``suspended(str(address))``), without ``capability``, above
+    ``max_price`` wei per pixel (``price_per_unit / pixels_per_unit``), ticket parameters that
+    ``validate_params`` rejects (any exception from it).
+    """
+    if suspended(str(address)):
+        return "suspended"
+    if capability not in info.capabilities:
+        return f"does not offer {capability}"
+    if info.pixels_per_unit < 1:
+        return f"pixels_per_unit {info.pixels_per_unit}"
+    price = Fraction(info.price_per_unit, info.pixels_per_unit)
+    if max_price is not None and price > max_price:
+        return f"price {price} wei/pixel above the maximum {max_price}"
+    if validate_params is not None:
+        try:
+            validate_params(address, info)
+        except Exception as exc:  # the validator's verdict, whatever it raises
+            return f"bad ticket parameters: {exc}"
+    return ""
+
+
 def filter_candidates(
     infos: dict[HostPort, OrchInfo],
     *,
@@ -384,32 +417,19 @@ def filter_candidates(
     validate_params: Callable[[HostPort, OrchInfo], None] | None,
     suspended: Callable[[str], bool],
 ) -> list[tuple[HostPort, OrchInfo]]:
-    """The orchestrators that can take a job, in the order of ``infos``.
-
-    Dropped: suspended ones (``suspended(str(address))``), those without ``capability``,
-    those above ``max_price`` wei per pixel (``price_per_unit / pixels_per_unit``), and those
-    whose ticket parameters ``validate_params`` rejects (any exception from it).
-    """
+    """The orchestrators that can take a job, in the order of ``infos`` (see ``refusal``)."""
     kept: list[tuple[HostPort, OrchInfo]] = []
     for address, info in infos.items():
-        if suspended(str(address)):
-            log.debug("orchestrator %s: suspended", address)
-            continue
-        if capability not in info.capabilities:
-            log.debug("orchestrator %s: cannot do %r", address, capability)
-            continue
-        if info.pixels_per_unit < 1:
-            log.info("orchestrator %s: pixels_per_unit %d", address, info.pixels_per_unit)
-            continue
-        price = Fraction(info.price_per_unit, info.pixels_per_unit)
-        if max_price is not None and price > max_price:
-            log.debug("orchestrator %s: price %s above %s", address, price, max_price)
-            continue
-        if validate_params is not None:
-            try:
-                validate_params(address, info)
-            except Exception as exc:  # the validator's verdict, whatever it raises
-                log.info("orchestrator %s: bad ticket parameters: %s", address, exc)
-                continue
-        kept.append((address, info))
+        why = refusal(
+            address,
+            info,
+            capability=capability,
+            max_price=max_price,
+            validate_params=validate_params,
+            suspended=suspended,
+        )
+        if why:
+            log.info("orchestrator %s left out: %s", address, why)
+        else:
+            kept.append((address, info))
     return kept

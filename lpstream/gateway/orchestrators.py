@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import attrs
@@ -27,7 +27,12 @@ import trio
 from lpstream.chainwatch import ChainWatch
 from lpstream.config import HostPort
 from lpstream.errors import BusyError, LpstreamError, TransportError
-from lpstream.gateway.discovery import DiscoveredOrchestrator, OrchestratorSource
+from lpstream.gateway.discovery import (
+    DiscoveredOrchestrator,
+    OrchestratorSource,
+    refresh_infos,
+    refusal,
+)
 from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.selection import Candidate, Selector
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
@@ -55,6 +60,12 @@ class _Orchestrator:
     jobs: int = 0
     stake: int = 0
     score: float | None = None
+    refused: str = ""
+    """Why the last info check ruled it out (capability, price, ticket parameters); "" if not."""
+    answered: bool = True
+    """Whether it answered the last info check within the deadline."""
+    full: bool = False
+    """Whether its last info said every session was in use."""
 
 
 @attrs.define
@@ -78,6 +89,10 @@ class OrchestratorPool:
     """Seconds between discovery refreshes (and suspension countdown steps)."""
     verify: bool = True
     """Decode every rendition and compare it with the orchestrator's claims before using it."""
+    capability: str = "transcode:h264"
+    """What an orchestrator's info must list to be offered work."""
+    info_deadline: float = 0.5
+    """Seconds the parallel info check waits for answers (go-livepeer's discovery timeout)."""
     _orchestrators: list[_Orchestrator] = attrs.field(init=False)
     _sessions: dict[str, int] = attrs.Factory(dict)
     _nursery: trio.Nursery | None = None
@@ -90,6 +105,7 @@ class OrchestratorPool:
         """Holds the connections; runs until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await self._check_infos()
             nursery.start_soon(self._refresh)
             task_status.started()
             await trio.sleep_forever()
@@ -103,6 +119,9 @@ class OrchestratorPool:
                 "suspended": o.suspended_until > now,
                 "failures": o.failures,
                 "jobs": o.jobs,
+                "refused": o.refused,
+                "answered": o.answered,
+                "full": o.full,
             }
             for o in self._orchestrators
         ]
@@ -114,7 +133,11 @@ class OrchestratorPool:
         now = trio.current_time()
 
         def usable(o: _Orchestrator) -> bool:
-            return o.suspended_until <= now and not self.selector.suspended(str(o.address))
+            return (
+                not o.refused
+                and o.suspended_until <= now
+                and not self.selector.suspended(str(o.address))
+            )
 
         current = self._sessions.get(session)
         if (
@@ -123,10 +146,16 @@ class OrchestratorPool:
             and usable(self._orchestrators[current])
         ):
             return current
+        offered = [o for o in self._orchestrators if not o.refused]
+        if not offered:
+            reasons = "; ".join(f"{o.address}: {o.refused}" for o in self._orchestrators)
+            raise BusyError(f"no orchestrator can take the work ({reasons})")
+        usable_now = [o for o in offered if usable(o)]
+        # Those that answered the info check with free sessions first; the others only when
+        # nobody better is left.
+        preferred = [o for o in usable_now if o.answered and not o.full] or usable_now
         candidates = [
-            Candidate(key=str(o.address), stake=o.stake, score=o.score)
-            for o in self._orchestrators
-            if usable(o)
+            Candidate(key=str(o.address), stake=o.stake, score=o.score) for o in preferred
         ]
         chosen = self.selector.select(candidates)
         if chosen is not None:
@@ -135,47 +164,110 @@ class OrchestratorPool:
             )
         else:
             # Everything is suspended: try the one whose suspension ends first.
-            index = min(
-                range(len(self._orchestrators)),
-                key=lambda i: self._orchestrators[i].suspended_until,
-            )
+            first = min(offered, key=lambda o: o.suspended_until)
+            index = self._orchestrators.index(first)
         self._sessions[session] = index
         return index
 
     async def _refresh(self) -> None:
-        """Counts suspensions down and, with discovery sources, updates the orchestrator list."""
+        """Counts suspensions down, re-runs discovery and the info check."""
         while True:
             await trio.sleep(self.refresh_interval)
             self.selector.refreshed()
-            if not self.sources:
-                continue
-            found: dict[str, DiscoveredOrchestrator] = {}
-            for source in self.sources:
-                try:
-                    for d in await source.discover():
-                        found.setdefault(str(d.address), d)
-                except LpstreamError as exc:
-                    log.warning("discovery failed: %s", exc)
-            if not found:
-                continue  # keep what we had rather than stopping work
-            known = {str(o.address): o for o in self._orchestrators}
-            for key, d in found.items():
-                if key in known:
-                    known[key].stake, known[key].score = d.stake, d.score
+            await self._discover()
+            await self._check_infos()
+
+    async def _check_infos(self) -> None:
+        """Asks every orchestrator for its info at once and rules out those that cannot work.
+
+        Answers later than ``info_deadline`` are left out of this round (the orchestrator is
+        drawn only when no answering one is usable); those lacking the capability, above the
+        maximum price or with unusable ticket parameters are not offered work until a later
+        check says otherwise. Accepted ticket parameters are kept for the next payments.
+        """
+        if not self._orchestrators:
+            return
+        by_address = {o.address: o for o in self._orchestrators}
+        sender = self.payments.address if self.payments is not None else ""
+
+        async def ask(address: HostPort) -> OrchInfo:
+            with one_error():
+                connection = await self._connection(by_address[address])
+            return await _get_info(connection, sender)
+
+        infos = await refresh_infos(by_address, ask, deadline=self.info_deadline)
+        validate: Callable[[HostPort, OrchInfo], None] | None = None
+        snapshot = self.watch.snapshot if self.watch is not None else None
+        sender_info: SenderInfo | None = None
+        if self.payments is not None and snapshot is not None:
+            try:
+                sender_info = await self._sender_info()
+            except LpstreamError as exc:  # ticket parameters are checked again at payment
+                log.warning("cannot read this gateway's deposit and reserve: %s", exc)
+        if self.payments is not None and snapshot is not None and sender_info is not None:
+            payments, funds = self.payments, sender_info
+
+            def validate(address: HostPort, info: OrchInfo) -> None:
+                payments.accept_params(
+                    str(address),
+                    info.ticket_params,
+                    latest_block=snapshot.latest_block,
+                    sender_info=funds,
+                )
+
+        max_price = self.payments.max_price if self.payments is not None else None
+        for address, orch in by_address.items():
+            info = infos.get(address)
+            orch.answered = info is not None
+            refused = ""
+            if info is not None:
+                refused = refusal(
+                    address,
+                    info,
+                    capability=self.capability,
+                    max_price=max_price,
+                    validate_params=validate,
+                    suspended=lambda _: False,  # suspension is checked at each draw
+                )
+            if refused != orch.refused:
+                if refused:
+                    log.warning("orchestrator %s is not offered work: %s", address, refused)
                 else:
-                    self._orchestrators.append(
-                        _Orchestrator(address=d.address, stake=d.stake, score=d.score)
-                    )
-                    log.info("discovered orchestrator %s", key)
-            gone = [o for o in self._orchestrators if str(o.address) not in found]
-            for o in gone:
-                log.info("orchestrator %s is no longer offered", o.address)
-                if o.connection is not None:
-                    o.connection.close()
-            if gone:
-                self._orchestrators = [o for o in self._orchestrators if o not in gone]
-                self._sessions.clear()
-            self.selector.retain(found)
+                    log.info("orchestrator %s is offered work again", address)
+            orch.refused = refused
+            orch.full = info is not None and 0 < info.capacity <= info.in_use
+
+    async def _discover(self) -> None:
+        """With discovery sources, updates the orchestrator list."""
+        if not self.sources:
+            return
+        found: dict[str, DiscoveredOrchestrator] = {}
+        for source in self.sources:
+            try:
+                for d in await source.discover():
+                    found.setdefault(str(d.address), d)
+            except LpstreamError as exc:
+                log.warning("discovery failed: %s", exc)
+        if not found:
+            return  # keep what we had rather than stopping work
+        known = {str(o.address): o for o in self._orchestrators}
+        for key, d in found.items():
+            if key in known:
+                known[key].stake, known[key].score = d.stake, d.score
+            else:
+                self._orchestrators.append(
+                    _Orchestrator(address=d.address, stake=d.stake, score=d.score)
+                )
+                log.info("discovered orchestrator %s", key)
+        gone = [o for o in self._orchestrators if str(o.address) not in found]
+        for o in gone:
+            log.info("orchestrator %s is no longer offered", o.address)
+            if o.connection is not None:
+                o.connection.close()
+        if gone:
+            self._orchestrators = [o for o in self._orchestrators if o not in gone]
+            self._sessions.clear()
+        self.selector.retain(found)
 
     async def _connection(self, orch: _Orchestrator) -> QuicConnectionHandle:
         while orch.connection is None:

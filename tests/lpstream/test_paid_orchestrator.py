@@ -19,6 +19,7 @@ from lpstream.config import HostPort
 from lpstream.errors import BusyError
 from lpstream.gateway.orchestrators import OrchestratorPool
 from lpstream.gateway.payments import PaymentSender, PriceTooHighError
+from lpstream.gateway.selection import SelectionWeights, Selector
 from lpstream.gateway.stream import SegmentJob
 from lpstream.jobs import JobError, request_job
 from lpstream.media import DEFAULT_PROFILES
@@ -354,3 +355,44 @@ async def test_an_unsigned_result_from_a_paid_orchestrator_is_refused(
     await nursery.start(pool.run)
     with pytest.raises(VerificationError, match="missing signature"):
         await pool.transcode(segment_job(0, "unsigned"), full(segment))
+
+
+async def test_an_orchestrator_above_the_max_price_is_never_offered_work(
+    paid: Paid, segment: bytes, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Two orchestrators on one chain at 1 and 5 wei/pixel; the gateway pays at most 2."""
+    pricey_key = paid.chain.keys[2]
+    pricey_receiver = PaymentReceiver(
+        address=pricey_key.address,
+        watch=paid.watch,
+        store=TicketStore(tmp_path / "pricey.sqlite"),
+        store_limiter=trio.CapacityLimiter(1),
+        price=Fraction(5),
+        ticket_ev=EV,
+        signing_key=pricey_key.private_key,
+    )
+    pricey = Orchestrator(
+        secret="s", metrics=Metrics(), local=LocalWorker(capacity=4), payments=pricey_receiver
+    )
+    _, pricey_port = await nursery.start(serve_quic, "127.0.0.1", 0, pricey.handle_connection)
+    sender = PaymentSender(
+        sender=TicketSender(private_key=paid.gateway_key.private_key), max_price=Fraction(2)
+    )
+    pool = OrchestratorPool(
+        [HostPort("127.0.0.1", pricey_port), HostPort("127.0.0.1", paid.port)],
+        payments=sender,
+        watch=paid.watch,
+        selector=Selector(weights=SelectionWeights(stake=0, price=0, random=1)),
+    )
+    await nursery.start(pool.run)
+    facts = {f["address"]: f for f in pool.status()}
+    assert facts[f"127.0.0.1:{pricey_port}"]["refused"] == ("price 5 wei/pixel above the maximum 2")
+    assert facts[f"127.0.0.1:{paid.port}"]["refused"] == ""
+    # The cheap one's ticket parameters were taken from the info check already.
+    assert sender.recipient(f"127.0.0.1:{paid.port}") == paid.receiver.address
+    for session in ("a", "b", "c", "d"):
+        await pool.transcode(segment_job(0, session), full(segment))
+    facts = {f["address"]: f for f in pool.status()}
+    assert facts[f"127.0.0.1:{paid.port}"]["jobs"] == 4
+    assert facts[f"127.0.0.1:{pricey_port}"]["jobs"] == 0
+    assert pricey_receiver.status()["tickets_received"] == 0

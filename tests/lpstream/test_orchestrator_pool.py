@@ -1,0 +1,96 @@
+"""The gateway's pool against real orchestrators on loopback QUIC: the info check before work."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from lpstream.config import HostPort
+from lpstream.errors import BusyError
+from lpstream.gateway.orchestrators import OrchestratorPool
+from lpstream.gateway.selection import SelectionWeights, Selector
+from lpstream.gateway.stream import SegmentJob
+from lpstream.media import DEFAULT_PROFILES
+from lpstream.metrics import Metrics
+from lpstream.orchestrator.orchestrator import Orchestrator
+from lpstream.quic import QuicConnectionHandle, serve_quic
+from lpstream.trickle import SegmentBuffer
+from lpstream.worker.local import LocalWorker
+from tests.mediatools import make_clip
+
+
+@pytest.fixture(scope="module")
+def segment(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("seg") / "seg.ts"
+    make_clip(path, seconds=2, size="320x240", gop=60, fmt="mpegts")
+    return path.read_bytes()
+
+
+def segment_job(seq: int, session: str) -> SegmentJob:
+    return SegmentJob(
+        stream="s", session=session, seq=seq, duration_ms=2000, profiles=DEFAULT_PROFILES
+    )
+
+
+def full(data: bytes) -> SegmentBuffer:
+    buffer = SegmentBuffer()
+    buffer.append(data)
+    buffer.close()
+    return buffer
+
+
+async def start_orchestrator(nursery: trio.Nursery) -> HostPort:
+    orch = Orchestrator(secret="", metrics=Metrics(), local=LocalWorker(capacity=8))
+    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, orch.handle_connection)
+    return HostPort("127.0.0.1", port)
+
+
+async def start_mute_orchestrator(nursery: trio.Nursery) -> HostPort:
+    """Accepts QUIC and streams, reads what comes, never answers (a hung node)."""
+
+    async def mute(connection: QuicConnectionHandle) -> None:
+        async with trio.open_nursery() as streams:
+            while True:
+                stream = await connection.accept_stream()
+                streams.start_soon(stream.receive_some)
+
+    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, mute)
+    return HostPort("127.0.0.1", port)
+
+
+async def test_an_orchestrator_without_the_capability_is_not_offered_work(
+    nursery: trio.Nursery, segment: bytes
+) -> None:
+    address = await start_orchestrator(nursery)
+    pool = OrchestratorPool([address], capability="transcode:hevc")
+    await nursery.start(pool.run)
+    [facts] = pool.status()
+    assert facts["answered"] is True
+    assert facts["refused"] == "does not offer transcode:hevc"
+    with pytest.raises(BusyError, match=r"no orchestrator can take the work .*transcode:hevc"):
+        await pool.transcode(segment_job(0, "a"), full(segment))
+    assert pool.status()[0]["jobs"] == 0
+
+
+async def test_an_orchestrator_silent_past_the_deadline_is_drawn_last(
+    nursery: trio.Nursery, segment: bytes
+) -> None:
+    """Only the answering orchestrator gets sessions; the silent one is a last resort."""
+    good = await start_orchestrator(nursery)
+    silent = await start_mute_orchestrator(nursery)
+    pool = OrchestratorPool(
+        [silent, good],
+        selector=Selector(weights=SelectionWeights(stake=0, price=0, random=1)),
+        info_deadline=0.5,
+    )
+    started = trio.current_time()
+    await nursery.start(pool.run)
+    assert trio.current_time() - started < 2.0  # the info check waited the deadline, no more
+    by_address = {f["address"]: f for f in pool.status()}
+    assert by_address[str(silent)]["answered"] is False
+    assert by_address[str(good)]["answered"] is True
+    for session in "abcdefgh":  # uniform draws: the silent one would get half of these
+        await pool.transcode(segment_job(0, session), full(segment))
+    by_address = {f["address"]: f for f in pool.status()}
+    assert by_address[str(good)]["jobs"] == 8
+    assert by_address[str(silent)]["jobs"] == 0
