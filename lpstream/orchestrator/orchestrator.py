@@ -373,6 +373,7 @@ class Orchestrator:
             interval=self.worker_ping_interval,
             answer_within=self.worker_ping_timeout,
             peer=f"worker {worker.worker_id}",
+            connection=worker.connection,
         )
 
     async def _register(

@@ -522,12 +522,30 @@ class QuicConnectionHandle:
         self._streams_total = 0
         self._bytes_sent = 0
         self._bytes_received = 0
+        self._last_heard = trio.current_time()
+        self._probes = 0
 
     def __repr__(self) -> str:
         side = "client" if self._is_client else "server"
         return f"<QuicConnectionHandle {side} peer={self._remote_address!r}>"
 
     # -- public API ------------------------------------------------------------------------
+    @property
+    def last_heard(self) -> float:
+        """``trio.current_time()`` when the peer's last datagram was read (or the start).
+
+        A live peer acknowledges what it receives within milliseconds, so a peer that was
+        sent anything and stays silent is gone or frozen, however busy it may be.
+        """
+        return self._last_heard
+
+    def probe(self) -> None:
+        """Sends a QUIC PING frame: any live peer acknowledges it, moving ``last_heard``."""
+        if self._terminated:
+            return
+        self._probes += 1
+        self._quic.send_ping(self._probes)
+        self._transmit()
 
     @property
     def remote_address(self) -> NetworkAddress:
@@ -607,6 +625,7 @@ class QuicConnectionHandle:
                     # ``now``, not the deadline: a call may have moved it after it fired.
                     self._quic.handle_timer(now=now)
                 elif batch:
+                    self._last_heard = now
                     for data, addr in batch:
                         self._bytes_received += len(data)
                         self._quic.receive_datagram(data, addr, now=now)
