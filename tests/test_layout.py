@@ -14,6 +14,7 @@ SANS_IO = [
     *sorted((ROOT / "lpstream" / "wire").glob("*.py")),
     *[ROOT / "ingest" / "rtmp" / f"{m}.py" for m in ("protocol", "chunk", "amf0", "handshake")],
     ROOT / "lpstream" / "playback" / "hls.py",
+    ROOT / "lpstream" / "playback" / "llhls.py",
     *sorted((ROOT / "payments" / "pm").glob("*.py")),
 ]
 IO_MODULES = {"trio", "socket", "time", "asyncio", "selectors", "threading"}
