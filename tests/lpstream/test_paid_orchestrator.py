@@ -65,6 +65,26 @@ def segment(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return path.read_bytes()
 
 
+async def start_paid_orchestrator(
+    nursery: trio.Nursery, watch: ChainWatch, key: NodeKey, store: Path, price: Fraction
+) -> tuple[PaymentReceiver, int]:
+    """An orchestrator paid in tickets to ``key``'s address, serving QUIC on loopback."""
+    receiver = PaymentReceiver(
+        address=key.address,
+        watch=watch,
+        store=TicketStore(store),
+        store_limiter=trio.CapacityLimiter(1),
+        price=price,
+        ticket_ev=EV,
+        signing_key=key.private_key,
+    )
+    node = Orchestrator(
+        secret="s", metrics=Metrics(), local=LocalWorker(capacity=4), payments=receiver
+    )
+    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, node.handle_connection)
+    return receiver, port
+
+
 @pytest.fixture
 async def paid(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Paid]:
     chain = await trio.to_thread.run_sync(
@@ -85,19 +105,9 @@ async def paid(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Paid]:
     await trio.to_thread.run_sync(setup, limiter=limiter)
     watch = ChainWatch(orchestrator, limiter, interval=0.05)
     await nursery.start(watch.run)
-    receiver = PaymentReceiver(
-        address=orchestrator_key.address,
-        watch=watch,
-        store=TicketStore(tmp_path / "tickets.sqlite"),
-        store_limiter=trio.CapacityLimiter(1),
-        price=Fraction(1),
-        ticket_ev=EV,
-        signing_key=orchestrator_key.private_key,
+    receiver, port = await start_paid_orchestrator(
+        nursery, watch, orchestrator_key, tmp_path / "tickets.sqlite", Fraction(1)
     )
-    node = Orchestrator(
-        secret="s", metrics=Metrics(), local=LocalWorker(capacity=4), payments=receiver
-    )
-    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, node.handle_connection)
     yield Paid(chain=chain, watch=watch, receiver=receiver, gateway_key=gateway_key, port=port)
 
 
@@ -266,18 +276,9 @@ async def test_outside_the_active_set_no_paid_work_until_bonded_into_the_next_ro
 ) -> None:
     newcomer_key = paid.chain.keys[2]
     newcomer = paid.chain.client(newcomer_key)
-    receiver = PaymentReceiver(
-        address=newcomer_key.address,
-        watch=paid.watch,
-        store=TicketStore(tmp_path / "newcomer.sqlite"),
-        store_limiter=trio.CapacityLimiter(1),
-        price=Fraction(1),
-        ticket_ev=EV,
+    receiver, port = await start_paid_orchestrator(
+        nursery, paid.watch, newcomer_key, tmp_path / "newcomer.sqlite", Fraction(1)
     )
-    node = Orchestrator(
-        secret="s", metrics=Metrics(), local=LocalWorker(capacity=2), payments=receiver
-    )
-    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, node.handle_connection)
     sender = TicketSender(private_key=paid.gateway_key.private_key)
 
     async def paid_job(seq: int) -> int:
@@ -361,20 +362,9 @@ async def test_an_orchestrator_above_the_max_price_is_never_offered_work(
     paid: Paid, segment: bytes, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     """Two orchestrators on one chain at 1 and 5 wei/pixel; the gateway pays at most 2."""
-    pricey_key = paid.chain.keys[2]
-    pricey_receiver = PaymentReceiver(
-        address=pricey_key.address,
-        watch=paid.watch,
-        store=TicketStore(tmp_path / "pricey.sqlite"),
-        store_limiter=trio.CapacityLimiter(1),
-        price=Fraction(5),
-        ticket_ev=EV,
-        signing_key=pricey_key.private_key,
+    pricey_receiver, pricey_port = await start_paid_orchestrator(
+        nursery, paid.watch, paid.chain.keys[2], tmp_path / "pricey.sqlite", Fraction(5)
     )
-    pricey = Orchestrator(
-        secret="s", metrics=Metrics(), local=LocalWorker(capacity=4), payments=pricey_receiver
-    )
-    _, pricey_port = await nursery.start(serve_quic, "127.0.0.1", 0, pricey.handle_connection)
     sender = PaymentSender(
         sender=TicketSender(private_key=paid.gateway_key.private_key), max_price=Fraction(2)
     )
