@@ -1,0 +1,117 @@
+"""The watch page: a stream in the browser, with hls.js served from the package.
+
+``GET /watch/{stream}`` is a small page that plays ``/hls/{stream}/index.m3u8``: with hls.js
+(low-latency mode on, so LL-HLS parts are used when the playlist has them) where the browser
+has Media Source Extensions, natively where it plays HLS itself (Safari). hls.js is installed
+from npm by ``scripts/setup`` (version pinned in ``web/package-lock.json``), copied into
+``lpstream/http/static/`` and served at ``/static/hls.min.js``; nothing is fetched from
+elsewhere at run time.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from importlib import resources
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+__all__ = ["HLS_JS", "hls_js", "watch_page", "watch_routes"]
+
+HLS_JS = "hls.min.js"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def hls_js() -> bytes | None:
+    """The packaged hls.js, or None when ``scripts/setup`` has not installed it."""
+    asset = resources.files("lpstream.http").joinpath("static", HLS_JS)
+    try:
+        return asset.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def watch_page(stream: str) -> str:
+    """The HTML of the watch page for ``stream`` (a name already checked by the caller)."""
+    return _PAGE.replace("{{name}}", html.escape(stream))
+
+
+def watch_routes() -> list[Route]:
+    """``/watch/{stream}`` and ``/static/hls.min.js``."""
+    script = hls_js()
+
+    async def watch(request: Request) -> Response:
+        name = request.path_params["stream"]
+        if not _NAME.match(name):
+            return PlainTextResponse("bad stream name\n", status_code=400)
+        return HTMLResponse(watch_page(name), headers={"Cache-Control": "no-cache"})
+
+    async def static_hls_js(request: Request) -> Response:
+        if script is None:
+            return PlainTextResponse(
+                "hls.js is not installed: run scripts/setup (it installs it from npm)\n",
+                status_code=404,
+            )
+        return Response(
+            script,
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    return [Route("/watch/{stream}", watch), Route(f"/static/{HLS_JS}", static_hls_js)]
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{name}} · lpstream</title>
+<style>
+body{font-family:system-ui,sans-serif;background:#111;color:#eee;margin:2rem}
+video{width:100%;max-width:960px;background:#000;display:block}
+#facts{font-family:ui-monospace,monospace;font-size:.9rem;color:#aaa;margin-top:.5rem}
+a{color:#8cf}
+</style></head>
+<body><h1>{{name}}</h1>
+<video id="video" controls autoplay muted playsinline></video>
+<div id="facts">waiting for the stream…</div>
+<p>HLS: <a href="/hls/{{name}}/index.m3u8">/hls/{{name}}/index.m3u8</a>
+(also plays in ffplay, VLC or Safari)</p>
+<script src="/static/hls.min.js"></script>
+<script>
+"use strict";
+const video = document.getElementById("video");
+const facts = document.getElementById("facts");
+const source = "/hls/{{name}}/index.m3u8";
+window.player = {engine: "none", errors: []};
+function show(text) { facts.textContent = text; }
+if (window.Hls && Hls.isSupported()) {
+  const hls = new Hls({lowLatencyMode: true, liveSyncDurationCount: 2});
+  window.player = {engine: "hls.js " + Hls.version, hls: hls, errors: []};
+  hls.on(Hls.Events.ERROR, (event, data) => {
+    window.player.errors.push(data.details);
+    if (!data.fatal) return;
+    show("error: " + data.details + " (retrying)");
+    if (data.type === Hls.ErrorTypes.NETWORK_ERROR) setTimeout(() => hls.loadSource(source), 1000);
+    else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+  });
+  hls.loadSource(source);
+  hls.attachMedia(video);
+  setInterval(() => {
+    const level = hls.levels[hls.currentLevel];
+    show(window.player.engine +
+         (level ? " · " + level.width + "x" + level.height : "") +
+         " · latency " + (hls.latency || 0).toFixed(2) + " s" +
+         (hls.lowLatencyMode ? " · low-latency mode" : ""));
+  }, 500);
+} else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+  window.player = {engine: "native", errors: []};
+  video.src = source;
+  show("native HLS");
+} else {
+  show("this browser cannot play HLS");
+}
+</script>
+</body></html>
+"""
