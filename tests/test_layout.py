@@ -15,6 +15,8 @@ SANS_IO = [
     *[ROOT / "ingest" / "rtmp" / f"{m}.py" for m in ("protocol", "chunk", "amf0", "handshake")],
     ROOT / "lpstream" / "playback" / "hls.py",
     ROOT / "lpstream" / "playback" / "llhls.py",
+    ROOT / "ingest" / "whip" / "sdp.py",
+    ROOT / "ingest" / "whip" / "h264.py",
     *sorted((ROOT / "payments" / "pm").glob("*.py")),
 ]
 IO_MODULES = {"trio", "socket", "time", "asyncio", "selectors", "threading"}

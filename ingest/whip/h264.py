@@ -1,0 +1,135 @@
+"""Turns the H.264 access units a WebRTC receiver reassembles into ingest ``MediaEvent``s.
+
+How this works:
+
+* The WebRTC stack depacketizes RTP (single NAL units, STAP-A, FU-A) into one Annex B access
+  unit per frame (NAL units behind ``00 00 00 01`` start codes), with the frame's RTP time.
+* RTMP ingest delivers H.264 as an ``avcC`` configuration record plus AVCC packets (4-byte
+  length-prefixed NAL units), and the segmenter expects exactly that; :class:`H264Track` makes
+  the same out of Annex B. WebRTC senders repeat SPS and PPS in-band before each IDR; the first
+  pair seen with an IDR becomes the ``CodecConfig``, and a changed pair (a new resolution) is
+  sent as a new ``CodecConfig`` ahead of its IDR, which the segmenter applies at the next cut.
+* Nothing is sent before the first IDR that has SPS and PPS: a decoder could not start there.
+  After a gap (frames dropped upstream) the driver calls :meth:`H264Track.wait_for_keyframe`
+  and frames are dropped again until the next IDR; :attr:`H264Track.waiting_for_keyframe`
+  tells the driver to ask the sender for one (RTCP PLI).
+* WebRTC H.264 has no B-frames, so decode and presentation times are equal; they are forced
+  to increase by at least 1 ms, as the muxer requires.
+
+This module is sans-IO: bytes and integers in, values out.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+
+__all__ = [
+    "H264Track",
+    "avc_decoder_configuration",
+    "nal_units",
+]
+
+NAL_IDR = 5
+NAL_SPS = 7
+NAL_PPS = 8
+_DROPPED = {9, 12}  # access unit delimiter, filler data: carry nothing a muxer needs
+
+
+def nal_units(data: bytes) -> list[bytes]:
+    """Splits an Annex B byte string into NAL units (start codes removed, empty ones skipped)."""
+    units: list[bytes] = []
+    start = -1
+    i = 0
+    n = len(data)
+    while True:
+        j = data.find(b"\x00\x00\x01", i)
+        if j < 0:
+            if start >= 0 and start < n:
+                units.append(data[start:n])
+            break
+        if start >= 0:
+            end = j
+            # A 4-byte start code: its leading zero belongs to the start code, not the unit.
+            while end > start and data[end - 1] == 0:
+                end -= 1
+            if end > start:
+                units.append(data[start:end])
+        start = j + 3
+        i = start
+    return units
+
+
+def avc_decoder_configuration(sps: bytes, pps: bytes) -> bytes:
+    """Builds an AVCDecoderConfigurationRecord (``avcC``, ISO 14496-15) for one SPS and PPS."""
+    if len(sps) < 4:
+        raise ValueError("SPS too short")
+    return (
+        bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1])
+        + len(sps).to_bytes(2, "big")
+        + sps
+        + b"\x01"
+        + len(pps).to_bytes(2, "big")
+        + pps
+    )
+
+
+@attrs.define
+class H264Track:
+    """Annex B access units in, ``CodecConfig`` and AVCC ``MediaPacket``s out."""
+
+    _sps: bytes | None = None
+    _pps: bytes | None = None
+    _config: bytes | None = None
+    _waiting: bool = True
+    _last_dts: int | None = None
+    _dropped: int = 0
+
+    @property
+    def waiting_for_keyframe(self) -> bool:
+        """True until an IDR with SPS and PPS has been seen (again, after a gap)."""
+        return self._waiting
+
+    @property
+    def dropped(self) -> int:
+        """Access units dropped while waiting for a keyframe."""
+        return self._dropped
+
+    def wait_for_keyframe(self) -> None:
+        """Drops frames until the next IDR: call after frames were lost upstream."""
+        self._waiting = True
+
+    def feed(self, data: bytes, timestamp_ms: int) -> list[MediaEvent]:
+        """Takes one Annex B access unit and its time in ms; returns the events it makes."""
+        units = [u for u in nal_units(data) if (u[0] & 0x1F) not in _DROPPED]
+        if not units:
+            return []
+        keyframe = False
+        for unit in units:
+            nal_type = unit[0] & 0x1F
+            if nal_type == NAL_SPS:
+                self._sps = unit
+            elif nal_type == NAL_PPS:
+                self._pps = unit
+            elif nal_type == NAL_IDR:
+                keyframe = True
+        events: list[MediaEvent] = []
+        if keyframe and self._sps is not None and self._pps is not None:
+            config = avc_decoder_configuration(self._sps, self._pps)
+            if config != self._config:
+                self._config = config
+                events.append(CodecConfig(kind=TrackKind.VIDEO, codec="h264", data=config))
+            self._waiting = False
+        if self._waiting:
+            self._dropped += 1
+            return []
+        dts = timestamp_ms
+        if self._last_dts is not None and dts <= self._last_dts:
+            dts = self._last_dts + 1
+        self._last_dts = dts
+        payload = b"".join(len(u).to_bytes(4, "big") + u for u in units)
+        events.append(
+            MediaPacket(kind=TrackKind.VIDEO, dts=dts, pts=dts, keyframe=keyframe, data=payload)
+        )
+        return events

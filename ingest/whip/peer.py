@@ -1,0 +1,257 @@
+"""The asyncio side of one WHIP session: an aiortc ``RTCPeerConnection`` that only receives.
+
+How this works:
+
+* Everything here runs on the WHIP asyncio loop (see :mod:`.bridge`); nothing here knows trio.
+  What the connection produces is handed to ``on_item``, a thread-safe callback the trio side
+  supplies, as :data:`PeerItem` values.
+* Non-trickle WHIP: :meth:`RtcPeer.answer` applies the offer, then ``setLocalDescription``,
+  which in aiortc gathers every local ICE candidate before it returns, so the answer holds
+  them all and the client needs no PATCH.
+* H.264 is not decoded. aiortc's receiver reassembles each frame into an Annex B access unit
+  and puts ``(codec, frame)`` on a queue read by its decoder thread; before the receiver
+  starts, that queue is swapped for :class:`_EncodedFrameTap`, which hands the frames to us
+  and passes only the end-of-stream marker on, so the decoder thread idles and then exits as
+  usual. This reaches into one private attribute of aiortc's ``RTCRtpReceiver``; it is
+  checked when a session starts so an aiortc that changed fails loudly, not silently.
+* Opus is decoded by aiortc (``track.recv()``, the public API) and the PCM frames are passed on
+  to be encoded as AAC.
+* Keyframes: the segmenter cuts only at IDRs, so when no IDR has arrived for
+  ``keyframe_interval`` seconds an RTCP PLI asks the sender for one (repeated at most every
+  half interval until one comes); the trio side may ask for one at once with
+  :meth:`RtcPeer.request_keyframe` (after a gap).
+* Connection state changes are passed on; ``failed`` and ``closed`` end the session.
+"""
+
+from __future__ import annotations
+
+import asyncio  # noqa: TID251 - aiortc is asyncio-only; it is confined to ingest/whip
+import contextlib
+import logging
+import queue
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aioice.ice
+import attrs
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
+from aiortc.exceptions import OperationError
+from aiortc.mediastreams import MediaStreamError
+
+from lpstream.errors import RemoteProtocolError
+
+from .h264 import NAL_IDR, nal_units
+
+__all__ = [
+    "AudioFrameReceived",
+    "ConnectionStateChanged",
+    "PeerItem",
+    "RtcPeer",
+    "VideoFrameReceived",
+    "offer_host_addresses",
+]
+
+log = logging.getLogger("lpstream.ingest.whip")
+
+_TAPPED_QUEUE = "_RTCRtpReceiver__decoder_queue"
+"""The private attribute of aiortc's ``RTCRtpReceiver`` that feeds its decoder thread."""
+
+
+@attrs.frozen(kw_only=True)
+class VideoFrameReceived:
+    """One H.264 access unit, as received (Annex B)."""
+
+    data: bytes
+    """NAL units behind start codes."""
+    timestamp: int
+    """RTP time (90 kHz) counted from the track's first frame."""
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class AudioFrameReceived:
+    """One decoded Opus frame."""
+
+    frame: Any
+    """A PyAV ``AudioFrame``: 48 kHz, ``pts`` in 1/48000 s from the track's first packet."""
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionStateChanged:
+    """The peer connection's state changed."""
+
+    state: str
+    """``new``, ``connecting``, ``connected``, ``failed`` or ``closed``."""
+
+
+PeerItem = VideoFrameReceived | AudioFrameReceived | ConnectionStateChanged
+
+
+class _EncodedFrameTap(queue.Queue[Any]):
+    """Stands in for an ``RTCRtpReceiver``'s decoder queue: frames go to us, not the decoder."""
+
+    def __init__(self, on_frame: Callable[[Any, Any], None]) -> None:
+        super().__init__()
+        self._on_frame = on_frame
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:  # end of stream: let the decoder thread exit
+            super().put(item, block, timeout)
+            return
+        codec, frame = item
+        self._on_frame(codec, frame)
+
+
+def offer_host_addresses(addresses: Sequence[str]) -> None:
+    """Makes ICE offer exactly ``addresses`` as host candidates, in this whole process.
+
+    aioice offers every interface address except loopback and has no setting for it; an
+    operator may need to pin the public address (behind a port forward), and a node used on
+    one machine needs 127.0.0.1. aiortc has a single ICE stack per process, so this replaces
+    aioice's address lookup for every peer connection made afterwards.
+    """
+    chosen = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+def _is_keyframe(data: bytes) -> bool:
+    return any((unit[0] & 0x1F) == NAL_IDR for unit in nal_units(data))
+
+
+class RtcPeer:
+    """One receive-only peer connection (see the module comment). Use on the asyncio loop."""
+
+    def __init__(
+        self,
+        *,
+        on_item: Callable[[PeerItem], None],
+        ice_servers: Sequence[str] = (),
+        keyframe_interval: float = 2.0,
+    ) -> None:
+        self._on_item = on_item
+        self._keyframe_interval = keyframe_interval
+        self._pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
+        )
+        self._pc.on("connectionstatechange", self._state_changed)
+        self._video: RTCRtpReceiver | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_keyframe = 0.0
+        self._last_request = 0.0
+        self._closed = False
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Applies the offer and returns the answer, with all ICE candidates in it.
+
+        Raises:
+            lpstream.errors.RemoteProtocolError: 415 when no codec in the offer can be
+                received, 400 when aiortc cannot apply it.
+        """
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except OperationError as exc:
+            raise RemoteProtocolError(
+                f"no codec in the offer can be received ({exc}); this node takes H.264 "
+                "(constrained) baseline with packetization-mode=1 and Opus",
+                code=415,
+            ) from None
+        except Exception as exc:
+            log.debug("offer rejected by aiortc", exc_info=True)
+            raise RemoteProtocolError(f"bad SDP offer: {exc or type(exc).__name__}") from None
+        # setRemoteDescription created the receivers; none has started (that waits for ICE
+        # and DTLS), so the decoder queue can still be swapped.
+        for transceiver in self._pc.getTransceivers():
+            receiver = transceiver.receiver
+            if transceiver.kind == "video" and self._video is None:
+                if not isinstance(getattr(receiver, _TAPPED_QUEUE, None), queue.Queue):
+                    raise RuntimeError(
+                        "aiortc's RTCRtpReceiver has no decoder queue to tap; "
+                        "WHIP ingest was written against aiortc 1.16"
+                    )
+                self._video = receiver
+                setattr(receiver, _TAPPED_QUEUE, _EncodedFrameTap(self._video_frame))
+            elif transceiver.kind == "audio" and receiver.track is not None:
+                self._start(self._read_audio(receiver.track))
+        if self._video is None:
+            raise RemoteProtocolError("the offer has no video to receive", code=415)
+        loop = asyncio.get_running_loop()
+        self._last_keyframe = self._last_request = loop.time()
+        answer = await self._pc.createAnswer()
+        await self._pc.setLocalDescription(answer)
+        self._start(self._request_keyframes())
+        return str(self._pc.localDescription.sdp)
+
+    def request_keyframe(self) -> None:
+        """Sends a PLI now (call on the asyncio loop)."""
+        self._start(self._send_pli())
+
+    async def close(self) -> None:
+        """Closes the connection and stops every task of this peer."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self._pc.close()
+
+    def _start(self, coro: Any) -> None:
+        if self._closed:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("WHIP peer task failed", exc_info=task.exception())
+
+    def _state_changed(self) -> None:
+        self._on_item(ConnectionStateChanged(state=self._pc.connectionState))
+
+    def _video_frame(self, codec: Any, frame: Any) -> None:
+        if str(codec.mimeType).lower() != "video/h264":
+            return
+        data = bytes(frame.data)
+        if _is_keyframe(data):
+            self._last_keyframe = asyncio.get_running_loop().time()
+        self._on_item(VideoFrameReceived(data=data, timestamp=int(frame.timestamp)))
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            self._on_item(AudioFrameReceived(frame=frame))
+
+    async def _request_keyframes(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self._keyframe_interval
+        while True:
+            await asyncio.sleep(min(0.25, interval / 4))
+            now = loop.time()
+            if now - self._last_keyframe >= interval and now - self._last_request >= interval / 2:
+                await self._send_pli()
+
+    async def _send_pli(self) -> None:
+        receiver = self._video
+        if receiver is None or self._pc.connectionState != "connected":
+            return
+        self._last_request = asyncio.get_running_loop().time()
+        for source in receiver.getSynchronizationSources():
+            await receiver._send_rtcp_pli(source.source)

@@ -1,0 +1,188 @@
+"""Checks a WHIP SDP offer before any WebRTC machinery sees it (sans-IO, no clock, no sockets).
+
+How this works:
+
+* The offer is read as SDP text (RFC 8866): ``<type>=<value>`` lines, a session part, then one
+  media section per ``m=`` line. Only what ingest depends on is checked; the full negotiation
+  (ICE, DTLS roles, payload types, header extensions) is left to the WebRTC stack.
+* A malformed offer (not text, no ``v=0``, a line that is not ``x=...``, an ``m=`` line that
+  cannot be read, no ICE credentials or DTLS fingerprint) is a remote error with code 400.
+* An offer that is well formed but carries media this node cannot ingest is refused with 415:
+  the video section must offer H.264 with ``packetization-mode=1`` (the mode every WebRTC
+  sender uses; H.264 is passed through to HLS without re-encoding, so no other video codec
+  will do), and an audio section, if there is one, must offer Opus.
+* At most one video and one audio section: WHIP publishes one stream, and simulcast is not
+  supported here. Data channels are allowed and ignored.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from lpstream.errors import RemoteProtocolError
+
+__all__ = ["MAX_OFFER_SIZE", "MediaSection", "OfferSummary", "check_offer"]
+
+MAX_OFFER_SIZE = 64 * 1024
+"""Largest offer accepted, in bytes (real offers are a few KiB)."""
+MAX_SECTIONS = 8
+"""Most ``m=`` sections accepted."""
+
+_SENDING = {"sendonly", "sendrecv"}
+_DIRECTIONS = {"sendonly", "sendrecv", "recvonly", "inactive"}
+
+
+@attrs.frozen(kw_only=True)
+class MediaSection:
+    """What one ``m=`` section of an offer says about its media."""
+
+    kind: str
+    """``audio``, ``video`` or ``application``."""
+    codecs: tuple[str, ...]
+    """Encoding names from its ``a=rtpmap`` lines, upper case, in offer order."""
+    h264_packetization_modes: tuple[int, ...]
+    """``packetization-mode`` of each H.264 payload type (0 when absent)."""
+    direction: str
+    """``sendonly``, ``sendrecv``, ``recvonly`` or ``inactive`` (``sendrecv`` when absent)."""
+
+
+@attrs.frozen(kw_only=True)
+class OfferSummary:
+    """An offer that passed :func:`check_offer`."""
+
+    video: MediaSection
+    """The video section (it offers H.264)."""
+    audio: MediaSection | None
+    """The audio section (it offers Opus), if the publisher sends audio."""
+
+
+def _bad(message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"bad SDP offer: {message}", code=400)
+
+
+def _unsupported(message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(message, code=415)
+
+
+@attrs.define
+class _Section:
+    kind: str
+    formats: list[str]
+    rtpmap: dict[str, str] = attrs.Factory(dict)
+    fmtp: dict[str, str] = attrs.Factory(dict)
+    direction: str | None = None
+    has_ice: bool = False
+    has_fingerprint: bool = False
+
+
+def _fmtp_params(text: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in text.split(";"):
+        key, sep, value = item.strip().partition("=")
+        if sep:
+            params[key.strip().lower()] = value.strip()
+    return params
+
+
+def _parse(text: str) -> tuple[_Section, list[_Section]]:
+    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+    if not lines or lines[0].strip() != "v=0":
+        raise _bad("it must start with 'v=0'")
+    session = _Section(kind="session", formats=[])
+    sections: list[_Section] = []
+    current = session
+    for number, line in enumerate(lines, start=1):
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+            raise _bad(f"line {number} is not '<type>=<value>'")
+        kind, value = line[0], line[2:].strip()
+        if kind == "m":
+            parts = value.split()
+            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+                raise _bad(f"line {number}: cannot read the m= line {value!r}")
+            current = _Section(kind=parts[0].lower(), formats=parts[3:])
+            sections.append(current)
+            if len(sections) > MAX_SECTIONS:
+                raise _bad(f"more than {MAX_SECTIONS} media sections")
+        elif kind == "a":
+            name, _, arg = value.partition(":")
+            name = name.lower()
+            if name == "rtpmap":
+                pt, _, encoding = arg.partition(" ")
+                current.rtpmap[pt.strip()] = encoding.split("/")[0].strip().upper()
+            elif name == "fmtp":
+                pt, _, params = arg.partition(" ")
+                current.fmtp[pt.strip()] = params
+            elif name in _DIRECTIONS:
+                current.direction = name
+            elif name in ("ice-ufrag", "ice-pwd"):
+                current.has_ice = True
+            elif name == "fingerprint":
+                current.has_fingerprint = True
+    return session, sections
+
+
+def _summarize(section: _Section) -> MediaSection:
+    codecs = tuple(section.rtpmap[f] for f in section.formats if f in section.rtpmap)
+    modes = []
+    for fmt in section.formats:
+        if section.rtpmap.get(fmt) == "H264":
+            params = _fmtp_params(section.fmtp.get(fmt, ""))
+            mode = params.get("packetization-mode", "0")
+            modes.append(int(mode) if mode.isdigit() else -1)
+    return MediaSection(
+        kind=section.kind,
+        codecs=codecs,
+        h264_packetization_modes=tuple(modes),
+        direction=section.direction or "sendrecv",
+    )
+
+
+def check_offer(data: str | bytes) -> OfferSummary:
+    """Reads a WHIP offer and checks that this node can ingest what it offers.
+
+    Raises:
+        lpstream.errors.RemoteProtocolError: code 400 for a malformed offer, 413 for one over
+            :data:`MAX_OFFER_SIZE`, 415 for one without H.264 video or with audio but no Opus;
+            the message says which.
+    """
+    if len(data) > MAX_OFFER_SIZE:
+        raise RemoteProtocolError(f"SDP offer over {MAX_OFFER_SIZE} bytes", code=413)
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _bad("it is not UTF-8 text") from None
+    else:
+        text = data
+    session, sections = _parse(text)
+    for section in sections:
+        if not (section.has_ice or session.has_ice):
+            raise _bad(f"the {section.kind} section has no a=ice-ufrag/a=ice-pwd")
+        if not (section.has_fingerprint or session.has_fingerprint):
+            raise _bad(f"the {section.kind} section has no DTLS a=fingerprint")
+    videos = [_summarize(s) for s in sections if s.kind == "video"]
+    audios = [_summarize(s) for s in sections if s.kind == "audio"]
+    if len(videos) > 1 or len(audios) > 1:
+        raise _bad("at most one video and one audio section (simulcast is not supported)")
+    if not videos:
+        raise _unsupported("the offer has no video; WHIP ingest needs H.264 video")
+    video = videos[0]
+    if video.direction not in _SENDING:
+        raise _bad(f"the video section is {video.direction}; a publisher must send")
+    if 1 not in video.h264_packetization_modes:
+        offered = ", ".join(dict.fromkeys(video.codecs)) or "none"
+        raise _unsupported(
+            f"the offer has no H.264 video with packetization-mode=1 (offered: {offered}); "
+            "this node ingests H.264 video and optional Opus audio"
+        )
+    audio = audios[0] if audios else None
+    if audio is not None:
+        if audio.direction not in _SENDING:
+            audio = None
+        elif "OPUS" not in audio.codecs:
+            offered = ", ".join(dict.fromkeys(audio.codecs)) or "none"
+            raise _unsupported(
+                f"the offer's audio has no Opus (offered: {offered}); "
+                "this node ingests Opus audio (sent on as AAC) or no audio"
+            )
+    return OfferSummary(video=video, audio=audio)
