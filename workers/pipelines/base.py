@@ -1,0 +1,101 @@
+"""The pipeline interface: what a real-time video pipeline declares and implements.
+
+A pipeline is a class with a :class:`PipelineSpec` (name, parameters, models, batch size) that
+subclasses :class:`RgbPipeline` or :class:`YuvPipeline`, which fixes the pixels it gets (see
+``workers.frames.PixelLayout``). Its life cycle, driven by a ``PipelineRunner`` on one worker
+thread: ``prepare`` (load models; blocking, may be slow), then ``update`` with the starting
+parameters, then ``process`` per batch with ``update`` before a batch whenever parameters were
+changed, then ``stop``. None of these run concurrently with each other.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from typing import TYPE_CHECKING, ClassVar
+
+import attrs
+
+from workers.frames import PixelLayout, YuvBatch
+
+from .params import Params, ParamSpec
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Pipeline", "PipelineContext", "PipelineSpec", "RgbPipeline", "YuvPipeline"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def _check_name(_: object, __: object, value: str) -> None:
+    if not _NAME.match(value):
+        raise ValueError(f"pipeline name {value!r}: use 1-64 of a-z, 0-9, '.', '_', '-'")
+
+
+@attrs.frozen(kw_only=True)
+class PipelineSpec:
+    """What a pipeline is: advertised by orchestrators, checked by the runner."""
+
+    name: str = attrs.field(validator=_check_name)
+    """Registry name, as requested by gateways (``noop``, ``cartoon``...)."""
+    description: str
+    """One line for people choosing a pipeline."""
+    params: tuple[ParamSpec, ...] = ()
+    """Declared parameters, with defaults; nothing else is accepted."""
+    models: tuple[str, ...] = ()
+    """Model identifiers the pipeline loads in ``prepare`` (empty: no weights)."""
+    batch_size: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    """Frames per ``process`` call; the runner gathers this many (fewer at a flush)."""
+
+
+@attrs.frozen(kw_only=True)
+class PipelineContext:
+    """Where a pipeline runs."""
+
+    device: str = "cpu"
+    """torch device: ``cpu`` or ``cuda:N``."""
+
+
+class Pipeline(abc.ABC):
+    """Base of every pipeline; subclass :class:`RgbPipeline` or :class:`YuvPipeline`."""
+
+    spec: ClassVar[PipelineSpec]
+    layout: ClassVar[PixelLayout]
+
+    def prepare(self, context: PipelineContext, params: Params) -> None:  # noqa: B027
+        """Loads models and moves them to ``context.device``; blocking, called once.
+
+        Raises:
+            PipelineError: something the pipeline needs is missing or broken.
+        """
+
+    def update(self, params: Params) -> None:  # noqa: B027
+        """Takes new parameters (already validated) before the next batch.
+
+        Called after ``prepare`` with the starting parameters and again after every change;
+        expensive derived state (an embedded prompt, a reloaded model) belongs here.
+        """
+
+    def stop(self) -> None:  # noqa: B027
+        """Releases what ``prepare`` took; called once, after the last batch."""
+
+
+class RgbPipeline(Pipeline):
+    """A pipeline over ``float32 [B, 3, H, W]`` RGB in ``[0, 1]``."""
+
+    layout: ClassVar[PixelLayout] = PixelLayout.RGB
+
+    @abc.abstractmethod
+    def process(self, frames: torch.Tensor, params: Params) -> torch.Tensor:
+        """Returns the output batch, same shape; it may be ``frames`` changed in place."""
+
+
+class YuvPipeline(Pipeline):
+    """A pipeline over ``uint8`` YUV 4:2:0 planes (views of decoder memory: do not write)."""
+
+    layout: ClassVar[PixelLayout] = PixelLayout.YUV420
+
+    @abc.abstractmethod
+    def process(self, frames: YuvBatch, params: Params) -> YuvBatch:
+        """Returns the output planes, same shapes (new tensors, or the input unchanged)."""

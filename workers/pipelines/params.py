@@ -1,0 +1,282 @@
+"""Pipeline parameters: typed declarations with defaults, and validation that lists every problem.
+
+A pipeline declares its parameters as a tuple of ``*Param`` values. :func:`validate` turns what
+a user sent (JSON-like values) into :class:`Params`, a frozen mapping holding every declared
+parameter, defaults filled in. :func:`schema` gives the JSON-Schema-like description an
+orchestrator advertises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from lpstream.errors import LpstreamError
+
+__all__ = [
+    "BoolParam",
+    "ChoiceParam",
+    "FloatParam",
+    "IntParam",
+    "InvalidParamsError",
+    "ParamSpec",
+    "Params",
+    "PathParam",
+    "PipelineError",
+    "StrParam",
+    "schema",
+    "validate",
+]
+
+
+class PipelineError(LpstreamError):
+    """A pipeline could not be found, loaded, prepared or run."""
+
+
+class InvalidParamsError(PipelineError, ValueError):
+    """Parameters that do not fit a pipeline's declaration (answered as 400).
+
+    Attributes:
+        problems: one line per parameter that is wrong.
+    """
+
+    def __init__(self, pipeline: str, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(f"invalid parameters for pipeline {pipeline!r}: " + "; ".join(problems))
+
+
+@attrs.frozen(kw_only=True)
+class FloatParam:
+    """A number, optionally bounded (inclusive)."""
+
+    name: str
+    default: float
+    minimum: float | None = None
+    maximum: float | None = None
+    description: str = ""
+
+    def check(self, value: object) -> tuple[float | None, str | None]:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None, f"{self.name} must be a number, not {_kind(value)}"
+        number = float(value)
+        if not math.isfinite(number):
+            return None, f"{self.name} must be finite"
+        if self.minimum is not None and number < self.minimum:
+            return None, f"{self.name} must be >= {self.minimum}, not {number}"
+        if self.maximum is not None and number > self.maximum:
+            return None, f"{self.name} must be <= {self.maximum}, not {number}"
+        return number, None
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "number", "default": self.default}
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        return _described(out, self.description)
+
+
+@attrs.frozen(kw_only=True)
+class IntParam:
+    """A whole number, optionally bounded (inclusive)."""
+
+    name: str
+    default: int
+    minimum: int | None = None
+    maximum: int | None = None
+    description: str = ""
+
+    def check(self, value: object) -> tuple[int | None, str | None]:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None, f"{self.name} must be a whole number, not {_kind(value)}"
+        if self.minimum is not None and value < self.minimum:
+            return None, f"{self.name} must be >= {self.minimum}, not {value}"
+        if self.maximum is not None and value > self.maximum:
+            return None, f"{self.name} must be <= {self.maximum}, not {value}"
+        return value, None
+
+    def schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "integer", "default": self.default}
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        if self.maximum is not None:
+            out["maximum"] = self.maximum
+        return _described(out, self.description)
+
+
+@attrs.frozen(kw_only=True)
+class BoolParam:
+    """A switch."""
+
+    name: str
+    default: bool
+    description: str = ""
+
+    def check(self, value: object) -> tuple[bool | None, str | None]:
+        if not isinstance(value, bool):
+            return None, f"{self.name} must be true or false, not {_kind(value)}"
+        return value, None
+
+    def schema(self) -> dict[str, Any]:
+        return _described({"type": "boolean", "default": self.default}, self.description)
+
+
+@attrs.frozen(kw_only=True)
+class ChoiceParam:
+    """One string out of a fixed set."""
+
+    name: str
+    default: str
+    choices: tuple[str, ...]
+    description: str = ""
+
+    def check(self, value: object) -> tuple[str | None, str | None]:
+        if not isinstance(value, str) or value not in self.choices:
+            return None, f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}"
+        return value, None
+
+    def schema(self) -> dict[str, Any]:
+        out = {"type": "string", "enum": list(self.choices), "default": self.default}
+        return _described(out, self.description)
+
+
+@attrs.frozen(kw_only=True)
+class StrParam:
+    """Free text up to ``max_length`` characters (a prompt, a label)."""
+
+    name: str
+    default: str
+    max_length: int = 1000
+    description: str = ""
+
+    def check(self, value: object) -> tuple[str | None, str | None]:
+        if not isinstance(value, str):
+            return None, f"{self.name} must be a string, not {_kind(value)}"
+        if len(value) > self.max_length:
+            return None, f"{self.name} must be at most {self.max_length} characters"
+        return value, None
+
+    def schema(self) -> dict[str, Any]:
+        out = {"type": "string", "maxLength": self.max_length, "default": self.default}
+        return _described(out, self.description)
+
+
+@attrs.frozen(kw_only=True)
+class PathParam:
+    """A filesystem path (a model file); empty means unset. Existence is checked on prepare."""
+
+    name: str
+    default: str = ""
+    description: str = ""
+
+    def check(self, value: object) -> tuple[str | None, str | None]:
+        if not isinstance(value, str) or "\0" in value:
+            return None, f"{self.name} must be a path string, not {_kind(value)}"
+        return value, None
+
+    def schema(self) -> dict[str, Any]:
+        out = {"type": "string", "format": "path", "default": self.default}
+        return _described(out, self.description)
+
+
+ParamSpec = FloatParam | IntParam | BoolParam | ChoiceParam | StrParam | PathParam
+"""One declared parameter."""
+
+
+def _as_dict(values: Mapping[str, object]) -> dict[str, object]:
+    return dict(values)
+
+
+@attrs.frozen
+class Params(Mapping[str, object]):
+    """Validated parameter values: every declared parameter, with defaults filled in."""
+
+    _values: Mapping[str, object] = attrs.field(converter=_as_dict)
+
+    def __getitem__(self, name: str) -> object:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get_float(self, name: str) -> float:
+        value = self._values[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"parameter {name} is not a number")
+        return float(value)
+
+    def get_int(self, name: str) -> int:
+        value = self._values[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"parameter {name} is not a whole number")
+        return value
+
+    def get_bool(self, name: str) -> bool:
+        value = self._values[name]
+        if not isinstance(value, bool):
+            raise TypeError(f"parameter {name} is not a switch")
+        return value
+
+    def get_str(self, name: str) -> str:
+        value = self._values[name]
+        if not isinstance(value, str):
+            raise TypeError(f"parameter {name} is not a string")
+        return value
+
+
+def validate(
+    pipeline: str,
+    declared: Sequence[ParamSpec],
+    values: Mapping[str, object],
+    *,
+    base: Params | None = None,
+) -> Params:
+    """Checks ``values`` against ``declared``; unset names keep ``base`` (or the defaults).
+
+    Raises:
+        InvalidParamsError: listing every unknown name and every value that does not fit.
+    """
+    by_name = {p.name: p for p in declared}
+    problems = [f"unknown parameter {name!r}" for name in values if name not in by_name]
+    result: dict[str, object] = (
+        dict(base) if base is not None else {p.name: p.default for p in declared}
+    )
+    for name, value in values.items():
+        spec = by_name.get(name)
+        if spec is None:
+            continue
+        checked, problem = spec.check(value)
+        if problem is not None:
+            problems.append(problem)
+        else:
+            result[name] = checked
+    if problems:
+        raise InvalidParamsError(pipeline, problems)
+    return Params(result)
+
+
+def schema(declared: Sequence[ParamSpec]) -> dict[str, Any]:
+    """A JSON-Schema object describing the parameters (what an orchestrator advertises)."""
+    return {
+        "type": "object",
+        "properties": {p.name: p.schema() for p in declared},
+        "additionalProperties": False,
+    }
+
+
+def _described(out: dict[str, Any], description: str) -> dict[str, Any]:
+    if description:
+        out["description"] = description
+    return out
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
