@@ -532,9 +532,9 @@ def _announce(line: str) -> None:
 )
 @option(
     "--round-length",
-    type=click.IntRange(1, 100_000),
+    type=click.IntRange(45, 100_000),
     default=DEFAULT_PARAMETERS.round_length,
-    help="Blocks per round.",
+    help="Blocks per round (more than the 40-block ticket expiry, so winners can be redeemed).",
 )
 @option("--accounts", type=click.IntRange(0, 100), default=4, help="Funded dev accounts.")
 @option(

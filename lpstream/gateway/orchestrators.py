@@ -219,7 +219,7 @@ class OrchestratorPool:
         for address, orch in by_address.items():
             info = infos.get(address)
             orch.answered = info is not None
-            refused = ""
+            refused = orch.refused  # no answer in time: the last verdict stands
             if info is not None:
                 refused = refusal(
                     address,
@@ -387,6 +387,9 @@ class OrchestratorPool:
             trio.TooSlowError,
         ) as exc:
             retryable = not isinstance(exc, JobError) or exc.code >= 500
+            if isinstance(exc, JobError) and exc.code == 402 and self.payments is not None:
+                log.warning("orchestrator %s refused a payment: %s", orch.address, exc)
+                self.payments.payment_refused(str(orch.address), job.session)
             if retryable:
                 self.selector.record_failure(str(orch.address))
                 orch.failures += 1

@@ -36,7 +36,7 @@ __all__ = ["PaymentSender", "PriceTooHighError"]
 
 log = logging.getLogger("lpstream.payments")
 
-PARAMS_MARGIN_BLOCKS = 2
+PARAMS_MARGIN_BLOCKS = 8
 """Parameters this close to expiry are refreshed before use."""
 
 
@@ -137,6 +137,20 @@ class PaymentSender:
         encoded = payment.encode()
         self._payment_bytes.append(len(encoded))
         return encoded
+
+    def payment_refused(self, orchestrator: str, session: str) -> None:
+        """Forgets our credit with ``orchestrator`` for ``session`` and its ticket parameters.
+
+        After a 402 the orchestrator credited less than we sent (refused tickets credit
+        nothing), so our figure is too high and would make every later payment short; and
+        the parameters may be what it refused (it restarted with a new secret, they expired).
+        The next payment starts from fresh parameters and zero credit: we may overpay a
+        little, never stall.
+        """
+        self._credit.pop((orchestrator, session), None)
+        params = self._params.pop(orchestrator, None)
+        if params is not None:
+            self.sender.forget(params.recipient_rand_hash)
 
     def settle(self, orchestrator: str, session: str, pixels: int) -> None:
         """Lowers the credit by what the orchestrator billed for ``pixels``."""

@@ -151,6 +151,17 @@ class Orchestrator:
     def _load(self, worker_id: str) -> int:
         return sum(1 for s in self._sessions.values() if s.worker_id == worker_id)
 
+    def _check_room(self, key: tuple[str, str]) -> None:
+        """Raises ``BusyError`` unless ``key``'s session has a worker or one has room."""
+        self._expire_sessions(trio.current_time())
+        session = self._sessions.get(key)
+        if session is not None and session.worker_id in self._workers:
+            return
+        if not self._workers:
+            raise BusyError("no workers are registered")
+        if all(self._load(w.worker_id) >= w.capacity for w in self._workers.values()):
+            raise BusyError(f"busy: all {self.capacity} sessions are in use")
+
     def _assign(self, key: tuple[str, str], exclude: set[str]) -> Worker:
         now = trio.current_time()
         self._expire_sessions(now)
@@ -182,11 +193,12 @@ class Orchestrator:
     async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]:
         """Runs a job on a worker, moving it to another worker if one fails."""
         job.video_profiles()  # range-check the profiles before any work (400 if bad)
+        key = (job.stream_id, job.session_id)
+        self._check_room(key)  # a busy answer must not have taken the payment first
         sender = ""
         if self.payments is not None:
             # Paid before any compute: a bad or short payment is a 402 here.
             sender = await self.payments.receive(job.payment, job.session_id)
-        key = (job.stream_id, job.session_id)
         tried: set[str] = set()
         last_error: Exception | None = None
         self._jobs_in_flight += 1

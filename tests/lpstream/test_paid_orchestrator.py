@@ -66,7 +66,12 @@ def segment(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 async def start_paid_orchestrator(
-    nursery: trio.Nursery, watch: ChainWatch, key: NodeKey, store: Path, price: Fraction
+    nursery: trio.Nursery,
+    watch: ChainWatch,
+    key: NodeKey,
+    store: Path,
+    price: Fraction,
+    capacity: int = 4,
 ) -> tuple[PaymentReceiver, int]:
     """An orchestrator paid in tickets to ``key``'s address, serving QUIC on loopback."""
     receiver = PaymentReceiver(
@@ -79,7 +84,7 @@ async def start_paid_orchestrator(
         signing_key=key.private_key,
     )
     node = Orchestrator(
-        secret="s", metrics=Metrics(), local=LocalWorker(capacity=4), payments=receiver
+        secret="s", metrics=Metrics(), local=LocalWorker(capacity=capacity), payments=receiver
     )
     _, port = await nursery.start(serve_quic, "127.0.0.1", 0, node.handle_connection)
     return receiver, port
@@ -386,3 +391,62 @@ async def test_an_orchestrator_above_the_max_price_is_never_offered_work(
     assert facts[f"127.0.0.1:{paid.port}"]["jobs"] == 4
     assert facts[f"127.0.0.1:{pricey_port}"]["jobs"] == 0
     assert pricey_receiver.status()["tickets_received"] == 0
+
+
+async def test_after_a_402_the_gateway_pays_again_from_fresh_parameters(
+    paid: Paid, segment: bytes, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The orchestrator restarts (new secret, no balances): the gateway's next tickets are
+    refused with 402; it forgets its credit and parameters, and the retry is paid in full."""
+    key = paid.chain.keys[1]  # bonded and active
+
+    def receiver(name: str) -> PaymentReceiver:
+        return PaymentReceiver(
+            address=key.address,
+            watch=paid.watch,
+            store=TicketStore(tmp_path / name),
+            store_limiter=trio.CapacityLimiter(1),
+            price=Fraction(1),
+            ticket_ev=EV,
+            signing_key=key.private_key,
+        )
+
+    node = Orchestrator(
+        secret="s", metrics=Metrics(), local=LocalWorker(capacity=2), payments=receiver("a.db")
+    )
+    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, node.handle_connection)
+    sender = PaymentSender(sender=TicketSender(private_key=paid.gateway_key.private_key))
+    pool = OrchestratorPool([HostPort("127.0.0.1", port)], payments=sender, watch=paid.watch)
+    await nursery.start(pool.run)
+    await pool.transcode(segment_job(0, "s"), full(segment))
+
+    restarted = node.payments = receiver("b.db")
+    with pytest.raises(JobError, match="payment refused") as caught:
+        await pool.transcode(segment_job(1, "s"), full(segment))
+    assert caught.value.code == 402
+    assert f"127.0.0.1:{port}/s" not in sender.status()["credit"]
+
+    renditions = await pool.transcode(segment_job(1, "s"), full(segment))
+    assert sum(r.pixels for r in renditions) > 0
+    credit = Fraction(sender.status()["credit"][f"127.0.0.1:{port}/s"])
+    assert credit == restarted.ledger.balance(sender.address, "s") > 0
+
+
+async def test_a_busy_orchestrator_takes_no_payment(
+    paid: Paid, segment: bytes, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    receiver, port = await start_paid_orchestrator(
+        nursery, paid.watch, paid.chain.keys[1], tmp_path / "one.sqlite", Fraction(1), capacity=1
+    )
+    sender = TicketSender(private_key=paid.gateway_key.private_key)
+    async with open_quic_connection("127.0.0.1", port) as connection:
+        _, params = await ticket_params(connection, sender.address)
+        await send(connection, job(0, sender.create_payment(params, 2).encode(), "a"), segment)
+        received = receiver.status()["tickets_received"]
+        assert received == 2
+        with pytest.raises(JobError, match="busy") as caught:
+            payment = sender.create_payment(params, 2).encode()
+            await send(connection, job(0, payment, "b"), segment)
+        assert caught.value.code == 503
+    assert receiver.status()["tickets_received"] == received
+    assert receiver.ledger.balance(sender.address, "b") == 0
