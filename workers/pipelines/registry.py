@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from workers.pipelines.base import Pipeline, PipelineSpec
+from workers.pipelines.diffusion import Img2ImgDiffusionPipeline
 from workers.pipelines.effects import CartoonPipeline, ColorGradePipeline
 from workers.pipelines.noop import NoopPipeline
 from workers.pipelines.params import PipelineError, schema
@@ -41,6 +42,7 @@ BUILTIN_PIPELINES: tuple[type[Pipeline], ...] = (
     CartoonPipeline,
     ColorGradePipeline,
     TorchScriptPipeline,
+    Img2ImgDiffusionPipeline,
 )
 
 _log = logging.getLogger(__name__)
