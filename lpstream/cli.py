@@ -110,7 +110,19 @@ http_opt = option(
     "--http-addr",
     default="127.0.0.1:8935",
     callback=_addr("--http-addr", 8935),
-    help="HTTP for playback (/hls, /watch), /api/status and /metrics.",
+    help="HTTP for playback (/hls, /watch), WHIP ingest (/whip), /api/status and /metrics.",
+)
+whip_token_opt = option(
+    "--whip-token",
+    default=None,
+    help="Bearer token WHIP publishers must send (Authorization: Bearer ...); default: none.",
+)
+whip_host_opt = option(
+    "--whip-host",
+    multiple=True,
+    help="Address to offer as a WHIP ICE host candidate (repeat); default: every interface "
+    "address but loopback. Use the public address behind a port forward, 127.0.0.1 on one "
+    "machine.",
 )
 service_opt = option(
     "--service-addr",
@@ -233,6 +245,8 @@ def main() -> None:
     default=None,
     help="Where the ticket queue lives (default: a fresh temporary folder).",
 )
+@whip_token_opt
+@whip_host_opt
 @log_level
 def dev(
     rtmp_addr: HostPort,
@@ -253,6 +267,8 @@ def dev(
     block_time: float,
     round_length: int,
     data_dir: str | None,
+    whip_token: str | None,
+    whip_host: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Gateway, orchestrator and worker in one process, paying with tickets on an embedded
@@ -282,6 +298,8 @@ def dev(
         orch_addrs=(),
         profiles=_profiles(profiles),
         segment_duration=segment_duration,
+        whip_token=whip_token,
+        whip_hosts=whip_host,
     )
     orch_options = OrchestratorOptions(
         service_addr=service_addr,
@@ -337,6 +355,8 @@ def dev(
     help="Refuse orchestrators asking more wei per unit than this (default: no limit).",
 )
 @option("--pixels-per-unit", type=click.IntRange(1), default=1, help="Pixels in a price unit.")
+@whip_token_opt
+@whip_host_opt
 @log_level
 def gateway(
     rtmp_addr: HostPort,
@@ -356,6 +376,8 @@ def gateway(
     passphrase_file: str | None,
     max_price_per_unit: int | None,
     pixels_per_unit: int,
+    whip_token: str | None,
+    whip_host: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Take streams from broadcasters, pay orchestrators to transcode, serve viewers."""
@@ -391,6 +413,8 @@ def gateway(
         webhook_url=orch_webhook_url,
         weights=weights,
         selection_seed=selection_seed,
+        whip_token=whip_token,
+        whip_hosts=whip_host,
     )
     _run(lambda: run_gateway(options, announce=_announce, chain=chain, payments=payments))
 

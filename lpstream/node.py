@@ -19,6 +19,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 import lpstream
 from ingest.rtmp import RtmpServer
+from ingest.whip import WhipIngest
 from lpstream.chainwatch import ChainWatch
 from lpstream.config import HostPort
 from lpstream.gateway.discovery import (
@@ -82,6 +83,10 @@ class GatewayOptions:
     """Selection weights: stake, price, random (go-livepeer's defaults 0.7 / 0 / 0.3)."""
     selection_seed: int | None = None
     """Seed of the selection draws, for reproducible runs; None draws from the OS."""
+    whip_token: str | None = None
+    """Bearer token WHIP publishers must present; None lets anyone publish."""
+    whip_hosts: tuple[str, ...] = ()
+    """Addresses offered as WHIP ICE host candidates; empty: every non-loopback address."""
 
 
 @attrs.frozen(kw_only=True)
@@ -220,20 +225,24 @@ async def _start_gateway(
     rtmp_host, rtmp_port = await nursery.start(
         rtmp.serve, options.rtmp_addr.host, options.rtmp_addr.port
     )
+    whip = WhipIngest(handler=gateway, token=options.whip_token, host_addresses=options.whip_hosts)
+    await nursery.start(whip.run)
 
     def status() -> dict[str, Any]:
         out: dict[str, Any] = {"role": role, "version": lpstream.__version__}
         out.update(gateway.status())
         out["orchestrators"] = pool.status()
         out["rtmp"] = attrs.asdict(rtmp.statistics())
+        out["whip"] = attrs.asdict(whip.statistics())
         if extra_status is not None:
             out.update(extra_status())
         return out
 
-    app = build_app(playback=gateway, status=status, metrics=metrics)
+    app = build_app(playback=gateway, status=status, metrics=metrics, whip=whip)
     http = await nursery.start(_serve_http, app, options.http_addr)
     rtmp_bound = HostPort(rtmp_host, rtmp_port)
     announce(f"ingest:   rtmp://{rtmp_bound}/live/{{stream}}")
+    announce(f"ingest:   http://{http}/whip/{{stream}} (WHIP)")
     announce(f"playback: http://{http}/hls/{{stream}}/index.m3u8")
     announce(f"watch:    http://{http}/watch/{{stream}}")
     announce(f"status:   http://{http}/api/status")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from ingest.whip import WhipIngest
+from lpstream.http.watch import watch_routes
+from lpstream.http.whip import whip_routes
 from lpstream.metrics import Metrics
 from lpstream.playback.hls import HlsStream
 
@@ -36,8 +38,10 @@ def build_app(
     playback: PlaybackDirectory | None,
     status: Callable[[], Mapping[str, Any]],
     metrics: Metrics,
+    whip: WhipIngest | None = None,
 ) -> Starlette:
-    """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers."""
+    """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers, ``whip``
+    None on nodes that take no WHIP publishes."""
 
     def stream_or_404(request: Request) -> HlsStream | Response:
         name = request.path_params["stream"]
@@ -75,12 +79,6 @@ def build_app(
             return PlainTextResponse("segment is not available\n", status_code=404)
         return Response(data, media_type="video/mp2t", headers={"Cache-Control": "max-age=60"})
 
-    async def watch(request: Request) -> Response:
-        name = request.path_params["stream"]
-        if not _NAME.match(name):
-            return PlainTextResponse("bad stream name\n", status_code=400)
-        return HTMLResponse(_WATCH_PAGE.replace("{{name}}", html.escape(name)))
-
     async def api_status(request: Request) -> Response:
         return JSONResponse(dict(status()))
 
@@ -93,26 +91,10 @@ def build_app(
         Route("/hls/{stream}/index.m3u8", master),
         Route("/hls/{stream}/{rendition}/index.m3u8", media),
         Route("/hls/{stream}/{rendition}/{seq:int}.ts", segment),
-        Route("/watch/{stream}", watch),
         Route("/api/status", api_status),
         Route("/metrics", prometheus),
+        *watch_routes(),
     ]
+    if whip is not None:
+        routes += whip_routes(whip)
     return Starlette(routes=routes)
-
-
-_WATCH_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{name}} · lpstream</title>
-<style>body{font-family:system-ui,sans-serif;background:#111;color:#eee;margin:2rem}
-video{width:100%;max-width:960px;background:#000}</style></head>
-<body><h1>{{name}}</h1>
-<video id="v" controls autoplay muted playsinline></video>
-<p>HLS: <a href="/hls/{{name}}/index.m3u8">/hls/{{name}}/index.m3u8</a>
-(open it in a player such as <code>ffplay</code>, VLC or Safari)</p>
-<script>
-const v = document.getElementById("v");
-const src = "/hls/{{name}}/index.m3u8";
-if (v.canPlayType("application/vnd.apple.mpegurl")) { v.src = src; }
-else { document.body.insertAdjacentHTML("beforeend",
-  "<p>This browser has no native HLS; open the URL above in a player.</p>"); }
-</script></body></html>
-"""
