@@ -39,6 +39,8 @@ CHROMIUM_FLAGS = (
     "--autoplay-policy=no-user-gesture-required",
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
     "--remote-debugging-port=0",
     "--window-size=1280,800",
 )
@@ -96,6 +98,9 @@ class Browser:
         await page.command("Page.enable")
         await page.command("Runtime.enable")
         await page.command("Page.navigate", {"url": url})
+        await page.wait_for(
+            f"location.href === {json.dumps(url)} && document.readyState === 'complete'", 30
+        )
         return page
 
 
@@ -143,7 +148,10 @@ async def open_browser(log: Path) -> AsyncIterator[Browser]:
     executable = chromium_path()
     if executable is None:
         raise FileNotFoundError("chromium is not installed (scripts/setup installs it)")
-    with tempfile.TemporaryDirectory(prefix="lpstream-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile as it exits.
+    with tempfile.TemporaryDirectory(
+        prefix="lpstream-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         with log.open("wb") as err:
             process = await trio.lowlevel.open_process(
                 [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-__all__ = ["HLS_JS", "hls_js", "watch_page", "watch_routes"]
+__all__ = ["HLS_JS", "hls_js", "publish_page", "watch_page", "watch_routes"]
 
 HLS_JS = "hls.min.js"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -38,8 +38,13 @@ def watch_page(stream: str) -> str:
     return _PAGE.replace("{{name}}", html.escape(stream))
 
 
+def publish_page(stream: str) -> str:
+    """The HTML of the browser publish page for ``stream`` (camera and microphone over WHIP)."""
+    return _PUBLISH_PAGE.replace("{{name}}", html.escape(stream))
+
+
 def watch_routes() -> list[Route]:
-    """``/watch/{stream}`` and ``/static/hls.min.js``."""
+    """``/watch/{stream}``, ``/publish/{stream}`` and ``/static/hls.min.js``."""
     script = hls_js()
 
     async def watch(request: Request) -> Response:
@@ -47,6 +52,12 @@ def watch_routes() -> list[Route]:
         if not _NAME.match(name):
             return PlainTextResponse("bad stream name\n", status_code=400)
         return HTMLResponse(watch_page(name), headers={"Cache-Control": "no-cache"})
+
+    async def publish(request: Request) -> Response:
+        name = request.path_params["stream"]
+        if not _NAME.match(name):
+            return PlainTextResponse("bad stream name\n", status_code=400)
+        return HTMLResponse(publish_page(name), headers={"Cache-Control": "no-cache"})
 
     async def static_hls_js(request: Request) -> Response:
         if script is None:
@@ -60,7 +71,11 @@ def watch_routes() -> list[Route]:
             headers={"Cache-Control": "public, max-age=86400"},
         )
 
-    return [Route("/watch/{stream}", watch), Route(f"/static/{HLS_JS}", static_hls_js)]
+    return [
+        Route("/watch/{stream}", watch),
+        Route("/publish/{stream}", publish),
+        Route(f"/static/{HLS_JS}", static_hls_js),
+    ]
 
 
 _PAGE = """<!doctype html>
@@ -112,6 +127,71 @@ if (window.Hls && Hls.isSupported()) {
 } else {
   show("this browser cannot play HLS");
 }
+</script>
+</body></html>
+"""
+
+
+_PUBLISH_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>publish {{name}} · lpstream</title>
+<style>
+body{font-family:system-ui,sans-serif;background:#111;color:#eee;margin:2rem}
+video{width:100%;max-width:640px;background:#000;display:block}
+#state{font-family:ui-monospace,monospace;color:#aaa;margin:.5rem 0}
+a{color:#8cf}
+</style></head>
+<body><h1>publish {{name}}</h1>
+<video id="preview" autoplay muted playsinline></video>
+<div id="state">asking for the camera…</div>
+<p>Watch it at <a href="/watch/{{name}}">/watch/{{name}}</a>. A token, if the node wants one:
+<code>?token=…</code> in this page's address.</p>
+<script>
+"use strict";
+const state = document.getElementById("state");
+window.publisher = {state: "starting", error: null, resource: null};
+function show(text) { window.publisher.state = text; state.textContent = text; }
+async function publish() {
+  const media = await navigator.mediaDevices.getUserMedia(
+    {video: {width: 1280, height: 720}, audio: true});
+  document.getElementById("preview").srcObject = media;
+  const pc = new RTCPeerConnection();
+  window.publisher.pc = pc;
+  for (const track of media.getTracks()) {
+    const transceiver = pc.addTransceiver(track, {direction: "sendonly", streams: [media]});
+    if (track.kind === "video") {
+      // H.264 goes to HLS without a re-encode: offer it alone.
+      const h264 = RTCRtpSender.getCapabilities("video").codecs.filter(
+        c => c.mimeType === "video/H264" && /packetization-mode=1/.test(c.sdpFmtpLine || ""));
+      transceiver.setCodecPreferences(h264);
+    }
+  }
+  pc.onconnectionstatechange = () => show("connection " + pc.connectionState);
+  await pc.setLocalDescription(await pc.createOffer());
+  // Non-trickle WHIP: every candidate goes in the offer.
+  await new Promise(resolve => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+  });
+  const headers = {"Content-Type": "application/sdp"};
+  const token = new URLSearchParams(location.search).get("token");
+  if (token) headers["Authorization"] = "Bearer " + token;
+  show("offering…");
+  const reply = await fetch(
+    "/whip/{{name}}", {method: "POST", headers, body: pc.localDescription.sdp});
+  if (reply.status !== 201) {
+    throw new Error("WHIP answered " + reply.status + ": " + await reply.text());
+  }
+  window.publisher.resource = reply.headers.get("Location");
+  await pc.setRemoteDescription({type: "answer", sdp: await reply.text()});
+  show("answered, connecting…");
+  window.addEventListener("pagehide", () => {
+    const resource = window.publisher.resource;
+    if (resource) fetch(resource, {method: "DELETE", headers, keepalive: true});
+  });
+}
+publish().catch(error => { window.publisher.error = String(error); show("error: " + error); });
 </script>
 </body></html>
 """

@@ -1,8 +1,10 @@
-"""The watch page in a real browser: headless Chromium plays a live stream with hls.js.
+"""The browser pages for real: headless Chromium watches with hls.js and publishes with WHIP.
 
-``lpstream dev --offchain`` runs, ffmpeg pushes RTMP, Chromium opens ``/watch/{stream}`` and
-the video must advance with real pictures. A screenshot of the page goes to the test
-artefacts (``$LPSTREAM_ARTIFACTS``, default ``artifacts/`` in the checkout).
+``lpstream dev --offchain`` runs. In one test ffmpeg pushes RTMP and Chromium opens
+``/watch/{stream}``; in the other Chromium publishes its fake camera from ``/publish/{stream}``
+(WHIP, H.264 passed through) and the ladder made from it is checked over HTTP and played in a
+second tab. The video must advance with real pictures. Screenshots go to the test artefacts
+(``$LPSTREAM_ARTIFACTS``, default ``artifacts/`` in the checkout).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def dev_node(tmp_path: Path) -> Iterator[NodeProcess]:
             "--rtmp-addr=127.0.0.1:0",
             "--http-addr=127.0.0.1:0",
             "--service-addr=127.0.0.1:0",
+            "--whip-host=127.0.0.1",
         ],
         name="dev",
         log_dir=tmp_path,
@@ -78,3 +81,41 @@ async def test_the_watch_page_plays_the_stream_with_hlsjs(
     finally:
         publisher.kill()
         await publisher.wait()
+
+
+async def test_a_browser_publishes_with_whip_and_the_ladder_plays(
+    dev_node: NodeProcess, tmp_path: Path
+) -> None:
+    if chromium_path() is None:
+        pytest.fail("chromium is not installed: run scripts/setup")
+    base = dev_node.url("http")
+    async with open_browser(tmp_path / "chromium.log") as browser:
+        camera = await browser.new_page(f"{base}/publish/webcam")
+        state = await camera.wait_for(
+            "window.publisher && (window.publisher.error || window.publisher.state)",
+            20,
+            lambda s: s in ("connection connected",) or str(s).startswith("error"),
+        )
+        assert state == "connection connected", state
+        # The fake camera's H.264 went through the segmenter and the ladder like RTMP.
+        master = await trio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: (r := http_get(f"{base}/hls/webcam/index.m3u8"))[0] == 200 and r[1],
+                30,
+                "the master playlist of the WHIP stream",
+            )
+        )
+        text = master.decode()
+        # Chromium picks the camera size it sends (640x360 here), the ladder follows it.
+        assert 'NAME="source"' in text and 'NAME="240p"' in text, text
+        assert "RESOLUTION=426x240" in text, text
+        assert "mp4a.40.2" in text  # Opus became AAC
+        viewer = await browser.new_page(f"{base}/watch/webcam")
+        clock = "document.getElementById('video').currentTime"
+        start: float = await viewer.wait_for(clock, 40, lambda t: t > 0.5)
+        await viewer.wait_for(clock, 20, lambda t: t > start + 2)
+        await trio.Path(ARTIFACTS).mkdir(parents=True, exist_ok=True)
+        await camera.screenshot(ARTIFACTS / "publish-page.png")
+        await viewer.screenshot(ARTIFACTS / "watch-whip-stream.png")
+        status = await trio.to_thread.run_sync(lambda: http_get(f"{base}/api/status"))
+        assert b'"webcam"' in status[1]
