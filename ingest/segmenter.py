@@ -15,6 +15,20 @@ How this works:
   Packet timestamps are carried over unchanged, so timestamps run on across segments.
 * Packets before the first keyframe, and audio without an audio configuration, are dropped.
   A new codec configuration (e.g. a resolution change) takes effect at the next segment.
+* With a ``part_target`` (LL-HLS), each segment is also delivered in *parts*: runs of whole
+  frames of about the target, each a ``PartCompleted`` whose bytes are exactly the
+  ``SegmentData`` bytes since the previous part, so parts concatenate into the segment.
+  Cuts are decided on input (a video packet at least about ``part_target`` after the part's
+  first one opens the next part) and applied to the muxer's output by ``_PartCutter``: one
+  muxer per segment as before, its output split on 188-byte TS packets just before the PES
+  that starts the cut frame. The muxer writes one PES per video packet, so counting video PES
+  starts on the video PID finds the cut frame whatever the interleaver and the audio PES
+  buffering hold back (audio a few ms older than the cut may land in the next part; it plays
+  on in order). Every part opens with PAT and PMT (moved from the end of the previous part, or
+  copied from the segment's first ones), and the PSI continuity counters are renumbered so the
+  segment stays a valid TS; without parts nothing is inserted and the bytes are the muxer's.
+  A part is ``independent`` when its first frame is a keyframe (always the first part of a
+  segment, unless the segment was forced).
 
 Muxing is a few microseconds per packet, so callers may run it on their event loop.
 """
@@ -23,6 +37,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections import deque
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -34,6 +49,7 @@ from lpstream.errors import MediaError
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, StreamMetadata, TrackKind
 
 __all__ = [
+    "PartCompleted",
     "SegmentCompleted",
     "SegmentData",
     "SegmentStarted",
@@ -84,7 +100,177 @@ class SegmentCompleted:
     """True when it was cut without a keyframe after ``max_duration``."""
 
 
-SegmenterEvent = SegmentStarted | SegmentData | SegmentCompleted
+@attrs.frozen(kw_only=True)
+class PartCompleted:
+    """A partial segment of the open segment is complete (only with a ``part_target``)."""
+
+    seq: int
+    """The segment it belongs to."""
+    index: int
+    """Its place in the segment, from 0."""
+    start_ms: int
+    """Decode timestamp of its first video packet."""
+    duration_ms: int
+    """Up to the next part's first video packet (or the segment's end)."""
+    independent: bool
+    """Its first frame is a keyframe: a player can start decoding here."""
+    data: bytes
+    """MPEG-TS bytes, PAT and PMT first: exactly the ``SegmentData`` since the last part."""
+
+
+SegmenterEvent = SegmentStarted | SegmentData | PartCompleted | SegmentCompleted
+
+_TS_PACKET = 188
+_PAT_PID = 0x0000
+_SDT_PID = 0x0011
+_H264_STREAM_TYPE = 0x1B
+
+
+def _ts_pid(packet: bytes | bytearray) -> int:
+    return ((packet[1] & 0x1F) << 8) | packet[2]
+
+
+def _psi_section(packet: bytes | bytearray) -> bytes:
+    """The section a PSI packet starts (empty if it starts none)."""
+    if not packet[1] & 0x40:
+        return b""
+    start = 4
+    if packet[3] & 0x20:
+        start += 1 + packet[4]
+    if start >= _TS_PACKET:
+        return b""
+    start += 1 + packet[start]  # pointer_field
+    section = bytes(packet[start:])
+    if len(section) < 3:
+        return b""
+    length = ((section[1] & 0x0F) << 8) | section[2]
+    return section[: 3 + length]
+
+
+def _pat_pmt_pids(section: bytes) -> set[int]:
+    pids = set()
+    for offset in range(8, len(section) - 4 - 3, 4):
+        program = int.from_bytes(section[offset : offset + 2], "big")
+        if program != 0:
+            pids.add(((section[offset + 2] & 0x1F) << 8) | section[offset + 3])
+    return pids
+
+
+def _pmt_video_pid(section: bytes) -> int | None:
+    if len(section) < 16 or section[0] != 0x02:
+        return None
+    offset = 12 + (((section[10] & 0x0F) << 8) | section[11])
+    while offset + 5 <= len(section) - 4:
+        stream_type = section[offset]
+        pid = ((section[offset + 1] & 0x1F) << 8) | section[offset + 2]
+        if stream_type == _H264_STREAM_TYPE:
+            return pid
+        offset += 5 + (((section[offset + 3] & 0x0F) << 8) | section[offset + 4])
+    return None
+
+
+@attrs.define
+class _PartCutter:
+    """Splits one segment's MPEG-TS output into parts (see the module comment)."""
+
+    on_bytes: Callable[[bytes], None]
+    """Takes the segment's bytes, final and in order."""
+    on_part: Callable[[bytes], None]
+    """Takes a finished part's bytes (after the ``on_bytes`` calls that carried them)."""
+    _partial: bytes = b""
+    _held: list[bytearray] = attrs.Factory(list)
+    _part: bytearray = attrs.Factory(bytearray)
+    _out: bytearray = attrs.Factory(bytearray)
+    _pmt_pids: set[int] = attrs.Factory(set)
+    _video_pid: int | None = None
+    _pat: bytes | None = None
+    _pmt: bytes | None = None
+    _counters: dict[int, int] = attrs.Factory(dict)
+    _pes_seen: int = 0
+    _cuts: deque[int] = attrs.Factory(deque)
+
+    def cut_before(self, ordinal: int) -> None:
+        """The video packet with this ordinal (from 0, in mux order) opens a new part."""
+        self._cuts.append(ordinal)
+
+    def write(self, data: bytes) -> None:
+        buffered = self._partial + data
+        whole = len(buffered) - len(buffered) % _TS_PACKET
+        self._partial = buffered[whole:]
+        for offset in range(0, whole, _TS_PACKET):
+            self._packet(bytearray(buffered[offset : offset + _TS_PACKET]))
+        self._flush_out()
+
+    def close(self) -> bytes:
+        """Places what is left; returns the last part's bytes."""
+        self._place_held()
+        if self._partial:
+            self._append(bytearray(self._partial))
+            self._partial = b""
+        self._flush_out()
+        last, self._part = bytes(self._part), bytearray()
+        return last
+
+    def _is_psi(self, pid: int) -> bool:
+        return pid in (_PAT_PID, _SDT_PID) or pid in self._pmt_pids
+
+    def _packet(self, packet: bytearray) -> None:
+        if packet[0] != 0x47:
+            self._place_held()
+            self._append(packet)
+            return
+        pid = _ts_pid(packet)
+        if pid == _PAT_PID:
+            section = _psi_section(packet)
+            if section:
+                self._pmt_pids |= _pat_pmt_pids(section)
+                self._pat = self._pat or bytes(packet)
+        elif pid in self._pmt_pids:
+            video_pid = _pmt_video_pid(_psi_section(packet))
+            if video_pid is not None:
+                self._video_pid = video_pid
+                self._pmt = self._pmt or bytes(packet)
+        if self._is_psi(pid):
+            self._held.append(packet)  # placed with whatever follows: it may open a part
+            return
+        if pid == self._video_pid and packet[1] & 0x40:
+            ordinal, self._pes_seen = self._pes_seen, self._pes_seen + 1
+            if self._cuts and self._cuts[0] == ordinal:
+                self._cuts.popleft()
+                self._start_part()
+        self._place_held()
+        self._append(packet)
+
+    def _start_part(self) -> None:
+        self._flush_out()
+        if self._part:
+            self.on_part(bytes(self._part))
+            self._part = bytearray()
+        held = {_ts_pid(p) for p in self._held}
+        opening: list[bytearray] = []
+        if self._pat is not None and _PAT_PID not in held:
+            opening.append(bytearray(self._pat))
+        if self._pmt is not None and not held & self._pmt_pids:
+            opening.append(bytearray(self._pmt))
+        self._held[:0] = opening
+
+    def _place_held(self) -> None:
+        for packet in self._held:
+            pid = _ts_pid(packet)
+            count = self._counters.get(pid, 0)
+            self._counters[pid] = count + 1
+            packet[3] = (packet[3] & 0xF0) | (count & 0x0F)
+            self._append(packet)
+        self._held.clear()
+
+    def _append(self, packet: bytearray) -> None:
+        self._part += packet
+        self._out += packet
+
+    def _flush_out(self) -> None:
+        if self._out:
+            self.on_bytes(bytes(self._out))
+            self._out = bytearray()
 
 
 def _flv_tag(tag_type: int, payload: bytes) -> bytes:
@@ -133,12 +319,17 @@ class _Sink(io.RawIOBase):
 class _OpenSegment:
     seq: int
     start_ms: int
-    container: Any
-    video: Any
-    audio: Any
+    cutter: _PartCutter
+    container: Any = None
+    video: Any = None
+    audio: Any = None
     forced: bool = False
     size: int = 0
     last_ms: int = 0
+    video_packets: int = 0
+    part_starts: list[tuple[int, bool]] = attrs.Factory(list)
+    """(start_ms, independent) of each part begun, in order."""
+    parts_done: int = 0
 
 
 @attrs.define
@@ -151,6 +342,8 @@ class Segmenter:
     """Cut without a keyframe after this many seconds (with a warning)."""
     stream_name: str = ""
     """Used in log messages only."""
+    part_target: float | None = None
+    """Also deliver each segment in parts of about this many seconds (LL-HLS); None: no parts."""
     _video_config: CodecConfig | None = None
     _audio_config: CodecConfig | None = None
     _templates: tuple[Any, Any] | None = None
@@ -225,8 +418,19 @@ class Segmenter:
                 )
                 self._close(packet.dts)
                 self._open(packet.dts, forced=True)
-        if self._segment is not None:
-            self._mux(self._segment.video, packet)
+        seg = self._segment
+        if seg is None:
+            return
+        if seg.video_packets == 0:
+            seg.part_starts.append((packet.dts, packet.keyframe))
+        elif self.part_target is not None:
+            # Cut at the frame nearest the target, so parts stay close to it.
+            part_ms = packet.dts - seg.part_starts[-1][0]
+            if part_ms >= self.part_target * 1000 - self._frame_ms / 2:
+                seg.cutter.cut_before(seg.video_packets)
+                seg.part_starts.append((packet.dts, packet.keyframe))
+        seg.video_packets += 1
+        self._mux(seg.video, packet)
 
     def _open(self, start_ms: int, *, forced: bool) -> None:
         assert self._video_config is not None
@@ -234,29 +438,45 @@ class Segmenter:
             self._templates = _template_streams(self._video_config, self._audio_config)
         seq = self._next_seq
         self._next_seq += 1
-        sink = _Sink(lambda data: self._emit(seq, data))
+        cutter = _PartCutter(
+            on_bytes=lambda data: self._emit(seg, data),
+            on_part=lambda data: self._emit_part(seg, data, end_ms=None),
+        )
+        seg = _OpenSegment(seq=seq, start_ms=start_ms, cutter=cutter, forced=forced)
+        seg.last_ms = start_ms
         try:
-            container = av.open(sink, mode="w", format="mpegts")
+            seg.container = av.open(_Sink(cutter.write), mode="w", format="mpegts")
             v_template, a_template = self._templates
-            video = container.add_stream_from_template(v_template)
-            audio = container.add_stream_from_template(a_template) if a_template else None
+            seg.video = seg.container.add_stream_from_template(v_template)
+            if a_template:
+                seg.audio = seg.container.add_stream_from_template(a_template)
         except av.FFmpegError as exc:
             raise MediaError(f"cannot start MPEG-TS segment: {exc}") from exc
-        self._segment = _OpenSegment(
-            seq=seq,
-            start_ms=start_ms,
-            container=container,
-            video=video,
-            audio=audio,
-            forced=forced,
-            last_ms=start_ms,
-        )
+        self._segment = seg
         self._pending.append(SegmentStarted(seq=seq, start_ms=start_ms))
 
-    def _emit(self, seq: int, data: bytes) -> None:
-        if self._segment is not None and self._segment.seq == seq:
-            self._segment.size += len(data)
-        self._pending.append(SegmentData(seq=seq, data=data))
+    def _emit(self, seg: _OpenSegment, data: bytes) -> None:
+        seg.size += len(data)
+        self._pending.append(SegmentData(seq=seg.seq, data=data))
+
+    def _emit_part(self, seg: _OpenSegment, data: bytes, *, end_ms: int | None) -> None:
+        if self.part_target is None:
+            return
+        index = seg.parts_done
+        seg.parts_done += 1
+        start_ms, independent = seg.part_starts[index]
+        if end_ms is None:
+            end_ms = seg.part_starts[index + 1][0]
+        self._pending.append(
+            PartCompleted(
+                seq=seg.seq,
+                index=index,
+                start_ms=start_ms,
+                duration_ms=max(0, end_ms - start_ms),
+                independent=independent,
+                data=data,
+            )
+        )
 
     def _close(self, end_ms: int) -> None:
         seg = self._segment
@@ -266,6 +486,9 @@ class Segmenter:
         except av.FFmpegError as exc:
             raise MediaError(f"cannot finish MPEG-TS segment {seg.seq}: {exc}") from exc
         self._segment = None
+        last = seg.cutter.close()
+        if last:
+            self._emit_part(seg, last, end_ms=end_ms)
         self._pending.append(
             SegmentCompleted(
                 seq=seg.seq,

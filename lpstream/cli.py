@@ -100,6 +100,13 @@ segment_opt = option(
     default=2.0,
     help="Target segment length in seconds (segments are cut at keyframes).",
 )
+part_opt = option(
+    "--part-target",
+    type=click.FloatRange(0.1, 1.0),
+    default=0.333,
+    help="LL-HLS part length in seconds (parts are cut at frames; players get the source "
+    "rendition part by part).",
+)
 rtmp_opt = option(
     "--rtmp-addr",
     default="127.0.0.1:1935",
@@ -206,6 +213,7 @@ def main() -> None:
 @service_opt
 @profiles_opt
 @segment_opt
+@part_opt
 @encoder_opt
 @option("--capacity", type=click.IntRange(1, 64), default=4, help="Sessions the worker takes.")
 @option("--orch-secret", default=None, help="Secret remote workers must present (default: random).")
@@ -254,6 +262,7 @@ def dev(
     service_addr: HostPort,
     profiles: str | None,
     segment_duration: float,
+    part_target: float,
     encoder: str,
     capacity: int,
     orch_secret: str | None,
@@ -298,6 +307,7 @@ def dev(
         orch_addrs=(),
         profiles=_profiles(profiles),
         segment_duration=segment_duration,
+        part_target=part_target,
         whip_token=whip_token,
         whip_hosts=whip_host,
     )
@@ -346,6 +356,7 @@ def dev(
 )
 @profiles_opt
 @segment_opt
+@part_opt
 @option("--offchain", is_flag=True, default=False, help="Run without payments.")
 @chain_flags
 @option(
@@ -369,6 +380,7 @@ def gateway(
     selection_seed: int | None,
     profiles: str | None,
     segment_duration: float,
+    part_target: float,
     offchain: bool,
     eth_url: str | None,
     controller: str | None,
@@ -410,6 +422,7 @@ def gateway(
         orch_addrs=orch_addr,
         profiles=_profiles(profiles),
         segment_duration=segment_duration,
+        part_target=part_target,
         webhook_url=orch_webhook_url,
         weights=weights,
         selection_seed=selection_seed,

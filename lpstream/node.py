@@ -77,6 +77,8 @@ class GatewayOptions:
     """The ladder made for every stream (the source is always passed through as well)."""
     segment_duration: float = 2.0
     """Target segment length in seconds."""
+    part_target: float = 0.333
+    """Target LL-HLS part length in seconds (the source rendition is published in parts)."""
     webhook_url: str | None = None
     """Discovery webhook answering ``[{"address": ..., "score": ...}]``."""
     weights: SelectionWeights = attrs.Factory(SelectionWeights)
@@ -219,6 +221,7 @@ async def _start_gateway(
         profiles=options.profiles,
         metrics=metrics,
         segment_target=options.segment_duration,
+        part_target=options.part_target,
     )
     await nursery.start(gateway.run)
     rtmp = RtmpServer(handler=gateway)

@@ -1,8 +1,16 @@
-"""The gateway role: takes publishes, runs one ``LiveStream`` per stream, serves playback."""
+"""The gateway role: takes publishes, runs one ``LiveStream`` per stream, serves playback.
+
+Each stream name has one ``LivePlayback`` (an LL-HLS ``LowLatencyStream`` plus the trio side
+that wakes blocked viewer requests). ``LowLatencyStream`` replaced ``HlsStream`` here: it is its
+twin (same hand-ins, reorder buffers, gaps, restarts, end and master playlist) plus parts, so
+one playlist at the same URL serves plain HLS players (who ignore the LL-HLS tags) and LL-HLS
+players alike; ``HlsStream`` stays in ``playback/hls.py`` as the plain-HLS building block.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from typing import Any
 
@@ -13,7 +21,8 @@ from lpstream.errors import StreamInUseError
 from lpstream.gateway.stream import LiveStream, SegmentTranscoder, StreamPublisher
 from lpstream.media import VideoProfile
 from lpstream.metrics import Metrics
-from lpstream.playback.hls import HlsStream
+from lpstream.playback.live import DEFAULT_MAX_BLOCKED, LivePlayback
+from lpstream.playback.llhls import DEFAULT_PART_TARGET, LowLatencyStream
 
 __all__ = ["Gateway"]
 
@@ -28,12 +37,16 @@ class Gateway:
     profiles: tuple[VideoProfile, ...]
     metrics: Metrics
     segment_target: float = 2.0
+    part_target: float = DEFAULT_PART_TARGET
+    """LL-HLS part target of the source rendition, in seconds (0.1 to 1.0)."""
     window: int = 6
+    max_blocked: int = DEFAULT_MAX_BLOCKED
+    """Viewer requests that may wait for an update at once, per stream."""
     linger: float = 60.0
     """Seconds an ended stream's playlists stay served (a restart within it continues them)."""
     _nursery: trio.Nursery | None = None
     _live: dict[str, LiveStream] = attrs.Factory(dict)
-    _hls: dict[str, HlsStream] = attrs.Factory(dict)
+    _playback: dict[str, LivePlayback] = attrs.Factory(dict)
     _ended_at: dict[str, float] = attrs.Factory(dict)
     _last_statistics: dict[str, dict[str, object]] = attrs.Factory(dict)
 
@@ -61,28 +74,33 @@ class Gateway:
             raise RuntimeError("Gateway.run has not started")
         if stream_name in self._live:
             raise StreamInUseError(f"stream {stream_name!r} already has a publisher")
-        hls = self._hls.get(stream_name)
+        playback = self._playback.get(stream_name)
         first_seq = 0
-        if hls is None:
-            hls = HlsStream(
+        if playback is None:
+            hls = LowLatencyStream(
                 name=stream_name,
                 rendition_order=("source", *(p.name for p in self.profiles)),
                 window=self.window,
+                part_target=self.part_target,
+                target_duration=max(1, math.ceil(self.segment_target)),
             )
-            self._hls[stream_name] = hls
+            playback = LivePlayback(hls, max_blocked=self.max_blocked)
+            self._playback[stream_name] = playback
         else:
-            first_seq = hls.next_sequence()
-            hls.restart(first_seq)
+            first_seq = playback.stream.next_sequence()
+            playback.stream.restart(first_seq)
+            playback.notify()
         self._ended_at.pop(stream_name, None)
         stream = LiveStream(
             name=stream_name,
             session=secrets.token_hex(8),
             profiles=self.profiles,
-            hls=hls,
+            playback=playback,
             transcoder=self.transcoder,
             metrics=self.metrics,
             first_seq=first_seq,
             segment_target=self.segment_target,
+            part_target=self.part_target,
         )
         self._live[stream_name] = stream
         publisher = stream.publisher
@@ -110,24 +128,25 @@ class Gateway:
             for name, ended in list(self._ended_at.items()):
                 if now - ended >= self.linger and name not in self._live:
                     del self._ended_at[name]
-                    self._hls.pop(name, None)
+                    self._playback.pop(name, None)
                     self._last_statistics.pop(name, None)
 
-    def hls_stream(self, name: str) -> HlsStream | None:
-        return self._hls.get(name)
+    def playback(self, name: str) -> LivePlayback | None:
+        """The playback of a live (or lately ended) stream, for the HTTP layer."""
+        return self._playback.get(name)
 
     def status(self) -> dict[str, Any]:
         return {
             "streams": {
                 name: {
                     "live": name in self._live,
-                    "renditions": list(hls.renditions_ready()),
+                    "renditions": list(playback.stream.renditions_ready()),
                     **(
                         self._live[name].statistics()
                         if name in self._live
                         else self._last_statistics.get(name, {})
                     ),
                 }
-                for name, hls in self._hls.items()
+                for name, playback in self._playback.items()
             }
         }

@@ -6,10 +6,16 @@ How this works:
   a bounded channel: a slow stream pushes back on its publisher, never on other streams.
 * ``LiveStream.run`` feeds the segmenter. A ``SegmentStarted`` opens a ``SegmentBuffer`` and
   starts a task that sends the segment to an orchestrator while it is still being written
-  (the trickle); ``SegmentCompleted`` closes the buffer and lists the source rendition.
+  (the trickle). The source rendition is published as it is cut, for LL-HLS: each
+  ``PartCompleted`` is listed at once as a part, and ``SegmentCompleted`` closes the buffer
+  and completes the source segment (its parts end to end).
 * The segment task asks the ``SegmentTranscoder`` for the renditions, retrying from the first
   byte on failure; when every attempt fails the renditions get an ``EXT-X-GAP`` for that
-  segment so that playlists stay aligned. ``HlsStream`` lists results in sequence order.
+  segment so that playlists stay aligned. Transcoded renditions come back whole per segment,
+  so they are listed as whole segments, without parts (players that want parts play the
+  source; LL-HLS lets a playlist have none). ``LowLatencyStream`` lists them in order.
+* Every batch of hand-ins ends with ``LivePlayback.notify()``, which wakes the viewers'
+  blocked requests (``_HLS_msn`` / ``_HLS_part`` and preload-hinted parts).
 * When the publisher leaves, ``run`` waits for segments in flight, then ends the playlists.
 """
 
@@ -24,19 +30,28 @@ from typing import Protocol
 import attrs
 import trio
 
-from ingest.segmenter import SegmentCompleted, SegmentData, Segmenter, SegmentStarted
+from ingest.segmenter import (
+    PartCompleted,
+    SegmentData,
+    Segmenter,
+    SegmenterEvent,
+    SegmentStarted,
+)
 from lpstream.errors import LpstreamError, MediaError
 from lpstream.h264 import AvcInfo, avc_info_from_annexb, avc_info_from_config
 from lpstream.media import (
     CodecConfig,
     MediaEvent,
+    MediaPacket,
     StreamMetadata,
     TrackKind,
     VideoProfile,
     scaled_size,
 )
 from lpstream.metrics import Metrics
-from lpstream.playback.hls import HlsStream, RenditionInfo
+from lpstream.playback.hls import RenditionInfo
+from lpstream.playback.live import LivePlayback
+from lpstream.playback.llhls import DEFAULT_PART_TARGET, LowLatencyStream
 from lpstream.trickle import SegmentBuffer
 
 __all__ = [
@@ -146,11 +161,14 @@ class LiveStream:
     name: str
     session: str
     profiles: tuple[VideoProfile, ...]
-    hls: HlsStream
+    playback: LivePlayback
+    """Where viewers find the stream; its ``stream`` is handed everything, then notified."""
     transcoder: SegmentTranscoder
     metrics: Metrics
     first_seq: int = 0
     segment_target: float = 2.0
+    part_target: float = DEFAULT_PART_TARGET
+    """LL-HLS part target of the source rendition, in seconds."""
     attempts: int = 3
     _send: trio.MemorySendChannel[MediaEvent] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[MediaEvent] = attrs.field(init=False)
@@ -168,25 +186,32 @@ class LiveStream:
     _publish_latency: collections.deque[float] = attrs.Factory(
         lambda: collections.deque(maxlen=200)
     )
+    _part_latency: collections.deque[float] = attrs.Factory(lambda: collections.deque(maxlen=1000))
+    _video_arrivals: collections.deque[tuple[int, float]] = attrs.Factory(
+        lambda: collections.deque(maxlen=512)
+    )
+    _parts_published: dict[int, int] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[MediaEvent](256)
-        self._segmenter = Segmenter(target_duration=self.segment_target, stream_name=self.name)
+        self._segmenter = Segmenter(
+            target_duration=self.segment_target,
+            stream_name=self.name,
+            part_target=self.part_target,
+        )
+
+    @property
+    def hls(self) -> LowLatencyStream:
+        return self.playback.stream
 
     @property
     def publisher(self) -> StreamPublisher:
         return StreamPublisher(self._send.clone())
 
     def statistics(self) -> dict[str, object]:
-        latencies = sorted(self._publish_latency)
         return {
-            "publish_latency_ms": {
-                "count": len(latencies),
-                "median": round(statistics.median(latencies) * 1000, 1) if latencies else None,
-                "p95": round(latencies[int(0.95 * (len(latencies) - 1))] * 1000, 1)
-                if latencies
-                else None,
-            },
+            "publish_latency_ms": _latency_summary(self._publish_latency),
+            "part_latency_ms": _latency_summary(self._part_latency),
             "segments_in": self._segments_in,
             "segments_in_flight": self._in_flight,
             "source": None
@@ -211,15 +236,29 @@ class LiveStream:
                             break
                         for seg_event in produced:
                             self._on_segment_event(seg_event, nursery)
+                        self.playback.notify()
                     for seg_event in self._segmenter.finish():
                         self._on_segment_event(seg_event, nursery)
-                for buffer in self._buffers.values():
+                for seq, buffer in self._buffers.items():
                     buffer.fail(MediaError("publisher left"))
+                    self._settle_open_source(seq)
+                self.playback.notify()
         finally:
             self.hls.end(self._last_seq)
+            self.playback.notify()
             log.info("stream %r: ended after %d segments", self.name, self._segments_in)
 
+    def _settle_open_source(self, seq: int) -> None:
+        """A source segment that will never complete: keep its parts, or list a gap."""
+        if self._parts_published.pop(seq, 0):
+            self.hls.complete_segment("source", seq)
+        else:
+            self.hls.add_gap("source", seq, self.segment_target)
+
     def _note_config(self, event: MediaEvent) -> None:
+        if isinstance(event, MediaPacket) and event.kind is TrackKind.VIDEO:
+            self._video_arrivals.append((event.dts, trio.current_time()))
+            return
         if isinstance(event, StreamMetadata):
             rate = event.values.get("framerate") or event.values.get("fps")
             if isinstance(rate, int | float) and 0 < rate <= 240:
@@ -243,9 +282,7 @@ class LiveStream:
             parts.append(audio)
         return ",".join(parts)
 
-    def _on_segment_event(
-        self, event: SegmentStarted | SegmentData | SegmentCompleted, nursery: trio.Nursery
-    ) -> None:
+    def _on_segment_event(self, event: SegmenterEvent, nursery: trio.Nursery) -> None:
         if isinstance(event, SegmentStarted):
             seq = self.first_seq + event.seq
             buffer = SegmentBuffer()
@@ -255,6 +292,17 @@ class LiveStream:
             nursery.start_soon(self._transcode_segment, seq, buffer)
         elif isinstance(event, SegmentData):
             self._buffers[self.first_seq + event.seq].append(event.data)
+        elif isinstance(event, PartCompleted):
+            seq = self.first_seq + event.seq
+            self.hls.add_part(
+                "source",
+                seq,
+                max(event.duration_ms, 1) / 1000,
+                event.data,
+                independent=event.independent,
+            )
+            self._parts_published[seq] = self._parts_published.get(seq, 0) + 1
+            self._note_part_latency(event.start_ms + event.duration_ms)
         else:
             seq = self.first_seq + event.seq
             buffer = self._buffers.pop(seq)
@@ -274,7 +322,20 @@ class LiveStream:
                     bandwidth=int(event.size * 8 / duration) if duration > 0 else 0,
                 )
             )
-            self.hls.add_segment("source", seq, duration, buffer.getvalue())
+            if self._parts_published.pop(seq, 0):
+                self.hls.complete_segment("source", seq)
+            else:
+                self.hls.add_segment("source", seq, duration, buffer.getvalue())
+
+    def _note_part_latency(self, end_ms: int) -> None:
+        """Time from the arrival of a part's last video packet to the part being listed."""
+        arrived = None
+        for dts, at in reversed(self._video_arrivals):
+            if dts < end_ms:
+                arrived = at
+                break
+        if arrived is not None:
+            self._part_latency.append(trio.current_time() - arrived)
 
     def _ensure_info(self, profile: VideoProfile) -> None:
         """Gives a rendition that has no segment yet master-playlist facts from its profile,
@@ -329,6 +390,7 @@ class LiveStream:
             await buffer.wait_closed()
             duration = self._durations[seq]
             self._publish(seq, duration, results)
+            self.playback.notify()
             if results is not None:
                 # From the segment's last input byte to all its renditions being listed.
                 self._publish_latency.append(trio.current_time() - self._completed_at[seq])
@@ -337,6 +399,7 @@ class LiveStream:
             for profile in self.profiles:
                 self._ensure_info(profile)
                 self.hls.add_gap(profile.name, seq, self.segment_target)
+            self.playback.notify()
         finally:
             self._in_flight -= 1
             self._durations.pop(seq, None)
@@ -377,3 +440,12 @@ class LiveStream:
                 )
             )
             self.hls.add_segment(profile.name, seq, duration, rendition.data)
+
+
+def _latency_summary(samples: collections.deque[float]) -> dict[str, object]:
+    latencies = sorted(samples)
+    return {
+        "count": len(latencies),
+        "median": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+        "p95": round(latencies[int(0.95 * (len(latencies) - 1))] * 1000, 1) if latencies else None,
+    }

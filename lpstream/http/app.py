@@ -1,4 +1,11 @@
-"""The node's HTTP surface: HLS playback, the watch page, status and metrics (ASGI)."""
+"""The node's HTTP surface: HLS playback, the watch page, status and metrics (ASGI).
+
+Playback is LL-HLS and plain HLS at the same URLs: a media playlist request without delivery
+directives gets the current playlist at once (its LL-HLS tags are ignored by players that do
+not know them); ``_HLS_msn`` / ``_HLS_part`` hold it until that part or segment is listed
+(blocking reload), and a request for the preload-hinted part is held until the part exists.
+The decisions are ``LowLatencyStream``'s; ``LivePlayback`` does the waiting and its limits.
+"""
 
 from __future__ import annotations
 
@@ -15,22 +22,31 @@ from ingest.whip import WhipIngest
 from lpstream.http.watch import watch_routes
 from lpstream.http.whip import whip_routes
 from lpstream.metrics import Metrics
-from lpstream.playback.hls import HlsStream
+from lpstream.playback.live import LivePlayback
+from lpstream.playback.llhls import PartReady, PlaylistReady, Refused
 
 __all__ = ["PlaybackDirectory", "build_app"]
 
 M3U8 = "application/vnd.apple.mpegurl"
+MEDIA_CACHE = "max-age=60"
+"""Cache-Control of parts and segments: their bytes never change once published."""
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 class PlaybackDirectory(Protocol):
     """Where the HTTP layer finds live streams (the gateway implements it)."""
 
-    def hls_stream(self, name: str) -> HlsStream | None: ...
+    def playback(self, name: str) -> LivePlayback | None: ...
 
 
 def _no_store(body: str | bytes, media_type: str) -> Response:
     return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+
+def _refused(answer: Refused) -> Response:
+    return PlainTextResponse(
+        f"{answer.reason}\n", status_code=answer.code, headers={"Cache-Control": "no-cache"}
+    )
 
 
 def build_app(
@@ -43,11 +59,11 @@ def build_app(
     """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers, ``whip``
     None on nodes that take no WHIP publishes."""
 
-    def stream_or_404(request: Request) -> HlsStream | Response:
+    def stream_or_404(request: Request) -> LivePlayback | Response:
         name = request.path_params["stream"]
         if playback is None or not _NAME.match(name):
             return PlainTextResponse("no such stream\n", status_code=404)
-        stream = playback.hls_stream(name)
+        stream = playback.playback(name)
         if stream is None:
             return PlainTextResponse("no such stream\n", status_code=404)
         return stream
@@ -56,7 +72,7 @@ def build_app(
         stream = stream_or_404(request)
         if isinstance(stream, Response):
             return stream
-        text = stream.master_playlist()
+        text = stream.stream.master_playlist()
         if text is None:
             return PlainTextResponse("stream is starting, retry shortly\n", status_code=404)
         return _no_store(text, M3U8)
@@ -65,19 +81,35 @@ def build_app(
         stream = stream_or_404(request)
         if isinstance(stream, Response):
             return stream
-        text = stream.media_playlist(request.path_params["rendition"])
-        if text is None:
-            return PlainTextResponse("no such rendition, or none of it yet\n", status_code=404)
-        return _no_store(text, M3U8)
+        answer = await stream.answer_playlist(
+            request.path_params["rendition"], request.query_params
+        )
+        if isinstance(answer, PlaylistReady):
+            return _no_store(answer.text, M3U8)
+        assert isinstance(answer, Refused)
+        return _refused(answer)
 
     async def segment(request: Request) -> Response:
         stream = stream_or_404(request)
         if isinstance(stream, Response):
             return stream
-        data = stream.segment(request.path_params["rendition"], int(request.path_params["seq"]))
+        data = stream.stream.segment(request.path_params["rendition"], request.path_params["seq"])
         if data is None:
             return PlainTextResponse("segment is not available\n", status_code=404)
-        return Response(data, media_type="video/mp2t", headers={"Cache-Control": "max-age=60"})
+        return Response(data, media_type="video/mp2t", headers={"Cache-Control": MEDIA_CACHE})
+
+    async def part(request: Request) -> Response:
+        stream = stream_or_404(request)
+        if isinstance(stream, Response):
+            return stream
+        params = request.path_params
+        answer = await stream.answer_part(params["rendition"], params["seq"], params["part"])
+        if isinstance(answer, PartReady):
+            return Response(
+                answer.data, media_type="video/mp2t", headers={"Cache-Control": MEDIA_CACHE}
+            )
+        assert isinstance(answer, Refused)
+        return _refused(answer)
 
     async def api_status(request: Request) -> Response:
         return JSONResponse(dict(status()))
@@ -91,6 +123,7 @@ def build_app(
         Route("/hls/{stream}/index.m3u8", master),
         Route("/hls/{stream}/{rendition}/index.m3u8", media),
         Route("/hls/{stream}/{rendition}/{seq:int}.ts", segment),
+        Route("/hls/{stream}/{rendition}/{seq:int}.{part:int}.ts", part),
         Route("/api/status", api_status),
         Route("/metrics", prometheus),
         *watch_routes(),

@@ -132,7 +132,11 @@ def push_command(
 
 
 def parse_media_playlist(text: str) -> tuple[int, list[tuple[int, float, str, bool]], bool]:
-    """Returns (media sequence, [(seq, duration, uri, gap)], ended)."""
+    """Returns (media sequence, [(seq, duration, uri, gap)], ended).
+
+    Reads a playlist the way a plain HLS player does: LL-HLS tags (EXT-X-PART, the preload
+    hint, rendition reports) are tag lines and skipped; only segment URIs are entries.
+    """
     media_sequence = 0
     entries: list[tuple[int, float, str, bool]] = []
     duration = 0.0

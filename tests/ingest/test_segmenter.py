@@ -32,6 +32,7 @@ def run_segmenter(
             assert ev.seq == open_seq
             data[ev.seq].extend(ev.data)
         else:
+            assert isinstance(ev, SegmentCompleted), "no parts without a part target"
             assert ev.seq == open_seq
             assert ev.size == len(data[ev.seq])
             open_seq = None
