@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 
 import attrs
 
@@ -29,6 +30,7 @@ __all__ = [
     "MediaPlaylist",
     "PlaylistEntry",
     "RenditionInfo",
+    "render_master",
 ]
 
 KEEP_EXTRA = 4
@@ -251,27 +253,40 @@ class HlsStream:
 
     def master_playlist(self) -> str | None:
         """The master playlist: once every rendition has a segment, or the source has three."""
-        ready = [
-            (name, r)
-            for name, r in self._renditions.items()
-            if r.info is not None and r.playlist.entries
-        ]
-        if not ready or ready[0][0] != self.rendition_order[0]:
-            return None
-        source_segments = len(self._renditions[self.rendition_order[0]].playlist.entries)
-        if len(ready) < len(self.rendition_order) and source_segments < 3:
-            return None  # give every rendition a moment to appear before players look
-        lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
-        for name, r in ready:
-            assert r.info is not None
-            bandwidth = max(r.info.bandwidth, r.peak_bps)
-            lines.append(
-                f"#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},"
-                f"RESOLUTION={r.info.width}x{r.info.height},"
-                f'CODECS="{r.info.codecs}",NAME="{name}"'
-            )
-            lines.append(f"{name}/index.m3u8")
-        return "\n".join(lines) + "\n"
+        source = self._renditions[self.rendition_order[0]]
+        return render_master(
+            self.rendition_order,
+            [
+                (name, r.info, r.peak_bps)
+                for name, r in self._renditions.items()
+                if r.info is not None and r.playlist.entries
+            ],
+            source_segments=len(source.playlist.entries),
+        )
 
     def renditions_ready(self) -> tuple[str, ...]:
         return tuple(n for n, r in self._renditions.items() if r.playlist.entries)
+
+
+def render_master(
+    rendition_order: Sequence[str],
+    ready: Sequence[tuple[str, RenditionInfo, int]],
+    *,
+    source_segments: int,
+) -> str | None:
+    """The master playlist over the renditions that have segments, as (name, info, peak bit/s)
+    in ``rendition_order``; None until the source is ready and either every rendition is or
+    the source has three segments (players look once, so the ladder should be there)."""
+    if not ready or ready[0][0] != rendition_order[0]:
+        return None
+    if len(ready) < len(rendition_order) and source_segments < 3:
+        return None
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for name, info, peak_bps in ready:
+        lines.append(
+            f"#EXT-X-STREAM-INF:BANDWIDTH={max(info.bandwidth, peak_bps)},"
+            f"RESOLUTION={info.width}x{info.height},"
+            f'CODECS="{info.codecs}",NAME="{name}"'
+        )
+        lines.append(f"{name}/index.m3u8")
+    return "\n".join(lines) + "\n"

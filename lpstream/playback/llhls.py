@@ -45,7 +45,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from lpstream.errors import RemoteProtocolError
-from lpstream.playback.hls import KEEP_EXTRA, PlaylistEntry, RenditionInfo
+from lpstream.playback.hls import KEEP_EXTRA, PlaylistEntry, RenditionInfo, render_master
 
 __all__ = [
     "DEFAULT_PART_TARGET",
@@ -832,27 +832,16 @@ class LowLatencyStream:
 
     def master_playlist(self) -> str | None:
         """The master playlist, on the same rules as ``HlsStream.master_playlist``."""
-        ready = [
-            (name, r)
-            for name, r in self._renditions.items()
-            if r.info is not None and r.playlist.last_position is not None
-        ]
-        if not ready or ready[0][0] != self.rendition_order[0]:
-            return None
-        source_segments = len(self._renditions[self.rendition_order[0]].playlist.segments)
-        if len(ready) < len(self.rendition_order) and source_segments < 3:
-            return None  # give every rendition a moment to appear before players look
-        lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
-        for name, r in ready:
-            assert r.info is not None
-            bandwidth = max(r.info.bandwidth, r.peak_bps)
-            lines.append(
-                f"#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},"
-                f"RESOLUTION={r.info.width}x{r.info.height},"
-                f'CODECS="{r.info.codecs}",NAME="{name}"'
-            )
-            lines.append(f"{name}/index.m3u8")
-        return "\n".join(lines) + "\n"
+        source = self._renditions[self.rendition_order[0]]
+        return render_master(
+            self.rendition_order,
+            [
+                (name, r.info, r.peak_bps)
+                for name, r in self._renditions.items()
+                if r.info is not None and r.playlist.last_position is not None
+            ],
+            source_segments=len(source.playlist.segments),
+        )
 
     def renditions_ready(self) -> tuple[str, ...]:
         return tuple(n for n, r in self._renditions.items() if r.playlist.last_position is not None)
