@@ -7,7 +7,6 @@ import fractions
 import http.client
 import io
 import itertools
-import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -24,8 +23,6 @@ from aiortc import (
     RTCSessionDescription,
     VideoStreamTrack,
 )
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
 
 from ingest.segmenter import SegmentCompleted, SegmentData, Segmenter
@@ -34,6 +31,7 @@ from ingest.whip.bridge import AsyncioLoop, open_asyncio_loop
 from lpstream.errors import StreamInUseError
 from lpstream.http.whip import whip_routes
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+from tests.asgi import serve_on_loopback
 
 WIDTH, HEIGHT = 320, 240
 TOKEN = "s3cret"
@@ -212,21 +210,6 @@ class Node:
         return await self.client_loop.run(fn)
 
 
-async def _serve(app: Any, *, task_status: trio.TaskStatus[int]) -> None:
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("test.http")
-    config.graceful_timeout = 0.5
-
-    class _Status:
-        def started(self, binds: list[str] | None = None) -> None:
-            assert binds
-            task_status.started(int(binds[0].rsplit(":", 1)[1]))
-
-    await hypercorn_serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=_Status())
-
-
 @pytest.fixture
 async def node() -> AsyncIterator[Node]:
     handler = RecordingHandler()
@@ -235,7 +218,7 @@ async def node() -> AsyncIterator[Node]:
     )
     async with trio.open_nursery() as nursery, open_asyncio_loop("whip-client") as client:
         await nursery.start(ingest.run)
-        port = await nursery.start(_serve, Starlette(routes=whip_routes(ingest)))
+        port = await nursery.start(serve_on_loopback, Starlette(routes=whip_routes(ingest)))
         yield Node(ingest=ingest, handler=handler, port=port, client_loop=client)
         nursery.cancel_scope.cancel()
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import http.client
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,14 +11,13 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from lpstream.http.app import build_app
 from lpstream.metrics import Metrics
 from lpstream.playback.hls import RenditionInfo
 from lpstream.playback.live import LivePlayback
 from lpstream.playback.llhls import LowLatencyStream, Refused
+from tests.asgi import serve_on_loopback
 
 PART = 0.25
 """Eight parts make a 2 s segment."""
@@ -101,21 +99,6 @@ def publish_segment(live: LivePlayback, seq: int, parts: int = 8) -> None:
     live.notify()
 
 
-async def _serve(app: Any, *, task_status: trio.TaskStatus[int]) -> None:
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("test.http")
-    config.graceful_timeout = 0.5
-
-    class _Status:
-        def started(self, binds: list[str] | None = None) -> None:
-            assert binds
-            task_status.started(int(binds[0].rsplit(":", 1)[1]))
-
-    await hypercorn_serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=_Status())
-
-
 @pytest.fixture
 async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
     max_blocked = getattr(request, "param", 1000)
@@ -126,7 +109,7 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[Server]:
     live = LivePlayback(stream, max_blocked=max_blocked)
     app = build_app(playback=Directory({"s": live}), status=dict, metrics=Metrics())
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(_serve, app)
+        port = await nursery.start(serve_on_loopback, app)
         yield Server(port=port, live=live)
         nursery.cancel_scope.cancel()
 
