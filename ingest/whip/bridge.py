@@ -104,4 +104,7 @@ async def open_asyncio_loop(name: str = "asyncio") -> AsyncIterator[AsyncioLoop]
             with trio.move_on_after(5):
                 await handle.run(_cancel_all)
             loop.call_soon_threadsafe(loop.stop)
-            await trio.to_thread.run_sync(thread.join)
+            # Bounded: a wedged asyncio thread must not keep the node from stopping (it is a
+            # daemon thread and ends with the process).
+            with trio.move_on_after(5):
+                await trio.to_thread.run_sync(thread.join, abandon_on_cancel=True)

@@ -434,6 +434,7 @@ async def _get_info(connection: QuicConnectionHandle, sender: str) -> OrchInfo:
                 if not data:
                     raise TransportError("orchestrator closed the info stream")
                 channel.receive_data(data)
+        await stream.send_eof()  # done asking: the orchestrator ends the stream quietly
     finally:
         await stream.aclose()
     if isinstance(message, Error):

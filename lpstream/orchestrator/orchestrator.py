@@ -360,7 +360,13 @@ class Orchestrator:
             except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
         except TransportError as exc:
-            log.info("control stream from %s ended: %s", peer, exc)
+            # Routine for an info or ping stream; worth a line only for a worker's.
+            log.log(
+                logging.INFO if worker is not None else logging.DEBUG,
+                "control stream from %s ended: %s",
+                peer,
+                exc,
+            )
         finally:
             if worker is not None:
                 self._workers.pop(worker.worker_id, None)
