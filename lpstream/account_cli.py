@@ -31,7 +31,7 @@ import attrs
 import click
 import trio
 
-from lpstream.cliopts import option
+from lpstream.cliopts import option, run_until_stopped
 from lpstream.config import HostPort, parse_host_port
 from lpstream.errors import ConfigError, LpstreamError
 from payments.chain.client import ChainClient
@@ -575,29 +575,14 @@ def chain(
             err=True,
         )
     parameters = attrs.evolve(DEFAULT_PARAMETERS, round_length=round_length)
-    try:
-        trio.run(
-            functools.partial(
-                run_chain,
-                rpc_addr=rpc_addr,
-                block_time=block_time,
-                parameters=parameters,
-                accounts=accounts,
-                keystore_dir=keystore_dir,
-                announce=_announce,
-            )
+    run_until_stopped(
+        functools.partial(
+            run_chain,
+            rpc_addr=rpc_addr,
+            block_time=block_time,
+            parameters=parameters,
+            accounts=accounts,
+            keystore_dir=keystore_dir,
+            announce=_announce,
         )
-    except KeyboardInterrupt:
-        click.echo("stopped", err=True)
-    except (LpstreamError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except BaseExceptionGroup as group:
-        first: BaseException = group
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        if isinstance(first, KeyboardInterrupt):
-            click.echo("stopped", err=True)
-        elif isinstance(first, LpstreamError | OSError):
-            raise click.ClickException(str(first)) from None
-        else:
-            raise
+    )

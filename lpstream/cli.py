@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-import trio
 
 import lpstream
-from lpstream.cliopts import F, option
+from lpstream.cliopts import F, option, run_until_stopped
 from lpstream.config import HostPort, parse_host_port
 from lpstream.errors import ConfigError, LpstreamError
 from lpstream.media import VideoProfile, load_profiles
+
+log = logging.getLogger("lpstream")
 
 __all__ = ["main"]
 
@@ -63,23 +64,7 @@ def _announce(line: str) -> None:
     sys.stdout.flush()
 
 
-def _run(async_fn: Callable[[], Any]) -> None:
-    try:
-        trio.run(async_fn)
-    except KeyboardInterrupt:
-        click.echo("stopped", err=True)
-    except (LpstreamError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except BaseExceptionGroup as group:
-        first = group.exceptions[0]
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        if isinstance(first, KeyboardInterrupt):
-            click.echo("stopped", err=True)
-            return
-        if isinstance(first, LpstreamError | OSError):
-            raise click.ClickException(str(first)) from None
-        raise
+_run = run_until_stopped
 
 
 log_level = option(

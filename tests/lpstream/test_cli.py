@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.mediatools import make_clip, probe_streams
 
@@ -90,3 +93,42 @@ def test_help_names_the_environment_variable_of_every_flag() -> None:
         for flag in flags:
             env = "LPSTREAM_" + flag[2:].upper().replace("-", "_")
             assert env in text, f"{command} {flag} has no {env}"
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM])
+def test_a_node_stops_cleanly_on_a_signal_even_with_sigint_ignored(
+    stop_with: signal.Signals,
+) -> None:
+    """Started in the background (SIGINT inherited as ignored) or by a service manager
+    (SIGTERM), the node still stops in order and says so."""
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lpstream",
+            "dev",
+            "--offchain",
+            "--rtmp-addr=127.0.0.1:0",
+            "--http-addr=127.0.0.1:0",
+            "--service-addr=127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=ignore_sigint,
+    )
+    try:
+        assert node.stdout is not None
+        for line in node.stdout:
+            if "lpstream dev ready" in line:
+                break
+        node.send_signal(stop_with)
+        rest, _ = node.communicate(timeout=20)
+    finally:
+        node.kill()
+    assert node.returncode == 0, rest
+    assert f"{stop_with.name}: stopping" in rest and rest.rstrip().endswith("stopped")
