@@ -64,19 +64,11 @@ class FloatParam:
         number = float(value)
         if not math.isfinite(number):
             return None, f"{self.name} must be finite"
-        if self.minimum is not None and number < self.minimum:
-            return None, f"{self.name} must be >= {self.minimum}, not {number}"
-        if self.maximum is not None and number > self.maximum:
-            return None, f"{self.name} must be <= {self.maximum}, not {number}"
-        return number, None
+        problem = _out_of_bounds(self.name, number, self.minimum, self.maximum)
+        return (None, problem) if problem else (number, None)
 
     def schema(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "number", "default": self.default}
-        if self.minimum is not None:
-            out["minimum"] = self.minimum
-        if self.maximum is not None:
-            out["maximum"] = self.maximum
-        return _described(out, self.description)
+        return _bounded_schema("number", self.default, self.minimum, self.maximum, self.description)
 
 
 @attrs.frozen(kw_only=True)
@@ -94,19 +86,13 @@ class IntParam:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             return None, f"{self.name} must be a whole number, not {_kind(value)}"
-        if self.minimum is not None and value < self.minimum:
-            return None, f"{self.name} must be >= {self.minimum}, not {value}"
-        if self.maximum is not None and value > self.maximum:
-            return None, f"{self.name} must be <= {self.maximum}, not {value}"
-        return value, None
+        problem = _out_of_bounds(self.name, value, self.minimum, self.maximum)
+        return (None, problem) if problem else (value, None)
 
     def schema(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "integer", "default": self.default}
-        if self.minimum is not None:
-            out["minimum"] = self.minimum
-        if self.maximum is not None:
-            out["maximum"] = self.maximum
-        return _described(out, self.description)
+        return _bounded_schema(
+            "integer", self.default, self.minimum, self.maximum, self.description
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -280,3 +266,25 @@ def _described(out: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def _out_of_bounds(
+    name: str, value: float, minimum: float | None, maximum: float | None
+) -> str | None:
+    """What is wrong with ``value`` against inclusive bounds, or None."""
+    if minimum is not None and value < minimum:
+        return f"{name} must be >= {minimum}, not {value}"
+    if maximum is not None and value > maximum:
+        return f"{name} must be <= {maximum}, not {value}"
+    return None
+
+
+def _bounded_schema(
+    kind: str, default: float, minimum: float | None, maximum: float | None, description: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": kind, "default": default}
+    if minimum is not None:
+        out["minimum"] = minimum
+    if maximum is not None:
+        out["maximum"] = maximum
+    return _described(out, description)
