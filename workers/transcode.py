@@ -45,7 +45,8 @@ import io
 import itertools
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -66,7 +67,7 @@ from lpstream.media import VideoProfile, scaled_size
 
 from .gpu import NVENC, choose_encoder
 
-__all__ = ["DataCallback", "LadderTranscoder", "RenditionOutput", "transcode_file"]
+__all__ = ["DataCallback", "FrameStage", "LadderTranscoder", "RenditionOutput", "transcode_file"]
 
 DataCallback = Callable[[int, bytes], None]
 """Receives ``(rendition index, MPEG-TS bytes)`` as each rendition's muxer writes them."""
@@ -92,8 +93,24 @@ _PRIME_MAX_SECONDS = 1.5
 _QUEUED_FRAMES = 4
 """Decoded frames waiting per rendition before the decoder waits for the encoder."""
 
+_LIVE_QUEUED_FRAMES = 2
+"""Decoded frames waiting for a staged (live AI) rendition."""
+
+_LIVE_SLACK = 0.25
+"""Seconds a staged rendition's input may fall behind real time before frames are dropped.
+
+Input ahead of real time (a buffered upload, a retry) waits for the stage instead: every
+frame is processed. Input in real time that the stage cannot keep up with makes decoding
+wait, falls behind, and from then on a frame that finds the queue full is dropped."""
+
+_LIVE_MUX_OPTIONS = {**_MUX_OPTIONS, "flush_packets": "1"}
+"""A staged rendition's muxer hands each packet on at once instead of filling a buffer."""
+
 _SCALER = Interpolation.BICUBIC
 """libswscale algorithm (FFmpeg's scale filter default)."""
+
+_FALLBACK_TICK = Fraction(1, 90_000)
+"""MPEG-TS time base, if a stream has none."""
 
 _FALLBACK_RATE = Fraction(30)
 """Frame rate assumed when neither the container nor the stream timing says."""
@@ -120,17 +137,38 @@ class RenditionOutput:
     """MPEG-TS bytes written (passed to ``on_data``)."""
     duration_ms: int
     """Span of the encoded video, from the first frame's timestamp to the end of the last."""
+    dropped: int = 0
+    """Decoded frames left out because a staged rendition's stage was still busy."""
 
 
 class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes | None: ...
 
 
+class FrameStage(Protocol):
+    """Work done on a rendition's frames between scaling and encoding (a live AI pipeline).
+
+    ``push`` takes a scaled ``yuv420p`` frame and returns the frames ready for the encoder
+    (none while a batch is being gathered), each keeping its input's ``pts``; ``flush``
+    returns what is still gathered at the end. Both run on the rendition's worker thread.
+    ``workers.pipelines.PipelineRunner`` is one.
+    """
+
+    def push(self, frame: VideoFrame, /) -> Sequence[VideoFrame]: ...
+
+    def flush(self) -> Sequence[VideoFrame]: ...
+
+
 class LadderTranscoder:
     """Decodes an MPEG-TS segment once and encodes it to every profile of a ladder."""
 
     def __init__(
-        self, profiles: Sequence[VideoProfile], *, encoder: str = "auto", threads: int = 0
+        self,
+        profiles: Sequence[VideoProfile],
+        *,
+        encoder: str = "auto",
+        threads: int = 0,
+        stages: Mapping[str, FrameStage] | None = None,
     ) -> None:
         """Sets up a ladder.
 
@@ -138,6 +176,10 @@ class LadderTranscoder:
             profiles: the renditions to produce, in output index order.
             encoder: ``auto``, ``nvenc`` or ``x264`` (see ``workers.gpu.choose_encoder``).
             threads: encoder threads per rendition; 0 lets the encoder choose.
+            stages: per profile name, a :class:`FrameStage` its frames go through. Such a
+                rendition is live: its encoder runs with zero-latency settings (no B-frames,
+                no lookahead), each packet is muxed out at once, and when its stage falls
+                behind, new frames are dropped (and counted) instead of waiting.
 
         Raises:
             MediaError: no profiles, or the encoder cannot run here.
@@ -150,6 +192,10 @@ class LadderTranscoder:
         self._profiles = tuple(profiles)
         self._encoder = choose_encoder(encoder)
         self._threads = threads
+        self._stages = dict(stages or {})
+        unknown = set(self._stages) - {p.name for p in self._profiles}
+        if unknown:
+            raise MediaError(f"stages for unknown renditions: {', '.join(sorted(unknown))}")
 
     @property
     def encoder(self) -> str:
@@ -180,9 +226,10 @@ class LadderTranscoder:
                 _SourceReader(source), mode="r", format="mpegts", options=_PROBE_OPTIONS
             )
             try:
-                return _LadderRun(self._profiles, self._encoder, self._threads, container).run(
-                    on_data
+                run = _LadderRun(
+                    self._profiles, self._encoder, self._threads, container, self._stages
                 )
+                return run.run(on_data)
             finally:
                 container.close()
 
@@ -195,9 +242,10 @@ class LadderTranscoder:
         with _media_errors():
             container = av.open(str(path), mode="r")
             try:
-                return _LadderRun(self._profiles, self._encoder, self._threads, container).run(
-                    on_data
+                run = _LadderRun(
+                    self._profiles, self._encoder, self._threads, container, self._stages
                 )
+                return run.run(on_data)
             finally:
                 container.close()
 
@@ -318,6 +366,16 @@ class _Rendition:
     """Next output slot index (frame-rate conversion only)."""
     key_pending: bool = False
     """A source keyframe was dropped; force the next output frame to be one."""
+    stage: FrameStage | None = None
+    """Live AI work between scaling and encoding; frames are dropped when it lags."""
+    dropped: int = 0
+    """Frames dropped because the stage's queue was full (calling thread)."""
+    carry_key: bool = False
+    """A dropped frame was a keyframe: the next frame queued is marked as one."""
+    key_pts: set[int] = attrs.Factory(set)
+    """Timestamps of staged frames that must come out as keyframes (worker thread)."""
+    anchor: tuple[float, int] | None = None
+    """(monotonic time, pts) of the first staged frame: where real time starts."""
 
     # -- calling thread ------------------------------------------------------------------
 
@@ -333,7 +391,22 @@ class _Rendition:
         """Queues a frame for the worker (blocks while its queue is full) and muxes output."""
         if self.error is not None:
             raise self.error
-        self.inbox.put((frame, pts, key))
+        if self.stage is None:
+            self.inbox.put((frame, pts, key))
+        else:
+            key = key or self.carry_key
+            now = time.monotonic()
+            if self.anchor is None:
+                self.anchor = (now, pts)
+            tick = self.video.time_base or _FALLBACK_TICK
+            behind = now - self.anchor[0] - float((pts - self.anchor[1]) * tick)
+            try:
+                self.inbox.put((frame, pts, key), block=behind <= _LIVE_SLACK)
+                self.carry_key = False
+            except queue.Full:
+                # The stage is slower than real time: drop, never queue without bound.
+                self.dropped += 1
+                self.carry_key = key
         self.drain()
 
     def drain(self) -> None:
@@ -377,6 +450,7 @@ class _Rendition:
             pixels=self.frames * self.width * self.height,
             size=self.sink.size,
             duration_ms=duration_ms,
+            dropped=self.dropped,
         )
 
     # -- worker thread -------------------------------------------------------------------
@@ -391,6 +465,9 @@ class _Rendition:
                     self.error = exc
         if self.error is None:
             try:
+                if self.stage is not None:
+                    for done in self.stage.flush():
+                        self._encode_staged(done)
                 self.outbox.extend(self.video.encode(None))
             except BaseException as exc:
                 self.error = exc
@@ -399,6 +476,13 @@ class _Rendition:
         out = self.reformatter.reformat(
             frame, self.width, self.height, "yuv420p", interpolation=_SCALER
         )
+        if self.stage is not None:
+            if key:
+                self.key_pts.add(pts)
+            out.pts = pts
+            for done in self.stage.push(out):
+                self._encode_staged(done)
+            return
         lock = self.shared_frames if out is frame else contextlib.nullcontext()
         with lock:
             if self.step is None:
@@ -415,6 +499,15 @@ class _Rendition:
                 self.slot += 1
                 key = False
             self.key_pending = key
+
+    def _encode_staged(self, frame: VideoFrame) -> None:
+        pts = frame.pts
+        if pts is None or (self.last_pts is not None and pts <= self.last_pts):
+            return  # a stage must keep timestamps; the encoder needs them in order
+        key = pts in self.key_pts
+        if key:
+            self.key_pts = {p for p in self.key_pts if p > pts}
+        self._encode_one(frame, pts, key)
 
     def _encode_one(self, out: VideoFrame, pts: int, key: bool) -> None:
         out.pts = pts
@@ -435,8 +528,10 @@ class _LadderRun:
         encoder: str,
         threads: int,
         container: av.container.InputContainer,
+        stages: Mapping[str, FrameStage],
     ) -> None:
         self._profiles = profiles
+        self._stages = stages
         self._encoder = encoder
         self._threads = threads
         self._input = container
@@ -552,19 +647,19 @@ class _LadderRun:
         on_data: DataCallback,
     ) -> _Rendition:
         width, height = scaled_size(frame.width, frame.height, profile)
-        convert = bool(profile.fps) and Fraction(profile.fps) != source_rate
+        stage = self._stages.get(profile.name)
+        convert = stage is None and bool(profile.fps) and Fraction(profile.fps) != source_rate
         rate = Fraction(profile.fps) if convert else source_rate
         sink = _RenditionSink(index, on_data)
         container = av.open(
             sink,
             mode="w",
             format="mpegts",
-            container_options=_MUX_OPTIONS,
+            container_options=_MUX_OPTIONS if stage is None else _LIVE_MUX_OPTIONS,
             buffer_size=_OUTPUT_CHUNK,
         )
-        video = container.add_stream(
-            self._encoder, rate=rate, options=_encoder_options(self._encoder, profile, rate)
-        )
+        options = _encoder_options(self._encoder, profile, rate, live=stage is not None)
+        video = container.add_stream(self._encoder, rate=rate, options=options)
         if not isinstance(video, VideoStream):
             raise MediaError(f"{self._encoder} is not a video encoder")
         ctx = video.codec_context
@@ -597,6 +692,8 @@ class _LadderRun:
             tolerance=int(1 / (source_rate * tick) / 2),
             interval=1 / (rate * tick),
             shared_frames=self._shared_frames,
+            inbox=queue.Queue(_QUEUED_FRAMES if stage is None else _LIVE_QUEUED_FRAMES),
+            stage=stage,
         )
 
     def _source_rate(self) -> Fraction:
@@ -689,8 +786,11 @@ def _adts_header(packet: Packet[Stream]) -> tuple[int, int, int] | None:
     return _ADTS_RATES[rate_index], channels, samples
 
 
-def _encoder_options(encoder: str, profile: VideoProfile, rate: Fraction) -> dict[str, str]:
-    """Encoder options for one rendition: rate control, GOP and ladder-wide keyframes."""
+def _encoder_options(
+    encoder: str, profile: VideoProfile, rate: Fraction, *, live: bool = False
+) -> dict[str, str]:
+    """Encoder options for one rendition: rate control, GOP and ladder-wide keyframes;
+    ``live`` adds x264's zero-latency tuning (no B-frames, no lookahead, no frame threads)."""
     keyint = max(1, round(profile.gop * rate)) if profile.gop > 0 else 0
     options = {
         "maxrate": str(profile.bitrate * 6 // 5),
@@ -711,6 +811,8 @@ def _encoder_options(encoder: str, profile: VideoProfile, rate: Fraction) -> dic
         return options
     options["preset"] = profile.preset or "veryfast"
     options["x264-params"] = _x264_params(keyint)
+    if live:
+        options["tune"] = "zerolatency"
     return options
 
 

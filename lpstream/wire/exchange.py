@@ -576,6 +576,11 @@ CONTROL_FRAME_TYPES: frozenset[FrameType] = frozenset(
         FrameType.WORKER_HELLO,
         FrameType.WORKER_WELCOME,
         FrameType.END,
+        FrameType.LIVE_OPEN,
+        FrameType.LIVE_UPDATE,
+        FrameType.LIVE_UPDATED,
+        FrameType.LIVE_PAYMENT,
+        FrameType.LIVE_EVENT,
     }
 )
 """What a control stream carries by default: no JOB, DATA, RESULT or SUMMARY."""

@@ -77,6 +77,17 @@ class FrameType(enum.IntEnum):
     """Reserved end-of-messages marker; job streams end with QUIC FIN instead."""
     SUMMARY = 12
     """Responder → requester: closes the response with the final size of each rendition."""
+    LIVE_OPEN = 13
+    """Gateway → orchestrator: opens the control stream of a live AI session."""
+    LIVE_UPDATE = 14
+    """Live control stream (and orchestrator → worker): change a running pipeline's
+    parameters."""
+    LIVE_UPDATED = 15
+    """Answer to LIVE_UPDATE: the version the change got and the frame it applied at."""
+    LIVE_PAYMENT = 16
+    """Live control stream, gateway → orchestrator: tickets paying for the session's time."""
+    LIVE_EVENT = 17
+    """Live control stream, orchestrator → gateway: billing, statistics, stop."""
 
 
 _FRAME_TYPES = frozenset(int(t) for t in FrameType)

@@ -54,9 +54,15 @@ __all__ = [
     "Error",
     "GetInfo",
     "Job",
+    "LiveEvent",
+    "LiveOpen",
+    "LivePayment",
+    "LiveUpdate",
+    "LiveUpdated",
     "Message",
     "OrchInfo",
     "Ping",
+    "PipelineOffer",
     "Pong",
     "ProfileSpec",
     "Rendition",
@@ -268,6 +274,16 @@ class GetInfo:
 
 
 @attrs.frozen(kw_only=True)
+class PipelineOffer:
+    """A live AI pipeline an orchestrator runs, and its price."""
+
+    name: Name
+    """Pipeline name, as a JOB's ``pipeline`` names it."""
+    price_per_second: Count = 0
+    """Wei per second of live session (0 off-chain or free)."""
+
+
+@attrs.frozen(kw_only=True)
 class OrchInfo:
     """ORCH_INFO: what an orchestrator offers."""
 
@@ -287,6 +303,8 @@ class OrchInfo:
     """Opaque ticket parameters (defined by the payments module)."""
     address: Address = ""
     """The orchestrator's Ethereum address (the tickets' recipient); empty off-chain."""
+    pipelines: Annotated[tuple[PipelineOffer, ...], msgspec.Meta(max_length=MAX_CAPABILITIES)] = ()
+    """Live AI pipelines its workers have, with their prices."""
 
 
 @attrs.frozen(kw_only=True)
@@ -328,6 +346,71 @@ class WorkerWelcome:
 
 
 @attrs.frozen(kw_only=True)
+class LiveOpen:
+    """LIVE_OPEN: first message of a live AI session's control stream."""
+
+    stream_id: Name
+    """The stream, as in the session's JOBs."""
+    session_id: Name
+    """The session, as in its JOBs: the orchestrator bills and routes by it."""
+    pipeline: Name
+    """The pipeline the session runs (its price applies)."""
+
+
+@attrs.frozen(kw_only=True)
+class LiveUpdate:
+    """LIVE_UPDATE: new values for some of a running pipeline's parameters."""
+
+    stream_id: Name
+    session_id: Name
+    params: Annotated[dict[ParamKey, ParamValue], msgspec.Meta(max_length=MAX_PARAMS)] = (
+        attrs.field(factory=dict)
+    )
+    """The parameters to change; the others keep their values."""
+
+
+@attrs.frozen(kw_only=True)
+class LiveUpdated:
+    """LIVE_UPDATED: a LIVE_UPDATE was accepted (a refusal is an ERROR)."""
+
+    version: Count
+    """How many changes the session has accepted, this one included."""
+    after_pts: Int64 = -1
+    """Timestamp of the last frame finished before the change arrived (-1: none yet)."""
+    applied_pts: Int64 = -1
+    """Timestamp of the first frame processed with it (-1: no frame came within the wait)."""
+    frames_between: Count = 0
+    """Frames finished after its arrival and before it applied (at most the one in
+    flight)."""
+
+
+@attrs.frozen(kw_only=True)
+class LivePayment:
+    """LIVE_PAYMENT: tickets for a live session's time."""
+
+    payment: Annotated[bytes, msgspec.Meta(min_length=1, max_length=MAX_PAYMENT_SIZE)]
+    """A ``payments.pm.Payment``, as in a JOB."""
+
+
+EventValue = Annotated[str, msgspec.Meta(max_length=MAX_PARAM_VALUE)] | int | float | bool
+
+
+@attrs.frozen(kw_only=True)
+class LiveEvent:
+    """LIVE_EVENT: something the app steering a live session wants to know."""
+
+    kind: Name
+    """``billed`` (seconds and wei so far), ``stopped`` (the session ends; ``message`` says
+    why), ``paid`` (a payment was credited), ``settled`` (final figures at the end)."""
+    message: Annotated[str, msgspec.Meta(max_length=MAX_ERROR_MESSAGE)] = ""
+    values: Annotated[dict[ParamKey, EventValue], msgspec.Meta(max_length=MAX_PARAMS)] = (
+        attrs.field(factory=dict)
+    )
+    """Figures, e.g. ``seconds``, ``billed_wei``, ``balance_wei`` (wei as decimal strings:
+    exact Fractions do not fit an int64)."""
+
+
+@attrs.frozen(kw_only=True)
 class End:
     """END: reserved; no more messages in this direction.
 
@@ -350,6 +433,11 @@ Message: TypeAlias = (
     | WorkerHello
     | WorkerWelcome
     | End
+    | LiveOpen
+    | LiveUpdate
+    | LiveUpdated
+    | LivePayment
+    | LiveEvent
 )
 """Any message of the protocol."""
 
@@ -365,6 +453,11 @@ _HEADER_TYPES: dict[FrameType, type[Any]] = {
     FrameType.WORKER_HELLO: WorkerHello,
     FrameType.WORKER_WELCOME: WorkerWelcome,
     FrameType.END: End,
+    FrameType.LIVE_OPEN: LiveOpen,
+    FrameType.LIVE_UPDATE: LiveUpdate,
+    FrameType.LIVE_UPDATED: LiveUpdated,
+    FrameType.LIVE_PAYMENT: LivePayment,
+    FrameType.LIVE_EVENT: LiveEvent,
 }
 _FRAME_TYPE_OF: dict[type[Any], FrameType] = {cls: t for t, cls in _HEADER_TYPES.items()}
 _FRAME_TYPE_OF[Data] = FrameType.DATA

@@ -1,4 +1,5 @@
-"""Runs transcode jobs in this process: PyAV work on threads, fed by a trickling upload.
+"""Runs transcode and live AI jobs in this process: PyAV work on threads, fed by a trickling
+upload.
 
 The transcoder is blocking code. It runs on a worker thread (``trio.to_thread``) under a
 ``CapacityLimiter`` sized to the worker's capacity, and reads the segment through
@@ -6,24 +7,31 @@ The transcoder is blocking code. It runs on a worker thread (``trio.to_thread``)
 chunk of the ``SegmentBuffer``: decoding starts while the upload is still arriving. Outputs
 are collected per rendition and handed back whole when the job is done, so a job that fails
 half-way can be retried elsewhere without a partial result having escaped.
+
+A job naming a ``pipeline`` is a live AI job: its one profile is the output rendition, whose
+frames go through the session's pipeline (``lpstream.worker.live``) between scaling and a
+zero-latency encode.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import attrs
 import trio
 
-from lpstream.errors import MediaError
+from lpstream.errors import MediaError, RemoteProtocolError
 from lpstream.jobs import JobOutput
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import Job, RenditionInfo
+from lpstream.worker.live import LiveSession, LiveSessions, ParamsApplied
 from workers import LadderTranscoder, RenditionOutput
+from workers.pipelines import InvalidParamsError, PipelineError
 
 __all__ = ["LocalWorker"]
 
@@ -82,6 +90,8 @@ class LocalWorker:
     encoder: str = "auto"
     """``auto``, ``libx264`` or ``nvenc``."""
     worker_id: str = "local"
+    live: LiveSessions = attrs.Factory(LiveSessions)
+    """Live AI sessions and the pipelines they may use."""
     _limiter: trio.CapacityLimiter = attrs.field(init=False)
     _jobs_done: int = 0
 
@@ -92,15 +102,76 @@ class LocalWorker:
     def jobs_done(self) -> int:
         return self._jobs_done
 
+    def capabilities(self) -> tuple[str, ...]:
+        """What this worker runs: ``transcode:h264`` and ``pipeline:NAME`` per pipeline."""
+        return ("transcode:h264", *(f"pipeline:{n}" for n in self.live.registry.names()))
+
     async def run_job(self, job: Job, source: SegmentBuffer) -> list[JobOutput]:
-        """Transcodes the segment in ``source`` (which may still be growing).
+        """Transcodes the segment in ``source`` (which may still be growing), or runs it
+        through the session's pipeline when the job names one.
 
         Raises:
-            RemoteProtocolError: (400) the job's profiles are out of range.
+            RemoteProtocolError: (400) the job's profiles or pipeline request are wrong.
             MediaError: the segment could not be decoded or encoded.
         """
         profiles = job.video_profiles()
-        transcoder = LadderTranscoder(tuple(profiles), encoder=self.encoder)
+        if not job.pipeline:
+            transcoder = LadderTranscoder(tuple(profiles), encoder=self.encoder)
+            return await self._run(transcoder, source, contextlib.nullcontext)
+        if len(profiles) != 1:
+            raise RemoteProtocolError(
+                "a pipeline job names exactly one profile: its output", code=400
+            )
+        try:
+            session = self.live.acquire(
+                (job.stream_id, job.session_id), job.pipeline, job.params, trio.current_time()
+            )
+        except PipelineError as exc:
+            raise RemoteProtocolError(str(exc), code=400) from None
+        try:
+            # Loading a model takes a while; done before the clock of the first frame starts,
+            # or the session would begin by dropping what arrived meanwhile.
+            await trio.to_thread.run_sync(session.runner.prepare, limiter=self._limiter)
+        except PipelineError as exc:
+            raise MediaError(f"pipeline {job.pipeline!r} cannot start: {exc}") from exc
+        transcoder = LadderTranscoder(
+            tuple(profiles), encoder=self.encoder, stages={profiles[0].name: session}
+        )
+        outputs = await self._run(transcoder, source, session.running, session)
+        session.last_used = trio.current_time()
+        return outputs
+
+    async def update_live(
+        self, stream_id: str, session_id: str, params: Mapping[str, object], *, wait: float = 2.0
+    ) -> ParamsApplied:
+        """Changes a running session's parameters; returns where the change took effect,
+        waiting up to ``wait`` seconds for the next frame.
+
+        Raises:
+            RemoteProtocolError: 404 no such session here, 400 invalid parameters.
+        """
+        session = self.live.get((stream_id, session_id))
+        if session is None:
+            raise RemoteProtocolError(f"no live session {session_id} here", code=404)
+        try:
+            version = session.update(params)
+        except InvalidParamsError as exc:
+            raise RemoteProtocolError(str(exc), code=400) from None
+        # The encoder thread cannot set a trio.Event cheaply per frame: poll (2 ms) instead.
+        for _ in range(max(1, round(wait / 0.002))):
+            if session.applied(version).applied_pts is not None:
+                break
+            await trio.sleep(0.002)
+        return session.applied(version)
+
+    async def _run(
+        self,
+        transcoder: LadderTranscoder,
+        source: SegmentBuffer,
+        hold: Callable[[], contextlib.AbstractContextManager[Any]],
+        session: LiveSession | None = None,
+    ) -> list[JobOutput]:
+        profiles = transcoder.profiles
         outputs: list[bytearray] = [bytearray() for _ in profiles]
         reader = _TrickleReader(source.chunks(), trio.lowlevel.current_trio_token())
 
@@ -108,7 +179,8 @@ class LocalWorker:
             outputs[index] += data
 
         def work() -> list[RenditionOutput]:
-            return transcoder.transcode(reader, on_data)
+            with hold():
+                return transcoder.transcode(reader, on_data)
 
         async def stop_reader_when_cancelled() -> None:
             try:
@@ -125,10 +197,17 @@ class LocalWorker:
                     nursery.cancel_scope.cancel()
         except MediaError:
             raise
+        except PipelineError as exc:
+            raise MediaError(f"pipeline failed: {exc}") from exc
         except Exception as exc:  # a bug or an unmapped library error: report it, keep serving
             log.exception("transcode failed")
             raise MediaError(f"transcode failed: {exc}") from exc
         self._jobs_done += 1
+        if session is not None:
+            session.jobs += 1
+            session.frames_out += sum(r.frames for r in results)
+            session.dropped += sum(r.dropped for r in results)
+            session.frames_in += sum(r.frames + r.dropped for r in results)
         return [
             JobOutput(
                 info=RenditionInfo(

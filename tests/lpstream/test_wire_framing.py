@@ -112,7 +112,7 @@ def test_decoder_returns_none_until_the_body_is_complete() -> None:
     assert decoder.pending == 1
 
 
-@pytest.mark.parametrize("type_byte", [0, 13, 0x7F, 0xFF])
+@pytest.mark.parametrize("type_byte", [0, 18, 0x7F, 0xFF])
 def test_unknown_frame_type_is_refused_at_its_first_byte(type_byte: int) -> None:
     decoder = FrameDecoder()
     decoder.receive_data(bytes([type_byte]))

@@ -78,6 +78,11 @@ class PipelineRunner:
         self._latest = self._params
         """Newest validated parameters; what ``update`` builds on."""
         self._mailbox: Params | None = None
+        self._version = 0
+        """Changes validated so far (``update`` calls that succeeded)."""
+        self._applied_version = 0
+        """The newest change a batch has run under."""
+        self._mailbox_version = 0
         self._pending: list[VideoFrame] = []
         self._prepared = False
         self._stopped = False
@@ -97,6 +102,18 @@ class PipelineRunner:
         with self._lock:
             return self._latest
 
+    @property
+    def version(self) -> int:
+        """How many changes :meth:`update` has accepted (0: the starting parameters)."""
+        with self._lock:
+            return self._version
+
+    @property
+    def applied_version(self) -> int:
+        """The newest accepted change that a processed batch has run under."""
+        with self._lock:
+            return self._applied_version
+
     def prepare(self) -> None:
         """Loads the pipeline (blocking); :meth:`push` does it first if not called.
 
@@ -115,6 +132,7 @@ class PipelineRunner:
             ) from exc
         with self._lock:
             params, self._mailbox = self._latest, None
+            self._applied_version = self._version
         self._pipeline.prepare(self._context, params)
         self._pipeline.update(params)
         self._params = params
@@ -132,6 +150,8 @@ class PipelineRunner:
         with self._lock:
             params = validate(self._spec.name, self._spec.params, changes, base=self._latest)
             self._latest = self._mailbox = params
+            self._version += 1
+            self._mailbox_version = self._version
         return params
 
     def push(self, frame: VideoFrame) -> list[VideoFrame]:
@@ -183,6 +203,8 @@ class PipelineRunner:
         frames, self._pending = self._pending, []
         with self._lock:
             changed, self._mailbox = self._mailbox, None
+            if changed is not None:
+                self._applied_version = self._mailbox_version
         if changed is not None:
             self._pipeline.update(changed)
             self._params = changed
