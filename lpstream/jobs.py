@@ -9,6 +9,7 @@ works (a QUIC stream in the node, a trio memory stream pair in tests).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -19,11 +20,15 @@ from lpstream.errors import BusyError, MediaError, ProtocolError, TransportError
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import (
+    Error,
     Job,
     JobFailed,
     JobReceived,
     JobRequester,
     JobResponder,
+    LiveUpdate,
+    LiveUpdated,
+    MessageStream,
     Rendition,
     RenditionData,
     RenditionInfo,
@@ -40,9 +45,13 @@ __all__ = [
     "JobHandler",
     "JobOutput",
     "JobResult",
+    "Prepended",
     "ResultSigner",
+    "UpdateHandler",
     "request_job",
+    "request_update",
     "serve_job",
+    "serve_update",
 ]
 
 log = logging.getLogger("lpstream.jobs")
@@ -261,3 +270,91 @@ async def serve_job(
             await stream.send_eof()
         except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
             await stream.aclose()
+
+
+UpdateHandler = Callable[[LiveUpdate], Awaitable[LiveUpdated]]
+
+UPDATE_TIMEOUT = 5.0
+"""Seconds a LIVE_UPDATE may take to be answered (the worker waits up to 2 s for a frame)."""
+
+
+async def request_update(stream: trio.abc.HalfCloseableStream, update: LiveUpdate) -> LiveUpdated:
+    """Sends one LIVE_UPDATE on its own stream and returns the answer.
+
+    Raises:
+        JobError: the peer answered ERROR (its code) or something else (502).
+        TransportError: the stream failed.
+        trio.TooSlowError: no answer within ``UPDATE_TIMEOUT``.
+    """
+    channel = MessageStream()
+    await stream.send_all(channel.send(update))
+    await stream.send_eof()
+    with trio.fail_after(UPDATE_TIMEOUT):
+        while True:
+            data = await stream.receive_some(64 * 1024)
+            if data:
+                channel.receive_data(bytes(data))
+            else:
+                channel.receive_eof()
+            message = channel.next_message()
+            if isinstance(message, LiveUpdated):
+                return message
+            if isinstance(message, Error):
+                raise JobError(message.message, code=message.code)
+            if message is not None or not data:
+                raise JobError("bad answer to LIVE_UPDATE", code=502)
+
+
+async def serve_update(stream: trio.abc.HalfCloseableStream, handler: UpdateHandler) -> None:
+    """Answers one LIVE_UPDATE stream with the handler's LIVE_UPDATED, or ERROR."""
+    channel = MessageStream()
+    try:
+        with trio.fail_after(UPDATE_TIMEOUT):
+            while (message := channel.next_message()) is None:
+                data = await stream.receive_some(64 * 1024)
+                if not data:
+                    channel.receive_eof()
+                    return
+                channel.receive_data(bytes(data))
+        if not isinstance(message, LiveUpdate):
+            raise ProtocolError(f"expected LIVE_UPDATE, got {type(message).__name__}", code=400)
+        answer = await handler(message)
+        await stream.send_all(channel.send(answer))
+    except (ProtocolError, BusyError, MediaError) as exc:
+        code = _error_code(exc)
+        log.info("live update refused with %d: %s", code, exc)
+        try:
+            await stream.send_all(channel.send(Error(code=code, message=str(exc)[:1000])))
+        except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+    except (TransportError, trio.TooSlowError) as exc:
+        log.info("live update stream failed: %s", exc)
+        return
+    with contextlib.suppress(TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_eof()
+
+
+class Prepended(trio.abc.HalfCloseableStream):
+    """A stream with bytes already read put back in front."""
+
+    def __init__(self, stream: trio.abc.HalfCloseableStream, head: bytes) -> None:
+        self._stream = stream
+        self._head = head
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()

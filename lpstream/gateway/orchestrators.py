@@ -19,6 +19,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from functools import partial
 
 import attrs
@@ -38,7 +39,7 @@ from lpstream.gateway.selection import Candidate, Selector
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
 from lpstream.jobs import JobError, request_job
 from lpstream.keepalive import keep_alive
-from lpstream.quic import QuicConnectionHandle, open_quic_connection
+from lpstream.quic import QuicConnectionHandle, QuicStream, open_quic_connection
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
 from lpstream.verification import VerificationError, verify_result
@@ -315,11 +316,11 @@ class OrchestratorPool:
             self._sender_info_at = (block, info)
         return self._sender_info_at[1]
 
-    async def _payment(
-        self, orch: _Orchestrator, connection: QuicConnectionHandle, job: SegmentJob
-    ) -> bytes:
-        if self.payments is None or self.watch is None:
-            return b""
+    async def _ticket_params(
+        self, orch: _Orchestrator, connection: QuicConnectionHandle
+    ) -> tuple[int, SenderInfo]:
+        """Makes sure ``orch``'s ticket parameters are fresh; (latest block, our funds)."""
+        assert self.payments is not None and self.watch is not None
         snapshot = self.watch.snapshot
         if snapshot is None:
             raise BusyError("the chain has not been read yet")
@@ -333,6 +334,64 @@ class OrchestratorPool:
                 latest_block=snapshot.latest_block,
                 sender_info=sender_info,
             )
+        return snapshot.latest_block, sender_info
+
+    async def open_live_control(self, session: str) -> tuple[str, QuicStream]:
+        """Opens a stream to the orchestrator ``session`` is (or now gets) pinned to; returns
+        its key and the stream."""
+        orch = self._orchestrators[self._pick(session)]
+        with one_error():
+            connection = await self._connection(orch)
+        return str(orch.address), await connection.open_stream()
+
+    async def live_price(self, orchestrator: str, pipeline: str) -> int:
+        """``orchestrator``'s price per second for ``pipeline``, from a fresh ORCH_INFO.
+
+        Raises:
+            BusyError: it does not offer the pipeline.
+        """
+        orch = self._find(orchestrator)
+        with one_error():
+            connection = await self._connection(orch)
+        info = await _get_info(connection, self.payments.address if self.payments else "")
+        for offer in info.pipelines:
+            if offer.name == pipeline:
+                return offer.price_per_second
+        raise BusyError(f"orchestrator {orchestrator} does not offer pipeline {pipeline!r}")
+
+    def live_credit(self, orchestrator: str, session: str) -> Fraction:
+        return self.payments.credit(orchestrator, session) if self.payments else Fraction(0)
+
+    def live_charge(self, orchestrator: str, session: str, amount: Fraction) -> None:
+        if self.payments is not None:
+            self.payments.charge(orchestrator, session, amount)
+
+    def _find(self, orchestrator: str) -> _Orchestrator:
+        orch = next((o for o in self._orchestrators if str(o.address) == orchestrator), None)
+        if orch is None:
+            raise BusyError(f"orchestrator {orchestrator} is gone")
+        return orch
+
+    async def live_payment(self, orchestrator: str, session: str, ahead: Fraction) -> bytes:
+        """Tickets that bring ``session``'s credit with ``orchestrator`` up to ``ahead`` wei
+        (empty off-chain, or when the credit is already there)."""
+        if self.payments is None or self.watch is None:
+            return b""
+        orch = self._find(orchestrator)
+        with one_error():
+            connection = await self._connection(orch)
+        latest_block, sender_info = await self._ticket_params(orch, connection)
+        return self.payments.live_payment(
+            orchestrator, session, ahead, latest_block=latest_block, sender_info=sender_info
+        )
+
+    async def _payment(
+        self, orch: _Orchestrator, connection: QuicConnectionHandle, job: SegmentJob
+    ) -> bytes:
+        if self.payments is None or self.watch is None:
+            return b""
+        key = str(orch.address)
+        latest_block, sender_info = await self._ticket_params(orch, connection)
         return self.payments.payment_for(
             key,
             job.session,
@@ -340,7 +399,7 @@ class OrchestratorPool:
             (job.source_width, job.source_height),
             job.fps,
             job.duration_ms / 1000,
-            latest_block=snapshot.latest_block,
+            latest_block=latest_block,
             sender_info=sender_info,
         )
 
@@ -350,7 +409,8 @@ class OrchestratorPool:
         try:
             with one_error():
                 connection = await self._connection(orch)
-            payment = await self._payment(orch, connection, job)
+            # A live AI session is paid by time on its control stream, not per segment.
+            payment = b"" if job.pipeline else await self._payment(orch, connection, job)
             wire_job = Job(
                 stream_id=job.stream,
                 seq=job.seq,
@@ -358,6 +418,8 @@ class OrchestratorPool:
                 profiles=tuple(ProfileSpec.from_profile(p) for p in job.profiles),
                 session_id=job.session,
                 payment=payment,
+                pipeline=job.pipeline,
+                params=dict(job.params),
             )
             stream = await connection.open_stream()
             try:
@@ -406,7 +468,7 @@ class OrchestratorPool:
         # Latency score: from the segment's last byte to its renditions, over its duration.
         round_trip = trio.current_time() - (source.closed_at or trio.current_time())
         self.selector.record_success(str(orch.address), round_trip, max(job.duration_ms, 1) / 1000)
-        if self.payments is not None:
+        if self.payments is not None and not job.pipeline:
             self.payments.settle(
                 str(orch.address), job.session, sum(o.info.pixels for o in outputs)
             )
@@ -417,6 +479,8 @@ class OrchestratorPool:
                 height=o.info.height,
                 pixels=o.info.pixels,
                 data=o.data,
+                frames=o.info.frames,
+                dropped=o.info.dropped,
             )
             for o in outputs
         ]

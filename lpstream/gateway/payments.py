@@ -118,6 +118,43 @@ class PaymentSender:
             for (w, h), p in zip(sizes, profiles, strict=True)
         )
         fee = segment_fee(pixels, params.price)
+        return self._pay(
+            orchestrator, session, fee, latest_block=latest_block, sender_info=sender_info
+        )
+
+    def live_payment(
+        self,
+        orchestrator: str,
+        session: str,
+        ahead: Fraction,
+        *,
+        latest_block: int,
+        sender_info: SenderInfo,
+    ) -> bytes:
+        """Tickets raising a live session's credit to at least ``ahead`` wei (and one ticket's
+        EV); empty when the credit is there already."""
+        if not tickets_needed(
+            fee=ahead,
+            ticket_ev=self._params[orchestrator].ev,
+            credit=self.credit(orchestrator, session),
+        ):
+            return b""
+        return self._pay(
+            orchestrator, session, ahead, latest_block=latest_block, sender_info=sender_info
+        )
+
+    def _pay(
+        self,
+        orchestrator: str,
+        session: str,
+        fee: Fraction,
+        *,
+        latest_block: int,
+        sender_info: SenderInfo,
+    ) -> bytes:
+        """A payment of as many tickets as ``fee`` needs beyond the session's credit (maybe
+        none: it still carries the ticket parameters and the expected price)."""
+        params = self._params[orchestrator]
         key = (orchestrator, session)
         credit = self._credit.get(key, Fraction(0))
         count = tickets_needed(fee=fee, ticket_ev=params.ev, credit=credit)
@@ -137,6 +174,15 @@ class PaymentSender:
         encoded = payment.encode()
         self._payment_bytes.append(len(encoded))
         return encoded
+
+    def credit(self, orchestrator: str, session: str) -> Fraction:
+        """What we paid ``orchestrator`` for ``session`` and it has not billed yet."""
+        return self._credit.get((orchestrator, session), Fraction(0))
+
+    def charge(self, orchestrator: str, session: str, amount: Fraction) -> None:
+        """Lowers a session's credit by ``amount`` wei the orchestrator billed."""
+        key = (orchestrator, session)
+        self._credit[key] = self._credit.get(key, Fraction(0)) - amount
 
     def payment_refused(self, orchestrator: str, session: str) -> None:
         """Forgets our credit with ``orchestrator`` for ``session`` and its ticket parameters.

@@ -15,6 +15,10 @@ How this works:
   refused, never queued without bound.
 * The segment a job uploads is kept in a ``SegmentBuffer``, so if a worker dies or fails the
   job is given, from the first byte, to another worker; the gateway sees one answer.
+* A job naming a pipeline is a live AI job: it goes to a worker that has the pipeline, is paid
+  by time on the session's LIVE_OPEN control stream rather than in the JOB
+  (``lpstream.orchestrator.live``), and parameter changes on that stream are routed to the
+  worker holding the session.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -30,20 +34,33 @@ import trio
 
 import lpstream
 from lpstream.errors import BusyError, MediaError, RemoteProtocolError, TransportError
-from lpstream.jobs import JobError, JobOutput, request_job, serve_job
+from lpstream.jobs import (
+    JobError,
+    JobOutput,
+    Prepended,
+    request_job,
+    request_update,
+    serve_job,
+)
 from lpstream.keepalive import ping_until_silent
 from lpstream.metrics import Metrics
+from lpstream.orchestrator.live import LiveAccounts, serve_live_control
 from lpstream.orchestrator.payments import PaymentReceiver
 from lpstream.quic import QuicConnectionHandle, QuicStream
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import (
+    MAX_CAPABILITIES,
     Error,
     FrameType,
     GetInfo,
     Job,
+    LiveOpen,
+    LiveUpdate,
+    LiveUpdated,
     MessageStream,
     OrchInfo,
     Ping,
+    PipelineOffer,
     Pong,
     WorkerHello,
     WorkerWelcome,
@@ -65,7 +82,13 @@ class Worker(Protocol):
     worker_id: str
     capacity: int
 
+    def capabilities(self) -> tuple[str, ...]: ...
+
     async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]: ...
+
+    async def update_live(
+        self, stream_id: str, session_id: str, params: Mapping[str, object]
+    ) -> LiveUpdated: ...
 
 
 @attrs.define
@@ -75,13 +98,32 @@ class RemoteWorker:
     worker_id: str
     capacity: int
     connection: QuicConnectionHandle
+    offered: tuple[str, ...] = ("transcode:h264",)
+    """The capabilities its WORKER_HELLO listed."""
     response_timeout: float = 20.0
+
+    def capabilities(self) -> tuple[str, ...]:
+        return self.offered
 
     async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]:
         stream = await self.connection.open_stream()
         try:
             result = await request_job(stream, job, source, response_timeout=self.response_timeout)
             return result.outputs
+        finally:
+            await stream.aclose()
+
+    async def update_live(
+        self, stream_id: str, session_id: str, params: Mapping[str, object]
+    ) -> LiveUpdated:
+        stream = await self.connection.open_stream()
+        try:
+            update = LiveUpdate(
+                stream_id=stream_id,
+                session_id=session_id,
+                params={k: v for k, v in params.items() if isinstance(v, str | int | float)},
+            )
+            return await request_update(stream, update)
         finally:
             await stream.aclose()
 
@@ -114,6 +156,11 @@ class Orchestrator:
     """Seconds between pings to each remote worker."""
     worker_ping_timeout: float = 3.0
     """A remote worker that does not answer a ping this fast is dropped."""
+    pipeline_prices: dict[str, int] = attrs.Factory(dict)
+    """Wei per second of a live session, by pipeline (paid nodes only)."""
+    default_pipeline_price: int = 0
+    """Wei per second of a pipeline without its own price."""
+    live: LiveAccounts = attrs.field(init=False)
     _workers: dict[str, Worker] = attrs.Factory(dict)
     _sessions: dict[tuple[str, str], _Session] = attrs.Factory(dict)
     _ids: Any = attrs.Factory(lambda: itertools.count(1))
@@ -121,6 +168,11 @@ class Orchestrator:
     _connections: set[QuicConnectionHandle] = attrs.Factory(set)
 
     def __attrs_post_init__(self) -> None:
+        self.live = LiveAccounts(
+            payments=self.payments,
+            prices=dict(self.pipeline_prices),
+            default_price=self.default_pipeline_price,
+        )
         if self.local is not None:
             self._workers[self.local.worker_id] = self.local
         for name, help_text in [
@@ -162,7 +214,7 @@ class Orchestrator:
         if all(self._load(w.worker_id) >= w.capacity for w in self._workers.values()):
             raise BusyError(f"busy: all {self.capacity} sessions are in use")
 
-    def _assign(self, key: tuple[str, str], exclude: set[str]) -> Worker:
+    def _assign(self, key: tuple[str, str], exclude: set[str], need: str = "") -> Worker:
         now = trio.current_time()
         self._expire_sessions(now)
         session = self._sessions.get(key)
@@ -172,11 +224,15 @@ class Orchestrator:
         candidates = [
             w
             for w in self._workers.values()
-            if w.worker_id not in exclude and self._load(w.worker_id) < w.capacity
+            if w.worker_id not in exclude
+            and self._load(w.worker_id) < w.capacity
+            and (not need or need in w.capabilities())
         ]
         if not candidates:
             if not self._workers:
                 raise BusyError("no workers are registered")
+            if need and not any(need in w.capabilities() for w in self._workers.values()):
+                raise RemoteProtocolError(f"no worker here offers {need}", code=400)
             raise BusyError(f"busy: all {self.capacity} sessions are in use")
         worker = max(candidates, key=lambda w: w.capacity - self._load(w.worker_id))
         self._sessions[key] = _Session(worker_id=worker.worker_id, last_used=now)
@@ -194,9 +250,15 @@ class Orchestrator:
         """Runs a job on a worker, moving it to another worker if one fails."""
         job.video_profiles()  # range-check the profiles before any work (400 if bad)
         key = (job.stream_id, job.session_id)
+        need = f"pipeline:{job.pipeline}" if job.pipeline else ""
         self._check_room(key)  # a busy answer must not have taken the payment first
         sender = ""
-        if self.payments is not None:
+        if job.pipeline:
+            # Live sessions are paid by time on their control stream: 402 if short.
+            self.live_accounts().check_job(
+                job.stream_id, job.session_id, job.pipeline, trio.current_time()
+            )
+        elif self.payments is not None:
             # Paid before any compute: a bad or short payment is a 402 here.
             sender = await self.payments.receive(job.payment, job.session_id)
         tried: set[str] = set()
@@ -205,7 +267,7 @@ class Orchestrator:
         try:
             for _ in range(self.attempts):
                 try:
-                    worker = self._assign(key, tried)
+                    worker = self._assign(key, tried, need)
                 except BusyError:
                     if last_error is not None:
                         break
@@ -231,7 +293,7 @@ class Orchestrator:
                     continue
                 self.metrics.inc("transcode_seconds_total", trio.current_time() - started)
                 self.metrics.inc("jobs_total", outcome="ok")
-                if self.payments is not None:
+                if self.payments is not None and not job.pipeline:
                     self.payments.bill(sender, job.session_id, sum(o.info.pixels for o in outputs))
                 return outputs
             self.metrics.inc("jobs_total", outcome="failed")
@@ -255,11 +317,44 @@ class Orchestrator:
                 price_fields["ticket_params"] = Payment(params=params, sender=sender).encode()
         return OrchInfo(
             version=lpstream.__version__,
-            capabilities=("transcode:h264",),
+            capabilities=self.capabilities()[:MAX_CAPABILITIES],
             capacity=self.capacity,
             in_use=len(self._sessions),
+            pipelines=tuple(
+                PipelineOffer(name=name, price_per_second=self.live_accounts().price_of(name))
+                for name in self.pipelines()
+            )[:MAX_CAPABILITIES],
             **price_fields,
         )
+
+    def live_accounts(self) -> LiveAccounts:
+        """The live sessions' billing, with the payments in use now (set after start)."""
+        self.live.payments = self.payments
+        return self.live
+
+    def capabilities(self) -> tuple[str, ...]:
+        """What the registered workers offer together, sorted."""
+        return tuple(sorted({c for w in self._workers.values() for c in w.capabilities()}))
+
+    def pipelines(self) -> list[str]:
+        """Names of the live AI pipelines some worker runs."""
+        prefix = "pipeline:"
+        return [c[len(prefix) :] for c in self.capabilities() if c.startswith(prefix)]
+
+    async def update_live(self, update: LiveUpdate) -> LiveUpdated:
+        """Routes a parameter change to the worker holding the session.
+
+        Raises:
+            RemoteProtocolError: 404 when no job of the session has reached a worker, or as
+                the worker answered.
+        """
+        session = self._sessions.get((update.stream_id, update.session_id))
+        worker = self._workers.get(session.worker_id) if session is not None else None
+        if worker is None:
+            raise RemoteProtocolError(
+                f"session {update.session_id} has no running job to change", code=404
+            )
+        return await worker.update_live(update.stream_id, update.session_id, dict(update.params))
 
     def status(self) -> dict[str, Any]:
         self._expire_sessions(trio.current_time())
@@ -273,6 +368,8 @@ class Orchestrator:
             "jobs_in_flight": self._jobs_in_flight,
             "connections": len(self._connections),
             "open_streams": sum(c.statistics().open_streams for c in self._connections),
+            "pipelines": self.pipelines(),
+            "live": self.live_accounts().status(),
             **({"payments": self.payments.status()} if self.payments is not None else {}),
         }
 
@@ -309,7 +406,7 @@ class Orchestrator:
             return
         if first[0] == FrameType.JOB:
             await serve_job(
-                _Prepended(stream, first),
+                Prepended(stream, first),
                 self.run_job,
                 upload_timeout=self.upload_timeout,
                 peer=peer,
@@ -332,6 +429,16 @@ class Orchestrator:
                         await stream.send_all(channel.send(await self.info(message.sender)))
                     elif isinstance(message, Ping):
                         await stream.send_all(channel.send(Pong(nonce=message.nonce)))
+                    elif isinstance(message, LiveOpen):
+                        await serve_live_control(
+                            self.live_accounts(),
+                            stream,
+                            channel,
+                            message,
+                            self.update_live,
+                            peer=peer,
+                        )
+                        return
                     elif isinstance(message, WorkerHello):
                         worker = await self._register(connection, stream, channel, message, peer)
                         if worker is None:
@@ -415,36 +522,13 @@ class Orchestrator:
             return None
         worker_id = f"remote-{next(self._ids)}"
         worker = RemoteWorker(
-            worker_id=worker_id, capacity=max(1, hello.capacity), connection=connection
+            worker_id=worker_id,
+            capacity=max(1, hello.capacity),
+            connection=connection,
+            offered=hello.capabilities,
         )
         self._workers[worker_id] = worker
         self._update_gauges()
         await stream.send_all(channel.send(WorkerWelcome(worker_id=worker_id)))
         log.info("worker %s registered from %s with capacity %d", worker_id, peer, worker.capacity)
         return worker
-
-
-class _Prepended(trio.abc.HalfCloseableStream):
-    """A stream with bytes already read put back in front."""
-
-    def __init__(self, stream: QuicStream, head: bytes) -> None:
-        self._stream = stream
-        self._head = head
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._head:
-            head, self._head = self._head, b""
-            return head
-        return await self._stream.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()

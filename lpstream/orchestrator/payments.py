@@ -214,6 +214,11 @@ class PaymentReceiver:
             raise RemoteProtocolError(f"insufficient balance {reason}", code=402)
         return payment.sender
 
+    def charge(self, sender: str, session: str, amount: Fraction) -> Fraction:
+        """Debits ``amount`` wei (a live session's time); returns the balance left."""
+        self._billed += amount
+        return self.ledger.debit(sender, session, amount)
+
     def bill(self, sender: str, session: str, pixels: int) -> None:
         """Debits price x pixels for work done."""
         self._billed += self.price * pixels

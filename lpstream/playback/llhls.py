@@ -669,6 +669,25 @@ class LowLatencyStream:
     def has_info(self, rendition: str) -> bool:
         return self._renditions[rendition].info is not None
 
+    def has_rendition(self, rendition: str) -> bool:
+        return rendition in self._renditions
+
+    def add_rendition(self, name: str, first_seq: int) -> None:
+        """Adds a rendition that starts mid-stream (a live AI output) at segment
+        ``first_seq``; it is listed last in the master playlist.
+
+        Raises:
+            ValueError: the stream has a rendition of that name already.
+        """
+        if name in self._renditions:
+            raise ValueError(f"rendition {name!r} exists already")
+        playlist = LowLatencyPlaylist(
+            part_target=self.part_target, window=self.window, target_duration=self.target_duration
+        )
+        self._renditions[name] = _Rendition(playlist, next_seq=first_seq)
+        self.rendition_order = (*self.rendition_order, name)
+        self._version += 1
+
     def set_info(self, info: RenditionInfo) -> None:
         self._renditions[info.name].info = info
 

@@ -240,6 +240,9 @@ class RenditionInfo:
     """Bytes sent on this rendition's track."""
     duration_ms: Count
     """Duration of the rendition in milliseconds."""
+    dropped: Count = 0
+    """Input frames left out because a live pipeline was behind real time (not signed:
+    informational)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -28,8 +28,8 @@ from lpstream.errors import MediaError, RemoteProtocolError
 from lpstream.jobs import JobOutput
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
-from lpstream.wire import Job, RenditionInfo
-from lpstream.worker.live import LiveSession, LiveSessions, ParamsApplied
+from lpstream.wire import Job, LiveUpdated, RenditionInfo
+from lpstream.worker.live import LiveSession, LiveSessions
 from workers import LadderTranscoder, RenditionOutput
 from workers.pipelines import InvalidParamsError, PipelineError
 
@@ -143,7 +143,7 @@ class LocalWorker:
 
     async def update_live(
         self, stream_id: str, session_id: str, params: Mapping[str, object], *, wait: float = 2.0
-    ) -> ParamsApplied:
+    ) -> LiveUpdated:
         """Changes a running session's parameters; returns where the change took effect,
         waiting up to ``wait`` seconds for the next frame.
 
@@ -162,7 +162,13 @@ class LocalWorker:
             if session.applied(version).applied_pts is not None:
                 break
             await trio.sleep(0.002)
-        return session.applied(version)
+        applied = session.applied(version)
+        return LiveUpdated(
+            version=version,
+            after_pts=-1 if applied.after_pts is None else applied.after_pts,
+            applied_pts=-1 if applied.applied_pts is None else applied.applied_pts,
+            frames_between=applied.frames_between,
+        )
 
     async def _run(
         self,
@@ -218,6 +224,7 @@ class LocalWorker:
                     frames=r.frames,
                     size=len(outputs[i]),
                     duration_ms=r.duration_ms,
+                    dropped=r.dropped,
                 ),
                 data=bytes(outputs[i]),
             )

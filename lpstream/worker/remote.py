@@ -16,9 +16,20 @@ import trio
 import lpstream
 from lpstream.config import HostPort
 from lpstream.errors import ConfigError, RemoteProtocolError, TransportError
-from lpstream.jobs import serve_job
+from lpstream.jobs import Prepended, serve_job, serve_update
 from lpstream.quic import QuicConnectionHandle, QuicStream, open_quic_connection
-from lpstream.wire import Error, MessageStream, Ping, Pong, WorkerHello, WorkerWelcome
+from lpstream.wire import (
+    MAX_CAPABILITIES,
+    Error,
+    FrameType,
+    LiveUpdate,
+    LiveUpdated,
+    MessageStream,
+    Ping,
+    Pong,
+    WorkerHello,
+    WorkerWelcome,
+)
 from lpstream.worker.local import LocalWorker
 
 __all__ = ["run_remote_worker"]
@@ -27,7 +38,7 @@ log = logging.getLogger("lpstream.worker")
 
 
 async def _register(
-    connection: QuicConnectionHandle, secret: str, capacity: int
+    connection: QuicConnectionHandle, secret: str, capacity: int, capabilities: tuple[str, ...]
 ) -> tuple[str, QuicStream, MessageStream]:
     control = await connection.open_stream()
     channel = MessageStream()
@@ -36,7 +47,7 @@ async def _register(
             WorkerHello(
                 secret=secret,
                 capacity=capacity,
-                capabilities=("transcode:h264",),
+                capabilities=capabilities,
                 version=lpstream.__version__,
             )
         )
@@ -84,7 +95,9 @@ async def run_remote_worker(
     while True:
         try:
             async with open_quic_connection(orchestrator.host, orchestrator.port) as connection:
-                worker_id, control, channel = await _register(connection, secret, local.capacity)
+                worker_id, control, channel = await _register(
+                    connection, secret, local.capacity, local.capabilities()[:MAX_CAPABILITIES]
+                )
                 log.info("registered with %s as %s", orchestrator, worker_id)
                 if not started:
                     task_status.started(worker_id)
@@ -123,7 +136,19 @@ async def _answer_pings(control: QuicStream, channel: MessageStream) -> None:
 
 
 async def _serve_one(local: LocalWorker, stream: trio.abc.HalfCloseableStream, peer: str) -> None:
+    """Answers one stream the orchestrator opened: a JOB, or a LIVE_UPDATE."""
+
+    async def update(message: LiveUpdate) -> LiveUpdated:
+        return await local.update_live(message.stream_id, message.session_id, message.params)
+
     try:
-        await serve_job(stream, local.run_job, peer=peer)
+        with trio.move_on_after(10):
+            first = bytes(await stream.receive_some(64 * 1024))
+            if first and first[0] == FrameType.LIVE_UPDATE:
+                await serve_update(Prepended(stream, first), update)
+            elif first:
+                await serve_job(Prepended(stream, first), local.run_job, peer=peer)
+    except TransportError as exc:
+        log.info("stream from %s failed: %s", peer, exc)
     finally:
         await stream.aclose()

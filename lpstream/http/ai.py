@@ -1,0 +1,177 @@
+"""Live AI over HTTP: start, inspect and stop a stream's session; steer it over a WebSocket.
+
+* ``POST /api/ai/{stream}`` with ``{"pipeline": NAME, "params": {...}, "width": W,
+  "height": H}`` (all but ``pipeline`` optional) starts a session on a live stream: 201 and
+  its status; 400 bad request, 404 stream not live, 409 a session already runs, 503 none can.
+* ``GET /api/ai/{stream}`` is its status; ``DELETE`` stops it (204).
+* ``/api/ai/{stream}/control`` is a WebSocket: the app sends ``{"params": {...}}`` (changes
+  of some parameters) and receives JSON events: ``params`` (the change took effect, with the
+  frame timestamp it applied at), ``stats``, ``billed``, ``paid``, ``error``, ``stopped``.
+  A refused change is answered with an ``error`` event and the socket stays open. Messages
+  are at most 64 KiB, parameters flat (name to string, number or boolean).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from lpstream.errors import LpstreamError, ProtocolError
+from lpstream.gateway.live_ai import LiveAiSession, ParamValue
+
+__all__ = ["AiDirectory", "ai_routes", "parse_params"]
+
+MAX_MESSAGE = 64 * 1024
+"""Largest request body or WebSocket message."""
+MAX_DEPTH = 8
+"""Deepest JSON nesting read (checked before parsing: the parser recurses)."""
+
+
+class AiDirectory(Protocol):
+    """What the routes need from the gateway."""
+
+    def start_ai(
+        self,
+        stream_name: str,
+        pipeline: str,
+        params: dict[str, ParamValue],
+        size: tuple[int, int] | None = None,
+    ) -> LiveAiSession: ...
+
+    def ai_session(self, stream_name: str) -> LiveAiSession | None: ...
+
+
+def _too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """True if ``text`` nests JSON arrays or objects deeper than ``limit`` (no recursion)."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _load(text: str) -> dict[str, Any]:
+    if len(text) > MAX_MESSAGE:
+        raise ProtocolError(f"message over {MAX_MESSAGE} bytes", code=413)
+    if _too_deep(text):
+        raise ProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels", code=400)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"not JSON: {exc}", code=400) from None
+    if not isinstance(value, dict):
+        raise ProtocolError("expected a JSON object", code=400)
+    return value
+
+
+def parse_params(value: object) -> dict[str, ParamValue]:
+    """Checks a ``params`` object: flat, names to strings, numbers or booleans."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError("params must be an object", code=400)
+    params: dict[str, ParamValue] = {}
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool) or len(key) > 128:
+            raise ProtocolError(
+                f"parameter {key[:128]!r}: expected a string, number or boolean", code=400
+            )
+        params[key] = item
+    if len(params) > 32:
+        raise ProtocolError("at most 32 parameters", code=400)
+    return params
+
+
+def _error(exc: LpstreamError) -> Response:
+    code = exc.code if isinstance(exc, ProtocolError) else 500
+    return JSONResponse({"error": str(exc)}, status_code=code)
+
+
+def ai_routes(directory: AiDirectory) -> list[BaseRoute]:
+    async def start(request: Request) -> Response:
+        stream = request.path_params["stream"]
+        try:
+            body = await request.body()
+            request_json = _load(body.decode("utf-8", errors="replace"))
+            pipeline = request_json.get("pipeline")
+            if not isinstance(pipeline, str) or not pipeline:
+                raise ProtocolError("pipeline: a pipeline name is required", code=400)
+            size = None
+            if "width" in request_json or "height" in request_json:
+                width, height = request_json.get("width", 512), request_json.get("height", 512)
+                if not isinstance(width, int) or not isinstance(height, int):
+                    raise ProtocolError("width and height are integers", code=400)
+                size = (width, height)
+            try:
+                session = directory.start_ai(
+                    stream, pipeline, parse_params(request_json.get("params")), size
+                )
+            except ValueError as exc:
+                raise ProtocolError(str(exc), code=400) from None
+        except LpstreamError as exc:
+            return _error(exc)
+        return JSONResponse(session.status(), status_code=201)
+
+    async def status(request: Request) -> Response:
+        session = directory.ai_session(request.path_params["stream"])
+        if session is None:
+            return JSONResponse({"error": "no live AI session"}, status_code=404)
+        if request.method == "DELETE":
+            session.stop()
+            return Response(status_code=204)
+        return JSONResponse(session.status())
+
+    async def control(websocket: WebSocket) -> None:
+        session = directory.ai_session(websocket.path_params["stream"])
+        if session is None or not session.running:
+            await websocket.close(code=4404, reason="no running live AI session")
+            return
+        await websocket.accept()
+        async with session.subscribe() as events, trio.open_nursery() as nursery:
+
+            async def forward() -> None:
+                async for event in events:
+                    await websocket.send_json(event)
+                    if event.get("type") == "stopped":
+                        await websocket.close(code=1000)
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(forward)
+            try:
+                while True:
+                    text = await websocket.receive_text()
+                    try:
+                        message = _load(text)
+                        await session.update(parse_params(message.get("params")))
+                    except LpstreamError as exc:  # the answer is the params event
+                        await websocket.send_json({"type": "error", "message": str(exc)})
+            except WebSocketDisconnect:
+                pass
+            nursery.cancel_scope.cancel()
+
+    return [
+        Route("/api/ai/{stream}", start, methods=["POST"]),
+        Route("/api/ai/{stream}", status, methods=["GET", "DELETE"]),
+        WebSocketRoute("/api/ai/{stream}/control", control),
+    ]

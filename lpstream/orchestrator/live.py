@@ -1,0 +1,310 @@
+"""Live AI sessions at the orchestrator: their control streams, parameter changes routed to
+the session's worker, and payment by time.
+
+How this works:
+
+* A gateway opens one control stream per live session: LIVE_OPEN (stream, session, pipeline),
+  then LIVE_PAYMENT and LIVE_UPDATE in any order. Each LIVE_UPDATE is answered with
+  LIVE_UPDATED (the frame it applied at) or a LIVE_EVENT ``update-refused``; LIVE_EVENTs also
+  report ``paid``, ``billed`` (every second), ``stopped`` and, when the gateway closes its
+  side, ``settled``. One writer task owns the stream's send side.
+* On chain, a session is paid by time. The clock starts with its first job; each started
+  second costs the pipeline's price per second, debited from the (sender, session) balance
+  that LIVE_PAYMENTs credit. A job is refused with 402 while its session has no positive
+  balance (never paid, or run out). A session whose balance falls below zero is stopped: a
+  ``stopped`` event says why, its jobs are refused from then on, and its stream ends.
+* When the gateway ends the stream, the second in progress is billed whole and ``settled``
+  carries the seconds and wei billed and the balance left: the gateway's own count must
+  equal it to the wei.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from fractions import Fraction
+from typing import Any
+
+import attrs
+import trio
+
+from lpstream.errors import LpstreamError, RemoteProtocolError, TransportError
+from lpstream.orchestrator.payments import PaymentReceiver
+from lpstream.quic import QuicStream
+from lpstream.wire import (
+    LiveEvent,
+    LiveOpen,
+    LivePayment,
+    LiveUpdate,
+    LiveUpdated,
+    Message,
+    MessageStream,
+)
+
+__all__ = ["LiveAccount", "LiveAccounts", "serve_live_control"]
+
+log = logging.getLogger("lpstream.orchestrator")
+
+SessionKey = tuple[str, str]
+UpdateRouter = Callable[[LiveUpdate], Awaitable[LiveUpdated]]
+"""Sends a parameter change to the worker running the session (raises RemoteProtocolError)."""
+
+CONTROL_IDLE_TIMEOUT = 60.0
+"""A live control stream silent for this long (no payment, no update) is closed."""
+
+
+@attrs.define
+class LiveAccount:
+    """One live session's billing state."""
+
+    stream_id: str
+    session_id: str
+    pipeline: str
+    price_per_second: int
+    """Wei per second (0: free)."""
+    sender: str = ""
+    """Who pays, known from the first payment."""
+    started_at: float | None = None
+    """When the first job of the session arrived (trio clock)."""
+    seconds_billed: int = 0
+    billed: Fraction = Fraction(0)
+    stopped: str = ""
+    """Why the session was stopped; empty while it runs."""
+    changed: trio.Event = attrs.Factory(trio.Event)
+    """Set when ``stopped`` is set."""
+
+    def stop(self, reason: str) -> None:
+        if not self.stopped:
+            self.stopped = reason
+            self.changed.set()
+
+
+@attrs.define
+class LiveAccounts:
+    """The live sessions with an open control stream, and their billing."""
+
+    payments: PaymentReceiver | None
+    """None off-chain: sessions are free and nothing is checked."""
+    prices: dict[str, int] = attrs.Factory(dict)
+    """Wei per second, by pipeline."""
+    default_price: int = 0
+    """Wei per second of a pipeline not in ``prices``."""
+    _accounts: dict[SessionKey, LiveAccount] = attrs.Factory(dict)
+    _stopped_total: int = 0
+
+    def price_of(self, pipeline: str) -> int:
+        if self.payments is None:
+            return 0
+        return self.prices.get(pipeline, self.default_price)
+
+    def get(self, key: SessionKey) -> LiveAccount | None:
+        return self._accounts.get(key)
+
+    def balance(self, account: LiveAccount) -> Fraction:
+        if self.payments is None or not account.sender:
+            return Fraction(0)
+        return self.payments.ledger.balance(account.sender, account.session_id)
+
+    def check_job(self, stream_id: str, session_id: str, pipeline: str, now: float) -> None:
+        """Lets a live job start, or raises 402; starts the session's clock.
+
+        Raises:
+            RemoteProtocolError: 402 when the session is unpaid or stopped, 409 when its
+                control stream names another pipeline.
+        """
+        if self.payments is None:
+            return
+        account = self._accounts.get((stream_id, session_id))
+        if account is None or not account.sender:
+            raise RemoteProtocolError(
+                "payment required: a live session is paid on its control stream "
+                "(LIVE_OPEN, then LIVE_PAYMENT)",
+                code=402,
+            )
+        if account.pipeline != pipeline:
+            raise RemoteProtocolError(
+                f"session {session_id} was opened for {account.pipeline!r}, not {pipeline!r}",
+                code=409,
+            )
+        if account.stopped:
+            raise RemoteProtocolError(f"session stopped: {account.stopped}", code=402)
+        if self.balance(account) <= 0:
+            raise RemoteProtocolError("insufficient balance: pay for more time", code=402)
+        if account.started_at is None:
+            account.started_at = now
+
+    def bill(self, account: LiveAccount, now: float, *, final: bool = False) -> bool:
+        """Debits the seconds started since the last bill; False if that left the balance
+        below zero (the session must stop)."""
+        if self.payments is None or account.started_at is None or not account.sender:
+            return True
+        elapsed = now - account.started_at
+        due = math.ceil(elapsed) if final else math.floor(elapsed)
+        seconds = due - account.seconds_billed
+        if seconds > 0:
+            amount = Fraction(account.price_per_second * seconds)
+            self.payments.charge(account.sender, account.session_id, amount)
+            account.seconds_billed = due
+            account.billed += amount
+        return self.balance(account) >= 0
+
+    def figures(self, account: LiveAccount) -> dict[str, int | float | str | bool]:
+        return {
+            "seconds": account.seconds_billed,
+            "billed_wei": str(account.billed),
+            "balance_wei": str(self.balance(account)),
+            "price_per_second": account.price_per_second,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "sessions": {
+                f"{a.stream_id}/{a.session_id}": {
+                    "pipeline": a.pipeline,
+                    "stopped": a.stopped or None,
+                    **self.figures(a),
+                }
+                for a in self._accounts.values()
+            },
+            "stopped_total": self._stopped_total,
+        }
+
+    def _open(self, message: LiveOpen) -> LiveAccount:
+        key = (message.stream_id, message.session_id)
+        if key in self._accounts:
+            raise RemoteProtocolError(
+                f"session {message.session_id} already has a control stream", code=409
+            )
+        account = LiveAccount(
+            stream_id=message.stream_id,
+            session_id=message.session_id,
+            pipeline=message.pipeline,
+            price_per_second=self.price_of(message.pipeline),
+        )
+        self._accounts[key] = account
+        return account
+
+    def _close(self, account: LiveAccount) -> None:
+        self._accounts.pop((account.stream_id, account.session_id), None)
+        if account.stopped:
+            self._stopped_total += 1
+
+
+async def serve_live_control(
+    accounts: LiveAccounts,
+    stream: QuicStream,
+    channel: MessageStream,
+    opened: LiveOpen,
+    route_update: UpdateRouter,
+    *,
+    peer: str,
+    bill_interval: float = 1.0,
+) -> None:
+    """Serves one live session's control stream until either side ends it."""
+    account = accounts._open(opened)
+    outbox_send, outbox = trio.open_memory_channel[Message](64)
+    log.info(
+        "live session %s/%s (%s) opened by %s at %d wei/s",
+        opened.stream_id,
+        opened.session_id,
+        opened.pipeline,
+        peer,
+        account.price_per_second,
+    )
+
+    def event(kind: str, message: str = "") -> LiveEvent:
+        return LiveEvent(kind=kind, message=message, values=accounts.figures(account))
+
+    async def write() -> None:
+        async with outbox:
+            async for message in outbox:
+                await stream.send_all(channel.send(message))
+
+    async def update(message: LiveUpdate) -> None:
+        try:
+            answer: Message = await route_update(message)
+        except LpstreamError as exc:
+            answer = LiveEvent(kind="update-refused", message=str(exc)[:1000])
+        await outbox_send.send(answer)
+
+    async def bill_every_second() -> None:
+        while True:
+            await trio.sleep(bill_interval)
+            if account.started_at is None:
+                continue
+            if not accounts.bill(account, trio.current_time()):
+                account.stop("insufficient balance: the session ran out of paid time")
+            await outbox_send.send(event("billed"))
+
+    async def read() -> None:
+        while True:
+            with trio.move_on_after(CONTROL_IDLE_TIMEOUT) as idle:
+                data = await stream.receive_some(64 * 1024)
+            if idle.cancelled_caught:
+                raise RemoteProtocolError(
+                    f"live control stream silent for {CONTROL_IDLE_TIMEOUT:g} s", code=408
+                )
+            if not data:
+                channel.receive_eof()
+                return
+            channel.receive_data(data)
+            while (message := channel.next_message()) is not None:
+                if isinstance(message, LivePayment):
+                    if accounts.payments is None:
+                        continue  # off-chain: nothing to credit
+                    sender = await accounts.payments.receive(message.payment, opened.session_id)
+                    if account.sender and sender != account.sender:
+                        raise RemoteProtocolError("a live session is paid by one sender", code=402)
+                    account.sender = sender
+                    await outbox_send.send(event("paid"))
+                elif isinstance(message, LiveUpdate):
+                    if (message.stream_id, message.session_id) != (
+                        opened.stream_id,
+                        opened.session_id,
+                    ):
+                        raise RemoteProtocolError("LIVE_UPDATE for another session", code=400)
+                    nursery.start_soon(update, message)
+                else:
+                    raise RemoteProtocolError(
+                        f"unexpected {type(message).__name__} on a live control stream"
+                    )
+
+    async def until_stopped() -> None:
+        await account.changed.wait()
+        await outbox_send.send(event("stopped", account.stopped))
+        log.warning(
+            "live session %s/%s stopped: %s", opened.stream_id, opened.session_id, account.stopped
+        )
+        nursery.cancel_scope.cancel()
+
+    try:
+        async with trio.open_nursery() as writer:
+            writer.start_soon(write)
+            async with outbox_send:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(until_stopped)
+                    if accounts.payments is not None:
+                        nursery.start_soon(bill_every_second)
+                    try:
+                        await read()
+                    except RemoteProtocolError as exc:
+                        log.warning("live control stream from %s: %s", peer, exc)
+                        account.stop(str(exc))
+                        await trio.sleep_forever()  # until_stopped reports it and ends this
+                    nursery.cancel_scope.cancel()
+                accounts.bill(account, trio.current_time(), final=True)
+                await outbox_send.send(event("settled", account.stopped))
+            # The writer sends what is queued, then ends.
+        await stream.send_eof()
+    except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        log.info("live control stream from %s ended: %s", peer, exc)
+    finally:
+        accounts._close(account)
+        log.info(
+            "live session %s/%s closed: %d s billed, %s wei",
+            opened.stream_id,
+            opened.session_id,
+            account.seconds_billed,
+            account.billed,
+        )
