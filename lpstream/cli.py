@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import tempfile
@@ -102,7 +103,7 @@ http_opt = option(
     "--http-addr",
     default="127.0.0.1:8935",
     callback=_addr("--http-addr", 8935),
-    help="HTTP for playback (/hls, /watch), WHIP ingest (/whip), /api/status and /metrics.",
+    help="HTTP for playback (/hls, /whep, /watch), WHIP ingest (/whip), /api/status and /metrics.",
 )
 whip_token_opt = option(
     "--whip-token",
@@ -112,10 +113,69 @@ whip_token_opt = option(
 whip_host_opt = option(
     "--whip-host",
     multiple=True,
-    help="Address to offer as a WHIP ICE host candidate (repeat); default: every interface "
-    "address but loopback. Use the public address behind a port forward, 127.0.0.1 on one "
-    "machine.",
+    help="Address to offer as a WHIP and WHEP ICE host candidate (repeat); default: every "
+    "interface address but loopback. Use the public address behind a port forward, 127.0.0.1 "
+    "on one machine.",
 )
+whep_token_opt = option(
+    "--whep-token",
+    default=None,
+    help="Bearer token WHEP viewers must send (Authorization: Bearer ...); default: none, "
+    "anyone may watch (as with HLS).",
+)
+whep_sessions_opt = option(
+    "--whep-max-sessions",
+    type=click.IntRange(0),
+    default=100,
+    help="WHEP (WebRTC) viewers this node serves at once; more get 503 (0 refuses all).",
+)
+pipeline_opt = option(
+    "--pipeline",
+    default=None,
+    help="Live AI pipeline run on every stream published (its output is the 'ai' rendition, "
+    "/hls/{stream}/ai/index.m3u8); default: none (start one with POST /api/ai/{stream}).",
+)
+pipeline_params_opt = option(
+    "--pipeline-params",
+    default=None,
+    help="Starting parameters of --pipeline, as a JSON object, e.g. '{\"strength\": 0.5}'.",
+)
+price_per_second_opt = option(
+    "--price-per-second",
+    type=click.IntRange(0),
+    default=1_000_000_000_000,
+    help="Paid nodes: wei per second of a live AI session, for pipelines without their own "
+    "--pipeline-price.",
+)
+pipeline_price_opt = option(
+    "--pipeline-price",
+    multiple=True,
+    help="Paid nodes: NAME=WEI, the price per second of one pipeline (repeat).",
+)
+
+
+def _pipeline_params(text: str | None) -> dict[str, str | int | float | bool]:
+    if not text:
+        return {}
+    from lpstream.errors import ProtocolError
+    from lpstream.http.ai import parse_params
+
+    try:
+        return parse_params(json.loads(text))
+    except (ValueError, ProtocolError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--pipeline-params") from None
+
+
+def _pipeline_prices(values: tuple[str, ...]) -> dict[str, int]:
+    prices: dict[str, int] = {}
+    for value in values:
+        name, _, wei = value.partition("=")
+        if not name or not wei.isdigit():
+            raise click.BadParameter(f"{value!r}: expected NAME=WEI", param_hint="--pipeline-price")
+        prices[name] = int(wei)
+    return prices
+
+
 service_opt = option(
     "--service-addr",
     default="127.0.0.1:8936",
@@ -240,6 +300,12 @@ def main() -> None:
 )
 @whip_token_opt
 @whip_host_opt
+@whep_token_opt
+@whep_sessions_opt
+@pipeline_opt
+@pipeline_params_opt
+@price_per_second_opt
+@pipeline_price_opt
 @log_level
 def dev(
     rtmp_addr: HostPort,
@@ -263,6 +329,12 @@ def dev(
     data_dir: str | None,
     whip_token: str | None,
     whip_host: tuple[str, ...],
+    whep_token: str | None,
+    whep_max_sessions: int,
+    pipeline: str | None,
+    pipeline_params: str | None,
+    price_per_second: int,
+    pipeline_price: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Gateway, orchestrator and worker in one process, paying with tickets on an embedded
@@ -295,12 +367,18 @@ def dev(
         part_target=part_target,
         whip_token=whip_token,
         whip_hosts=whip_host,
+        whep_token=whep_token,
+        whep_max_sessions=whep_max_sessions,
+        pipeline=pipeline or "",
+        pipeline_params=_pipeline_params(pipeline_params),
     )
     orch_options = OrchestratorOptions(
         service_addr=service_addr,
         secret=orch_secret or new_secret(),
         local_capacity=capacity,
         encoder=encoder,
+        price_per_second=price_per_second,
+        pipeline_prices=_pipeline_prices(pipeline_price),
     )
     _run(
         lambda: run_dev(
@@ -353,6 +431,10 @@ def dev(
 @option("--pixels-per-unit", type=click.IntRange(1), default=1, help="Pixels in a price unit.")
 @whip_token_opt
 @whip_host_opt
+@whep_token_opt
+@whep_sessions_opt
+@pipeline_opt
+@pipeline_params_opt
 @log_level
 def gateway(
     rtmp_addr: HostPort,
@@ -375,6 +457,10 @@ def gateway(
     pixels_per_unit: int,
     whip_token: str | None,
     whip_host: tuple[str, ...],
+    whep_token: str | None,
+    whep_max_sessions: int,
+    pipeline: str | None,
+    pipeline_params: str | None,
     log_level: str,
 ) -> None:
     """Take streams from broadcasters, pay orchestrators to transcode, serve viewers."""
@@ -413,6 +499,10 @@ def gateway(
         selection_seed=selection_seed,
         whip_token=whip_token,
         whip_hosts=whip_host,
+        whep_token=whep_token,
+        whep_max_sessions=whep_max_sessions,
+        pipeline=pipeline or "",
+        pipeline_params=_pipeline_params(pipeline_params),
     )
     _run(lambda: run_gateway(options, announce=_announce, chain=chain, payments=payments))
 
@@ -453,6 +543,8 @@ def gateway(
     default=False,
     help="Initialize each new round on chain as soon as it starts.",
 )
+@price_per_second_opt
+@pipeline_price_opt
 @log_level
 def orchestrator(
     service_addr: HostPort,
@@ -471,9 +563,11 @@ def orchestrator(
     max_face_value: int,
     data_dir: str,
     initialize_rounds: bool,
+    price_per_second: int,
+    pipeline_price: tuple[str, ...],
     log_level: str,
 ) -> None:
-    """Sell transcoding: take jobs over QUIC and run them on workers."""
+    """Sell transcoding and live AI: take jobs over QUIC and run them on workers."""
     from lpstream.node import OrchestratorOptions, run_orchestrator
     from lpstream.paid import PaymentOptions
 
@@ -492,6 +586,8 @@ def orchestrator(
         http_addr=http_addr,
         local_capacity=capacity,
         encoder=encoder,
+        price_per_second=price_per_second,
+        pipeline_prices=_pipeline_prices(pipeline_price),
     )
     _run(
         lambda: run_orchestrator(

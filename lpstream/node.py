@@ -19,7 +19,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 import lpstream
 from ingest.rtmp import RtmpServer
-from ingest.whip import WhipIngest
+from ingest.whip import WhepPlayback, WhipIngest
 from lpstream.chainwatch import ChainWatch
 from lpstream.config import HostPort
 from lpstream.gateway.discovery import (
@@ -88,7 +88,16 @@ class GatewayOptions:
     whip_token: str | None = None
     """Bearer token WHIP publishers must present; None lets anyone publish."""
     whip_hosts: tuple[str, ...] = ()
-    """Addresses offered as WHIP ICE host candidates; empty: every non-loopback address."""
+    """Addresses offered as WHIP (and WHEP) ICE host candidates; empty: every non-loopback
+    address."""
+    whep_token: str | None = None
+    """Bearer token WHEP viewers must present; None lets anyone watch (as HLS does)."""
+    whep_max_sessions: int = 100
+    """WHEP viewers at once; more are answered 503."""
+    pipeline: str = ""
+    """Live AI pipeline every publish gets (``--pipeline``); empty for none."""
+    pipeline_params: dict[str, str | int | float | bool] = attrs.Factory(dict)
+    """Its starting parameters."""
 
 
 @attrs.frozen(kw_only=True)
@@ -105,6 +114,10 @@ class OrchestratorOptions:
     """Sessions the in-process worker takes; 0 leaves all work to remote workers."""
     encoder: str = "auto"
     """Encoder preference of the in-process worker."""
+    price_per_second: int = 0
+    """Paid: wei per second of a live AI session (pipelines without their own price)."""
+    pipeline_prices: dict[str, int] = attrs.Factory(dict)
+    """Paid: wei per second by pipeline."""
 
 
 async def _serve_http(app: Any, addr: HostPort, *, task_status: trio.TaskStatus[HostPort]) -> None:
@@ -130,7 +143,13 @@ def _build_orchestrator(options: OrchestratorOptions, metrics: Metrics) -> Orche
         if options.local_capacity > 0
         else None
     )
-    return Orchestrator(secret=options.secret, metrics=metrics, local=local)
+    return Orchestrator(
+        secret=options.secret,
+        metrics=metrics,
+        local=local,
+        pipeline_prices=dict(options.pipeline_prices),
+        default_pipeline_price=options.price_per_second,
+    )
 
 
 async def run_orchestrator(
@@ -222,6 +241,10 @@ async def _start_gateway(
         metrics=metrics,
         segment_target=options.segment_duration,
         part_target=options.part_target,
+        live_control=pool,
+        paid=sender is not None,
+        pipeline=options.pipeline,
+        pipeline_params=dict(options.pipeline_params),
     )
     await nursery.start(gateway.run)
     rtmp = RtmpServer(handler=gateway)
@@ -230,6 +253,13 @@ async def _start_gateway(
     )
     whip = WhipIngest(handler=gateway, token=options.whip_token, host_addresses=options.whip_hosts)
     await nursery.start(whip.run)
+    whep = WhepPlayback(
+        source=gateway,
+        token=options.whep_token,
+        host_addresses=options.whip_hosts,
+        max_sessions=options.whep_max_sessions,
+    )
+    await nursery.start(whep.run)
 
     def status() -> dict[str, Any]:
         out: dict[str, Any] = {"role": role, "version": lpstream.__version__}
@@ -237,17 +267,21 @@ async def _start_gateway(
         out["orchestrators"] = pool.status()
         out["rtmp"] = attrs.asdict(rtmp.statistics())
         out["whip"] = attrs.asdict(whip.statistics())
+        out["whep"] = attrs.asdict(whep.statistics())
         if extra_status is not None:
             out.update(extra_status())
         return out
 
-    app = build_app(playback=gateway, status=status, metrics=metrics, whip=whip)
+    app = build_app(
+        playback=gateway, status=status, metrics=metrics, whip=whip, whep=whep, ai=gateway
+    )
     http = await nursery.start(_serve_http, app, options.http_addr)
     rtmp_bound = HostPort(rtmp_host, rtmp_port)
     announce(f"ingest:   rtmp://{rtmp_bound}/live/{{stream}}")
     announce(f"ingest:   http://{http}/whip/{{stream}} (WHIP)")
     announce(f"playback: http://{http}/hls/{{stream}}/index.m3u8")
-    announce(f"watch:    http://{http}/watch/{{stream}}")
+    announce(f"webrtc:   http://{http}/whep/{{stream}} (WHEP; /whep/{{stream}}/{{rendition}})")
+    announce(f"watch:    http://{http}/watch/{{stream}}  (?whep=1: WebRTC)")
     announce(f"status:   http://{http}/api/status")
     return gateway
 

@@ -1,26 +1,47 @@
-"""WHIP publish ingest (RFC 9725): WebRTC in, the same ``MediaEvent``s as RTMP out.
+"""WebRTC at the node: WHIP publish ingest (RFC 9725) and WHEP playback.
 
-aiortc, and the asyncio loop it needs, stay inside this package: :class:`WhipIngest` is the
-trio-facing class (:mod:`.server`), the SDP checks (:mod:`.sdp`) and the H.264 repackaging
-(:mod:`.h264`) are sans-IO, and :mod:`.peer` is the only module that touches aiortc. H.264 is
-passed through without re-encoding; Opus audio is transcoded to AAC (:mod:`.audio`).
+WHIP: WebRTC in, the same ``MediaEvent``s as RTMP out. WHEP: a live stream's H.264 out to
+WebRTC viewers, packet by packet, from the gateway's fan-out.
+
+aiortc, and the asyncio loops it needs, stay inside this package: :class:`WhipIngest`
+(:mod:`.server`) and :class:`WhepPlayback` (:mod:`.whep`) are the trio-facing classes; the SDP
+checks (:mod:`.sdp`), the H.264 repackaging (:mod:`.h264`) and a viewer's pacing
+(:mod:`.playout`) are sans-IO; :mod:`.peer` and :mod:`.whep_peer` are the only modules that
+touch aiortc. H.264 is passed through without re-encoding both ways; WHIP's Opus audio is
+transcoded to AAC (:mod:`.audio`); WHEP sends video only.
 """
 
 from __future__ import annotations
 
 from .h264 import H264Track, avc_decoder_configuration, nal_units
-from .sdp import MAX_OFFER_SIZE, MediaSection, OfferSummary, check_offer
+from .playout import OutgoingFrame, Playout
+from .sdp import MAX_OFFER_SIZE, MediaSection, OfferSummary, check_offer, check_playback_offer
 from .server import WhipAnswer, WhipIngest, WhipStatistics
+from .whep import (
+    PlaybackSource,
+    PlaybackSubscription,
+    WhepAnswer,
+    WhepPlayback,
+    WhepStatistics,
+)
 
 __all__ = [
     "MAX_OFFER_SIZE",
     "H264Track",
     "MediaSection",
     "OfferSummary",
+    "OutgoingFrame",
+    "PlaybackSource",
+    "PlaybackSubscription",
+    "Playout",
+    "WhepAnswer",
+    "WhepPlayback",
+    "WhepStatistics",
     "WhipAnswer",
     "WhipIngest",
     "WhipStatistics",
     "avc_decoder_configuration",
     "check_offer",
+    "check_playback_offer",
     "nal_units",
 ]

@@ -1,4 +1,5 @@
-"""Checks a WHIP SDP offer before any WebRTC machinery sees it (sans-IO, no clock, no sockets).
+"""Checks a WHIP or WHEP SDP offer before any WebRTC machinery sees it (sans-IO, no clock, no
+sockets).
 
 How this works:
 
@@ -13,6 +14,10 @@ How this works:
   will do), and an audio section, if there is one, must offer Opus.
 * At most one video and one audio section: WHIP publishes one stream, and simulcast is not
   supported here. Data channels are allowed and ignored.
+* A WHEP (playback) offer is checked the same way, the other way round: its video section must
+  receive (``recvonly`` or ``sendrecv``) and offer H.264 with ``packetization-mode=1``, the
+  only video this node sends (passed through, never re-encoded per viewer); its audio, if
+  any, is answered ``inactive`` (:func:`check_playback_offer`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import attrs
 
 from lpstream.errors import RemoteProtocolError
 
-__all__ = ["MAX_OFFER_SIZE", "MediaSection", "OfferSummary", "check_offer"]
+__all__ = ["MAX_OFFER_SIZE", "MediaSection", "OfferSummary", "check_offer", "check_playback_offer"]
 
 MAX_OFFER_SIZE = 64 * 1024
 """Largest offer accepted, in bytes (real offers are a few KiB)."""
@@ -29,6 +34,7 @@ MAX_SECTIONS = 8
 """Most ``m=`` sections accepted."""
 
 _SENDING = {"sendonly", "sendrecv"}
+_RECEIVING = {"recvonly", "sendrecv"}
 _DIRECTIONS = {"sendonly", "sendrecv", "recvonly", "inactive"}
 
 
@@ -137,14 +143,8 @@ def _summarize(section: _Section) -> MediaSection:
     )
 
 
-def check_offer(data: str | bytes) -> OfferSummary:
-    """Reads a WHIP offer and checks that this node can ingest what it offers.
-
-    Raises:
-        lpstream.errors.RemoteProtocolError: code 400 for a malformed offer, 413 for one over
-            :data:`MAX_OFFER_SIZE`, 415 for one without H.264 video or with audio but no Opus;
-            the message says which.
-    """
+def _sections(data: str | bytes) -> tuple[list[MediaSection], list[MediaSection]]:
+    """The video and audio sections of a well-formed offer (at most one of each)."""
     if len(data) > MAX_OFFER_SIZE:
         raise RemoteProtocolError(f"SDP offer over {MAX_OFFER_SIZE} bytes", code=413)
     if isinstance(data, bytes):
@@ -164,6 +164,18 @@ def check_offer(data: str | bytes) -> OfferSummary:
     audios = [_summarize(s) for s in sections if s.kind == "audio"]
     if len(videos) > 1 or len(audios) > 1:
         raise _bad("at most one video and one audio section (simulcast is not supported)")
+    return videos, audios
+
+
+def check_offer(data: str | bytes) -> OfferSummary:
+    """Reads a WHIP offer and checks that this node can ingest what it offers.
+
+    Raises:
+        lpstream.errors.RemoteProtocolError: code 400 for a malformed offer, 413 for one over
+            :data:`MAX_OFFER_SIZE`, 415 for one without H.264 video or with audio but no Opus;
+            the message says which.
+    """
+    videos, audios = _sections(data)
     if not videos:
         raise _unsupported("the offer has no video; WHIP ingest needs H.264 video")
     video = videos[0]
@@ -186,3 +198,27 @@ def check_offer(data: str | bytes) -> OfferSummary:
                 "this node ingests Opus audio (sent on as AAC) or no audio"
             )
     return OfferSummary(video=video, audio=audio)
+
+
+def check_playback_offer(data: str | bytes) -> MediaSection:
+    """Reads a WHEP offer and checks that this node can send what it asks for; returns its
+    video section.
+
+    Raises:
+        lpstream.errors.RemoteProtocolError: code 400 for a malformed offer or one whose video
+            does not receive, 413 for one over :data:`MAX_OFFER_SIZE`, 415 for one without
+            H.264 (``packetization-mode=1``) video; the message says which.
+    """
+    videos, _ = _sections(data)
+    if not videos:
+        raise _unsupported("the offer has no video; WHEP playback sends H.264 video")
+    video = videos[0]
+    if video.direction not in _RECEIVING:
+        raise _bad(f"the video section is {video.direction}; a viewer must receive")
+    if 1 not in video.h264_packetization_modes:
+        offered = ", ".join(dict.fromkeys(video.codecs)) or "none"
+        raise _unsupported(
+            f"the offer has no H.264 video with packetization-mode=1 (offered: {offered}); "
+            "this node sends the stream's H.264 as it is, without re-encoding"
+        )
+    return video

@@ -17,11 +17,13 @@ from typing import Any
 import attrs
 import trio
 
-from lpstream.errors import StreamInUseError
+from lpstream.errors import ProtocolError, StreamInUseError
+from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession, LiveControlPool, ParamValue
 from lpstream.gateway.stream import LiveStream, SegmentTranscoder, StreamPublisher
 from lpstream.media import VideoProfile
 from lpstream.metrics import Metrics
 from lpstream.playback.live import DEFAULT_MAX_BLOCKED, LivePlayback
+from lpstream.playback.live_packets import PacketSubscription
 from lpstream.playback.llhls import DEFAULT_PART_TARGET, LowLatencyStream
 
 __all__ = ["Gateway"]
@@ -44,6 +46,17 @@ class Gateway:
     """Viewer requests that may wait for an update at once, per stream."""
     linger: float = 60.0
     """Seconds an ended stream's playlists stay served (a restart within it continues them)."""
+    live_control: LiveControlPool | None = None
+    """Opens and pays live AI sessions' control streams (the orchestrator pool)."""
+    paid: bool = False
+    """Whether live AI sessions are paid (on chain)."""
+    pipeline: str = ""
+    """Live AI pipeline every new publish gets (``--pipeline``); empty for none."""
+    pipeline_params: dict[str, ParamValue] = attrs.Factory(dict)
+    """Its starting parameters."""
+    ai_size: tuple[int, int] = (512, 512)
+    """Box the AI output is fitted into (never upscaled)."""
+    ai_bitrate: int = 1_500_000
     _nursery: trio.Nursery | None = None
     _live: dict[str, LiveStream] = attrs.Factory(dict)
     _playback: dict[str, LivePlayback] = attrs.Factory(dict)
@@ -104,6 +117,8 @@ class Gateway:
         )
         self._live[stream_name] = stream
         publisher = stream.publisher
+        if self.pipeline:
+            self.start_ai(stream_name, self.pipeline, dict(self.pipeline_params))
         await self._nursery.start(self._run_stream, stream)
         self.metrics.inc("publishes_total")
         log.info("stream %r: publishing (session %s)", stream_name, stream.session)
@@ -114,8 +129,15 @@ class Gateway:
     ) -> None:
         self.metrics.set("active_streams", len(self._live))
         try:
-            await stream.run(task_status=task_status)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stream.packets.run)
+                try:
+                    await stream.run(task_status=task_status)
+                finally:
+                    stream.packets.close()  # run() ends the viewers once it has drained
         finally:
+            if stream.ai is not None:
+                stream.ai.stop("the stream ended")
             self._last_statistics[stream.name] = stream.statistics()
             self._live.pop(stream.name, None)
             self._ended_at[stream.name] = trio.current_time()
@@ -130,6 +152,56 @@ class Gateway:
                     del self._ended_at[name]
                     self._playback.pop(name, None)
                     self._last_statistics.pop(name, None)
+
+    def subscribe(self, stream: str, rendition: str) -> PacketSubscription | None:
+        """A WebRTC viewer's subscription to a live stream's rendition, or None when the
+        stream is not live or has no such rendition."""
+        live = self._live.get(stream)
+        return None if live is None else live.packets.subscribe(rendition)
+
+    def start_ai(
+        self,
+        stream_name: str,
+        pipeline: str,
+        params: dict[str, ParamValue],
+        size: tuple[int, int] | None = None,
+    ) -> LiveAiSession:
+        """Starts a live AI session on a live stream; its output is the ``ai`` rendition.
+
+        Raises:
+            ProtocolError: 404 the stream is not live, 409 it has a running session, 503 no
+                orchestrators to run it.
+        """
+        stream = self._live.get(stream_name)
+        if stream is None:
+            raise ProtocolError(f"stream {stream_name!r} is not live", code=404)
+        if stream.ai is not None and stream.ai.running:
+            raise ProtocolError(
+                f"stream {stream_name!r} already runs {stream.ai.pipeline!r}; stop it first",
+                code=409,
+            )
+        if self.live_control is None or self._nursery is None:
+            raise ProtocolError("this gateway has no orchestrators for live AI", code=503)
+        width, height = size or self.ai_size
+        session = LiveAiSession(
+            stream=stream_name,
+            session=f"{stream.session}-ai{secrets.token_hex(2)}",
+            pipeline=pipeline,
+            params=params,
+            profile=VideoProfile.checked(
+                name=AI_RENDITION, width=width, height=height, bitrate=self.ai_bitrate, gop=0
+            ),
+            pool=self.live_control,
+            paid=self.paid,
+        )
+        stream.ai = session
+        self._nursery.start_soon(session.run)
+        log.info("stream %r: live AI session %s runs %s", stream_name, session.session, pipeline)
+        return session
+
+    def ai_session(self, stream_name: str) -> LiveAiSession | None:
+        stream = self._live.get(stream_name)
+        return None if stream is None else stream.ai
 
     def playback(self, name: str) -> LivePlayback | None:
         """The playback of a live (or lately ended) stream, for the HTTP layer."""

@@ -459,9 +459,9 @@ class OrchestratorPool:
                 self._sessions[job.session] = (index + 1) % len(self._orchestrators)
                 # Only a broken or silent connection is dropped: a busy answer or a bad
                 # rendition must not fail the other segments in flight on it.
-                if orch.connection is not None and isinstance(
-                    exc, TransportError | trio.TooSlowError
-                ):
+                # A slow pipeline job is the model's pace, not a silent connection.
+                silent = isinstance(exc, trio.TooSlowError) and not job.pipeline
+                if orch.connection is not None and (isinstance(exc, TransportError) or silent):
                     orch.connection.close()
             raise
         orch.jobs += 1

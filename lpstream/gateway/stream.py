@@ -17,6 +17,12 @@ How this works:
 * Every batch of hand-ins ends with ``LivePlayback.notify()``, which wakes the viewers'
   blocked requests (``_HLS_msn`` / ``_HLS_part`` and preload-hinted parts).
 * When the publisher leaves, ``run`` waits for segments in flight, then ends the playlists.
+* With a live AI session (``LiveStream.ai``) every segment also goes out as a pipeline job;
+  its output is the ``ai`` rendition, added to the playlists at the first segment the session
+  sees. A segment without a running session gets a gap there, so numbers stay aligned.
+* WebRTC viewers (WHEP) get packets, not segments: ``LiveStream.packets`` fans out the source's
+  video as it arrives and each rendition's segments, demuxed, as they come back
+  (``feed_rendition_ts``, also the way in for AI output); the gateway runs and closes it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import collections
 import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -38,6 +44,7 @@ from ingest.segmenter import (
     SegmentStarted,
 )
 from lpstream.errors import LpstreamError, MediaError
+from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession
 from lpstream.h264 import AvcInfo, avc_info_from_annexb, avc_info_from_config
 from lpstream.media import (
     CodecConfig,
@@ -51,6 +58,7 @@ from lpstream.media import (
 from lpstream.metrics import Metrics
 from lpstream.playback.hls import RenditionInfo
 from lpstream.playback.live import LivePlayback
+from lpstream.playback.live_packets import StreamPackets
 from lpstream.playback.llhls import DEFAULT_PART_TARGET, LowLatencyStream
 from lpstream.trickle import SegmentBuffer
 
@@ -86,6 +94,10 @@ class SegmentJob:
     """Height of the source picture (0 if unknown)."""
     fps: float = 30.0
     """Source frame rate (from the publisher's metadata, 30 if it gives none)."""
+    pipeline: str = ""
+    """Live AI pipeline to run instead of transcoding (``profiles`` is then its output)."""
+    params: Mapping[str, str | int | float | bool] = attrs.field(factory=dict)
+    """The pipeline's parameters when the session starts on a worker."""
 
 
 @attrs.frozen(kw_only=True)
@@ -102,6 +114,10 @@ class RenditionSegment:
     """Pixels encoded (frames x width x height)."""
     data: bytes
     """MPEG-TS bytes."""
+    frames: int = 0
+    """Frames encoded."""
+    dropped: int = 0
+    """Input frames a live pipeline left out (behind real time)."""
 
 
 class SegmentTranscoder(Protocol):
@@ -191,9 +207,18 @@ class LiveStream:
         lambda: collections.deque(maxlen=512)
     )
     _parts_published: dict[int, int] = attrs.Factory(dict)
+    ai: LiveAiSession | None = None
+    """The stream's live AI session, if one was started."""
+    _ai_durations: dict[int, float] = attrs.Factory(dict)
+    packets: StreamPackets = attrs.field(init=False)
+    """The video packets of every rendition, for WebRTC viewers (WHEP); run by the gateway."""
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[MediaEvent](256)
+        self.packets = StreamPackets(
+            renditions=[p.name for p in self.profiles],
+            rendition_max_early=3 * self.segment_target,
+        )
         self._segmenter = Segmenter(
             target_duration=self.segment_target,
             stream_name=self.name,
@@ -214,6 +239,7 @@ class LiveStream:
             "part_latency_ms": _latency_summary(self._part_latency),
             "segments_in": self._segments_in,
             "segments_in_flight": self._in_flight,
+            "webrtc": self.packets.statistics(),
             "source": None
             if self._source_info is None
             else f"{self._source_info.width}x{self._source_info.height}",
@@ -255,7 +281,13 @@ class LiveStream:
         else:
             self.hls.add_gap("source", seq, self.segment_target)
 
+    def feed_rendition_ts(self, name: str, data: bytes) -> None:
+        """Hands one MPEG-TS segment of rendition ``name`` (a profile or an AI output) to the
+        WebRTC viewers; never blocks (see ``StreamPackets.feed_ts``)."""
+        self.packets.feed_ts(name, data)
+
     def _note_config(self, event: MediaEvent) -> None:
+        self.packets.feed_source(event)
         if isinstance(event, MediaPacket) and event.kind is TrackKind.VIDEO:
             self._video_arrivals.append((event.dts, trio.current_time()))
             return
@@ -290,6 +322,7 @@ class LiveStream:
             self._last_seq = seq
             self._in_flight += 1
             nursery.start_soon(self._transcode_segment, seq, buffer)
+            self._start_ai_segment(seq, buffer, nursery)
         elif isinstance(event, SegmentData):
             self._buffers[self.first_seq + event.seq].append(event.data)
         elif isinstance(event, PartCompleted):
@@ -308,6 +341,8 @@ class LiveStream:
             buffer = self._buffers.pop(seq)
             duration = event.duration_ms / 1000
             self._durations[seq] = duration
+            if self.hls.has_rendition(AI_RENDITION):
+                self._ai_durations[seq] = duration
             self._completed_at[seq] = trio.current_time()
             buffer.close()
             self._segments_in += 1
@@ -326,6 +361,69 @@ class LiveStream:
                 self.hls.complete_segment("source", seq)
             else:
                 self.hls.add_segment("source", seq, duration, buffer.getvalue())
+
+    def _start_ai_segment(self, seq: int, buffer: SegmentBuffer, nursery: trio.Nursery) -> None:
+        ai = self.ai
+        if ai is not None and ai.running:
+            if not self.hls.has_rendition(AI_RENDITION):
+                self.hls.add_rendition(AI_RENDITION, seq)
+            self._in_flight += 1
+            nursery.start_soon(self._ai_segment, ai, seq, buffer)
+        elif self.hls.has_rendition(AI_RENDITION):
+            self.hls.add_gap(AI_RENDITION, seq, self.segment_target)
+
+    async def _ai_segment(self, ai: LiveAiSession, seq: int, buffer: SegmentBuffer) -> None:
+        """Runs one segment through the AI session and lists the output (or a gap)."""
+        job = SegmentJob(
+            stream=self.name,
+            session=ai.session,
+            seq=seq,
+            duration_ms=int(self.segment_target * 1000),
+            profiles=(ai.profile,),
+            source_width=self._source_info.width if self._source_info else 0,
+            source_height=self._source_info.height if self._source_info else 0,
+            fps=self._fps,
+            pipeline=ai.pipeline,
+            params=dict(ai.params),
+        )
+        output: RenditionSegment | None = None
+        try:
+            try:
+                results = await self.transcoder.transcode(job, buffer)
+                output = next((r for r in results if r.name == AI_RENDITION and r.data), None)
+                if output is None:
+                    ai.note_failure(seq, "no ai rendition returned")
+            except (LpstreamError, trio.TooSlowError) as exc:
+                self.metrics.inc("errors_total", kind="pipeline")
+                log.warning("stream %r segment %d: pipeline job failed: %s", self.name, seq, exc)
+                ai.note_failure(seq, str(exc))
+            await buffer.wait_closed()
+            duration = self._ai_durations.get(seq, self.segment_target)
+            if output is None:
+                self.hls.add_gap(AI_RENDITION, seq, duration)
+            else:
+                info = avc_info_from_annexb(ts_elementary_payload(output.data))
+                self.hls.set_info(
+                    RenditionInfo(
+                        name=AI_RENDITION,
+                        width=info.width if info else output.width,
+                        height=info.height if info else output.height,
+                        codecs=self._codecs(info),
+                        bandwidth=ai.profile.bitrate + (128_000 if self._audio else 0),
+                    )
+                )
+                self.hls.add_segment(AI_RENDITION, seq, duration, output.data)
+                self.feed_rendition_ts(AI_RENDITION, output.data)
+                self.metrics.inc("segments_out_total", rendition=AI_RENDITION)
+                latency = trio.current_time() - (buffer.closed_at or trio.current_time())
+                ai.note_segment(seq, duration, output.frames, output.dropped, latency)
+            self.playback.notify()
+        except MediaError:
+            self.hls.add_gap(AI_RENDITION, seq, self.segment_target)
+            self.playback.notify()
+        finally:
+            self._in_flight -= 1
+            self._ai_durations.pop(seq, None)
 
     def _note_part_latency(self, end_ms: int) -> None:
         """Time from the arrival of a part's last video packet to the part being listed."""
@@ -440,6 +538,7 @@ class LiveStream:
                 )
             )
             self.hls.add_segment(profile.name, seq, duration, rendition.data)
+            self.feed_rendition_ts(profile.name, rendition.data)
 
 
 def _latency_summary(samples: collections.deque[float]) -> dict[str, object]:

@@ -16,10 +16,12 @@ from typing import Any, Protocol
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from ingest.whip import WhipIngest
+from ingest.whip import WhepPlayback, WhipIngest
+from lpstream.http.ai import AiDirectory, ai_routes
 from lpstream.http.watch import watch_routes
+from lpstream.http.whep import whep_routes
 from lpstream.http.whip import whip_routes
 from lpstream.metrics import Metrics
 from lpstream.playback.live import LivePlayback
@@ -55,9 +57,11 @@ def build_app(
     status: Callable[[], Mapping[str, Any]],
     metrics: Metrics,
     whip: WhipIngest | None = None,
+    whep: WhepPlayback | None = None,
+    ai: AiDirectory | None = None,
 ) -> Starlette:
     """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers, ``whip``
-    None on nodes that take no WHIP publishes."""
+    None on nodes that take no WHIP publishes, ``whep`` None on nodes with no WebRTC viewers."""
 
     def stream_or_404(request: Request) -> LivePlayback | Response:
         name = request.path_params["stream"]
@@ -119,7 +123,7 @@ def build_app(
             metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/hls/{stream}/index.m3u8", master),
         Route("/hls/{stream}/{rendition}/index.m3u8", media),
         Route("/hls/{stream}/{rendition}/{seq:int}.ts", segment),
@@ -130,4 +134,8 @@ def build_app(
     ]
     if whip is not None:
         routes += whip_routes(whip)
+    if whep is not None:
+        routes += whep_routes(whep)
+    if ai is not None:
+        routes += ai_routes(ai)
     return Starlette(routes=routes)

@@ -2,7 +2,11 @@
 
 ``GET /watch/{stream}`` is a small page that plays ``/hls/{stream}/index.m3u8``: with hls.js
 (low-latency mode on, so LL-HLS parts are used when the playlist has them) where the browser
-has Media Source Extensions, natively where it plays HLS itself (Safari). hls.js is installed
+has Media Source Extensions, natively where it plays HLS itself (Safari).
+``GET /watch/{stream}?whep=1`` (optionally ``&rendition=NAME``, ``&token=...``) plays the same
+stream over WebRTC instead: an ``RTCPeerConnection`` that receives H.264, offered to
+``/whep/{stream}`` (WHEP, see ``lpstream.http.whep``), sub-second latency, video only.
+hls.js is installed
 from npm by ``scripts/setup`` (version pinned in ``web/package-lock.json``), copied into
 ``lpstream/http/static/`` and served at ``/static/hls.min.js``; nothing is fetched from
 elsewhere at run time.
@@ -18,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-__all__ = ["HLS_JS", "hls_js", "publish_page", "watch_page", "watch_routes"]
+__all__ = ["HLS_JS", "hls_js", "publish_page", "watch_page", "watch_routes", "whep_page"]
 
 HLS_JS = "hls.min.js"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -38,6 +42,16 @@ def watch_page(stream: str) -> str:
     return _PAGE.replace("{{name}}", html.escape(stream))
 
 
+def whep_page(stream: str, rendition: str = "source") -> str:
+    """The HTML of the WebRTC (WHEP) watch page for ``stream`` (names already checked)."""
+    endpoint = f"/whep/{stream}" if rendition == "source" else f"/whep/{stream}/{rendition}"
+    return (
+        _WHEP_PAGE.replace("{{endpoint}}", html.escape(endpoint))
+        .replace("{{rendition}}", html.escape(rendition))
+        .replace("{{name}}", html.escape(stream))
+    )
+
+
 def publish_page(stream: str) -> str:
     """The HTML of the browser publish page for ``stream`` (camera and microphone over WHIP)."""
     return _PUBLISH_PAGE.replace("{{name}}", html.escape(stream))
@@ -49,9 +63,14 @@ def watch_routes() -> list[Route]:
 
     async def watch(request: Request) -> Response:
         name = request.path_params["stream"]
-        if not _NAME.match(name):
-            return PlainTextResponse("bad stream name\n", status_code=400)
-        return HTMLResponse(watch_page(name), headers={"Cache-Control": "no-cache"})
+        rendition = request.query_params.get("rendition", "source")
+        if not _NAME.match(name) or not _NAME.match(rendition):
+            return PlainTextResponse("bad stream or rendition name\n", status_code=400)
+        if request.query_params.get("whep", "0") not in ("", "0"):
+            page = whep_page(name, rendition)
+        else:
+            page = watch_page(name)
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
     async def publish(request: Request) -> Response:
         name = request.path_params["stream"]
@@ -92,7 +111,7 @@ a{color:#8cf}
 <video id="video" controls autoplay muted playsinline></video>
 <div id="facts">waiting for the stream…</div>
 <p>HLS: <a href="/hls/{{name}}/index.m3u8">/hls/{{name}}/index.m3u8</a>
-(also plays in ffplay, VLC or Safari)</p>
+(also plays in ffplay, VLC or Safari) · <a href="?whep=1">watch with WebRTC (WHEP)</a></p>
 <script src="/static/hls.min.js"></script>
 <script>
 "use strict";
@@ -192,6 +211,98 @@ async function publish() {
   });
 }
 publish().catch(error => { window.publisher.error = String(error); show("error: " + error); });
+</script>
+</body></html>
+"""
+
+
+_WHEP_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{name}} · WebRTC · lpstream</title>
+<style>
+body{font-family:system-ui,sans-serif;background:#111;color:#eee;margin:2rem}
+video{width:100%;max-width:960px;background:#000;display:block}
+#facts{font-family:ui-monospace,monospace;font-size:.9rem;color:#aaa;margin-top:.5rem}
+a{color:#8cf}
+</style></head>
+<body><h1>{{name}} <small>({{rendition}}, WebRTC)</small></h1>
+<video id="video" controls autoplay muted playsinline></video>
+<div id="facts">connecting…</div>
+<p>WHEP: <code>POST {{endpoint}}</code> · <a href="/watch/{{name}}">watch with HLS</a></p>
+<script>
+"use strict";
+const video = document.getElementById("video");
+const facts = document.getElementById("facts");
+window.player = {engine: "whep", state: "starting", error: null, frames: 0, framesDecoded: 0,
+                 resource: null, pc: null, attempts: 0};
+const headers = {"Content-Type": "application/sdp"};
+const token = new URLSearchParams(location.search).get("token");
+if (token) headers["Authorization"] = "Bearer " + token;
+function show(text) { window.player.state = text; facts.textContent = text; }
+function countFrames() {
+  window.player.frames += 1;
+  video.requestVideoFrameCallback(countFrames);
+}
+if ("requestVideoFrameCallback" in video) video.requestVideoFrameCallback(countFrames);
+function retry(pc) {
+  // The stream is not live yet, or it ended or restarted: offer again in a moment.
+  if (pc.retrying) return;
+  pc.retrying = true;
+  pc.close();
+  setTimeout(start, 2000);
+}
+async function play(pc) {
+  // The node sends the stream's own H.264 (no re-encode): offer to receive video.
+  pc.addTransceiver("video", {direction: "recvonly"});
+  pc.ontrack = event => {
+    video.srcObject = event.streams[0] || new MediaStream([event.track]);
+  };
+  pc.onconnectionstatechange = () => {
+    show("connection " + pc.connectionState);
+    if (pc.connectionState === "failed" || pc.connectionState === "closed") retry(pc);
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  // Non-trickle: every candidate goes in the offer.
+  await new Promise(resolve => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+  });
+  show("offering…");
+  const reply = await fetch(
+    "{{endpoint}}", {method: "POST", headers, body: pc.localDescription.sdp});
+  if (reply.status !== 201) {
+    throw new Error("WHEP answered " + reply.status + ": " + await reply.text());
+  }
+  window.player.resource = reply.headers.get("Location");
+  await pc.setRemoteDescription({type: "answer", sdp: await reply.text()});
+  show("answered, connecting…");
+}
+function start() {
+  const pc = window.player.pc = new RTCPeerConnection();
+  window.player.attempts += 1;
+  play(pc).catch(error => {
+    window.player.error = String(error);
+    show("error: " + error + " (retrying)");
+    retry(pc);
+  });
+}
+window.addEventListener("pagehide", () => {
+  const resource = window.player.resource;
+  if (resource) fetch(resource, {method: "DELETE", headers, keepalive: true});
+});
+setInterval(async () => {
+  const pc = window.player.pc;
+  if (!pc || pc.connectionState !== "connected") return;
+  (await pc.getStats()).forEach(s => {
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      window.player.framesDecoded = s.framesDecoded || 0;
+    }
+  });
+  facts.textContent = window.player.state + " · " + video.videoWidth + "x" +
+    video.videoHeight + " · " + window.player.framesDecoded + " frames decoded";
+}, 500);
+start();
 </script>
 </body></html>
 """

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from ingest.whip import MAX_OFFER_SIZE, WhipIngest
 from lpstream.errors import RemoteProtocolError
 
-__all__ = ["whip_routes"]
+__all__ = ["SDP", "bearer_token", "read_sdp_offer", "whip_routes"]
 
 SDP = "application/sdp"
 _CORS = {
@@ -48,7 +48,8 @@ def _error(exc: RemoteProtocolError) -> Response:
     return PlainTextResponse(f"{exc.reason}\n", status_code=exc.code, headers=headers)
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None (shared with WHEP)."""
     value = request.headers.get("authorization")
     if value is None:
         return None
@@ -58,7 +59,8 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-async def _read_offer(request: Request) -> bytes:
+async def read_sdp_offer(request: Request) -> bytes:
+    """The body of an SDP offer, or 413/415 as ``RemoteProtocolError`` (shared with WHEP)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != SDP:
         raise RemoteProtocolError(f"the offer must be sent as {SDP}", code=415)
@@ -79,11 +81,11 @@ def whip_routes(ingest: WhipIngest, *, prefix: str = "/whip") -> list[Route]:
     async def publish(request: Request) -> Response:
         stream = request.path_params["stream"]
         try:
-            token = _bearer(request)
+            token = bearer_token(request)
             if ingest.token is not None and token is None:
                 # Refuse before reading a body from someone who may not publish.
                 raise RemoteProtocolError("a bearer token is required", code=401)
-            offer = await _read_offer(request)
+            offer = await read_sdp_offer(request)
             answer = await ingest.offer(stream, offer, token=token)
         except RemoteProtocolError as exc:
             return _error(exc)
@@ -104,7 +106,7 @@ def whip_routes(ingest: WhipIngest, *, prefix: str = "/whip") -> list[Route]:
                 headers={**_CORS, "Allow": "DELETE, OPTIONS"},
             )
         try:
-            await ingest.delete(stream, request.path_params["session"], token=_bearer(request))
+            await ingest.delete(stream, request.path_params["session"], token=bearer_token(request))
         except RemoteProtocolError as exc:
             return _error(exc)
         return PlainTextResponse("session ended\n", headers=_CORS)

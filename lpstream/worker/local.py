@@ -131,7 +131,7 @@ class LocalWorker:
         try:
             # Loading a model takes a while; done before the clock of the first frame starts,
             # or the session would begin by dropping what arrived meanwhile.
-            await trio.to_thread.run_sync(session.runner.prepare, limiter=self._limiter)
+            await trio.to_thread.run_sync(self._prepare, session, limiter=self._limiter)
         except PipelineError as exc:
             raise MediaError(f"pipeline {job.pipeline!r} cannot start: {exc}") from exc
         transcoder = LadderTranscoder(
@@ -140,6 +140,11 @@ class LocalWorker:
         outputs = await self._run(transcoder, source, session.running, session)
         session.last_used = trio.current_time()
         return outputs
+
+    @staticmethod
+    def _prepare(session: LiveSession) -> None:
+        with session.running():  # one job at a time: the next waits for the model to load
+            session.runner.prepare()
 
     async def update_live(
         self, stream_id: str, session_id: str, params: Mapping[str, object], *, wait: float = 2.0

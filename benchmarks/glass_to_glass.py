@@ -1,0 +1,838 @@
+"""Glass-to-glass latency: a wall clock drawn into every source frame, read back at display.
+
+How this works:
+
+* Glass (in): a Python process makes 1280x720 frames at 30 frames/s and draws into each, as a
+  64-cell black-and-white code (``benchmarks.clockcode``: 48-bit milliseconds + CRC-16), the
+  value of ``time.time()`` at the moment the frame is handed to the encoder: written into the
+  stdin of an ``ffmpeg ... -c:v libx264 -tune zerolatency`` that publishes RTMP (or writes
+  ffmpeg's own HLS, the peer), or returned from the ``recv()`` of an aiortc video track that
+  publishes WHIP.
+* Glass (out): headless Chromium plays the stream. A ``requestVideoFrameCallback`` on the
+  ``<video>`` draws each presented frame's code band onto a canvas and decodes it in
+  JavaScript; the frame's display time is ``Date.now()`` moved to the callback's
+  ``expectedDisplayTime``. Latency = display time - drawn time, same machine, same wall clock
+  (checked: ``Date.now()`` against ``time.time()`` around a DevTools round trip).
+* Players: hls.js (the copy the node serves) on a page of this benchmark with the config each
+  path names, the node's own watch page ``/watch/{stream}`` as shipped, and its WebRTC page
+  ``/watch/{stream}?whep=1`` (WHEP). This benchmark's page is served from a small HTTP server
+  that also serves ffmpeg's HLS files and passes ``/node/...`` through to the node (hls.js
+  needs one origin; the pass-through adds a loopback hop to lpstream's figures, not the peer's).
+* One ``lpstream dev --offchain`` serves every lpstream path. Paths sharing a source run one
+  after the other on one publish; a player opens once the playlist holds four segments (a
+  viewer joining a live stream, not one racing its first segment), plays ``--warmup`` seconds,
+  then every presented frame for ``--seconds`` is a sample.
+
+The peer is the ffmpeg command line's HLS muxer (``-f hls -hls_time 2 -hls_list_size 6``) fed by
+the same frame source and encoder settings, played by the same hls.js page in plain mode.
+
+    .venv/bin/python -m benchmarks.glass_to_glass [--seconds 20] [--paths rtmp-llhls,whip-whep]
+                                                  [--warmup 8] [--json]
+
+(Run it as a module from the checkout: it uses ``tests.browser`` and ``tests.e2e.nodes``.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import enum
+import functools
+import http.server
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import av
+import numpy as np
+import numpy.typing as npt
+import trio
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
+
+from benchmarks.clockcode import JS_READER, band_rows, draw_clock
+from ingest.whip.bridge import open_asyncio_loop
+from lpstream.http.watch import hls_js
+from tests.browser import Page, chromium_path, open_browser
+from tests.e2e.nodes import NodeProcess, parse_media_playlist
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDTH, HEIGHT, FPS = 1280, 720, 30
+ENCODER = ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30"]
+JOIN_SEGMENTS = 4
+"""Segments the playlist holds before a player opens."""
+
+METHOD = """\
+method: glass = time.time() when a 1280x720 frame is handed to the encoder (written into
+  ffmpeg's stdin for RTMP and the ffmpeg-HLS peer; returned to aiortc's H.264 sender for WHIP),
+  drawn into that frame as a 64-cell code (48-bit ms since the epoch + CRC-16).
+  display = Date.now() at the frame's expectedDisplayTime in headless Chromium's
+  requestVideoFrameCallback; the callback draws the presented frame to a canvas and decodes
+  the code. latency = display - glass, one machine, one wall clock. Frames whose code fails the
+  CRC are counted as unreadable, never as samples. Players join once the playlist holds
+  {join} segments, play {warmup:g} s, then every presented frame for {seconds:g} s is a sample."""
+
+
+# --- paths ---------------------------------------------------------------------------------
+
+
+class Ingest(enum.Enum):
+    """How the clock frames leave the source process."""
+
+    RTMP = "rtmp"
+    """ffmpeg (libx264 zerolatency, 1 s GOP) publishing FLV to the node's RTMP ingest."""
+    WHIP = "whip"
+    """aiortc publishing H.264 (its own libx264 encoder) to the node's ``/whip/{stream}``."""
+    FFMPEG_HLS = "ffmpeg-hls"
+    """ffmpeg (same encoder settings) writing its own HLS (2 s segments) into a folder."""
+
+
+class Player(enum.Enum):
+    HLSJS_LL = "hls.js lowLatencyMode:true (hls.js defaults: PART-HOLD-BACK)"
+    HLSJS_PLAIN = "hls.js lowLatencyMode:false liveSyncDurationCount:3"
+    WATCH_PAGE = "the node's /watch/{stream} page as shipped (hls.js)"
+    WHEP = "the node's /watch/{stream}?whep=1 page (WebRTC, WHEP)"
+
+
+@attrs.frozen(kw_only=True)
+class LatencyPath:
+    """One measured way from glass to glass."""
+
+    name: str
+    ingest: Ingest
+    player: Player
+    target_ms: float | None
+    """The issue's target for the median, if it sets one."""
+    rendition: str | None = None
+    """A media playlist (``source``, ``360p``, an AI output) instead of the master playlist."""
+    what: str = ""
+
+    @property
+    def stream(self) -> str:
+        return f"g2g-{self.ingest.value}"
+
+
+# Paths run in this order; those with the same ingest share one publish. A later live-AI path
+# (``POST /api/ai/{stream}`` with {"pipeline": "noop"}, playing its rendition) is one more entry
+# here with ``rendition`` set to the AI output's name, plus that POST before its player opens.
+PATHS: dict[str, LatencyPath] = {
+    p.name: p
+    for p in (
+        LatencyPath(
+            name="rtmp-llhls",
+            ingest=Ingest.RTMP,
+            player=Player.HLSJS_LL,
+            target_ms=1500,
+            what="RTMP -> lpstream LL-HLS, hls.js low-latency",
+        ),
+        LatencyPath(
+            name="rtmp-llhls-watch",
+            ingest=Ingest.RTMP,
+            player=Player.WATCH_PAGE,
+            target_ms=1500,
+            what="RTMP -> lpstream LL-HLS, the /watch page as shipped",
+        ),
+        LatencyPath(
+            name="rtmp-hls",
+            ingest=Ingest.RTMP,
+            player=Player.HLSJS_PLAIN,
+            target_ms=6000,
+            what="RTMP -> lpstream HLS (2 s segments), hls.js plain",
+        ),
+        LatencyPath(
+            name="ffmpeg-hls",
+            ingest=Ingest.FFMPEG_HLS,
+            player=Player.HLSJS_PLAIN,
+            target_ms=None,
+            what="peer: ffmpeg -f hls -hls_time 2, hls.js plain",
+        ),
+        LatencyPath(
+            name="whip-llhls",
+            ingest=Ingest.WHIP,
+            player=Player.HLSJS_LL,
+            target_ms=1500,
+            what="WHIP -> lpstream LL-HLS, hls.js low-latency",
+        ),
+        LatencyPath(
+            name="whip-whep",
+            ingest=Ingest.WHIP,
+            player=Player.WHEP,
+            target_ms=200,
+            what="WHIP -> lpstream WHEP passthrough, WebRTC",
+        ),
+    )
+}
+PEER = "ffmpeg-hls"
+HLSJS_CONFIG: dict[Player, dict[str, Any]] = {
+    Player.HLSJS_LL: {"lowLatencyMode": True},
+    Player.HLSJS_PLAIN: {"lowLatencyMode": False, "liveSyncDurationCount": 3},
+}
+
+
+# --- the source process ------------------------------------------------------------------
+
+
+class ClockPicture:
+    """yuv420p frames (PyAV's layout: Y rows, then U and V rows) of a moving pattern with the
+    clock in the top band; chroma is grey under the band."""
+
+    def __init__(self, width: int, height: int) -> None:
+        x = np.arange(width)[None, :]
+        y = np.arange(height)[:, None]
+        checker = ((x // 64 + y // 64) % 2) * 80
+        self._luma = (40 + checker + (x + y) % 96).astype(np.uint8)
+        u = np.broadcast_to((64 + x[:, ::2] // 10) % 256, (height // 2, width // 2)).copy()
+        v = np.broadcast_to((96 + y[::2, :] // 6) % 256, (height // 2, width // 2)).copy()
+        grey = (band_rows(height) + 1) // 2
+        u[:grey] = v[:grey] = 128
+        self.height = height
+        self.buffer = np.concatenate(
+            [
+                np.empty((height, width), np.uint8),
+                u.astype(np.uint8).reshape(height // 4, width),
+                v.astype(np.uint8).reshape(height // 4, width),
+            ]
+        )
+
+    def next(self, n: int) -> npt.NDArray[np.uint8]:
+        """Frame ``n`` with the clock drawn at the moment of the call."""
+        luma = self.buffer[: self.height]
+        luma[:] = np.roll(self._luma, n * 6, axis=1)
+        draw_clock(luma, round(time.time() * 1000))
+        return self.buffer
+
+
+def source_ffmpeg(output: list[str], width: int, height: int) -> dict[str, int]:
+    """Writes clock frames into ffmpeg's stdin in real time until SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    command = [
+        "ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
+        "-s", f"{width}x{height}", "-r", str(FPS), "-i", "-", *ENCODER, "-pix_fmt", "yuv420p",
+        *output,
+    ]  # fmt: skip
+    ffmpeg = subprocess.Popen(command, stdin=subprocess.PIPE)
+    assert ffmpeg.stdin is not None
+    picture = ClockPicture(width, height)
+    start = time.monotonic()
+    frames = late = 0
+    try:
+        while not stop.is_set() and ffmpeg.poll() is None:
+            wait = start + frames / FPS - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            elif wait < -1 / FPS:
+                late += 1
+            ffmpeg.stdin.write(picture.next(frames).data)
+            frames += 1
+    except BrokenPipeError:
+        pass
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            ffmpeg.stdin.close()
+        ffmpeg.wait()
+    return {"frames": frames, "late": late}
+
+
+class ClockTrack(VideoStreamTrack):
+    """aiortc video at 30 frames/s, the clock drawn when aiortc takes the frame."""
+
+    def __init__(self, width: int, height: int) -> None:
+        super().__init__()
+        self._picture = ClockPicture(width, height)
+        self.frames = 0
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = av.VideoFrame.from_ndarray(self._picture.next(self.frames), format="yuv420p")
+        frame.pts = pts
+        frame.time_base = time_base
+        self.frames += 1
+        return frame
+
+
+class WhipPublisher:
+    """A non-trickle WHIP client (as OBS is); its coroutines run on the asyncio loop."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.track = ClockTrack(width, height)
+        self.pc: RTCPeerConnection | None = None
+
+    async def offer(self) -> str:
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        video = pc.addTransceiver(self.track, direction="sendonly")
+        capabilities = RTCRtpSender.getCapabilities("video")
+        assert capabilities is not None
+        video.setCodecPreferences(
+            [c for c in capabilities.codecs if c.mimeType.lower() == "video/h264"]
+        )
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+
+    async def accept(self, answer: str) -> None:
+        assert self.pc is not None
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    async def close(self) -> None:
+        if self.pc is not None:
+            await self.pc.close()
+
+
+def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": "application/sdp"}
+    )
+    try:
+        with _OPENER.open(request, timeout=20) as response:
+            return int(response.status), dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+async def source_whip(url: str, width: int, height: int) -> dict[str, int]:
+    """Publishes clock frames with WHIP until SIGTERM."""
+    publisher = WhipPublisher(width, height)
+    async with open_asyncio_loop("whip-publisher") as loop:
+        try:
+            offer = await loop.run(publisher.offer)
+            status, headers, body = await trio.to_thread.run_sync(
+                _http, "POST", url, offer.encode()
+            )
+            if status != 201:
+                raise SystemExit(f"WHIP answered {status}: {body.decode(errors='replace')}")
+            await loop.run(publisher.accept, body.decode())
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+            location = urllib.parse.urljoin(url, headers.get("Location", ""))
+            await trio.to_thread.run_sync(_http, "DELETE", location)
+        finally:
+            await loop.run(publisher.close)
+    return {"frames": publisher.track.frames, "late": 0}
+
+
+def run_source(kind: str, to: str, size: str) -> None:
+    """The ``--source`` mode: this process is the camera. Prints its counts as JSON."""
+    width, height = (int(v) for v in size.split("x"))
+    if kind == "rtmp":
+        counts = source_ffmpeg(["-f", "flv", to], width, height)
+    elif kind == "ffmpeg-hls":
+        output = ["-f", "hls", "-hls_time", "2", "-hls_list_size", "6", f"{to}/index.m3u8"]
+        counts = source_ffmpeg(output, width, height)
+    else:
+        counts = trio.run(source_whip, to, width, height)
+    print(json.dumps(counts), flush=True)
+
+
+@contextlib.contextmanager
+def open_source(kind: Ingest, to: str, size: str, log: Path) -> Iterator[dict[str, int]]:
+    """Runs the source process for the block; the dict gets its counts when it has ended."""
+    counts: dict[str, int] = {}
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.glass_to_glass", "--source", kind.value,
+             "--to", to, "--size", size],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=err,
+        )  # fmt: skip
+        try:
+            yield counts
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                out, _ = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            with contextlib.suppress(ValueError):
+                counts.update(json.loads(out.decode().strip().splitlines()[-1]))
+
+
+# --- the player page, the peer's files and the pass-through to the node ---------------------
+
+PLAYER_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>glass to glass</title></head>
+<body style="margin:0;background:#000">
+<video id="video" autoplay muted playsinline style="width:1280px;height:720px"></video>
+<script src="/hls.min.js"></script>
+<script>
+"use strict";
+const params = new URLSearchParams(location.search);
+const source = params.get("src");
+const video = document.getElementById("video");
+const hls = new Hls(JSON.parse(params.get("config")));
+window.player = {engine: "hls.js " + Hls.version, hls: hls, errors: []};
+hls.on(Hls.Events.ERROR, (event, data) => {
+  window.player.errors.push(data.details);
+  if (!data.fatal) return;
+  if (data.type === Hls.ErrorTypes.NETWORK_ERROR) setTimeout(() => hls.loadSource(source), 1000);
+  else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
+});
+hls.loadSource(source);
+hls.attachMedia(video);
+</script></body></html>
+"""
+
+MEASURE_JS = (
+    JS_READER
+    + """
+(() => {
+  if (window.g2g) return true;
+  const video = document.querySelector("video");
+  const canvas = document.createElement("canvas");
+  canvas.width = CLOCK.columns * 8;
+  canvas.height = CLOCK.rows * 8;
+  const context = canvas.getContext("2d", {willReadFrequently: true});
+  const g2g = window.g2g = {samples: [], unreadable: 0};
+  function presented(now, meta) {
+    // The wall clock at the moment this frame is shown (expectedDisplayTime is on the
+    // performance.now() timeline; Date.now() is the clock Python's time.time() reads).
+    const shown = Date.now() + (meta.expectedDisplayTime - performance.now());
+    const band = clockBandRows(video.videoHeight);
+    context.drawImage(video, 0, 0, video.videoWidth, band, 0, 0, canvas.width, canvas.height);
+    const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    const drawn = readClock(pixels, canvas.width, canvas.height);
+    if (drawn === null) g2g.unreadable += 1;
+    else g2g.samples.push([shown - drawn, video.videoHeight]);
+    video.requestVideoFrameCallback(presented);
+  }
+  video.requestVideoFrameCallback(presented);
+  return true;
+})()
+"""
+)
+
+POLL_JS = """(() => {
+  const p = window.player || {};
+  return {samples: window.g2g.samples.splice(0), unreadable: window.g2g.unreadable,
+          error: p.error || null, state: p.state || null, errors: (p.errors || []).length,
+          hlsLatency: p.hls ? p.hls.latency : null};
+})()"""
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: PlayerServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.partition("?")[0]
+        if path == "/player.html":
+            self._answer(200, PLAYER_PAGE.encode(), "text/html")
+        elif path == "/hls.min.js":
+            self._answer(200, self.server.script, "text/javascript")
+        elif path.startswith("/peer/"):
+            file = self.server.peer_dir / Path(path).name
+            try:
+                body = file.read_bytes()
+            except OSError:
+                self._answer(404, b"not found\n", "text/plain")
+                return
+            kind = "application/vnd.apple.mpegurl" if file.suffix == ".m3u8" else "video/mp2t"
+            self._answer(200, body, kind)
+        elif path.startswith("/node/"):
+            url = f"http://{self.server.node}{self.path.removeprefix('/node')}"
+            try:
+                with _OPENER.open(url, timeout=30) as response:
+                    status, body = int(response.status), response.read()
+                    kind = response.headers.get("Content-Type", "application/octet-stream")
+            except urllib.error.HTTPError as exc:
+                status, body = exc.code, exc.read()
+                kind = exc.headers.get("Content-Type", "text/plain")
+            except OSError as exc:
+                status, body, kind = 502, str(exc).encode(), "text/plain"
+            self._answer(status, body, kind)
+        else:
+            self._answer(404, b"not found\n", "text/plain")
+
+    def _answer(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(body)
+
+
+class PlayerServer(http.server.ThreadingHTTPServer):
+    """This benchmark's page, hls.js, ffmpeg's HLS folder at ``/peer/`` and the node at
+    ``/node/``, all on one origin."""
+
+    daemon_threads = True
+
+    def __init__(self, node: str, peer_dir: Path, script: bytes) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.node = node
+        self.peer_dir = peer_dir
+        self.script = script
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class PathResult:
+    name: str
+    what: str
+    target_ms: float | None
+    samples: list[float]
+    heights: dict[int, int]
+    unreadable: int
+    seconds: float
+    hls_latency_s: float | None = None
+    error: str | None = None
+
+    @property
+    def median(self) -> float | None:
+        return float(np.median(self.samples)) if self.samples else None
+
+    def summary(self) -> dict[str, Any]:
+        s = np.asarray(self.samples) if self.samples else None
+        return {
+            "path": self.name,
+            "what": self.what,
+            "samples": len(self.samples),
+            "median_ms": None if s is None else round(float(np.median(s)), 1),
+            "p95_ms": None if s is None else round(float(np.percentile(s, 95)), 1),
+            "min_ms": None if s is None else round(float(s.min()), 1),
+            "max_ms": None if s is None else round(float(s.max()), 1),
+            "target_ms": self.target_ms,
+            "frames_per_s": round(len(self.samples) / self.seconds, 1) if self.seconds else 0,
+            "unreadable": self.unreadable,
+            "heights": {str(h): n for h, n in sorted(self.heights.items())},
+            "hls_js_latency_s": self.hls_latency_s,
+            "error": self.error,
+        }
+
+
+async def clock_check(page: Page) -> tuple[float, float]:
+    """Date.now() - time.time() in ms, and its uncertainty (half the best round trip)."""
+    best = (0.0, float("inf"))
+    for _ in range(5):
+        before = time.time()
+        browser_ms = float(await page.evaluate("Date.now()"))
+        after = time.time()
+        half = (after - before) * 500
+        if half < best[1]:
+            best = (browser_ms - (before + after) * 500, half)
+    return best
+
+
+async def measure(
+    path: LatencyPath, url: str, *, warmup: float, seconds: float, log: Path
+) -> tuple[PathResult, tuple[float, float]]:
+    samples: list[float] = []
+    heights: Counter[int] = Counter()
+    hls_latency: list[float] = []
+    unreadable_before = 0
+    unreadable = 0
+    error: str | None = None
+    check = (0.0, 0.0)
+
+    def result(err: str | None) -> PathResult:
+        return PathResult(
+            name=path.name,
+            what=path.what,
+            target_ms=path.target_ms,
+            samples=samples,
+            heights=dict(heights),
+            unreadable=unreadable - unreadable_before,
+            seconds=seconds,
+            hls_latency_s=round(float(np.median(hls_latency)), 2) if hls_latency else None,
+            error=err,
+        )
+
+    async with open_browser(log) as browser:
+        page = await browser.new_page(url)
+        await page.evaluate(MEASURE_JS)
+        check = await clock_check(page)
+        polled: dict[str, Any] = {}
+        with trio.move_on_after(40):
+            while True:
+                polled = await page.evaluate(POLL_JS)
+                if polled["samples"] or str(polled["error"] or "").startswith("error"):
+                    break
+                await trio.sleep(0.5)
+        if not polled.get("samples"):
+            error = str(polled.get("error") or "no readable frame shown in 40 s")
+            error += f" (page state: {polled.get('state')})" if polled.get("state") else ""
+            return result(error), check
+        await trio.sleep(warmup)
+        polled = await page.evaluate(POLL_JS)
+        unreadable_before = unreadable = int(polled["unreadable"])
+        deadline = trio.current_time() + seconds
+        while trio.current_time() < deadline:
+            await trio.sleep(min(1.0, max(0.0, deadline - trio.current_time())))
+            polled = await page.evaluate(POLL_JS)
+            for latency, height in polled["samples"]:
+                samples.append(float(latency))
+                heights[int(height)] += 1
+            unreadable = int(polled["unreadable"])
+            if polled["hlsLatency"] is not None:
+                hls_latency.append(float(polled["hlsLatency"]))
+    return result(None), check
+
+
+def segments_now(ingest: Ingest, node: str, stream: str, peer_dir: Path) -> int:
+    """Segments in the source playlist of ``stream`` (or in the peer's playlist)."""
+    try:
+        if ingest is Ingest.FFMPEG_HLS:
+            text = (peer_dir / "index.m3u8").read_text()
+        else:
+            url = f"http://{node}/hls/{stream}/source/index.m3u8"
+            with _OPENER.open(url, timeout=5) as response:
+                text = response.read().decode()
+    except OSError:
+        return 0
+    return len(parse_media_playlist(text)[1])
+
+
+async def wait_for_segments(count: Callable[[], int], what: str, seconds: float) -> None:
+    deadline = trio.current_time() + seconds
+    while await trio.to_thread.run_sync(count) < JOIN_SEGMENTS:
+        if trio.current_time() > deadline:
+            raise TimeoutError(f"timed out after {seconds:g} s waiting for {what}")
+        await trio.sleep(0.25)
+
+
+def player_url(path: LatencyPath, server: PlayerServer, node: str) -> str:
+    if path.player is Player.WATCH_PAGE:
+        return f"http://{node}/watch/{path.stream}"
+    if path.player is Player.WHEP:
+        return f"http://{node}/watch/{path.stream}?whep=1"
+    if path.ingest is Ingest.FFMPEG_HLS:
+        src = "/peer/index.m3u8"
+    elif path.rendition is None:
+        src = f"/node/hls/{path.stream}/index.m3u8"
+    else:
+        src = f"/node/hls/{path.stream}/{path.rendition}/index.m3u8"
+    query = urllib.parse.urlencode({"src": src, "config": json.dumps(HLSJS_CONFIG[path.player])})
+    return f"{server.base}/player.html?{query}"
+
+
+def whep_available(node: str, stream: str) -> str | None:
+    """None if the node has WHEP routes, else why not."""
+    try:
+        status = _http("OPTIONS", f"http://{node}/whep/{stream}")[0]
+    except OSError as exc:
+        return f"WHEP not available ({exc})"
+    return None if status in (200, 204) else f"WHEP not available (OPTIONS answered {status})"
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    results: list[PathResult]
+    clock_offset_ms: tuple[float, float]
+    sources: dict[str, dict[str, int]]
+
+
+async def run_paths(
+    paths: Sequence[LatencyPath], *, seconds: float, warmup: float, size: str, logs: Path
+) -> Report:
+    script = hls_js()
+    if script is None:
+        raise SystemExit("hls.js is not installed: run scripts/setup")
+    if chromium_path() is None:
+        raise SystemExit("chromium is not installed: run scripts/setup")
+    node = NodeProcess(
+        ["dev", "--offchain", "--rtmp-addr=127.0.0.1:0", "--http-addr=127.0.0.1:0",
+         "--service-addr=127.0.0.1:0", "--whip-host=127.0.0.1", "--log-level=warning"],
+        name="dev", log_dir=logs,
+    )  # fmt: skip
+    peer_dir = logs / "ffmpeg-hls"
+    peer_dir.mkdir()
+    results: list[PathResult] = []
+    checks: list[tuple[float, float]] = []
+    sources: dict[str, dict[str, int]] = {}
+    try:
+        await trio.to_thread.run_sync(node.wait_ready)
+        http_addr = node.hostport("http")
+        server = PlayerServer(http_addr, peer_dir, script)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            for ingest in dict.fromkeys(p.ingest for p in paths):
+                group = [p for p in paths if p.ingest is ingest]
+                stream = group[0].stream
+                if ingest is Ingest.RTMP:
+                    to = f"{node.url('rtmp')}/live/{stream}"
+                elif ingest is Ingest.WHIP:
+                    to = f"http://{http_addr}/whip/{stream}"
+                else:
+                    to = str(peer_dir)
+                with open_source(ingest, to, size, logs / f"source-{ingest.value}.log") as counts:
+                    count = functools.partial(segments_now, ingest, http_addr, stream, peer_dir)
+                    await wait_for_segments(count, f"{JOIN_SEGMENTS} segments of {stream}", 40)
+                    for path in group:
+                        if path.player is Player.WHEP and (
+                            why := await trio.to_thread.run_sync(whep_available, http_addr, stream)
+                        ):
+                            results.append(PathResult(name=path.name, what=path.what,
+                                target_ms=path.target_ms, samples=[], heights={},
+                                unreadable=0, seconds=0, error=why))  # fmt: skip
+                            continue
+                        url = player_url(path, server, http_addr)
+                        result, check = await measure(
+                            path, url, warmup=warmup, seconds=seconds,
+                            log=logs / f"chromium-{path.name}.log",
+                        )  # fmt: skip
+                        results.append(result)
+                        checks.append(check)
+                sources[ingest.value] = counts
+        finally:
+            server.shutdown()
+            server.server_close()
+    finally:
+        await trio.to_thread.run_sync(node.stop)
+    offset = max(checks, key=lambda c: abs(c[0])) if checks else (0.0, 0.0)
+    return Report(results=results, clock_offset_ms=offset, sources=sources)
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def ratios(report: Report) -> dict[str, float]:
+    medians = {r.name: r.median for r in report.results}
+    peer = medians.get(PEER)
+    out: dict[str, float] = {}
+    for name, median in medians.items():
+        if median is None:
+            continue
+        if peer and name != PEER:
+            out[f"{name} / {PEER}"] = round(median / peer, 3)
+        target = PATHS[name].target_ms
+        if target:
+            out[f"{name} / target"] = round(median / target, 3)
+    return out
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def print_report(report: Report, args: argparse.Namespace) -> None:
+    print(METHOD.format(join=JOIN_SEGMENTS, warmup=args.warmup, seconds=args.seconds))
+    offset, plus_minus = report.clock_offset_ms
+    print(
+        f"clock check: Date.now() - time.time() = {offset:+.1f} ms (+/- {plus_minus:.1f} ms), "
+        "worst of the players"
+    )
+    encoder = " ".join(ENCODER)
+    print(f"RTMP source: ffmpeg -f rawvideo -s {args.size} -r {FPS} -i - {encoder} -f flv URL")
+    print(f"peer:        ffmpeg -f rawvideo ... {encoder} -f hls -hls_time 2 -hls_list_size 6")
+    print("WHIP source: aiortc H.264 (its libx264: zerolatency, baseline), video only")
+    for kind, counts in report.sources.items():
+        print(f"  source {kind}: {counts.get('frames', '?')} frames, {counts.get('late', 0)} late")
+    print()
+    header = ("path", "samples", "median", "p95", "min", "max", "target", "fps", "heights")
+    print("{:<17} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>5}  {}".format(*header))
+    for result in report.results:
+        s = result.summary()
+        if result.error:
+            print(f"{s['path']:<17} {result.error}")
+            continue
+        heights = ",".join(f"{h}p:{n}" for h, n in s["heights"].items())
+        print(
+            f"{s['path']:<17} {s['samples']:>7} {_ms(s['median_ms']):>7} {_ms(s['p95_ms']):>7} "
+            f"{_ms(s['min_ms']):>7} {_ms(s['max_ms']):>7} {_ms(s['target_ms']):>7} "
+            f"{s['frames_per_s']:>5}  {heights}"
+            + (f" unreadable:{s['unreadable']}" if s["unreadable"] else "")
+            + (
+                f" (hls.js own latency {s['hls_js_latency_s']} s)"
+                if s["hls_js_latency_s"] is not None
+                else ""
+            )
+        )
+    print("(ms; fps = presented frames per second; heights = rendition of each sample)")
+    print()
+    for result in report.results:
+        print(f"  {result.name:<17} {result.what}")
+    print()
+    for name, value in ratios(report).items():
+        print(f"ratio {name + ':':<32} {value:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured per path")
+    parser.add_argument("--warmup", type=float, default=8.0, help="played before measuring")
+    parser.add_argument(
+        "--paths",
+        default=",".join(PATHS),
+        help=f"comma-separated subset of: {', '.join(PATHS)}",
+    )
+    parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="source frame size")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the node/browser logs")
+    parser.add_argument("--source", choices=[i.value for i in Ingest], help=argparse.SUPPRESS)
+    parser.add_argument("--to", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.source:
+        run_source(args.source, args.to, args.size)
+        return
+    names = [n.strip() for n in args.paths.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PATHS]
+    if unknown:
+        parser.error(f"unknown paths {unknown}; known: {', '.join(PATHS)}")
+    # Ordered as PATHS is, so that paths sharing a source are measured on one publish.
+    paths = [p for p in PATHS.values() if p.name in names]
+    logs = Path(tempfile.mkdtemp(prefix="lpstream-g2g-"))
+    try:
+        report = trio.run(
+            lambda: run_paths(
+                paths, seconds=args.seconds, warmup=args.warmup, size=args.size, logs=logs
+            )
+        )
+    except BaseException:
+        print(f"logs kept in {logs}", file=sys.stderr)
+        raise
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "method": METHOD.format(
+                        join=JOIN_SEGMENTS, warmup=args.warmup, seconds=args.seconds
+                    ),
+                    "clock_offset_ms": report.clock_offset_ms,
+                    "sources": report.sources,
+                    "paths": [r.summary() for r in report.results],
+                    "ratios": ratios(report),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print_report(report, args)
+    if args.keep_logs:
+        print(f"logs: {logs}", file=sys.stderr)
+    else:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

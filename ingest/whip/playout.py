@@ -1,0 +1,188 @@
+"""One WHEP viewer's video: AVCC packets in, paced Annex B access units out (sans-IO).
+
+How this works:
+
+* In: one rendition's events in decode order, ``CodecConfig`` (avcC) and AVCC
+  ``MediaPacket``s, each packet with ``due`` (when it plays live, on the driver's clock) and
+  ``now``. Out: an :class:`OutgoingFrame` per packet, or None for a packet that cannot be
+  sent yet (nothing goes out before a keyframe with its SPS and PPS).
+* Each access unit becomes Annex B (start codes, what aiortc's H.264 packetizer splits), with
+  the config's SPS and PPS put in front of every keyframe that does not carry them in-band:
+  a WebRTC decoder starts, or starts over, at any keyframe. The H.264 itself is never
+  touched, let alone re-encoded.
+* Timing: the viewer has its own timeline, starting at 0. A packet that is on time (or early)
+  is sent when it is due and moves the timeline on by its decode-time step, so the viewer's
+  clock runs with the source's. A packet that is late by more than ``late`` seconds (the GOP a
+  new viewer starts with, the GOP replayed after a keyframe request, a viewer that fell
+  behind) is sent ``catch_up_step`` seconds after the one before, and its timestamp moves on
+  by the same step: the viewer's decoder fast-forwards to live, evenly, without a burst that
+  its jitter buffer would read as delay. The composition offset (``pts - dts``) is kept, so
+  B-frames keep their order (WebRTC players may still stutter on them; publish without).
+* Keyframe requests (RTCP PLI/FIR): :meth:`Playout.should_restart` says whether to start the
+  viewer over at the current GOP's keyframe; at most once per ``restart_interval``, so a
+  viewer that keeps asking does not get a GOP burst each time.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from lpstream.media import CodecConfig, MediaPacket, TrackKind
+
+__all__ = ["OutgoingFrame", "Playout", "avcc_units", "parameter_sets"]
+
+NAL_IDR = 5
+NAL_SPS = 7
+NAL_PPS = 8
+START_CODE = b"\x00\x00\x00\x01"
+MAX_STEP_MS = 10_000
+"""Largest timeline step for one frame (a longer one is a timestamp jump, not a pause)."""
+
+
+@attrs.frozen(kw_only=True)
+class OutgoingFrame:
+    """One access unit ready for the WebRTC sender."""
+
+    data: bytes
+    """Annex B NAL units (SPS and PPS first on a keyframe)."""
+    timestamp_ms: int
+    """Presentation time on the viewer's timeline, in ms (RTP time is 90 times it)."""
+    keyframe: bool
+    """True for an IDR access unit."""
+    send_at: float
+    """When to hand it to the sender (the driver's clock)."""
+
+
+def parameter_sets(config: bytes) -> tuple[list[bytes], int]:
+    """The SPS and PPS NAL units of an avcC record and its NAL length size (1, 2 or 4).
+
+    Raises:
+        ValueError: the record is malformed.
+    """
+    if len(config) < 7 or config[0] != 1:
+        raise ValueError("not an avcC record")
+    length_size = (config[4] & 0x03) + 1
+    units: list[bytes] = []
+    offset = 5
+    for mask in (0x1F, 0xFF):
+        if offset >= len(config):
+            raise ValueError("avcC record ends early")
+        count = config[offset] & mask
+        offset += 1
+        for _ in range(count):
+            size = int.from_bytes(config[offset : offset + 2], "big")
+            unit = config[offset + 2 : offset + 2 + size]
+            if size == 0 or len(unit) != size:
+                raise ValueError("avcC record ends inside a parameter set")
+            units.append(unit)
+            offset += 2 + size
+    return units, length_size
+
+
+def avcc_units(data: bytes, length_size: int = 4) -> list[bytes]:
+    """Splits length-prefixed (AVCC) NAL units.
+
+    Raises:
+        ValueError: a length runs past the end.
+    """
+    units: list[bytes] = []
+    offset = 0
+    while offset < len(data):
+        size = int.from_bytes(data[offset : offset + length_size], "big")
+        offset += length_size
+        if size == 0:
+            continue
+        if offset + size > len(data):
+            raise ValueError("an AVCC NAL unit runs past the end of the packet")
+        units.append(data[offset : offset + size])
+        offset += size
+    return units
+
+
+@attrs.define
+class Playout:
+    """One viewer's frames and their timing (see the module comment)."""
+
+    late: float = 0.1
+    """Seconds behind its due time at which a packet counts as late (and is fast-forwarded)."""
+    catch_up_step: float = 0.004
+    """Seconds between late frames (and their timeline step): 250 frames/s."""
+    restart_interval: float = 1.0
+    """Least time between two restarts at a keyframe."""
+    _parameter_sets: list[bytes] = attrs.Factory(list)
+    _length_size: int = 4
+    _started: bool = False
+    _last_dts: int | None = None
+    _last_out: int = 0
+    _last_send_at: float = float("-inf")
+    _last_restart: float | None = None
+    _frames: int = 0
+    _skipped: int = 0
+
+    @property
+    def frames(self) -> int:
+        """Frames produced."""
+        return self._frames
+
+    @property
+    def skipped(self) -> int:
+        """Packets not sent: before the first keyframe, or unreadable."""
+        return self._skipped
+
+    def configure(self, config: CodecConfig) -> None:
+        """Takes the rendition's current avcC (its SPS and PPS go before keyframes)."""
+        if config.kind is not TrackKind.VIDEO:
+            return
+        try:
+            self._parameter_sets, self._length_size = parameter_sets(config.data)
+        except ValueError:
+            self._parameter_sets = []
+
+    def should_restart(self, now: float) -> bool:
+        """Whether to start over at the current GOP now (a keyframe was asked for, or the
+        viewer just connected); records the restart when it says yes."""
+        if self._last_restart is not None and now - self._last_restart < self.restart_interval:
+            return False
+        self._last_restart = now
+        return True
+
+    def feed(self, packet: MediaPacket, due: float, now: float) -> OutgoingFrame | None:
+        """The frame to send for ``packet`` (due at ``due``), or None to skip it."""
+        try:
+            units = avcc_units(packet.data, self._length_size)
+        except ValueError:
+            self._skipped += 1
+            return None
+        types = {unit[0] & 0x1F for unit in units}
+        keyframe = packet.keyframe or NAL_IDR in types
+        in_band = NAL_SPS in types and NAL_PPS in types
+        if not self._started:
+            if not units or not keyframe or not (in_band or self._parameter_sets):
+                self._skipped += 1
+                return None
+            self._started = True
+        if keyframe and not in_band:
+            units = [*self._parameter_sets, *units]
+        data = b"".join(START_CODE + unit for unit in units)
+        if self._last_dts is None:
+            out = 0
+            send_at = max(due, now)
+        else:
+            earliest = max(now, self._last_send_at)
+            if due < earliest - self.late:
+                send_at = max(now, self._last_send_at + self.catch_up_step)
+                out = self._last_out + max(1, round(self.catch_up_step * 1000))
+            else:
+                send_at = max(due, earliest)
+                step = min(max(packet.dts - self._last_dts, 1), MAX_STEP_MS)
+                out = self._last_out + step
+        self._last_dts = packet.dts
+        self._last_out = out
+        self._last_send_at = send_at
+        self._frames += 1
+        return OutgoingFrame(
+            data=data,
+            timestamp_ms=out + max(0, packet.pts - packet.dts),
+            keyframe=keyframe,
+            send_at=send_at,
+        )

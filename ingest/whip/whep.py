@@ -1,0 +1,404 @@
+"""The trio side of WHEP playback: sessions that send a live stream's H.264 to WebRTC viewers.
+
+How this works:
+
+* :class:`WhepPlayback` is run by the node (``await nursery.start(whep.run)``); it owns an
+  asyncio loop thread for aiortc (:mod:`.bridge`) and one task per session. The HTTP layer
+  calls :meth:`WhepPlayback.offer` and :meth:`WhepPlayback.delete`.
+* An offer is checked first (token, names, the SDP, sans-IO, :mod:`.sdp`); then the stream's
+  rendition is subscribed to through the :class:`PlaybackSource` (the gateway), so an unknown
+  stream or rendition is refused (404) before any WebRTC work; then the peer answers
+  (:mod:`.whep_peer`) and the session task starts.
+* The session task waits for the connection, starts the subscription over at the current GOP
+  (so the viewer starts at a keyframe at once and not at what queued while ICE ran), then
+  loops: take an event, let :class:`~.playout.Playout` (sans-IO) make the Annex B frame and
+  say when it is due, sleep until then, hand it to the peer with ``call_soon``. Pacing, the
+  fast-forward to live and the keyframe rules are the playout's; the subscription's queue is
+  bounded and drops a slow viewer to the next keyframe.
+* Items from the peer: ``connected`` lets the frames flow; ``failed`` or ``closed`` end the
+  session; a keyframe request (PLI/FIR) starts the viewer over at the current GOP (at most
+  once a second); :class:`~.whep_peer.ViewerSilent` ends it. A session that is not connected
+  within ``connect_timeout`` ends too, and so does every session of a stream that ends (its
+  subscription ends).
+* Video only: audio would be one Opus encode per stream, shared by its viewers; it is not done
+  yet, and an audio section in the offer is answered ``inactive``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import re
+import secrets
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+import trio
+
+from lpstream.errors import RemoteProtocolError
+from lpstream.media import CodecConfig, MediaEvent, MediaPacket
+
+from .bridge import AsyncioLoop, open_asyncio_loop
+from .peer import ConnectionStateChanged, offer_host_addresses
+from .playout import Playout
+from .sdp import check_playback_offer
+from .whep_peer import KeyframeRequested, ViewerSilent, WhepPeer, WhepPeerItem
+
+__all__ = [
+    "PlaybackSource",
+    "PlaybackSubscription",
+    "WhepAnswer",
+    "WhepPlayback",
+    "WhepStatistics",
+]
+
+log = logging.getLogger("lpstream.ingest.whep")
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+CLOSE_TIMEOUT = 5.0
+"""How long ending a session waits for the peer to close."""
+ANSWER_TIMEOUT = 10.0
+"""How long making an answer (ICE gathering included) may take."""
+ITEM_QUEUE = 64
+"""Items from the peer (state changes, keyframe requests) waiting for the session task."""
+
+
+class PlaybackSubscription(Protocol):
+    """One viewer's feed of one rendition (the gateway's ``PacketSubscription``)."""
+
+    async def receive(self) -> MediaEvent:
+        """The next ``CodecConfig`` or video ``MediaPacket`` (AVCC, times in ms), in decode
+        order; raises ``trio.EndOfChannel`` when the stream has ended."""
+        ...
+
+    def due(self, packet: MediaPacket) -> float:
+        """When, on trio's clock, ``packet`` plays live."""
+        ...
+
+    def restart_at_keyframe(self) -> None:
+        """Starts over at the current GOP's keyframe (or at the next keyframe)."""
+        ...
+
+    @property
+    def dropped(self) -> int:
+        """Packets lost because this viewer was too slow."""
+        ...
+
+    def close(self) -> None:
+        """Leaves the stream."""
+        ...
+
+
+class PlaybackSource(Protocol):
+    """Where sessions find live streams (the gateway)."""
+
+    def subscribe(self, stream: str, rendition: str) -> PlaybackSubscription | None:
+        """A subscription, or None when the stream is not live or has no such rendition."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class WhepAnswer:
+    """The answer to an accepted offer."""
+
+    session_id: str
+    """Names the session's resource (``/whep/{stream}/{rendition}/{session_id}``)."""
+    sdp: str
+    """The SDP answer, with every ICE candidate in it."""
+    etag: str
+    """An entity tag for the session's ICE state."""
+
+
+@attrs.frozen(kw_only=True)
+class WhepStatistics:
+    """A snapshot of a :class:`WhepPlayback`'s counters."""
+
+    active_sessions: int
+    """Viewers now."""
+    sessions_total: int
+    """Sessions answered since start."""
+    frames_sent_total: int
+    """Access units handed to the WebRTC senders."""
+    bytes_sent_total: int
+    """Their bytes (H.264, before RTP)."""
+    frames_dropped_total: int
+    """Frames viewers lost because they were too slow (queue or sender)."""
+    keyframe_requests_total: int
+    """PLI/FIR requests that started a viewer over at a keyframe."""
+    timeouts_total: int
+    """Sessions ended because the viewer never connected or went silent."""
+
+
+@attrs.define(eq=False)
+class _Session:
+    id: str
+    stream: str
+    rendition: str
+    subscription: PlaybackSubscription
+    send: trio.MemorySendChannel[WhepPeerItem]
+    receive: trio.MemoryReceiveChannel[WhepPeerItem]
+    playout: Playout = attrs.Factory(Playout)
+    peer: WhepPeer | None = None
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    connected: trio.Event = attrs.Factory(trio.Event)
+    ended: trio.Event = attrs.Factory(trio.Event)
+    reason: str = "ended"
+
+
+@attrs.define
+class WhepPlayback:
+    """Answers WHEP offers with live streams from a :class:`PlaybackSource`.
+
+    Start it with ``await nursery.start(whep.run)``.
+    """
+
+    source: PlaybackSource
+    """Finds streams and subscribes to them (the gateway)."""
+    token: str | None = None
+    """Bearer token viewers must present; ``None`` lets anyone watch."""
+    ice_servers: Sequence[str] = ()
+    """STUN/TURN URLs for ICE gathering; empty for host candidates only."""
+    host_addresses: Sequence[str] = ()
+    """The addresses offered as ICE host candidates (process-wide, see
+    ``offer_host_addresses``); empty: leave aioice's choice (or WHIP's) alone."""
+    connect_timeout: float = 15.0
+    """Seconds from the answer to a connected peer before a session is dropped."""
+    viewer_timeout: float = 10.0
+    """Seconds of frames sent without an RTCP report back before a session is dropped."""
+    max_sessions: int = 100
+    """Sessions at once, on this node; more are answered 503."""
+    _loop: AsyncioLoop | None = attrs.field(default=None, init=False)
+    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
+    _sessions: dict[str, _Session] = attrs.field(factory=dict, init=False)
+    _pending: int = attrs.field(default=0, init=False)
+    _sessions_total: int = attrs.field(default=0, init=False)
+    _frames_total: int = attrs.field(default=0, init=False)
+    _bytes_total: int = attrs.field(default=0, init=False)
+    _dropped_ended: int = attrs.field(default=0, init=False)
+    _keyframe_requests: int = attrs.field(default=0, init=False)
+    _timeouts_total: int = attrs.field(default=0, init=False)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Runs the asyncio thread and the sessions until cancelled."""
+        if self.host_addresses:
+            offer_host_addresses(self.host_addresses)
+        async with open_asyncio_loop("whep-asyncio") as loop, trio.open_nursery() as nursery:
+            self._loop = loop
+            self._nursery = nursery
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+                for session in list(self._sessions.values()):
+                    session.reason = "server shutting down"
+                    session.scope.cancel()
+
+    def statistics(self) -> WhepStatistics:
+        """The counters now."""
+        dropped = self._dropped_ended + sum(self._dropped(s) for s in self._sessions.values())
+        return WhepStatistics(
+            active_sessions=len(self._sessions),
+            sessions_total=self._sessions_total,
+            frames_sent_total=self._frames_total,
+            bytes_sent_total=self._bytes_total,
+            frames_dropped_total=dropped,
+            keyframe_requests_total=self._keyframe_requests,
+            timeouts_total=self._timeouts_total,
+        )
+
+    def session_ids(self, stream: str) -> list[str]:
+        """The live sessions watching ``stream``."""
+        return [s.id for s in self._sessions.values() if s.stream == stream]
+
+    @staticmethod
+    def _dropped(session: _Session) -> int:
+        peer = session.peer
+        return session.subscription.dropped + (0 if peer is None else peer.frames_dropped)
+
+    def _check_token(self, token: str | None) -> None:
+        if self.token is None:
+            return
+        if token is None or not hmac.compare_digest(token.encode(), self.token.encode()):
+            reason = "a bearer token is required" if token is None else "wrong bearer token"
+            raise RemoteProtocolError(reason, code=401)
+
+    async def offer(
+        self, stream: str, rendition: str, sdp: str | bytes, *, token: str | None = None
+    ) -> WhepAnswer:
+        """Starts sending ``rendition`` of ``stream`` to the viewer that sent the SDP offer.
+
+        Raises:
+            lpstream.errors.RemoteProtocolError: with the HTTP status to answer: 400 bad offer
+                or names, 401 token, 404 no such live stream or rendition, 413 offer too
+                large, 415 no H.264 video to receive, 503 no capacity or not running.
+        """
+        self._check_token(token)
+        if not NAME.match(stream) or not NAME.match(rendition):
+            raise RemoteProtocolError("stream and rendition names are [A-Za-z0-9_.-], 1 to 128")
+        check_playback_offer(sdp)
+        text = sdp.decode() if isinstance(sdp, bytes) else sdp
+        loop, nursery = self._loop, self._nursery
+        if loop is None or nursery is None:
+            raise RemoteProtocolError("WHEP playback is not running", code=503)
+        if len(self._sessions) + self._pending >= self.max_sessions:
+            raise RemoteProtocolError("too many WHEP sessions on this node", code=503)
+        subscription = self.source.subscribe(stream, rendition)
+        if subscription is None:
+            raise RemoteProtocolError(
+                f"no live stream {stream!r} with a rendition {rendition!r}", code=404
+            )
+        send, receive = trio.open_memory_channel[WhepPeerItem](ITEM_QUEUE)
+        session = _Session(
+            id=secrets.token_urlsafe(16),
+            stream=stream,
+            rendition=rendition,
+            subscription=subscription,
+            send=send,
+            receive=receive,
+        )
+        self._pending += 1
+        try:
+            answer_sdp = await self._answer(loop, session, text)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._close_peer(session)
+            subscription.close()
+            raise
+        finally:
+            self._pending -= 1
+        self._sessions[session.id] = session
+        self._sessions_total += 1
+        nursery.start_soon(self._run_session, session)
+        log.info("WHEP %s/%s: session %s answered", stream, rendition, session.id)
+        return WhepAnswer(session_id=session.id, sdp=answer_sdp, etag=f'"{session.id}"')
+
+    async def delete(
+        self, stream: str, rendition: str, session_id: str, *, token: str | None = None
+    ) -> None:
+        """Ends a session (the WHEP ``DELETE``) and waits until it has ended.
+
+        Raises:
+            lpstream.errors.RemoteProtocolError: 401 token, 404 no such session.
+        """
+        self._check_token(token)
+        session = self._sessions.get(session_id)
+        if session is None or (session.stream, session.rendition) != (stream, rendition):
+            raise RemoteProtocolError("no such WHEP session", code=404)
+        session.reason = "client sent DELETE"
+        session.scope.cancel()
+        await session.ended.wait()
+
+    async def _answer(self, loop: AsyncioLoop, session: _Session, sdp: str) -> str:
+        def deliver(item: WhepPeerItem) -> None:
+            # Full only under a flood of keyframe requests; state changes are few.
+            with contextlib.suppress(
+                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+            ):
+                session.send.send_nowait(item)
+
+        session.peer = WhepPeer(
+            on_item=loop.to_trio(deliver),
+            ice_servers=self.ice_servers,
+            viewer_timeout=self.viewer_timeout,
+        )
+        with trio.fail_after(ANSWER_TIMEOUT):
+            return await loop.run(session.peer.answer, sdp)
+
+    async def _run_session(self, session: _Session) -> None:
+        try:
+            with session.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_peer, session, nursery.cancel_scope)
+                    await self._pump(session)
+                    nursery.cancel_scope.cancel()
+        except Exception:
+            session.reason = "internal error"
+            log.exception("WHEP %s: session %s failed", session.stream, session.id)
+        finally:
+            self._sessions.pop(session.id, None)
+            self._dropped_ended += self._dropped(session)
+            session.subscription.close()
+            with trio.CancelScope(shield=True):
+                await self._close_peer(session)
+            session.send.close()
+            session.receive.close()
+            session.ended.set()
+            log.info(
+                "WHEP %s/%s: session %s ended: %s",
+                session.stream,
+                session.rendition,
+                session.id,
+                session.reason,
+            )
+
+    async def _watch_peer(self, session: _Session, scope: trio.CancelScope) -> None:
+        deadline = trio.current_time() + self.connect_timeout
+        while True:
+            item: WhepPeerItem | None = None
+            with trio.move_on_at(deadline if not session.connected.is_set() else float("inf")):
+                item = await session.receive.receive()
+            if item is None:
+                self._timeouts_total += 1
+                session.reason = f"not connected within {self.connect_timeout:g} s"
+                break
+            if isinstance(item, ConnectionStateChanged):
+                if item.state == "connected":
+                    session.connected.set()
+                elif item.state in ("failed", "closed"):
+                    session.reason = f"connection {item.state}"
+                    break
+            elif isinstance(item, KeyframeRequested):
+                if session.connected.is_set() and session.playout.should_restart(
+                    trio.current_time()
+                ):
+                    self._keyframe_requests += 1
+                    session.subscription.restart_at_keyframe()
+            elif isinstance(item, ViewerSilent):
+                self._timeouts_total += 1
+                session.reason = f"no RTCP report from the viewer for {item.seconds:g} s"
+                break
+        scope.cancel()
+
+    async def _pump(self, session: _Session) -> None:
+        await session.connected.wait()
+        session.playout.should_restart(trio.current_time())
+        session.subscription.restart_at_keyframe()
+        loop, peer = self._loop, session.peer
+        assert loop is not None and peer is not None
+        while True:
+            try:
+                event = await session.subscription.receive()
+            except trio.EndOfChannel:
+                session.reason = "the stream ended"
+                return
+            if isinstance(event, CodecConfig):
+                session.playout.configure(event)
+                continue
+            if not isinstance(event, MediaPacket):
+                continue
+            now = trio.current_time()
+            frame = session.playout.feed(event, session.subscription.due(event), now)
+            if frame is None:
+                continue
+            if frame.send_at > now:
+                await trio.sleep_until(frame.send_at)
+            loop.call_soon(peer.send, frame.data, frame.timestamp_ms, frame.keyframe)
+            self._frames_total += 1
+            self._bytes_total += len(frame.data)
+
+    async def _close_peer(self, session: _Session) -> None:
+        peer = session.peer
+        if peer is None or self._loop is None:
+            return
+        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+            try:
+                await self._loop.run(peer.close)
+            except Exception:
+                log.exception("WHEP session %s: closing the peer failed", session.id)
+        if scope.cancelled_caught:
+            log.warning(
+                "WHEP session %s: closing the peer took over %g s", session.id, CLOSE_TIMEOUT
+            )

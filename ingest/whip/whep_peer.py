@@ -1,0 +1,260 @@
+"""The asyncio side of one WHEP session: an aiortc ``RTCPeerConnection`` that only sends video.
+
+How this works:
+
+* Everything here runs on the WHEP asyncio loop (see :mod:`.bridge`); nothing here knows trio.
+  The trio side hands frames in with :meth:`WhepPeer.send` (through ``call_soon``) and gets
+  :data:`WhepPeerItem` values back through ``on_item``, a thread-safe callback.
+* Answer (non-trickle, as for WHIP): a send-only video transceiver carrying our track is added
+  *before* the offer is applied, with H.264 as its only codec (and RTX), so aiortc's answer
+  picks H.264 whatever the viewer listed first; ``setLocalDescription`` gathers every ICE
+  candidate before it returns. An audio section in the offer is answered ``inactive``.
+* No encoding: the track's ``recv()`` returns ``av.Packet``s, which aiortc's
+  ``RTCRtpSender`` does not encode but packetizes (``H264Encoder.pack``: Annex B split into
+  single NAL, STAP-A and FU-A packets), with the packet's time as RTP time. The track's queue
+  is bounded: if the sender falls behind, the queue is emptied and the track waits for the
+  next keyframe (counted in ``frames_dropped``).
+* Keyframe requests: aiortc's sender turns an RTCP PLI or FIR into a flag that only its encoder
+  reads. The sender's ``_send_keyframe`` is replaced, on this instance, by one that passes a
+  :class:`KeyframeRequested` to the trio side, which starts the viewer over at the current
+  GOP. This reaches into one private method of aiortc 1.16; it is checked when a session is
+  answered, so an aiortc that changed fails loudly, not silently.
+* A viewer that goes away: one that closes sends a DTLS close (connection state ``closed``);
+  ICE consent checks fail after about 30 s (``failed``); and when frames keep going out but
+  no RTCP receiver report has come back for ``viewer_timeout`` seconds (watched through the
+  sender's ``getStats``), :class:`ViewerSilent` is passed on. The trio side ends the session
+  on each of them.
+"""
+
+from __future__ import annotations
+
+import asyncio  # noqa: TID251 - aiortc is asyncio-only; it is confined to ingest/whip
+import collections
+import contextlib
+import fractions
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.exceptions import OperationError
+from aiortc.mediastreams import MediaStreamError
+
+from lpstream.errors import RemoteProtocolError
+
+from .peer import ConnectionStateChanged
+
+__all__ = ["KeyframeRequested", "ViewerSilent", "WhepPeer", "WhepPeerItem"]
+
+log = logging.getLogger("lpstream.ingest.whep")
+
+MILLISECONDS = fractions.Fraction(1, 1000)
+TRACK_QUEUE = 120
+"""Frames the track holds for aiortc's sender (they are due already): 4 s at 30 frames/s."""
+
+
+@attrs.frozen(kw_only=True)
+class KeyframeRequested:
+    """The viewer sent an RTCP PLI or FIR: it cannot decode until the next keyframe."""
+
+
+@attrs.frozen(kw_only=True)
+class ViewerSilent:
+    """Frames went out, but no RTCP receiver report came back for ``seconds``."""
+
+    seconds: float
+    """How long the viewer has been silent."""
+
+
+WhepPeerItem = ConnectionStateChanged | KeyframeRequested | ViewerSilent
+
+
+class _PacketTrack(MediaStreamTrack):
+    """A video track whose ``recv()`` returns encoded H.264 (``av.Packet``), never frames."""
+
+    kind = "video"
+
+    def __init__(self, max_queued: int) -> None:
+        super().__init__()
+        self._queue: collections.deque[tuple[bytes, int, bool]] = collections.deque()
+        self._ready = asyncio.Event()
+        self._max_queued = max_queued
+        self._waiting_for_keyframe = False
+        self.dropped = 0
+        self.first_sent: float | None = None
+        self.last_sent: float | None = None
+
+    def put(self, data: bytes, timestamp_ms: int, keyframe: bool) -> None:
+        if self._waiting_for_keyframe and not keyframe:
+            self.dropped += 1
+            return
+        if len(self._queue) >= self._max_queued:
+            self.dropped += len(self._queue)
+            self._queue.clear()
+            if not keyframe:
+                self.dropped += 1
+                self._waiting_for_keyframe = True
+                return
+        self._waiting_for_keyframe = False
+        self._queue.append((data, timestamp_ms, keyframe))
+        self._ready.set()
+
+    async def recv(self) -> av.Packet[Any]:
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        data, timestamp_ms, _ = self._queue.popleft()
+        now = asyncio.get_running_loop().time()
+        if self.first_sent is None:
+            self.first_sent = now
+        self.last_sent = now
+        packet = av.Packet(data)
+        packet.pts = timestamp_ms
+        packet.time_base = MILLISECONDS
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+def _h264_preferences() -> list[Any]:
+    capabilities = RTCRtpSender.getCapabilities("video")
+    codecs = [] if capabilities is None else capabilities.codecs
+    return [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
+
+
+class WhepPeer:
+    """One send-only peer connection (see the module comment). Use on the asyncio loop."""
+
+    def __init__(
+        self,
+        *,
+        on_item: Callable[[WhepPeerItem], None],
+        ice_servers: Sequence[str] = (),
+        viewer_timeout: float = 10.0,
+    ) -> None:
+        self._on_item = on_item
+        self._ice_servers = list(ice_servers)
+        self._viewer_timeout = viewer_timeout
+        self._pc: RTCPeerConnection | None = None
+        self._track: _PacketTrack | None = None
+        self._sender: RTCRtpSender | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames dropped because aiortc's sender fell behind (read from any thread)."""
+        return 0 if self._track is None else self._track.dropped
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Applies the offer and returns the answer, with all ICE candidates in it.
+
+        Raises:
+            lpstream.errors.RemoteProtocolError: 415 when the offer has no H.264 this node
+                can send, 400 when aiortc cannot apply it.
+        """
+        pc = self._pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in self._ice_servers])
+        )
+        pc.on("connectionstatechange", self._state_changed)
+        track = self._track = _PacketTrack(TRACK_QUEUE)
+        transceiver: RTCRtpTransceiver = pc.addTransceiver(track, direction="sendonly")
+        transceiver.setCodecPreferences(_h264_preferences())
+        sender = self._sender = transceiver.sender
+        if not callable(getattr(sender, "_send_keyframe", None)):
+            raise RuntimeError(
+                "aiortc's RTCRtpSender has no _send_keyframe to hook keyframe requests on; "
+                "WHEP playback was written against aiortc 1.16"
+            )
+        setattr(sender, "_send_keyframe", self._keyframe_requested)  # noqa: B010 - see above
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except OperationError as exc:
+            raise RemoteProtocolError(
+                f"no H.264 in the offer that this node can send ({exc}); it sends "
+                "(constrained) baseline profile-level-ids with packetization-mode=1",
+                code=415,
+            ) from None
+        except Exception as exc:
+            log.debug("offer rejected by aiortc", exc_info=True)
+            raise RemoteProtocolError(f"bad SDP offer: {exc or type(exc).__name__}") from None
+        if transceiver.mid is None:
+            raise RemoteProtocolError("the offer has no video section to send on", code=415)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._start(self._watch_reports())
+        return str(pc.localDescription.sdp)
+
+    def send(self, data: bytes, timestamp_ms: int, keyframe: bool) -> None:
+        """Queues one Annex B access unit for the sender (call on the asyncio loop)."""
+        if self._track is not None and not self._closed:
+            self._track.put(data, timestamp_ms, keyframe)
+
+    async def close(self) -> None:
+        """Closes the connection and stops every task of this peer."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._track is not None:
+            self._track.stop()
+        if self._pc is not None:
+            await self._pc.close()
+
+    def _start(self, coro: Any) -> None:
+        if self._closed:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("WHEP peer task failed", exc_info=task.exception())
+
+    def _state_changed(self) -> None:
+        if self._pc is not None:
+            self._on_item(ConnectionStateChanged(state=self._pc.connectionState))
+
+    def _keyframe_requested(self) -> None:
+        self._on_item(KeyframeRequested())
+
+    async def _watch_reports(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_report: object = None
+        heard_at = loop.time()
+        while True:
+            await asyncio.sleep(min(0.5, self._viewer_timeout / 4))
+            track, sender = self._track, self._sender
+            if track is None or sender is None or track.first_sent is None:
+                continue
+            stats = await sender.getStats()
+            stamps = [s.timestamp for s in stats.values() if s.type == "remote-inbound-rtp"]
+            newest = max(stamps, default=None)
+            now = loop.time()
+            if newest is not None and newest != last_report:
+                last_report, heard_at = newest, now
+            heard_at = max(heard_at, track.first_sent)
+            last_sent = track.last_sent or 0.0
+            if last_sent > heard_at and now - heard_at > self._viewer_timeout:
+                self._on_item(ViewerSilent(seconds=round(now - heard_at, 1)))
+                return

@@ -1,0 +1,191 @@
+"""A live stream's packet fan-outs on trio: what WHEP viewers subscribe to.
+
+How this works:
+
+* :class:`StreamPackets` holds one :class:`~.packets.PacketFanout` per rendition of one publish
+  session. The source is fed from the ingest's ``MediaEvent``s as the stream sees them
+  (:meth:`StreamPackets.feed_source`, synchronous and cheap). A transcoded (or AI output)
+  rendition comes back as MPEG-TS bytes per segment; :meth:`StreamPackets.feed_ts` queues them
+  (bounded: when the queue is full the segment is dropped for viewers and counted; HLS has it
+  anyway) and :meth:`StreamPackets.run` demuxes them in order in a worker thread.
+* Every hand-in ends with a wake-up: each fan-out has a ``trio.Event`` that is set and
+  replaced, so every subscription blocked on it wakes and takes what is queued for it.
+* :meth:`StreamPackets.close` says no more segments will come; ``run`` then demuxes what is
+  queued and ends every fan-out, and each subscription ends (``trio.EndOfChannel``) once it
+  has taken its queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import attrs
+import trio
+
+from lpstream.errors import MediaError
+from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+from lpstream.playback.packets import FanoutStatistics, PacketFanout, Subscriber, ts_access_units
+
+__all__ = ["PacketSubscription", "StreamPackets"]
+
+log = logging.getLogger("lpstream.playback")
+
+SOURCE = "source"
+TS_QUEUE = 8
+"""Segments waiting to be demuxed, per stream."""
+
+
+@attrs.define(eq=False)
+class _Rendition:
+    fanout: PacketFanout
+    changed: trio.Event = attrs.Factory(trio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+@attrs.define(eq=False)
+class PacketSubscription:
+    """One viewer's view of one rendition; made by :meth:`StreamPackets.subscribe`."""
+
+    rendition: str
+    """The rendition subscribed to."""
+    _owner: _Rendition
+    _subscriber: Subscriber
+
+    @property
+    def dropped(self) -> int:
+        """Packets lost because this viewer was too slow."""
+        return self._subscriber.dropped
+
+    async def receive(self) -> MediaEvent:
+        """The next ``CodecConfig`` or video ``MediaPacket``; waits for one.
+
+        Raises:
+            trio.EndOfChannel: the stream ended (or the subscription was closed).
+        """
+        while True:
+            event = self._subscriber.receive_nowait()
+            if event is not None:
+                return event
+            if self._subscriber.ended:
+                raise trio.EndOfChannel
+            await self._owner.changed.wait()
+
+    def due(self, packet: MediaPacket) -> float:
+        """When (``trio.current_time()``) ``packet`` plays live."""
+        return self._owner.fanout.clock.due(packet.dts)
+
+    def restart_at_keyframe(self) -> None:
+        """Starts over at the current GOP's keyframe (or waits for the next keyframe)."""
+        self._owner.fanout.restart(self._subscriber)
+        self._owner.notify()
+
+    def close(self) -> None:
+        """Leaves the fan-out; ``receive`` then ends."""
+        self._owner.fanout.unsubscribe(self._subscriber)
+        self._owner.notify()
+
+
+@attrs.define
+class StreamPackets:
+    """One publish session's fan-outs (see the module comment)."""
+
+    renditions: Iterable[str] = ()
+    """Rendition names known at the start, besides ``source`` (more appear when fed)."""
+    rendition_max_early: float = 6.0
+    """How far ahead of live a rendition's packets may arrive (about two segments)."""
+    _renditions: dict[str, _Rendition] = attrs.field(init=False, factory=dict)
+    _send: trio.MemorySendChannel[tuple[str, bytes]] = attrs.field(init=False)
+    _receive: trio.MemoryReceiveChannel[tuple[str, bytes]] = attrs.field(init=False)
+    _segments_dropped: int = attrs.field(init=False, default=0)
+    _segments_failed: int = attrs.field(init=False, default=0)
+
+    def __attrs_post_init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[tuple[str, bytes]](TS_QUEUE)
+        self._renditions[SOURCE] = _Rendition(PacketFanout(name=SOURCE, max_early=0.5))
+        for name in self.renditions:
+            self._rendition(name)
+
+    def _rendition(self, name: str) -> _Rendition:
+        rendition = self._renditions.get(name)
+        if rendition is None:
+            rendition = _Rendition(PacketFanout(name=name, max_early=self.rendition_max_early))
+            self._renditions[name] = rendition
+        return rendition
+
+    def feed_source(self, event: MediaEvent) -> None:
+        """Takes one of the source's events (only video is kept)."""
+        if isinstance(event, CodecConfig | MediaPacket) and event.kind is TrackKind.VIDEO:
+            rendition = self._renditions[SOURCE]
+            rendition.fanout.publish(event, trio.current_time())
+            rendition.notify()
+
+    def feed_ts(self, name: str, data: bytes) -> None:
+        """Queues one MPEG-TS segment of rendition ``name``, for :meth:`run` to demux."""
+        if name == SOURCE:
+            raise ValueError("the source rendition is fed from its events (feed_source)")
+        self._rendition(name)
+        try:
+            self._send.send_nowait((name, data))
+        except trio.WouldBlock:
+            self._segments_dropped += 1
+            log.warning("rendition %r: viewers' demux queue full, segment dropped", name)
+        except trio.ClosedResourceError:
+            pass
+
+    async def run(self) -> None:
+        """Demuxes the queued segments until :meth:`close`, then ends every fan-out."""
+        limiter = trio.CapacityLimiter(1)
+        try:
+            async with self._receive:
+                async for name, data in self._receive:
+                    try:
+                        events = await trio.to_thread.run_sync(
+                            ts_access_units, data, limiter=limiter
+                        )
+                    except MediaError as exc:
+                        self._segments_failed += 1
+                        log.warning("rendition %r: %s", name, exc)
+                        continue
+                    except Exception:
+                        # A bug here must cost the WebRTC viewers a segment, not the stream.
+                        self._segments_failed += 1
+                        log.exception("rendition %r: demuxing a segment failed", name)
+                        continue
+                    rendition = self._rendition(name)
+                    now = trio.current_time()
+                    for event in events:
+                        rendition.fanout.publish(event, now)
+                    rendition.notify()
+        finally:
+            for rendition in self._renditions.values():
+                rendition.fanout.end()
+                rendition.notify()
+
+    def close(self) -> None:
+        """No more segments: :meth:`run` ends once it has demuxed what is queued."""
+        self._send.close()
+
+    def subscribe(self, rendition: str) -> PacketSubscription | None:
+        """A subscription to ``rendition``, or None when the stream has no such rendition."""
+        owner = self._renditions.get(rendition)
+        if owner is None or owner.fanout.ended:
+            return None
+        return PacketSubscription(
+            rendition=rendition, owner=owner, subscriber=owner.fanout.subscribe()
+        )
+
+    def statistics(self) -> dict[str, object]:
+        def figures(stats: FanoutStatistics) -> dict[str, int]:
+            return attrs.asdict(stats)
+
+        return {
+            "renditions": {
+                name: figures(r.fanout.statistics()) for name, r in self._renditions.items()
+            },
+            "segments_dropped": self._segments_dropped,
+            "segments_failed": self._segments_failed,
+        }

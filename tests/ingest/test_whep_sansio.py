@@ -1,0 +1,140 @@
+"""WHEP's sans-IO parts: the playback offer check and one viewer's playout (Annex B with
+in-band parameter sets, the viewer's timeline, the fast-forward to live, restarts)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest.whip import Playout, check_playback_offer
+from ingest.whip.h264 import avc_decoder_configuration, nal_units
+from ingest.whip.playout import avcc_units, parameter_sets
+from lpstream.errors import RemoteProtocolError
+from lpstream.media import CodecConfig, MediaPacket, TrackKind
+
+SPS = bytes([0x67, 0x42, 0xC0, 0x1E, 0xDA, 0x02, 0x80])
+PPS = bytes([0x68, 0xCE, 0x3C, 0x80])
+IDR = bytes([0x65, 0x88, 0x84, 0x00])
+SLICE = bytes([0x41, 0x9A, 0x02, 0x00])
+CONFIG = CodecConfig(kind=TrackKind.VIDEO, codec="h264", data=avc_decoder_configuration(SPS, PPS))
+
+
+def avcc(*units: bytes) -> bytes:
+    return b"".join(len(u).to_bytes(4, "big") + u for u in units)
+
+
+def packet(dts: int, *units: bytes, keyframe: bool = False, cto: int = 0) -> MediaPacket:
+    return MediaPacket(
+        kind=TrackKind.VIDEO, dts=dts, pts=dts + cto, keyframe=keyframe, data=avcc(*units)
+    )
+
+
+OFFER = """v=0\r
+o=- 1 2 IN IP4 127.0.0.1\r
+s=-\r
+t=0 0\r
+a=group:BUNDLE 0 1\r
+a=ice-ufrag:abcd\r
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r
+a=fingerprint:sha-256 00:11\r
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r
+a=mid:0\r
+a=recvonly\r
+a=rtpmap:111 opus/48000/2\r
+m=video 9 UDP/TLS/RTP/SAVPF 96 102\r
+a=mid:1\r
+a=recvonly\r
+a=rtpmap:96 VP8/90000\r
+a=rtpmap:102 H264/90000\r
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r
+"""
+
+
+def test_a_viewer_offer_that_receives_h264_passes() -> None:
+    video = check_playback_offer(OFFER)
+    assert video.direction == "recvonly" and "H264" in video.codecs
+
+
+@pytest.mark.parametrize(
+    ("offer", "code", "says"),
+    [
+        (OFFER.replace("a=recvonly", "a=sendonly"), 400, "a viewer must receive"),
+        (OFFER.replace("packetization-mode=1", "packetization-mode=0"), 415, "VP8, H264"),
+        (OFFER.split("m=video")[0], 415, "no video"),
+        (OFFER.replace("a=fingerprint:sha-256 00:11\r\n", ""), 400, "fingerprint"),
+        ("hello", 400, "v=0"),
+    ],
+)
+def test_a_viewer_offer_is_refused_with_the_reason(offer: str, code: int, says: str) -> None:
+    with pytest.raises(RemoteProtocolError) as caught:
+        check_playback_offer(offer)
+    assert caught.value.code == code and says in caught.value.reason
+
+
+def test_parameter_sets_come_out_of_the_avcc_record() -> None:
+    assert parameter_sets(CONFIG.data) == ([SPS, PPS], 4)
+    with pytest.raises(ValueError):
+        parameter_sets(CONFIG.data[:-2])
+
+
+@given(st.lists(st.binary(min_size=1, max_size=40), max_size=6))
+def test_avcc_units_round_trip(units: list[bytes]) -> None:
+    assert avcc_units(avcc(*units)) == units
+
+
+def test_keyframes_get_the_parameter_sets_in_band_and_nothing_precedes_the_first() -> None:
+    playout = Playout()
+    playout.configure(CONFIG)
+    assert playout.feed(packet(0, SLICE), due=0.0, now=0.0) is None  # no keyframe yet
+    key = playout.feed(packet(33, IDR, keyframe=True), due=0.0, now=0.0)
+    assert key is not None and key.keyframe
+    assert key.data == b"".join(b"\x00\x00\x00\x01" + u for u in (SPS, PPS, IDR))
+    assert nal_units(key.data) == [SPS, PPS, IDR]
+    delta = playout.feed(packet(66, SLICE), due=0.033, now=0.0)
+    assert delta is not None and nal_units(delta.data) == [SLICE] and not delta.keyframe
+    # A keyframe that carries its own SPS and PPS (WebRTC sources) is sent as it is.
+    own = playout.feed(packet(99, SPS, PPS, IDR, keyframe=True), due=0.066, now=0.066)
+    assert own is not None and nal_units(own.data) == [SPS, PPS, IDR]
+    assert playout.skipped == 1 and playout.frames == 3
+
+
+def test_on_time_frames_are_held_until_due_and_keep_the_source_cadence() -> None:
+    playout = Playout()
+    playout.configure(CONFIG)
+    first = playout.feed(packet(1000, IDR, keyframe=True), due=5.0, now=5.0)
+    early = playout.feed(packet(1033, SLICE, cto=66), due=5.033, now=5.001)
+    gap = playout.feed(packet(2033, IDR, keyframe=True), due=6.033, now=6.0)  # 1 s later
+    assert first is not None and early is not None and gap is not None
+    assert (first.timestamp_ms, first.send_at) == (0, 5.0)
+    assert early.send_at == 5.033 and early.timestamp_ms == 33 + 66  # composition offset kept
+    assert gap.timestamp_ms == 1033 and gap.send_at == 6.033
+
+
+def test_late_frames_are_fast_forwarded_evenly_then_the_cadence_resumes() -> None:
+    playout = Playout(catch_up_step=0.004)
+    playout.configure(CONFIG)
+    now = 10.0
+    # A new viewer gets the GOP under way: 2 s of frames, all due already.
+    frames = [
+        playout.feed(packet(d, IDR if d == 0 else SLICE, keyframe=d == 0), 8.0 + d / 1000, now)
+        for d in range(0, 2000, 40)
+    ]
+    sent = [f for f in frames if f is not None]
+    assert [f.timestamp_ms for f in sent] == [4 * i for i in range(50)]
+    assert [round(f.send_at, 3) for f in sent] == [round(now + 0.004 * i, 3) for i in range(50)]
+    # Live has moved on meanwhile (the catch-up takes 0.2 s): still late, still fast.
+    behind = playout.feed(packet(2040, SLICE), due=10.04, now=10.001)
+    assert behind is not None and behind.timestamp_ms == 200
+    assert behind.send_at == pytest.approx(10.2)
+    # Then the frames due after the catch-up: sent when due, a decode-time step apart.
+    live = playout.feed(packet(2080, SLICE), due=10.25, now=10.002)
+    assert live is not None and live.send_at == 10.25 and live.timestamp_ms == 200 + 40
+
+
+def test_restarts_are_rate_limited() -> None:
+    playout = Playout(restart_interval=1.0)
+    assert playout.should_restart(0.0)
+    assert not playout.should_restart(0.5)
+    assert playout.should_restart(1.2)
+    assert not playout.should_restart(2.1)

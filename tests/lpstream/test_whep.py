@@ -1,0 +1,426 @@
+"""WHEP playback end to end, in one process: ffmpeg publishes a known clip over RTMP (``-c
+copy``) to a real gateway (RTMP server, ``Gateway``, segmenter, ``WhepPlayback`` behind
+hypercorn on loopback); aiortc clients play it over WebRTC and what reaches them is compared,
+NAL unit by NAL unit, with the clip.
+
+The gateway's transcoder is a passthrough (a real ``SegmentTranscoder`` that hands the source
+segment back as the ``copy`` rendition), so the rendition path (MPEG-TS demux, bursty
+segments) is exercised without an encoder on the two-core test machines.
+"""
+
+from __future__ import annotations
+
+import http.client
+import queue
+import subprocess
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import av
+import pytest
+import trio
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from starlette.applications import Starlette
+
+from ingest.rtmp import RtmpServer
+from ingest.whip import WhepPlayback
+from ingest.whip.bridge import AsyncioLoop, open_asyncio_loop
+from ingest.whip.h264 import nal_units
+from lpstream.gateway.gateway import Gateway
+from lpstream.gateway.stream import RenditionSegment, SegmentJob
+from lpstream.http.whep import whep_routes
+from lpstream.media import CodecConfig, MediaPacket, TrackKind, VideoProfile
+from lpstream.metrics import Metrics
+from lpstream.trickle import SegmentBuffer
+from tests.asgi import serve_on_loopback
+from tests.mediatools import flv_events, make_clip
+
+TOKEN = "v13w"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WIDTH, HEIGHT = 320, 240
+PARAMETER_SETS = {7, 8}
+_TAPPED_QUEUE = "_RTCRtpReceiver__decoder_queue"
+
+
+# --- the node ---------------------------------------------------------------------------
+
+
+@attrs.define
+class PassthroughTranscoder:
+    """Returns the source segment itself as the ``copy`` rendition."""
+
+    async def transcode(self, job: SegmentJob, source: SegmentBuffer) -> Sequence[RenditionSegment]:
+        await source.wait_closed()
+        data = source.getvalue()
+        return [
+            RenditionSegment(name=p.name, width=WIDTH, height=HEIGHT, pixels=0, data=data)
+            for p in job.profiles
+        ]
+
+
+@attrs.frozen
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@attrs.define
+class Node:
+    gateway: Gateway
+    whep: WhepPlayback
+    http_port: int
+    rtmp_port: int
+    client_loop: AsyncioLoop
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        def call() -> Reply:
+            conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=20)
+            try:
+                conn.request(method, path, body=body, headers=headers or {})
+                response = conn.getresponse()
+                return Reply(
+                    response.status,
+                    {k.lower(): v for k, v in response.getheaders()},
+                    response.read(),
+                )
+            finally:
+                conn.close()
+
+        return await trio.to_thread.run_sync(call)
+
+    async def post_offer(self, path: str, sdp: str, token: str | None = TOKEN) -> Reply:
+        headers = {"Content-Type": "application/sdp"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return await self.request("POST", path, sdp.encode(), headers)
+
+    async def run_client(self, fn: Callable[[], Any]) -> Any:
+        return await self.client_loop.run(fn)
+
+    async def wait_for(self, predicate: Callable[[], bool], seconds: float, what: str) -> None:
+        """Polls ``predicate`` (it reads state that another thread changes)."""
+        deadline = trio.current_time() + seconds
+        while trio.current_time() < deadline:
+            if predicate():
+                return
+            await trio.sleep(0.05)
+        raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    gateway = Gateway(
+        transcoder=PassthroughTranscoder(),
+        profiles=(VideoProfile(name="copy", width=WIDTH, height=HEIGHT, bitrate=300_000),),
+        metrics=Metrics(),
+        segment_target=1.0,
+    )
+    whep = WhepPlayback(
+        source=gateway,
+        token=TOKEN,
+        host_addresses=("127.0.0.1",),
+        viewer_timeout=1.5,
+        max_sessions=3,
+    )
+    async with trio.open_nursery() as nursery, open_asyncio_loop("whep-client") as client:
+        await nursery.start(gateway.run)
+        _, rtmp_port = await nursery.start(RtmpServer(handler=gateway).serve, "127.0.0.1", 0)
+        await nursery.start(whep.run)
+        http_port = await nursery.start(serve_on_loopback, Starlette(routes=whep_routes(whep)))
+        yield Node(
+            gateway=gateway,
+            whep=whep,
+            http_port=http_port,
+            rtmp_port=rtmp_port,
+            client_loop=client,
+        )
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("whep") / "clip.flv"
+    return make_clip(path, seconds=12, size=f"{WIDTH}x{HEIGHT}", gop=30, audio=True)
+
+
+@pytest.fixture
+async def publishing(node: Node, clip: Path) -> AsyncIterator[Path]:
+    """ffmpeg pushes the clip, unchanged (``-c copy``), in real time, as ``cam``."""
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(clip)]
+    command += ["-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{node.rtmp_port}/live/cam"]
+    process = await trio.lowlevel.open_process(command, stdin=subprocess.DEVNULL)
+    try:
+        await node.wait_for(lambda: node.gateway.subscribe("cam", "source") is not None, 10, "cam")
+        yield clip
+    finally:
+        process.kill()
+        await process.wait()
+
+
+def clip_units(clip: Path) -> tuple[set[bytes], bytes]:
+    """The clip's video NAL units (parameter sets left out) and its avcC."""
+    events = list(flv_events(clip))
+    config = next(e for e in events if isinstance(e, CodecConfig) and e.kind is TrackKind.VIDEO)
+    units: set[bytes] = set()
+    for event in events:
+        if isinstance(event, MediaPacket) and event.kind is TrackKind.VIDEO:
+            data, offset = event.data, 0
+            while offset < len(data):
+                size = int.from_bytes(data[offset : offset + 4], "big")
+                units.add(data[offset + 4 : offset + 4 + size])
+                offset += 4 + size
+    return {u for u in units if u[0] & 0x1F not in PARAMETER_SETS}, config.data
+
+
+# --- the viewer: aiortc receiving H.264, its encoded frames tapped -----------------------
+
+
+class _Tap(queue.Queue[Any]):
+    """Stands in for the receiver's decoder queue: keeps the encoded frames, decodes none."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        super().__init__()
+        self._frames = frames
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            super().put(item, block, timeout)
+        else:
+            self._frames.append(bytes(item[1].data))
+
+
+class AiortcViewer:
+    """A non-trickle WHEP client; its methods run on the client's asyncio loop."""
+
+    def __init__(self) -> None:
+        self.pc: RTCPeerConnection | None = None
+        self.frames: list[bytes] = []
+
+    async def offer(self) -> str:
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        transceiver = pc.addTransceiver("video", direction="recvonly")
+        assert isinstance(getattr(transceiver.receiver, _TAPPED_QUEUE), queue.Queue)
+        setattr(transceiver.receiver, _TAPPED_QUEUE, _Tap(self.frames))
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+
+    async def accept(self, answer: str) -> None:
+        assert self.pc is not None
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    async def request_keyframe(self) -> None:
+        assert self.pc is not None
+        receiver = self.pc.getTransceivers()[0].receiver
+        for source in receiver.getSynchronizationSources():
+            await receiver._send_rtcp_pli(source.source)
+
+    async def vanish(self) -> None:
+        """Goes away without a word: the ICE transport stops, no DTLS close is sent."""
+        assert self.pc is not None
+        await self.pc.getTransceivers()[0].receiver.transport.transport.stop()
+
+    async def close(self) -> None:
+        if self.pc is not None:
+            await self.pc.close()
+
+    def idrs(self) -> list[bytes]:
+        return [u for f in self.frames for u in nal_units(f) if u[0] & 0x1F == 5]
+
+    def keyframes(self) -> int:
+        return len(self.idrs())
+
+
+async def play(node: Node, path: str = "/whep/cam") -> tuple[AiortcViewer, Reply]:
+    viewer = AiortcViewer()
+    reply = await node.post_offer(path, await node.run_client(viewer.offer))
+    assert reply.status == 201, reply.body
+    await node.run_client(lambda: viewer.accept(reply.body.decode()))
+    return viewer, reply
+
+
+def decode(frames: list[bytes]) -> list[av.VideoFrame]:
+    decoder = av.CodecContext.create("h264", "r")
+    out: list[av.VideoFrame] = []
+    for data in frames:
+        out.extend(decoder.decode(av.Packet(data)))
+    out.extend(decoder.decode(None))
+    return out
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+async def test_a_viewer_gets_the_published_h264_unchanged_from_a_keyframe_at_once(
+    node: Node, publishing: Path
+) -> None:
+    units, config = clip_units(publishing)
+    await trio.sleep(1.5)  # the stream has a GOP under way: the viewer must not wait for more
+    viewer, reply = await play(node)
+    answer = reply.body.decode()
+    assert reply.headers["content-type"] == "application/sdp"
+    assert reply.headers["location"].startswith("/whep/cam/source/")
+    assert "a=sendonly" in answer and "H264" in answer and "a=candidate" in answer
+    assert "m=audio 0" in answer or "a=inactive" in answer  # video only
+    hosts = {line.split()[4] for line in answer.splitlines() if line.startswith("a=candidate")}
+    assert hosts == {"127.0.0.1"}
+
+    started = trio.current_time()
+    await node.wait_for(lambda: bool(viewer.frames), 10, "the first frame")
+    first_frame_after = trio.current_time() - started
+    await node.wait_for(lambda: len(viewer.frames) >= 90, 10, "three seconds of frames")
+
+    # Starts at a keyframe that carries the SPS and PPS in-band (the clip has them only in
+    # its avcC, as RTMP does): a WebRTC decoder can start there.
+    first = [u[0] & 0x1F for u in nal_units(viewer.frames[0])]
+    assert first[:2] == [7, 8] and 5 in first, first
+    sps = next(u for u in nal_units(viewer.frames[0]) if u[0] & 0x1F == 7)
+    assert sps in config  # the publisher's own SPS
+    # Every other NAL unit is byte for byte one the publisher sent: no re-encode.
+    received = {u for f in viewer.frames for u in nal_units(f)}
+    assert received - {u for u in received if u[0] & 0x1F in PARAMETER_SETS} <= units
+    frames = decode(viewer.frames)
+    assert len(frames) >= len(viewer.frames) - 2
+    assert {(f.width, f.height) for f in frames} == {(WIDTH, HEIGHT)}
+    # The GOP under way was fast-forwarded at once: no wait for the next keyframe (1 s GOP).
+    assert first_frame_after < 1.0, first_frame_after
+
+    stats = node.whep.statistics()
+    assert stats.active_sessions == 1 and stats.frames_sent_total >= 90
+    assert stats.bytes_sent_total > 0
+
+    # A PLI starts the viewer over at the current GOP's keyframe, at once: right after a
+    # keyframe arrived, a PLI brings that same keyframe again (the next is a second away).
+    keyframes = viewer.keyframes()
+    await node.wait_for(lambda: viewer.keyframes() > keyframes, 2, "the next GOP")
+    idr = viewer.idrs()[-1]
+    await node.run_client(viewer.request_keyframe)
+    await node.wait_for(lambda: viewer.idrs().count(idr) == 2, 0.5, "the GOP again")
+    assert node.whep.statistics().keyframe_requests_total == 1
+
+    location = reply.headers["location"]
+    assert (await node.request("DELETE", location)).status == 401
+    assert (await node.request("DELETE", location, headers=AUTH)).status == 200
+    assert node.whep.statistics().active_sessions == 0
+    assert (await node.request("DELETE", location, headers=AUTH)).status == 404
+    await node.run_client(viewer.close)
+
+
+async def test_a_transcoded_rendition_plays_from_its_segments(node: Node, publishing: Path) -> None:
+    units, _ = clip_units(publishing)
+    viewer, reply = await play(node, "/whep/cam/copy")
+    assert reply.headers["location"].startswith("/whep/cam/copy/")
+    # The first segment (1 s) comes back whole; its frames are then paced, not burst.
+    await node.wait_for(lambda: len(viewer.frames) >= 60, 12, "two seconds of the rendition")
+    first = [u[0] & 0x1F for u in nal_units(viewer.frames[0])]
+    assert 7 in first and 5 in first
+    received = {u for f in viewer.frames for u in nal_units(f) if u[0] & 0x1F not in {7, 8, 9}}
+    assert received <= units
+    frames = decode(viewer.frames)
+    assert {(f.width, f.height) for f in frames} == {(WIDTH, HEIGHT)}
+    await node.run_client(viewer.close)
+
+
+async def test_viewers_that_leave_without_delete_are_cleaned_up(
+    node: Node, publishing: Path
+) -> None:
+    closing, _ = await play(node)
+    vanishing, _ = await play(node)
+    await node.wait_for(
+        lambda: bool(closing.frames) and bool(vanishing.frames), 10, "frames to both"
+    )
+    assert node.whep.statistics().active_sessions == 2
+
+    await node.run_client(closing.close)  # a DTLS close: the connection is closed at once
+    await node.wait_for(lambda: node.whep.statistics().active_sessions == 1, 3, "the closed")
+
+    await node.run_client(vanishing.vanish)  # nothing more comes back: viewer_timeout 1.5 s
+    await node.wait_for(lambda: node.whep.statistics().active_sessions == 0, 5, "the silent")
+    assert node.whep.statistics().timeouts_total == 1
+    await node.run_client(vanishing.close)
+
+    node.whep.connect_timeout = 1.0
+    never = AiortcViewer()  # takes the answer and never applies it
+    assert (await node.post_offer("/whep/cam", await node.run_client(never.offer))).status == 201
+    assert node.whep.statistics().active_sessions == 1
+    await node.wait_for(lambda: node.whep.statistics().active_sessions == 0, 3, "the timeout")
+    assert node.whep.statistics().timeouts_total == 2
+    await node.run_client(never.close)
+
+
+async def test_viewers_are_ended_when_the_stream_ends(node: Node, clip: Path) -> None:
+    short = clip.with_name("short.flv")
+    if not short.exists():
+        make_clip(short, seconds=2, size=f"{WIDTH}x{HEIGHT}", gop=30, audio=False)
+    command = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(short)]
+    command += ["-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{node.rtmp_port}/live/brief"]
+    process = await trio.lowlevel.open_process(command, stdin=subprocess.DEVNULL)
+    try:
+        await node.wait_for(
+            lambda: node.gateway.subscribe("brief", "source") is not None, 10, "brief"
+        )
+        viewer, _ = await play(node, "/whep/brief")
+        await node.wait_for(lambda: bool(viewer.frames), 10, "frames")
+        assert node.whep.statistics().active_sessions == 1
+        await node.wait_for(
+            lambda: node.whep.statistics().active_sessions == 0, 10, "the end of the stream"
+        )
+        await node.run_client(viewer.close)
+        again = AiortcViewer()
+        reply = await node.post_offer("/whep/brief", await node.run_client(again.offer))
+        assert reply.status == 404  # an ended stream has no viewers' fan-out any more
+        await node.run_client(again.close)
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def test_refusals_have_the_whep_status_codes(node: Node, publishing: Path) -> None:
+    viewer = AiortcViewer()
+    offer = await node.run_client(viewer.offer)
+    assert (await node.post_offer("/whep/nobody", offer)).status == 404
+    assert (await node.post_offer("/whep/cam/1080p", offer)).status == 404
+    for token in ("wrong", None):
+        reply = await node.post_offer("/whep/cam", offer, token=token)
+        assert reply.status == 401 and reply.headers["www-authenticate"].startswith("Bearer")
+    reply = await node.post_offer("/whep/cam", "this is not SDP\r\n")
+    assert reply.status == 400 and b"bad SDP offer" in reply.body
+    no_h264 = "\r\n".join(
+        line
+        for line in offer.replace("H264", "VP8").splitlines()
+        if "packetization-mode" not in line
+    )
+    assert (await node.post_offer("/whep/cam", no_h264)).status == 415
+    sending = offer.replace("a=recvonly", "a=sendonly")
+    assert (await node.post_offer("/whep/cam", sending)).status == 400
+    reply = await node.request(
+        "POST", "/whep/cam", offer.encode(), {**AUTH, "Content-Type": "text/plain"}
+    )
+    assert reply.status == 415
+    reply = await node.request("PATCH", "/whep/cam/source/any", b"", AUTH)
+    assert reply.status == 405 and "DELETE" in reply.headers["allow"]
+    reply = await node.request("DELETE", "/whep/cam/source/nope", headers=AUTH)
+    assert reply.status == 404
+    reply = await node.request(
+        "OPTIONS", "/whep/cam", headers={"Access-Control-Request-Method": "POST"}
+    )
+    assert reply.status == 204 and reply.headers["access-control-allow-origin"] == "*"
+    assert "Location" in reply.headers["access-control-expose-headers"]
+
+    # The node's session limit (3 here): one more is 503, with no WebRTC work done.
+    viewers = [(await play(node))[0] for _ in range(3)]
+    assert (await node.post_offer("/whep/cam", offer)).status == 503
+    await node.wait_for(lambda: all(v.frames for v in viewers), 10, "frames to all three")
+    for each in [*viewers, viewer]:
+        await node.run_client(each.close)
+    await node.wait_for(lambda: node.whep.statistics().active_sessions == 0, 5, "closes")
+    assert node.whep.statistics().sessions_total == 3
