@@ -19,15 +19,17 @@ How this works:
   that also serves ffmpeg's HLS files and passes ``/node/...`` through to the node (hls.js
   needs one origin; the pass-through adds a loopback hop to lpstream's figures, not the peer's).
 * One ``lpstream dev --offchain`` serves every lpstream path. Paths sharing a source run one
-  after the other on one publish; a player opens once the playlist holds four segments (a
-  viewer joining a live stream, not one racing its first segment), plays ``--warmup`` seconds,
-  then every presented frame for ``--seconds`` is a sample.
+  after the other on one publish. A path is ``--joins`` viewers in turn, each a fresh Chromium
+  (where an LL-HLS player starts depends on when it joins, relative to parts and keyframes):
+  each opens once the playlist holds four segments (a viewer joining a live stream, not one
+  racing its first segment), plays ``--warmup`` seconds, then every frame it presents for
+  ``--seconds / --joins`` is a sample. The samples of all joins are pooled.
 
 The peer is the ffmpeg command line's HLS muxer (``-f hls -hls_time 2 -hls_list_size 6``) fed by
 the same frame source and encoder settings, played by the same hls.js page in plain mode.
 
-    .venv/bin/python -m benchmarks.glass_to_glass [--seconds 20] [--paths rtmp-llhls,whip-whep]
-                                                  [--warmup 8] [--json]
+    .venv/bin/python -m benchmarks.glass_to_glass [--seconds 24] [--joins 3] [--warmup 5]
+        [--paths rtmp-llhls,rtmp-llhls-watch,rtmp-hls,ffmpeg-hls,whip-llhls,whip-whep] [--json]
 
 (Run it as a module from the checkout: it uses ``tests.browser`` and ``tests.e2e.nodes``.)
 """
@@ -40,6 +42,7 @@ import enum
 import functools
 import http.server
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -81,14 +84,15 @@ JOIN_SEGMENTS = 4
 """Segments the playlist holds before a player opens."""
 
 METHOD = """\
-method: glass = time.time() when a 1280x720 frame is handed to the encoder (written into
+method: glass = time.time() when a {size} frame is handed to the encoder (written into
   ffmpeg's stdin for RTMP and the ffmpeg-HLS peer; returned to aiortc's H.264 sender for WHIP),
   drawn into that frame as a 64-cell code (48-bit ms since the epoch + CRC-16).
   display = Date.now() at the frame's expectedDisplayTime in headless Chromium's
   requestVideoFrameCallback; the callback draws the presented frame to a canvas and decodes
   the code. latency = display - glass, one machine, one wall clock. Frames whose code fails the
-  CRC are counted as unreadable, never as samples. Players join once the playlist holds
-  {join} segments, play {warmup:g} s, then every presented frame for {seconds:g} s is a sample."""
+  CRC are counted as unreadable, never as samples. Each path is {joins} viewers in turn (a fresh
+  Chromium each, once the playlist holds {join} segments): each plays {warmup:g} s, then every
+  frame it presents for {per_join:g} s is a sample; the samples of the {joins} are pooled."""
 
 
 # --- paths ---------------------------------------------------------------------------------
@@ -234,13 +238,17 @@ def source_ffmpeg(output: list[str], width: int, height: int) -> dict[str, int]:
     picture = ClockPicture(width, height)
     start = time.monotonic()
     frames = late = 0
+    behind = 0.0
     try:
         while not stop.is_set() and ffmpeg.poll() is None:
+            # On a 30 frames/s schedule; a frame that is late goes at once (the stream's
+            # timestamps stay on the schedule, the drawn time is when it really went).
             wait = start + frames / FPS - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             elif wait < -1 / FPS:
                 late += 1
+                behind = max(behind, -wait)
             ffmpeg.stdin.write(picture.next(frames).data)
             frames += 1
     except BrokenPipeError:
@@ -249,7 +257,12 @@ def source_ffmpeg(output: list[str], width: int, height: int) -> dict[str, int]:
         with contextlib.suppress(BrokenPipeError):
             ffmpeg.stdin.close()
         ffmpeg.wait()
-    return {"frames": frames, "late": late}
+    return {
+        "frames": frames,
+        "seconds": round(time.monotonic() - start),
+        "late": late,
+        "max_behind_ms": round(behind * 1000),
+    }
 
 
 class ClockTrack(VideoStreamTrack):
@@ -296,6 +309,10 @@ class WhipPublisher:
             await self.pc.close()
 
 
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""urllib without any proxy from the environment: everything here is on loopback."""
+
+
 def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(
         url, data=body, method=method, headers={"Content-Type": "application/sdp"}
@@ -307,12 +324,10 @@ def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[s
         return exc.code, dict(exc.headers), exc.read()
 
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 async def source_whip(url: str, width: int, height: int) -> dict[str, int]:
     """Publishes clock frames with WHIP until SIGTERM."""
     publisher = WhipPublisher(width, height)
+    started = time.monotonic()
     async with open_asyncio_loop("whip-publisher") as loop:
         try:
             offer = await loop.run(publisher.offer)
@@ -329,7 +344,7 @@ async def source_whip(url: str, width: int, height: int) -> dict[str, int]:
             await trio.to_thread.run_sync(_http, "DELETE", location)
         finally:
             await loop.run(publisher.close)
-    return {"frames": publisher.track.frames, "late": 0}
+    return {"frames": publisher.track.frames, "seconds": round(time.monotonic() - started)}
 
 
 def run_source(kind: str, to: str, size: str) -> None:
@@ -430,6 +445,23 @@ POLL_JS = """(() => {
 })()"""
 
 
+WEBRTC_STATS_JS = """(async () => {
+  const pc = window.player && window.player.pc;
+  if (!pc) return null;
+  let out = null;
+  (await pc.getStats()).forEach(s => {
+    if (s.type !== "inbound-rtp" || s.kind !== "video") return;
+    out = {jitter_buffer_ms: s.jitterBufferEmittedCount
+             ? 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount : null,
+           decode_ms: s.framesDecoded ? 1000 * s.totalDecodeTime / s.framesDecoded : null,
+           frames_decoded: s.framesDecoded, frames_dropped: s.framesDropped};
+  });
+  return out;
+})()"""
+"""Chromium's own averages for the WebRTC receiver (the WHEP page keeps its RTCPeerConnection
+in ``window.player.pc``)."""
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: PlayerServer
 
@@ -498,14 +530,27 @@ class PlayerServer(http.server.ThreadingHTTPServer):
 
 @attrs.frozen(kw_only=True)
 class PathResult:
+    """What the players of one path showed, every join pooled."""
+
     name: str
     what: str
     target_ms: float | None
-    samples: list[float]
-    heights: dict[int, int]
-    unreadable: int
-    seconds: float
+    samples: list[float] = attrs.Factory(list)
+    """One latency (ms) per presented frame whose clock was read."""
+    heights: dict[int, int] = attrs.Factory(dict)
+    """Samples per rendition height."""
+    unreadable: int = 0
+    """Presented frames whose clock failed the CRC."""
+    seconds: float = 0.0
+    """Time the samples were taken over."""
+    join_medians: list[float] = attrs.Factory(list)
+    """The median of each join (a fresh player) on its own."""
+    load_average: float | None = None
+    """The machine's 1-minute load average as the path ended."""
     hls_latency_s: float | None = None
+    """hls.js's own estimate (``hls.latency``: behind the playlist's live edge), median."""
+    webrtc: list[dict[str, Any]] = attrs.Factory(list)
+    """Chromium's WebRTC receiver statistics at the end of each join (WHEP only)."""
     error: str | None = None
 
     @property
@@ -523,12 +568,33 @@ class PathResult:
             "min_ms": None if s is None else round(float(s.min()), 1),
             "max_ms": None if s is None else round(float(s.max()), 1),
             "target_ms": self.target_ms,
+            "join_medians_ms": [round(m, 1) for m in self.join_medians],
             "frames_per_s": round(len(self.samples) / self.seconds, 1) if self.seconds else 0,
             "unreadable": self.unreadable,
             "heights": {str(h): n for h, n in sorted(self.heights.items())},
             "hls_js_latency_s": self.hls_latency_s,
+            "load_average": self.load_average,
+            "webrtc_receiver": self.webrtc,
             "error": self.error,
         }
+
+
+class JoinFailed(Exception):
+    """A player showed no readable frame."""
+
+
+@attrs.define
+class Tally:
+    """Samples gathered across the joins of one path."""
+
+    samples: list[float] = attrs.Factory(list)
+    heights: Counter[int] = attrs.Factory(Counter)
+    unreadable: int = 0
+    join_medians: list[float] = attrs.Factory(list)
+    hls_latency: list[float] = attrs.Factory(list)
+    clock_checks: list[tuple[float, float]] = attrs.Factory(list)
+    webrtc: list[dict[str, Any]] = attrs.Factory(list)
+    seconds: float = 0.0
 
 
 async def clock_check(page: Page) -> tuple[float, float]:
@@ -544,59 +610,78 @@ async def clock_check(page: Page) -> tuple[float, float]:
     return best
 
 
-async def measure(
-    path: LatencyPath, url: str, *, warmup: float, seconds: float, log: Path
-) -> tuple[PathResult, tuple[float, float]]:
-    samples: list[float] = []
-    heights: Counter[int] = Counter()
-    hls_latency: list[float] = []
-    unreadable_before = 0
-    unreadable = 0
-    error: str | None = None
-    check = (0.0, 0.0)
-
-    def result(err: str | None) -> PathResult:
-        return PathResult(
-            name=path.name,
-            what=path.what,
-            target_ms=path.target_ms,
-            samples=samples,
-            heights=dict(heights),
-            unreadable=unreadable - unreadable_before,
-            seconds=seconds,
-            hls_latency_s=round(float(np.median(hls_latency)), 2) if hls_latency else None,
-            error=err,
-        )
-
+async def measure_join(url: str, *, warmup: float, seconds: float, log: Path, tally: Tally) -> None:
+    """One viewer: a fresh Chromium opens ``url``, plays ``warmup`` s, is sampled ``seconds`` s."""
     async with open_browser(log) as browser:
         page = await browser.new_page(url)
         await page.evaluate(MEASURE_JS)
-        check = await clock_check(page)
+        tally.clock_checks.append(await clock_check(page))
         polled: dict[str, Any] = {}
         with trio.move_on_after(40):
-            while True:
-                polled = await page.evaluate(POLL_JS)
-                if polled["samples"] or str(polled["error"] or "").startswith("error"):
-                    break
+            while not polled.get("samples"):
                 await trio.sleep(0.5)
+                polled = await page.evaluate(POLL_JS)
+                if str(polled["error"] or "").startswith("error"):
+                    break
         if not polled.get("samples"):
-            error = str(polled.get("error") or "no readable frame shown in 40 s")
-            error += f" (page state: {polled.get('state')})" if polled.get("state") else ""
-            return result(error), check
+            why = str(polled.get("error") or "no readable frame shown in 40 s")
+            raise JoinFailed(why + (f" (page: {polled['state']})" if polled.get("state") else ""))
         await trio.sleep(warmup)
         polled = await page.evaluate(POLL_JS)
-        unreadable_before = unreadable = int(polled["unreadable"])
-        deadline = trio.current_time() + seconds
+        unreadable_before = int(polled["unreadable"])
+        started = trio.current_time()
+        deadline = started + seconds
+        samples: list[float] = []
         while trio.current_time() < deadline:
             await trio.sleep(min(1.0, max(0.0, deadline - trio.current_time())))
             polled = await page.evaluate(POLL_JS)
             for latency, height in polled["samples"]:
                 samples.append(float(latency))
-                heights[int(height)] += 1
-            unreadable = int(polled["unreadable"])
+                tally.heights[int(height)] += 1
             if polled["hlsLatency"] is not None:
-                hls_latency.append(float(polled["hlsLatency"]))
-    return result(None), check
+                tally.hls_latency.append(float(polled["hlsLatency"]))
+        stats = await page.evaluate(WEBRTC_STATS_JS)
+        if stats is not None:
+            tally.webrtc.append(
+                {k: round(v, 1) if isinstance(v, float) else v for k, v in stats.items()}
+            )
+        tally.seconds += trio.current_time() - started
+        tally.unreadable += int(polled["unreadable"]) - unreadable_before
+        tally.samples.extend(samples)
+        if samples:
+            tally.join_medians.append(float(np.median(samples)))
+
+
+async def measure(
+    path: LatencyPath, url: str, *, joins: int, warmup: float, seconds: float, logs: Path
+) -> tuple[PathResult, list[tuple[float, float]]]:
+    """``joins`` viewers one after another, ``seconds / joins`` sampled each, pooled."""
+    tally = Tally()
+    failures: list[str] = []
+    for join in range(joins):
+        log = logs / f"chromium-{path.name}-{join}.log"
+        try:
+            await measure_join(url, warmup=warmup, seconds=seconds / joins, log=log, tally=tally)
+        except JoinFailed as exc:
+            failures.append(str(exc))
+    error = None
+    if failures:
+        error = f"{len(failures)} of {joins} joins failed: {failures[0]}"
+    result = PathResult(
+        name=path.name,
+        what=path.what,
+        target_ms=path.target_ms,
+        samples=tally.samples,
+        heights=dict(tally.heights),
+        unreadable=tally.unreadable,
+        seconds=tally.seconds,
+        join_medians=tally.join_medians,
+        webrtc=tally.webrtc,
+        load_average=round(os.getloadavg()[0], 1),
+        hls_latency_s=round(float(np.median(tally.hls_latency)), 2) if tally.hls_latency else None,
+        error=error,
+    )
+    return result, tally.clock_checks
 
 
 def segments_now(ingest: Ingest, node: str, stream: str, peer_dir: Path) -> int:
@@ -649,11 +734,79 @@ def whep_available(node: str, stream: str) -> str | None:
 class Report:
     results: list[PathResult]
     clock_offset_ms: tuple[float, float]
+    """The largest Date.now() - time.time() seen, and its uncertainty."""
     sources: dict[str, dict[str, int]]
 
 
+@attrs.frozen(kw_only=True)
+class Bench:
+    """What every path of one run shares."""
+
+    node: NodeProcess
+    server: PlayerServer
+    peer_dir: Path
+    logs: Path
+    size: str
+    joins: int
+    warmup: float
+    seconds: float
+
+    @property
+    def http(self) -> str:
+        return self.node.hostport("http")
+
+
+async def run_group(
+    bench: Bench, ingest: Ingest, group: Sequence[LatencyPath], checks: list[tuple[float, float]]
+) -> tuple[list[PathResult], dict[str, int]]:
+    """Publishes from one source and measures each path of ``group`` on that publish."""
+    stream = group[0].stream
+    if ingest is Ingest.RTMP:
+        to = f"{bench.node.url('rtmp')}/live/{stream}"
+    elif ingest is Ingest.WHIP:
+        to = f"http://{bench.http}/whip/{stream}"
+    else:
+        to = str(bench.peer_dir)
+    results: list[PathResult] = []
+    log = bench.logs / f"source-{ingest.value}.log"
+    with open_source(ingest, to, bench.size, log) as counts:
+        count = functools.partial(segments_now, ingest, bench.http, stream, bench.peer_dir)
+        try:
+            await wait_for_segments(count, f"{JOIN_SEGMENTS} segments of {stream}", 40)
+        except TimeoutError as exc:
+            why = f"{exc} (source log: {log})"
+            return [PathResult(name=p.name, what=p.what, target_ms=p.target_ms, error=why)
+                    for p in group], counts  # fmt: skip
+        for path in group:
+            if path.player is Player.WHEP:
+                missing = await trio.to_thread.run_sync(whep_available, bench.http, stream)
+                if missing is not None:
+                    results.append(
+                        PathResult(name=path.name, what=path.what, target_ms=path.target_ms,
+                                   error=missing)
+                    )  # fmt: skip
+                    continue
+            result, path_checks = await measure(
+                path,
+                player_url(path, bench.server, bench.http),
+                joins=bench.joins,
+                warmup=bench.warmup,
+                seconds=bench.seconds,
+                logs=bench.logs,
+            )
+            results.append(result)
+            checks.extend(path_checks)
+    return results, counts
+
+
 async def run_paths(
-    paths: Sequence[LatencyPath], *, seconds: float, warmup: float, size: str, logs: Path
+    paths: Sequence[LatencyPath],
+    *,
+    seconds: float,
+    joins: int,
+    warmup: float,
+    size: str,
+    logs: Path,
 ) -> Report:
     script = hls_js()
     if script is None:
@@ -672,37 +825,15 @@ async def run_paths(
     sources: dict[str, dict[str, int]] = {}
     try:
         await trio.to_thread.run_sync(node.wait_ready)
-        http_addr = node.hostport("http")
-        server = PlayerServer(http_addr, peer_dir, script)
+        server = PlayerServer(node.hostport("http"), peer_dir, script)
         threading.Thread(target=server.serve_forever, daemon=True).start()
+        bench = Bench(node=node, server=server, peer_dir=peer_dir, logs=logs, size=size,
+                      joins=joins, warmup=warmup, seconds=seconds)  # fmt: skip
         try:
             for ingest in dict.fromkeys(p.ingest for p in paths):
                 group = [p for p in paths if p.ingest is ingest]
-                stream = group[0].stream
-                if ingest is Ingest.RTMP:
-                    to = f"{node.url('rtmp')}/live/{stream}"
-                elif ingest is Ingest.WHIP:
-                    to = f"http://{http_addr}/whip/{stream}"
-                else:
-                    to = str(peer_dir)
-                with open_source(ingest, to, size, logs / f"source-{ingest.value}.log") as counts:
-                    count = functools.partial(segments_now, ingest, http_addr, stream, peer_dir)
-                    await wait_for_segments(count, f"{JOIN_SEGMENTS} segments of {stream}", 40)
-                    for path in group:
-                        if path.player is Player.WHEP and (
-                            why := await trio.to_thread.run_sync(whep_available, http_addr, stream)
-                        ):
-                            results.append(PathResult(name=path.name, what=path.what,
-                                target_ms=path.target_ms, samples=[], heights={},
-                                unreadable=0, seconds=0, error=why))  # fmt: skip
-                            continue
-                        url = player_url(path, server, http_addr)
-                        result, check = await measure(
-                            path, url, warmup=warmup, seconds=seconds,
-                            log=logs / f"chromium-{path.name}.log",
-                        )  # fmt: skip
-                        results.append(result)
-                        checks.append(check)
+                group_results, counts = await run_group(bench, ingest, group, checks)
+                results.extend(group_results)
                 sources[ingest.value] = counts
         finally:
             server.shutdown()
@@ -735,8 +866,18 @@ def _ms(value: Any) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def method_text(args: argparse.Namespace) -> str:
+    return METHOD.format(
+        joins=args.joins,
+        join=JOIN_SEGMENTS,
+        warmup=args.warmup,
+        per_join=args.seconds / args.joins,
+        size=args.size,
+    )
+
+
 def print_report(report: Report, args: argparse.Namespace) -> None:
-    print(METHOD.format(join=JOIN_SEGMENTS, warmup=args.warmup, seconds=args.seconds))
+    print(method_text(args))
     offset, plus_minus = report.clock_offset_ms
     print(
         f"clock check: Date.now() - time.time() = {offset:+.1f} ms (+/- {plus_minus:.1f} ms), "
@@ -747,31 +888,47 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
     print(f"peer:        ffmpeg -f rawvideo ... {encoder} -f hls -hls_time 2 -hls_list_size 6")
     print("WHIP source: aiortc H.264 (its libx264: zerolatency, baseline), video only")
     for kind, counts in report.sources.items():
-        print(f"  source {kind}: {counts.get('frames', '?')} frames, {counts.get('late', 0)} late")
+        line = f"  source {kind}: {counts.get('frames', 0)} frames in {counts.get('seconds', 0)} s"
+        if "late" in counts:
+            line += (
+                f", {counts['late']} written over a frame late"
+                f" (at worst {counts.get('max_behind_ms', 0)} ms behind)"
+            )
+        print(line)
     print()
-    header = ("path", "samples", "median", "p95", "min", "max", "target", "fps", "heights")
-    print("{:<17} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>5}  {}".format(*header))
+    header = ("path", "samples", "median", "p95", "min", "max", "target", "fps", "load")
+    print("{:<17} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>5} {:>5}  {}".format(*header, "joins"))
     for result in report.results:
         s = result.summary()
-        if result.error:
+        if result.error and not result.samples:
             print(f"{s['path']:<17} {result.error}")
             continue
-        heights = ",".join(f"{h}p:{n}" for h, n in s["heights"].items())
+        heights = " ".join(f"{h}p:{n}" for h, n in s["heights"].items())
+        joins = "/".join(_ms(m) for m in s["join_medians_ms"])
         print(
             f"{s['path']:<17} {s['samples']:>7} {_ms(s['median_ms']):>7} {_ms(s['p95_ms']):>7} "
             f"{_ms(s['min_ms']):>7} {_ms(s['max_ms']):>7} {_ms(s['target_ms']):>7} "
-            f"{s['frames_per_s']:>5}  {heights}"
+            f"{s['frames_per_s']:>5} {s['load_average']:>5}  {joins}  {heights}"
             + (f" unreadable:{s['unreadable']}" if s["unreadable"] else "")
-            + (
-                f" (hls.js own latency {s['hls_js_latency_s']} s)"
-                if s["hls_js_latency_s"] is not None
-                else ""
-            )
         )
-    print("(ms; fps = presented frames per second; heights = rendition of each sample)")
+    for result in report.results:
+        if result.error and result.samples:
+            print(f"{result.name}: {result.error}")
+        for n, stats in enumerate(result.webrtc):
+            print(
+                f"{result.name} join {n}, Chromium's WebRTC receiver: jitter buffer"
+                f" {_ms(stats.get('jitter_buffer_ms'))} ms, decode {stats.get('decode_ms')} ms"
+                f" a frame, {stats.get('frames_dropped')} of {stats.get('frames_decoded')}"
+                " frames dropped"
+            )
+    print(
+        "(ms; fps: frames presented per second; load: 1-min load average, 2 cores here;"
+        " joins: each viewer's median; 720p:N: samples per rendition height)"
+    )
     print()
     for result in report.results:
-        print(f"  {result.name:<17} {result.what}")
+        player = PATHS[result.name].player.value.replace("{stream}", PATHS[result.name].stream)
+        print(f"  {result.name:<17} {result.what}; player: {player}")
     print()
     for name, value in ratios(report).items():
         print(f"ratio {name + ':':<32} {value:.2f}")
@@ -779,8 +936,9 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured per path")
-    parser.add_argument("--warmup", type=float, default=8.0, help="played before measuring")
+    parser.add_argument("--seconds", type=float, default=24.0, help="sampled per path")
+    parser.add_argument("--joins", type=int, default=3, help="fresh players per path")
+    parser.add_argument("--warmup", type=float, default=5.0, help="played before sampling")
     parser.add_argument(
         "--paths",
         default=",".join(PATHS),
@@ -805,7 +963,12 @@ def main() -> None:
     try:
         report = trio.run(
             lambda: run_paths(
-                paths, seconds=args.seconds, warmup=args.warmup, size=args.size, logs=logs
+                paths,
+                seconds=args.seconds,
+                joins=args.joins,
+                warmup=args.warmup,
+                size=args.size,
+                logs=logs,
             )
         )
     except BaseException:
@@ -815,9 +978,7 @@ def main() -> None:
         print(
             json.dumps(
                 {
-                    "method": METHOD.format(
-                        join=JOIN_SEGMENTS, warmup=args.warmup, seconds=args.seconds
-                    ),
+                    "method": method_text(args),
                     "clock_offset_ms": report.clock_offset_ms,
                     "sources": report.sources,
                     "paths": [r.summary() for r in report.results],

@@ -257,10 +257,20 @@ async function play(pc) {
   pc.addTransceiver("video", {direction: "recvonly"});
   pc.ontrack = event => {
     video.srcObject = event.streams[0] || new MediaStream([event.track]);
+    // The node closes DTLS when the stream ends; the connection state would only notice
+    // once ICE consent fails, seconds later.
+    const transport = event.receiver.transport;
+    if (transport) {
+      transport.onstatechange = () => transport.state === "closed" && retry(pc);
+    }
   };
   pc.onconnectionstatechange = () => {
-    show("connection " + pc.connectionState);
-    if (pc.connectionState === "failed" || pc.connectionState === "closed") retry(pc);
+    const state = pc.connectionState;
+    show("connection " + state);
+    if (state === "failed" || state === "closed") retry(pc);
+    if (state === "disconnected") {
+      setTimeout(() => pc.connectionState === "disconnected" && retry(pc), 3000);
+    }
   };
   await pc.setLocalDescription(await pc.createOffer());
   // Non-trickle: every candidate goes in the offer.
@@ -275,6 +285,7 @@ async function play(pc) {
     throw new Error("WHEP answered " + reply.status + ": " + await reply.text());
   }
   window.player.resource = reply.headers.get("Location");
+  window.player.error = null;
   await pc.setRemoteDescription({type: "answer", sdp: await reply.text()});
   show("answered, connecting…");
 }

@@ -333,8 +333,10 @@ class Orchestrator:
         return self.live
 
     def capabilities(self) -> tuple[str, ...]:
-        """What the registered workers offer together, sorted."""
-        return tuple(sorted({c for w in self._workers.values() for c in w.capabilities()}))
+        """What the registered workers offer together, sorted; transcoding always (a node
+        whose workers are still joining takes work as before: 503 until one has room)."""
+        offered = {c for w in self._workers.values() for c in w.capabilities()}
+        return tuple(sorted(offered | {"transcode:h264"}))
 
     def pipelines(self) -> list[str]:
         """Names of the live AI pipelines some worker runs."""

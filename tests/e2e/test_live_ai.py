@@ -16,6 +16,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+import torch
 import trio
 from av.video.frame import VideoFrame
 from av.video.reformatter import Interpolation
@@ -39,7 +40,6 @@ pytestmark = [
     ),
 ]
 
-pytest.importorskip("torch")
 
 SIZE = (256, 256)
 """Box of the AI output: 640x360 sources come out 256x144."""
@@ -156,15 +156,13 @@ def offline(
 def save_invert_model(path: Path) -> None:
     import warnings
 
-    import torch as real_torch
-
-    class Invert(real_torch.nn.Module):
-        def forward(self, x: real_torch.Tensor) -> real_torch.Tensor:
+    class Invert(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             return 1.0 - x
 
     with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript in favour of export
         warnings.simplefilter("ignore", DeprecationWarning)
-        real_torch.jit.save(real_torch.jit.script(Invert().eval()), str(path))
+        torch.jit.save(torch.jit.script(Invert().eval()), str(path))
 
 
 def pipeline_cases(tmp: Path) -> dict[str, tuple[dict[str, Any], tuple[int, int]]]:

@@ -71,10 +71,11 @@ async def test_a_browser_publishes_with_whip_and_another_plays_it_with_whep(
         )
         assert state == "connection connected", state
 
+        await viewer.command("Page.bringToFront")  # a background tab paints no frames
         await viewer.wait_for("window.player.state", 20, lambda s: s == "connection connected")
         # Frames are decoded and shown: the video element's frame callbacks and the
         # connection's own count both go up, at the camera's size.
-        frames = await viewer.wait_for("window.player.frames", 20, lambda n: n > 60)
+        await viewer.wait_for("window.player.frames", 20, lambda n: n > 60)
         decoded = await viewer.wait_for("window.player.framesDecoded", 10, lambda n: n > 30)
         size = await viewer.evaluate("[video.videoWidth, video.videoHeight]")
         assert size[0] > 0 and size[1] > 0, size
@@ -96,4 +97,14 @@ async def test_a_browser_publishes_with_whip_and_another_plays_it_with_whep(
         whep = status["whep"]
         assert whep["active_sessions"] == 1 and whep["frames_sent_total"] >= decoded, whep
         assert status["streams"]["webcam"]["webrtc"]["renditions"]["source"]["subscribers"] == 1
-        print(f"WHEP viewer: {frames} frames shown, {decoded} decoded, {size}, status {whep}")
+
+        # The publisher leaves: the stream ends, so does its WHEP session, and the page goes
+        # back to offering (and is told 404) until the stream is live again.
+        attempts = await viewer.evaluate("window.player.attempts")
+        await camera.evaluate("window.publisher.pc.close()")
+        error = await viewer.wait_for(
+            f"window.player.attempts > {attempts} && window.player.error", 10
+        )
+        assert "WHEP answered 404" in error, error
+        status = await trio.to_thread.run_sync(lambda: http_json(f"{base}/api/status"))
+        assert status["whep"]["active_sessions"] == 0, status["whep"]
