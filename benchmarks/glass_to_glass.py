@@ -28,7 +28,7 @@ How this works:
 The peer is the ffmpeg command line's HLS muxer (``-f hls -hls_time 2 -hls_list_size 6``) fed by
 the same frame source and encoder settings, played by the same hls.js page in plain mode.
 
-    .venv/bin/python -m benchmarks.glass_to_glass [--seconds 24] [--joins 3] [--warmup 5]
+    .venv/bin/python -m benchmarks.glass_to_glass [--seconds 24] [--joins 4] [--warmup 5]
         [--paths rtmp-llhls,rtmp-llhls-watch,rtmp-hls,ffmpeg-hls,whip-llhls,whip-whep] [--json]
 
 (Run it as a module from the checkout: it uses ``tests.browser`` and ``tests.e2e.nodes``.)
@@ -621,7 +621,7 @@ async def measure_join(url: str, *, warmup: float, seconds: float, log: Path, ta
             while not polled.get("samples"):
                 await trio.sleep(0.5)
                 polled = await page.evaluate(POLL_JS)
-                if str(polled["error"] or "").startswith("error"):
+                if str(polled["error"] or "").lower().startswith("error"):
                     break
         if not polled.get("samples"):
             why = str(polled.get("error") or "no readable frame shown in 40 s")
@@ -937,7 +937,7 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=24.0, help="sampled per path")
-    parser.add_argument("--joins", type=int, default=3, help="fresh players per path")
+    parser.add_argument("--joins", type=int, default=4, help="fresh players per path")
     parser.add_argument("--warmup", type=float, default=5.0, help="played before sampling")
     parser.add_argument(
         "--paths",
@@ -979,7 +979,14 @@ def main() -> None:
             json.dumps(
                 {
                     "method": method_text(args),
-                    "clock_offset_ms": report.clock_offset_ms,
+                    "settings": {
+                        "seconds": args.seconds,
+                        "joins": args.joins,
+                        "warmup": args.warmup,
+                        "size": args.size,
+                        "encoder": ENCODER,
+                    },
+                    "clock_offset_ms": [round(v, 1) for v in report.clock_offset_ms],
                     "sources": report.sources,
                     "paths": [r.summary() for r in report.results],
                     "ratios": ratios(report),

@@ -121,7 +121,7 @@ const source = "/hls/{{name}}/index.m3u8";
 window.player = {engine: "none", errors: []};
 function show(text) { facts.textContent = text; }
 if (window.Hls && Hls.isSupported()) {
-  const hls = new Hls({lowLatencyMode: true, liveSyncDurationCount: 2});
+  const hls = new Hls({lowLatencyMode: true});
   window.player = {engine: "hls.js " + Hls.version, hls: hls, errors: []};
   hls.on(Hls.Events.ERROR, (event, data) => {
     window.player.errors.push(data.details);
