@@ -99,6 +99,9 @@ class LiveAiSession:
     _price: int = 0
     _billed: Fraction = Fraction(0)
     _seconds: int = 0
+    _orchestrator_balance: str | None = None
+    """The balance the orchestrator last reported (wei, exact)."""
+    _settled: bool = False
     _answers: trio.MemorySendChannel[LiveUpdated | LiveEvent] | None = None
     _update_lock: trio.Lock = attrs.Factory(trio.Lock)
     _stop: trio.Event = attrs.Factory(trio.Event)
@@ -139,6 +142,11 @@ class LiveAiSession:
             "price_per_second": self._price,
             "seconds_billed": self._seconds,
             "billed_wei": str(self._billed),
+            "credit_wei": str(self.pool.live_credit(self._orchestrator, self.session))
+            if self._orchestrator
+            else "0",
+            "orchestrator_balance_wei": self._orchestrator_balance,
+            "settled": self._settled,
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "dropped": self.dropped,
@@ -315,6 +323,10 @@ class LiveAiSession:
             seconds = values.get("seconds")
             if isinstance(seconds, int):
                 self._seconds = seconds
+        if "balance_wei" in values:
+            self._orchestrator_balance = str(values["balance_wei"])
+        if event.kind == "settled":
+            self._settled = True
         self.emit({"type": event.kind, "message": event.message, **values})
         if event.kind == "stopped":
             log.warning(

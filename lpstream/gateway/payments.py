@@ -21,6 +21,7 @@ import attrs
 from lpstream.errors import BusyError
 from lpstream.media import VideoProfile, scaled_size
 from payments.pm import (
+    DEFAULT_MAX_TOTAL_EV,
     Payment,
     SenderInfo,
     TicketParams,
@@ -131,8 +132,9 @@ class PaymentSender:
         latest_block: int,
         sender_info: SenderInfo,
     ) -> bytes:
-        """Tickets raising a live session's credit to at least ``ahead`` wei (and one ticket's
-        EV); empty when the credit is there already."""
+        """Tickets raising a live session's credit towards ``ahead`` wei (and one ticket's
+        EV), at most the sender's per-payment EV limit at a time (the next payment tops up
+        the rest); empty when the credit is there already."""
         if not tickets_needed(
             fee=ahead,
             ticket_ev=self._params[orchestrator].ev,
@@ -140,7 +142,12 @@ class PaymentSender:
         ):
             return b""
         return self._pay(
-            orchestrator, session, ahead, latest_block=latest_block, sender_info=sender_info
+            orchestrator,
+            session,
+            ahead,
+            latest_block=latest_block,
+            sender_info=sender_info,
+            limit=int(DEFAULT_MAX_TOTAL_EV // self._params[orchestrator].ev),
         )
 
     def _pay(
@@ -151,13 +158,17 @@ class PaymentSender:
         *,
         latest_block: int,
         sender_info: SenderInfo,
+        limit: int | None = None,
     ) -> bytes:
         """A payment of as many tickets as ``fee`` needs beyond the session's credit (maybe
-        none: it still carries the ticket parameters and the expected price)."""
+        none: it still carries the ticket parameters and the expected price), at most
+        ``limit``."""
         params = self._params[orchestrator]
         key = (orchestrator, session)
         credit = self._credit.get(key, Fraction(0))
         count = tickets_needed(fee=fee, ticket_ev=params.ev, credit=credit)
+        if limit is not None:
+            count = min(count, max(1, limit))
         if count:
             try:
                 check_ticket_params(

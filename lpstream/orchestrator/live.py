@@ -11,8 +11,9 @@ How this works:
 * On chain, a session is paid by time. The clock starts with its first job; each started
   second costs the pipeline's price per second, debited from the (sender, session) balance
   that LIVE_PAYMENTs credit. A job is refused with 402 while its session has no positive
-  balance (never paid, or run out). A session whose balance falls below zero is stopped: a
-  ``stopped`` event says why, its jobs are refused from then on, and its stream ends.
+  balance (never paid, or run out). A session not paid within ``payment_grace`` seconds of
+  LIVE_OPEN, or whose balance falls below zero, is stopped: a ``stopped`` event says why, its
+  jobs are refused from then on, and its stream ends.
 * When the gateway ends the stream, the second in progress is billed whole and ``settled``
   carries the seconds and wei billed and the balance left: the gateway's own count must
   equal it to the wei.
@@ -52,6 +53,9 @@ UpdateRouter = Callable[[LiveUpdate], Awaitable[LiveUpdated]]
 
 CONTROL_IDLE_TIMEOUT = 60.0
 """A live control stream silent for this long (no payment, no update) is closed."""
+
+PAYMENT_GRACE = 5.0
+"""Seconds a paid orchestrator waits for a new session's first LIVE_PAYMENT."""
 
 
 @attrs.define
@@ -200,6 +204,7 @@ async def serve_live_control(
     *,
     peer: str,
     bill_interval: float = 1.0,
+    payment_grace: float = PAYMENT_GRACE,
 ) -> None:
     """Serves one live session's control stream until either side ends it."""
     account = accounts._open(opened)
@@ -229,6 +234,10 @@ async def serve_live_control(
         await outbox_send.send(answer)
 
     async def bill_every_second() -> None:
+        await trio.sleep(payment_grace)
+        if not account.sender:
+            account.stop(f"no payment: a live session is paid within {payment_grace:g} s")
+            return
         while True:
             await trio.sleep(bill_interval)
             if account.started_at is None:

@@ -1,0 +1,168 @@
+"""Live AI paid by time on ``lpstream dev`` (embedded chain): an honest session runs for a
+minute and both sides hold the same credit to the wei at the end; a session that is never
+paid is refused work and stopped, with the reason, by the orchestrator."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from fractions import Fraction
+from typing import Any
+
+import pytest
+import trio
+
+from lpstream.quic import open_quic_connection
+from lpstream.wire import (
+    CONTROL_FRAME_TYPES,
+    Error,
+    FrameType,
+    Job,
+    LiveEvent,
+    LiveOpen,
+    MessageStream,
+    ProfileSpec,
+)
+from tests.e2e.nodes import NodeProcess, http_json, push_command, wait_for
+from tests.e2e.test_live_ai import post_json
+
+pytestmark = pytest.mark.slow
+
+PRICE_PER_SECOND = 3 * 10**12
+"""Three tickets' EV a second."""
+EV = 10**12
+
+
+@pytest.fixture(scope="module")
+def paid_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    folder = tmp_path_factory.mktemp("live-ai-paid")
+    node = NodeProcess(
+        [
+            "dev",
+            "--rtmp-addr=127.0.0.1:0",
+            "--http-addr=127.0.0.1:0",
+            "--service-addr=127.0.0.1:0",
+            "--block-time=0.2",
+            f"--ticket-ev={EV}",
+            f"--price-per-second={PRICE_PER_SECOND}",
+            f"--data-dir={folder / 'data'}",
+        ],
+        name="dev-paid",
+        log_dir=folder,
+    )
+    try:
+        node.wait_ready(timeout=90)
+        yield node
+    finally:
+        assert node.stop() == 0, node.log_path.read_text()[-3000:]
+
+
+def delete(url: str) -> int:
+    request = urllib.request.Request(url, method="DELETE")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+def test_an_honest_session_runs_a_minute_and_settles_to_the_wei(paid_node: NodeProcess) -> None:
+    base = paid_node.url("http")
+    stream = "paid-ai"
+    cmd = push_command(f"{paid_node.url('rtmp')}/live/{stream}", seconds=80, gop=30, size="320x180")
+    publisher = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(
+            lambda: stream in http_json(f"{base}/api/status").get("streams", {}),
+            20,
+            "the stream to go live",
+        )
+        status, answer = post_json(
+            f"{base}/api/ai/{stream}",
+            {"pipeline": "noop", "width": 128, "height": 128},
+        )
+        assert status == 201, answer
+        assert answer["price_per_second"] == 0  # learnt from the orchestrator once it opens
+        state = wait_for(
+            lambda: (s := http_json(f"{base}/api/ai/{stream}"))["seconds_billed"] >= 1 and s,
+            30,
+            "the first second billed",
+        )
+        assert state["price_per_second"] == PRICE_PER_SECOND
+        started = time.monotonic()
+        while time.monotonic() - started < 60:
+            time.sleep(5)
+            state = http_json(f"{base}/api/ai/{stream}")
+            assert state["running"], state
+            # Paid ahead all along: the credit never ran out.
+            assert Fraction(state["credit_wei"]) > 0, state
+        assert delete(f"{base}/api/ai/{stream}") == 204
+        final = wait_for(
+            lambda: (s := http_json(f"{base}/api/ai/{stream}"))["settled"] and s,
+            20,
+            "the session to settle",
+        )
+    finally:
+        publisher.kill()
+        publisher.wait()
+    seconds = final["seconds_billed"]
+    assert 60 <= seconds <= 70, final
+    assert Fraction(final["billed_wei"]) == seconds * PRICE_PER_SECOND
+    # Both sides: what was paid minus what was billed, exactly.
+    assert final["orchestrator_balance_wei"] is not None
+    assert Fraction(final["credit_wei"]) == Fraction(final["orchestrator_balance_wei"]), final
+    assert final["segments"] >= 25 and final["failures"] == 0, final
+    payments = http_json(f"{base}/api/status")["payments"]
+    assert payments["orchestrator"]["payments_refused"] == 0
+    # Every ticket sent was credited (transcoding and the live session alike).
+    assert Fraction(payments["gateway"]["ev_sent"]) == Fraction(
+        payments["orchestrator"]["ev_received"]
+    )
+
+
+async def test_a_session_that_never_pays_is_refused_and_stopped(paid_node: NodeProcess) -> None:
+    host, port = paid_node.hostport("quic").rsplit(":", 1)
+    job = Job(
+        stream_id="thief",
+        seq=0,
+        duration_ms=2000,
+        profiles=(ProfileSpec(name="ai", width=128, height=128, bitrate=500_000),),
+        pipeline="noop",
+        session_id="unpaid",
+    )
+    async with open_quic_connection(host, int(port)) as connection:
+        # A pipeline job without a paid session: refused before any work.
+        stream = await connection.open_stream()
+        channel = MessageStream(accept=CONTROL_FRAME_TYPES | {FrameType.JOB})
+        await stream.send_all(channel.send(job))
+        await stream.send_eof()
+        answer = await _next_message(stream, channel)
+        assert isinstance(answer, Error) and answer.code == 402, answer
+        assert "payment required" in answer.message
+        # A session opened but never paid is stopped after the grace period, saying why.
+        control = await connection.open_stream()
+        channel = MessageStream()
+        await control.send_all(
+            channel.send(LiveOpen(stream_id="thief", session_id="unpaid", pipeline="noop"))
+        )
+        events: list[LiveEvent] = []
+        with trio.fail_after(15):
+            while True:
+                message = await _next_message(control, channel)
+                if message is None:
+                    break
+                assert isinstance(message, LiveEvent)
+                events.append(message)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "stopped" and "no payment" in events[0].message, events
+    assert kinds[-1] == "settled" and events[-1].values["billed_wei"] == "0", events
+    live = http_json(f"{paid_node.url('http')}/api/status")["orchestrator"]["live"]
+    assert live["sessions"] == {} and live["stopped_total"] >= 1, live
+
+
+async def _next_message(stream: Any, channel: MessageStream) -> Any:
+    while (message := channel.next_message()) is None:
+        data = await stream.receive_some(65536)
+        if not data:
+            return None
+        channel.receive_data(data)
+    return message
