@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import attrs
 import trio
@@ -46,7 +47,9 @@ __all__ = [
     "JobOutput",
     "JobResult",
     "Prepended",
+    "Relay",
     "ResultSigner",
+    "ResultSink",
     "UpdateHandler",
     "request_job",
     "request_update",
@@ -86,7 +89,37 @@ class JobResult:
     peer signed nothing. Not checked here: see :func:`lpstream.verification.verify_result`."""
 
 
-JobHandler = Callable[[Job, SegmentBuffer], Awaitable[Sequence[JobOutput]]]
+class ResultSink:
+    """Lets a job's handler answer while it works: RESULT as soon as the outputs are known,
+    then each piece of output as DATA at once (live AI). A handler that never calls
+    :meth:`start` is answered whole after it returns, as transcoding is.
+
+    ``started`` tells a retrying caller that output has left: the job can no longer move to
+    another worker without the requester seeing two answers.
+    """
+
+    def __init__(self, send: Callable[[bytes], Awaitable[None]], responder: JobResponder):
+        self._send = send
+        self._responder = responder
+        self.started = False
+
+    async def start(self, renditions: Sequence[Rendition]) -> None:
+        self.started = True
+        await self._send(self._responder.send_result(Result(renditions=tuple(renditions))))
+
+    async def data(self, track: int, payload: bytes) -> None:
+        await self._send(self._responder.send_rendition_data(track, payload))
+
+
+class Relay(Protocol):
+    """What ``request_job`` passes a response on to as it arrives (a ``ResultSink``)."""
+
+    async def start(self, renditions: Sequence[Rendition]) -> None: ...
+
+    async def data(self, track: int, payload: bytes) -> None: ...
+
+
+JobHandler = Callable[[Job, SegmentBuffer, ResultSink], Awaitable[Sequence[JobOutput]]]
 ResultSigner = Callable[[Job, list[JobOutput]], bytes]
 """Signs a job's renditions for its SUMMARY (as :func:`lpstream.verification.sign_renditions`)."""
 
@@ -97,10 +130,12 @@ async def request_job(
     source: SegmentBuffer,
     *,
     response_timeout: float,
+    relay: Relay | None = None,
 ) -> JobResult:
     """Sends ``job`` with the bytes of ``source`` as they arrive; returns the renditions.
 
-    ``response_timeout`` runs from the end of the upload to the end of the response.
+    ``response_timeout`` runs from the end of the upload to the end of the response. With a
+    ``relay``, RESULT and each DATA are also handed to it as they arrive.
 
     Raises:
         JobError: the peer refused or failed the job (its code), or broke the protocol.
@@ -136,8 +171,12 @@ async def request_job(
                             if isinstance(event, ResultStarted):
                                 result = event.result
                                 tracks = [bytearray() for _ in result.renditions]
+                                if relay is not None:
+                                    await relay.start(result.renditions)
                             elif isinstance(event, RenditionData):
                                 tracks[event.track] += event.data
+                                if relay is not None:
+                                    await relay.data(event.track, bytes(event.data))
                             elif isinstance(event, JobFailed):
                                 raise JobError(event.message, code=event.code)
                             elif isinstance(event, ResponseComplete):
@@ -190,6 +229,7 @@ async def serve_job(
     to the caller except cancellation.
     """
     responder = JobResponder(max_upload_size=MAX_SEGMENT_SIZE)
+    sink = ResultSink(stream.send_all, responder)
     source = SegmentBuffer(max_size=MAX_SEGMENT_SIZE)
     job_received = trio.Event()
     outputs: list[JobOutput] = []
@@ -232,23 +272,20 @@ async def serve_job(
                 nursery.start_soon(reader)
                 await job_received.wait()
                 assert job is not None
-                outputs = list(await handler(job, source))
+                outputs = list(await handler(job, source, sink))
                 await source.wait_closed()
         signature = b""
         if sign is not None:  # hashes every rendition: off the trio thread
             signature = await trio.to_thread.run_sync(sign, job, outputs)
-        await stream.send_all(
-            responder.send_result(
-                Result(
-                    renditions=tuple(
-                        Rendition(name=o.info.name, width=o.info.width, height=o.info.height)
-                        for o in outputs
-                    )
-                )
+        if not sink.started:
+            await sink.start(
+                [
+                    Rendition(name=o.info.name, width=o.info.width, height=o.info.height)
+                    for o in outputs
+                ]
             )
-        )
-        for track, output in enumerate(outputs):
-            await stream.send_all(responder.send_rendition_data(track, output.data))
+            for track, output in enumerate(outputs):
+                await sink.data(track, output.data)
         await stream.send_all(
             responder.send_summary(
                 ResultSummary(

@@ -19,6 +19,7 @@ SANS_IO = [
     ROOT / "ingest" / "whip" / "h264.py",
     ROOT / "ingest" / "whip" / "playout.py",
     ROOT / "lpstream" / "playback" / "packets.py",
+    ROOT / "lpstream" / "playback" / "tsdemux.py",
     *sorted((ROOT / "payments" / "pm").glob("*.py")),
 ]
 IO_MODULES = {"trio", "socket", "time", "asyncio", "selectors", "threading"}

@@ -67,10 +67,21 @@ from lpstream.media import VideoProfile, scaled_size
 
 from .gpu import NVENC, choose_encoder
 
-__all__ = ["DataCallback", "FrameStage", "LadderTranscoder", "RenditionOutput", "transcode_file"]
+__all__ = [
+    "DataCallback",
+    "FrameStage",
+    "LadderTranscoder",
+    "RenditionOutput",
+    "StartCallback",
+    "transcode_file",
+]
 
 DataCallback = Callable[[int, bytes], None]
 """Receives ``(rendition index, MPEG-TS bytes)`` as each rendition's muxer writes them."""
+
+StartCallback = Callable[[list[tuple[str, int, int]]], None]
+"""Receives ``[(name, width, height)]`` of every rendition once the first frame sized them,
+before any of their bytes."""
 
 _PROBE_OPTIONS = {"probesize": "32768", "analyzeduration": "0"}
 """Demuxer options: start after 32 KiB; stream parameters come from the data itself."""
@@ -103,8 +114,9 @@ Input ahead of real time (a buffered upload, a retry) waits for the stage instea
 frame is processed. Input in real time that the stage cannot keep up with makes decoding
 wait, falls behind, and from then on a frame that finds the queue full is dropped."""
 
-_LIVE_MUX_OPTIONS = {**_MUX_OPTIONS, "flush_packets": "1"}
-"""A staged rendition's muxer hands each packet on at once instead of filling a buffer."""
+_LIVE_MUX_OPTIONS = {**_MUX_OPTIONS, "flush_packets": "1", "omit_video_pes_length": "0"}
+"""A staged rendition's muxer hands each packet on at once instead of filling a buffer, and
+writes each video PES's length, so a reader knows a frame is whole as soon as it is in."""
 
 _SCALER = Interpolation.BICUBIC
 """libswscale algorithm (FFmpeg's scale filter default)."""
@@ -207,13 +219,17 @@ class LadderTranscoder:
         return self._profiles
 
     def transcode(
-        self, source: io.RawIOBase | BinaryIO | _Readable, on_data: DataCallback
+        self,
+        source: io.RawIOBase | BinaryIO | _Readable,
+        on_data: DataCallback,
+        on_start: StartCallback | None = None,
     ) -> list[RenditionOutput]:
         """Transcodes one MPEG-TS stream read from ``source``; blocks until it ends.
 
         Args:
             source: blocking reader of MPEG-TS bytes; ``read()`` returns ``b""`` at the end.
             on_data: called with ``(rendition index, bytes)`` as output is produced.
+            on_start: called once with every rendition's name and size, before any data.
 
         Returns:
             One result per profile, in profile order.
@@ -229,7 +245,7 @@ class LadderTranscoder:
                 run = _LadderRun(
                     self._profiles, self._encoder, self._threads, container, self._stages
                 )
-                return run.run(on_data)
+                return run.run(on_data, on_start)
             finally:
                 container.close()
 
@@ -548,7 +564,9 @@ class _LadderRun:
         self._pending_audio: list[tuple[int, Packet[Stream]]] = []
         self._shared_frames = threading.Lock()
 
-    def run(self, on_data: DataCallback) -> list[RenditionOutput]:
+    def run(
+        self, on_data: DataCallback, on_start: StartCallback | None = None
+    ) -> list[RenditionOutput]:
         video_index = self._video.index
         last_pts: int | None = None
         decoded = 0
@@ -572,7 +590,7 @@ class _LadderRun:
                         continue  # damaged input went back in time; encoders need order
                     last_pts = pts
                     if not self._renditions:
-                        self._start(frame, on_data)
+                        self._start(frame, on_data, on_start)
                     decoded += 1
                     key = frame.key_frame
                     for rendition in self._renditions:
@@ -622,7 +640,9 @@ class _LadderRun:
         else:
             self._pending_audio.append((index, packet))
 
-    def _start(self, frame: VideoFrame, on_data: DataCallback) -> None:
+    def _start(
+        self, frame: VideoFrame, on_data: DataCallback, on_start: StartCallback | None
+    ) -> None:
         """Opens every rendition once the first frame gives the source size."""
         source_rate = self._source_rate()
         tick = self._tick
@@ -630,6 +650,8 @@ class _LadderRun:
             self._renditions.append(
                 self._open_rendition(index, profile, frame, source_rate, tick, on_data)
             )
+        if on_start is not None:
+            on_start([(r.profile.name, r.width, r.height) for r in self._renditions])
         for index, packet in self._pending_audio:
             for rendition in self._renditions:
                 rendition.mux_audio(index, packet)

@@ -37,7 +37,7 @@ from lpstream.gateway.discovery import (
 from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.selection import Candidate, Selector
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
-from lpstream.jobs import JobError, request_job
+from lpstream.jobs import JobError, Relay, request_job
 from lpstream.keepalive import keep_alive
 from lpstream.quic import QuicConnectionHandle, QuicStream, open_quic_connection
 from lpstream.taskgroups import one_error
@@ -403,7 +403,9 @@ class OrchestratorPool:
             sender_info=sender_info,
         )
 
-    async def transcode(self, job: SegmentJob, source: SegmentBuffer) -> Sequence[RenditionSegment]:
+    async def transcode(
+        self, job: SegmentJob, source: SegmentBuffer, relay: Relay | None = None
+    ) -> Sequence[RenditionSegment]:
         index = self._pick(job.session)
         orch = self._orchestrators[index]
         try:
@@ -424,7 +426,7 @@ class OrchestratorPool:
             stream = await connection.open_stream()
             try:
                 result = await request_job(
-                    stream, wire_job, source, response_timeout=self.response_timeout
+                    stream, wire_job, source, response_timeout=self.response_timeout, relay=relay
                 )
                 outputs = result.outputs
             finally:

@@ -46,6 +46,7 @@ from ingest.segmenter import (
 from lpstream.errors import LpstreamError, MediaError
 from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession
 from lpstream.h264 import AvcInfo, avc_info_from_annexb, avc_info_from_config
+from lpstream.jobs import Relay
 from lpstream.media import (
     CodecConfig,
     MediaEvent,
@@ -60,7 +61,9 @@ from lpstream.playback.hls import RenditionInfo
 from lpstream.playback.live import LivePlayback
 from lpstream.playback.live_packets import StreamPackets
 from lpstream.playback.llhls import DEFAULT_PART_TARGET, LowLatencyStream
+from lpstream.playback.tsdemux import TsVideoDemuxer
 from lpstream.trickle import SegmentBuffer
+from lpstream.wire import Rendition
 
 __all__ = [
     "LiveStream",
@@ -121,10 +124,11 @@ class RenditionSegment:
 
 
 class SegmentTranscoder(Protocol):
-    """Turns a segment (being written into ``source``) into renditions, or raises."""
+    """Turns a segment (being written into ``source``) into renditions, or raises; with a
+    ``relay``, a pipeline job's output is also handed to it as it arrives."""
 
     async def transcode(
-        self, job: SegmentJob, source: SegmentBuffer
+        self, job: SegmentJob, source: SegmentBuffer, relay: Relay | None = None
     ) -> Sequence[RenditionSegment]: ...
 
 
@@ -388,8 +392,10 @@ class LiveStream:
         )
         output: RenditionSegment | None = None
         try:
+            relay = _LiveOutput(self.packets)
             try:
-                results = await self.transcoder.transcode(job, buffer)
+                results = await self.transcoder.transcode(job, buffer, relay)
+                relay.finish()
                 output = next((r for r in results if r.name == AI_RENDITION and r.data), None)
                 if output is None:
                     ai.note_failure(seq, "no ai rendition returned")
@@ -413,7 +419,8 @@ class LiveStream:
                     )
                 )
                 self.hls.add_segment(AI_RENDITION, seq, duration, output.data)
-                self.feed_rendition_ts(AI_RENDITION, output.data)
+                if not relay.started:  # WebRTC viewers got it frame by frame otherwise
+                    self.feed_rendition_ts(AI_RENDITION, output.data)
                 self.metrics.inc("segments_out_total", rendition=AI_RENDITION)
                 latency = trio.current_time() - (buffer.closed_at or trio.current_time())
                 ai.note_segment(seq, duration, output.frames, output.dropped, latency)
@@ -539,6 +546,33 @@ class LiveStream:
             )
             self.hls.add_segment(profile.name, seq, duration, rendition.data)
             self.feed_rendition_ts(profile.name, rendition.data)
+
+
+class _LiveOutput:
+    """Takes a pipeline job's output as the worker encodes it and hands each whole frame to
+    the WebRTC viewers at once (implements ``lpstream.jobs.Relay``)."""
+
+    def __init__(self, packets: StreamPackets) -> None:
+        self._packets = packets
+        self._demuxer = TsVideoDemuxer()
+        self._track: int | None = None
+        self.started = False
+
+    async def start(self, renditions: Sequence[Rendition]) -> None:
+        self.started = True
+        names = [r.name for r in renditions]
+        self._track = names.index(AI_RENDITION) if AI_RENDITION in names else None
+
+    async def data(self, track: int, payload: bytes) -> None:
+        if track == self._track:
+            events = self._demuxer.feed(payload)
+            if events:
+                self._packets.feed_events(AI_RENDITION, events)
+
+    def finish(self) -> None:
+        events = self._demuxer.flush()
+        if events:
+            self._packets.feed_events(AI_RENDITION, events)
 
 
 def _latency_summary(samples: collections.deque[float]) -> dict[str, object]:

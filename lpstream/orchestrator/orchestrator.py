@@ -38,6 +38,8 @@ from lpstream.jobs import (
     JobError,
     JobOutput,
     Prepended,
+    Relay,
+    ResultSink,
     request_job,
     request_update,
     serve_job,
@@ -84,7 +86,9 @@ class Worker(Protocol):
 
     def capabilities(self) -> tuple[str, ...]: ...
 
-    async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]: ...
+    async def run_job(
+        self, job: Job, source: SegmentBuffer, relay: Relay | None = None
+    ) -> Sequence[JobOutput]: ...
 
     async def update_live(
         self, stream_id: str, session_id: str, params: Mapping[str, object]
@@ -105,10 +109,14 @@ class RemoteWorker:
     def capabilities(self) -> tuple[str, ...]:
         return self.offered
 
-    async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]:
+    async def run_job(
+        self, job: Job, source: SegmentBuffer, relay: Relay | None = None
+    ) -> Sequence[JobOutput]:
         stream = await self.connection.open_stream()
         try:
-            result = await request_job(stream, job, source, response_timeout=self.response_timeout)
+            result = await request_job(
+                stream, job, source, response_timeout=self.response_timeout, relay=relay
+            )
             return result.outputs
         finally:
             await stream.aclose()
@@ -246,8 +254,13 @@ class Orchestrator:
 
     # -- jobs -------------------------------------------------------------------------------
 
-    async def run_job(self, job: Job, source: SegmentBuffer) -> Sequence[JobOutput]:
-        """Runs a job on a worker, moving it to another worker if one fails."""
+    async def run_job(
+        self, job: Job, source: SegmentBuffer, sink: ResultSink | None = None
+    ) -> Sequence[JobOutput]:
+        """Runs a job on a worker, moving it to another worker if one fails.
+
+        A pipeline job's output goes to ``sink`` as the worker produces it; once some has
+        left, a failure ends the job instead of moving it."""
         job.video_profiles()  # range-check the profiles before any work (400 if bad)
         key = (job.stream_id, job.session_id)
         need = f"pipeline:{job.pipeline}" if job.pipeline else ""
@@ -276,12 +289,14 @@ class Orchestrator:
                 tried.add(worker.worker_id)
                 started = trio.current_time()
                 try:
-                    outputs = await worker.run_job(job, source)
+                    outputs = await worker.run_job(job, source, sink if job.pipeline else None)
                 except (TransportError, JobError, trio.TooSlowError) as exc:
                     if isinstance(exc, JobError) and exc.code < 500:
                         raise
                     last_error = exc
                     self.metrics.inc("worker_failures_total")
+                    if sink is not None and sink.started:
+                        raise MediaError(f"worker failed mid-answer: {exc}") from None
                     log.warning(
                         "worker %s failed %s/%d: %s; trying another",
                         worker.worker_id,

@@ -123,6 +123,17 @@ class StreamPackets:
             rendition.fanout.publish(event, trio.current_time())
             rendition.notify()
 
+    def feed_events(self, name: str, events: list[MediaEvent]) -> None:
+        """Publishes access units of rendition ``name`` demuxed elsewhere, as they arrive
+        (live AI output, frame by frame)."""
+        if name == SOURCE:
+            raise ValueError("the source rendition is fed from its events (feed_source)")
+        rendition = self._rendition(name)
+        now = trio.current_time()
+        for event in events:
+            rendition.fanout.publish(event, now)
+        rendition.notify()
+
     def feed_ts(self, name: str, data: bytes) -> None:
         """Queues one MPEG-TS segment of rendition ``name``, for :meth:`run` to demux."""
         if name == SOURCE:

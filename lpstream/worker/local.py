@@ -25,10 +25,10 @@ import attrs
 import trio
 
 from lpstream.errors import MediaError, RemoteProtocolError
-from lpstream.jobs import JobOutput
+from lpstream.jobs import JobOutput, Relay
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
-from lpstream.wire import Job, LiveUpdated, RenditionInfo
+from lpstream.wire import Job, LiveUpdated, Rendition, RenditionInfo
 from lpstream.worker.live import LiveSession, LiveSessions
 from workers import LadderTranscoder, RenditionOutput
 from workers.pipelines import InvalidParamsError, PipelineError
@@ -106,9 +106,12 @@ class LocalWorker:
         """What this worker runs: ``transcode:h264`` and ``pipeline:NAME`` per pipeline."""
         return ("transcode:h264", *(f"pipeline:{n}" for n in self.live.registry.names()))
 
-    async def run_job(self, job: Job, source: SegmentBuffer) -> list[JobOutput]:
+    async def run_job(
+        self, job: Job, source: SegmentBuffer, relay: Relay | None = None
+    ) -> list[JobOutput]:
         """Transcodes the segment in ``source`` (which may still be growing), or runs it
-        through the session's pipeline when the job names one.
+        through the session's pipeline when the job names one. A pipeline job's output
+        also goes to ``relay`` as it is encoded, packet by packet (``ResultSink``).
 
         Raises:
             RemoteProtocolError: (400) the job's profiles or pipeline request are wrong.
@@ -137,7 +140,7 @@ class LocalWorker:
         transcoder = LadderTranscoder(
             tuple(profiles), encoder=self.encoder, stages={profiles[0].name: session}
         )
-        outputs = await self._run(transcoder, source, session.running, session)
+        outputs = await self._run(transcoder, source, session.running, session, relay)
         session.last_used = trio.current_time()
         return outputs
 
@@ -181,17 +184,27 @@ class LocalWorker:
         source: SegmentBuffer,
         hold: Callable[[], contextlib.AbstractContextManager[Any]],
         session: LiveSession | None = None,
+        relay: Relay | None = None,
     ) -> list[JobOutput]:
         profiles = transcoder.profiles
         outputs: list[bytearray] = [bytearray() for _ in profiles]
         reader = _TrickleReader(source.chunks(), trio.lowlevel.current_trio_token())
 
+        token = trio.lowlevel.current_trio_token()
+
         def on_data(index: int, data: bytes) -> None:
             outputs[index] += data
+            if relay is not None:  # waits while the requester is slow: backpressure
+                trio.from_thread.run(relay.data, index, data, trio_token=token)
+
+        def on_start(renditions: list[tuple[str, int, int]]) -> None:
+            if relay is not None:
+                announced = [Rendition(name=n, width=w, height=h) for n, w, h in renditions]
+                trio.from_thread.run(relay.start, announced, trio_token=token)
 
         def work() -> list[RenditionOutput]:
             with hold():
-                return transcoder.transcode(reader, on_data)
+                return transcoder.transcode(reader, on_data, on_start)
 
         async def stop_reader_when_cancelled() -> None:
             try:

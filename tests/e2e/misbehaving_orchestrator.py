@@ -14,7 +14,7 @@ import attrs
 import trio
 
 from lpstream.config import parse_host_port
-from lpstream.jobs import JobOutput
+from lpstream.jobs import JobOutput, Relay
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.orchestrator import Orchestrator
 from lpstream.quic import serve_quic
@@ -27,8 +27,10 @@ from lpstream.worker.local import LocalWorker
 class CorruptingWorker(LocalWorker):
     """Transcodes for real, then overwrites the middle of every rendition with noise."""
 
-    async def run_job(self, job: Job, source: SegmentBuffer) -> list[JobOutput]:
-        outputs = await super().run_job(job, source)
+    async def run_job(
+        self, job: Job, source: SegmentBuffer, relay: Relay | None = None
+    ) -> list[JobOutput]:
+        outputs = await super().run_job(job, source, relay)
         corrupted = []
         for output in outputs:
             data = bytearray(output.data)

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from lpstream.errors import LocalProtocolError, MediaError, RemoteProtocolError
-from lpstream.jobs import JobOutput, request_job, serve_job
+from lpstream.jobs import JobOutput, ResultSink, request_job, serve_job
 from lpstream.trickle import SegmentBuffer
 from lpstream.verification import (
     VerificationError,
@@ -224,7 +224,7 @@ async def _exchange(
 ) -> tuple[list[JobOutput], bytes]:
     orch_side, gateway_side = trio.testing.memory_stream_pair()
 
-    async def handler(job: Job, source: SegmentBuffer) -> Sequence[JobOutput]:
+    async def handler(job: Job, source: SegmentBuffer, _: ResultSink) -> Sequence[JobOutput]:
         await source.wait_closed()
         return outputs
 

@@ -31,6 +31,7 @@ from ingest.whip.h264 import nal_units
 from lpstream.gateway.gateway import Gateway
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
 from lpstream.http.whep import whep_routes
+from lpstream.jobs import Relay
 from lpstream.media import CodecConfig, MediaPacket, TrackKind, VideoProfile
 from lpstream.metrics import Metrics
 from lpstream.trickle import SegmentBuffer
@@ -51,7 +52,9 @@ _TAPPED_QUEUE = "_RTCRtpReceiver__decoder_queue"
 class PassthroughTranscoder:
     """Returns the source segment itself as the ``copy`` rendition."""
 
-    async def transcode(self, job: SegmentJob, source: SegmentBuffer) -> Sequence[RenditionSegment]:
+    async def transcode(
+        self, job: SegmentJob, source: SegmentBuffer, relay: Relay | None = None
+    ) -> Sequence[RenditionSegment]:
         await source.wait_closed()
         data = source.getvalue()
         return [
