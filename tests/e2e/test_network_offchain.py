@@ -134,3 +134,42 @@ def test_a_worker_with_the_wrong_secret_is_refused(network: Network) -> None:
     assert "wrong orchestrator secret" in network.orchestrator.log_path.read_text()
     status = http_json(f"{network.orchestrator.url('http')}/api/status")
     assert len(status["workers"]) == 2
+
+
+async def test_live_ai_runs_on_a_remote_worker_and_takes_changes_there(network: Network) -> None:
+    """The pipeline job goes to a worker process through the orchestrator; its output is
+    relayed back as it is encoded, and a WebSocket change reaches the worker's session."""
+    import json
+
+    import trio
+    from trio_websocket import open_websocket_url
+
+    from tests.e2e.test_live_ai import ai_segments, post_json, publish
+
+    gateway = network.gateway
+    base = gateway.url("http")
+    stream = "remote-ai"
+    proc = await trio.to_thread.run_sync(publish, gateway, stream, 14)
+    try:
+        status, answer = await trio.to_thread.run_sync(
+            post_json,
+            f"{base}/api/ai/{stream}",
+            {"pipeline": "color-grade", "params": {"strength": 0.0}, "width": 256},
+        )
+        assert status == 201, answer
+        ws_url = base.replace("http://", "ws://") + f"/api/ai/{stream}/control"
+        async with open_websocket_url(ws_url) as ws:
+            with trio.fail_after(30):
+                while json.loads(await ws.get_message())["type"] != "stats":
+                    pass
+                await ws.send_message(json.dumps({"params": {"look": "mono", "strength": 1}}))
+                while (event := json.loads(await ws.get_message()))["type"] != "params":
+                    pass
+        assert event["applied_pts"] > event["after_pts"] >= 0, event
+        assert event["frames_between"] <= 1, event
+        await trio.to_thread.run_sync(ai_segments, gateway, stream, 4)
+    finally:
+        await trio.to_thread.run_sync(proc.wait, 30)
+    orch = http_json(f"{network.orchestrator.url('http')}/api/status")
+    assert "color-grade" in orch["pipelines"], orch
+    assert all(w["sessions"] <= 2 for w in orch["workers"].values())
