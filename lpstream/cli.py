@@ -89,9 +89,10 @@ segment_opt = option(
 part_opt = option(
     "--part-target",
     type=click.FloatRange(0.1, 1.0),
-    default=0.333,
+    default=0.2,
     help="LL-HLS part length in seconds (parts are cut at frames; players get the source "
-    "rendition part by part).",
+    "rendition part by part and hold back 3 parts: 0.2 s parts keep hls.js about 1.2 s "
+    "behind the camera).",
 )
 rtmp_opt = option(
     "--rtmp-addr",

@@ -77,7 +77,7 @@ class GatewayOptions:
     """The ladder made for every stream (the source is always passed through as well)."""
     segment_duration: float = 2.0
     """Target segment length in seconds."""
-    part_target: float = 0.333
+    part_target: float = 0.2
     """Target LL-HLS part length in seconds (the source rendition is published in parts)."""
     webhook_url: str | None = None
     """Discovery webhook answering ``[{"address": ..., "score": ...}]``."""
