@@ -148,6 +148,13 @@ price_per_second_opt = option(
     help="Paid nodes: wei per second of a live AI session, for pipelines without their own "
     "--pipeline-price.",
 )
+max_price_per_second_opt = option(
+    "--max-price-per-second",
+    type=click.IntRange(0),
+    default=None,
+    help="Paid gateways: wei per second a live AI session may cost at most; orchestrators "
+    "asking more for the pipeline are not used. Default: no limit.",
+)
 pipeline_price_opt = option(
     "--pipeline-price",
     multiple=True,
@@ -307,6 +314,7 @@ def main() -> None:
 @pipeline_params_opt
 @price_per_second_opt
 @pipeline_price_opt
+@max_price_per_second_opt
 @log_level
 def dev(
     rtmp_addr: HostPort,
@@ -336,6 +344,7 @@ def dev(
     pipeline_params: str | None,
     price_per_second: int,
     pipeline_price: tuple[str, ...],
+    max_price_per_second: int | None,
     log_level: str,
 ) -> None:
     """Gateway, orchestrator and worker in one process, paying with tickets on an embedded
@@ -372,6 +381,7 @@ def dev(
         whep_max_sessions=whep_max_sessions,
         pipeline=pipeline or "",
         pipeline_params=_pipeline_params(pipeline_params),
+        max_price_per_second=max_price_per_second,
     )
     orch_options = OrchestratorOptions(
         service_addr=service_addr,
@@ -436,6 +446,7 @@ def dev(
 @whep_sessions_opt
 @pipeline_opt
 @pipeline_params_opt
+@max_price_per_second_opt
 @log_level
 def gateway(
     rtmp_addr: HostPort,
@@ -462,6 +473,7 @@ def gateway(
     whep_max_sessions: int,
     pipeline: str | None,
     pipeline_params: str | None,
+    max_price_per_second: int | None,
     log_level: str,
 ) -> None:
     """Take streams from broadcasters, pay orchestrators to transcode, serve viewers."""
@@ -504,6 +516,7 @@ def gateway(
         whep_max_sessions=whep_max_sessions,
         pipeline=pipeline or "",
         pipeline_params=_pipeline_params(pipeline_params),
+        max_price_per_second=max_price_per_second,
     )
     _run(lambda: run_gateway(options, announce=_announce, chain=chain, payments=payments))
 

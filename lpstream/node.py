@@ -98,6 +98,8 @@ class GatewayOptions:
     """Live AI pipeline every publish gets (``--pipeline``); empty for none."""
     pipeline_params: dict[str, str | int | float | bool] = attrs.Factory(dict)
     """Its starting parameters."""
+    max_price_per_second: int | None = None
+    """Paid: wei per second a live AI session may cost at most (None: no limit)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -233,6 +235,7 @@ async def _start_gateway(
         watch=watch,
         selector=Selector(weights=options.weights, rng=random.Random(options.selection_seed)),
         sources=sources if (options.webhook_url or not options.orch_addrs) else (),
+        max_price_per_second=options.max_price_per_second,
     )
     await nursery.start(pool.run)
     gateway = Gateway(

@@ -60,7 +60,7 @@ EVENT_QUEUE = 64
 class LiveControlPool(Protocol):
     """What a session needs from the orchestrator pool."""
 
-    async def open_live_control(self, session: str) -> tuple[str, QuicStream]: ...
+    async def open_live_control(self, session: str, pipeline: str) -> tuple[str, QuicStream]: ...
 
     async def live_payment(self, orchestrator: str, session: str, ahead: Fraction) -> bytes: ...
 
@@ -250,7 +250,7 @@ class LiveAiSession:
             self.emit({"type": "stopped", "reason": self.stop_reason})
 
     async def _run(self) -> None:
-        self._orchestrator, stream = await self.pool.open_live_control(self.session)
+        self._orchestrator, stream = await self.pool.open_live_control(self.session, self.pipeline)
         self._control = stream
         try:
             if self.paid:

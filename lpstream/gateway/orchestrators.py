@@ -67,6 +67,9 @@ class _Orchestrator:
     """Whether it answered the last info check within the deadline."""
     full: bool = False
     """Whether its last info said every session was in use."""
+    pipelines: dict[str, int] | None = None
+    """Live AI pipelines its last info offered, with their price per second (None: no info
+    yet)."""
 
 
 @attrs.define
@@ -94,6 +97,8 @@ class OrchestratorPool:
     """What an orchestrator's info must list to be offered work."""
     info_deadline: float = 0.5
     """Seconds the parallel info check waits for answers (go-livepeer's discovery timeout)."""
+    max_price_per_second: int | None = None
+    """Wei per second the gateway pays at most for a live AI session; None for no limit."""
     _orchestrators: list[_Orchestrator] = attrs.field(init=False)
     _sessions: dict[str, int] = attrs.Factory(dict)
     _nursery: trio.Nursery | None = None
@@ -123,12 +128,25 @@ class OrchestratorPool:
                 "refused": o.refused,
                 "answered": o.answered,
                 "full": o.full,
+                "pipelines": o.pipelines,
             }
             for o in self._orchestrators
         ]
 
-    def _pick(self, session: str) -> int:
-        """The session's orchestrator if it is still good, else a fresh draw by the selector."""
+    def _offers(self, orch: _Orchestrator, pipeline: str) -> str:
+        """Why ``orch`` cannot run ``pipeline`` ("" if it can, or if it is not known yet)."""
+        if not pipeline or orch.pipelines is None:
+            return ""
+        price = orch.pipelines.get(pipeline)
+        if price is None:
+            return f"does not offer pipeline {pipeline!r}"
+        if self.max_price_per_second is not None and price > self.max_price_per_second:
+            return f"asks {price} wei/s for {pipeline!r}, above {self.max_price_per_second}"
+        return ""
+
+    def _pick(self, session: str, pipeline: str = "") -> int:
+        """The session's orchestrator if it is still good, else a fresh draw by the selector
+        among those that can (and, for a live AI session, offer ``pipeline``)."""
         if not self._orchestrators:
             raise BusyError("no orchestrators configured or discovered")
         now = trio.current_time()
@@ -136,6 +154,7 @@ class OrchestratorPool:
         def usable(o: _Orchestrator) -> bool:
             return (
                 not o.refused
+                and not self._offers(o, pipeline)
                 and o.suspended_until <= now
                 and not self.selector.suspended(str(o.address))
             )
@@ -147,9 +166,14 @@ class OrchestratorPool:
             and usable(self._orchestrators[current])
         ):
             return current
-        offered = [o for o in self._orchestrators if not o.refused]
+        offered = [
+            o for o in self._orchestrators if not o.refused and not self._offers(o, pipeline)
+        ]
         if not offered:
-            reasons = "; ".join(f"{o.address}: {o.refused}" for o in self._orchestrators)
+            reasons = "; ".join(
+                f"{o.address}: {o.refused or self._offers(o, pipeline)}"
+                for o in self._orchestrators
+            )
             raise BusyError(f"no orchestrator can take the work ({reasons})")
         usable_now = [o for o in offered if usable(o)]
         # Those that answered the info check with free sessions first; the others only when
@@ -237,6 +261,8 @@ class OrchestratorPool:
                     log.info("orchestrator %s is offered work again", address)
             orch.refused = refused
             orch.full = info is not None and 0 < info.capacity <= info.in_use
+            if info is not None:
+                orch.pipelines = {p.name: p.price_per_second for p in info.pipelines}
 
     async def _discover(self) -> None:
         """With discovery sources, updates the orchestrator list."""
@@ -336,10 +362,10 @@ class OrchestratorPool:
             )
         return snapshot.latest_block, sender_info
 
-    async def open_live_control(self, session: str) -> tuple[str, QuicStream]:
-        """Opens a stream to the orchestrator ``session`` is (or now gets) pinned to; returns
-        its key and the stream."""
-        orch = self._orchestrators[self._pick(session)]
+    async def open_live_control(self, session: str, pipeline: str) -> tuple[str, QuicStream]:
+        """Opens a stream to the orchestrator ``session`` is (or now gets) pinned to, one
+        that offers ``pipeline``; returns its key and the stream."""
+        orch = self._orchestrators[self._pick(session, pipeline)]
         with one_error():
             connection = await self._connection(orch)
         return str(orch.address), await connection.open_stream()
@@ -354,6 +380,10 @@ class OrchestratorPool:
         with one_error():
             connection = await self._connection(orch)
         info = await _get_info(connection, self.payments.address if self.payments else "")
+        orch.pipelines = {p.name: p.price_per_second for p in info.pipelines}
+        problem = self._offers(orch, pipeline)
+        if problem:
+            raise BusyError(f"orchestrator {orchestrator} {problem}")
         for offer in info.pipelines:
             if offer.name == pipeline:
                 return offer.price_per_second
@@ -406,7 +436,7 @@ class OrchestratorPool:
     async def transcode(
         self, job: SegmentJob, source: SegmentBuffer, relay: Relay | None = None
     ) -> Sequence[RenditionSegment]:
-        index = self._pick(job.session)
+        index = self._pick(job.session, job.pipeline)
         orch = self._orchestrators[index]
         try:
             with one_error():

@@ -74,6 +74,11 @@ class PacketSubscription:
                 raise trio.EndOfChannel
             await self._owner.changed.wait()
 
+    @property
+    def arrived_at(self) -> float | None:
+        """When (``trio.current_time()``) the event last received reached this node."""
+        return self._subscriber.published_at
+
     def due(self, packet: MediaPacket) -> float:
         """When (``trio.current_time()``) ``packet`` plays live."""
         return self._owner.fanout.clock.due(packet.dts)

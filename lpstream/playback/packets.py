@@ -110,12 +110,13 @@ class Subscriber:
 
     max_packets: int
     max_bytes: int
-    _queue: collections.deque[MediaEvent] = attrs.Factory(collections.deque)
+    _queue: collections.deque[tuple[MediaEvent, float]] = attrs.Factory(collections.deque)
     _bytes: int = 0
     _waiting_for_keyframe: bool = True
     _behind: bool = False
     _dropped: int = 0
     _ended: bool = False
+    _published_at: float | None = None
 
     @property
     def dropped(self) -> int:
@@ -132,6 +133,12 @@ class Subscriber:
         """True while packets are skipped until the next keyframe."""
         return self._waiting_for_keyframe
 
+    @property
+    def published_at(self) -> float | None:
+        """When the event last taken was published (the driver's clock): for a packet, when
+        it reached this node. None before the first."""
+        return self._published_at
+
     def __len__(self) -> int:
         return len(self._queue)
 
@@ -139,18 +146,18 @@ class Subscriber:
         """The next event, or None when none is queued."""
         if not self._queue:
             return None
-        event = self._queue.popleft()
+        event, self._published_at = self._queue.popleft()
         if isinstance(event, MediaPacket):
             self._bytes -= len(event.data)
         return event
 
     def _clear(self) -> int:
-        packets = sum(1 for e in self._queue if isinstance(e, MediaPacket))
+        packets = sum(1 for e, _ in self._queue if isinstance(e, MediaPacket))
         self._queue.clear()
         self._bytes = 0
         return packets
 
-    def _start(self, config: CodecConfig | None, gop: list[MediaPacket]) -> None:
+    def _start(self, config: CodecConfig | None, gop: list[tuple[MediaPacket, float]]) -> None:
         self._clear()
         self._behind = False
         if not gop:
@@ -158,15 +165,15 @@ class Subscriber:
             return
         self._waiting_for_keyframe = False
         if config is not None:
-            self._queue.append(config)
+            self._queue.append((config, gop[0][1]))
         self._queue.extend(gop)
-        self._bytes = sum(len(p.data) for p in gop)
+        self._bytes = sum(len(p.data) for p, _ in gop)
 
-    def _push_config(self, config: CodecConfig) -> None:
+    def _push_config(self, config: CodecConfig, now: float) -> None:
         if not self._waiting_for_keyframe:
-            self._queue.append(config)
+            self._queue.append((config, now))
 
-    def _push(self, packet: MediaPacket, config: CodecConfig | None) -> None:
+    def _push(self, packet: MediaPacket, config: CodecConfig | None, now: float) -> None:
         if self._waiting_for_keyframe:
             if not packet.keyframe:
                 if self._behind:  # lost; a subscriber that joined between keyframes lost none
@@ -174,7 +181,7 @@ class Subscriber:
                 return
             self._waiting_for_keyframe = self._behind = False
             if config is not None:
-                self._queue.append(config)
+                self._queue.append((config, now))
         size = len(packet.data)
         if len(self._queue) + 1 > self.max_packets or self._bytes + size > self.max_bytes:
             self._dropped += self._clear()
@@ -183,8 +190,8 @@ class Subscriber:
                 self._waiting_for_keyframe = self._behind = True
                 return
             if config is not None:
-                self._queue.append(config)
-        self._queue.append(packet)
+                self._queue.append((config, now))
+        self._queue.append((packet, now))
         self._bytes += size
 
 
@@ -206,7 +213,8 @@ class PacketFanout:
     """Bytes one subscriber may have queued."""
     clock: LiveClock = attrs.field(init=False)
     _config: CodecConfig | None = None
-    _gop: list[MediaPacket] = attrs.Factory(list)
+    _gop: list[tuple[MediaPacket, float]] = attrs.Factory(list)
+    """The current GOP, each packet with when it was published."""
     _gop_config: CodecConfig | None = None
     _gop_bytes: int = 0
     _last_dts: int | None = None
@@ -244,7 +252,7 @@ class PacketFanout:
             if event.kind is TrackKind.VIDEO and event != self._config:
                 self._config = event
                 for subscriber in self._subscribers:
-                    subscriber._push_config(event)
+                    subscriber._push_config(event, now)
             return
         if not isinstance(event, MediaPacket) or event.kind is not TrackKind.VIDEO:
             return
@@ -255,13 +263,13 @@ class PacketFanout:
         self._last_dts = event.dts
         self._packets_in += 1
         self.clock.note(event.dts, now)
-        self._keep(event)
+        self._keep(event, now)
         for subscriber in self._subscribers:
-            subscriber._push(event, self._config)
+            subscriber._push(event, self._config, now)
 
-    def _keep(self, packet: MediaPacket) -> None:
+    def _keep(self, packet: MediaPacket, now: float) -> None:
         if packet.keyframe:
-            self._gop = [packet]
+            self._gop = [(packet, now)]
             self._gop_bytes = len(packet.data)
             self._gop_config = self._config
         elif self._gop:
@@ -270,7 +278,7 @@ class PacketFanout:
                 self._gop = []
                 self._gop_bytes = 0
             else:
-                self._gop.append(packet)
+                self._gop.append((packet, now))
 
     def subscribe(self) -> Subscriber:
         """A new subscriber, starting at the current GOP (or at the next keyframe)."""

@@ -94,3 +94,49 @@ async def test_an_orchestrator_silent_past_the_deadline_is_drawn_last(
     by_address = {f["address"]: f for f in pool.status()}
     assert by_address[str(good)]["jobs"] == 8
     assert by_address[str(silent)]["jobs"] == 0
+
+
+async def test_a_live_ai_session_goes_only_to_an_orchestrator_offering_its_pipeline(
+    nursery: trio.Nursery, segment: bytes
+) -> None:
+    from lpstream.worker.live import LiveSessions
+    from workers.pipelines import PipelineRegistry
+
+    bare = LocalWorker(
+        capacity=8, live=LiveSessions(registry=PipelineRegistry(builtins=False, entry_points=False))
+    )
+    orch = Orchestrator(secret="", metrics=Metrics(), local=bare)
+    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, orch.handle_connection)
+    without = HostPort("127.0.0.1", port)
+    with_ai = await start_orchestrator(nursery)
+    pool = OrchestratorPool([without, with_ai], selector=Selector(weights=SelectionWeights()))
+    await nursery.start(pool.run)
+    offers = {f["address"]: f["pipelines"] for f in pool.status()}
+    assert offers[str(without)] == {}
+    assert offers[str(with_ai)] == {name: 0 for name in PipelineRegistry().names()}
+    for n in range(4):
+        job = SegmentJob(
+            stream="s",
+            session=f"ai-{n}",
+            seq=0,
+            duration_ms=2000,
+            profiles=(DEFAULT_PROFILES[-1],),
+            pipeline="color-grade",
+        )
+        [output] = await pool.transcode(job, full(segment))
+        assert output.frames > 0
+    jobs = {f["address"]: f["jobs"] for f in pool.status()}
+    assert jobs == {str(without): 0, str(with_ai): 4}
+    # A pipeline nobody offers is refused with the reason, before any work.
+    with pytest.raises(BusyError, match="does not offer pipeline 'no-such'"):
+        await pool.transcode(
+            SegmentJob(
+                stream="s",
+                session="x",
+                seq=0,
+                duration_ms=2000,
+                profiles=(DEFAULT_PROFILES[-1],),
+                pipeline="no-such",
+            ),
+            full(segment),
+        )
