@@ -542,7 +542,8 @@ class _CudaBuffers:
 
 def _stamp(frame: VideoFrame, source: VideoFrame) -> VideoFrame:
     frame.pts = source.pts
-    frame.time_base = source.time_base
+    if source.time_base is not None:  # a frame made in code may have none
+        frame.time_base = source.time_base
     frame.colorspace = source.colorspace
     frame.color_range = source.color_range
     return frame
