@@ -25,11 +25,20 @@ How this works:
 
 from __future__ import annotations
 
+import collections
+
 import attrs
 
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
 
-__all__ = ["OutgoingFrame", "Playout", "avcc_units", "parameter_sets"]
+__all__ = [
+    "OutgoingFrame",
+    "Playout",
+    "SendDelayStatistics",
+    "SendDelays",
+    "avcc_units",
+    "parameter_sets",
+]
 
 NAL_IDR = 5
 NAL_SPS = 7
@@ -51,6 +60,8 @@ class OutgoingFrame:
     """True for an IDR access unit."""
     send_at: float
     """When to hand it to the sender (the driver's clock)."""
+    catching_up: bool = False
+    """True for a frame of the fast-forward to live (it was late when it was fed)."""
 
 
 def parameter_sets(config: bytes) -> tuple[list[bytes], int]:
@@ -164,12 +175,14 @@ class Playout:
         if keyframe and not in_band:
             units = [*self._parameter_sets, *units]
         data = b"".join(START_CODE + unit for unit in units)
+        catching_up = False
         if self._last_dts is None:
             out = 0
             send_at = max(due, now)
         else:
             earliest = max(now, self._last_send_at)
             if due < earliest - self.late:
+                catching_up = True
                 send_at = max(now, self._last_send_at + self.catch_up_step)
                 out = self._last_out + max(1, round(self.catch_up_step * 1000))
             else:
@@ -185,4 +198,61 @@ class Playout:
             timestamp_ms=out + max(0, packet.pts - packet.dts),
             keyframe=keyframe,
             send_at=send_at,
+            catching_up=catching_up,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class SendDelayStatistics:
+    """How long one viewer's frames stayed in this node, from arrival to its sender."""
+
+    frames: int
+    """Frames sent."""
+    catch_up_frames: int
+    """Of them, frames of a fast-forward to live (a join, a restart, a viewer behind)."""
+    median_ms: float | None
+    """Median delay of the other (live) frames, over the last ``window``."""
+    p95_ms: float | None
+    """Their 95th percentile."""
+    max_ms: float | None
+    """Their largest delay, the whole session."""
+
+
+@attrs.define
+class SendDelays:
+    """Collects each frame's delay from its arrival at the node to its hand-off."""
+
+    window: int = 300
+    """Live frames the median and percentile are taken over (10 s at 30 frames/s)."""
+    _recent: collections.deque[float] = attrs.field(init=False)
+    _frames: int = 0
+    _catch_up: int = 0
+    _max: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self._recent = collections.deque(maxlen=self.window)
+
+    def note(self, frame: OutgoingFrame, arrived_at: float, sent_at: float) -> None:
+        """Records ``frame``, which arrived at ``arrived_at`` and went out at ``sent_at``."""
+        self._frames += 1
+        if frame.catching_up:
+            self._catch_up += 1
+            return
+        delay = max(0.0, sent_at - arrived_at)
+        self._recent.append(delay)
+        self._max = delay if self._max is None else max(self._max, delay)
+
+    def statistics(self) -> SendDelayStatistics:
+        """The figures now."""
+        recent = sorted(self._recent)
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 1)
+
+        return SendDelayStatistics(
+            frames=self._frames,
+            catch_up_frames=self._catch_up,
+            median_ms=ms(recent[len(recent) // 2]) if recent else None,
+            p95_ms=ms(recent[int(0.95 * (len(recent) - 1))]) if recent else None,
+            max_ms=ms(self._max),
         )

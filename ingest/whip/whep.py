@@ -42,7 +42,7 @@ from lpstream.media import CodecConfig, MediaEvent, MediaPacket
 
 from .bridge import AsyncioLoop, open_asyncio_loop
 from .peer import ConnectionStateChanged, offer_host_addresses
-from .playout import Playout
+from .playout import Playout, SendDelays, SendDelayStatistics
 from .sdp import check_playback_offer
 from .whep_peer import KeyframeRequested, ViewerSilent, WhepPeer, WhepPeerItem
 
@@ -51,6 +51,7 @@ __all__ = [
     "PlaybackSubscription",
     "WhepAnswer",
     "WhepPlayback",
+    "WhepSessionStatistics",
     "WhepStatistics",
 ]
 
@@ -75,6 +76,11 @@ class PlaybackSubscription(Protocol):
 
     def due(self, packet: MediaPacket) -> float:
         """When, on trio's clock, ``packet`` plays live."""
+        ...
+
+    @property
+    def arrived_at(self) -> float | None:
+        """When, on trio's clock, the event last received reached the node."""
         ...
 
     def restart_at_keyframe(self) -> None:
@@ -112,6 +118,20 @@ class WhepAnswer:
 
 
 @attrs.frozen(kw_only=True)
+class WhepSessionStatistics:
+    """One viewer's figures."""
+
+    session_id: str
+    """The session."""
+    stream: str
+    """The stream watched."""
+    rendition: str
+    """Its rendition."""
+    send_delay: SendDelayStatistics
+    """How long frames stayed in this node, from arrival to the viewer's WebRTC sender."""
+
+
+@attrs.frozen(kw_only=True)
 class WhepStatistics:
     """A snapshot of a :class:`WhepPlayback`'s counters."""
 
@@ -129,6 +149,8 @@ class WhepStatistics:
     """PLI/FIR requests that started a viewer over at a keyframe."""
     timeouts_total: int
     """Sessions ended because the viewer never connected or went silent."""
+    sessions: tuple[WhepSessionStatistics, ...] = ()
+    """Each viewer now."""
 
 
 @attrs.define(eq=False)
@@ -140,6 +162,7 @@ class _Session:
     send: trio.MemorySendChannel[WhepPeerItem]
     receive: trio.MemoryReceiveChannel[WhepPeerItem]
     playout: Playout = attrs.Factory(Playout)
+    delays: SendDelays = attrs.Factory(SendDelays)
     peer: WhepPeer | None = None
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     connected: trio.Event = attrs.Factory(trio.Event)
@@ -207,6 +230,15 @@ class WhepPlayback:
             frames_dropped_total=dropped,
             keyframe_requests_total=self._keyframe_requests,
             timeouts_total=self._timeouts_total,
+            sessions=tuple(
+                WhepSessionStatistics(
+                    session_id=s.id,
+                    stream=s.stream,
+                    rendition=s.rendition,
+                    send_delay=s.delays.statistics(),
+                )
+                for s in self._sessions.values()
+            ),
         )
 
     def session_ids(self, stream: str) -> list[str]:
@@ -326,12 +358,22 @@ class WhepPlayback:
             session.send.close()
             session.receive.close()
             session.ended.set()
+            delay = session.delays.statistics()
+            waits = None if session.peer is None else session.peer.sender_wait_ms
             log.info(
-                "WHEP %s/%s: session %s ended: %s",
+                "WHEP %s/%s: session %s ended: %s; %d frames (%d fast-forwarded), the others "
+                "sent %s ms after arrival (median; p95 %s, max %s), then %s ms in the sender's "
+                "queue (median, max)",
                 session.stream,
                 session.rendition,
                 session.id,
                 session.reason,
+                delay.frames,
+                delay.catch_up_frames,
+                delay.median_ms,
+                delay.p95_ms,
+                delay.max_ms,
+                waits,
             )
 
     async def _watch_peer(self, session: _Session, scope: trio.CancelScope) -> None:
@@ -379,6 +421,7 @@ class WhepPlayback:
                 continue
             if not isinstance(event, MediaPacket):
                 continue
+            arrived_at = session.subscription.arrived_at
             now = trio.current_time()
             frame = session.playout.feed(event, session.subscription.due(event), now)
             if frame is None:
@@ -386,6 +429,8 @@ class WhepPlayback:
             if frame.send_at > now:
                 await trio.sleep_until(frame.send_at)
             loop.call_soon(peer.send, frame.data, frame.timestamp_ms, frame.keyframe)
+            sent_at = trio.current_time()
+            session.delays.note(frame, sent_at if arrived_at is None else arrived_at, sent_at)
             self._frames_total += 1
             self._bytes_total += len(frame.data)
 

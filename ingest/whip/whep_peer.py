@@ -86,13 +86,15 @@ class _PacketTrack(MediaStreamTrack):
 
     def __init__(self, max_queued: int) -> None:
         super().__init__()
-        self._queue: collections.deque[tuple[bytes, int, bool]] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, int, bool, float]] = collections.deque()
         self._ready = asyncio.Event()
         self._max_queued = max_queued
         self._waiting_for_keyframe = False
         self.dropped = 0
         self.first_sent: float | None = None
         self.last_sent: float | None = None
+        self.waits: collections.deque[float] = collections.deque(maxlen=300)
+        """How long the last frames waited here for aiortc's sender (s, asyncio loop only)."""
 
     def put(self, data: bytes, timestamp_ms: int, keyframe: bool) -> None:
         if self._waiting_for_keyframe and not keyframe:
@@ -106,7 +108,7 @@ class _PacketTrack(MediaStreamTrack):
                 self._waiting_for_keyframe = True
                 return
         self._waiting_for_keyframe = False
-        self._queue.append((data, timestamp_ms, keyframe))
+        self._queue.append((data, timestamp_ms, keyframe, asyncio.get_running_loop().time()))
         self._ready.set()
 
     async def recv(self) -> av.Packet[Any]:
@@ -115,8 +117,9 @@ class _PacketTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
-        data, timestamp_ms, _ = self._queue.popleft()
+        data, timestamp_ms, _, put_at = self._queue.popleft()
         now = asyncio.get_running_loop().time()
+        self.waits.append(now - put_at)
         if self.first_sent is None:
             self.first_sent = now
         self.last_sent = now
@@ -154,6 +157,9 @@ class WhepPeer:
         self._sender: RTCRtpSender | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self.sender_wait_ms: tuple[float, float] | None = None
+        """Median and largest wait of the last frames in the track's queue for aiortc's
+        sender, in ms; set by :meth:`close`."""
 
     @property
     def frames_dropped(self) -> int:
@@ -214,6 +220,12 @@ class WhepPeer:
         self._tasks.clear()
         if self._track is not None:
             self._track.stop()
+            waits = sorted(self._track.waits)
+            if waits:
+                self.sender_wait_ms = (
+                    round(waits[len(waits) // 2] * 1000, 1),
+                    round(waits[-1] * 1000, 1),
+                )
         if self._pc is not None:
             await self._pc.close()
 
