@@ -204,6 +204,8 @@ class Orchestrator:
         return sum(w.capacity for w in self._workers.values())
 
     def _expire_sessions(self, now: float) -> None:
+        if self.local is not None:
+            self.local.live.expire(now)  # idle live AI sessions free their models
         for key, session in list(self._sessions.items()):
             if now - session.last_used > self.session_ttl or session.worker_id not in self._workers:
                 del self._sessions[key]

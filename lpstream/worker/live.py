@@ -77,6 +77,11 @@ class LiveSession:
     def pipeline(self) -> str:
         return self.runner.pipeline.spec.name
 
+    @property
+    def busy(self) -> bool:
+        """A job (or the model's loading) holds the session now."""
+        return self._job_lock.locked()
+
     @contextmanager
     def running(self) -> Iterator[None]:
         """Held by a job's worker thread while it feeds this session."""
@@ -196,7 +201,7 @@ class LiveSessions:
     def expire(self, now: float) -> None:
         """Stops the sessions idle for longer than ``idle_timeout``."""
         for key, session in list(self._sessions.items()):
-            if now - session.last_used > self.idle_timeout:
+            if now - session.last_used > self.idle_timeout and not session.busy:
                 del self._sessions[key]
                 session.runner.stop()
                 log.info("live session %s/%s: stopped after being idle", *key)
