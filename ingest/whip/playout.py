@@ -18,6 +18,16 @@ How this works:
   by the same step: the viewer's decoder fast-forwards to live, evenly, without a burst that
   its jitter buffer would read as delay. The composition offset (``pts - dts``) is kept, so
   B-frames keep their order (WebRTC players may still stutter on them; publish without).
+* The timeline never strays more than ``timeline_slack`` from real time (the send times,
+  from the first frame on); a step that would take it further is cut or stretched to the
+  bound. The browser maps RTP time to its own clock with a slowly adapting estimate and sizes
+  its jitter buffer on how far frames arrive from it, so a source whose timestamps run slower
+  or faster than the frames really come (an encoder that falls behind and catches up: aiortc's
+  stamps each frame on a 30 frames/s schedule however late it is) taught it a wrong rate
+  during the first seconds of a viewer and held every later frame by hundreds of
+  milliseconds; a stall followed by a burst did the same. Jitter within the slack keeps the
+  source's cadence, for the jitter buffer to smooth; beyond it the viewer plays frames as
+  they come, which is what live means.
 * Keyframe requests (RTCP PLI/FIR): :meth:`Playout.should_restart` says whether to start the
   viewer over at the current GOP's keyframe; at most once per ``restart_interval``, so a
   viewer that keeps asking does not get a GOP burst each time.
@@ -44,8 +54,6 @@ NAL_IDR = 5
 NAL_SPS = 7
 NAL_PPS = 8
 START_CODE = b"\x00\x00\x00\x01"
-MAX_STEP_MS = 10_000
-"""Largest timeline step for one frame (a longer one is a timestamp jump, not a pause)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -120,12 +128,17 @@ class Playout:
     """Seconds between late frames (and their timeline step): 250 frames/s."""
     restart_interval: float = 1.0
     """Least time between two restarts at a keyframe."""
+    timeline_slack: float = 0.016
+    """How far (s) the viewer's timeline may run from real time, the send times: arrival
+    jitter within it keeps the source's cadence for the viewer's jitter buffer to smooth;
+    beyond it the timeline follows the send times (see the module comment)."""
     _parameter_sets: list[bytes] = attrs.Factory(list)
     _length_size: int = 4
     _started: bool = False
     _last_dts: int | None = None
     _last_out: int = 0
     _last_send_at: float = float("-inf")
+    _origin: float = 0.0
     _last_restart: float | None = None
     _frames: int = 0
     _skipped: int = 0
@@ -178,17 +191,21 @@ class Playout:
         catching_up = False
         if self._last_dts is None:
             out = 0
-            send_at = max(due, now)
+            send_at = self._origin = max(due, now)
+            catching_up = due < now - self.late
         else:
             earliest = max(now, self._last_send_at)
             if due < earliest - self.late:
                 catching_up = True
                 send_at = max(now, self._last_send_at + self.catch_up_step)
-                out = self._last_out + max(1, round(self.catch_up_step * 1000))
+                step = max(1, round(self.catch_up_step * 1000))
             else:
                 send_at = max(due, earliest)
-                step = min(max(packet.dts - self._last_dts, 1), MAX_STEP_MS)
-                out = self._last_out + step
+                step = max(packet.dts - self._last_dts, 1)
+            real = round((send_at - self._origin) * 1000)
+            slack = round(self.timeline_slack * 1000)
+            out = min(max(self._last_out + step, real - slack), real + slack)
+            out = max(out, self._last_out + 1)
         self._last_dts = packet.dts
         self._last_out = out
         self._last_send_at = send_at

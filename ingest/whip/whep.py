@@ -20,6 +20,11 @@ How this works:
   once a second); :class:`~.whep_peer.ViewerSilent` ends it. A session that is not connected
   within ``connect_timeout`` ends too, and so does every session of a stream that ends (its
   subscription ends).
+* Figures per viewer (:class:`WhepSessionStatistics`, in :meth:`WhepPlayback.statistics` and
+  in the log line of a session that ends): how long each frame stayed in the node, from its
+  arrival (when the fan-out took it) to its hand-off to the peer, fast-forwarded frames
+  counted apart; and how long frames then waited for aiortc's sender. A frame of the source
+  that is not fast-forwarded should go out within milliseconds of its arrival.
 * Video only: audio would be one Opus encode per stream, shared by its viewers; it is not done
   yet, and an audio section in the offer is answered ``inactive``.
 """
@@ -362,8 +367,8 @@ class WhepPlayback:
             waits = None if session.peer is None else session.peer.sender_wait_ms
             log.info(
                 "WHEP %s/%s: session %s ended: %s; %d frames (%d fast-forwarded), the others "
-                "sent %s ms after arrival (median; p95 %s, max %s), then %s ms in the sender's "
-                "queue (median, max)",
+                "sent %s ms after arrival (median; p95 %s, max %s), then %s ms in the "
+                "sender's queue (median; max %s)",
                 session.stream,
                 session.rendition,
                 session.id,
@@ -373,7 +378,8 @@ class WhepPlayback:
                 delay.median_ms,
                 delay.p95_ms,
                 delay.max_ms,
-                waits,
+                None if waits is None else waits[0],
+                None if waits is None else waits[1],
             )
 
     async def _watch_peer(self, session: _Session, scope: trio.CancelScope) -> None:

@@ -13,7 +13,8 @@ How this works:
   ``RTCRtpSender`` does not encode but packetizes (``H264Encoder.pack``: Annex B split into
   single NAL, STAP-A and FU-A packets), with the packet's time as RTP time. The track's queue
   is bounded: if the sender falls behind, the queue is emptied and the track waits for the
-  next keyframe (counted in ``frames_dropped``).
+  next keyframe (counted in ``frames_dropped``). How long frames wait in it is kept, and
+  summed up in ``sender_wait_ms`` when the peer is closed.
 * Keyframe requests: aiortc's sender turns an RTCP PLI or FIR into a flag that only its encoder
   reads. The sender's ``_send_keyframe`` is replaced, on this instance, by one that passes a
   :class:`KeyframeRequested` to the trio side, which starts the viewer over at the current

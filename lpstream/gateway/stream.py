@@ -30,7 +30,7 @@ from __future__ import annotations
 import collections
 import logging
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -391,11 +391,17 @@ class LiveStream:
             params=dict(ai.params),
         )
         output: RenditionSegment | None = None
+        relay = _LiveOutput(
+            self.packets,
+            on_part=lambda duration, data, independent: self._ai_part(
+                seq, duration, data, independent
+            ),
+            on_config=lambda config: self._ai_info(ai, config),
+            part_target=self.part_target,
+        )
         try:
-            relay = _LiveOutput(self.packets)
             try:
                 results = await self.transcoder.transcode(job, buffer, relay)
-                relay.finish()
                 output = next((r for r in results if r.name == AI_RENDITION and r.data), None)
                 if output is None:
                     ai.note_failure(seq, "no ai rendition returned")
@@ -405,32 +411,60 @@ class LiveStream:
                 ai.note_failure(seq, str(exc))
             await buffer.wait_closed()
             duration = self._ai_durations.get(seq, self.segment_target)
-            if output is None:
+            if output is not None:
+                relay.finish(duration)
+            if relay.parts:
+                # Listed part by part as it came; whatever came is the segment.
+                self.hls.complete_segment(AI_RENDITION, seq)
+            elif output is None:
                 self.hls.add_gap(AI_RENDITION, seq, duration)
             else:
-                info = avc_info_from_annexb(ts_elementary_payload(output.data))
-                self.hls.set_info(
-                    RenditionInfo(
-                        name=AI_RENDITION,
-                        width=info.width if info else output.width,
-                        height=info.height if info else output.height,
-                        codecs=self._codecs(info),
-                        bandwidth=ai.profile.bitrate + (128_000 if self._audio else 0),
-                    )
-                )
+                if not self.hls.has_info(AI_RENDITION):
+                    info = avc_info_from_annexb(ts_elementary_payload(output.data))
+                    self._set_ai_info(ai, info, output.width, output.height)
                 self.hls.add_segment(AI_RENDITION, seq, duration, output.data)
                 if not relay.started:  # WebRTC viewers got it frame by frame otherwise
                     self.feed_rendition_ts(AI_RENDITION, output.data)
+            if output is not None:
                 self.metrics.inc("segments_out_total", rendition=AI_RENDITION)
                 latency = trio.current_time() - (buffer.closed_at or trio.current_time())
                 ai.note_segment(seq, duration, output.frames, output.dropped, latency)
             self.playback.notify()
         except MediaError:
-            self.hls.add_gap(AI_RENDITION, seq, self.segment_target)
+            if relay.parts:
+                self.hls.complete_segment(AI_RENDITION, seq)
+            else:
+                self.hls.add_gap(AI_RENDITION, seq, self.segment_target)
             self.playback.notify()
         finally:
             self._in_flight -= 1
             self._ai_durations.pop(seq, None)
+
+    def _ai_part(self, seq: int, duration: float, data: bytes, independent: bool) -> None:
+        self.hls.add_part(AI_RENDITION, seq, duration, data, independent=independent)
+        self.playback.notify()
+
+    def _ai_info(self, ai: LiveAiSession, config: CodecConfig) -> None:
+        if self.hls.has_info(AI_RENDITION):
+            return
+        try:
+            info = avc_info_from_config(config.data)
+        except (ValueError, IndexError):
+            return
+        self._set_ai_info(ai, info, ai.profile.width, ai.profile.height)
+
+    def _set_ai_info(
+        self, ai: LiveAiSession, info: AvcInfo | None, width: int, height: int
+    ) -> None:
+        self.hls.set_info(
+            RenditionInfo(
+                name=AI_RENDITION,
+                width=info.width if info else width,
+                height=info.height if info else height,
+                codecs=self._codecs(info),
+                bandwidth=ai.profile.bitrate + (128_000 if self._audio else 0),
+            )
+        )
 
     def _note_part_latency(self, end_ms: int) -> None:
         """Time from the arrival of a part's last video packet to the part being listed."""
@@ -549,14 +583,31 @@ class LiveStream:
 
 
 class _LiveOutput:
-    """Takes a pipeline job's output as the worker encodes it and hands each whole frame to
-    the WebRTC viewers at once (implements ``lpstream.jobs.Relay``)."""
+    """Takes a pipeline job's output as the worker encodes it (implements
+    ``lpstream.jobs.Relay``): each whole frame goes to the WebRTC viewers at once, and the
+    bytes are cut into LL-HLS parts at frame boundaries about every part target, so players
+    of the ``ai`` rendition need not wait for the whole segment."""
 
-    def __init__(self, packets: StreamPackets) -> None:
+    def __init__(
+        self,
+        packets: StreamPackets,
+        on_part: Callable[[float, bytes, bool], None],
+        on_config: Callable[[CodecConfig], None],
+        part_target: float,
+    ) -> None:
         self._packets = packets
+        self._on_part = on_part
+        self._on_config = on_config
+        self._part_target_ms = part_target * 1000
         self._demuxer = TsVideoDemuxer()
         self._track: int | None = None
+        self._bytes = bytearray()
+        self._part_offset = 0
+        self._part_pts: int | None = None
+        self._part_key = False
+        self._published = 0.0
         self.started = False
+        self.parts = 0
 
     async def start(self, renditions: Sequence[Rendition]) -> None:
         self.started = True
@@ -564,15 +615,39 @@ class _LiveOutput:
         self._track = names.index(AI_RENDITION) if AI_RENDITION in names else None
 
     async def data(self, track: int, payload: bytes) -> None:
-        if track == self._track:
-            events = self._demuxer.feed(payload)
-            if events:
-                self._packets.feed_events(AI_RENDITION, events)
+        if track != self._track:
+            return
+        self._bytes += payload
+        located = self._demuxer.feed_located(payload)
+        for offset, event in located:
+            if isinstance(event, CodecConfig):
+                self._on_config(event)
+            elif isinstance(event, MediaPacket):
+                if self._part_pts is None:
+                    self._part_pts, self._part_key = event.pts, event.keyframe
+                elif (
+                    event.pts - self._part_pts >= self._part_target_ms
+                    and offset > self._part_offset
+                ):
+                    self._part(offset, (event.pts - self._part_pts) / 1000)
+                    self._part_pts, self._part_key = event.pts, event.keyframe
+        if located:
+            self._packets.feed_events(AI_RENDITION, [event for _, event in located])
 
-    def finish(self) -> None:
+    def _part(self, end: int, duration: float) -> None:
+        self._on_part(duration, bytes(self._bytes[self._part_offset : end]), self._part_key)
+        self._part_offset = end
+        self._published += duration
+        self.parts += 1
+
+    def finish(self, duration: float) -> None:
+        """The job ended: the last frames go to the viewers and the rest is the last part
+        (its duration what is left of the segment's)."""
         events = self._demuxer.flush()
         if events:
             self._packets.feed_events(AI_RENDITION, events)
+        if self.parts and len(self._bytes) > self._part_offset:
+            self._part(len(self._bytes), max(duration - self._published, 0.001))
 
 
 def _latency_summary(samples: collections.deque[float]) -> dict[str, object]:

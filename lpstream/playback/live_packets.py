@@ -110,14 +110,16 @@ class StreamPackets:
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[tuple[str, bytes]](TS_QUEUE)
-        self._renditions[SOURCE] = _Rendition(PacketFanout(name=SOURCE, max_early=0.5))
+        # The source arrives in real time: each packet is due when it comes (see LiveClock).
+        self._renditions[SOURCE] = _Rendition(PacketFanout(name=SOURCE, max_early=0.0))
         for name in self.renditions:
             self._rendition(name)
 
-    def _rendition(self, name: str) -> _Rendition:
+    def _rendition(self, name: str, *, max_early: float | None = None) -> _Rendition:
         rendition = self._renditions.get(name)
         if rendition is None:
-            rendition = _Rendition(PacketFanout(name=name, max_early=self.rendition_max_early))
+            early = self.rendition_max_early if max_early is None else max_early
+            rendition = _Rendition(PacketFanout(name=name, max_early=early))
             self._renditions[name] = rendition
         return rendition
 
@@ -133,7 +135,8 @@ class StreamPackets:
         (live AI output, frame by frame)."""
         if name == SOURCE:
             raise ValueError("the source rendition is fed from its events (feed_source)")
-        rendition = self._rendition(name)
+        # Frame by frame as they are made: due on arrival, like the source.
+        rendition = self._rendition(name, max_early=0.0)
         now = trio.current_time()
         for event in events:
             rendition.fanout.publish(event, now)

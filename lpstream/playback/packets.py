@@ -19,11 +19,17 @@ How this works:
   ``RESET_MS`` is a timestamp reset and accepted.
 * :class:`LiveClock` says where "live" is: it maps decode times to the driver's clock. It is
   re-anchored on the newest packet when that packet is late (behind the clock) or more than
-  ``max_early`` seconds ahead of it, and left alone otherwise: packets of the source arrive
-  in real time and keep it on the newest frame, while a transcoded segment arrives as a burst
-  of up to a few seconds of frames that are then due one by one at their times.
+  ``max_early`` seconds ahead of it, and left alone otherwise: a transcoded segment arrives as
+  a burst of up to a few seconds of frames that are then due one by one at their times.
   ``due(dts)`` is when a packet plays live; the WHEP side sends late packets at once (and
-  fast-forwards through them) and holds early ones until they are due.
+  fast-forwards through them) and holds early ones until they are due. The anchor is the
+  latest arrival seen, and it stays there: for a rendition that arrives in real time (the
+  source) any ``max_early`` above 0 turns one late arrival (a publisher or node that stalls
+  for a moment, then catches up) into a hold of every later packet by as much, up to
+  ``max_early``, for as long as the stream runs. Such a rendition is given ``max_early=0``:
+  each packet is due when it arrives, and only packets queued behind newer ones are late.
+* Each queued packet keeps when it was published, so the WHEP side can measure how long a
+  viewer's frames stay in the node (:attr:`Subscriber.published_at`).
 * :meth:`PacketFanout.end` ends every subscriber after what is queued.
 
 :func:`ts_access_units` turns a rendition's MPEG-TS segment into the same events (PyAV
@@ -202,7 +208,8 @@ class PacketFanout:
     name: str
     """The rendition (``source`` or a profile or AI output name)."""
     max_early: float = 0.5
-    """See :class:`LiveClock`: about the size of a burst this rendition arrives in."""
+    """See :class:`LiveClock`: about the size of a burst this rendition arrives in; 0 for one
+    that arrives in real time."""
     max_gop_packets: int = 600
     """Longest GOP kept for new viewers, in packets (20 s at 30 frames/s)."""
     max_gop_bytes: int = 8 << 20

@@ -10,6 +10,9 @@ is complete when the next one starts, or at :meth:`TsVideoDemuxer.flush`. Each c
 is one access unit, turned into what the WebRTC fan-out takes: a ``CodecConfig`` (avcC from
 the in-band SPS/PPS) before each keyframe, then an AVCC ``MediaPacket`` with times in ms.
 
+:meth:`TsVideoDemuxer.feed_located` also says where in the byte stream each access unit's
+PES began, so a reader can cut the stream into parts at frame boundaries (LL-HLS).
+
 Limits: a PES larger than ``MAX_ACCESS_UNIT`` is dropped (counted), and garbage between
 packets is skipped to the next sync byte.
 """
@@ -41,30 +44,40 @@ class TsVideoDemuxer:
     _pes: bytearray | None = None
     _pes_length: int = 0
     """Expected PES size in bytes (after the 6-byte start), 0 when unbounded."""
+    _pes_offset: int = 0
+    """Stream offset of the TS packet that began the open PES."""
+    _consumed: int = 0
+    """Bytes of the stream before ``_pending``."""
     dropped: int = 0
     """Access units dropped (oversized or without timestamps)."""
 
     def feed(self, data: bytes) -> list[MediaEvent]:
+        """The access units that ``data`` completed."""
+        return [event for _, event in self.feed_located(data)]
+
+    def feed_located(self, data: bytes) -> list[tuple[int, MediaEvent]]:
+        """As :meth:`feed`, each event with the stream offset where its access unit began."""
         self._pending += data
-        events: list[MediaEvent] = []
+        events: list[tuple[int, MediaEvent]] = []
         pending = self._pending
         offset = 0
         while len(pending) - offset >= PACKET:
             if pending[offset] != SYNC:
                 offset += 1
                 continue
-            self._packet(bytes(pending[offset : offset + PACKET]), events)
+            self._packet(bytes(pending[offset : offset + PACKET]), self._consumed + offset, events)
             offset += PACKET
         del pending[:offset]
+        self._consumed += offset
         return events
 
     def flush(self) -> list[MediaEvent]:
         """The access unit still open (the stream ended)."""
-        events: list[MediaEvent] = []
+        events: list[tuple[int, MediaEvent]] = []
         self._finish(events)
-        return events
+        return [event for _, event in events]
 
-    def _packet(self, packet: bytes, events: list[MediaEvent]) -> None:
+    def _packet(self, packet: bytes, at: int, events: list[tuple[int, MediaEvent]]) -> None:
         pid = ((packet[1] & 0x1F) << 8) | packet[2]
         start = bool(packet[1] & 0x40)
         control = (packet[3] >> 4) & 0x3
@@ -82,6 +95,7 @@ class TsVideoDemuxer:
             if start:
                 self._finish(events)
                 self._pes = bytearray(payload)
+                self._pes_offset = at
                 self._pes_length = int.from_bytes(payload[4:6], "big") if len(payload) >= 6 else 0
             elif self._pes is not None:
                 self._pes += payload
@@ -126,7 +140,7 @@ class TsVideoDemuxer:
                 return
             i += 5 + es_length
 
-    def _finish(self, events: list[MediaEvent]) -> None:
+    def _finish(self, events: list[tuple[int, MediaEvent]]) -> None:
         pes, self._pes = self._pes, None
         if pes is None or len(pes) < 9 or pes[:3] != b"\x00\x00\x01":
             return
@@ -147,22 +161,18 @@ class TsVideoDemuxer:
             sps = next((u for u in units if u[0] & 0x1F == _NAL_SPS), None)
             pps = next((u for u in units if u[0] & 0x1F == _NAL_PPS), None)
             if sps is not None and pps is not None and len(sps) >= 4:
-                events.append(
-                    CodecConfig(
-                        kind=TrackKind.VIDEO,
-                        codec="h264",
-                        data=avc_decoder_configuration(sps, pps),
-                    )
+                config = CodecConfig(
+                    kind=TrackKind.VIDEO, codec="h264", data=avc_decoder_configuration(sps, pps)
                 )
-        events.append(
-            MediaPacket(
-                kind=TrackKind.VIDEO,
-                dts=dts // 90,
-                pts=pts // 90,
-                keyframe=keyframe,
-                data=b"".join(len(u).to_bytes(4, "big") + u for u in units),
-            )
+                events.append((self._pes_offset, config))
+        packet = MediaPacket(
+            kind=TrackKind.VIDEO,
+            dts=dts // 90,
+            pts=pts // 90,
+            keyframe=keyframe,
+            data=b"".join(len(u).to_bytes(4, "big") + u for u in units),
         )
+        events.append((self._pes_offset, packet))
 
 
 def _timestamp(field: bytes | bytearray) -> int:

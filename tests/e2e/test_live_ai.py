@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -123,6 +124,41 @@ def segment(node: NodeProcess, stream: str, rendition: str, seq: int) -> dict[in
     return frames_of(body)
 
 
+PART_LINE = re.compile(r'^#EXT-X-PART:DURATION=([0-9.]+),URI="(\d+)\.(\d+)\.ts"(,INDEPENDENT=YES)?')
+
+
+def check_ai_parts(node: NodeProcess, stream: str) -> None:
+    """The ai rendition is listed part by part as the worker encodes it (LL-HLS): a
+    segment's parts, end to end, are the segment, and the first one is independent."""
+    base = f"{node.url('http')}/hls/{stream}/ai"
+    status, body = http_get(f"{base}/index.m3u8")
+    assert status == 200
+    playlist = body.decode()
+    assert "#EXT-X-PART-INF:PART-TARGET=" in playlist, playlist
+    parts: dict[int, list[tuple[int, float, bool]]] = {}
+    for line in playlist.splitlines():
+        match = PART_LINE.match(line)
+        if match:
+            duration, msn, index, independent = match.groups()
+            parts.setdefault(int(msn), []).append((int(index), float(duration), bool(independent)))
+    _, entries, _ = parse_media_playlist(playlist)
+    complete = [seq for seq, _, _, gap in entries if not gap and seq in parts]
+    assert complete, playlist
+    seq = complete[-1]
+    listed = sorted(parts[seq])
+    assert [i for i, _, _ in listed] == list(range(len(listed))) and len(listed) >= 3
+    assert listed[0][2], "a segment's first part starts with its keyframe"
+    data = b""
+    for index, _, _ in listed:
+        status, body = http_get(f"{base}/{seq}.{index}.ts")
+        assert status == 200
+        data += body
+    status, whole = http_get(f"{base}/{seq}.ts")
+    assert status == 200 and data == whole
+    status, first = http_get(f"{base}/{seq}.0.ts")
+    assert len(frames_of(first)) >= 1, "the first part decodes on its own"
+
+
 def rgb(frame: VideoFrame) -> np.ndarray[Any, Any]:
     return frame.to_ndarray(format="rgb24").astype(np.float64)
 
@@ -206,6 +242,8 @@ def test_each_pipeline_transforms_the_live_stream_as_it_does_offline(
         assert status == 201, answer
         assert answer["pipeline"] == pipeline
         seq = ai_segments(dev_node, stream, 2)[1]
+        if pipeline == "noop":
+            check_ai_parts(dev_node, stream)
         output = segment(dev_node, stream, "ai", seq)
         source = segment(dev_node, stream, "source", seq)
         state = http_json(f"{dev_node.url('http')}/api/ai/{stream}")

@@ -3,13 +3,15 @@ in-band parameter sets, the viewer's timeline, the fast-forward to live, restart
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.whip import Playout, check_playback_offer
+from ingest.whip import OutgoingFrame, Playout, check_playback_offer
 from ingest.whip.h264 import avc_decoder_configuration, nal_units
-from ingest.whip.playout import avcc_units, parameter_sets
+from ingest.whip.playout import SendDelays, avcc_units, parameter_sets
 from lpstream.errors import RemoteProtocolError
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
 
@@ -138,3 +140,83 @@ def test_restarts_are_rate_limited() -> None:
     assert not playout.should_restart(0.5)
     assert playout.should_restart(1.2)
     assert not playout.should_restart(2.1)
+
+
+def real_ms(frame: OutgoingFrame, origin: float) -> int:
+    return round((frame.send_at - origin) * 1000)
+
+
+def test_the_timeline_follows_real_time_when_the_source_stamps_run_slow() -> None:
+    # An encoder that falls behind stamps frames 33 ms apart, but they come 50 ms apart: on
+    # its own stamps the viewer's timeline would fall 17 ms a frame further behind real time,
+    # and a browser that learnt that rate holds every frame later when the source catches up.
+    playout = Playout(timeline_slack=0.016)
+    playout.configure(CONFIG)
+    sent = []
+    for n in range(60):
+        at = 20.0 + 0.05 * n
+        frame = playout.feed(packet(33 * n, IDR if n == 0 else SLICE, keyframe=n == 0), at, at)
+        assert frame is not None
+        sent.append(frame)
+    assert all(abs(f.timestamp_ms - real_ms(f, 20.0)) <= 16 for f in sent)
+    assert [b.timestamp_ms - a.timestamp_ms for a, b in itertools.pairwise(sent[10:])] == [50] * 49
+
+
+def test_jitter_within_the_slack_keeps_the_source_cadence() -> None:
+    playout = Playout(timeline_slack=0.016)
+    playout.configure(CONFIG)
+    stamps = []
+    for n in range(30):
+        at = 5.0 + 0.033 * n + (0.012 if n % 2 else 0.0)  # every other frame 12 ms late
+        frame = playout.feed(packet(33 * n, IDR if n == 0 else SLICE, keyframe=n == 0), at, at)
+        assert frame is not None and frame.send_at == at
+        stamps.append(frame.timestamp_ms)
+    assert stamps == [33 * n for n in range(30)]
+
+
+def test_after_a_stall_and_its_burst_the_timeline_is_back_on_real_time() -> None:
+    playout = Playout(timeline_slack=0.016)
+    playout.configure(CONFIG)
+    frames: list[OutgoingFrame] = []
+
+    def arrive(n: int, at: float) -> None:
+        frame = playout.feed(packet(33 * n, IDR if n == 0 else SLICE, keyframe=n == 0), at, at)
+        assert frame is not None
+        frames.append(frame)
+
+    for n in range(10):
+        arrive(n, 1.0 + 0.033 * n)
+    for n in range(10, 16):  # the publisher stalled 0.25 s; six frames come at once
+        arrive(n, 1.58)
+    for n in range(16, 40):
+        arrive(n, 1.58 + 0.033 * (n - 15))
+    assert [f.send_at for f in frames[10:16]] == [1.58] * 6  # each sent as it arrives
+    # Stamps keep rising, stray from the send times by at most the slack (plus 1 ms a frame
+    # of the burst), and are back to the source's cadence right after it.
+    stamps = [f.timestamp_ms for f in frames]
+    assert stamps == sorted(set(stamps))
+    assert all(abs(f.timestamp_ms - real_ms(f, 1.0)) <= 16 + 6 for f in frames)
+    assert [b - a for a, b in itertools.pairwise(stamps[20:])] == [33] * 19
+
+
+def test_send_delays_count_the_fast_forward_apart() -> None:
+    playout = Playout(catch_up_step=0.004)
+    playout.configure(CONFIG)
+    delays = SendDelays()
+    # A new viewer at 10.0 gets a GOP that arrived from 9.0 on (due as it arrived).
+    for n in range(30):
+        arrived = 9.0 + 0.033 * n
+        frame = playout.feed(
+            packet(33 * n, IDR if n == 0 else SLICE, keyframe=n == 0), arrived, 10.0
+        )
+        assert frame is not None and frame.catching_up  # the keyframe too: it is late
+        delays.note(frame, arrived, frame.send_at)
+    # Then live frames (the fast-forward is over at 10.12), each sent 2 ms after it arrived.
+    for n in range(36, 66):
+        arrived = 9.0 + 0.033 * n
+        frame = playout.feed(packet(33 * n, SLICE), arrived, arrived)
+        assert frame is not None and not frame.catching_up
+        delays.note(frame, arrived, frame.send_at + 0.002)
+    stats = delays.statistics()
+    assert (stats.frames, stats.catch_up_frames) == (60, 30)
+    assert stats.median_ms == stats.p95_ms == stats.max_ms == 2.0

@@ -161,6 +161,39 @@ def test_the_live_clock_follows_a_real_time_source_and_paces_a_burst() -> None:
     assert clock.due(100_000) == pytest.approx(12.0)
 
 
+def test_a_real_time_clock_makes_every_packet_due_when_it_arrives() -> None:
+    # A publisher stalls 0.4 s, sends what it held up at once, then is on schedule again. A
+    # clock that may run behind the newest packet (max_early > 0) stays anchored on the late
+    # arrival and holds every later frame by the stall, for as long as the stream runs; the
+    # source's clock (max_early 0) has each frame due as it comes.
+    arrivals = [(33 * n, 1.0 + 0.033 * n) for n in range(10)]
+    arrivals += [(33 * n, 1.73) for n in range(10, 22)]  # the stall's frames, at once
+    arrivals += [(33 * n, 1.004 + 0.033 * n) for n in range(22, 60)]
+    sticky, real_time = LiveClock(max_early=0.5), LiveClock(max_early=0.0)
+    held = []
+    for dts, now in arrivals:
+        sticky.note(dts, now)
+        real_time.note(dts, now)
+        assert real_time.due(dts) == pytest.approx(now)
+        held.append(sticky.due(dts) - now)
+    assert held[-1] == pytest.approx(0.4, abs=0.02)
+
+
+def test_queued_packets_keep_when_they_were_published() -> None:
+    fanout = PacketFanout(name="source", max_early=0.0)
+    fanout.publish(CONFIG, 1.0)
+    feed(fanout, packet(0, keyframe=True), now=1.0)
+    feed(fanout, packet(33), now=1.04)
+    subscriber = fanout.subscribe()  # at 1.5: the GOP is replayed with its arrival times
+    assert subscriber.published_at is None
+    times: list[float | None] = []
+    feed(fanout, packet(66), now=1.5)
+    for _ in range(4):
+        subscriber.receive_nowait()
+        times.append(subscriber.published_at)
+    assert times == [1.0, 1.0, 1.04, 1.5]  # the config goes with its keyframe
+
+
 def test_a_rendition_segment_demuxes_into_avcc_access_units(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "r.ts", seconds=1, size="160x120", gop=15, fmt="mpegts")
     events = ts_access_units(clip.read_bytes())

@@ -300,6 +300,11 @@ async def test_a_viewer_gets_the_published_h264_unchanged_from_a_keyframe_at_onc
     stats = node.whep.statistics()
     assert stats.active_sessions == 1 and stats.frames_sent_total >= 90
     assert stats.bytes_sent_total > 0
+    # The source goes out as it arrives: no live frame waits for a clock in the node.
+    (session,) = stats.sessions
+    assert session.stream == "cam" and session.rendition == "source"
+    delay = session.send_delay
+    assert delay.frames >= 90 and delay.median_ms is not None and delay.median_ms < 100
 
     # A PLI starts the viewer over at the current GOP's keyframe, at once: right after a
     # keyframe arrived, a PLI brings that same keyframe again (the next is a second away).
