@@ -28,8 +28,16 @@ How this works:
 The peer is the ffmpeg command line's HLS muxer (``-f hls -hls_time 2 -hls_list_size 6``) fed by
 the same frame source and encoder settings, played by the same hls.js page in plain mode.
 
+Live AI paths (``rtmp-ai-hls``, ``whip-whep-ai``) start the ``noop`` pipeline on the publish
+(``POST /api/ai/{stream}``, 512x512 box: a 1280x720 source becomes 512x288) and play its ``ai``
+rendition. Their peer is the same path without the pipeline (``rtmp-hls``, ``whip-whep``),
+measured in the same run, and also played alongside in each join: the clock value drawn into
+the source is in the ai frame too, so pairing the two players' samples by clock value gives the
+latency the pipeline adds to each frame, under the same load.
+
     .venv/bin/python -m benchmarks.glass_to_glass [--seconds 24] [--joins 4] [--warmup 5]
-        [--paths rtmp-llhls,rtmp-llhls-watch,rtmp-hls,ffmpeg-hls,whip-llhls,whip-whep] [--json]
+        [--paths rtmp-llhls,rtmp-llhls-watch,rtmp-hls,rtmp-ai-hls,ffmpeg-hls,whip-llhls,
+                 whip-whep,whip-whep-ai] [--json]
 
 (Run it as a module from the checkout: it uses ``tests.browser`` and ``tests.e2e.nodes``.)
 """
@@ -74,7 +82,7 @@ from aiortc import (
 from benchmarks.clockcode import JS_READER, band_rows, draw_clock
 from ingest.whip.bridge import open_asyncio_loop
 from lpstream.http.watch import hls_js
-from tests.browser import Page, chromium_path, open_browser
+from tests.browser import Browser, Page, chromium_path, open_browser
 from tests.e2e.nodes import NodeProcess, parse_media_playlist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +90,10 @@ WIDTH, HEIGHT, FPS = 1280, 720, 30
 ENCODER = ["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30"]
 JOIN_SEGMENTS = 4
 """Segments the playlist holds before a player opens."""
+AI_RENDITION = "ai"
+"""The rendition a stream's live AI output is served as."""
+AI_SIZE = (512, 512)
+"""The box the live AI pipeline works in (a 1280x720 source is scaled to 512x288)."""
 
 METHOD = """\
 method: glass = time.time() when a {size} frame is handed to the encoder (written into
@@ -92,7 +104,12 @@ method: glass = time.time() when a {size} frame is handed to the encoder (writte
   the code. latency = display - glass, one machine, one wall clock. Frames whose code fails the
   CRC are counted as unreadable, never as samples. Each path is {joins} viewers in turn (a fresh
   Chromium each, once the playlist holds {join} segments): each plays {warmup:g} s, then every
-  frame it presents for {per_join:g} s is a sample; the samples of the {joins} are pooled."""
+  frame it presents for {per_join:g} s is a sample; the samples of the {joins} are pooled.
+  live AI paths: POST /api/ai/{{stream}} {{"pipeline": "noop", "width": {ai_w}, "height": {ai_h}}}
+  on the publish, then wait for {join} segments in the ai playlist. Each join plays the ai
+  rendition and, in a second window of the same Chromium, the baseline path's player on the
+  source rendition; added latency = ai latency - source latency of the frames with the same
+  clock value (each frame shown by both players)."""
 
 
 # --- paths ---------------------------------------------------------------------------------
@@ -126,17 +143,28 @@ class LatencyPath:
     target_ms: float | None
     """The issue's target for the median, if it sets one."""
     rendition: str | None = None
-    """A media playlist (``source``, ``360p``, an AI output) instead of the master playlist."""
+    """A media playlist (``source``, ``360p``, an AI output) instead of the master playlist;
+    for WHEP, the rendition the WebRTC page asks for (``/whep/{stream}/{rendition}``)."""
     what: str = ""
+    pipeline: str | None = None
+    """A live AI pipeline started on the stream (``POST /api/ai/{stream}``) before the player
+    opens; ``rendition`` is then its output."""
+    baseline: str | None = None
+    """The path whose latency this one adds to: measured on its own earlier in the run, and
+    played alongside this one in every join (same Chromium, its source rendition), so that
+    the two players' latencies for the same drawn clock value give the added latency of each
+    frame."""
+    added_target_ms: float | None = None
+    """The issue's target for the added latency's p95 (over ``baseline``)."""
 
     @property
     def stream(self) -> str:
         return f"g2g-{self.ingest.value}"
 
 
-# Paths run in this order; those with the same ingest share one publish. A later live-AI path
-# (``POST /api/ai/{stream}`` with {"pipeline": "noop"}, playing its rendition) is one more entry
-# here with ``rendition`` set to the AI output's name, plus that POST before its player opens.
+# Paths run in this order; those with the same ingest share one publish. A live-AI path starts
+# its pipeline on that publish before its player opens (and it keeps running for the paths of
+# the group after it), so it comes after the path it is compared with.
 PATHS: dict[str, LatencyPath] = {
     p.name: p
     for p in (
@@ -162,6 +190,17 @@ PATHS: dict[str, LatencyPath] = {
             what="RTMP -> lpstream HLS (2 s segments), hls.js plain",
         ),
         LatencyPath(
+            name="rtmp-ai-hls",
+            ingest=Ingest.RTMP,
+            player=Player.HLSJS_PLAIN,
+            target_ms=None,
+            rendition=AI_RENDITION,
+            pipeline="noop",
+            baseline="rtmp-hls",
+            added_target_ms=100,
+            what="RTMP -> lpstream live AI noop -> the ai rendition's HLS, hls.js plain",
+        ),
+        LatencyPath(
             name="ffmpeg-hls",
             ingest=Ingest.FFMPEG_HLS,
             player=Player.HLSJS_PLAIN,
@@ -181,6 +220,17 @@ PATHS: dict[str, LatencyPath] = {
             player=Player.WHEP,
             target_ms=200,
             what="WHIP -> lpstream WHEP passthrough, WebRTC",
+        ),
+        LatencyPath(
+            name="whip-whep-ai",
+            ingest=Ingest.WHIP,
+            player=Player.WHEP,
+            target_ms=None,
+            rendition=AI_RENDITION,
+            pipeline="noop",
+            baseline="whip-whep",
+            added_target_ms=100,
+            what="WHIP -> lpstream live AI noop -> WHEP of the ai rendition, WebRTC",
         ),
     )
 }
@@ -313,10 +363,10 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 """urllib without any proxy from the environment: everything here is on loopback."""
 
 
-def _http(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(
-        url, data=body, method=method, headers={"Content-Type": "application/sdp"}
-    )
+def _http(
+    method: str, url: str, body: bytes | None = None, kind: str = "application/sdp"
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": kind})
     try:
         with _OPENER.open(request, timeout=20) as response:
             return int(response.status), dict(response.headers), response.read()
@@ -428,7 +478,7 @@ MEASURE_JS = (
     const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
     const drawn = readClock(pixels, canvas.width, canvas.height);
     if (drawn === null) g2g.unreadable += 1;
-    else g2g.samples.push([shown - drawn, video.videoHeight]);
+    else g2g.samples.push([shown - drawn, video.videoHeight, drawn]);
     video.requestVideoFrameCallback(presented);
   }
   video.requestVideoFrameCallback(presented);
@@ -551,11 +601,53 @@ class PathResult:
     """hls.js's own estimate (``hls.latency``: behind the playlist's live edge), median."""
     webrtc: list[dict[str, Any]] = attrs.Factory(list)
     """Chromium's WebRTC receiver statistics at the end of each join (WHEP only)."""
+    paired: list[float] = attrs.Factory(list)
+    """Added latency per frame (ms): this player's latency minus the baseline player's, for
+    each clock value both players showed (players in the same join, side by side)."""
+    paired_join_medians: list[float] = attrs.Factory(list)
+    alongside: list[float] = attrs.Factory(list)
+    """The baseline player's own samples, taken alongside this path's."""
+    ai_segments: list[dict[str, Any]] = attrs.Factory(list)
+    """The gateway's statistics of each AI segment listed while this path was measured."""
     error: str | None = None
 
     @property
     def median(self) -> float | None:
         return float(np.median(self.samples)) if self.samples else None
+
+    @property
+    def p95(self) -> float | None:
+        return float(np.percentile(self.samples, 95)) if self.samples else None
+
+    def added(self) -> dict[str, Any] | None:
+        """The added latency over the baseline, paired frame by frame (None: no baseline)."""
+        path = PATHS[self.name]
+        if path.baseline is None:
+            return None
+        d = np.asarray(self.paired) if self.paired else None
+        b = np.asarray(self.alongside) if self.alongside else None
+        latencies = [float(x["latency_ms"]) for x in self.ai_segments if "latency_ms" in x]
+        return {
+            "baseline": path.baseline,
+            "target_p95_ms": path.added_target_ms,
+            "pairs": len(self.paired),
+            "percentiles_ms": None
+            if d is None
+            else {str(q): round(float(np.percentile(d, q)), 1) for q in PERCENTILES},
+            "min_ms": None if d is None else round(float(d.min()), 1),
+            "max_ms": None if d is None else round(float(d.max()), 1),
+            "histogram": histogram(self.paired),
+            "join_medians_ms": [round(m, 1) for m in self.paired_join_medians],
+            "alongside_median_ms": None if b is None else round(float(np.median(b)), 1),
+            "alongside_p95_ms": None if b is None else round(float(np.percentile(b, 95)), 1),
+            "ai_segments": len(self.ai_segments),
+            "ai_segment_latency_ms": {
+                "median": round(float(np.median(latencies)), 1) if latencies else None,
+                "p95": round(float(np.percentile(latencies, 95)), 1) if latencies else None,
+            },
+            "ai_dropped": sum(int(x.get("dropped", 0)) for x in self.ai_segments),
+            "ai_fps_out": [x.get("fps_out") for x in self.ai_segments],
+        }
 
     def summary(self) -> dict[str, Any]:
         s = np.asarray(self.samples) if self.samples else None
@@ -575,8 +667,23 @@ class PathResult:
             "hls_js_latency_s": self.hls_latency_s,
             "load_average": self.load_average,
             "webrtc_receiver": self.webrtc,
+            "added": self.added(),
             "error": self.error,
         }
+
+
+PERCENTILES = (5, 25, 50, 75, 95)
+
+
+def histogram(values: Sequence[float], bins: int = 8) -> list[tuple[float, float, int]]:
+    """(from ms, to ms, count) over ``bins`` equal bins from the least to the largest value."""
+    if not values:
+        return []
+    counts, edges = np.histogram(np.asarray(values), bins=bins)
+    return [
+        (round(float(edges[i]), 1), round(float(edges[i + 1]), 1), int(n))
+        for i, n in enumerate(counts)
+    ]
 
 
 class JoinFailed(Exception):
@@ -595,6 +702,9 @@ class Tally:
     clock_checks: list[tuple[float, float]] = attrs.Factory(list)
     webrtc: list[dict[str, Any]] = attrs.Factory(list)
     seconds: float = 0.0
+    paired: list[float] = attrs.Factory(list)
+    paired_join_medians: list[float] = attrs.Factory(list)
+    alongside: list[float] = attrs.Factory(list)
 
 
 async def clock_check(page: Page) -> tuple[float, float]:
@@ -610,60 +720,132 @@ async def clock_check(page: Page) -> tuple[float, float]:
     return best
 
 
-async def measure_join(url: str, *, warmup: float, seconds: float, log: Path, tally: Tally) -> None:
-    """One viewer: a fresh Chromium opens ``url``, plays ``warmup`` s, is sampled ``seconds`` s."""
+@attrs.define
+class Viewer:
+    """One player page of a join and what it showed while sampled."""
+
+    page: Page
+    samples: list[tuple[float, int, int]] = attrs.Factory(list)
+    """(latency ms, video height, drawn clock value ms) per presented frame."""
+    unreadable: int = 0
+    hls_latency: list[float] = attrs.Factory(list)
+
+    async def poll(self) -> dict[str, Any]:
+        polled: dict[str, Any] = await self.page.evaluate(POLL_JS)
+        return polled
+
+    async def take(self) -> None:
+        polled = await self.poll()
+        self.samples.extend((float(a), int(b), int(c)) for a, b, c in polled["samples"])
+        self.unreadable = int(polled["unreadable"])
+        if polled["hlsLatency"] is not None:
+            self.hls_latency.append(float(polled["hlsLatency"]))
+
+
+async def open_page(browser: Browser, url: str) -> Page:
+    """``Browser.new_page`` in a window of its own: each player is the visible tab of its
+    window, so that two players of one join both present frames (a hidden tab may not)."""
+    target = await browser.command("Target.createTarget", {"url": "about:blank", "newWindow": True})
+    attached = await browser.command(
+        "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+    )
+    page = Page(browser=browser, session=attached["sessionId"])
+    await page.command("Page.enable")
+    await page.command("Runtime.enable")
+    await page.command("Page.navigate", {"url": url})
+    await page.wait_for(
+        f"location.href === {json.dumps(url)} && document.readyState === 'complete'", 30
+    )
+    return page
+
+
+async def measure_join(
+    urls: Sequence[str], *, warmup: float, seconds: float, log: Path, tally: Tally
+) -> list[Viewer]:
+    """One viewer (or players side by side, one window each, in one fresh Chromium): opens
+    ``urls``, plays ``warmup`` s, samples ``seconds`` s. Fills ``tally`` with the first
+    player's samples and returns every player's."""
     async with open_browser(log) as browser:
-        page = await browser.new_page(url)
-        await page.evaluate(MEASURE_JS)
-        tally.clock_checks.append(await clock_check(page))
+        viewers = [Viewer(page=await open_page(browser, url)) for url in urls]
+        for viewer in viewers:
+            await viewer.page.evaluate(MEASURE_JS)
+        tally.clock_checks.append(await clock_check(viewers[0].page))
+        waiting = dict(zip(urls, viewers, strict=True))
         polled: dict[str, Any] = {}
         with trio.move_on_after(40):
-            while not polled.get("samples"):
+            while waiting:
                 await trio.sleep(0.5)
-                polled = await page.evaluate(POLL_JS)
-                if str(polled["error"] or "").lower().startswith("error"):
-                    break
-        if not polled.get("samples"):
+                for url, viewer in list(waiting.items()):
+                    polled = await viewer.poll()
+                    if polled["samples"]:
+                        del waiting[url]
+                    elif str(polled["error"] or "").lower().startswith("error"):
+                        raise JoinFailed(f"{polled['error']} at {url}")
+        if waiting:
             why = str(polled.get("error") or "no readable frame shown in 40 s")
-            raise JoinFailed(why + (f" (page: {polled['state']})" if polled.get("state") else ""))
+            state = f" (page: {polled['state']})" if polled.get("state") else ""
+            raise JoinFailed(f"{why}{state} at {', '.join(waiting)}")
         await trio.sleep(warmup)
-        polled = await page.evaluate(POLL_JS)
-        unreadable_before = int(polled["unreadable"])
+        before = [int((await v.poll())["unreadable"]) for v in viewers]
         started = trio.current_time()
         deadline = started + seconds
-        samples: list[float] = []
         while trio.current_time() < deadline:
             await trio.sleep(min(1.0, max(0.0, deadline - trio.current_time())))
-            polled = await page.evaluate(POLL_JS)
-            for latency, height in polled["samples"]:
-                samples.append(float(latency))
-                tally.heights[int(height)] += 1
-            if polled["hlsLatency"] is not None:
-                tally.hls_latency.append(float(polled["hlsLatency"]))
-        stats = await page.evaluate(WEBRTC_STATS_JS)
+            for viewer in viewers:
+                await viewer.take()
+        main = viewers[0]
+        stats = await main.page.evaluate(WEBRTC_STATS_JS)
         if stats is not None:
             tally.webrtc.append(
                 {k: round(v, 1) if isinstance(v, float) else v for k, v in stats.items()}
             )
         tally.seconds += trio.current_time() - started
-        tally.unreadable += int(polled["unreadable"]) - unreadable_before
-        tally.samples.extend(samples)
-        if samples:
-            tally.join_medians.append(float(np.median(samples)))
+        for viewer, unreadable in zip(viewers, before, strict=True):
+            viewer.unreadable -= unreadable
+        tally.unreadable += main.unreadable
+        tally.hls_latency.extend(main.hls_latency)
+        tally.samples.extend(latency for latency, _, _ in main.samples)
+        tally.heights.update(height for _, height, _ in main.samples)
+        if main.samples:
+            tally.join_medians.append(float(np.median([x[0] for x in main.samples])))
+        return viewers
+
+
+def pair(viewer: Viewer, baseline: Viewer) -> list[float]:
+    """Per clock value shown by both players: this player's latency minus the baseline's."""
+    shown = {drawn: latency for latency, _, drawn in reversed(baseline.samples)}
+    return [latency - shown[drawn] for latency, _, drawn in viewer.samples if drawn in shown]
 
 
 async def measure(
-    path: LatencyPath, url: str, *, joins: int, warmup: float, seconds: float, logs: Path
+    path: LatencyPath,
+    urls: Sequence[str],
+    *,
+    joins: int,
+    warmup: float,
+    seconds: float,
+    logs: Path,
+    ai_segments: list[dict[str, Any]] | None = None,
 ) -> tuple[PathResult, list[tuple[float, float]]]:
-    """``joins`` viewers one after another, ``seconds / joins`` sampled each, pooled."""
+    """``joins`` viewers one after another, ``seconds / joins`` sampled each, pooled. With a
+    second URL (the baseline) each join plays both side by side and pairs their frames."""
     tally = Tally()
     failures: list[str] = []
     for join in range(joins):
         log = logs / f"chromium-{path.name}-{join}.log"
         try:
-            await measure_join(url, warmup=warmup, seconds=seconds / joins, log=log, tally=tally)
+            viewers = await measure_join(
+                urls, warmup=warmup, seconds=seconds / joins, log=log, tally=tally
+            )
         except JoinFailed as exc:
             failures.append(str(exc))
+            continue
+        if len(viewers) > 1:
+            paired = pair(viewers[0], viewers[1])
+            tally.paired.extend(paired)
+            tally.alongside.extend(latency for latency, _, _ in viewers[1].samples)
+            if paired:
+                tally.paired_join_medians.append(float(np.median(paired)))
     error = None
     if failures:
         error = f"{len(failures)} of {joins} joins failed: {failures[0]}"
@@ -679,23 +861,29 @@ async def measure(
         webrtc=tally.webrtc,
         load_average=round(os.getloadavg()[0], 1),
         hls_latency_s=round(float(np.median(tally.hls_latency)), 2) if tally.hls_latency else None,
+        paired=tally.paired,
+        paired_join_medians=tally.paired_join_medians,
+        alongside=tally.alongside,
+        ai_segments=list(ai_segments or []),
         error=error,
     )
     return result, tally.clock_checks
 
 
-def segments_now(ingest: Ingest, node: str, stream: str, peer_dir: Path) -> int:
-    """Segments in the source playlist of ``stream`` (or in the peer's playlist)."""
+def segments_now(
+    ingest: Ingest, node: str, stream: str, peer_dir: Path, rendition: str = "source"
+) -> int:
+    """Segments (not gaps) in a media playlist of ``stream`` (or in the peer's playlist)."""
     try:
         if ingest is Ingest.FFMPEG_HLS:
             text = (peer_dir / "index.m3u8").read_text()
         else:
-            url = f"http://{node}/hls/{stream}/source/index.m3u8"
+            url = f"http://{node}/hls/{stream}/{rendition}/index.m3u8"
             with _OPENER.open(url, timeout=5) as response:
                 text = response.read().decode()
     except OSError:
         return 0
-    return len(parse_media_playlist(text)[1])
+    return sum(1 for *_, gap in parse_media_playlist(text)[1] if not gap)
 
 
 async def wait_for_segments(count: Callable[[], int], what: str, seconds: float) -> None:
@@ -710,7 +898,8 @@ def player_url(path: LatencyPath, server: PlayerServer, node: str) -> str:
     if path.player is Player.WATCH_PAGE:
         return f"http://{node}/watch/{path.stream}"
     if path.player is Player.WHEP:
-        return f"http://{node}/watch/{path.stream}?whep=1"
+        rendition = f"&rendition={path.rendition}" if path.rendition else ""
+        return f"http://{node}/watch/{path.stream}?whep=1{rendition}"
     if path.ingest is Ingest.FFMPEG_HLS:
         src = "/peer/index.m3u8"
     elif path.rendition is None:
@@ -719,6 +908,55 @@ def player_url(path: LatencyPath, server: PlayerServer, node: str) -> str:
         src = f"/node/hls/{path.stream}/{path.rendition}/index.m3u8"
     query = urllib.parse.urlencode({"src": src, "config": json.dumps(HLSJS_CONFIG[path.player])})
     return f"{server.base}/player.html?{query}"
+
+
+def baseline_url(path: LatencyPath, server: PlayerServer, node: str) -> str | None:
+    """The player of ``path.baseline`` on its source rendition, to run alongside ``path``."""
+    if path.baseline is None:
+        return None
+    baseline = PATHS[path.baseline]
+    if baseline.player is not Player.WHEP:  # the media playlist: the master may pick ``ai``
+        baseline = attrs.evolve(baseline, rendition="source")
+    return player_url(baseline, server, node)
+
+
+def start_pipeline(node: str, stream: str, pipeline: str) -> str | None:
+    """Starts a live AI pipeline on ``stream``; None, or why it did not start."""
+    width, height = AI_SIZE
+    body = {"pipeline": pipeline, "params": {}, "width": width, "height": height}
+    try:
+        status, _, answer = _http(
+            "POST", f"http://{node}/api/ai/{stream}", json.dumps(body).encode(), "application/json"
+        )
+    except OSError as exc:
+        return f"POST /api/ai/{stream} failed: {exc}"
+    if status != 201:
+        return f"POST /api/ai/{stream} answered {status}: {answer.decode(errors='replace')}"
+    return None
+
+
+def ai_stats(node: str, stream: str) -> dict[str, Any] | None:
+    """The gateway's latest per-segment statistics of the stream's AI session."""
+    try:
+        status, _, body = _http("GET", f"http://{node}/api/ai/{stream}")
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    stats = json.loads(body).get("stats")
+    return stats if isinstance(stats, dict) and "seq" in stats else None
+
+
+async def gather_ai_stats(node: str, stream: str, into: list[dict[str, Any]]) -> None:
+    """Appends each new AI segment's statistics to ``into`` (polled every 0.5 s) until
+    cancelled."""
+    seen: set[int] = set()
+    while True:
+        stats = await trio.to_thread.run_sync(ai_stats, node, stream)
+        if stats is not None and int(stats["seq"]) not in seen:
+            seen.add(int(stats["seq"]))
+            into.append(stats)
+        await trio.sleep(0.5)
 
 
 def whep_available(node: str, stream: str) -> str | None:
@@ -774,29 +1012,63 @@ async def run_group(
         try:
             await wait_for_segments(count, f"{JOIN_SEGMENTS} segments of {stream}", 40)
         except TimeoutError as exc:
-            why = f"{exc} (source log: {log})"
-            return [PathResult(name=p.name, what=p.what, target_ms=p.target_ms, error=why)
+            failed = f"{exc} (source log: {log})"
+            return [PathResult(name=p.name, what=p.what, target_ms=p.target_ms, error=failed)
                     for p in group], counts  # fmt: skip
+        started: str | None = None
         for path in group:
+            why: str | None = None
             if path.player is Player.WHEP:
-                missing = await trio.to_thread.run_sync(whep_available, bench.http, stream)
-                if missing is not None:
-                    results.append(
-                        PathResult(name=path.name, what=path.what, target_ms=path.target_ms,
-                                   error=missing)
-                    )  # fmt: skip
-                    continue
-            result, path_checks = await measure(
-                path,
-                player_url(path, bench.server, bench.http),
-                joins=bench.joins,
-                warmup=bench.warmup,
-                seconds=bench.seconds,
-                logs=bench.logs,
-            )
+                why = await trio.to_thread.run_sync(whep_available, bench.http, stream)
+            if why is None and path.pipeline is not None:
+                why = await open_pipeline(bench, path, started)
+                started = path.pipeline if why is None else started
+            if why is not None:
+                results.append(
+                    PathResult(name=path.name, what=path.what, target_ms=path.target_ms, error=why)
+                )
+                continue
+            urls = [player_url(path, bench.server, bench.http)]
+            alongside = baseline_url(path, bench.server, bench.http)
+            if alongside is not None:
+                urls.append(alongside)
+            segments: list[dict[str, Any]] = []
+            async with trio.open_nursery() as nursery:
+                if path.pipeline is not None:
+                    nursery.start_soon(gather_ai_stats, bench.http, stream, segments)
+                result, path_checks = await measure(
+                    path,
+                    urls,
+                    joins=bench.joins,
+                    warmup=bench.warmup,
+                    seconds=bench.seconds,
+                    logs=bench.logs,
+                    ai_segments=segments,
+                )
+                nursery.cancel_scope.cancel()
             results.append(result)
             checks.extend(path_checks)
     return results, counts
+
+
+async def open_pipeline(bench: Bench, path: LatencyPath, started: str | None) -> str | None:
+    """Starts ``path.pipeline`` on the group's publish (once) and waits for its rendition's
+    playlist to hold ``JOIN_SEGMENTS`` segments; None, or why it could not."""
+    assert path.pipeline is not None and path.rendition is not None
+    if started is not None and started != path.pipeline:
+        return f"the stream already runs {started!r}"
+    if started is None:
+        why = await trio.to_thread.run_sync(start_pipeline, bench.http, path.stream, path.pipeline)
+        if why is not None:
+            return why
+    count = functools.partial(
+        segments_now, path.ingest, bench.http, path.stream, bench.peer_dir, path.rendition
+    )
+    try:
+        await wait_for_segments(count, f"{JOIN_SEGMENTS} segments of {path.rendition}", 60)
+    except TimeoutError as exc:
+        return str(exc)
+    return None
 
 
 async def run_paths(
@@ -859,6 +1131,17 @@ def ratios(report: Report) -> dict[str, float]:
         target = PATHS[name].target_ms
         if target:
             out[f"{name} / target"] = round(median / target, 3)
+    by_name = {r.name: r for r in report.results}
+    for result in report.results:
+        path = PATHS[result.name]
+        if path.baseline is None:
+            continue
+        baseline = by_name.get(path.baseline)
+        if baseline is not None and baseline.median and result.median:
+            out[f"{result.name} / {path.baseline}"] = round(result.median / baseline.median, 3)
+        if result.paired and path.added_target_ms:
+            p95 = float(np.percentile(result.paired, 95))
+            out[f"{result.name} added p95 / target"] = round(p95 / path.added_target_ms, 3)
     return out
 
 
@@ -873,6 +1156,8 @@ def method_text(args: argparse.Namespace) -> str:
         warmup=args.warmup,
         per_join=args.seconds / args.joins,
         size=args.size,
+        ai_w=AI_SIZE[0],
+        ai_h=AI_SIZE[1],
     )
 
 
@@ -930,8 +1215,54 @@ def print_report(report: Report, args: argparse.Namespace) -> None:
         player = PATHS[result.name].player.value.replace("{stream}", PATHS[result.name].stream)
         print(f"  {result.name:<17} {result.what}; player: {player}")
     print()
+    print_added(report)
     for name, value in ratios(report).items():
-        print(f"ratio {name + ':':<32} {value:.2f}")
+        print(f"ratio {name + ':':<40} {value:.2f}")
+
+
+def print_added(report: Report) -> None:
+    """The added latency of each path that has a baseline, two ways."""
+    by_name = {r.name: r for r in report.results}
+    for result in report.results:
+        added = result.added()
+        if added is None:
+            continue
+        name, baseline = result.name, by_name.get(added["baseline"])
+        print(f"added latency of {name} over {added['baseline']} (target p95 <= "
+              f"{_ms(added['target_p95_ms'])} ms):")  # fmt: skip
+        if baseline is not None and baseline.median is not None and result.median is not None:
+            assert baseline.p95 is not None and result.p95 is not None
+            print(
+                f"  paths measured one after the other: median {result.median:.0f} - "
+                f"{baseline.median:.0f} = {result.median - baseline.median:+.0f} ms, "
+                f"p95 {result.p95:.0f} - {baseline.p95:.0f} = {result.p95 - baseline.p95:+.0f} ms"
+            )
+        if added["pairs"]:
+            q = added["percentiles_ms"]
+            print(
+                f"  side by side, same clock value in both players ({added['pairs']} frames):"
+                f" p5 {q['5']:+.0f}, p25 {q['25']:+.0f}, median {q['50']:+.0f},"
+                f" p75 {q['75']:+.0f}, p95 {q['95']:+.0f} ms"
+                f" (min {added['min_ms']:+.0f}, max {added['max_ms']:+.0f});"
+                f" per join {'/'.join(f'{m:+.0f}' for m in added['join_medians_ms'])}"
+            )
+            bins = ", ".join(f"[{a:+.0f},{b:+.0f}):{n}" for a, b, n in added["histogram"])
+            print(f"    per-frame distribution (ms): {bins}")
+            print(
+                f"    the {added['baseline']} player alongside: median "
+                f"{_ms(added['alongside_median_ms'])}, p95 {_ms(added['alongside_p95_ms'])} ms"
+            )
+        else:
+            print("  side by side: no clock value shown by both players")
+        seg = added["ai_segment_latency_ms"]
+        fps = [f for f in added["ai_fps_out"] if f is not None]
+        print(
+            f"  gateway, {added['ai_segments']} ai segments while measured: source segment's "
+            f"last byte -> ai segment listed median {_ms(seg['median'])}, p95 "
+            f"{_ms(seg['p95'])} ms; fps out {min(fps, default=0):g}..{max(fps, default=0):g}, "
+            f"{added['ai_dropped']} frames dropped"
+        )
+    print()
 
 
 def main() -> None:

@@ -445,7 +445,14 @@ class Segmenter:
         seg = _OpenSegment(seq=seq, start_ms=start_ms, cutter=cutter, forced=forced)
         seg.last_ms = start_ms
         try:
-            seg.container = av.open(_Sink(cutter.write), mode="w", format="mpegts")
+            # Each video PES says its length, so a reader downstream (a worker decoding while
+            # the segment uploads) can take a frame as soon as it is in, not one frame later.
+            seg.container = av.open(
+                _Sink(cutter.write),
+                mode="w",
+                format="mpegts",
+                container_options={"omit_video_pes_length": "0"},
+            )
             v_template, a_template = self._templates
             seg.video = seg.container.add_stream_from_template(v_template)
             if a_template:

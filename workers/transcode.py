@@ -16,9 +16,11 @@ This is blocking code; the node runs :meth:`LadderTranscoder.transcode` in a wor
   scales the shared decoded frame with libswscale (its own reformatter, reused) to
   ``scaled_size(source, profile)`` in yuv420p and encodes it; FFmpeg drops the GIL in both, so
   decoding, scaling and encoding overlap (ffmpeg 5.1's CLI does them one after another). A
-  bounded queue per rendition is the backpressure. The workers never touch a muxer: the
-  calling thread muxes the packets they hand back, so ``on_data`` runs only on the caller's
-  thread (where ``trio.from_thread`` works).
+  bounded queue per rendition is the backpressure. The workers of a ladder never touch a
+  muxer: the calling thread muxes the packets they hand back, so ``on_data`` runs on the
+  caller's thread. A staged (live) rendition's worker muxes its own video packets as soon as
+  they are encoded, under a lock shared with the caller's audio muxing, so its ``on_data``
+  also runs on that worker thread (``trio.from_thread`` needs the trio token there).
 * A decode error in one packet skips that packet, as players do; input with no decodable
   frame at all is an error.
   Timestamps are the source's, in the source time base, from decoder to muxer: the MPEG-TS
@@ -348,9 +350,9 @@ _Job = tuple[VideoFrame, int, bool]
 class _Rendition:
     """One rendition while it is produced.
 
-    The calling thread owns the muxer: it submits decoded frames, muxes audio and drains
-    encoded packets (so ``on_data`` only ever runs on the caller's thread). A worker thread
-    owns the scaler and the encoder; FFmpeg drops the GIL in both.
+    The calling thread submits decoded frames, muxes audio and drains encoded packets; a
+    worker thread owns the scaler and the encoder (FFmpeg drops the GIL in both) and, for a
+    staged rendition, muxes each packet it encodes at once (``mux_lock`` orders the two).
     """
 
     profile: VideoProfile
@@ -392,6 +394,9 @@ class _Rendition:
     """Timestamps of staged frames that must come out as keyframes (worker thread)."""
     anchor: tuple[float, int] | None = None
     """(monotonic time, pts) of the first staged frame: where real time starts."""
+    mux_lock: threading.Lock = attrs.Factory(threading.Lock)
+    """A staged rendition's worker thread muxes its own packets; audio comes from the
+    calling thread."""
 
     # -- calling thread ------------------------------------------------------------------
 
@@ -427,14 +432,16 @@ class _Rendition:
 
     def drain(self) -> None:
         outbox = self.outbox
-        while outbox:
-            self.container.mux_one(outbox.popleft())
+        with self.mux_lock:
+            while outbox:
+                self.container.mux_one(outbox.popleft())
 
     def mux_audio(self, source_index: int, packet: Packet[Stream]) -> None:
         stream = self.audio.get(source_index)
         if stream is not None:
             packet.stream = stream
-            self.container.mux_one(packet)
+            with self.mux_lock:
+                self.container.mux_one(packet)
 
     def stop(self) -> None:
         """Ends the worker thread after the frames already queued."""
@@ -533,6 +540,8 @@ class _Rendition:
         if self.first_pts is None:
             self.first_pts = pts
         self.last_pts = pts
+        if self.stage is not None:
+            self.drain()  # live: the packet leaves now, not when the next frame comes in
 
 
 class _LadderRun:
@@ -555,7 +564,9 @@ class _LadderRun:
             raise MediaError("the input has no video stream")
         self._video = container.streams.video[0]
         self._tick = self._video.time_base or Fraction(1, 90_000)
-        self._video.codec_context.thread_type = "AUTO"
+        # Frame threads hold a frame each before the first comes out: a live (staged) job
+        # decodes with slice threads only, which add no delay.
+        self._video.codec_context.thread_type = "SLICE" if stages else "AUTO"
         self._video.codec_context.thread_count = 0
         self._audio = [s for s in container.streams.audio if s.codec_context is not None]
         self._tracks: dict[int, _AudioTrack] = {}
