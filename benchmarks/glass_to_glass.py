@@ -28,16 +28,17 @@ How this works:
 The peer is the ffmpeg command line's HLS muxer (``-f hls -hls_time 2 -hls_list_size 6``) fed by
 the same frame source and encoder settings, played by the same hls.js page in plain mode.
 
-Live AI paths (``rtmp-ai-hls``, ``whip-whep-ai``) start the ``noop`` pipeline on the publish
-(``POST /api/ai/{stream}``, 512x512 box: a 1280x720 source becomes 512x288) and play its ``ai``
-rendition. Their peer is the same path without the pipeline (``rtmp-hls``, ``whip-whep``),
-measured in the same run, and also played alongside in each join: the clock value drawn into
-the source is in the ai frame too, so pairing the two players' samples by clock value gives the
+Live AI paths (``rtmp-ai-hls``, ``rtmp-ai-llhls``, ``whip-whep-ai``) start the ``noop``
+pipeline on the publish (``POST /api/ai/{stream}``, 512x512 box: a 1280x720 source becomes
+512x288) and play its ``ai`` rendition. Their peer is the same path without the pipeline
+(``rtmp-hls``, ``rtmp-llhls``, ``whip-whep``), measured in the same run, and also played
+alongside in each join: the clock value drawn into the source is in the ai frame too, so
+pairing the two players' samples by clock value gives the
 latency the pipeline adds to each frame, under the same load.
 
     .venv/bin/python -m benchmarks.glass_to_glass [--seconds 24] [--joins 4] [--warmup 5]
-        [--paths rtmp-llhls,rtmp-llhls-watch,rtmp-hls,rtmp-ai-hls,ffmpeg-hls,whip-llhls,
-                 whip-whep,whip-whep-ai] [--json]
+        [--paths rtmp-llhls,rtmp-llhls-watch,rtmp-hls,rtmp-ai-hls,rtmp-ai-llhls,ffmpeg-hls,
+                 whip-llhls,whip-whep,whip-whep-ai] [--json]
 
 (Run it as a module from the checkout: it uses ``tests.browser`` and ``tests.e2e.nodes``.)
 """
@@ -199,6 +200,18 @@ PATHS: dict[str, LatencyPath] = {
             baseline="rtmp-hls",
             added_target_ms=100,
             what="RTMP -> lpstream live AI noop -> the ai rendition's HLS, hls.js plain",
+        ),
+        LatencyPath(
+            name="rtmp-ai-llhls",
+            ingest=Ingest.RTMP,
+            player=Player.HLSJS_LL,
+            target_ms=None,
+            rendition=AI_RENDITION,
+            pipeline="noop",
+            baseline="rtmp-llhls",
+            added_target_ms=100,
+            what="RTMP -> lpstream live AI noop -> the ai rendition's LL-HLS parts, hls.js "
+            "low-latency",
         ),
         LatencyPath(
             name="ffmpeg-hls",

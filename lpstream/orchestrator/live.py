@@ -52,7 +52,8 @@ UpdateRouter = Callable[[LiveUpdate], Awaitable[LiveUpdated]]
 """Sends a parameter change to the worker running the session (raises RemoteProtocolError)."""
 
 CONTROL_IDLE_TIMEOUT = 60.0
-"""A live control stream silent for this long (no payment, no update) is closed."""
+"""A live session with neither a message on its control stream nor a job for this long is
+closed (a stream left open by a gateway that forgot it)."""
 
 PAYMENT_GRACE = 5.0
 """Seconds a paid orchestrator waits for a new session's first LIVE_PAYMENT."""
@@ -71,6 +72,8 @@ class LiveAccount:
     """Who pays, known from the first payment."""
     started_at: float | None = None
     """When the first job of the session arrived (trio clock)."""
+    last_job: float | None = None
+    """When its latest job arrived."""
     seconds_billed: int = 0
     billed: Fraction = Fraction(0)
     stopped: str = ""
@@ -117,9 +120,11 @@ class LiveAccounts:
             RemoteProtocolError: 402 when the session is unpaid or stopped, 409 when its
                 control stream names another pipeline.
         """
+        account = self._accounts.get((stream_id, session_id))
+        if account is not None:
+            account.last_job = now
         if self.payments is None:
             return
-        account = self._accounts.get((stream_id, session_id))
         if account is None or not account.sender:
             raise RemoteProtocolError(
                 "payment required: a live session is paid on its control stream "
@@ -251,8 +256,12 @@ async def serve_live_control(
             with trio.move_on_after(CONTROL_IDLE_TIMEOUT) as idle:
                 data = await stream.receive_some(64 * 1024)
             if idle.cancelled_caught:
+                last = account.last_job
+                if last is not None and trio.current_time() - last < CONTROL_IDLE_TIMEOUT:
+                    continue  # a quiet app while its jobs flow: nothing to say
                 raise RemoteProtocolError(
-                    f"live control stream silent for {CONTROL_IDLE_TIMEOUT:g} s", code=408
+                    f"live session idle for {CONTROL_IDLE_TIMEOUT:g} s: no message, no job",
+                    code=408,
                 )
             if not data:
                 channel.receive_eof()
