@@ -225,6 +225,8 @@ class LadderTranscoder:
         source: io.RawIOBase | BinaryIO | _Readable,
         on_data: DataCallback,
         on_start: StartCallback | None = None,
+        *,
+        started: float | None = None,
     ) -> list[RenditionOutput]:
         """Transcodes one MPEG-TS stream read from ``source``; blocks until it ends.
 
@@ -232,6 +234,9 @@ class LadderTranscoder:
             source: blocking reader of MPEG-TS bytes; ``read()`` returns ``b""`` at the end.
             on_data: called with ``(rendition index, bytes)`` as output is produced.
             on_start: called once with every rendition's name and size, before any data.
+            started: ``time.monotonic()`` when the input began to arrive: a staged
+                rendition's real time starts there, so frames that waited before decoding
+                began (a model loading) count as late. Default: the first frame's decoding.
 
         Returns:
             One result per profile, in profile order.
@@ -247,6 +252,7 @@ class LadderTranscoder:
                 run = _LadderRun(
                     self._profiles, self._encoder, self._threads, container, self._stages
                 )
+                run.started = started
                 return run.run(on_data, on_start)
             finally:
                 container.close()
@@ -394,6 +400,8 @@ class _Rendition:
     """Timestamps of staged frames that must come out as keyframes (worker thread)."""
     anchor: tuple[float, int] | None = None
     """(monotonic time, pts) of the first staged frame: where real time starts."""
+    started: float | None = None
+    """When the input began to arrive; the anchor's time if given."""
     mux_lock: threading.Lock = attrs.Factory(threading.Lock)
     """A staged rendition's worker thread muxes its own packets; audio comes from the
     calling thread."""
@@ -418,7 +426,7 @@ class _Rendition:
             key = key or self.carry_key
             now = time.monotonic()
             if self.anchor is None:
-                self.anchor = (now, pts)
+                self.anchor = (now if self.started is None else min(now, self.started), pts)
             tick = self.video.time_base or _FALLBACK_TICK
             behind = now - self.anchor[0] - float((pts - self.anchor[1]) * tick)
             try:
@@ -574,6 +582,8 @@ class _LadderRun:
         self._renditions: list[_Rendition] = []
         self._pending_audio: list[tuple[int, Packet[Stream]]] = []
         self._shared_frames = threading.Lock()
+        self.started: float | None = None
+        """When the input began to arrive (monotonic), for staged renditions' real time."""
 
     def run(
         self, on_data: DataCallback, on_start: StartCallback | None = None
@@ -727,6 +737,7 @@ class _LadderRun:
             shared_frames=self._shared_frames,
             inbox=queue.Queue(_QUEUED_FRAMES if stage is None else _LIVE_QUEUED_FRAMES),
             stage=stage,
+            started=self.started,
         )
 
     def _source_rate(self) -> Fraction:

@@ -22,8 +22,10 @@ How this works:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
+import statistics
 from collections.abc import AsyncIterator, Mapping
 from fractions import Fraction
 from typing import Any, Protocol
@@ -106,6 +108,9 @@ class LiveAiSession:
     _update_lock: trio.Lock = attrs.Factory(trio.Lock)
     _stop: trio.Event = attrs.Factory(trio.Event)
     _ready: trio.Event = attrs.Factory(trio.Event)
+    _frame_latency: collections.deque[float] = attrs.Factory(lambda: collections.deque(maxlen=900))
+    """Seconds from a source frame reaching the gateway to its AI output coming back (the
+    latest 900 frames: 30 s at 30 fps)."""
     frames_in: int = 0
     frames_out: int = 0
     dropped: int = 0
@@ -153,6 +158,7 @@ class LiveAiSession:
             "segments": self.segments,
             "failures": self.failures,
             "stats": self.last_stats,
+            "frame_latency_ms": self.frame_latency(),
             "apps": len(self._apps),
         }
 
@@ -175,8 +181,23 @@ class LiveAiSession:
             "dropped": dropped,
             "dropped_total": self.dropped,
             "latency_ms": round(latency * 1000, 1),
+            "frame_latency_ms": self.frame_latency(),
         }
         self.emit(self.last_stats)
+
+    def note_frame_latency(self, seconds: float) -> None:
+        self._frame_latency.append(seconds)
+
+    def frame_latency(self) -> dict[str, Any]:
+        """The AI's added latency per frame, at the gateway (count, median, p95 in ms)."""
+        samples = sorted(self._frame_latency)
+        if not samples:
+            return {"count": 0, "median": None, "p95": None}
+        return {
+            "count": len(samples),
+            "median": round(statistics.median(samples) * 1000, 1),
+            "p95": round(samples[int(0.95 * (len(samples) - 1))] * 1000, 1),
+        }
 
     def note_failure(self, seq: int, message: str) -> None:
         self.failures += 1

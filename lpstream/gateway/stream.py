@@ -214,6 +214,8 @@ class LiveStream:
     ai: LiveAiSession | None = None
     """The stream's live AI session, if one was started."""
     _ai_durations: dict[int, float] = attrs.Factory(dict)
+    _frame_arrivals: dict[int, float] = attrs.Factory(dict)
+    """Source video frame pts (ms) -> when it reached the gateway, for the AI's frame latency."""
     packets: StreamPackets = attrs.field(init=False)
     """The video packets of every rendition, for WebRTC viewers (WHEP); run by the gateway."""
 
@@ -293,7 +295,12 @@ class LiveStream:
     def _note_config(self, event: MediaEvent) -> None:
         self.packets.feed_source(event)
         if isinstance(event, MediaPacket) and event.kind is TrackKind.VIDEO:
-            self._video_arrivals.append((event.dts, trio.current_time()))
+            now = trio.current_time()
+            self._video_arrivals.append((event.dts, now))
+            if self.ai is not None:
+                self._frame_arrivals[event.pts] = now
+                while len(self._frame_arrivals) > 900:  # 30 s at 30 fps
+                    del self._frame_arrivals[next(iter(self._frame_arrivals))]
             return
         if isinstance(event, StreamMetadata):
             rate = event.values.get("framerate") or event.values.get("fps")
@@ -397,6 +404,7 @@ class LiveStream:
                 seq, duration, data, independent
             ),
             on_config=lambda config: self._ai_info(ai, config),
+            on_frame=lambda pts: self._ai_frame(ai, pts),
             part_target=self.part_target,
         )
         try:
@@ -439,6 +447,16 @@ class LiveStream:
         finally:
             self._in_flight -= 1
             self._ai_durations.pop(seq, None)
+
+    def _ai_frame(self, ai: LiveAiSession, pts: int) -> None:
+        """An AI output frame is back: how long after its source frame reached us."""
+        arrived = self._frame_arrivals.pop(pts, None)
+        if arrived is None:  # timestamps rounded to ms on one side: look one ms around
+            arrived = self._frame_arrivals.pop(pts - 1, None) or self._frame_arrivals.pop(
+                pts + 1, None
+            )
+        if arrived is not None:
+            ai.note_frame_latency(trio.current_time() - arrived)
 
     def _ai_part(self, seq: int, duration: float, data: bytes, independent: bool) -> None:
         self.hls.add_part(AI_RENDITION, seq, duration, data, independent=independent)
@@ -594,8 +612,10 @@ class _LiveOutput:
         on_part: Callable[[float, bytes, bool], None],
         on_config: Callable[[CodecConfig], None],
         part_target: float,
+        on_frame: Callable[[int], None] = lambda pts: None,
     ) -> None:
         self._packets = packets
+        self._on_frame = on_frame
         self._on_part = on_part
         self._on_config = on_config
         self._part_target_ms = part_target * 1000
@@ -623,6 +643,7 @@ class _LiveOutput:
             if isinstance(event, CodecConfig):
                 self._on_config(event)
             elif isinstance(event, MediaPacket):
+                self._on_frame(event.pts)
                 if self._part_pts is None:
                     self._part_pts, self._part_key = event.pts, event.keyframe
                 elif (

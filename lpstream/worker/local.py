@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -93,10 +94,15 @@ class LocalWorker:
     live: LiveSessions = attrs.Factory(LiveSessions)
     """Live AI sessions and the pipelines they may use."""
     _limiter: trio.CapacityLimiter = attrs.field(init=False)
+    _live_limiter: trio.CapacityLimiter = attrs.field(init=False)
+    """Live AI jobs have their own threads: they follow real time (mostly waiting for input),
+    and a session's next job starts while its last one finishes, so they must never queue
+    behind transcodes or each other."""
     _jobs_done: int = 0
 
     def __attrs_post_init__(self) -> None:
         self._limiter = trio.CapacityLimiter(max(1, self.capacity))
+        self._live_limiter = trio.CapacityLimiter(2 * max(1, self.capacity))
 
     @property
     def jobs_done(self) -> int:
@@ -131,16 +137,19 @@ class LocalWorker:
             )
         except PipelineError as exc:
             raise RemoteProtocolError(str(exc), code=400) from None
+        started = time.monotonic()  # the upload is arriving from now: real time starts here
         try:
-            # Loading a model takes a while; done before the clock of the first frame starts,
-            # or the session would begin by dropping what arrived meanwhile.
-            await trio.to_thread.run_sync(self._prepare, session, limiter=self._limiter)
+            # Loading a model takes a while; frames that arrive meanwhile are late when
+            # decoding begins, and are dropped until the session has caught up.
+            await trio.to_thread.run_sync(self._prepare, session, limiter=self._live_limiter)
         except PipelineError as exc:
             raise MediaError(f"pipeline {job.pipeline!r} cannot start: {exc}") from exc
         transcoder = LadderTranscoder(
             tuple(profiles), encoder=self.encoder, stages={profiles[0].name: session}
         )
-        outputs = await self._run(transcoder, source, session.running, session, relay)
+        outputs = await self._run(
+            transcoder, source, session.running, session, relay, started=started
+        )
         session.last_used = trio.current_time()
         return outputs
 
@@ -185,6 +194,8 @@ class LocalWorker:
         hold: Callable[[], contextlib.AbstractContextManager[Any]],
         session: LiveSession | None = None,
         relay: Relay | None = None,
+        *,
+        started: float | None = None,
     ) -> list[JobOutput]:
         profiles = transcoder.profiles
         outputs: list[bytearray] = [bytearray() for _ in profiles]
@@ -204,7 +215,7 @@ class LocalWorker:
 
         def work() -> list[RenditionOutput]:
             with hold():
-                return transcoder.transcode(reader, on_data, on_start)
+                return transcoder.transcode(reader, on_data, on_start, started=started)
 
         async def stop_reader_when_cancelled() -> None:
             try:
@@ -217,7 +228,8 @@ class LocalWorker:
                 async with trio.open_nursery() as nursery:
                     # A blocked thread cannot be cancelled; ending its input makes it return.
                     nursery.start_soon(stop_reader_when_cancelled)
-                    results = await trio.to_thread.run_sync(work, limiter=self._limiter)
+                    limiter = self._limiter if session is None else self._live_limiter
+                    results = await trio.to_thread.run_sync(work, limiter=limiter)
                     nursery.cancel_scope.cancel()
         except MediaError:
             raise

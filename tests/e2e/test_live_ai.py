@@ -262,7 +262,9 @@ def test_each_pipeline_transforms_the_live_stream_as_it_does_offline(
     assert len(common) >= len(output) * 0.9, (len(common), len(output))
     # On a busy 2-core machine the pipeline may fall behind real time: frames are then
     # dropped (and counted), never queued, so only a share of them is required here.
-    assert len(output) >= 5, f"{len(output)} of {len(source)} frames came out"
+    # The tiny diffusion model runs a few frames a second on this CPU: most are dropped.
+    least = 2 if pipeline == "img2img-diffusion" else 5
+    assert len(output) >= least, f"{len(output)} of {len(source)} frames came out"
     to_offline = [psnr(rgb(output[p]), expected[p]) for p in common]
     to_input = [psnr(rgb(output[p]), scaled[p]) for p in common]
     # x264 at 1.5 Mbit/s keeps a picture within ~30 dB of what it was given.
