@@ -364,8 +364,18 @@ class OrchestratorPool:
 
     async def open_live_control(self, session: str, pipeline: str) -> tuple[str, QuicStream]:
         """Opens a stream to the orchestrator ``session`` is (or now gets) pinned to, one
-        that offers ``pipeline``; returns its key and the stream."""
-        orch = self._orchestrators[self._pick(session, pipeline)]
+        that offers ``pipeline``; returns its key and the stream.
+
+        Pipelines come and go with an orchestrator's workers, so when none is known to offer
+        ``pipeline`` the infos are asked for again at once rather than at the next refresh."""
+        try:
+            index = self._pick(session, pipeline)
+        except BusyError:
+            if not any(self._offers(o, pipeline) for o in self._orchestrators):
+                raise
+            await self._check_infos()
+            index = self._pick(session, pipeline)
+        orch = self._orchestrators[index]
         with one_error():
             connection = await self._connection(orch)
         return str(orch.address), await connection.open_stream()

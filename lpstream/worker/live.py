@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
+import trio
 from av.video.frame import VideoFrame
 
 from workers.pipelines import PipelineError, PipelineRegistry, PipelineRunner
@@ -61,6 +62,10 @@ class LiveSession:
         self.runner = runner
         self.last_used = now
         self._job_lock = threading.Lock()
+        self.turn = trio.Lock()
+        """Held by a job from its arrival to its end: trio's lock is fair, so the jobs of a
+        session run in the order they came (the next segment never overtakes the previous
+        one while that one waits for the model)."""
         self._lock = threading.Lock()
         self._frames_done = 0
         self._last_pts: int | None = None
@@ -79,8 +84,8 @@ class LiveSession:
 
     @property
     def busy(self) -> bool:
-        """A job (or the model's loading) holds the session now."""
-        return self._job_lock.locked()
+        """A job (or the model's loading) holds the session now, or waits for it."""
+        return self._job_lock.locked() or self.turn.locked()
 
     @contextmanager
     def running(self) -> Iterator[None]:

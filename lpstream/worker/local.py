@@ -138,18 +138,19 @@ class LocalWorker:
         except PipelineError as exc:
             raise RemoteProtocolError(str(exc), code=400) from None
         started = time.monotonic()  # the upload is arriving from now: real time starts here
-        try:
-            # Loading a model takes a while; frames that arrive meanwhile are late when
-            # decoding begins, and are dropped until the session has caught up.
-            await trio.to_thread.run_sync(self._prepare, session, limiter=self._live_limiter)
-        except PipelineError as exc:
-            raise MediaError(f"pipeline {job.pipeline!r} cannot start: {exc}") from exc
-        transcoder = LadderTranscoder(
-            tuple(profiles), encoder=self.encoder, stages={profiles[0].name: session}
-        )
-        outputs = await self._run(
-            transcoder, source, session.running, session, relay, started=started
-        )
+        async with session.turn:  # in arrival order, one job at a time
+            try:
+                # Loading a model takes a while; frames that arrive meanwhile are late when
+                # decoding begins, and are dropped until the session has caught up.
+                await trio.to_thread.run_sync(self._prepare, session, limiter=self._live_limiter)
+            except PipelineError as exc:
+                raise MediaError(f"pipeline {job.pipeline!r} cannot start: {exc}") from exc
+            transcoder = LadderTranscoder(
+                tuple(profiles), encoder=self.encoder, stages={profiles[0].name: session}
+            )
+            outputs = await self._run(
+                transcoder, source, session.running, session, relay, started=started
+            )
         session.last_used = trio.current_time()
         return outputs
 

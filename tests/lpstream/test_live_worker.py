@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import av
 import pytest
 from av.video.frame import VideoFrame
@@ -64,3 +66,62 @@ def test_idle_sessions_are_stopped_but_never_while_busy() -> None:
     assert sessions.get(("s", "a")) is None
     with pytest.raises(PipelineError, match="stopped"):
         session.push(frame(0))
+
+
+async def test_the_jobs_of_a_session_run_in_the_order_they_came(tmp_path: Path) -> None:
+    """The next segment's job arrives while the first still waits for the model: it waits
+    its turn instead of taking the session first (which ran the stream backwards)."""
+    import time
+    from typing import ClassVar
+
+    import trio
+
+    from lpstream.media import DEFAULT_PROFILES
+    from lpstream.trickle import SegmentBuffer
+    from lpstream.wire.messages import Job, ProfileSpec
+    from lpstream.worker.local import LocalWorker
+    from tests.mediatools import make_clip
+    from workers.pipelines import PipelineRegistry
+    from workers.pipelines.base import PipelineContext, PipelineSpec
+    from workers.pipelines.noop import NoopPipeline
+    from workers.pipelines.params import Params
+
+    class SlowToLoad(NoopPipeline):
+        spec: ClassVar[PipelineSpec] = PipelineSpec(
+            name="slow-to-load", description="Passes frames through after a 1 s model load."
+        )
+
+        def prepare(self, context: PipelineContext, params: Params) -> None:
+            time.sleep(1.0)
+
+    registry = PipelineRegistry(builtins=False, entry_points=False)
+    registry.register(SlowToLoad)
+    worker = LocalWorker(capacity=2, live=LiveSessions(registry=registry))
+    clip = make_clip(tmp_path / "seg.ts", seconds=1, size="160x90", audio=False, fmt="mpegts")
+    segment = clip.read_bytes()
+    profile = ProfileSpec.from_profile(DEFAULT_PROFILES[-1])
+    finished: list[int] = []
+
+    async def run(seq: int) -> None:
+        job = Job(
+            stream_id="s",
+            session_id="a",
+            seq=seq,
+            duration_ms=1000,
+            profiles=(profile,),
+            pipeline="slow-to-load",
+        )
+        source = SegmentBuffer()
+        source.append(segment)
+        source.close()
+        [output] = await worker.run_job(job, source)
+        assert output.info.frames + output.info.dropped == 30
+        finished.append(seq)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for seq in range(3):
+                nursery.start_soon(run, seq)
+                await trio.sleep(0.1)  # each arrives while the first waits for the model
+    assert finished == [0, 1, 2]
+    worker.live.close()

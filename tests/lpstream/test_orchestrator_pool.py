@@ -140,3 +140,32 @@ async def test_a_live_ai_session_goes_only_to_an_orchestrator_offering_its_pipel
             ),
             full(segment),
         )
+
+
+async def test_a_pipeline_that_appears_after_the_info_check_is_found_at_once(
+    nursery: trio.Nursery,
+) -> None:
+    """Workers bring pipelines with them: a session asking for one the last info did not list
+    asks again instead of failing until the next refresh."""
+    from lpstream.worker.live import LiveSessions
+    from workers.pipelines import PipelineRegistry
+    from workers.pipelines.effects import ColorGradePipeline
+
+    registry = PipelineRegistry(builtins=False, entry_points=False)
+    orch = Orchestrator(
+        secret="",
+        metrics=Metrics(),
+        local=LocalWorker(capacity=8, live=LiveSessions(registry=registry)),
+    )
+    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, orch.handle_connection)
+    pool = OrchestratorPool([HostPort("127.0.0.1", port)], refresh_interval=3600)
+    await nursery.start(pool.run)
+    assert pool.status()[0]["pipelines"] == {}
+    registry.register(ColorGradePipeline)  # a worker with the pipeline joins
+    with trio.fail_after(5):
+        key, stream = await pool.open_live_control("late", "color-grade")
+    await stream.aclose()
+    assert key == f"127.0.0.1:{port}"
+    assert pool.status()[0]["pipelines"] == {"color-grade": 0}
+    with pytest.raises(BusyError, match="does not offer pipeline 'no-such'"):
+        await pool.open_live_control("other", "no-such")
