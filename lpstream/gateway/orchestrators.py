@@ -427,9 +427,10 @@ class OrchestratorPool:
 
     async def _payment(
         self, orch: _Orchestrator, connection: QuicConnectionHandle, job: SegmentJob
-    ) -> bytes:
+    ) -> tuple[bytes, Fraction]:
+        """The JOB's payment and the fee it reserved from the session's credit."""
         if self.payments is None or self.watch is None:
-            return b""
+            return b"", Fraction(0)
         key = str(orch.address)
         latest_block, sender_info = await self._ticket_params(orch, connection)
         return self.payments.payment_for(
@@ -448,11 +449,13 @@ class OrchestratorPool:
     ) -> Sequence[RenditionSegment]:
         index = self._pick(job.session, job.pipeline)
         orch = self._orchestrators[index]
+        payment, reserved = b"", Fraction(0)
         try:
             with one_error():
                 connection = await self._connection(orch)
             # A live AI session is paid by time on its control stream, not per segment.
-            payment = b"" if job.pipeline else await self._payment(orch, connection, job)
+            if not job.pipeline:
+                payment, reserved = await self._payment(orch, connection, job)
             wire_job = Job(
                 stream_id=job.stream,
                 seq=job.seq,
@@ -496,6 +499,10 @@ class OrchestratorPool:
             if isinstance(exc, JobError) and exc.code == 402 and self.payments is not None:
                 log.warning("orchestrator %s refused a payment: %s", orch.address, exc)
                 self.payments.payment_refused(str(orch.address), job.session)
+            elif isinstance(exc, JobError) and reserved and self.payments is not None:
+                # An error answer bills nothing: the reserved fee is ours again. (A lost
+                # connection or a bad result may have been billed; the reservation stands.)
+                self.payments.release(str(orch.address), job.session, reserved)
             if retryable:
                 self.selector.record_failure(str(orch.address))
                 orch.failures += 1
@@ -514,7 +521,7 @@ class OrchestratorPool:
         self.selector.record_success(str(orch.address), round_trip, max(job.duration_ms, 1) / 1000)
         if self.payments is not None and not job.pipeline:
             self.payments.settle(
-                str(orch.address), job.session, sum(o.info.pixels for o in outputs)
+                str(orch.address), job.session, sum(o.info.pixels for o in outputs), reserved
             )
         return [
             RenditionSegment(

@@ -110,8 +110,15 @@ class PaymentSender:
         *,
         latest_block: int,
         sender_info: SenderInfo,
-    ) -> bytes:
-        """The payment to put in a segment's JOB header."""
+    ) -> tuple[bytes, Fraction]:
+        """The payment to put in a segment's JOB header, and the fee it reserved.
+
+        The expected fee leaves the session's credit at once, as go-livepeer's sender
+        reserves its balance: a segment paid while the previous one is still being worked
+        on must not count that one's fee as credit (the orchestrator bills it first and then
+        finds the balance short). :meth:`settle` replaces the reservation with what was
+        billed; :meth:`release` returns it when the job was not done.
+        """
         params = self._params[orchestrator]
         sizes = [scaled_size(source_size[0], source_size[1], p) for p in profiles]
         pixels = output_pixels(
@@ -119,9 +126,12 @@ class PaymentSender:
             for (w, h), p in zip(sizes, profiles, strict=True)
         )
         fee = segment_fee(pixels, params.price)
-        return self._pay(
+        payment = self._pay(
             orchestrator, session, fee, latest_block=latest_block, sender_info=sender_info
         )
+        key = (orchestrator, session)
+        self._credit[key] = self._credit.get(key, Fraction(0)) - fee
+        return payment, fee
 
     def live_payment(
         self,
@@ -209,13 +219,20 @@ class PaymentSender:
         if params is not None:
             self.sender.forget(params.recipient_rand_hash)
 
-    def settle(self, orchestrator: str, session: str, pixels: int) -> None:
-        """Lowers the credit by what the orchestrator billed for ``pixels``."""
+    def settle(
+        self, orchestrator: str, session: str, pixels: int, reserved: Fraction = Fraction(0)
+    ) -> None:
+        """Replaces the ``reserved`` fee with what the orchestrator billed for ``pixels``."""
         params = self._params.get(orchestrator)
-        if params is None:
-            return
         key = (orchestrator, session)
-        self._credit[key] = self._credit.get(key, Fraction(0)) - params.price * pixels
+        billed = params.price * pixels if params is not None else Fraction(0)
+        self._credit[key] = self._credit.get(key, Fraction(0)) + reserved - billed
+
+    def release(self, orchestrator: str, session: str, reserved: Fraction) -> None:
+        """Returns a fee reserved for a job the orchestrator did not do (nor bill)."""
+        key = (orchestrator, session)
+        if key in self._credit:
+            self._credit[key] += reserved
 
     def status(self) -> dict[str, Any]:
         sizes = sorted(self._payment_bytes)

@@ -345,11 +345,57 @@ async def test_the_gateway_checks_the_orchestrators_signature_before_paying(
     with pytest.raises(VerificationError, match="not the orchestrator"):
         await pool.transcode(segment_job(0, "forged"), full(segment))
     assert pool.status()[0]["failures"] == 1
-    # The tickets went out with the JOB, but nothing was settled against them: the gateway
-    # still holds the whole EV as credit with this orchestrator for that session.
+    # The tickets went out with the JOB and the orchestrator billed the work it answered; the
+    # gateway settled nothing against the refused result, so the fee it reserved when paying
+    # stays reserved: its credit is the EV less that estimate, not the whole EV.
     ev_forged = Fraction(sender.status()["ev_sent"]) - ev_signed
     assert ev_forged > 0
-    assert Fraction(sender.status()["credit"][f"{orchestrator}/forged"]) == ev_forged
+    left = Fraction(sender.status()["credit"][f"{orchestrator}/forged"])
+    assert 0 < left < ev_forged
+    # The estimate covers every rendition asked for: the gateway never counts on more
+    # credit than the orchestrator holds.
+    assert left <= paid.receiver.ledger.balance(sender.address, "forged")
+
+
+async def test_a_segment_paid_while_the_last_is_in_flight_is_not_short(
+    paid: Paid, segment: bytes
+) -> None:
+    """Segment 1 is paid before segment 0's result is back, and reaches the orchestrator
+    after segment 0 was billed: the fee reserved for segment 0 when it was paid keeps the
+    second payment from counting that money twice (it used to be refused 402 "short")."""
+    sender = PaymentSender(sender=TicketSender(private_key=paid.gateway_key.private_key))
+    orchestrator, session = f"127.0.0.1:{paid.port}", "overlap"
+    async with open_quic_connection("127.0.0.1", paid.port) as connection:
+        info, _ = await ticket_params(connection, sender.address)
+        snapshot = await paid.watch.refresh()
+        funds = await paid.watch.call(paid.watch.chain.sender_info, sender.address)
+        sender.accept_params(
+            orchestrator, info.ticket_params, latest_block=snapshot.latest_block, sender_info=funds
+        )
+
+        def pay() -> tuple[bytes, Fraction]:
+            return sender.payment_for(
+                orchestrator,
+                session,
+                DEFAULT_PROFILES,
+                (320, 240),
+                30.0,
+                2.0,
+                latest_block=snapshot.latest_block,
+                sender_info=funds,
+            )
+
+        first, reserved_first = pay()
+        second, reserved_second = pay()
+        assert reserved_first == reserved_second > 0
+        pixels_first = await send(connection, job(0, first, session), segment)
+        pixels_second = await send(connection, job(1, second, session), segment)
+    sender.settle(orchestrator, session, pixels_first, reserved_first)
+    sender.settle(orchestrator, session, pixels_second, reserved_second)
+    balance = paid.receiver.ledger.balance(sender.address, session)
+    assert sender.credit(orchestrator, session) == balance  # to the wei
+    assert Fraction(sender.status()["ev_sent"]) - pixels_first - pixels_second == balance
+    assert paid.receiver.status()["payments_refused"] == 0
 
 
 async def test_an_unsigned_result_from_a_paid_orchestrator_is_refused(
