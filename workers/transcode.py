@@ -86,6 +86,11 @@ StartCallback = Callable[[list[tuple[str, int, int]]], None]
 before any of their bytes."""
 
 _PROBE_OPTIONS = {"probesize": "32768", "analyzeduration": "0"}
+_LIVE_PROBE_OPTIONS = {**_PROBE_OPTIONS, "fflags": "+noparse+nofillin"}
+"""A live job's input has one access unit per PES with its length written, so each PES is
+taken as a packet when it ends. FFmpeg's H.264 parser would hold every frame until the next
+one starts (one frame interval, 33 ms at 30 fps); audio PES may then carry several ADTS
+frames in one packet, which pass through as they are."""
 """Demuxer options: start after 32 KiB; stream parameters come from the data itself."""
 
 _MUX_OPTIONS = {
@@ -245,9 +250,8 @@ class LadderTranscoder:
             MediaError: the input is empty or not decodable MPEG-TS video, or encoding failed.
         """
         with _media_errors():
-            container = av.open(
-                _SourceReader(source), mode="r", format="mpegts", options=_PROBE_OPTIONS
-            )
+            options = _LIVE_PROBE_OPTIONS if self._stages else _PROBE_OPTIONS
+            container = av.open(_SourceReader(source), mode="r", format="mpegts", options=options)
             try:
                 run = _LadderRun(
                     self._profiles, self._encoder, self._threads, container, self._stages

@@ -432,3 +432,82 @@ def test_every_encoder_option_is_one_the_encoder_knows(encoder: str) -> None:
 
     assert set(options) <= known
     assert options["forced-idr"] == "1"
+
+
+def test_a_staged_rendition_gets_each_frame_as_soon_as_its_bytes_are_in(tmp_path: Path) -> None:
+    """A live job's input carries one frame per PES with its length (as the segmenter
+    writes it): each frame reaches the stage once its PES is read, before any byte of the
+    next frame (FFmpeg's H.264 parser held each one until the next began: a frame interval),
+    every frame keeps its timestamp, and the audio passes through."""
+    from lpstream.media import MediaPacket
+    from lpstream.playback.tsdemux import TsVideoDemuxer
+    from tests.mediatools import make_clip
+
+    clip = make_clip(tmp_path / "clip.flv", seconds=3, size="320x240", gop=30)
+    buffer = io.BytesIO()
+    with (
+        av.open(str(clip)) as source,
+        av.open(
+            buffer, "w", format="mpegts", container_options={"omit_video_pes_length": "0"}
+        ) as segment,
+    ):
+        streams = {s.index: segment.add_stream_from_template(s) for s in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                segment.mux(packet)
+    data = buffer.getvalue()
+    with av.open(io.BytesIO(data), mode="r", format="mpegts") as parsed:
+        audio_in = [p.pts for p in parsed.demux(parsed.streams.audio[0]) if p.size]
+    starts = [  # each frame's first byte
+        at for at, event in TsVideoDemuxer().feed_located(data) if isinstance(event, MediaPacket)
+    ]
+
+    # Past the probe, the reader hands out the next frame's first byte only once the frame
+    # before it has reached the stage (waiting up to 2 s): a demuxer that holds a frame until
+    # the next one begins stalls here.
+    gates = [k for k in range(1, len(starts)) if starts[k] > 48 * 1024]
+    seen: list[int] = []
+    stalls: list[int] = []
+    arrived = threading.Condition()
+
+    class Reader:
+        position = 0
+
+        def read(self, size: int = -1) -> bytes:
+            while gates and self.position >= starts[gates[0]]:
+                frame = gates.pop(0)
+                with arrived:
+                    if not arrived.wait_for(lambda: len(seen) >= frame, timeout=2):  # noqa: B023
+                        stalls.append(frame)
+                        gates.clear()
+            chunk = data[self.position : self.position + 188]  # one TS packet at a time
+            self.position += len(chunk)
+            return chunk
+
+    class Identity:
+        def push(self, frame: av.VideoFrame, /) -> list[av.VideoFrame]:
+            assert frame.pts is not None
+            with arrived:
+                seen.append(frame.pts)
+                arrived.notify_all()
+            return [frame]
+
+        def flush(self) -> list[av.VideoFrame]:
+            return []
+
+    reader = Reader()
+    total_gates = len(gates)
+    profile = VideoProfile(name="ai", width=160, height=120, bitrate=300_000)
+    out = bytearray()
+    [result] = LadderTranscoder((profile,), stages={"ai": Identity()}).transcode(
+        reader, lambda _, chunk: out.extend(chunk)
+    )
+    assert total_gates >= 60 and not stalls, f"frame {stalls} waited for the next one's bytes"
+    assert result.frames == len(seen) == len(starts) == 90 and result.dropped == 0
+    with av.open(io.BytesIO(bytes(out)), mode="r", format="mpegts") as output:
+        kinds_and_pts = [(p.stream.type, p.pts) for p in output.demux() if p.size]
+    video_pts = sorted(pts for kind, pts in kinds_and_pts if kind == "video" and pts is not None)
+    audio_out = [pts for kind, pts in kinds_and_pts if kind == "audio"]
+    assert video_pts == seen
+    assert audio_out and set(audio_out) <= set(audio_in) and audio_out[0] == audio_in[0]
