@@ -269,9 +269,12 @@ async def test_wait_send_all_might_not_block_waits_for_room() -> None:
     ):
         stream = await conn.open_stream()
         await stream.wait_send_all_might_not_block()  # empty buffer: returns at once
-        with trio.move_on_after(0.5):
+        with trio.fail_after(30):  # fill until a write has been blocked for 0.5 s
             while True:
-                await stream.send_all(b"\0" * 256 * 1024)
+                with trio.move_on_after(0.5) as blocked:
+                    await stream.send_all(b"\0" * 256 * 1024)
+                if blocked.cancelled_caught:
+                    break
         with trio.move_on_after(0.2) as still_full:
             await stream.wait_send_all_might_not_block()
         assert still_full.cancelled_caught
