@@ -86,12 +86,13 @@ StartCallback = Callable[[list[tuple[str, int, int]]], None]
 before any of their bytes."""
 
 _PROBE_OPTIONS = {"probesize": "32768", "analyzeduration": "0"}
+"""Demuxer options: start after 32 KiB; stream parameters come from the data itself."""
+
 _LIVE_PROBE_OPTIONS = {**_PROBE_OPTIONS, "fflags": "+noparse+nofillin"}
 """A live job's input has one access unit per PES with its length written, so each PES is
 taken as a packet when it ends. FFmpeg's H.264 parser would hold every frame until the next
 one starts (one frame interval, 33 ms at 30 fps); audio PES may then carry several ADTS
 frames in one packet, which pass through as they are."""
-"""Demuxer options: start after 32 KiB; stream parameters come from the data itself."""
 
 _MUX_OPTIONS = {
     # Keep the source timestamps: no 1.4 s PCR offset, no shifting to zero.
@@ -254,9 +255,13 @@ class LadderTranscoder:
             container = av.open(_SourceReader(source), mode="r", format="mpegts", options=options)
             try:
                 run = _LadderRun(
-                    self._profiles, self._encoder, self._threads, container, self._stages
+                    self._profiles,
+                    self._encoder,
+                    self._threads,
+                    container,
+                    self._stages,
+                    started=started,
                 )
-                run.started = started
                 return run.run(on_data, on_start)
             finally:
                 container.close()
@@ -566,6 +571,8 @@ class _LadderRun:
         threads: int,
         container: av.container.InputContainer,
         stages: Mapping[str, FrameStage],
+        *,
+        started: float | None = None,
     ) -> None:
         self._profiles = profiles
         self._stages = stages
@@ -586,7 +593,7 @@ class _LadderRun:
         self._renditions: list[_Rendition] = []
         self._pending_audio: list[tuple[int, Packet[Stream]]] = []
         self._shared_frames = threading.Lock()
-        self.started: float | None = None
+        self.started = started
         """When the input began to arrive (monotonic), for staged renditions' real time."""
 
     def run(

@@ -224,9 +224,10 @@ class PaymentSender:
     ) -> None:
         """Replaces the ``reserved`` fee with what the orchestrator billed for ``pixels``."""
         params = self._params.get(orchestrator)
+        if params is None:  # forgotten after a refusal, with the credit: nothing to settle
+            return
         key = (orchestrator, session)
-        billed = params.price * pixels if params is not None else Fraction(0)
-        self._credit[key] = self._credit.get(key, Fraction(0)) + reserved - billed
+        self._credit[key] = self._credit.get(key, Fraction(0)) + reserved - params.price * pixels
 
     def release(self, orchestrator: str, session: str, reserved: Fraction) -> None:
         """Returns a fee reserved for a job the orchestrator did not do (nor bill)."""

@@ -96,8 +96,7 @@ class LocalWorker:
     _limiter: trio.CapacityLimiter = attrs.field(init=False)
     _live_limiter: trio.CapacityLimiter = attrs.field(init=False)
     """Live AI jobs have their own threads: they follow real time (mostly waiting for input),
-    and a session's next job starts while its last one finishes, so they must never queue
-    behind transcodes or each other."""
+    so they must never queue behind transcodes, nor one session's job behind another's."""
     _jobs_done: int = 0
 
     def __attrs_post_init__(self) -> None:
