@@ -275,6 +275,10 @@ def test_each_pipeline_transforms_the_live_stream_as_it_does_offline(
         # Really transformed: much closer to the offline result than to its input.
         assert np.median(to_offline) > np.median(to_input) + 8, (to_offline[:3], to_input[:3])
     assert state["frames_out"] > 0, state
+    # Every ai frame that came back was matched to its source frame's arrival at the gateway.
+    latency = state["frame_latency_ms"]
+    assert latency["count"] >= len(output), latency
+    assert 0 < latency["median"] <= latency["p95"], latency
 
 
 async def test_a_parameter_change_over_the_websocket_shows_from_the_next_frame(
