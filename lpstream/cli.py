@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -17,7 +18,13 @@ import click
 
 import lpstream
 from lpstream.cliopts import F, option, run_until_stopped
-from lpstream.config import HostPort, parse_host_port
+from lpstream.config import (
+    HostPort,
+    parse_bitrate,
+    parse_byte_size,
+    parse_host_port,
+    parse_pixels,
+)
 from lpstream.errors import ConfigError, LpstreamError
 from lpstream.media import VideoProfile, load_profiles
 
@@ -160,6 +167,69 @@ pipeline_price_opt = option(
     multiple=True,
     help="Paid nodes: NAME=WEI, the price per second of one pipeline (repeat).",
 )
+
+
+def _parsed(
+    parse: Callable[..., int], flag: str
+) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def convert(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or value == "auto":
+            return value
+        try:
+            return parse(str(value), flag=flag)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return convert
+
+
+def limit_flags(fn: F) -> F:
+    """--max-ingest-pixels, --max-ingest-bitrate, --memory-budget, handed to the command as
+    ``ingest_limits`` (an ``IngestLimits``) and ``memory_budget`` (bytes, 0 for none)."""
+
+    @functools.wraps(fn)
+    def command(
+        *args: Any,
+        max_ingest_pixels: int,
+        max_ingest_bitrate: int,
+        memory_budget: int | str,
+        **kwargs: Any,
+    ) -> Any:
+        from lpstream.budget import default_memory_budget
+        from lpstream.gateway.ingest_limits import IngestLimits
+
+        limits = IngestLimits(max_pixels=max_ingest_pixels, max_bitrate=max_ingest_bitrate)
+        budget = default_memory_budget() if memory_budget == "auto" else int(memory_budget)
+        return fn(*args, ingest_limits=limits, memory_budget=budget, **kwargs)
+
+    wrapped: Any = command
+    for decorate in (
+        option(
+            "--memory-budget",
+            default="auto",
+            callback=_parsed(parse_byte_size, "--memory-budget"),
+            help="Resident memory (e.g. 4G, 512M; 0: none) above which new streams and AI "
+            "sessions are refused (RTMP error, HTTP 503) instead of the process growing; "
+            "auto: 75% of the machine's (or the container's) memory.",
+        ),
+        option(
+            "--max-ingest-bitrate",
+            default="60M",
+            callback=_parsed(parse_bitrate, "--max-ingest-bitrate"),
+            help="Most bits per second one publisher may send, averaged over 4 s (e.g. 60M, "
+            "8000k; 0: none). Over it the publish is stopped with a clear error; segments are "
+            "limited to what 8 s at this rate can fill.",
+        ),
+        option(
+            "--max-ingest-pixels",
+            default="4096x2304",
+            callback=_parsed(parse_pixels, "--max-ingest-pixels"),
+            help="Largest picture a publisher may send, as WIDTHxHEIGHT or a pixel count (0: "
+            "none); a larger one is refused at its first frame.",
+        ),
+    ):
+        wrapped = decorate(wrapped)
+    return wrapped  # type: ignore[no-any-return]
 
 
 def _pipeline_params(text: str | None) -> dict[str, str | int | float | bool]:
@@ -315,6 +385,7 @@ def main() -> None:
 @price_per_second_opt
 @pipeline_price_opt
 @max_price_per_second_opt
+@limit_flags
 @log_level
 def dev(
     rtmp_addr: HostPort,
@@ -345,6 +416,8 @@ def dev(
     price_per_second: int,
     pipeline_price: tuple[str, ...],
     max_price_per_second: int | None,
+    ingest_limits: Any,
+    memory_budget: int,
     log_level: str,
 ) -> None:
     """Gateway, orchestrator and worker in one process, paying with tickets on an embedded
@@ -382,6 +455,8 @@ def dev(
         pipeline=pipeline or "",
         pipeline_params=_pipeline_params(pipeline_params),
         max_price_per_second=max_price_per_second,
+        ingest_limits=ingest_limits,
+        memory_budget=memory_budget,
     )
     orch_options = OrchestratorOptions(
         service_addr=service_addr,
@@ -447,6 +522,7 @@ def dev(
 @pipeline_opt
 @pipeline_params_opt
 @max_price_per_second_opt
+@limit_flags
 @log_level
 def gateway(
     rtmp_addr: HostPort,
@@ -474,6 +550,8 @@ def gateway(
     pipeline: str | None,
     pipeline_params: str | None,
     max_price_per_second: int | None,
+    ingest_limits: Any,
+    memory_budget: int,
     log_level: str,
 ) -> None:
     """Take streams from broadcasters, pay orchestrators to transcode, serve viewers."""
@@ -517,6 +595,8 @@ def gateway(
         pipeline=pipeline or "",
         pipeline_params=_pipeline_params(pipeline_params),
         max_price_per_second=max_price_per_second,
+        ingest_limits=ingest_limits,
+        memory_budget=memory_budget,
     )
     _run(lambda: run_gateway(options, announce=_announce, chain=chain, payments=payments))
 

@@ -20,6 +20,7 @@ from hypercorn.trio import serve as hypercorn_serve
 import lpstream
 from ingest.rtmp import RtmpServer
 from ingest.whip import WhepPlayback, WhipIngest
+from lpstream.budget import MemoryBudget
 from lpstream.chainwatch import ChainWatch
 from lpstream.config import HostPort
 from lpstream.gateway.discovery import (
@@ -30,6 +31,7 @@ from lpstream.gateway.discovery import (
     WebhookSource,
 )
 from lpstream.gateway.gateway import Gateway
+from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.orchestrators import OrchestratorPool
 from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.selection import SelectionWeights, Selector
@@ -100,6 +102,10 @@ class GatewayOptions:
     """Its starting parameters."""
     max_price_per_second: int | None = None
     """Paid: wei per second a live AI session may cost at most (None: no limit)."""
+    ingest_limits: IngestLimits = attrs.Factory(IngestLimits)
+    """What each publisher may send (``--max-ingest-pixels``, ``--max-ingest-bitrate``)."""
+    memory_budget: int = 0
+    """Bytes of RSS above which new streams and AI sessions are refused (0: no budget)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -248,6 +254,8 @@ async def _start_gateway(
         paid=sender is not None,
         pipeline=options.pipeline,
         pipeline_params=dict(options.pipeline_params),
+        limits=options.ingest_limits,
+        memory=MemoryBudget(limit=options.memory_budget),
     )
     await nursery.start(gateway.run)
     rtmp = RtmpServer(handler=gateway)

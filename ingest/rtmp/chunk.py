@@ -146,6 +146,11 @@ class ChunkReader:
     _buffer: bytearray = attrs.field(factory=bytearray, init=False)
     _pending: int = attrs.field(default=0, init=False)
 
+    def set_limits(self, *, max_message_size: int, max_pending: int) -> None:
+        """Changes the message limits (messages already begun keep their checked length)."""
+        self.max_message_size = max_message_size
+        self.max_pending = max_pending
+
     @property
     def chunk_size(self) -> int:
         """The peer's current chunk size."""

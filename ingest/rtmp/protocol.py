@@ -144,6 +144,7 @@ _TRANSITIONS: dict[tuple[ConnectionState, str], ConnectionState] = {
     (_S.CONNECTED, "closeStream"): _S.CONNECTED,
     (_S.PUBLISH_PENDING, "accept_publish"): _S.PUBLISHING,
     (_S.PUBLISH_PENDING, "reject_publish"): _S.CLOSED,
+    (_S.PUBLISHING, "stop_publish"): _S.CLOSED,
     (_S.PUBLISHING, "FCUnpublish"): _S.CONNECTED,
     (_S.PUBLISHING, "deleteStream"): _S.CONNECTED,
     (_S.PUBLISHING, "closeStream"): _S.CONNECTED,
@@ -156,6 +157,7 @@ _COMMANDS = frozenset(trigger for _, trigger in _TRANSITIONS) - {
     "C2",
     "accept_publish",
     "reject_publish",
+    "stop_publish",
 }
 _PLAY_COMMANDS = frozenset({"play", "play2", "seek", "pause"})
 _HANDSHAKE_STATES = frozenset({_S.HANDSHAKE_C0C1, _S.HANDSHAKE_C2})
@@ -185,6 +187,10 @@ _FLV_TAG_HEADER = 11
 
 _STREAM_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_.-")
 MAX_STREAM_NAME = 128
+MAX_UNPUBLISHED_MESSAGE_SIZE = 64 * 1024
+"""Largest message before a publish is accepted: commands are a few hundred bytes."""
+MAX_UNPUBLISHED_PENDING = 256 * 1024
+"""Most bytes of unfinished messages buffered before a publish is accepted."""
 
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
@@ -232,7 +238,12 @@ class RtmpServerConnection:
     max_chunk_size: int = MAX_CHUNK_SIZE
     """Largest chunk size the client may set."""
     max_message_size: int = MAX_MESSAGE_SIZE
-    """Largest message the client may send."""
+    """Largest message the client may send once its publish is accepted."""
+    max_unpublished_message_size: int = MAX_UNPUBLISHED_MESSAGE_SIZE
+    """Largest message before the publish is accepted (only commands are expected then)."""
+    max_unpublished_pending: int = MAX_UNPUBLISHED_PENDING
+    """Bytes of unfinished messages a client may have buffered before its publish is
+    accepted: what an anonymous connection can make the server hold."""
     _state: ConnectionState = attrs.field(default=ConnectionState.HANDSHAKE_C0C1, init=False)
     _handshake: bytearray = attrs.field(factory=bytearray, init=False)
     _handshake_kind: HandshakeKind | None = attrs.field(default=None, init=False)
@@ -252,7 +263,9 @@ class RtmpServerConnection:
 
     def __attrs_post_init__(self) -> None:
         self._reader = ChunkReader(
-            max_chunk_size=self.max_chunk_size, max_message_size=self.max_message_size
+            max_chunk_size=self.max_chunk_size,
+            max_message_size=min(self.max_message_size, self.max_unpublished_message_size),
+            max_pending=self.max_unpublished_pending,
         )
 
     # -- what the caller reads ----------------------------------------------------------------
@@ -348,6 +361,9 @@ class RtmpServerConnection:
             LocalProtocolError: no publish is pending.
         """
         self._transition("accept_publish")
+        self._reader.set_limits(
+            max_message_size=self.max_message_size, max_pending=2 * self.max_message_size
+        )
         self._send_user_control(_USER_STREAM_BEGIN, _U32.pack(self._publish_stream_id))
         self._send_status(
             "status",
@@ -364,12 +380,22 @@ class RtmpServerConnection:
         self._transition("reject_publish")
         self._send_status("error", "NetStream.Publish.BadName", reason)
 
+    def stop_publish(self, reason: str) -> None:
+        """Ends an accepted publish from our side (a limit was broken, the stream failed):
+        answers ``NetStream.Failed`` with ``reason``; then close.
+
+        Raises:
+            LocalProtocolError: nothing is being published.
+        """
+        self._transition("stop_publish")
+        self._send_status("error", "NetStream.Failed", reason)
+
     # -- the machinery ------------------------------------------------------------------------
 
     def _transition(self, trigger: str) -> None:
         key = (self._state, trigger)
         if key not in _TRANSITIONS:
-            if trigger in ("accept_publish", "reject_publish"):
+            if trigger in ("accept_publish", "reject_publish", "stop_publish"):
                 raise LocalProtocolError(f"{trigger}() while {self._state.value}")
             if self._state is ConnectionState.AWAIT_CONNECT:
                 raise RemoteProtocolError(f"{trigger!r} before 'connect'")

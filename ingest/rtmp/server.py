@@ -7,6 +7,13 @@ deadline until the handshake is done, then ``idle_timeout`` per read. Every way 
 can fail ends in the same place: the reason is logged as a warning with the peer and the
 stream name, the publisher (if one was started) is closed, the socket is closed, and the server
 goes on.
+
+Connections that have not started publishing are anonymous and cost memory (the protocol holds
+at most ``MAX_UNPUBLISHED_PENDING`` bytes for each): at most ``max_unpublished`` of them are
+served at once, ``max_unpublished_per_address`` from one address; one more is closed at once.
+When the node stops a publish (a limit broken, the stream failed) the publisher's ``send``
+raises an ``LpstreamError``; its reason goes to the client as ``NetStream.Failed`` before the
+connection closes.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from lpstream.media import CodecConfig, MediaEvent, MediaPacket, StreamMetadata
 from .protocol import (
     Connected,
     ConnectionClosed,
+    ConnectionState,
     PublishEnded,
     PublishRequested,
     RtmpServerConnection,
@@ -75,6 +83,10 @@ class RtmpServerStatistics:
     """Connections accepted since the server started."""
     errors_total: int
     """Connections closed for a reason other than the client leaving cleanly."""
+    unpublished_connections: int
+    """Connections that have not started publishing (yet)."""
+    refused_total: int
+    """Connections closed at once: too many not publishing, in all or from their address."""
 
 
 class _SinkError(Exception):
@@ -97,7 +109,13 @@ class RtmpServer:
     """Seconds a client has from accept to a finished handshake."""
     idle_timeout: float = 15.0
     """Seconds without a byte from the client (or without it reading) before it is dropped."""
+    max_unpublished: int = 64
+    """Connections served at once that have not started publishing; more are closed."""
+    max_unpublished_per_address: int = 8
+    """The same, from one IP address."""
     _open_connections: int = attrs.field(default=0, init=False)
+    _unpublished: dict[str, int] = attrs.field(factory=dict, init=False)
+    _refused_total: int = attrs.field(default=0, init=False)
     _active_publishers: int = attrs.field(default=0, init=False)
     _connections_total: int = attrs.field(default=0, init=False)
     _errors_total: int = attrs.field(default=0, init=False)
@@ -131,25 +149,58 @@ class RtmpServer:
             active_publishers=self._active_publishers,
             connections_total=self._connections_total,
             errors_total=self._errors_total,
+            unpublished_connections=sum(self._unpublished.values()),
+            refused_total=self._refused_total,
         )
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         self._open_connections += 1
         self._connections_total += 1
         try:
-            await _ConnectionTask(server=self, stream=stream, peer=_peer_name(stream)).run()
+            host, peer = _peer_name(stream)
+            if (
+                sum(self._unpublished.values()) >= self.max_unpublished
+                or self._unpublished.get(host, 0) >= self.max_unpublished_per_address
+            ):
+                self._refused_total += 1
+                logger.info(
+                    "RTMP %s: refused: too many connections not publishing (%d in all, %d from "
+                    "this address; limits %d and %d)",
+                    peer,
+                    sum(self._unpublished.values()),
+                    self._unpublished.get(host, 0),
+                    self.max_unpublished,
+                    self.max_unpublished_per_address,
+                )
+                await trio.aclose_forcefully(stream)
+                return
+            self._unpublished[host] = self._unpublished.get(host, 0) + 1
+            task = _ConnectionTask(server=self, stream=stream, peer=peer, host=host)
+            try:
+                await task.run()
+            finally:
+                task.leave_unpublished()
         finally:
             self._open_connections -= 1
 
+    def _published(self, host: str) -> None:
+        """A connection of ``host`` started publishing: it no longer counts as anonymous."""
+        left = self._unpublished.get(host, 0) - 1
+        if left > 0:
+            self._unpublished[host] = left
+        else:
+            self._unpublished.pop(host, None)
 
-def _peer_name(stream: trio.SocketStream) -> str:
+
+def _peer_name(stream: trio.SocketStream) -> tuple[str, str]:
+    """(host, "host:port") of the peer."""
     try:
         address = stream.socket.getpeername()
     except OSError:
-        return "unknown peer"
+        return "unknown", "unknown peer"
     if isinstance(address, tuple):
-        return f"{address[0]}:{address[1]}"
-    return str(address)
+        return str(address[0]), f"{address[0]}:{address[1]}"
+    return str(address), str(address)
 
 
 @attrs.define
@@ -159,8 +210,16 @@ class _ConnectionTask:
     server: RtmpServer
     stream: trio.SocketStream
     peer: str
+    host: str
     conn: RtmpServerConnection = attrs.field(init=False)
     publisher: Publisher | None = attrs.field(default=None, init=False)
+    _anonymous: bool = attrs.field(default=True, init=False)
+
+    def leave_unpublished(self) -> None:
+        """Stops counting this connection among those not publishing (once)."""
+        if self._anonymous:
+            self._anonymous = False
+            self.server._published(self.host)
 
     def __attrs_post_init__(self) -> None:
         self.conn = RtmpServerConnection(app=self.server.app)
@@ -180,7 +239,15 @@ class _ConnectionTask:
             self._fail("%s (code %d)", exc.reason, exc.code)
             await self._flush_farewell()
         except _SinkError as exc:
-            self._fail("publisher failed: %r", exc.__cause__)
+            cause = exc.__cause__
+            if isinstance(cause, LpstreamError):
+                # The node stopped this publish (a limit, a failed stream): tell the client.
+                self._fail("publish stopped: %s", cause)
+                if self.conn.state is ConnectionState.PUBLISHING:
+                    self.conn.stop_publish(str(cause))
+                await self._flush_farewell()
+            else:
+                self._fail("publisher failed: %r", cause)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if self.publisher is not None:
                 self._fail("connection lost: %s", exc.__cause__ or exc)
@@ -253,6 +320,7 @@ class _ConnectionTask:
             return
         self.publisher = publisher
         self.server._active_publishers += 1
+        self.leave_unpublished()
         self.conn.accept_publish()
         logger.info("%s: publishing", self._where())
 

@@ -17,7 +17,9 @@ from typing import Any
 import attrs
 import trio
 
+from lpstream.budget import MemoryBudget, trim_freed_memory
 from lpstream.errors import ProtocolError, StreamInUseError
+from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession, LiveControlPool, ParamValue
 from lpstream.gateway.stream import LiveStream, SegmentTranscoder, StreamPublisher
 from lpstream.media import VideoProfile
@@ -57,6 +59,10 @@ class Gateway:
     ai_size: tuple[int, int] = (512, 512)
     """Box the AI output is fitted into (never upscaled)."""
     ai_bitrate: int = 1_500_000
+    limits: IngestLimits = attrs.Factory(IngestLimits)
+    """What each publisher may send (``--max-ingest-pixels``, ``--max-ingest-bitrate``)."""
+    memory: MemoryBudget = attrs.Factory(lambda: MemoryBudget(limit=0))
+    """New streams and AI sessions are refused while the process is over it."""
     _nursery: trio.Nursery | None = None
     _live: dict[str, LiveStream] = attrs.Factory(dict)
     _playback: dict[str, LivePlayback] = attrs.Factory(dict)
@@ -87,6 +93,7 @@ class Gateway:
             raise RuntimeError("Gateway.run has not started")
         if stream_name in self._live:
             raise StreamInUseError(f"stream {stream_name!r} already has a publisher")
+        self.memory.check("a new stream")
         playback = self._playback.get(stream_name)
         first_seq = 0
         if playback is None:
@@ -114,6 +121,7 @@ class Gateway:
             first_seq=first_seq,
             segment_target=self.segment_target,
             part_target=self.part_target,
+            limits=self.limits,
         )
         self._live[stream_name] = stream
         publisher = stream.publisher
@@ -135,6 +143,10 @@ class Gateway:
                     await stream.run(task_status=task_status)
                 finally:
                     stream.packets.close()  # run() ends the viewers once it has drained
+        except Exception:
+            # A fault in one stream's handling ends that stream only, never the gateway.
+            self.metrics.inc("errors_total", kind="internal")
+            log.exception("stream %r: ended by an internal error", stream.name)
         finally:
             if stream.ai is not None:
                 stream.ai.stop("the stream ended")
@@ -142,6 +154,8 @@ class Gateway:
             self._live.pop(stream.name, None)
             self._ended_at[stream.name] = trio.current_time()
             self.metrics.set("active_streams", len(self._live))
+        # The stream's segments are freed: give the pages back (RSS falls after a burst).
+        await trio.to_thread.run_sync(trim_freed_memory)
 
     async def _expire_ended(self) -> None:
         while True:
@@ -175,6 +189,7 @@ class Gateway:
         stream = self._live.get(stream_name)
         if stream is None:
             raise ProtocolError(f"stream {stream_name!r} is not live", code=404)
+        self.memory.check("a new live AI session")
         if stream.ai is not None and stream.ai.running:
             raise ProtocolError(
                 f"stream {stream_name!r} already runs {stream.ai.pipeline!r}; stop it first",

@@ -43,7 +43,8 @@ from ingest.segmenter import (
     SegmenterEvent,
     SegmentStarted,
 )
-from lpstream.errors import LpstreamError, MediaError
+from lpstream.errors import LpstreamError, MediaError, ProtocolError
+from lpstream.gateway.ingest_limits import IngestLimits, IngestMeter
 from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession
 from lpstream.h264 import AvcInfo, avc_info_from_annexb, avc_info_from_config
 from lpstream.jobs import Relay
@@ -161,14 +162,23 @@ def _audio_codecs(config: CodecConfig | None) -> str:
 class StreamPublisher:
     """The ingest-facing end of a ``LiveStream`` (implements ingest's ``Publisher``)."""
 
-    def __init__(self, send: trio.MemorySendChannel[MediaEvent]) -> None:
+    def __init__(
+        self,
+        send: trio.MemorySendChannel[MediaEvent],
+        stopped: Callable[[], LpstreamError | None] = lambda: None,
+    ) -> None:
         self._send = send
+        self._stopped = stopped
 
     async def send(self, event: MediaEvent) -> None:
+        """Hands on one event; raises the reason the stream stopped, once it has."""
         try:
             await self._send.send(event)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise MediaError("the stream stopped taking media") from None
+            reason = self._stopped()
+            if isinstance(reason, ProtocolError):
+                raise ProtocolError(str(reason), code=reason.code) from None
+            raise MediaError(str(reason or "the stream stopped taking media")) from None
 
     async def aclose(self) -> None:
         await self._send.aclose()
@@ -190,6 +200,8 @@ class LiveStream:
     part_target: float = DEFAULT_PART_TARGET
     """LL-HLS part target of the source rendition, in seconds."""
     attempts: int = 3
+    limits: IngestLimits = attrs.Factory(IngestLimits)
+    """What the publisher may send (picture size, bitrate; the segment size follows)."""
     _send: trio.MemorySendChannel[MediaEvent] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[MediaEvent] = attrs.field(init=False)
     _segmenter: Segmenter = attrs.field(init=False)
@@ -218,8 +230,12 @@ class LiveStream:
     """Source video frame pts (ms) -> when it reached the gateway, for the AI's frame latency."""
     packets: StreamPackets = attrs.field(init=False)
     """The video packets of every rendition, for WebRTC viewers (WHEP); run by the gateway."""
+    _meter: IngestMeter = attrs.field(init=False)
+    _stopped: LpstreamError | None = None
+    """Why the stream stopped taking media before its publisher left, if it did."""
 
     def __attrs_post_init__(self) -> None:
+        self._meter = IngestMeter(self.limits)
         self._send, self._receive = trio.open_memory_channel[MediaEvent](256)
         self.packets = StreamPackets(
             renditions=[p.name for p in self.profiles],
@@ -229,6 +245,7 @@ class LiveStream:
             target_duration=self.segment_target,
             stream_name=self.name,
             part_target=self.part_target,
+            max_duration=self.limits.max_segment_duration,
         )
 
     @property
@@ -237,7 +254,7 @@ class LiveStream:
 
     @property
     def publisher(self) -> StreamPublisher:
-        return StreamPublisher(self._send.clone())
+        return StreamPublisher(self._send.clone(), lambda: self._stopped)
 
     def statistics(self) -> dict[str, object]:
         return {
@@ -259,18 +276,16 @@ class LiveStream:
                 task_status.started()
                 async with self._receive:
                     async for event in self._receive:
-                        self._note_config(event)
                         try:
-                            produced = self._segmenter.feed(event)
-                        except MediaError as exc:
+                            self._take(event, nursery)
+                        except LpstreamError as exc:
+                            # What the publisher sent ends this stream, and only it.
+                            self._stopped = exc
                             log.warning("stream %r: %s; closing the stream", self.name, exc)
-                            self.metrics.inc("errors_total", kind="media")
+                            kind = "ingest_limit" if isinstance(exc, ProtocolError) else "media"
+                            self.metrics.inc("errors_total", kind=kind)
                             break
-                        for seg_event in produced:
-                            self._on_segment_event(seg_event, nursery)
-                        self.playback.notify()
-                    for seg_event in self._segmenter.finish():
-                        self._on_segment_event(seg_event, nursery)
+                    self._finish_segments(nursery)
                 for seq, buffer in self._buffers.items():
                     buffer.fail(MediaError("publisher left"))
                     self._settle_open_source(seq)
@@ -279,6 +294,24 @@ class LiveStream:
             self.hls.end(self._last_seq)
             self.playback.notify()
             log.info("stream %r: ended after %d segments", self.name, self._segments_in)
+
+    def _take(self, event: MediaEvent, nursery: trio.Nursery) -> None:
+        """One event from the publisher: checked, noted, cut into segments."""
+        self._meter.check(event, trio.current_time())
+        self._note_config(event)
+        for seg_event in self._segmenter.feed(event):
+            self._on_segment_event(seg_event, nursery)
+        self.playback.notify()
+
+    def _finish_segments(self, nursery: trio.Nursery) -> None:
+        """The publisher is gone: the open segment ends (unless the stream broke)."""
+        if self._stopped is not None:
+            return  # the open segment fails below, as when the publisher leaves mid-segment
+        try:
+            for seg_event in self._segmenter.finish():
+                self._on_segment_event(seg_event, nursery)
+        except LpstreamError as exc:
+            log.warning("stream %r: %s at its end", self.name, exc)
 
     def _settle_open_source(self, seq: int) -> None:
         """A source segment that will never complete: keep its parts, or list a gap."""
@@ -328,7 +361,7 @@ class LiveStream:
     def _on_segment_event(self, event: SegmenterEvent, nursery: trio.Nursery) -> None:
         if isinstance(event, SegmentStarted):
             seq = self.first_seq + event.seq
-            buffer = SegmentBuffer()
+            buffer = SegmentBuffer(max_size=self.limits.segment_limit)
             self._buffers[seq] = buffer
             self._last_seq = seq
             self._in_flight += 1

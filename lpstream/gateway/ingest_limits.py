@@ -1,0 +1,116 @@
+"""What one publisher may send: picture size and bitrate, checked before anything is buffered.
+
+How this works: ``IngestMeter`` sees every media event of a publish (RTMP and WHIP alike, in
+``LiveStream``) before the segmenter, and raises ``RemoteProtocolError`` (413) when a limit is
+broken; the stream then ends and only that publisher is told why.
+
+* Picture size: read from the H.264 sequence parameter set of each video configuration
+  (``avcC``), so an 8K publish is refused at its first configuration, before one frame is
+  decoded anywhere.
+* Bitrate: a token bucket that holds ``window`` seconds of the limit and refills at the limit,
+  fed the size of every packet against the arrival clock (``now``, passed in: timestamps are the
+  publisher's to choose, arrival is not). A publisher may burst ``window`` seconds' worth (a
+  keyframe, a buffered start) but not stay above the limit for longer.
+* A segment holds at most ``max_segment_duration`` seconds (the segmenter cuts there even without
+  a keyframe), so ``segment_limit`` — the bytes that many seconds at the limit can take, plus the
+  burst — bounds every segment buffer this publisher can fill.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from lpstream.errors import RemoteProtocolError
+from lpstream.h264 import avc_info_from_config
+from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+
+__all__ = [
+    "DEFAULT_MAX_INGEST_BITRATE",
+    "DEFAULT_MAX_INGEST_PIXELS",
+    "IngestLimits",
+    "IngestMeter",
+]
+
+DEFAULT_MAX_INGEST_PIXELS = 4096 * 2304
+"""Largest picture a publisher may send (width x height): 4096x2304, a little over 4K UHD."""
+DEFAULT_MAX_INGEST_BITRATE = 60_000_000
+"""Most bits per second a publisher may send, averaged over a few seconds."""
+
+
+@attrs.frozen(kw_only=True)
+class IngestLimits:
+    """The limits of one publish (``--max-ingest-pixels``, ``--max-ingest-bitrate``)."""
+
+    max_pixels: int = DEFAULT_MAX_INGEST_PIXELS
+    """Largest width x height of the video; 0 for no limit."""
+    max_bitrate: int = DEFAULT_MAX_INGEST_BITRATE
+    """Most bits per second, averaged over ``window``; 0 for no limit."""
+    window: float = 4.0
+    """Seconds the bitrate is averaged over (the burst a publisher may send at once)."""
+    max_segment_duration: float = 8.0
+    """Longest segment the segmenter cuts (it cuts without a keyframe past it)."""
+
+    @property
+    def burst_bytes(self) -> int:
+        """The bucket: ``window`` seconds at the limit."""
+        return int(self.max_bitrate / 8 * self.window)
+
+    @property
+    def segment_limit(self) -> int:
+        """Largest segment this publisher can fill within its limits, in bytes (64 MiB
+        without a bitrate limit)."""
+        if not self.max_bitrate:
+            return 64 * 1024 * 1024
+        return int(self.max_bitrate / 8 * self.max_segment_duration) + self.burst_bytes
+
+
+@attrs.define
+class IngestMeter:
+    """Checks one publish's media events against its ``IngestLimits`` (see the module)."""
+
+    limits: IngestLimits
+    _tokens: float = attrs.field(init=False)
+    _refilled_at: float | None = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._tokens = float(self.limits.burst_bytes)
+
+    def check(self, event: MediaEvent, now: float) -> None:
+        """Takes one event as it arrives.
+
+        Raises:
+            RemoteProtocolError: 413 when the picture is too large or the bitrate too high.
+        """
+        if isinstance(event, CodecConfig) and event.kind is TrackKind.VIDEO:
+            self._check_picture(event)
+        elif isinstance(event, MediaPacket) and self.limits.max_bitrate:
+            self._spend(len(event.data), now)
+
+    def _check_picture(self, config: CodecConfig) -> None:
+        if not self.limits.max_pixels or config.codec != "h264":
+            return
+        try:
+            info = avc_info_from_config(config.data)
+        except (ValueError, IndexError):
+            return  # the segmenter refuses what it cannot read
+        if info.width * info.height > self.limits.max_pixels:
+            raise RemoteProtocolError(
+                f"picture {info.width}x{info.height} is larger than this node takes "
+                f"({self.limits.max_pixels} pixels, --max-ingest-pixels)",
+                code=413,
+            )
+
+    def _spend(self, size: int, now: float) -> None:
+        rate = self.limits.max_bitrate / 8
+        if self._refilled_at is not None:
+            self._tokens = min(
+                float(self.limits.burst_bytes), self._tokens + (now - self._refilled_at) * rate
+            )
+        self._refilled_at = now
+        self._tokens -= size
+        if self._tokens < 0:
+            raise RemoteProtocolError(
+                f"bitrate over {self.limits.max_bitrate / 1e6:g} Mbit/s for more than "
+                f"{self.limits.window:g} s (--max-ingest-bitrate)",
+                code=413,
+            )
