@@ -44,8 +44,10 @@ logger = logging.getLogger("lpstream.ingest.rtmp")
 RECEIVE_SIZE = 65_536
 CLOSE_TIMEOUT = 5.0
 """How long a closing connection waits for ``Publisher.aclose()`` (shielded from cancellation)."""
-FAREWELL_TIMEOUT = 1.0
-"""How long a failing connection tries to deliver its last answer (``_error``, ``onStatus``)."""
+FAREWELL_TIMEOUT = 5.0
+"""How long a failing connection tries to deliver its last answer (``_error``, ``onStatus``):
+it reads (and drops) what the client still sends meanwhile, since a client such as ffmpeg
+looks for the server's answer only when it writes its next frame."""
 
 
 class Publisher(Protocol):
@@ -235,6 +237,8 @@ class _ConnectionTask:
     async def run(self) -> None:
         try:
             await self._pump()
+            if self.conn.state is ConnectionState.CLOSED and self.conn.stream_name:
+                await self._flush_farewell()  # a refused publish: let the client read why
         except RemoteProtocolError as exc:
             self._fail("%s (code %d)", exc.reason, exc.code)
             await self._flush_farewell()
@@ -349,9 +353,14 @@ class _ConnectionTask:
         )
 
     async def _flush_farewell(self) -> None:
+        """Sends our last words (an error status), then half-closes and reads what the client
+        still sends for a moment: closing with its bytes unread would reset the connection and
+        could destroy the answer before the client reads it."""
         out = self.conn.data_to_send()
-        if not out:
-            return
         with trio.move_on_after(FAREWELL_TIMEOUT):
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await self.stream.send_all(out)
+                if out:
+                    await self.stream.send_all(out)
+                await self.stream.send_eof()
+                while await self.stream.receive_some(RECEIVE_SIZE):
+                    pass
