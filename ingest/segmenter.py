@@ -12,9 +12,35 @@ How this works:
 * Each segment is its own MPEG-TS file (PAT/PMT first) written by PyAV's muxer. The output
   streams are created from "template" streams that PyAV reads out of a tiny in-memory FLV
   holding just the codec configurations, so no encoder is ever opened: this is a remux.
-  Packet timestamps are carried over unchanged, so timestamps run on across segments.
+  Packet timestamps are carried over unchanged (until a jump, see below), so timestamps run
+  on across segments.
 * Packets before the first keyframe, and audio without an audio configuration, are dropped.
-  A new codec configuration (e.g. a resolution change) takes effect at the next segment.
+  A new codec configuration (e.g. a resolution change) takes effect at the next segment; one
+  that cannot be read is ignored (the previous one stays) unless there is no previous one.
+* Timestamps are made safe before anything else looks at them (``_retime``), since the MPEG-TS
+  muxer refuses, and a playlist would list, what a bad publisher sends:
+
+  - per track, decode timestamps must strictly increase: a packet at or before its track's
+    last one (late, duplicate, out of order) is dropped and counted;
+  - a step of more than ``max_timestamp_jump`` (either way) from the newest timestamp of the
+    stream is a *jump* (a restarted encoder, a bogus offset, RTMP's 32-bit wrap): the track is
+    rebased so that it continues one frame after its last packet, so the output timeline stays
+    continuous. After a video jump the next keyframe cuts the segment (so both sides still
+    decode on their own) and the new segment is flagged ``discontinuity``. A segment younger than
+    ``MIN_JUMP_SEGMENT`` is not cut for a jump, so a storm of jumps cannot make a segment per
+    keyframe; the flag then goes to the next segment, whatever cuts it;
+  - a presentation timestamp before the decode timestamp, or further after it than the jump
+    limit, is set to the decode timestamp (counted).
+
+  Each kind is logged once per stream at warning level and counted in ``statistics()``.
+* A packet the muxer refuses (damaged H.264 whose NAL lengths do not add up, for instance) is
+  dropped and counted; only ``MAX_REFUSED_IN_A_ROW`` refusals in a row end the stream.
+* Every segment is bounded: video cuts at a keyframe after ``target_duration`` or at any frame
+  after ``max_duration``, and audio that runs on without video (a stalled camera) cuts a
+  segment of its own after ``max_duration``. With jumps rebased, no two packets are more than
+  ``max_timestamp_jump`` apart, so no segment is longer than ``duration_bound``.
+* A stream that has not opened its first segment after ``startup_limit`` seconds of media is
+  refused with a ``MediaError`` saying why: audio only, no H.264 configuration, or no keyframe.
 * With a ``part_target`` (LL-HLS), each segment is also delivered in *parts*: runs of whole
   frames of about the target, each a ``PartCompleted`` whose bytes are exactly the
   ``SegmentData`` bytes since the previous part, so parts concatenate into the segment.
@@ -49,17 +75,41 @@ from lpstream.errors import MediaError
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, StreamMetadata, TrackKind
 
 __all__ = [
+    "AUDIO_ONLY_REFUSAL",
+    "MAX_REFUSED_IN_A_ROW",
+    "MAX_TIMESTAMP_JUMP",
+    "MIN_JUMP_SEGMENT",
+    "STARTUP_LIMIT",
     "PartCompleted",
     "SegmentCompleted",
     "SegmentData",
     "SegmentStarted",
     "Segmenter",
     "SegmenterEvent",
+    "SegmenterStatistics",
 ]
 
 log = logging.getLogger("lpstream.ingest.segmenter")
 
 _MS = Fraction(1, 1000)
+
+MAX_TIMESTAMP_JUMP = 5.0
+"""Seconds a timestamp may step from the stream's newest one (either way) before it is a jump."""
+MIN_JUMP_SEGMENT = 0.5
+"""Seconds a segment must hold before a jump cuts it; a jump in a shorter one is only rebased."""
+STARTUP_LIMIT = 10.0
+"""Seconds of media a stream may send before its first segment must have opened."""
+MAX_REFUSED_IN_A_ROW = 300
+"""Packets in a row the muxer may refuse before the stream is given up as unreadable."""
+AUDIO_ONLY_REFUSAL = "audio-only streams are not supported: publish video (H.264)"
+"""The reason an audio-only stream is refused with."""
+_STARTUP_PACKETS_PER_SECOND = 200
+"""With ``startup_limit``: how many packets may come before the first segment, whatever
+their timestamps say (a stream stuck on one timestamp still gets refused)."""
+_VIDEO_SILENT_MS = 1000
+"""Audio cuts an overlong segment only when video has been silent this long (otherwise the
+next video packet cuts it, on the video's rules)."""
+_DEFAULT_STEP_MS = {TrackKind.VIDEO: 33, TrackKind.AUDIO: 23}
 
 
 @attrs.frozen(kw_only=True)
@@ -69,7 +119,11 @@ class SegmentStarted:
     seq: int
     """Sequence number, counting from 0 for the stream."""
     start_ms: int
-    """Decode timestamp of its first video packet, in milliseconds."""
+    """Decode timestamp of its first packet (video, unless audio cut it), in milliseconds, on
+    the output timeline (the input's, rebased after jumps)."""
+    discontinuity: bool = False
+    """It follows a timestamp jump (the timeline was rebased): list it after
+    EXT-X-DISCONTINUITY."""
 
 
 @attrs.frozen(kw_only=True)
@@ -97,7 +151,28 @@ class SegmentCompleted:
     has_audio: bool
     """Whether it carries an audio track."""
     forced: bool
-    """True when it was cut without a keyframe after ``max_duration``."""
+    """True when it opened without a keyframe (after ``max_duration``, or a jump)."""
+    discontinuity: bool = False
+    """As in its ``SegmentStarted``."""
+
+
+@attrs.frozen(kw_only=True)
+class SegmenterStatistics:
+    """What the segmenter dropped or repaired so far (each kind is logged once)."""
+
+    late_packets: int
+    """Packets dropped because their decode timestamp was not after their track's last."""
+    refused_packets: int
+    """Packets dropped because the muxer refused them (damaged data)."""
+    jumps: int
+    """Timestamp jumps rebased."""
+    repaired_pts: int
+    """Packets whose presentation timestamp was inconsistent and set to the decode one."""
+    forced_cuts: int
+    """Segments cut without a keyframe (no keyframe for ``max_duration``, a jump, or audio
+    running on without video)."""
+    ignored_configs: int
+    """New codec configurations that could not be used (the previous one stayed)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -192,6 +267,11 @@ class _PartCutter:
     def cut_before(self, ordinal: int) -> None:
         """The video packet with this ordinal (from 0, in mux order) opens a new part."""
         self._cuts.append(ordinal)
+
+    def cancel_cut(self, ordinal: int) -> None:
+        """Takes back ``cut_before(ordinal)`` if that packet never came (it was refused)."""
+        if self._cuts and self._cuts[-1] == ordinal and self._pes_seen <= ordinal:
+            self._cuts.pop()
 
     def write(self, data: bytes) -> None:
         buffered = self._partial + data
@@ -299,6 +379,17 @@ def _template_streams(video: CodecConfig, audio: CodecConfig | None) -> tuple[An
     return v, a
 
 
+def _usable_templates(video: CodecConfig, audio: CodecConfig | None) -> tuple[Any, Any]:
+    """``_template_streams``, checked the way they will be used: FFmpeg's AVCC to Annex B
+    filter must accept the H.264 configuration (else it would refuse every packet)."""
+    templates = _template_streams(video, audio)
+    try:
+        av.BitStreamFilterContext("h264_mp4toannexb", in_stream=templates[0])
+    except av.FFmpegError as exc:
+        raise MediaError(f"the H.264 configuration record cannot be used: {exc}") from exc
+    return templates
+
+
 class _Sink(io.RawIOBase):
     """A write-only file whose bytes go to a callback."""
 
@@ -323,13 +414,40 @@ class _OpenSegment:
     container: Any = None
     video: Any = None
     audio: Any = None
+    annexb: Any = None
+    """FFmpeg's AVCC to Annex B filter for its video (see ``Segmenter._mux``)."""
     forced: bool = False
+    discontinuity: bool = False
     size: int = 0
     last_ms: int = 0
+    """Decode timestamp of its newest video packet (its start while it has none)."""
+    last_audio_ms: int | None = None
     video_packets: int = 0
     part_starts: list[tuple[int, bool]] = attrs.Factory(list)
     """(start_ms, independent) of each part begun, in order."""
     parts_done: int = 0
+
+
+@attrs.define
+class _Track:
+    """Where one track's timestamps stand (see ``Segmenter._retime``)."""
+
+    step_ms: int
+    """Its usual distance between packets, as last measured."""
+    offset: int = 0
+    """Added to its input timestamps to put them on the output timeline."""
+    last_dts: int | None = None
+    """Its newest decode timestamp on the output timeline."""
+
+
+_NOTICES = {
+    "late": "packet at %d ms is not after its track's last one (late, duplicate or out of "
+    "order): dropped",
+    "jump": "timestamps jumped by %d ms: rebased, so the stream runs on from where it was",
+    "pts": "presentation timestamp %d ms away from the decode timestamp: set to it",
+    "refused": "the muxer refused a packet at %d ms (%s): dropped",
+    "config": "new %s configuration ignored, the previous one stays: %s",
+}
 
 
 @attrs.define
@@ -344,17 +462,63 @@ class Segmenter:
     """Used in log messages only."""
     part_target: float | None = None
     """Also deliver each segment in parts of about this many seconds (LL-HLS); None: no parts."""
+    max_timestamp_jump: float = MAX_TIMESTAMP_JUMP
+    """A timestamp further than this many seconds from the stream's newest one is a jump."""
+    startup_limit: float = STARTUP_LIMIT
+    """Seconds of media after which a stream that has opened no segment yet is refused."""
     _video_config: CodecConfig | None = None
     _audio_config: CodecConfig | None = None
     _templates: tuple[Any, Any] | None = None
     _segment: _OpenSegment | None = None
     _next_seq: int = 0
     _pending: list[SegmenterEvent] = attrs.Factory(list)
-    _frame_ms: int = 33
-    _last_video_dts: int | None = None
+    _tracks: dict[TrackKind, _Track] = attrs.Factory(
+        lambda: {kind: _Track(step_ms=step) for kind, step in _DEFAULT_STEP_MS.items()}
+    )
+    _head: int | None = None
+    """The newest decode timestamp of the stream (any track), output timeline."""
+    _first_ms: int | None = None
+    _packets_waiting: int = 0
+    _video_packets_seen: bool = False
+    _jump_pending: bool = False
+    _late: int = 0
+    _refused: int = 0
+    _refused_in_a_row: int = 0
+    _jumps: int = 0
+    _repaired_pts: int = 0
+    _forced_cuts: int = 0
+    _ignored_configs: int = 0
+    _noticed: set[str] = attrs.Factory(set)
+
+    @property
+    def duration_bound(self) -> float:
+        """No segment is longer than this many seconds: a cut after ``max_duration`` comes at
+        the next packet, and packets are never more than ``max_timestamp_jump`` apart."""
+        return self.max_duration + self.max_timestamp_jump
+
+    def output_ms(self, kind: TrackKind, input_ms: int) -> int:
+        """Where a timestamp of track ``kind`` as fed in lands on the output timeline (the
+        segments' timestamps), with the track's rebasing so far: the identity until a jump."""
+        return input_ms + self._tracks[kind].offset
+
+    def statistics(self) -> SegmenterStatistics:
+        return SegmenterStatistics(
+            late_packets=self._late,
+            refused_packets=self._refused,
+            jumps=self._jumps,
+            repaired_pts=self._repaired_pts,
+            forced_cuts=self._forced_cuts,
+            ignored_configs=self._ignored_configs,
+        )
 
     def feed(self, event: MediaEvent) -> list[SegmenterEvent]:
-        """Takes one media event and returns what it completed or produced."""
+        """Takes one media event and returns what it completed or produced.
+
+        Raises:
+            MediaError: the stream cannot be segmented (an unsupported codec, a configuration
+                that cannot be read, audio only or no keyframe after ``startup_limit``, a
+                muxer that refuses everything); the caller ends the stream with the reason.
+        """
         if isinstance(event, CodecConfig):
             self._configure(event)
         elif isinstance(event, MediaPacket):
@@ -366,47 +530,165 @@ class Segmenter:
 
     def finish(self) -> list[SegmenterEvent]:
         """Ends the stream: closes the open segment, if any."""
-        if self._segment is not None:
-            seg = self._segment
-            self._close(seg.last_ms + self._frame_ms)
+        seg = self._segment
+        if seg is not None:
+            if seg.video_packets or seg.last_audio_ms is None:
+                end = seg.last_ms + self._tracks[TrackKind.VIDEO].step_ms
+            else:
+                end = seg.last_audio_ms + self._tracks[TrackKind.AUDIO].step_ms
+            self._close(end)
         out, self._pending = self._pending, []
         return out
 
+    def _notice(self, kind: str, *args: object) -> None:
+        """Logs the first event of a kind at warning level, later ones at debug level."""
+        if kind in self._noticed:
+            log.debug("stream %r: " + _NOTICES[kind], self.stream_name, *args)
+            return
+        self._noticed.add(kind)
+        log.warning(
+            "stream %r: " + _NOTICES[kind] + " (further ones are counted, not logged)",
+            self.stream_name,
+            *args,
+        )
+
     def _configure(self, config: CodecConfig) -> None:
+        video: CodecConfig | None
+        audio: CodecConfig | None
         if config.kind is TrackKind.VIDEO:
             if config.codec != "h264":
                 raise MediaError(f"unsupported video codec {config.codec!r}")
-            changed = self._video_config != config
-            self._video_config = config
+            if config == self._video_config:
+                return
+            video, audio = config, self._audio_config
         else:
             if config.codec != "aac":
                 raise MediaError(f"unsupported audio codec {config.codec!r}")
-            changed = self._audio_config != config
-            self._audio_config = config
-        if changed:
-            self._templates = None
+            if config == self._audio_config:
+                return
+            video, audio = self._video_config, config
+        if video is None or self._templates is None:
+            # Nothing usable yet: read when the first segment opens (and refused then).
+            self._video_config, self._audio_config = video, audio
+            return
+        try:
+            templates = _usable_templates(video, audio)
+        except MediaError as exc:
+            self._ignored_configs += 1
+            self._notice("config", config.kind.value, exc)
+            return
+        self._video_config, self._audio_config, self._templates = video, audio, templates
+
+    # -- timestamps -------------------------------------------------------------------------
+
+    def _retime(self, packet: MediaPacket) -> MediaPacket | None:
+        """The packet on the output timeline, or None if it must be dropped (see the module
+        comment)."""
+        track = self._tracks[packet.kind]
+        dts = packet.dts + track.offset
+        limit = round(self.max_timestamp_jump * 1000)
+        head = self._head
+        if head is not None and abs(dts - head) > limit:
+            target = head if track.last_dts is None else max(head, track.last_dts + track.step_ms)
+            self._jumps += 1
+            self._notice("jump", dts - target)
+            track.offset += target - dts
+            dts = target
+            # Segments follow the video: its jump marks the discontinuity (audio jumping with
+            # it, a little before or after, must not mark a second one).
+            if self._next_seq and packet.kind is TrackKind.VIDEO:
+                self._jump_pending = True
+        elif track.last_dts is not None and dts <= track.last_dts:
+            self._late += 1
+            self._notice("late", dts)
+            return None
+        elif track.last_dts is not None and 0 < dts - track.last_dts < 1000:
+            track.step_ms = dts - track.last_dts
+        composition = packet.pts - packet.dts
+        if not 0 <= composition <= limit:
+            self._repaired_pts += 1
+            self._notice("pts", composition)
+            composition = 0
+        track.last_dts = dts
+        self._head = dts if head is None else max(head, dts)
+        if self._first_ms is None:
+            self._first_ms = dts
+        if dts == packet.dts and composition == packet.pts - packet.dts:
+            return packet
+        return attrs.evolve(packet, dts=dts, pts=dts + composition)
+
+    # -- packets ----------------------------------------------------------------------------
 
     def _packet(self, packet: MediaPacket) -> None:
-        if packet.kind is TrackKind.VIDEO:
-            self._video_packet(packet)
-        elif self._segment is not None and self._segment.audio is not None:
-            self._mux(self._segment.audio, packet)
+        timed = self._retime(packet)
+        if timed is not None:
+            if timed.kind is TrackKind.VIDEO:
+                self._video_packets_seen = True
+                self._video_packet(timed)
+            else:
+                self._audio_packet(timed)
+        if not self._next_seq:
+            self._packets_waiting += 1
+            self._check_startup()
+
+    def _check_startup(self) -> None:
+        """Refuses a stream that sent ``startup_limit`` seconds of media and opened nothing."""
+        waited_ms = (
+            0 if self._head is None or self._first_ms is None else self._head - self._first_ms
+        )
+        if (
+            waited_ms < self.startup_limit * 1000
+            and self._packets_waiting < self.startup_limit * _STARTUP_PACKETS_PER_SECOND
+        ):
+            return
+        limit = f"{self.startup_limit:g} s"
+        if not self._video_packets_seen:
+            raise MediaError(AUDIO_ONLY_REFUSAL)
+        if self._video_config is None:
+            raise MediaError(
+                f"no H.264 configuration (AVC sequence header) in the first {limit}: "
+                "the video cannot be read"
+            )
+        raise MediaError(
+            f"no H.264 keyframe in the first {limit}: set the encoder's keyframe interval "
+            f"to {self.target_duration:g} s"
+        )
+
+    def _audio_packet(self, packet: MediaPacket) -> None:
+        seg = self._segment
+        if seg is None or seg.audio is None:
+            return
+        if (
+            packet.dts - seg.start_ms >= self.max_duration * 1000
+            and packet.dts - seg.last_ms >= _VIDEO_SILENT_MS
+        ):
+            # Audio running on without video: bound the segment all the same.
+            log.warning(
+                "stream %r: no video for %.1f s, cutting segment %d on audio",
+                self.stream_name,
+                (packet.dts - seg.last_ms) / 1000,
+                seg.seq,
+            )
+            self._close(packet.dts)
+            self._open(packet.dts, forced=True, independent=False)
+            seg = self._segment
+            assert seg is not None and seg.audio is not None
+        seg.last_audio_ms = packet.dts
+        self._mux(seg.audio, packet)
 
     def _video_packet(self, packet: MediaPacket) -> None:
         if self._video_config is None:
             return
-        if self._last_video_dts is not None and 0 < packet.dts - self._last_video_dts < 1000:
-            self._frame_ms = packet.dts - self._last_video_dts
-        self._last_video_dts = packet.dts
         seg = self._segment
         if seg is None:
             if packet.keyframe:
-                self._open(packet.dts, forced=False)
+                self._open(packet.dts, forced=False, independent=True)
         else:
             elapsed_ms = packet.dts - seg.start_ms
-            if packet.keyframe and elapsed_ms >= self.target_duration * 1000:
+            jumped = self._jump_pending and elapsed_ms >= MIN_JUMP_SEGMENT * 1000
+            if packet.keyframe and (jumped or elapsed_ms >= self.target_duration * 1000):
                 self._close(packet.dts)
-                self._open(packet.dts, forced=False)
+                self._open(packet.dts, forced=False, independent=True)
             elif elapsed_ms >= self.max_duration * 1000:
                 log.warning(
                     "stream %r: no keyframe for %.1f s, cutting segment %d without one; "
@@ -417,33 +699,49 @@ class Segmenter:
                     self.target_duration,
                 )
                 self._close(packet.dts)
-                self._open(packet.dts, forced=True)
+                self._open(packet.dts, forced=True, independent=packet.keyframe)
         seg = self._segment
         if seg is None:
             return
-        if seg.video_packets == 0:
-            seg.part_starts.append((packet.dts, packet.keyframe))
-        elif self.part_target is not None:
-            # Cut at the frame nearest the target, so parts stay close to it.
+        cut = False
+        if seg.video_packets and self.part_target is not None:
+            # Cut at the frame nearest the target, so parts stay close to it. (Not before the
+            # first video packet: in a segment that audio opened, nothing may be out yet.)
             part_ms = packet.dts - seg.part_starts[-1][0]
-            if part_ms >= self.part_target * 1000 - self._frame_ms / 2:
+            step_ms = self._tracks[TrackKind.VIDEO].step_ms
+            if part_ms >= self.part_target * 1000 - step_ms / 2:
+                cut = True
                 seg.cutter.cut_before(seg.video_packets)
                 seg.part_starts.append((packet.dts, packet.keyframe))
-        seg.video_packets += 1
-        self._mux(seg.video, packet)
+        if self._mux(seg.video, packet):
+            seg.video_packets += 1
+            seg.last_ms = max(seg.last_ms, packet.dts)
+        elif cut:  # the refused packet opens no part: the next one may
+            seg.cutter.cancel_cut(seg.video_packets)
+            seg.part_starts.pop()
 
-    def _open(self, start_ms: int, *, forced: bool) -> None:
-        assert self._video_config is not None
+    # -- segments ---------------------------------------------------------------------------
+
+    def _open(self, start_ms: int, *, forced: bool, independent: bool) -> None:
+        """Opens the next segment; it is flagged ``discontinuity`` if a jump came since the
+        last one opened."""
+        discontinuity, self._jump_pending = self._jump_pending, False
         if self._templates is None:
-            self._templates = _template_streams(self._video_config, self._audio_config)
+            assert self._video_config is not None
+            self._templates = _usable_templates(self._video_config, self._audio_config)
+        if forced:
+            self._forced_cuts += 1
         seq = self._next_seq
         self._next_seq += 1
         cutter = _PartCutter(
             on_bytes=lambda data: self._emit(seg, data),
             on_part=lambda data: self._emit_part(seg, data, end_ms=None),
         )
-        seg = _OpenSegment(seq=seq, start_ms=start_ms, cutter=cutter, forced=forced)
+        seg = _OpenSegment(
+            seq=seq, start_ms=start_ms, cutter=cutter, forced=forced, discontinuity=discontinuity
+        )
         seg.last_ms = start_ms
+        seg.part_starts.append((start_ms, independent))
         try:
             # Each packet is written out as soon as it is muxed (not when a 32 KiB buffer
             # fills: 130 ms of 720p), and each video PES says its length, so a reader
@@ -456,13 +754,16 @@ class Segmenter:
                 container_options={"omit_video_pes_length": "0", "flush_packets": "1"},
             )
             v_template, a_template = self._templates
+            seg.annexb = av.BitStreamFilterContext("h264_mp4toannexb", in_stream=v_template)
             seg.video = seg.container.add_stream_from_template(v_template)
             if a_template:
                 seg.audio = seg.container.add_stream_from_template(a_template)
         except av.FFmpegError as exc:
             raise MediaError(f"cannot start MPEG-TS segment: {exc}") from exc
         self._segment = seg
-        self._pending.append(SegmentStarted(seq=seq, start_ms=start_ms))
+        self._pending.append(
+            SegmentStarted(seq=seq, start_ms=start_ms, discontinuity=discontinuity)
+        )
 
     def _emit(self, seg: _OpenSegment, data: bytes) -> None:
         seg.size += len(data)
@@ -493,7 +794,10 @@ class Segmenter:
         try:
             seg.container.close()
         except av.FFmpegError as exc:
-            raise MediaError(f"cannot finish MPEG-TS segment {seg.seq}: {exc}") from exc
+            # What was written stays: a damaged tail plays as far as it goes.
+            log.warning(
+                "stream %r: segment %d did not finish cleanly: %s", self.stream_name, seg.seq, exc
+            )
         self._segment = None
         last = seg.cutter.close()
         if last:
@@ -506,10 +810,19 @@ class Segmenter:
                 size=seg.size,
                 has_audio=seg.audio is not None,
                 forced=seg.forced,
+                discontinuity=seg.discontinuity,
             )
         )
 
-    def _mux(self, stream: Any, packet: MediaPacket) -> None:
+    def _mux(self, stream: Any, packet: MediaPacket) -> bool:
+        """Muxes a packet into the open segment; False if it was refused (dropped).
+
+        Video goes through FFmpeg's AVCC to Annex B filter here rather than the one the
+        MPEG-TS muxer would add by itself: the muxer adds its own only if a segment's first
+        packet looks like AVCC, and then passes every later packet on unconverted, so one
+        damaged first packet would make the whole segment unplayable. Here the filter refuses
+        a packet whose NAL lengths do not add up, and only that packet is lost.
+        """
         seg = self._segment
         assert seg is not None
         out = av.Packet(packet.data)
@@ -517,10 +830,21 @@ class Segmenter:
         out.pts = packet.pts
         out.time_base = _MS
         out.is_keyframe = packet.keyframe
-        out.stream = stream
         try:
-            seg.container.mux(out)
+            muxed = [out] if stream is not seg.video else seg.annexb.filter(out)
+            for item in muxed:
+                item.time_base = _MS
+                item.stream = stream
+                seg.container.mux(item)
         except av.FFmpegError as exc:
-            raise MediaError(f"cannot mux packet at {packet.dts} ms: {exc}") from exc
-        if packet.kind is TrackKind.VIDEO:
-            seg.last_ms = max(seg.last_ms, packet.dts)
+            self._refused += 1
+            self._refused_in_a_row += 1
+            self._notice("refused", packet.dts, exc)
+            if self._refused_in_a_row >= MAX_REFUSED_IN_A_ROW:
+                raise MediaError(
+                    f"the muxer refused {self._refused_in_a_row} packets in a row "
+                    f"(the last at {packet.dts} ms: {exc}); the media cannot be read"
+                ) from exc
+            return False
+        self._refused_in_a_row = 0
+        return True

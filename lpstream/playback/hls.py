@@ -11,8 +11,13 @@ How this works:
   order (several orchestrator streams in flight), so each rendition has a reorder buffer and
   publishes strictly in sequence: segment n+1 never appears before segment n is listed or gapped.
 * A restarted stream (same name, new publisher) continues the numbering behind an
-  ``EXT-X-DISCONTINUITY``; the end of a stream appends ``EXT-X-ENDLIST`` once every segment
-  handed in is listed.
+  ``EXT-X-DISCONTINUITY``, and so does a segment marked with ``mark_discontinuity`` (the
+  segmenter rebased a timestamp jump) in every rendition; the end of a stream appends
+  ``EXT-X-ENDLIST`` once every segment handed in is listed.
+* ``EXT-X-TARGETDURATION`` is the configured target, or the longest segment listed rounded up
+  if one is longer: it follows the window, so a long segment raises it only while it is listed
+  (nothing carries into a restart once it left). No segment is listed longer than
+  ``max_segment_duration`` (the segmenter's cut bound), whatever duration is handed in.
 * Segment bytes are kept for the window plus a few more, so a player a little behind the live
   edge can still fetch what it just read from a playlist.
 """
@@ -26,6 +31,8 @@ from collections.abc import Sequence
 import attrs
 
 __all__ = [
+    "KEEP_EXTRA",
+    "MAX_SEGMENT_DURATION",
     "HlsStream",
     "MediaPlaylist",
     "PlaylistEntry",
@@ -35,6 +42,12 @@ __all__ = [
 
 KEEP_EXTRA = 4
 """Segments kept beyond the live window."""
+MAX_SEGMENT_DURATION = 13.0
+"""Seconds a listed segment may last at most: the segmenter's cut bound with its defaults (a
+cut without keyframe after 8 s comes at the next packet, and packets are never more than the
+5 s jump limit apart)."""
+_MAX_DISCONTINUITIES = 1024
+"""Discontinuity marks kept at most (the oldest goes first)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -59,10 +72,15 @@ class MediaPlaylist:
 
     window: int = 6
     """How many segments the playlist lists."""
+    target_duration: int = 2
+    """EXT-X-TARGETDURATION at least (longer segments listed raise it while listed)."""
+    max_segment_duration: float = attrs.field(
+        default=MAX_SEGMENT_DURATION, validator=attrs.validators.gt(0)
+    )
+    """No segment is listed longer than this many seconds."""
     _entries: deque[PlaylistEntry] = attrs.Factory(deque)
     _media_sequence: int = 0
     _discontinuity_sequence: int = 0
-    _target_duration: int = 2
     _ended: bool = False
 
     @property
@@ -77,6 +95,12 @@ class MediaPlaylist:
     def last_seq(self) -> int | None:
         return self._entries[-1].seq if self._entries else None
 
+    @property
+    def listed_target_duration(self) -> int:
+        """EXT-X-TARGETDURATION now: the configured one, or the longest segment listed."""
+        longest = max((e.duration for e in self._entries), default=0.0)
+        return max(self.target_duration, math.ceil(longest - 1e-3))
+
     def append(self, entry: PlaylistEntry) -> None:
         """Lists a segment at the live edge and slides the window."""
         if self._entries and entry.seq != self._entries[-1].seq + 1:
@@ -84,9 +108,9 @@ class MediaPlaylist:
         if not self._entries:
             self._media_sequence = entry.seq
         self._ended = False
+        if entry.duration > self.max_segment_duration:
+            entry = attrs.evolve(entry, duration=self.max_segment_duration)
         self._entries.append(entry)
-        # The target duration may only grow during a playlist's life (RFC 8216 4.3.3.1).
-        self._target_duration = max(self._target_duration, math.ceil(entry.duration - 1e-3))
         while len(self._entries) > self.window:
             dropped = self._entries.popleft()
             self._media_sequence = dropped.seq + 1
@@ -100,7 +124,7 @@ class MediaPlaylist:
         lines = [
             "#EXTM3U",
             "#EXT-X-VERSION:3" if not any(e.gap for e in self._entries) else "#EXT-X-VERSION:8",
-            f"#EXT-X-TARGETDURATION:{self._target_duration}",
+            f"#EXT-X-TARGETDURATION:{self.listed_target_duration}",
             f"#EXT-X-MEDIA-SEQUENCE:{self._media_sequence}",
         ]
         if self._discontinuity_sequence:
@@ -153,14 +177,26 @@ class HlsStream:
     """Rendition names, source first, in master playlist order."""
     window: int = 6
     """Live window of every media playlist."""
+    target_duration: int = 2
+    """EXT-X-TARGETDURATION at least (longer segments listed raise it while listed)."""
+    max_segment_duration: float = attrs.field(
+        default=MAX_SEGMENT_DURATION, validator=attrs.validators.gt(0)
+    )
+    """No segment is listed longer than this many seconds (the segmenter's cut bound)."""
     _renditions: dict[str, _Rendition] = attrs.Factory(dict)
-    _discontinuity_at: int | None = None
+    _discontinuities: set[int] = attrs.Factory(set)
+    """Sequence numbers listed after EXT-X-DISCONTINUITY, until every rendition is past them."""
     _ending: bool = False
     _last_seq: int | None = None
 
     def __attrs_post_init__(self) -> None:
         for name in self.rendition_order:
-            self._renditions[name] = _Rendition(MediaPlaylist(window=self.window))
+            playlist = MediaPlaylist(
+                window=self.window,
+                target_duration=self.target_duration,
+                max_segment_duration=self.max_segment_duration,
+            )
+            self._renditions[name] = _Rendition(playlist)
 
     @property
     def ended(self) -> bool:
@@ -168,11 +204,18 @@ class HlsStream:
 
     def restart(self, first_seq: int) -> None:
         """A new publisher took over the name; ``first_seq`` starts after a discontinuity."""
-        self._discontinuity_at = first_seq
+        self._discontinuities.add(first_seq)
         for r in self._renditions.values():
             r.next_seq = first_seq
         self._ending = False
         self._last_seq = None
+
+    def mark_discontinuity(self, seq: int) -> None:
+        """Segment ``seq`` follows a discontinuity: every rendition lists EXT-X-DISCONTINUITY
+        before it. Call it before anything of segment ``seq`` is handed in."""
+        self._discontinuities.add(seq)
+        if len(self._discontinuities) > _MAX_DISCONTINUITIES:
+            self._discontinuities.discard(min(self._discontinuities))
 
     def next_sequence(self) -> int:
         """The sequence number a restarted stream should continue from."""
@@ -210,7 +253,7 @@ class HlsStream:
         r = self._renditions[name]
         if r.next_seq is not None and seq < r.next_seq:
             return  # a late duplicate of something already listed
-        discontinuity = self._discontinuity_at == seq
+        discontinuity = seq in self._discontinuities
         r.pending[seq] = (duration, data, discontinuity)
         if r.next_seq is None:
             r.next_seq = 0
@@ -233,6 +276,9 @@ class HlsStream:
             for old in [s for s in r.data if s < seq_now - self.window - KEEP_EXTRA]:
                 del r.data[old]
             r.next_seq = seq_now + 1
+        floor = min(0 if x.next_seq is None else x.next_seq for x in self._renditions.values())
+        if self._discontinuities and min(self._discontinuities) < floor:
+            self._discontinuities = {s for s in self._discontinuities if s >= floor}
         self._maybe_end(r)
 
     def _maybe_end(self, r: _Rendition) -> None:

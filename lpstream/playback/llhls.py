@@ -27,9 +27,17 @@ How this works:
 * Delta updates (``_HLS_skip=YES``) replace the leading segments that end at least
   ``CAN-SKIP-UNTIL`` (six target durations) before the live edge by one ``EXT-X-SKIP`` line;
   what follows is the tail of the full playlist, line for line. Nothing to skip: full playlist.
-* Like ``EXT-X-TARGETDURATION`` in ``hls.py``, ``PART-TARGET`` may only grow: a part longer
-  than the configured target (one frame can be, at very low frame rates) raises the advertised
-  target, so every listed part stays within it. Times are rendered in steps of 10 us.
+* Like ``EXT-X-TARGETDURATION`` in ``hls.py`` (the configured target, or the longest segment
+  listed if one is longer), ``PART-TARGET`` is the configured part target or the longest part
+  listed, whichever is more (one frame can be longer at very low frame rates), and
+  ``PART-HOLD-BACK`` is three of it. Both follow the window: a long segment or part raises them
+  only while it is listed, and nothing of it carries into a restart once it left. Defensively,
+  a segment or part is never listed longer than ``max_segment_duration`` (the segmenter's cut
+  bound), so a bogus duration cannot make a player wait hours. Times are rendered in steps of
+  10 us.
+* Discontinuities: a restart, or ``mark_discontinuity(seq)`` (the segmenter rebased a timestamp
+  jump), puts ``EXT-X-DISCONTINUITY`` before segment ``seq`` of every rendition, whenever each
+  one gets to it; ``EXT-X-DISCONTINUITY-SEQUENCE`` counts the tags that left the window.
 * Part and segment bytes are kept for the window plus ``KEEP_EXTRA`` segments, as in ``hls.py``.
 """
 
@@ -45,7 +53,13 @@ from typing import Any, TypeAlias
 import attrs
 
 from lpstream.errors import RemoteProtocolError
-from lpstream.playback.hls import KEEP_EXTRA, PlaylistEntry, RenditionInfo, render_master
+from lpstream.playback.hls import (
+    KEEP_EXTRA,
+    MAX_SEGMENT_DURATION,
+    PlaylistEntry,
+    RenditionInfo,
+    render_master,
+)
 
 __all__ = [
     "DEFAULT_PART_TARGET",
@@ -91,6 +105,9 @@ DELTA_VERSION = 9
 DATERANGE_DELTA_VERSION = 10
 """EXT-X-VERSION of a delta update that answers ``_HLS_skip=v2``."""
 
+_MAX_DISCONTINUITIES = 1024
+"""Discontinuity marks kept at most (the oldest goes first): a rendition that falls this far
+behind lists its segments without them rather than the marks growing without bound."""
 _UNITS = 100_000
 """Decimal times are rendered in steps of 1/_UNITS s (five decimals)."""
 _DIRECTIVE = re.compile(r"[0-9]{1,15}")
@@ -283,6 +300,10 @@ class LowLatencyPlaylist:
     window: int = attrs.field(default=6, validator=attrs.validators.ge(1))
     """How many complete segments the playlist lists."""
     _target_duration: int = 2
+    max_segment_duration: float = attrs.field(
+        default=MAX_SEGMENT_DURATION, validator=attrs.validators.gt(0)
+    )
+    """No segment or part is listed longer than this many seconds (the segmenter's cut bound)."""
     _segments: deque[ParentSegment] = attrs.field(init=False, factory=deque)
     _open: list[PartialSegment] = attrs.field(init=False, factory=list)
     _open_discontinuity: bool = attrs.field(init=False, default=False)
@@ -316,20 +337,27 @@ class LowLatencyPlaylist:
 
     @property
     def target_duration(self) -> int:
-        return self._target_duration
+        """EXT-X-TARGETDURATION: the configured one, or the longest segment listed rounded up."""
+        longest = max((s.entry.duration for s in self._segments), default=0.0)
+        return max(self._target_duration, math.ceil(longest - 1e-3))
 
     @property
     def advertised_part_target(self) -> float:
-        """PART-TARGET: the configured target, or the longest part if one was longer."""
-        return self._part_target_units / _UNITS
+        """PART-TARGET: the configured target, or the longest part listed if one is longer."""
+        return self._advertised_part_units() / _UNITS
 
     @property
     def part_hold_back(self) -> float:
-        return PART_HOLD_BACK_SPAN * self._part_target_units / _UNITS
+        return PART_HOLD_BACK_SPAN * self._advertised_part_units() / _UNITS
 
     @property
     def can_skip_until(self) -> float:
-        return float(SKIP_BOUNDARY_SPAN * self._target_duration)
+        return float(SKIP_BOUNDARY_SPAN * self.target_duration)
+
+    def _advertised_part_units(self) -> int:
+        listed = (p for s in self._segments for p in s.parts)
+        longest = max((p.duration for p in (*listed, *self._open)), default=0.0)
+        return max(self._part_target_units, _units(longest))
 
     @property
     def advance_part_limit(self) -> float:
@@ -367,8 +395,9 @@ class LowLatencyPlaylist:
             raise ValueError(f"part {part.uri} does not follow {part_uri(*expected)}")
         if not self._open:
             self._open_discontinuity = discontinuity
+        if part.duration > self.max_segment_duration:
+            part = attrs.evolve(part, duration=self.max_segment_duration)
         self._open.append(part)
-        self._part_target_units = max(self._part_target_units, _units(part.duration))
         self._ended = False
 
     def complete(self, entry: PlaylistEntry) -> None:
@@ -377,13 +406,15 @@ class LowLatencyPlaylist:
             raise ValueError(f"segment {entry.seq} completed while {self._open[0].seq} is open")
         if self._segments and entry.seq != self._segments[-1].entry.seq + 1:
             raise ValueError(f"segment {entry.seq} does not follow {self._segments[-1].entry.seq}")
-        entry = attrs.evolve(entry, discontinuity=entry.discontinuity or self._open_discontinuity)
+        entry = attrs.evolve(
+            entry,
+            discontinuity=entry.discontinuity or self._open_discontinuity,
+            duration=min(entry.duration, self.max_segment_duration),
+        )
         self._segments.append(ParentSegment(entry=entry, parts=tuple(self._open)))
         self._open.clear()
         self._open_discontinuity = False
         self._ended = False
-        # The target duration may only grow during a playlist's life, as in hls.py.
-        self._target_duration = max(self._target_duration, math.ceil(entry.duration - 1e-3))
         while len(self._segments) > self.window:
             self._segments.popleft()
             if self._segments[0].entry.discontinuity:
@@ -453,9 +484,11 @@ class LowLatencyPlaylist:
             elapsed += segment.entry.duration
             ends.append(elapsed)
         edge = elapsed + sum(p.duration for p in self._open)
+        target_duration = self.target_duration
+        part_units = self._advertised_part_units()
         skipped = 0
         if skip is not SkipRequest.NO:
-            boundary = edge - self.can_skip_until + 1e-6
+            boundary = edge - SKIP_BOUNDARY_SPAN * target_duration + 1e-6
             skipped = sum(1 for end in ends if end <= boundary)
         version = GAP_VERSION if any(s.entry.gap for s in segments) else FULL_VERSION
         skip_line = f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}"
@@ -467,18 +500,18 @@ class LowLatencyPlaylist:
         lines = [
             "#EXTM3U",
             f"#EXT-X-VERSION:{version}",
-            f"#EXT-X-TARGETDURATION:{self._target_duration}",
+            f"#EXT-X-TARGETDURATION:{target_duration}",
             "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
-            f"CAN-SKIP-UNTIL={_decimal(SKIP_BOUNDARY_SPAN * self._target_duration * _UNITS)},"
-            f"PART-HOLD-BACK={_decimal(PART_HOLD_BACK_SPAN * self._part_target_units)}",
-            f"#EXT-X-PART-INF:PART-TARGET={_decimal(self._part_target_units)}",
+            f"CAN-SKIP-UNTIL={_decimal(SKIP_BOUNDARY_SPAN * target_duration * _UNITS)},"
+            f"PART-HOLD-BACK={_decimal(PART_HOLD_BACK_SPAN * part_units)}",
+            f"#EXT-X-PART-INF:PART-TARGET={_decimal(part_units)}",
             f"#EXT-X-MEDIA-SEQUENCE:{self.media_sequence or 0}",
         ]
         if self._discontinuity_sequence:
             lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{self._discontinuity_sequence}")
         if skipped:
             lines.append(skip_line)
-        parts_after = edge - PART_LINES_SPAN * self._target_duration
+        parts_after = edge - PART_LINES_SPAN * target_duration
         for index, (segment, end) in enumerate(zip(segments, ends, strict=True)):
             if index < skipped:
                 continue
@@ -567,21 +600,29 @@ class LowLatencyStream:
     part_target: float = attrs.field(default=DEFAULT_PART_TARGET, validator=_part_target_in_range)
     """Part target duration in seconds, 0.1 to 1.0."""
     target_duration: int = 2
-    """EXT-X-TARGETDURATION to start with (it grows with longer segments)."""
+    """EXT-X-TARGETDURATION at least (longer segments listed raise it while listed)."""
+    max_segment_duration: float = attrs.field(
+        default=MAX_SEGMENT_DURATION, validator=attrs.validators.gt(0)
+    )
+    """No segment or part is listed longer than this many seconds (the segmenter's cut bound)."""
     _renditions: dict[str, _Rendition] = attrs.field(init=False, factory=dict)
-    _discontinuity_at: int | None = attrs.field(init=False, default=None)
+    _discontinuities: set[int] = attrs.field(init=False, factory=set)
+    """Sequence numbers listed after EXT-X-DISCONTINUITY, until every rendition is past them."""
     _ending: bool = attrs.field(init=False, default=False)
     _last_seq: int | None = attrs.field(init=False, default=None)
     _version: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         for name in self.rendition_order:
-            playlist = LowLatencyPlaylist(
-                part_target=self.part_target,
-                window=self.window,
-                target_duration=self.target_duration,
-            )
-            self._renditions[name] = _Rendition(playlist)
+            self._renditions[name] = _Rendition(self._new_playlist())
+
+    def _new_playlist(self) -> LowLatencyPlaylist:
+        return LowLatencyPlaylist(
+            part_target=self.part_target,
+            window=self.window,
+            target_duration=self.target_duration,
+            max_segment_duration=self.max_segment_duration,
+        )
 
     @property
     def version(self) -> int:
@@ -646,10 +687,21 @@ class LowLatencyStream:
                     else:
                         self._apply(r, seq, _Gap(float(r.playlist.target_duration)))
             r.next_seq = first_seq
-        self._discontinuity_at = first_seq
+        self._discontinuities.add(first_seq)
         self._ending = False
         self._last_seq = None
         self._version += 1
+
+    def mark_discontinuity(self, seq: int) -> None:
+        """Segment ``seq`` follows a discontinuity (its timestamps do not continue from the
+        segment before): every rendition lists EXT-X-DISCONTINUITY before it.
+
+        Call it before anything of segment ``seq`` is handed in; a rendition that listed it
+        already is left as it is.
+        """
+        self._discontinuities.add(seq)
+        if len(self._discontinuities) > _MAX_DISCONTINUITIES:
+            self._discontinuities.discard(min(self._discontinuities))
 
     def next_sequence(self) -> int:
         """The sequence number a restarted stream should continue from."""
@@ -681,10 +733,7 @@ class LowLatencyStream:
         """
         if name in self._renditions:
             raise ValueError(f"rendition {name!r} exists already")
-        playlist = LowLatencyPlaylist(
-            part_target=self.part_target, window=self.window, target_duration=self.target_duration
-        )
-        self._renditions[name] = _Rendition(playlist, next_seq=first_seq)
+        self._renditions[name] = _Rendition(self._new_playlist(), next_seq=first_seq)
         self.rendition_order = (*self.rendition_order, name)
         self._version += 1
 
@@ -710,7 +759,7 @@ class LowLatencyStream:
                 self._apply(r, seq, queued_event)
 
     def _apply(self, r: _Rendition, seq: int, event: _HandIn) -> None:
-        discontinuity = self._discontinuity_at == seq
+        discontinuity = seq in self._discontinuities
         if isinstance(event, _PartIn):
             index = len(r.playlist.open_parts)
             r.playlist.add_part(
@@ -751,8 +800,17 @@ class LowLatencyStream:
         for old in [s for s in r.data if s < seq - self.window - KEEP_EXTRA]:
             del r.data[old]
         r.next_seq = seq + 1
+        self._forget_discontinuities()
         self._version += 1
         self._maybe_end(r)
+
+    def _forget_discontinuities(self) -> None:
+        """Drops the marks every rendition is past."""
+        if not self._discontinuities:
+            return
+        floor = min(0 if r.next_seq is None else r.next_seq for r in self._renditions.values())
+        if min(self._discontinuities) < floor:
+            self._discontinuities = {s for s in self._discontinuities if s >= floor}
 
     def _maybe_end(self, r: _Rendition) -> None:
         if not self._ending or r.playlist.ended or r.playlist.open_parts:

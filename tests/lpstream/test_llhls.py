@@ -64,6 +64,7 @@ class Playlist:
     version: int
     target_duration: int
     media_sequence: int
+    discontinuity_sequence: int
     server_control: dict[str, str]
     part_target: Decimal
     skip: dict[str, str] | None
@@ -154,6 +155,7 @@ def parse(text: str) -> Playlist:
         version=int(tags["#EXT-X-VERSION"]),
         target_duration=int(tags["#EXT-X-TARGETDURATION"]),
         media_sequence=int(tags["#EXT-X-MEDIA-SEQUENCE"]),
+        discontinuity_sequence=int(tags.get("#EXT-X-DISCONTINUITY-SEQUENCE", "0")),
         server_control=attributes(tags["#EXT-X-SERVER-CONTROL"]),
         part_target=Decimal(attributes(tags["#EXT-X-PART-INF"])["PART-TARGET"]),
         skip=skip,
