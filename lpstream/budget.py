@@ -3,14 +3,16 @@
 The process's resident memory is read from ``/proc/self/statm`` (a few microseconds) when new
 work is asked for — a publish, a live AI session — and the work is refused with 503 while it is
 over the budget. Work already running is never cut: the per-connection and per-stream limits
-bound what it can add. ``trim_freed_memory`` gives freed heap pages back to the system
-(glibc keeps them in its arenas otherwise), so that RSS falls again after a burst of work ends.
+bound what it can add. ``trim_freed_memory`` collects garbage cycles and gives freed heap pages
+back to the system (glibc keeps them in its arenas otherwise), so that RSS falls again after a
+burst of work ends.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 from pathlib import Path
@@ -91,8 +93,13 @@ _libc: ctypes.CDLL | None = None
 
 
 def trim_freed_memory() -> None:
-    """Returns freed heap memory to the system (``malloc_trim``; nothing without glibc)."""
+    """Collects garbage cycles, then returns freed heap memory to the system (glibc's
+    ``malloc_trim``; only the collection without glibc).
+
+    The cycles matter: an exception kept while a segment failed holds its traceback, whose
+    frames hold the segment's buffers, until the cycle collector's next full pass."""
     global _libc
+    gc.collect()
     if _libc is None:
         name = ctypes.util.find_library("c")
         if name is None:

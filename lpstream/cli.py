@@ -184,7 +184,7 @@ def _parsed(
 
 
 def limit_flags(fn: F) -> F:
-    """--max-ingest-pixels, --max-ingest-bitrate, --memory-budget, handed to the command as
+    """--max-ingest-pixels, --max-ingest-bitrate, --end-linger, --memory-budget, handed as
     ``ingest_limits`` (an ``IngestLimits``) and ``memory_budget`` (bytes, 0 for none)."""
 
     @functools.wraps(fn)
@@ -193,17 +193,27 @@ def limit_flags(fn: F) -> F:
         max_ingest_pixels: int,
         max_ingest_bitrate: int,
         memory_budget: int | str,
+        end_linger: float,
         **kwargs: Any,
     ) -> Any:
         from lpstream.budget import default_memory_budget
         from lpstream.gateway.ingest_limits import IngestLimits
 
-        limits = IngestLimits(max_pixels=max_ingest_pixels, max_bitrate=max_ingest_bitrate)
+        limits = IngestLimits(
+            max_pixels=max_ingest_pixels, max_bitrate=max_ingest_bitrate, end_linger=end_linger
+        )
         budget = default_memory_budget() if memory_budget == "auto" else int(memory_budget)
         return fn(*args, ingest_limits=limits, memory_budget=budget, **kwargs)
 
     wrapped: Any = command
     for decorate in (
+        option(
+            "--end-linger",
+            type=click.FloatRange(0, 3600),
+            default=60.0,
+            help="Seconds an ended stream's playlists and segments stay served (and in "
+            "memory); a publish of the same name within it continues them.",
+        ),
         option(
             "--memory-budget",
             default="auto",

@@ -159,13 +159,17 @@ class Gateway:
 
     async def _expire_ended(self) -> None:
         while True:
-            await trio.sleep(min(5.0, self.linger))
+            await trio.sleep(max(0.5, min(5.0, self.linger)))
             now = trio.current_time()
+            expired = False
             for name, ended in list(self._ended_at.items()):
                 if now - ended >= self.linger and name not in self._live:
                     del self._ended_at[name]
                     self._playback.pop(name, None)
                     self._last_statistics.pop(name, None)
+                    expired = True
+            if expired:
+                await trio.to_thread.run_sync(trim_freed_memory)
 
     def subscribe(self, stream: str, rendition: str) -> PacketSubscription | None:
         """A WebRTC viewer's subscription to a live stream's rendition, or None when the

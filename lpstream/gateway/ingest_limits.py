@@ -49,6 +49,8 @@ class IngestLimits:
     """Seconds the bitrate is averaged over (the burst a publisher may send at once)."""
     max_segment_duration: float = 8.0
     """Longest segment the segmenter cuts (it cuts without a keyframe past it)."""
+    end_linger: float = 60.0
+    """Seconds an ended stream's playlists and segments are kept (``--end-linger``)."""
 
     @property
     def burst_bytes(self) -> int:

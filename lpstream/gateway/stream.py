@@ -263,6 +263,7 @@ class LiveStream:
             "segments_in": self._segments_in,
             "segments_in_flight": self._in_flight,
             "webrtc": self.packets.statistics(),
+            "segmenter": attrs.asdict(self._segmenter.statistics()),
             "source": None
             if self._source_info is None
             else f"{self._source_info.width}x{self._source_info.height}",
@@ -301,6 +302,8 @@ class LiveStream:
         self._note_config(event)
         for seg_event in self._segmenter.feed(event):
             self._on_segment_event(seg_event, nursery)
+        if isinstance(event, MediaPacket) and event.kind is TrackKind.VIDEO:
+            self._note_arrival(event)
         self.playback.notify()
 
     def _finish_segments(self, nursery: trio.Nursery) -> None:
@@ -325,16 +328,18 @@ class LiveStream:
         WebRTC viewers; never blocks (see ``StreamPackets.feed_ts``)."""
         self.packets.feed_ts(name, data)
 
+    def _note_arrival(self, packet: MediaPacket) -> None:
+        """When a video frame reached us, on the segments' timeline (the segmenter rebases
+        timestamps after a jump), for the part and AI frame latencies."""
+        now = trio.current_time()
+        self._video_arrivals.append((self._segmenter.output_ms(TrackKind.VIDEO, packet.dts), now))
+        if self.ai is not None:
+            self._frame_arrivals[self._segmenter.output_ms(TrackKind.VIDEO, packet.pts)] = now
+            while len(self._frame_arrivals) > 900:  # 30 s at 30 fps
+                del self._frame_arrivals[next(iter(self._frame_arrivals))]
+
     def _note_config(self, event: MediaEvent) -> None:
         self.packets.feed_source(event)
-        if isinstance(event, MediaPacket) and event.kind is TrackKind.VIDEO:
-            now = trio.current_time()
-            self._video_arrivals.append((event.dts, now))
-            if self.ai is not None:
-                self._frame_arrivals[event.pts] = now
-                while len(self._frame_arrivals) > 900:  # 30 s at 30 fps
-                    del self._frame_arrivals[next(iter(self._frame_arrivals))]
-            return
         if isinstance(event, StreamMetadata):
             rate = event.values.get("framerate") or event.values.get("fps")
             if isinstance(rate, int | float) and 0 < rate <= 240:
@@ -361,6 +366,10 @@ class LiveStream:
     def _on_segment_event(self, event: SegmenterEvent, nursery: trio.Nursery) -> None:
         if isinstance(event, SegmentStarted):
             seq = self.first_seq + event.seq
+            if event.discontinuity:
+                # The segmenter rebased a timestamp jump: every rendition (the transcoded ones
+                # keep the source's timestamps) lists EXT-X-DISCONTINUITY before this one.
+                self.hls.mark_discontinuity(seq)
             buffer = SegmentBuffer(max_size=self.limits.segment_limit)
             self._buffers[seq] = buffer
             self._last_seq = seq

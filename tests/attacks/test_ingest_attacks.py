@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from ingest.rtmp.chunk import MessageType
+from lpstream.gateway.ingest_limits import IngestLimits
 from tests.attacks.harness import (
     RssSampler,
     assert_whole,
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    dev = start_dev(tmp_path_factory.mktemp("ingest-attacks"))
+    dev = start_dev(tmp_path_factory.mktemp("ingest-attacks"), "--end-linger=2")
     try:
         yield dev
     finally:
@@ -86,10 +87,16 @@ def test_80_mbits_with_a_10s_gop_stops_that_publisher_only(
         printed = refusal_of(attacker, timeout=40)
     assert "bitrate over 60 Mbit/s" in printed, printed
     assert_whole(honest)
-    assert http_json(f"{node.url('http')}/api/status")["streams"]["flood"]["live"] is False
-    # Segments hold at most 8 s at 60 Mbit/s: the node never held the 100 MB GOP whole.
-    assert rss.peak - before < 400, (before, rss.peak)
-    assert wait_rss_below(node.proc.pid, before + 100, timeout=20) <= before + 100
+    streams = http_json(f"{node.url('http')}/api/status")["streams"]
+    assert not streams.get("flood", {}).get("live"), streams
+    # A segment holds at most 8 s at 60 Mbit/s plus the 4 s burst (90 MB), never the 100 MB
+    # GOP. In one process (dev) its bytes exist up to five times — the gateway's buffer, the
+    # orchestrator's copy, the source playlist's parts, the worker's input, transient joins —
+    # which is the stream's declared budget (README, "Limits").
+    budget = 5 * IngestLimits().segment_limit / 2**20
+    assert rss.peak - before < budget + 100, (before, rss.peak, budget)
+    # Once its playlists are gone (--end-linger 2 here) the memory is given back.
+    assert wait_rss_below(node.proc.pid, before + 100, timeout=30) <= before + 100
 
 
 def test_an_8k_publisher_is_refused_at_its_first_configuration(
@@ -127,7 +134,7 @@ async def _hold_unfinished_messages(port: int, source: str, held: list[trio.Sock
             while len(received) < 3073:
                 chunk = await stream.receive_some()
                 if not chunk:
-                    return  # refused at once: over the cap of connections not publishing
+                    raise trio.BrokenResourceError("refused at once")  # over the cap
                 received += chunk
         client = TestClient()
         out = received[1:1537] + connect_cmd(client) + client.set_chunk_size(65_536)
@@ -135,6 +142,7 @@ async def _hold_unfinished_messages(port: int, source: str, held: list[trio.Sock
             out += client.message(csid, MessageType.VIDEO, bytes(8 << 20))[: 12 + 65_536]
         await stream.send_all(out)
     except (trio.BrokenResourceError, trio.TooSlowError):
+        await stream.aclose()
         return
     held.append(stream)
 
