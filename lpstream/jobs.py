@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Protocol, cast
 
 import attrs
 import trio
 
-from lpstream.errors import BusyError, MediaError, ProtocolError, TransportError
+from lpstream.errors import (
+    BusyError,
+    LpstreamError,
+    MediaError,
+    ProtocolError,
+    RemoteProtocolError,
+    TransportError,
+)
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import (
@@ -51,6 +58,7 @@ __all__ = [
     "ResultSigner",
     "ResultSink",
     "UpdateHandler",
+    "UploadGate",
     "request_job",
     "request_update",
     "serve_job",
@@ -149,11 +157,17 @@ async def request_job(
     answer_deadline = trio.CancelScope()
 
     async def upload() -> None:
-        await stream.send_all(requester.send_job(job))
-        async for chunk in source.chunks():
-            await stream.send_all(requester.send_data(chunk))
-        requester.end_upload()
-        await stream.send_eof()
+        try:
+            await stream.send_all(requester.send_job(job))
+            async with _closing_chunks(source) as chunks:
+                async for chunk in chunks:
+                    await stream.send_all(requester.send_data(chunk))
+            requester.end_upload()
+            await stream.send_eof()
+        except TransportError:
+            # The peer stopped reading: it refused the job (its ERROR follows on the response)
+            # or went away (then reading the response fails too). Either way the answer says.
+            pass
         answer_deadline.deadline = trio.current_time() + response_timeout
 
     with one_error():
@@ -199,6 +213,12 @@ async def request_job(
     )
 
 
+def _closing_chunks(source: SegmentBuffer) -> contextlib.aclosing[AsyncGenerator[bytes, None]]:
+    """``source.chunks()``, closed when the block ends however it ends (an abandoned async
+    generator is only finalized when collected, and warned about then)."""
+    return contextlib.aclosing(cast(AsyncGenerator[bytes, None], source.chunks()))
+
+
 def _error_code(exc: Exception) -> int:
     if isinstance(exc, ProtocolError):
         return exc.code
@@ -208,7 +228,32 @@ def _error_code(exc: Exception) -> int:
         return 422
     if isinstance(exc, TransportError):
         return 502
+    if isinstance(exc, trio.TooSlowError):
+        return 504
+    if isinstance(exc, LpstreamError):
+        return 503  # a seam failed (the chain, the ticket store): not the peer's doing
     return 500
+
+
+class UploadGate(Protocol):
+    """Admits a job and each piece of its upload before it is kept (the orchestrator's
+    ``lpstream.orchestrator.uploads.UploadAllowance``); a refusal raises ``ProtocolError``."""
+
+    def start(self, job: Job) -> None: ...
+
+    def charge(self, size: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@attrs.define
+class _Upload(SegmentBuffer):
+    """The segment a served job uploads; emptied as soon as the job is over."""
+
+    def discard(self) -> None:
+        """Drops the bytes: whatever still refers to the buffer (a worker thread finishing, an
+        exception's traceback) no longer keeps the segment in memory."""
+        self._chunks = []
 
 
 async def serve_job(
@@ -218,37 +263,54 @@ async def serve_job(
     upload_timeout: float = 30.0,
     peer: str = "",
     sign: ResultSigner | None = None,
+    max_upload_size: int = MAX_SEGMENT_SIZE,
+    gate: UploadGate | None = None,
 ) -> None:
     """Answers one job stream: reads JOB and its upload, runs ``handler``, sends the result.
 
     ``sign``, if given, signs the handler's outputs (on a thread); its bytes go into the
-    SUMMARY.
+    SUMMARY. An upload over ``max_upload_size`` bytes is refused with 413. ``gate``, if given,
+    is asked to admit the JOB (before the handler sees it) and every byte read after it (before
+    it is fed to the decoder), and is closed when the stream is done.
 
     A malformed stream, a refused job (``BusyError``, ``ProtocolError``) or a failed one gets
-    ERROR with its code, is logged with the reason, and the stream is closed; nothing raises
-    to the caller except cancellation.
+    ERROR with its code, is logged once with the reason, and the stream is closed; a peer that
+    goes away is logged at debug. Nothing raises to the caller except cancellation: an
+    unexpected error is logged with its traceback and answered 500.
     """
-    responder = JobResponder(max_upload_size=MAX_SEGMENT_SIZE)
+    responder = JobResponder(max_upload_size=max_upload_size)
     sink = ResultSink(stream.send_all, responder)
-    source = SegmentBuffer(max_size=MAX_SEGMENT_SIZE)
+    source = _Upload(max_size=max_upload_size)
     job_received = trio.Event()
     outputs: list[JobOutput] = []
     job: Job | None = None
+    peer_left = False
+    read = 0  # bytes read from the stream
 
     async def read_upload() -> None:
-        nonlocal job
+        nonlocal job, peer_left, read
         while True:
             with trio.move_on_after(upload_timeout) as idle:
-                data = await stream.receive_some(RECEIVE_SIZE)
+                try:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                except TransportError:
+                    peer_left = True
+                    raise
             if idle.cancelled_caught:
-                raise TransportError(f"upload stalled for {upload_timeout:g} s")
+                raise RemoteProtocolError(f"upload stalled for {upload_timeout:g} s", code=408)
             if data:
+                if gate is not None and job is not None:
+                    gate.charge(len(data))  # before any of it is kept, even by the decoder
+                read += len(data)
                 responder.receive_data(bytes(data))
             else:
                 responder.receive_eof()
             while (event := responder.next_event()) is not None:
                 if isinstance(event, JobReceived):
                     job = event.job
+                    if gate is not None:
+                        gate.start(job)
+                        gate.charge(read)  # what came with the JOB
                     job_received.set()
                 elif isinstance(event, UploadData):
                     source.append(event.data)
@@ -298,15 +360,34 @@ async def serve_job(
             )
         )
         await stream.send_eof()
-    except (ProtocolError, BusyError, MediaError, TransportError, trio.BrokenResourceError) as exc:
-        code = _error_code(exc) if isinstance(exc, Exception) else 500
-        what = f"job {job.stream_id}/{job.seq}" if job else "job stream"
-        log.warning("%s from %s refused with %d: %s", what, peer or "peer", code, exc)
+    except Exception as exc:
+        if peer_left or isinstance(
+            exc, TransportError | trio.BrokenResourceError | trio.ClosedResourceError
+        ):
+            # The peer reset the stream or the connection is gone: a client leaving. (The
+            # reason goes to the log as text: a record must not keep the job's frames alive.)
+            log.debug("%s from %s ended: %s", _describe(job), peer or "peer", str(exc))
+            await stream.aclose()
+            return
+        code = _error_code(exc)
+        if code == 500:
+            log.exception("%s from %s failed", _describe(job), peer or "peer")
+        else:
+            what, who = _describe(job), peer or "peer"
+            log.warning("%s from %s refused with %d: %s", what, who, code, str(exc))
         try:
             await stream.send_all(responder.send_error(code, str(exc)))
             await stream.send_eof()
         except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
             await stream.aclose()
+    finally:
+        if gate is not None:
+            gate.close()
+        source.discard()
+
+
+def _describe(job: Job | None) -> str:
+    return f"job {job.stream_id}/{job.seq}" if job is not None else "job stream"
 
 
 UpdateHandler = Callable[[LiveUpdate], Awaitable[LiveUpdated]]

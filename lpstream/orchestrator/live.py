@@ -17,6 +17,10 @@ How this works:
 * When the gateway ends the stream, the second in progress is billed whole and ``settled``
   carries the seconds and wei billed and the balance left: the gateway's own count must
   equal it to the wei.
+* A session belongs to the connection whose LIVE_OPEN opened it (``LiveAccount.owner``): a
+  job for it from any other connection is refused with 403, paid or not, so a session's ids
+  are not a key to someone else's paid time. The ids are not published either: ``status``
+  names sessions by a label that says nothing about them.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import trio
 from lpstream.errors import LpstreamError, RemoteProtocolError, TransportError
 from lpstream.orchestrator.payments import PaymentReceiver
 from lpstream.quic import QuicStream
+from lpstream.taskgroups import one_error
 from lpstream.wire import (
     LiveEvent,
     LiveOpen,
@@ -68,6 +73,10 @@ class LiveAccount:
     pipeline: str
     price_per_second: int
     """Wei per second (0: free)."""
+    label: str = ""
+    """How ``status`` names the session: it says nothing of the ids (``live-7``)."""
+    owner: object = None
+    """The connection that opened the session; its jobs must come on it (None: any)."""
     sender: str = ""
     """Who pays, known from the first payment."""
     started_at: float | None = None
@@ -99,6 +108,7 @@ class LiveAccounts:
     """Wei per second of a pipeline not in ``prices``."""
     _accounts: dict[SessionKey, LiveAccount] = attrs.Factory(dict)
     _stopped_total: int = 0
+    _opened_total: int = 0
 
     def price_of(self, pipeline: str) -> int:
         if self.payments is None:
@@ -113,14 +123,29 @@ class LiveAccounts:
             return Fraction(0)
         return self.payments.ledger.balance(account.sender, account.session_id)
 
-    def check_job(self, stream_id: str, session_id: str, pipeline: str, now: float) -> None:
-        """Lets a live job start, or raises 402; starts the session's clock.
+    def check_job(
+        self,
+        stream_id: str,
+        session_id: str,
+        pipeline: str,
+        now: float,
+        connection: object = None,
+    ) -> None:
+        """Lets a live job that came on ``connection`` start, or raises; starts the session's
+        clock.
 
         Raises:
-            RemoteProtocolError: 402 when the session is unpaid or stopped, 409 when its
-                control stream names another pipeline.
+            RemoteProtocolError: 403 when the session was opened on another connection, 402
+                when it is unpaid or stopped, 409 when its control stream names another
+                pipeline.
         """
         account = self._accounts.get((stream_id, session_id))
+        if account is not None and account.owner is not None and account.owner is not connection:
+            raise RemoteProtocolError(
+                "this live session belongs to the connection that opened it: its jobs must "
+                "come on that connection",
+                code=403,
+            )
         if account is not None:
             account.last_job = now
         if self.payments is None:
@@ -167,9 +192,10 @@ class LiveAccounts:
         }
 
     def status(self) -> dict[str, Any]:
+        """Sessions by label, with their figures; never their ids (they are not public)."""
         return {
             "sessions": {
-                f"{a.stream_id}/{a.session_id}": {
+                a.label: {
                     "pipeline": a.pipeline,
                     "stopped": a.stopped or None,
                     **self.figures(a),
@@ -179,17 +205,20 @@ class LiveAccounts:
             "stopped_total": self._stopped_total,
         }
 
-    def _open(self, message: LiveOpen) -> LiveAccount:
+    def _open(self, message: LiveOpen, owner: object = None) -> LiveAccount:
         key = (message.stream_id, message.session_id)
         if key in self._accounts:
             raise RemoteProtocolError(
                 f"session {message.session_id} already has a control stream", code=409
             )
+        self._opened_total += 1
         account = LiveAccount(
             stream_id=message.stream_id,
             session_id=message.session_id,
             pipeline=message.pipeline,
             price_per_second=self.price_of(message.pipeline),
+            label=f"live-{self._opened_total}",
+            owner=owner,
         )
         self._accounts[key] = account
         return account
@@ -208,16 +237,21 @@ async def serve_live_control(
     route_update: UpdateRouter,
     *,
     peer: str,
+    owner: object = None,
     bill_interval: float = 1.0,
     payment_grace: float = PAYMENT_GRACE,
 ) -> None:
-    """Serves one live session's control stream until either side ends it."""
-    account = accounts._open(opened)
+    """Serves one live session's control stream until either side ends it.
+
+    ``owner`` is the connection the stream came on: the session's jobs must come on it too.
+    """
+    account = accounts._open(opened, owner)
     outbox_send, outbox = trio.open_memory_channel[Message](64)
     log.info(
-        "live session %s/%s (%s) opened by %s at %d wei/s",
+        "live session %s/%s (%s, %s) opened by %s at %d wei/s",
         opened.stream_id,
         opened.session_id,
+        account.label,
         opened.pipeline,
         peer,
         account.price_per_second,
@@ -251,8 +285,29 @@ async def serve_live_control(
                 account.stop("insufficient balance: the session ran out of paid time")
             await outbox_send.send(event("billed"))
 
+    async def handle(message: Message) -> None:
+        if isinstance(message, LivePayment):
+            if accounts.payments is None:
+                return  # off-chain: nothing to credit
+            sender = await accounts.payments.receive(message.payment, opened.session_id)
+            if account.sender and sender != account.sender:
+                raise RemoteProtocolError("a live session is paid by one sender", code=402)
+            account.sender = sender
+            await outbox_send.send(event("paid"))
+        elif isinstance(message, LiveUpdate):
+            if (message.stream_id, message.session_id) != (opened.stream_id, opened.session_id):
+                raise RemoteProtocolError("LIVE_UPDATE for another session", code=400)
+            nursery.start_soon(update, message)
+        else:
+            raise RemoteProtocolError(
+                f"unexpected {type(message).__name__} on a live control stream"
+            )
+
     async def read() -> None:
         while True:
+            # First what is in already: LIVE_OPEN's read may have brought a LIVE_PAYMENT too.
+            while (message := channel.next_message()) is not None:
+                await handle(message)
             with trio.move_on_after(CONTROL_IDLE_TIMEOUT) as idle:
                 data = await stream.receive_some(64 * 1024)
             if idle.cancelled_caught:
@@ -265,28 +320,9 @@ async def serve_live_control(
                 )
             if not data:
                 channel.receive_eof()
+                channel.next_message()  # a frame cut by the FIN is a 400
                 return
             channel.receive_data(data)
-            while (message := channel.next_message()) is not None:
-                if isinstance(message, LivePayment):
-                    if accounts.payments is None:
-                        continue  # off-chain: nothing to credit
-                    sender = await accounts.payments.receive(message.payment, opened.session_id)
-                    if account.sender and sender != account.sender:
-                        raise RemoteProtocolError("a live session is paid by one sender", code=402)
-                    account.sender = sender
-                    await outbox_send.send(event("paid"))
-                elif isinstance(message, LiveUpdate):
-                    if (message.stream_id, message.session_id) != (
-                        opened.stream_id,
-                        opened.session_id,
-                    ):
-                        raise RemoteProtocolError("LIVE_UPDATE for another session", code=400)
-                    nursery.start_soon(update, message)
-                else:
-                    raise RemoteProtocolError(
-                        f"unexpected {type(message).__name__} on a live control stream"
-                    )
 
     async def until_stopped() -> None:
         await account.changed.wait()
@@ -297,26 +333,29 @@ async def serve_live_control(
         nursery.cancel_scope.cancel()
 
     try:
-        async with trio.open_nursery() as writer:
-            writer.start_soon(write)
-            async with outbox_send:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(until_stopped)
-                    if accounts.payments is not None:
-                        nursery.start_soon(bill_every_second)
-                    try:
-                        await read()
-                    except RemoteProtocolError as exc:
-                        log.warning("live control stream from %s: %s", peer, exc)
-                        account.stop(str(exc))
-                        await trio.sleep_forever()  # until_stopped reports it and ends this
-                    nursery.cancel_scope.cancel()
-                accounts.bill(account, trio.current_time(), final=True)
-                await outbox_send.send(event("settled", account.stopped))
-            # The writer sends what is queued, then ends.
+        with one_error():
+            async with trio.open_nursery() as writer:
+                writer.start_soon(write)
+                async with outbox_send:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(until_stopped)
+                        if accounts.payments is not None:
+                            nursery.start_soon(bill_every_second)
+                        try:
+                            await read()
+                        except LpstreamError as exc:
+                            if isinstance(exc, TransportError):
+                                raise
+                            # Logged once, by until_stopped, with the reason.
+                            account.stop(str(exc))
+                            await trio.sleep_forever()  # until_stopped reports it and ends this
+                        nursery.cancel_scope.cancel()
+                    accounts.bill(account, trio.current_time(), final=True)
+                    await outbox_send.send(event("settled", account.stopped))
+                # The writer sends what is queued, then ends.
         await stream.send_eof()
     except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        log.info("live control stream from %s ended: %s", peer, exc)
+        log.debug("live control stream from %s ended: %s", peer, exc)
     finally:
         accounts._close(account)
         log.info(

@@ -14,15 +14,27 @@ How this works:
   A new session when every worker's sessions are taken is answered 503 at once: work is
   refused, never queued without bound.
 * The segment a job uploads is kept in a ``SegmentBuffer``, so if a worker dies or fails the
-  job is given, from the first byte, to another worker; the gateway sees one answer.
+  job is given, from the first byte, to another worker; the gateway sees one answer. What
+  uploads may hold is bounded by ``UploadBudget`` (``lpstream.orchestrator.uploads``): per job
+  (413), per session, connection and node (503), checked as bytes are read, before they are
+  kept; a refusal ends that stream only, and an ended job gives its bytes back (and, every
+  ``trim_after_bytes``, the freed memory goes back to the system).
 * A job naming a pipeline is a live AI job: it goes to a worker that has the pipeline, is paid
   by time on the session's LIVE_OPEN control stream rather than in the JOB
   (``lpstream.orchestrator.live``), and parameter changes on that stream are routed to the
-  worker holding the session.
+  worker holding the session. A session with a control stream belongs to the connection that
+  opened it: its jobs must come on that connection (403 otherwise), so knowing a session's
+  ids is not enough to use it.
+* Faults stay in their stream: whatever a peer sends is answered with ERROR on that stream
+  (logged once, at warning; a peer that leaves, at debug), and even an unexpected error in
+  one stream's task (a bug) ends that stream only, never the connection's other streams.
+  Every answer is followed by our FIN, never by a reset, so a peer that sends its request and
+  FIN at once always reads the whole answer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import itertools
 import logging
@@ -33,7 +45,15 @@ import attrs
 import trio
 
 import lpstream
-from lpstream.errors import BusyError, MediaError, RemoteProtocolError, TransportError
+from lpstream.budget import MemoryBudget, trim_freed_memory
+from lpstream.errors import (
+    BusyError,
+    LpstreamError,
+    MediaError,
+    ProtocolError,
+    RemoteProtocolError,
+    TransportError,
+)
 from lpstream.jobs import (
     JobError,
     JobOutput,
@@ -48,6 +68,7 @@ from lpstream.keepalive import ping_until_silent
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.live import LiveAccounts, serve_live_control
 from lpstream.orchestrator.payments import PaymentReceiver
+from lpstream.orchestrator.uploads import TRIM_AFTER_BYTES, UploadBudget
 from lpstream.quic import QuicConnectionHandle, QuicStream
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import (
@@ -168,12 +189,22 @@ class Orchestrator:
     """Wei per second of a live session, by pipeline (paid nodes only)."""
     default_pipeline_price: int = 0
     """Wei per second of a pipeline without its own price."""
+    budget: UploadBudget = attrs.Factory(UploadBudget)
+    """Limits on the jobs and upload bytes peers make this node hold (module comment)."""
+    trim_after_bytes: int = TRIM_AFTER_BYTES
+    """Upload bytes given back between two hand-backs of freed memory to the system
+    (``lpstream.budget.trim_freed_memory``); 0 never hands back."""
+    memory: MemoryBudget = attrs.Factory(lambda: MemoryBudget(limit=0))
+    """The node-wide memory budget (``--memory-budget``): over it, new sessions (a job for a
+    session that holds no worker yet, a LIVE_OPEN) are refused with 503."""
     live: LiveAccounts = attrs.field(init=False)
     _workers: dict[str, Worker] = attrs.Factory(dict)
     _sessions: dict[tuple[str, str], _Session] = attrs.Factory(dict)
     _ids: Any = attrs.Factory(lambda: itertools.count(1))
     _jobs_in_flight: int = 0
     _connections: set[QuicConnectionHandle] = attrs.Factory(set)
+    _trimmed_at: int = 0
+    """``budget.bytes_released`` when free memory was last handed back."""
 
     def __attrs_post_init__(self) -> None:
         self.live = LiveAccounts(
@@ -214,11 +245,13 @@ class Orchestrator:
         return sum(1 for s in self._sessions.values() if s.worker_id == worker_id)
 
     def _check_room(self, key: tuple[str, str]) -> None:
-        """Raises ``BusyError`` unless ``key``'s session has a worker or one has room."""
+        """Raises ``BusyError`` unless ``key``'s session has a worker or one has room (and a
+        new session ``ProtocolError`` 503 while the node is over its memory budget)."""
         self._expire_sessions(trio.current_time())
         session = self._sessions.get(key)
         if session is not None and session.worker_id in self._workers:
             return
+        self.memory.check("a new session")  # work already running is never cut
         if not self._workers:
             raise BusyError("no workers are registered")
         if all(self._load(w.worker_id) >= w.capacity for w in self._workers.values()):
@@ -257,12 +290,19 @@ class Orchestrator:
     # -- jobs -------------------------------------------------------------------------------
 
     async def run_job(
-        self, job: Job, source: SegmentBuffer, sink: ResultSink | None = None
+        self,
+        job: Job,
+        source: SegmentBuffer,
+        sink: ResultSink | None = None,
+        *,
+        connection: object = None,
     ) -> Sequence[JobOutput]:
         """Runs a job on a worker, moving it to another worker if one fails.
 
         A pipeline job's output goes to ``sink`` as the worker produces it; once some has
-        left, a failure ends the job instead of moving it."""
+        left, a failure ends the job instead of moving it. ``connection`` is the QUIC
+        connection the job came on: a live session's jobs must come on the one that opened
+        it."""
         job.video_profiles()  # range-check the profiles before any work (400 if bad)
         key = (job.stream_id, job.session_id)
         need = f"pipeline:{job.pipeline}" if job.pipeline else ""
@@ -271,7 +311,7 @@ class Orchestrator:
         if job.pipeline:
             # Live sessions are paid by time on their control stream: 402 if short.
             self.live_accounts().check_job(
-                job.stream_id, job.session_id, job.pipeline, trio.current_time()
+                job.stream_id, job.session_id, job.pipeline, trio.current_time(), connection
             )
         elif self.payments is not None:
             # Paid before any compute: a bad or short payment is a 402 here.
@@ -385,6 +425,7 @@ class Orchestrator:
             "capacity": self.capacity,
             "sessions": len(self._sessions),
             "jobs_in_flight": self._jobs_in_flight,
+            "uploads": attrs.asdict(self.budget.statistics()),
             "connections": len(self._connections),
             "open_streams": sum(c.statistics().open_streams for c in self._connections),
             "pipelines": self.pipelines(),
@@ -413,27 +454,65 @@ class Orchestrator:
     async def _handle_stream(
         self, connection: QuicConnectionHandle, stream: QuicStream, peer: str
     ) -> None:
+        """Serves one stream; whatever happens in it ends it alone (module comment)."""
+        try:
+            await self._serve_stream(connection, stream, peer)
+        except Exception:
+            # Everything a peer can cause is answered where it happens: this is a bug. It
+            # ends this stream; the connection's other streams go on.
+            log.exception("stream %d from %s failed", stream.stream_id, peer)
+            await stream.aclose()
+
+    async def _serve_stream(
+        self, connection: QuicConnectionHandle, stream: QuicStream, peer: str
+    ) -> None:
         try:
             with trio.fail_after(CONTROL_TIMEOUT):
                 first = await stream.receive_some(64 * 1024)
         except (TransportError, trio.TooSlowError) as exc:
-            log.info("stream from %s closed before its first frame: %s", peer, exc)
+            log.debug("stream from %s closed before its first frame: %s", peer, exc)
             await stream.aclose()
             return
         if not first:
-            await stream.aclose()
+            await _finish(stream)
             return
         if first[0] == FrameType.JOB:
-            await serve_job(
-                Prepended(stream, first),
-                self.run_job,
-                upload_timeout=self.upload_timeout,
-                peer=peer,
-                sign=self.payments.sign_result if self.payments is not None else None,
-            )
-            await stream.aclose()
+
+            async def handler(
+                job: Job, source: SegmentBuffer, sink: ResultSink
+            ) -> Sequence[JobOutput]:
+                return await self.run_job(job, source, sink, connection=connection)
+
+            try:
+                await serve_job(
+                    Prepended(stream, first),
+                    handler,
+                    upload_timeout=self.upload_timeout,
+                    peer=peer,
+                    sign=self.payments.sign_result if self.payments is not None else None,
+                    max_upload_size=self.budget.max_segment_size,
+                    gate=self.budget.allowance(connection),
+                )
+                await stream.aclose()
+            finally:
+                self._give_back_memory()
         else:
             await self._control(connection, stream, first, peer)
+
+    def _give_back_memory(self) -> None:
+        """Returns the memory freed by ended uploads to the system once ``trim_after_bytes``
+        of them were given back, or when the last job in flight ends (a burst is over).
+
+        Synchronous (tens of ms), so that it runs when the job was cancelled too; at most once
+        per ``trim_after_bytes`` while jobs keep coming."""
+        freed = self.budget.bytes_released - self._trimmed_at
+        if not self.trim_after_bytes or not freed:
+            return
+        if freed >= self.trim_after_bytes or (
+            self.budget.jobs == 0 and freed >= self.trim_after_bytes // 64
+        ):
+            self._trimmed_at = self.budget.bytes_released
+            trim_freed_memory()
 
     async def _control(
         self, connection: QuicConnectionHandle, stream: QuicStream, first: bytes, peer: str
@@ -449,6 +528,7 @@ class Orchestrator:
                     elif isinstance(message, Ping):
                         await stream.send_all(channel.send(Pong(nonce=message.nonce)))
                     elif isinstance(message, LiveOpen):
+                        self.memory.check("a live AI session")
                         await serve_live_control(
                             self.live_accounts(),
                             stream,
@@ -456,6 +536,7 @@ class Orchestrator:
                             message,
                             self.update_live,
                             peer=peer,
+                            owner=connection,
                         )
                         return
                     elif isinstance(message, WorkerHello):
@@ -472,27 +553,34 @@ class Orchestrator:
                 with trio.move_on_after(CONTROL_TIMEOUT):
                     data = await stream.receive_some(64 * 1024)
                     if not data:
+                        # The peer is done asking: check it ended on a whole frame, then
+                        # our FIN follows every answer (in ``finally``).
                         channel.receive_eof()
+                        channel.next_message()
                         return
                     channel.receive_data(data)
                     continue
                 return  # an idle control stream
             await self._watch_worker(worker, stream, channel)
-        except RemoteProtocolError as exc:
+        except LpstreamError as exc:
+            if isinstance(exc, TransportError):
+                # Routine for an info or ping stream; worth a line only for a worker's.
+                log.log(
+                    logging.INFO if worker is not None else logging.DEBUG,
+                    "control stream from %s ended: %s",
+                    peer,
+                    exc,
+                )
+                return
+            code = exc.code if isinstance(exc, ProtocolError) else 503
             log.warning("control stream from %s: %s", peer, exc)
-            try:
-                await stream.send_all(channel.send(Error(code=exc.code, message=str(exc))))
-                await stream.send_eof()
-            except (TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-        except TransportError as exc:
-            # Routine for an info or ping stream; worth a line only for a worker's.
-            log.log(
-                logging.INFO if worker is not None else logging.DEBUG,
-                "control stream from %s ended: %s",
-                peer,
-                exc,
-            )
+            with contextlib.suppress(
+                TransportError, trio.BrokenResourceError, trio.ClosedResourceError
+            ):
+                await stream.send_all(channel.send(Error(code=code, message=str(exc)[:1000])))
+        except BaseException:
+            stream.reset()  # cancelled, or a bug (``_handle_stream`` logs it): no clean end
+            raise
         finally:
             if worker is not None:
                 self._workers.pop(worker.worker_id, None)
@@ -501,7 +589,7 @@ class Orchestrator:
                     "worker %s (%s) left; its jobs move to other workers", worker.worker_id, peer
                 )
                 connection.close()
-            await stream.aclose()
+            await _finish(stream)
 
     async def _watch_worker(
         self, worker: RemoteWorker, stream: QuicStream, channel: MessageStream
@@ -551,3 +639,11 @@ class Orchestrator:
         await stream.send_all(channel.send(WorkerWelcome(worker_id=worker_id)))
         log.info("worker %s registered from %s with capacity %d", worker_id, peer, worker.capacity)
         return worker
+
+
+async def _finish(stream: QuicStream) -> None:
+    """Ends a stream we answered on: our FIN after everything sent (a reset could make the
+    peer drop an answer it has not read yet), then the receiving side is let go."""
+    with contextlib.suppress(TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_eof()
+    await stream.aclose()

@@ -19,8 +19,8 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, cast
 
 import attrs
 import trio
@@ -199,7 +199,8 @@ class LocalWorker:
     ) -> list[JobOutput]:
         profiles = transcoder.profiles
         outputs: list[bytearray] = [bytearray() for _ in profiles]
-        reader = _TrickleReader(source.chunks(), trio.lowlevel.current_trio_token())
+        chunks = cast(AsyncGenerator[bytes, None], source.chunks())
+        reader = _TrickleReader(chunks, trio.lowlevel.current_trio_token())
 
         token = trio.lowlevel.current_trio_token()
 
@@ -238,6 +239,10 @@ class LocalWorker:
         except Exception as exc:  # a bug or an unmapped library error: report it, keep serving
             log.exception("transcode failed")
             raise MediaError(f"transcode failed: {exc}") from exc
+        finally:
+            # The thread is done with the upload: end the generator now, not whenever a
+            # collection finds it (it would hold the segment until then, and warn).
+            await chunks.aclose()
         self._jobs_done += 1
         if session is not None:
             session.jobs += 1

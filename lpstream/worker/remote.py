@@ -150,5 +150,8 @@ async def _serve_one(local: LocalWorker, stream: trio.abc.HalfCloseableStream, p
                 await serve_job(Prepended(stream, first), local.run_job, peer=peer)
     except TransportError as exc:
         log.info("stream from %s failed: %s", peer, exc)
+    except Exception:
+        # A bug: it ends this stream only, never the connection's other jobs.
+        log.exception("stream from %s failed", peer)
     finally:
         await stream.aclose()

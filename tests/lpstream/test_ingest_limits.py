@@ -28,7 +28,7 @@ def avc_config(width: int, height: int) -> CodecConfig:
             out.mux(packet)
     buffer.seek(0)
     with av.open(buffer) as container:
-        record = bytes(container.streams.video[0].codec_context.extradata)
+        record = bytes(container.streams.video[0].codec_context.extradata or b"")
     return CodecConfig(kind=TrackKind.VIDEO, codec="h264", data=record)
 
 

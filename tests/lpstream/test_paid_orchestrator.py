@@ -26,10 +26,19 @@ from lpstream.media import DEFAULT_PROFILES
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.orchestrator import Orchestrator
 from lpstream.orchestrator.payments import PaymentReceiver
-from lpstream.quic import QuicConnectionHandle, open_quic_connection, serve_quic
+from lpstream.quic import QuicConnectionHandle, QuicStream, open_quic_connection, serve_quic
 from lpstream.trickle import SegmentBuffer
 from lpstream.verification import VerificationError
-from lpstream.wire import GetInfo, Job, MessageStream, OrchInfo, ProfileSpec
+from lpstream.wire import (
+    GetInfo,
+    Job,
+    LiveEvent,
+    LiveOpen,
+    LivePayment,
+    MessageStream,
+    OrchInfo,
+    ProfileSpec,
+)
 from lpstream.worker.local import LocalWorker
 from payments.chain.contracts import ProtocolParameters
 from payments.chain.devchain import DevChain
@@ -496,3 +505,66 @@ async def test_a_busy_orchestrator_takes_no_payment(
         assert caught.value.code == 503
     assert receiver.status()["tickets_received"] == received
     assert receiver.ledger.balance(sender.address, "b") == 0
+
+
+async def test_a_paid_live_session_runs_jobs_only_from_the_payers_connection(
+    paid: Paid, tmp_path: Path
+) -> None:
+    """The hijack of issue 11: a stranger who knows a funded live session's ids sends pipeline
+    jobs in it from its own connection. It gets 403 and nothing runs; the payer's jobs, on the
+    connection that opened and paid the session, run."""
+    pytest.importorskip("torch")
+    sender = TicketSender(private_key=paid.gateway_key.private_key)
+    clip = make_clip(tmp_path / "ai.ts", seconds=1, size="160x90", audio=False, fmt="mpegts")
+    ai_job = Job(
+        stream_id="s",
+        seq=0,
+        duration_ms=1000,
+        profiles=(ProfileSpec(name="ai", width=160, height=90, bitrate=300_000),),
+        session_id="funded-ai",
+        pipeline="noop",
+    )
+
+    async def next_event(stream: QuicStream, channel: MessageStream) -> LiveEvent | None:
+        with trio.fail_after(10):
+            while (message := channel.next_message()) is None:
+                data = await stream.receive_some()
+                if not data:
+                    return None
+                channel.receive_data(data)
+        assert isinstance(message, LiveEvent), message
+        return message
+
+    async with (
+        open_quic_connection("127.0.0.1", paid.port) as payer,
+        open_quic_connection("127.0.0.1", paid.port) as stranger,
+    ):
+        _, params = await ticket_params(payer, sender.address)
+        control = await payer.open_stream()
+        channel = MessageStream()
+        await control.send_all(
+            channel.send(LiveOpen(stream_id="s", session_id="funded-ai", pipeline="noop"))
+            + channel.send(LivePayment(payment=sender.create_payment(params, 1).encode()))
+        )
+        paid_event = await next_event(control, channel)
+        assert paid_event is not None and paid_event.kind == "paid"
+        balance = paid.receiver.ledger.balance(sender.address, "funded-ai")
+        assert balance > 0
+
+        stream = await stranger.open_stream()
+        with pytest.raises(JobError, match="connection that opened it") as caught:
+            await request_job(stream, ai_job, full(clip.read_bytes()), response_timeout=30)
+        assert caught.value.code == 403
+        await stream.aclose()
+        account = paid.receiver.ledger.balance(sender.address, "funded-ai")
+        assert account == balance  # nothing ran, nothing started the session's clock
+
+        stream = await payer.open_stream()
+        result = await request_job(stream, ai_job, full(clip.read_bytes()), response_timeout=30)
+        await stream.aclose()
+        assert result.outputs[0].info.frames + result.outputs[0].info.dropped == 30
+        await control.send_eof()
+        kinds = []
+        while (event := await next_event(control, channel)) is not None:
+            kinds.append(event.kind)
+        assert kinds[-1] == "settled"
