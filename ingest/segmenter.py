@@ -72,7 +72,14 @@ import attrs
 import av
 
 from lpstream.errors import MediaError
-from lpstream.media import CodecConfig, MediaEvent, MediaPacket, StreamMetadata, TrackKind
+from lpstream.media import (
+    MAX_SEGMENT_SECONDS,
+    CodecConfig,
+    MediaEvent,
+    MediaPacket,
+    StreamMetadata,
+    TrackKind,
+)
 
 __all__ = [
     "AUDIO_ONLY_REFUSAL",
@@ -456,7 +463,7 @@ class Segmenter:
 
     target_duration: float = 2.0
     """Cut at the first keyframe at least this many seconds into a segment."""
-    max_duration: float = 8.0
+    max_duration: float = MAX_SEGMENT_SECONDS
     """Cut without a keyframe after this many seconds (with a warning)."""
     stream_name: str = ""
     """Used in log messages only."""

@@ -226,9 +226,9 @@ def limit_flags(fn: F) -> F:
             "--max-ingest-bitrate",
             default="60M",
             callback=_parsed(parse_bitrate, "--max-ingest-bitrate"),
-            help="Most bits per second one publisher may send, averaged over 4 s (e.g. 60M, "
-            "8000k; 0: none). Over it the publish is stopped with a clear error; segments are "
-            "limited to what 8 s at this rate can fill.",
+            help="Most bits per second one publisher may send, averaged over 2 s (e.g. 60M, "
+            "8000k; 0: none). Over it the publish is stopped with a clear error; a segment is "
+            "limited to what 8 s at this rate (plus 2 s of burst, plus 10%) can fill.",
         ),
         option(
             "--max-ingest-pixels",

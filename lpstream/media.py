@@ -17,6 +17,8 @@ import attrs
 
 __all__ = [
     "DEFAULT_PROFILES",
+    "MAX_INGEST_BITRATE",
+    "MAX_SEGMENT_SECONDS",
     "CodecConfig",
     "MediaEvent",
     "MediaPacket",
@@ -27,7 +29,25 @@ __all__ = [
     "parse_profiles",
     "pixels_for",
     "scaled_size",
+    "segment_size_limit",
 ]
+
+MAX_INGEST_BITRATE = 60_000_000
+"""Default bits per second a publisher may send (``--max-ingest-bitrate``), averaged over a
+couple of seconds: 4K H.264 at a high bitrate."""
+MAX_SEGMENT_SECONDS = 8.0
+"""The longest segment the segmenter cuts: a GOP longer than this is cut without a keyframe."""
+
+
+def segment_size_limit(
+    bitrate: int, seconds: float = MAX_SEGMENT_SECONDS, burst: float = 2.0
+) -> int:
+    """The largest segment, in bytes, that a publisher held to ``bitrate`` (bursting
+    ``burst`` seconds' worth at once) can fill in ``seconds``, plus 10% for MPEG-TS overhead.
+
+    The gateway's segment buffers and the orchestrator's job uploads are both held to it, so a
+    segment the gateway accepts is never too large for the orchestrator."""
+    return int(bitrate / 8 * (seconds + burst) * 1.1)
 
 
 class TrackKind(enum.Enum):

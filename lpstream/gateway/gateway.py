@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from lpstream.budget import MemoryBudget, trim_freed_memory
-from lpstream.errors import ProtocolError, StreamInUseError
+from lpstream.errors import LpstreamError, ProtocolError, StreamInUseError
 from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession, LiveControlPool, ParamValue
 from lpstream.gateway.stream import LiveStream, SegmentTranscoder, StreamPublisher
@@ -214,9 +214,28 @@ class Gateway:
             paid=self.paid,
         )
         stream.ai = session
-        self._nursery.start_soon(session.run)
+        self._nursery.start_soon(self._run_ai, session)
         log.info("stream %r: live AI session %s runs %s", stream_name, session.session, pipeline)
         return session
+
+    async def _run_ai(self, session: LiveAiSession) -> None:
+        """Runs a live AI session; whatever ends it ends that session only."""
+        try:
+            await session.run()
+        except LpstreamError as exc:
+            self.metrics.inc("errors_total", kind="pipeline")
+            log.warning(
+                "stream %r: live AI session %s ended: %s", session.stream, session.session, exc
+            )
+            session.stop(str(exc))
+        except Exception:
+            self.metrics.inc("errors_total", kind="internal")
+            log.exception(
+                "stream %r: live AI session %s ended by an internal error",
+                session.stream,
+                session.session,
+            )
+            session.stop("internal error")
 
     def ai_session(self, stream_name: str) -> LiveAiSession | None:
         stream = self._live.get(stream_name)

@@ -13,7 +13,8 @@ broken; the stream then ends and only that publisher is told why.
   keyframe, a buffered start) but not stay above the limit for longer.
 * A segment holds at most ``max_segment_duration`` seconds (the segmenter cuts there even without
   a keyframe), so ``segment_limit`` — the bytes that many seconds at the limit can take, plus the
-  burst — bounds every segment buffer this publisher can fill.
+  burst and the MPEG-TS overhead (``lpstream.media.segment_size_limit``, the rule orchestrators
+  size their uploads by too) — bounds every segment buffer this publisher can fill.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ import attrs
 
 from lpstream.errors import RemoteProtocolError
 from lpstream.h264 import avc_info_from_config
-from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+from lpstream.media import (
+    MAX_INGEST_BITRATE,
+    MAX_SEGMENT_SECONDS,
+    CodecConfig,
+    MediaEvent,
+    MediaPacket,
+    TrackKind,
+    segment_size_limit,
+)
 
 __all__ = [
     "DEFAULT_MAX_INGEST_BITRATE",
@@ -33,8 +42,8 @@ __all__ = [
 
 DEFAULT_MAX_INGEST_PIXELS = 4096 * 2304
 """Largest picture a publisher may send (width x height): 4096x2304, a little over 4K UHD."""
-DEFAULT_MAX_INGEST_BITRATE = 60_000_000
-"""Most bits per second a publisher may send, averaged over a few seconds."""
+DEFAULT_MAX_INGEST_BITRATE = MAX_INGEST_BITRATE
+"""Most bits per second a publisher may send, averaged over a couple of seconds."""
 
 
 @attrs.frozen(kw_only=True)
@@ -45,9 +54,9 @@ class IngestLimits:
     """Largest width x height of the video; 0 for no limit."""
     max_bitrate: int = DEFAULT_MAX_INGEST_BITRATE
     """Most bits per second, averaged over ``window``; 0 for no limit."""
-    window: float = 4.0
+    window: float = 2.0
     """Seconds the bitrate is averaged over (the burst a publisher may send at once)."""
-    max_segment_duration: float = 8.0
+    max_segment_duration: float = MAX_SEGMENT_SECONDS
     """Longest segment the segmenter cuts (it cuts without a keyframe past it)."""
     end_linger: float = 60.0
     """Seconds an ended stream's playlists and segments are kept (``--end-linger``)."""
@@ -63,7 +72,7 @@ class IngestLimits:
         without a bitrate limit)."""
         if not self.max_bitrate:
             return 64 * 1024 * 1024
-        return int(self.max_bitrate / 8 * self.max_segment_duration) + self.burst_bytes
+        return segment_size_limit(self.max_bitrate, self.max_segment_duration, self.window)
 
 
 @attrs.define

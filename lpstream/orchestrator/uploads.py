@@ -30,13 +30,13 @@ from collections.abc import Hashable, Mapping
 import attrs
 
 from lpstream.errors import LocalProtocolError, RemoteProtocolError
+from lpstream.media import MAX_INGEST_BITRATE, MAX_SEGMENT_SECONDS, segment_size_limit
 from lpstream.wire import Job
 
 __all__ = [
     "MAX_CONNECTION_JOBS",
     "MAX_CONNECTION_UPLOAD_BYTES",
     "MAX_SEGMENT_BITRATE",
-    "MAX_SEGMENT_SECONDS",
     "MAX_SEGMENT_SIZE",
     "MAX_SESSION_JOBS",
     "MAX_SESSION_UPLOAD_BYTES",
@@ -47,15 +47,12 @@ __all__ = [
     "UploadStatistics",
 ]
 
-MAX_SEGMENT_BITRATE = 60_000_000
-"""Bits per second of the richest source an orchestrator is sized for (4K H.264 at a high
-bitrate)."""
-MAX_SEGMENT_SECONDS = 8.0
-"""The longest segment a gateway cuts (the segmenter's ``max_duration``: a GOP longer than this
-is cut without a keyframe)."""
-MAX_SEGMENT_SIZE = int(MAX_SEGMENT_BITRATE / 8 * MAX_SEGMENT_SECONDS * 1.1)
-"""Default limit on one job's upload, in bytes (413 beyond): the largest segment above plus 10%
-for MPEG-TS overhead and audio; 66 MB (a gateway's segment buffer holds 64 MiB)."""
+MAX_SEGMENT_BITRATE = MAX_INGEST_BITRATE
+"""Bits per second of the richest source an orchestrator is sized for: what a gateway lets a
+publisher send by default."""
+MAX_SEGMENT_SIZE = segment_size_limit(MAX_SEGMENT_BITRATE, MAX_SEGMENT_SECONDS)
+"""Default limit on one job's upload, in bytes (413 beyond): the largest segment a gateway with
+default limits cuts (82.5 MB; ``lpstream.media.segment_size_limit``)."""
 MAX_SESSION_JOBS = 16
 """Default limit on one session's jobs in flight (503 beyond). A gateway waits for a job until
 8 s after its upload ended, so with 1 s segments an honest session may have 10 in flight when

@@ -89,10 +89,10 @@ def test_80_mbits_with_a_10s_gop_stops_that_publisher_only(
     assert_whole(honest)
     streams = http_json(f"{node.url('http')}/api/status")["streams"]
     assert not streams.get("flood", {}).get("live"), streams
-    # A segment holds at most 8 s at 60 Mbit/s plus the 4 s burst (90 MB), never the 100 MB
-    # GOP. In one process (dev) its bytes exist up to five times — the gateway's buffer, the
-    # orchestrator's copy, the source playlist's parts, the worker's input, transient joins —
-    # which is the stream's declared budget (README, "Limits").
+    # A segment holds at most 8 s at 60 Mbit/s plus the 2 s burst and 10% (82.5 MB), never
+    # the 100 MB GOP. In one process (dev) its bytes exist up to five times — the gateway's
+    # buffer, the orchestrator's copy, the source playlist's parts, the worker's input,
+    # transient joins — which is the stream's declared budget (README, "Limits").
     budget = 5 * IngestLimits().segment_limit / 2**20
     assert rss.peak - before < budget + 100, (before, rss.peak, budget)
     # Once its playlists are gone (--end-linger 2 here) the memory is given back.

@@ -14,6 +14,7 @@ from lpstream.config import parse_bitrate, parse_byte_size, parse_pixels
 from lpstream.errors import ConfigError, ProtocolError, RemoteProtocolError
 from lpstream.gateway.ingest_limits import IngestLimits, IngestMeter
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
+from lpstream.orchestrator.uploads import MAX_SEGMENT_SIZE
 
 
 def avc_config(width: int, height: int) -> CodecConfig:
@@ -79,8 +80,10 @@ def test_the_bitrate_is_measured_by_arrival_not_by_the_publishers_timestamps() -
 
 
 def test_a_segment_cannot_outgrow_what_the_limits_let_in() -> None:
-    limits = IngestLimits(max_bitrate=60_000_000, window=4.0, max_segment_duration=8.0)
-    assert limits.segment_limit == 60_000_000 // 8 * 8 + 30_000_000
+    limits = IngestLimits(max_bitrate=60_000_000, window=2.0, max_segment_duration=8.0)
+    assert limits.segment_limit == int(7_500_000 * 10 * 1.1)
+    # The orchestrator sizes its uploads by the same rule: what a gateway accepts, it takes.
+    assert limits.segment_limit == IngestLimits().segment_limit == MAX_SEGMENT_SIZE
     assert IngestLimits(max_bitrate=0).segment_limit == 64 * 1024 * 1024
 
 
