@@ -173,8 +173,12 @@ def _parsed(
     parse: Callable[..., int], flag: str
 ) -> Callable[[click.Context, click.Parameter, Any], Any]:
     def convert(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if value is None or value == "auto":
+        if value is None:
             return value
+        if value == "auto" and flag == "--memory-budget":
+            from lpstream.budget import default_memory_budget
+
+            return default_memory_budget()
         try:
             return parse(str(value), flag=flag)
         except ConfigError as exc:
@@ -183,27 +187,34 @@ def _parsed(
     return convert
 
 
+memory_budget_opt = option(
+    "--memory-budget",
+    default="auto",
+    callback=_parsed(parse_byte_size, "--memory-budget"),
+    help="Resident memory (e.g. 4G, 512M; 0: none) above which new work is refused (a new "
+    "stream: RTMP error or HTTP 503; a live AI session or an orchestrator job: 503) instead "
+    "of the process growing; auto: 75% of the machine's (or the container's) memory.",
+)
+
+
 def limit_flags(fn: F) -> F:
-    """--max-ingest-pixels, --max-ingest-bitrate, --end-linger, --memory-budget, handed as
-    ``ingest_limits`` (an ``IngestLimits``) and ``memory_budget`` (bytes, 0 for none)."""
+    """--max-ingest-pixels, --max-ingest-bitrate, --end-linger, handed to the command as
+    ``ingest_limits`` (an ``IngestLimits``)."""
 
     @functools.wraps(fn)
     def command(
         *args: Any,
         max_ingest_pixels: int,
         max_ingest_bitrate: int,
-        memory_budget: int | str,
         end_linger: float,
         **kwargs: Any,
     ) -> Any:
-        from lpstream.budget import default_memory_budget
         from lpstream.gateway.ingest_limits import IngestLimits
 
         limits = IngestLimits(
             max_pixels=max_ingest_pixels, max_bitrate=max_ingest_bitrate, end_linger=end_linger
         )
-        budget = default_memory_budget() if memory_budget == "auto" else int(memory_budget)
-        return fn(*args, ingest_limits=limits, memory_budget=budget, **kwargs)
+        return fn(*args, ingest_limits=limits, **kwargs)
 
     wrapped: Any = command
     for decorate in (
@@ -213,14 +224,6 @@ def limit_flags(fn: F) -> F:
             default=60.0,
             help="Seconds an ended stream's playlists and segments stay served (and in "
             "memory); a publish of the same name within it continues them.",
-        ),
-        option(
-            "--memory-budget",
-            default="auto",
-            callback=_parsed(parse_byte_size, "--memory-budget"),
-            help="Resident memory (e.g. 4G, 512M; 0: none) above which new streams and AI "
-            "sessions are refused (RTMP error, HTTP 503) instead of the process growing; "
-            "auto: 75% of the machine's (or the container's) memory.",
         ),
         option(
             "--max-ingest-bitrate",
@@ -236,6 +239,82 @@ def limit_flags(fn: F) -> F:
             callback=_parsed(parse_pixels, "--max-ingest-pixels"),
             help="Largest picture a publisher may send, as WIDTHxHEIGHT or a pixel count (0: "
             "none); a larger one is refused at its first frame.",
+        ),
+    ):
+        wrapped = decorate(wrapped)
+    return wrapped  # type: ignore[no-any-return]
+
+
+def http_limit_flags(fn: F) -> F:
+    """--http-max-connections and the HTTP timeouts, handed to the command as ``http_limits``
+    (an ``HttpLimits``)."""
+
+    @functools.wraps(fn)
+    def command(
+        *args: Any,
+        http_max_connections: int,
+        http_keep_alive_timeout: float,
+        http_send_timeout: float,
+        http_body_timeout: float,
+        http_max_uploads: int,
+        http_dead_peer_timeout: float,
+        **kwargs: Any,
+    ) -> Any:
+        from lpstream.http.limits import HttpLimits
+
+        limits = HttpLimits(
+            max_connections=http_max_connections,
+            keep_alive_timeout=http_keep_alive_timeout,
+            send_timeout=http_send_timeout,
+            body_timeout=http_body_timeout,
+            max_uploads=http_max_uploads,
+            dead_peer_timeout=http_dead_peer_timeout,
+        )
+        return fn(*args, http_limits=limits, **kwargs)
+
+    wrapped: Any = command
+    seconds = click.FloatRange(0.5, 3600)
+    for decorate in (
+        option(
+            "--http-dead-peer-timeout",
+            type=seconds,
+            default=60.0,
+            help="Seconds until an HTTP connection whose client vanished without closing is "
+            "dropped (TCP keepalive probes it from half of this on).",
+        ),
+        option(
+            "--http-max-uploads",
+            type=click.IntRange(1),
+            default=64,
+            help="HTTP request bodies (WHIP/WHEP offers, AI starts) being received at once, "
+            "node-wide; more get 503.",
+        ),
+        option(
+            "--http-body-timeout",
+            type=seconds,
+            default=10.0,
+            help="Seconds an HTTP request body may take to arrive whole; slower ones get 408.",
+        ),
+        option(
+            "--http-send-timeout",
+            type=seconds,
+            default=30.0,
+            help="Seconds a write may wait for an HTTP client to read before it is dropped.",
+        ),
+        option(
+            "--http-keep-alive-timeout",
+            type=seconds,
+            default=5.0,
+            help="Seconds an idle HTTP connection is kept, and the most a client may take to "
+            "send a request's headers.",
+        ),
+        option(
+            "--http-max-connections",
+            type=click.IntRange(8),
+            default=1024,
+            help="HTTP connections open at once (WebSockets included); 32 more are answered "
+            "503, the rest wait. Lowered to fit the open-file limit (raised to the hard limit "
+            "at start), with 256 descriptors kept for the rest of the node.",
         ),
     ):
         wrapped = decorate(wrapped)
@@ -396,6 +475,8 @@ def main() -> None:
 @pipeline_price_opt
 @max_price_per_second_opt
 @limit_flags
+@http_limit_flags
+@memory_budget_opt
 @log_level
 def dev(
     rtmp_addr: HostPort,
@@ -427,6 +508,7 @@ def dev(
     pipeline_price: tuple[str, ...],
     max_price_per_second: int | None,
     ingest_limits: Any,
+    http_limits: Any,
     memory_budget: int,
     log_level: str,
 ) -> None:
@@ -466,6 +548,7 @@ def dev(
         pipeline_params=_pipeline_params(pipeline_params),
         max_price_per_second=max_price_per_second,
         ingest_limits=ingest_limits,
+        http_limits=http_limits,
         memory_budget=memory_budget,
     )
     orch_options = OrchestratorOptions(
@@ -475,6 +558,7 @@ def dev(
         encoder=encoder,
         price_per_second=price_per_second,
         pipeline_prices=_pipeline_prices(pipeline_price),
+        memory_budget=memory_budget,
     )
     _run(
         lambda: run_dev(
@@ -533,6 +617,8 @@ def dev(
 @pipeline_params_opt
 @max_price_per_second_opt
 @limit_flags
+@http_limit_flags
+@memory_budget_opt
 @log_level
 def gateway(
     rtmp_addr: HostPort,
@@ -561,6 +647,7 @@ def gateway(
     pipeline_params: str | None,
     max_price_per_second: int | None,
     ingest_limits: Any,
+    http_limits: Any,
     memory_budget: int,
     log_level: str,
 ) -> None:
@@ -606,6 +693,7 @@ def gateway(
         pipeline_params=_pipeline_params(pipeline_params),
         max_price_per_second=max_price_per_second,
         ingest_limits=ingest_limits,
+        http_limits=http_limits,
         memory_budget=memory_budget,
     )
     _run(lambda: run_gateway(options, announce=_announce, chain=chain, payments=payments))
@@ -649,6 +737,8 @@ def gateway(
 )
 @price_per_second_opt
 @pipeline_price_opt
+@http_limit_flags
+@memory_budget_opt
 @log_level
 def orchestrator(
     service_addr: HostPort,
@@ -669,6 +759,8 @@ def orchestrator(
     initialize_rounds: bool,
     price_per_second: int,
     pipeline_price: tuple[str, ...],
+    http_limits: Any,
+    memory_budget: int,
     log_level: str,
 ) -> None:
     """Sell transcoding and live AI: take jobs over QUIC and run them on workers."""
@@ -692,6 +784,8 @@ def orchestrator(
         encoder=encoder,
         price_per_second=price_per_second,
         pipeline_prices=_pipeline_prices(pipeline_price),
+        memory_budget=memory_budget,
+        http_limits=http_limits,
     )
     _run(
         lambda: run_orchestrator(

@@ -6,21 +6,20 @@ from __future__ import annotations
 
 import logging
 import random
+import resource
 import secrets
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 import lpstream
 from ingest.rtmp import RtmpServer
 from ingest.whip import WhepPlayback, WhipIngest
-from lpstream.budget import MemoryBudget
+from lpstream.budget import MemoryBudget, process_rss
 from lpstream.chainwatch import ChainWatch
 from lpstream.config import HostPort
 from lpstream.gateway.discovery import (
@@ -36,6 +35,8 @@ from lpstream.gateway.orchestrators import OrchestratorPool
 from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.selection import SelectionWeights, Selector
 from lpstream.http.app import build_app
+from lpstream.http.limits import HttpLimits
+from lpstream.http.server import HttpServer
 from lpstream.media import VideoProfile
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.orchestrator import Orchestrator
@@ -102,6 +103,8 @@ class GatewayOptions:
     """Its starting parameters."""
     max_price_per_second: int | None = None
     """Paid: wei per second a live AI session may cost at most (None: no limit)."""
+    http_limits: HttpLimits = attrs.Factory(HttpLimits)
+    """What one HTTP client may cost (connections, timeouts, bodies)."""
     ingest_limits: IngestLimits = attrs.Factory(IngestLimits)
     """What each publisher may send (``--max-ingest-pixels``, ``--max-ingest-bitrate``)."""
     memory_budget: int = 0
@@ -126,23 +129,33 @@ class OrchestratorOptions:
     """Paid: wei per second of a live AI session (pipelines without their own price)."""
     pipeline_prices: dict[str, int] = attrs.Factory(dict)
     """Paid: wei per second by pipeline."""
+    memory_budget: int = 0
+    """Bytes of RSS above which new jobs and live sessions are refused (0: no budget)."""
+    http_limits: HttpLimits = attrs.Factory(HttpLimits)
+    """What one client of the admin HTTP may cost."""
 
 
-async def _serve_http(app: Any, addr: HostPort, *, task_status: trio.TaskStatus[HostPort]) -> None:
-    config = HypercornConfig()
-    config.bind = [str(addr)]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("lpstream.http")
-    config.graceful_timeout = 1.0
+def raise_open_file_limit() -> int:
+    """Raises this process's soft limit on open files to its hard limit, once, and logs it;
+    returns the soft limit in force (the HTTP connection cap is fitted under it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open files: cannot raise the limit from %d to %d: %s", soft, hard, exc)
+            return soft
+        log.info("open files: limit raised from %d to %d (the hard limit)", soft, hard)
+    return hard
 
-    class _Status:
-        def started(self, binds: Sequence[str] | None = None) -> None:
-            bound = (binds or [f"http://{addr}"])[0]
-            hostport = bound.split("://", 1)[1]
-            host, _, port = hostport.rpartition(":")
-            task_status.started(HostPort(host.strip("[]"), int(port)))
 
-    await hypercorn_serve(app, config, shutdown_trigger=trio.sleep_forever, task_status=_Status())
+async def _serve_http(
+    server: HttpServer, addr: HostPort, *, task_status: trio.TaskStatus[HostPort]
+) -> None:
+    """Serves ``server`` on ``addr`` (within its limits: connections, timeouts, WebSocket
+    message size) until cancelled; reports the bound address."""
+    raise_open_file_limit()
+    await server.serve(addr, task_status=task_status)
 
 
 def _build_orchestrator(options: OrchestratorOptions, metrics: Metrics) -> Orchestrator:
@@ -157,6 +170,7 @@ def _build_orchestrator(options: OrchestratorOptions, metrics: Metrics) -> Orche
         local=local,
         pipeline_prices=dict(options.pipeline_prices),
         default_pipeline_price=options.price_per_second,
+        memory=MemoryBudget(limit=options.memory_budget),
     )
 
 
@@ -194,8 +208,10 @@ async def run_orchestrator(
                     **orchestrator.status(),
                 },
                 metrics=metrics,
+                limits=options.http_limits,
             )
-            bound = await nursery.start(_serve_http, app, options.http_addr)
+            server = HttpServer(app, limits=options.http_limits)
+            bound = await nursery.start(_serve_http, server, options.http_addr)
             announce(f"orchestrator admin: http://{bound}/api/status")
         announce("lpstream orchestrator ready")
 
@@ -255,6 +271,7 @@ async def _start_gateway(
         pipeline=options.pipeline,
         pipeline_params=dict(options.pipeline_params),
         limits=options.ingest_limits,
+        linger=options.ingest_limits.end_linger,
         memory=MemoryBudget(limit=options.memory_budget),
     )
     await nursery.start(gateway.run)
@@ -279,14 +296,27 @@ async def _start_gateway(
         out["rtmp"] = attrs.asdict(rtmp.statistics())
         out["whip"] = attrs.asdict(whip.statistics())
         out["whep"] = attrs.asdict(whep.statistics())
+        out["http"] = attrs.asdict(server.statistics())
+        out["memory"] = {
+            "rss": process_rss(),
+            "budget": gateway.memory.limit,
+            "refused_total": gateway.memory.refused_total,
+        }
         if extra_status is not None:
             out.update(extra_status())
         return out
 
     app = build_app(
-        playback=gateway, status=status, metrics=metrics, whip=whip, whep=whep, ai=gateway
+        playback=gateway,
+        status=status,
+        metrics=metrics,
+        whip=whip,
+        whep=whep,
+        ai=gateway,
+        limits=options.http_limits,
     )
-    http = await nursery.start(_serve_http, app, options.http_addr)
+    server = HttpServer(app, limits=options.http_limits)
+    http = await nursery.start(_serve_http, server, options.http_addr)
     rtmp_bound = HostPort(rtmp_host, rtmp_port)
     announce(f"ingest:   rtmp://{rtmp_bound}/live/{{stream}}")
     announce(f"ingest:   http://{http}/whip/{{stream}} (WHIP)")

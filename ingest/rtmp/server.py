@@ -91,6 +91,30 @@ class RtmpServerStatistics:
     """Connections closed at once: too many not publishing, in all or from their address."""
 
 
+class _AcceptErrorFilter(logging.Filter):
+    """Turns trio's accept-loop complaints (EMFILE and friends, logged with a traceback every
+    100 ms while they last; trio backs off by itself) into one line per ``interval``."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._last is not None and record.created - self._last < self.interval:
+            return False
+        self._last = record.created
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_ACCEPT_LOG = logging.getLogger("trio.serve_listeners")
+if not any(isinstance(f, _AcceptErrorFilter) for f in _ACCEPT_LOG.filters):
+    _ACCEPT_LOG.addFilter(_AcceptErrorFilter())
+
+
 class _SinkError(Exception):
     """The handler's publisher failed; the cause is chained."""
 

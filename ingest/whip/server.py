@@ -8,6 +8,9 @@ How this works:
 * An offer is checked first (token, then the SDP, sans-IO, :mod:`.sdp`), then the publish is
   started with the ``PublishHandler`` exactly as RTMP does, so a name already live is refused
   before any WebRTC work. Then the peer answers (:mod:`.peer`) and the session task starts.
+* ``max_sessions`` counts an offer from the moment it passes the checks: its slot is taken
+  before the first ``await`` (``_pending``) and given back on every way out, so offers that
+  arrive together cannot all pass the check before any of them is registered.
 * The peer hands its items to the session through a bounded memory channel fed from the
   asyncio thread with ``TrioToken.run_sync_soon``; RTP cannot be pushed back on, so when the
   channel is full items are dropped and the video waits for the next keyframe (a PLI asks for
@@ -86,6 +89,8 @@ class WhipStatistics:
     """Sessions ended because no media came."""
     dropped_frames_total: int
     """Frames dropped because the session could not keep up."""
+    pending_sessions: int = 0
+    """Offers accepted and being answered; they count against ``max_sessions``."""
 
 
 @attrs.define(eq=False)
@@ -133,6 +138,7 @@ class WhipIngest:
     _loop: AsyncioLoop | None = attrs.field(default=None, init=False)
     _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _sessions: dict[str, _Session] = attrs.field(factory=dict, init=False)
+    _pending: int = attrs.field(default=0, init=False)
     _audio_limiter: trio.CapacityLimiter = attrs.field(
         factory=lambda: trio.CapacityLimiter(2), init=False
     )
@@ -163,6 +169,7 @@ class WhipIngest:
             sessions_total=self._sessions_total,
             timeouts_total=self._timeouts_total,
             dropped_frames_total=self._dropped_total,
+            pending_sessions=self._pending,
         )
 
     def session_ids(self, stream: str) -> list[str]:
@@ -192,22 +199,28 @@ class WhipIngest:
         loop, nursery = self._loop, self._nursery
         if loop is None or nursery is None:
             raise RemoteProtocolError("WHIP ingest is not running", code=503)
-        if len(self._sessions) >= self.max_sessions:
-            raise RemoteProtocolError("too many WHIP sessions", code=503)
+        if len(self._sessions) + self._pending >= self.max_sessions:
+            raise RemoteProtocolError(
+                f"too many WHIP sessions (max_sessions={self.max_sessions})", code=503
+            )
+        self._pending += 1  # the slot is this offer's from here: no await before this line
         try:
-            publisher = await self.handler.start_publish(stream)
-        except StreamInUseError as exc:
-            raise RemoteProtocolError(str(exc), code=409) from None
-        except LpstreamError as exc:
-            raise RemoteProtocolError(f"publish refused: {exc}", code=503) from None
-        session = self._new_session(stream, publisher, summary)
-        try:
-            answer_sdp = await self._answer(loop, session, text)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._close_peer(session)
-                await self._close_publisher(session)
-            raise
+            try:
+                publisher = await self.handler.start_publish(stream)
+            except StreamInUseError as exc:
+                raise RemoteProtocolError(str(exc), code=409) from None
+            except LpstreamError as exc:
+                raise RemoteProtocolError(f"publish refused: {exc}", code=503) from None
+            session = self._new_session(stream, publisher, summary)
+            try:
+                answer_sdp = await self._answer(loop, session, text)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._close_peer(session)
+                    await self._close_publisher(session)
+                raise
+        finally:
+            self._pending -= 1
         self._sessions[session.id] = session
         self._sessions_total += 1
         nursery.start_soon(self._run_session, session)

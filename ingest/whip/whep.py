@@ -154,6 +154,8 @@ class WhepStatistics:
     """PLI/FIR requests that started a viewer over at a keyframe."""
     timeouts_total: int
     """Sessions ended because the viewer never connected or went silent."""
+    pending_sessions: int = 0
+    """Offers accepted and being answered; they count against ``max_sessions``."""
     sessions: tuple[WhepSessionStatistics, ...] = ()
     """Each viewer now."""
 
@@ -235,6 +237,7 @@ class WhepPlayback:
             frames_dropped_total=dropped,
             keyframe_requests_total=self._keyframe_requests,
             timeouts_total=self._timeouts_total,
+            pending_sessions=self._pending,
             sessions=tuple(
                 WhepSessionStatistics(
                     session_id=s.id,
@@ -281,7 +284,10 @@ class WhepPlayback:
         if loop is None or nursery is None:
             raise RemoteProtocolError("WHEP playback is not running", code=503)
         if len(self._sessions) + self._pending >= self.max_sessions:
-            raise RemoteProtocolError("too many WHEP sessions on this node", code=503)
+            raise RemoteProtocolError(
+                f"too many WHEP sessions on this node (max_sessions={self.max_sessions})",
+                code=503,
+            )
         subscription = self.source.subscribe(stream, rendition)
         if subscription is None:
             raise RemoteProtocolError(
@@ -296,7 +302,7 @@ class WhepPlayback:
             send=send,
             receive=receive,
         )
-        self._pending += 1
+        self._pending += 1  # the slot is this offer's from here: no await since the check
         try:
             answer_sdp = await self._answer(loop, session, text)
         except BaseException:

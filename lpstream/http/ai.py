@@ -8,7 +8,10 @@
   of some parameters) and receives JSON events: ``params`` (the change took effect, with the
   frame timestamp it applied at), ``stats``, ``billed``, ``paid``, ``error``, ``stopped``.
   A refused change is answered with an ``error`` event and the socket stays open. Messages
-  are at most 64 KiB, parameters flat (name to string, number or boolean).
+  are at most 64 KiB, parameters flat (name to string, number or boolean). The start body is
+  read as it streams (413 past 64 KiB, 408 too slow, 503 too many bodies at once:
+  :class:`~lpstream.http.limits.BodyReader`); a bigger WebSocket message is refused by the
+  server's protocol layer as it arrives (close 1009, ``HttpLimits.max_websocket_message``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from lpstream.errors import LpstreamError, ProtocolError
 from lpstream.gateway.live_ai import LiveAiSession, ParamValue
+from lpstream.http.limits import BodyReader
 
 __all__ = ["AiDirectory", "ai_routes", "parse_params"]
 
@@ -107,11 +111,15 @@ def _error(exc: LpstreamError) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=code)
 
 
-def ai_routes(directory: AiDirectory) -> list[BaseRoute]:
+def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> list[BaseRoute]:
+    """The live AI routes; ``bodies`` reads request bodies (the app's one reader; a new one
+    if None)."""
+    reader = bodies or BodyReader()
+
     async def start(request: Request) -> Response:
         stream = request.path_params["stream"]
         try:
-            body = await request.body()
+            body = await reader.read(request, MAX_MESSAGE)
             request_json = _load(body.decode("utf-8", errors="replace"))
             pipeline = request_json.get("pipeline")
             if not isinstance(pipeline, str) or not pipeline:
@@ -160,8 +168,10 @@ def ai_routes(directory: AiDirectory) -> list[BaseRoute]:
             nursery.start_soon(forward)
             try:
                 while True:
-                    text = await websocket.receive_text()
+                    text: str | None = await websocket.receive_text()
                     try:
+                        if text is None:  # a binary message
+                            raise ProtocolError("messages are JSON text", code=400)
                         message = _load(text)
                         await session.update(parse_params(message.get("params")))
                     except LpstreamError as exc:  # the answer is the params event

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from ingest.whip import WhepPlayback, WhipIngest
 from lpstream.http.ai import AiDirectory, ai_routes
+from lpstream.http.limits import BodyReader, HttpLimits
 from lpstream.http.watch import watch_routes
 from lpstream.http.whep import whep_routes
 from lpstream.http.whip import whip_routes
@@ -59,9 +60,13 @@ def build_app(
     whip: WhipIngest | None = None,
     whep: WhepPlayback | None = None,
     ai: AiDirectory | None = None,
+    limits: HttpLimits | None = None,
 ) -> Starlette:
     """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers, ``whip``
-    None on nodes that take no WHIP publishes, ``whep`` None on nodes with no WebRTC viewers."""
+    None on nodes that take no WHIP publishes, ``whep`` None on nodes with no WebRTC viewers.
+    ``limits`` gives the request body budget (``body_timeout``, ``max_uploads``; the rest is
+    the server's); every route that takes a body reads it through one ``BodyReader``."""
+    bodies = BodyReader.from_limits(limits or HttpLimits())
 
     def stream_or_404(request: Request) -> LivePlayback | Response:
         name = request.path_params["stream"]
@@ -133,9 +138,9 @@ def build_app(
         *watch_routes(),
     ]
     if whip is not None:
-        routes += whip_routes(whip)
+        routes += whip_routes(whip, bodies=bodies)
     if whep is not None:
-        routes += whep_routes(whep)
+        routes += whep_routes(whep, bodies=bodies)
     if ai is not None:
-        routes += ai_routes(ai)
+        routes += ai_routes(ai, bodies=bodies)
     return Starlette(routes=routes)

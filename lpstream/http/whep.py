@@ -13,9 +13,11 @@
   on another origin can play.
 * With a token configured (``--whep-token``), POST and DELETE need ``Authorization: Bearer
   <token>``; without it or with a wrong one they get 401 and ``WWW-Authenticate: Bearer``.
+* Offers are read as WHIP's are (:func:`~lpstream.http.whip.read_sdp_offer`): 413 over
+  64 KiB, 408 too slow, 503 too many bodies at once, 415 not ``application/sdp``.
 * The other refusals come from ``WhepPlayback`` as ``RemoteProtocolError`` codes: 400 bad SDP,
-  404 no such live stream or rendition, 413 offer too large, 415 no H.264 to receive (or not
-  ``application/sdp``), 503 session limit reached; the body is a one-line reason.
+  404 no such live stream or rendition, 415 no H.264 to receive, 503 session limit reached;
+  the body is a one-line reason.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.routing import Route
 
 from ingest.whip import WhepPlayback
 from lpstream.errors import RemoteProtocolError
+from lpstream.http.limits import BodyReader
 from lpstream.http.whip import SDP, bearer_token, read_sdp_offer
 
 __all__ = ["whep_routes"]
@@ -50,8 +53,12 @@ def _error(exc: RemoteProtocolError) -> Response:
     return PlainTextResponse(f"{exc.reason}\n", status_code=exc.code, headers=headers)
 
 
-def whep_routes(playback: WhepPlayback, *, prefix: str = "/whep") -> list[Route]:
-    """The WHEP routes under ``prefix``; ``playback`` must be running (``nursery.start``)."""
+def whep_routes(
+    playback: WhepPlayback, *, prefix: str = "/whep", bodies: BodyReader | None = None
+) -> list[Route]:
+    """The WHEP routes under ``prefix``; ``playback`` must be running (``nursery.start``).
+    ``bodies`` reads the offers (the app's one reader; a new one if None)."""
+    bodies = bodies or BodyReader()
 
     async def play(request: Request) -> Response:
         stream = request.path_params["stream"]
@@ -61,7 +68,7 @@ def whep_routes(playback: WhepPlayback, *, prefix: str = "/whep") -> list[Route]
             if playback.token is not None and token is None:
                 # Refuse before reading a body from someone who may not watch.
                 raise RemoteProtocolError("a bearer token is required", code=401)
-            offer = await read_sdp_offer(request)
+            offer = await read_sdp_offer(request, bodies)
             answer = await playback.offer(stream, rendition, offer, token=token)
         except RemoteProtocolError as exc:
             return _error(exc)

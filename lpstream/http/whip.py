@@ -12,9 +12,11 @@
   browser; every answer carries the CORS headers and exposes ``Location`` and ``ETag``.
 * With a token configured, POST and DELETE need ``Authorization: Bearer <token>``; without
   it or with a wrong one they get 401 and ``WWW-Authenticate: Bearer``.
-* Bodies over 64 KiB get 413; other content types get 415; the rest of the refusals come
-  from ``WhipIngest`` as ``RemoteProtocolError`` codes (400 bad SDP, 409 stream live, 415
-  no H.264, 503 busy) with a one-line reason as the body.
+* Bodies over 64 KiB get 413 (read as they stream, never whole first), bodies slower than
+  the body timeout 408, and more bodies at once than the node takes 503
+  (:class:`~lpstream.http.limits.BodyReader`); other content types get 415; the rest of the
+  refusals come from ``WhipIngest`` as ``RemoteProtocolError`` codes (400 bad SDP, 409 stream
+  live, 415 no H.264, 503 busy) with a one-line reason as the body.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from starlette.routing import Route
 
 from ingest.whip import MAX_OFFER_SIZE, WhipIngest
 from lpstream.errors import RemoteProtocolError
+from lpstream.http.limits import BodyReader
 
 __all__ = ["SDP", "bearer_token", "read_sdp_offer", "whip_routes"]
 
@@ -59,24 +62,25 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-async def read_sdp_offer(request: Request) -> bytes:
-    """The body of an SDP offer, or 413/415 as ``RemoteProtocolError`` (shared with WHEP)."""
+async def read_sdp_offer(request: Request, bodies: BodyReader) -> bytes:
+    """The body of an SDP offer (shared with WHEP).
+
+    Raises:
+        lpstream.errors.RemoteProtocolError: 415 not ``application/sdp``; 413, 408, 503 or 499
+            from ``bodies`` (too large, too slow, too many at once, client gone).
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != SDP:
         raise RemoteProtocolError(f"the offer must be sent as {SDP}", code=415)
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_OFFER_SIZE:
-        raise RemoteProtocolError(f"SDP offer over {MAX_OFFER_SIZE} bytes", code=413)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_OFFER_SIZE:
-            raise RemoteProtocolError(f"SDP offer over {MAX_OFFER_SIZE} bytes", code=413)
-    return bytes(body)
+    return await bodies.read(request, MAX_OFFER_SIZE, what="SDP offer")
 
 
-def whip_routes(ingest: WhipIngest, *, prefix: str = "/whip") -> list[Route]:
-    """The WHIP routes under ``prefix``; ``ingest`` must be running (``nursery.start``)."""
+def whip_routes(
+    ingest: WhipIngest, *, prefix: str = "/whip", bodies: BodyReader | None = None
+) -> list[Route]:
+    """The WHIP routes under ``prefix``; ``ingest`` must be running (``nursery.start``).
+    ``bodies`` reads the offers (the app's one reader; a new one if None)."""
+    bodies = bodies or BodyReader()
 
     async def publish(request: Request) -> Response:
         stream = request.path_params["stream"]
@@ -85,7 +89,7 @@ def whip_routes(ingest: WhipIngest, *, prefix: str = "/whip") -> list[Route]:
             if ingest.token is not None and token is None:
                 # Refuse before reading a body from someone who may not publish.
                 raise RemoteProtocolError("a bearer token is required", code=401)
-            offer = await read_sdp_offer(request)
+            offer = await read_sdp_offer(request, bodies)
             answer = await ingest.offer(stream, offer, token=token)
         except RemoteProtocolError as exc:
             return _error(exc)

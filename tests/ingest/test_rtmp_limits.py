@@ -206,3 +206,22 @@ async def test_a_publish_the_node_stops_tells_the_client_why() -> None:
     last = statuses[-1]
     assert isinstance(last, dict)
     assert last["description"] == "bitrate over 60 Mbit/s for more than 4 s"
+
+
+def test_accept_errors_are_logged_once_per_interval_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import errno
+    import logging
+
+    log = logging.getLogger("trio.serve_listeners")
+    try:
+        raise OSError(errno.EMFILE, "Too many open files")
+    except OSError:
+        with caplog.at_level(logging.DEBUG, logger="trio.serve_listeners"):
+            for _ in range(50):  # trio retries every 100 ms: five seconds of EMFILE
+                log.error("accept returned %s; retrying", "EMFILE", exc_info=True)
+    records = [r for r in caplog.records if r.name == "trio.serve_listeners"]
+    assert len(records) == 1
+    assert records[0].levelname == "WARNING"
+    assert records[0].exc_info is None

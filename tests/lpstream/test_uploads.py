@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from lpstream.errors import LocalProtocolError, RemoteProtocolError
 from lpstream.gateway.ingest_limits import IngestLimits
+from lpstream.media import MAX_SEGMENT_SECONDS
 from lpstream.orchestrator.uploads import (
     MAX_SEGMENT_BITRATE,
     MAX_SEGMENT_SIZE,
@@ -16,7 +17,6 @@ from lpstream.orchestrator.uploads import (
     UploadAllowance,
     UploadBudget,
 )
-from lpstream.media import MAX_SEGMENT_SECONDS
 from lpstream.wire import Job
 
 
@@ -39,7 +39,7 @@ def refusal(call: object, *args: object) -> tuple[int, str]:
 
 def test_the_default_segment_limit_holds_the_richest_longest_segment() -> None:
     assert MAX_SEGMENT_SIZE >= MAX_SEGMENT_BITRATE / 8 * MAX_SEGMENT_SECONDS
-    assert MAX_SEGMENT_SIZE == IngestLimits().segment_limit  # what a gateway's buffer holds
+    assert IngestLimits().segment_limit == MAX_SEGMENT_SIZE  # what a gateway's buffer holds
     assert MAX_SESSION_UPLOAD_BYTES == 2 * MAX_SEGMENT_SIZE
 
 

@@ -432,3 +432,27 @@ async def test_refusals_have_the_whep_status_codes(node: Node, publishing: Path)
         await node.run_client(each.close)
     await node.wait_for(lambda: node.whep.statistics().active_sessions == 0, 5, "closes")
     assert node.whep.statistics().sessions_total == 3
+
+
+async def test_offers_that_race_get_exactly_max_sessions(node: Node, publishing: Path) -> None:
+    viewer = AiortcViewer()
+    offer = await node.run_client(viewer.offer)  # one offer, posted 12 times at once
+    replies: list[Reply] = []
+
+    async def post() -> None:
+        replies.append(await node.post_offer("/whep/cam", offer))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(12):
+            nursery.start_soon(post)
+    assert sorted(r.status for r in replies) == [201] * 3 + [503] * 9
+    assert all(b"max_sessions=3" in r.body for r in replies if r.status == 503)
+    stats = node.whep.statistics()
+    assert (stats.active_sessions, stats.pending_sessions) == (3, 0)
+    for reply in replies:
+        if reply.status == 201:
+            deleted = await node.request("DELETE", reply.headers["location"], headers=AUTH)
+            assert deleted.status == 200
+    stats = node.whep.statistics()
+    assert (stats.active_sessions, stats.pending_sessions) == (0, 0)
+    await node.run_client(viewer.close)
