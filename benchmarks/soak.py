@@ -3,7 +3,9 @@
 Runs ``lpstream dev --offchain`` with two 1280x720 30 fps streams pushed by ffmpeg, an LL-HLS
 viewer on the first (blocking playlist reloads with ``_HLS_msn``/``_HLS_part``, every part
 fetched, as hls.js does), a WebRTC viewer on the second (headless Chromium on the node's own
-``/watch/{stream}?whep=1`` page) and a live AI ``noop`` session on the first. The node's RSS is
+``/watch/{stream}?whep=1&rendition=240p`` page: the 240p rendition, so that the browser's
+decoding leaves the node its two cores) and a live AI ``noop`` session on the first (output in
+a 320x320 box). The publishers use x264's ultrafast preset for the same reason. The node's RSS is
 sampled every ``--interval`` seconds; the report gives the peak and the slope of a least-squares
 line through the samples after ``--warmup`` (MB per hour; the target is about 0).
 
@@ -31,7 +33,7 @@ from benchmarks.segment_latency import start_dev
 PUSH = [
     "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
     "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i", "sine",
-    "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "60",
+    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "60",
     "-c:a", "aac",
 ]  # fmt: skip
 
@@ -140,13 +142,13 @@ def main() -> None:
         while get(f"{base}/hls/soak1/index.m3u8")[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.5)
         request = urllib.request.Request(
-            f"{base}/api/ai/soak1", data=json.dumps({"pipeline": "noop"}).encode(), method="POST"
+            f"{base}/api/ai/soak1", data=json.dumps({"pipeline": "noop", "width": 320, "height": 320}).encode(), method="POST"
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 201
         viewer = LowLatencyViewer(base, "soak1", stop)
         viewer.start()
-        browser = chromium_viewer(f"{base}/watch/soak2?whep=1")
+        browser = chromium_viewer(f"{base}/watch/soak2?whep=1&rendition=240p")
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < seconds:
             rss = rss_mb(node.pid)
