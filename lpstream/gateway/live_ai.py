@@ -36,6 +36,7 @@ import trio
 from lpstream.errors import BusyError, LpstreamError, ProtocolError, TransportError
 from lpstream.media import VideoProfile
 from lpstream.quic import QuicStream
+from lpstream.taskgroups import one_error
 from lpstream.wire import (
     Error,
     LiveEvent,
@@ -260,7 +261,8 @@ class LiveAiSession:
     async def run(self) -> None:
         """Holds the control stream until the session stops; then settles."""
         try:
-            await self._run()
+            with one_error():  # the control stream's reader and closer run in a nursery
+                await self._run()
         except (LpstreamError, TransportError, trio.TooSlowError) as exc:
             log.warning("live AI session %s/%s: %s", self.stream, self.session, exc)
             self.emit({"type": "error", "message": str(exc)})
