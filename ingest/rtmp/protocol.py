@@ -36,13 +36,19 @@ from __future__ import annotations
 
 import collections
 import enum
-import string
 import struct
 
 import attrs
 
 from lpstream.errors import LocalProtocolError, RemoteProtocolError
-from lpstream.media import CodecConfig, MediaEvent, MediaPacket, StreamMetadata, TrackKind
+from lpstream.media import (
+    CodecConfig,
+    MediaEvent,
+    MediaPacket,
+    StreamMetadata,
+    TrackKind,
+    check_stream_name,
+)
 
 from . import amf0
 from .amf0 import UNDEFINED, AmfValue
@@ -87,7 +93,7 @@ class PublishRequested:
     """The client asked to publish; answer with ``accept_publish()`` or ``reject_publish()``."""
 
     stream_name: str
-    """The stream name, query string removed; ``[A-Za-z0-9_.-]``, at most 128 characters."""
+    """The stream name, query string removed (see :func:`lpstream.media.check_stream_name`)."""
     publish_type: str
     """``live``, ``record`` or ``append`` as the client sent it (``live`` if absent)."""
 
@@ -185,8 +191,6 @@ _VIDEO_FRAME_INFO = 5
 _AUDIO_CODEC_AAC = 10
 _FLV_TAG_HEADER = 11
 
-_STREAM_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_.-")
-MAX_STREAM_NAME = 128
 MAX_UNPUBLISHED_MESSAGE_SIZE = 64 * 1024
 """Largest message before a publish is accepted: commands are a few hundred bytes."""
 MAX_UNPUBLISHED_PENDING = 256 * 1024
@@ -212,18 +216,10 @@ def _transaction_id(values: list[AmfValue]) -> float:
 def _check_stream_name(raw: AmfValue) -> str:
     if not isinstance(raw, str):
         raise RemoteProtocolError("publish without a stream name")
-    name = raw.split("?", 1)[0]
-    if (
-        not name
-        or len(name) > MAX_STREAM_NAME
-        or name[0] == "."
-        or not set(name) <= _STREAM_NAME_CHARS
-    ):
-        raise RemoteProtocolError(
-            f"invalid stream name {name[:MAX_STREAM_NAME]!r}: use 1 to {MAX_STREAM_NAME} "
-            "characters from [A-Za-z0-9_.-], not starting with '.'"
-        )
-    return name
+    try:
+        return check_stream_name(raw.split("?", 1)[0])
+    except ValueError as exc:
+        raise RemoteProtocolError(str(exc)) from None
 
 
 @attrs.define

@@ -5,15 +5,15 @@ WebRTC viewers, packet by packet, from the gateway's fan-out.
 
 aiortc, and the asyncio loops it needs, stay inside this package: :class:`WhipIngest`
 (:mod:`.server`) and :class:`WhepPlayback` (:mod:`.whep`) are the trio-facing classes; the SDP
-checks (:mod:`.sdp`), the H.264 repackaging (:mod:`.h264`) and a viewer's pacing
-(:mod:`.playout`) are sans-IO; :mod:`.peer` and :mod:`.whep_peer` are the only modules that
-touch aiortc. H.264 is passed through without re-encoding both ways; WHIP's Opus audio is
-transcoded to AAC (:mod:`.audio`); WHEP sends video only.
+checks (:mod:`.sdp`), the H.264 repackaging (:mod:`.h264`, over :mod:`lpstream.media.h264`)
+and a viewer's pacing (:mod:`.playout`) are sans-IO; :mod:`.peer` and :mod:`.whep_peer` are
+the only modules that touch aiortc. H.264 is passed through without re-encoding both ways;
+WHIP's Opus audio is transcoded to AAC (:mod:`.audio`); WHEP sends video only.
 """
 
 from __future__ import annotations
 
-from .h264 import H264Track, avc_decoder_configuration, nal_units
+from .h264 import H264Track
 from .playout import OutgoingFrame, Playout
 from .sdp import MAX_OFFER_SIZE, MediaSection, OfferSummary, check_offer, check_playback_offer
 from .server import WhipAnswer, WhipIngest, WhipStatistics
@@ -40,8 +40,6 @@ __all__ = [
     "WhipAnswer",
     "WhipIngest",
     "WhipStatistics",
-    "avc_decoder_configuration",
     "check_offer",
     "check_playback_offer",
-    "nal_units",
 ]

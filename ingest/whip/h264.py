@@ -6,9 +6,10 @@ How this works:
   unit per frame (NAL units behind ``00 00 00 01`` start codes), with the frame's RTP time.
 * RTMP ingest delivers H.264 as an ``avcC`` configuration record plus AVCC packets (4-byte
   length-prefixed NAL units), and the segmenter expects exactly that; :class:`H264Track` makes
-  the same out of Annex B. WebRTC senders repeat SPS and PPS in-band before each IDR; the first
-  pair seen with an IDR becomes the ``CodecConfig``, and a changed pair (a new resolution) is
-  sent as a new ``CodecConfig`` ahead of its IDR, which the segmenter applies at the next cut.
+  the same out of Annex B (the byte handling is :mod:`lpstream.media.h264`'s). WebRTC senders
+  repeat SPS and PPS in-band before each IDR; the first pair seen with an IDR becomes the
+  ``CodecConfig``, and a changed pair (a new resolution) is sent as a new ``CodecConfig`` ahead
+  of its IDR, which the segmenter applies at the next cut.
 * Nothing is sent before the first IDR that has SPS and PPS: a decoder could not start there.
   After a gap (frames dropped upstream) the driver calls :meth:`H264Track.wait_for_keyframe`
   and frames are dropped again until the next IDR; :attr:`H264Track.waiting_for_keyframe`
@@ -24,55 +25,21 @@ from __future__ import annotations
 import attrs
 
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+from lpstream.media.h264 import (
+    NAL_AUD,
+    NAL_FILLER,
+    NAL_IDR,
+    NAL_PPS,
+    NAL_SPS,
+    avc_decoder_configuration,
+    nal_type,
+    nal_units,
+    to_avcc,
+)
 
-__all__ = [
-    "H264Track",
-    "avc_decoder_configuration",
-    "nal_units",
-]
+__all__ = ["H264Track"]
 
-NAL_IDR = 5
-NAL_SPS = 7
-NAL_PPS = 8
-_DROPPED = {9, 12}  # access unit delimiter, filler data: carry nothing a muxer needs
-
-
-def nal_units(data: bytes) -> list[bytes]:
-    """Splits an Annex B byte string into NAL units (start codes removed, empty ones skipped)."""
-    units: list[bytes] = []
-    start = -1
-    i = 0
-    n = len(data)
-    while True:
-        j = data.find(b"\x00\x00\x01", i)
-        if j < 0:
-            if start >= 0 and start < n:
-                units.append(data[start:n])
-            break
-        if start >= 0:
-            end = j
-            # A 4-byte start code: its leading zero belongs to the start code, not the unit.
-            while end > start and data[end - 1] == 0:
-                end -= 1
-            if end > start:
-                units.append(data[start:end])
-        start = j + 3
-        i = start
-    return units
-
-
-def avc_decoder_configuration(sps: bytes, pps: bytes) -> bytes:
-    """Builds an AVCDecoderConfigurationRecord (``avcC``, ISO 14496-15) for one SPS and PPS."""
-    if len(sps) < 4:
-        raise ValueError("SPS too short")
-    return (
-        bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1])
-        + len(sps).to_bytes(2, "big")
-        + sps
-        + b"\x01"
-        + len(pps).to_bytes(2, "big")
-        + pps
-    )
+_DROPPED = {NAL_AUD, NAL_FILLER}  # carry nothing a muxer needs
 
 
 @attrs.define
@@ -102,17 +69,17 @@ class H264Track:
 
     def feed(self, data: bytes, timestamp_ms: int) -> list[MediaEvent]:
         """Takes one Annex B access unit and its time in ms; returns the events it makes."""
-        units = [u for u in nal_units(data) if (u[0] & 0x1F) not in _DROPPED]
+        units = [u for u in nal_units(data) if nal_type(u) not in _DROPPED]
         if not units:
             return []
         keyframe = False
         for unit in units:
-            nal_type = unit[0] & 0x1F
-            if nal_type == NAL_SPS:
+            kind = nal_type(unit)
+            if kind == NAL_SPS:
                 self._sps = unit
-            elif nal_type == NAL_PPS:
+            elif kind == NAL_PPS:
                 self._pps = unit
-            elif nal_type == NAL_IDR:
+            elif kind == NAL_IDR:
                 keyframe = True
         events: list[MediaEvent] = []
         if keyframe and self._sps is not None and self._pps is not None:
@@ -128,8 +95,9 @@ class H264Track:
         if self._last_dts is not None and dts <= self._last_dts:
             dts = self._last_dts + 1
         self._last_dts = dts
-        payload = b"".join(len(u).to_bytes(4, "big") + u for u in units)
         events.append(
-            MediaPacket(kind=TrackKind.VIDEO, dts=dts, pts=dts, keyframe=keyframe, data=payload)
+            MediaPacket(
+                kind=TrackKind.VIDEO, dts=dts, pts=dts, keyframe=keyframe, data=to_avcc(units)
+            )
         )
         return events

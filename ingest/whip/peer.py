@@ -46,8 +46,7 @@ from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamError
 
 from lpstream.errors import RemoteProtocolError
-
-from .h264 import NAL_IDR, nal_units
+from lpstream.media.h264 import NAL_IDR, nal_type, nal_units
 
 __all__ = [
     "AudioFrameReceived",
@@ -125,7 +124,7 @@ def offer_host_addresses(addresses: Sequence[str]) -> None:
 
 
 def _is_keyframe(data: bytes) -> bool:
-    return any((unit[0] & 0x1F) == NAL_IDR for unit in nal_units(data))
+    return any(nal_type(unit) == NAL_IDR for unit in nal_units(data))
 
 
 class RtcPeer:

@@ -40,20 +40,22 @@ import collections
 import attrs
 
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
+from lpstream.media.h264 import (
+    NAL_IDR,
+    NAL_PPS,
+    NAL_SPS,
+    avcc_units,
+    nal_type,
+    parameter_sets,
+    to_annexb,
+)
 
 __all__ = [
     "OutgoingFrame",
     "Playout",
     "SendDelayStatistics",
     "SendDelays",
-    "avcc_units",
-    "parameter_sets",
 ]
-
-NAL_IDR = 5
-NAL_SPS = 7
-NAL_PPS = 8
-START_CODE = b"\x00\x00\x00\x01"
 
 
 @attrs.frozen(kw_only=True)
@@ -70,52 +72,6 @@ class OutgoingFrame:
     """When to hand it to the sender (the driver's clock)."""
     catching_up: bool = False
     """True for a frame of the fast-forward to live (it was late when it was fed)."""
-
-
-def parameter_sets(config: bytes) -> tuple[list[bytes], int]:
-    """The SPS and PPS NAL units of an avcC record and its NAL length size (1, 2 or 4).
-
-    Raises:
-        ValueError: the record is malformed.
-    """
-    if len(config) < 7 or config[0] != 1:
-        raise ValueError("not an avcC record")
-    length_size = (config[4] & 0x03) + 1
-    units: list[bytes] = []
-    offset = 5
-    for mask in (0x1F, 0xFF):
-        if offset >= len(config):
-            raise ValueError("avcC record ends early")
-        count = config[offset] & mask
-        offset += 1
-        for _ in range(count):
-            size = int.from_bytes(config[offset : offset + 2], "big")
-            unit = config[offset + 2 : offset + 2 + size]
-            if size == 0 or len(unit) != size:
-                raise ValueError("avcC record ends inside a parameter set")
-            units.append(unit)
-            offset += 2 + size
-    return units, length_size
-
-
-def avcc_units(data: bytes, length_size: int = 4) -> list[bytes]:
-    """Splits length-prefixed (AVCC) NAL units.
-
-    Raises:
-        ValueError: a length runs past the end.
-    """
-    units: list[bytes] = []
-    offset = 0
-    while offset < len(data):
-        size = int.from_bytes(data[offset : offset + length_size], "big")
-        offset += length_size
-        if size == 0:
-            continue
-        if offset + size > len(data):
-            raise ValueError("an AVCC NAL unit runs past the end of the packet")
-        units.append(data[offset : offset + size])
-        offset += size
-    return units
 
 
 @attrs.define
@@ -177,7 +133,7 @@ class Playout:
         except ValueError:
             self._skipped += 1
             return None
-        types = {unit[0] & 0x1F for unit in units}
+        types = {nal_type(unit) for unit in units}
         keyframe = packet.keyframe or NAL_IDR in types
         in_band = NAL_SPS in types and NAL_PPS in types
         if not self._started:
@@ -187,7 +143,7 @@ class Playout:
             self._started = True
         if keyframe and not in_band:
             units = [*self._parameter_sets, *units]
-        data = b"".join(START_CODE + unit for unit in units)
+        data = to_annexb(units)
         catching_up = False
         if self._last_dts is None:
             out = 0

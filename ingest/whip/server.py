@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 import secrets
 from collections.abc import Sequence
 
@@ -38,6 +37,7 @@ import trio
 
 from ingest.rtmp.server import Publisher, PublishHandler
 from lpstream.errors import LpstreamError, RemoteProtocolError, StreamInUseError
+from lpstream.media import check_stream_name
 
 from .audio import OpusToAac
 from .bridge import AsyncioLoop, open_asyncio_loop
@@ -56,7 +56,6 @@ __all__ = ["WhipAnswer", "WhipIngest", "WhipStatistics"]
 
 log = logging.getLogger("lpstream.ingest.whip")
 
-STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 CLOSE_TIMEOUT = 5.0
 """How long ending a session waits for the peer to close and for ``Publisher.aclose()``."""
 ANSWER_TIMEOUT = 10.0
@@ -192,8 +191,10 @@ class WhipIngest:
                 415 no H.264 video (or audio without Opus), 503 no capacity or not running.
         """
         self._check_token(token)
-        if not STREAM_NAME.match(stream):
-            raise RemoteProtocolError("stream names are [A-Za-z0-9_.-], 1 to 128 long")
+        try:
+            check_stream_name(stream)
+        except ValueError as exc:
+            raise RemoteProtocolError(str(exc)) from None
         summary = check_offer(sdp)
         text = sdp.decode() if isinstance(sdp, bytes) else sdp
         loop, nursery = self._loop, self._nursery

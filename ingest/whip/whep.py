@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import re
 import secrets
 from collections.abc import Sequence
 from typing import Protocol
@@ -43,7 +42,7 @@ import attrs
 import trio
 
 from lpstream.errors import RemoteProtocolError
-from lpstream.media import CodecConfig, MediaEvent, MediaPacket
+from lpstream.media import CodecConfig, MediaEvent, MediaPacket, check_stream_name
 
 from .bridge import AsyncioLoop, open_asyncio_loop
 from .peer import ConnectionStateChanged, offer_host_addresses
@@ -62,7 +61,6 @@ __all__ = [
 
 log = logging.getLogger("lpstream.ingest.whep")
 
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 CLOSE_TIMEOUT = 5.0
 """How long ending a session waits for the peer to close."""
 ANSWER_TIMEOUT = 10.0
@@ -276,8 +274,11 @@ class WhepPlayback:
                 large, 415 no H.264 video to receive, 503 no capacity or not running.
         """
         self._check_token(token)
-        if not NAME.match(stream) or not NAME.match(rendition):
-            raise RemoteProtocolError("stream and rendition names are [A-Za-z0-9_.-], 1 to 128")
+        try:
+            check_stream_name(stream)
+            check_stream_name(rendition, what="rendition name")
+        except ValueError as exc:
+            raise RemoteProtocolError(str(exc)) from None
         check_playback_offer(sdp)
         text = sdp.decode() if isinstance(sdp, bytes) else sdp
         loop, nursery = self._loop, self._nursery

@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lpstream.errors import LpstreamError, ProtocolError
 from lpstream.gateway.live_ai import LiveAiSession, ParamValue
 from lpstream.http.limits import BodyReader
+from lpstream.media import check_stream_name
 
 __all__ = ["AiDirectory", "ai_routes", "parse_params"]
 
@@ -119,6 +120,10 @@ def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> li
     async def start(request: Request) -> Response:
         stream = request.path_params["stream"]
         try:
+            try:
+                check_stream_name(stream)
+            except ValueError as exc:
+                raise ProtocolError(str(exc), code=400) from None
             body = await reader.read(request, MAX_MESSAGE)
             request_json = _load(body.decode("utf-8", errors="replace"))
             pipeline = request_json.get("pipeline")

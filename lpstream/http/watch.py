@@ -15,17 +15,17 @@ elsewhere at run time.
 from __future__ import annotations
 
 import html
-import re
 from importlib import resources
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from lpstream.media import check_stream_name
+
 __all__ = ["HLS_JS", "hls_js", "publish_page", "watch_page", "watch_routes", "whep_page"]
 
 HLS_JS = "hls.min.js"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 def hls_js() -> bytes | None:
@@ -64,7 +64,10 @@ def watch_routes() -> list[Route]:
     async def watch(request: Request) -> Response:
         name = request.path_params["stream"]
         rendition = request.query_params.get("rendition", "source")
-        if not _NAME.match(name) or not _NAME.match(rendition):
+        try:
+            check_stream_name(name)
+            check_stream_name(rendition, what="rendition name")
+        except ValueError:
             return PlainTextResponse("bad stream or rendition name\n", status_code=400)
         if request.query_params.get("whep", "0") not in ("", "0"):
             page = whep_page(name, rendition)
@@ -74,7 +77,9 @@ def watch_routes() -> list[Route]:
 
     async def publish(request: Request) -> Response:
         name = request.path_params["stream"]
-        if not _NAME.match(name):
+        try:
+            check_stream_name(name)
+        except ValueError:
             return PlainTextResponse("bad stream name\n", status_code=400)
         return HTMLResponse(publish_page(name), headers={"Cache-Control": "no-cache"})
 

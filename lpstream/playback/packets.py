@@ -46,6 +46,7 @@ import av
 
 from lpstream.errors import MediaError
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+from lpstream.media.h264 import access_unit_events
 
 __all__ = [
     "RESET_MS",
@@ -58,9 +59,6 @@ __all__ = [
 
 RESET_MS = 10_000
 """A decode time this far behind the last one is a timestamp reset, not a stale packet."""
-_NAL_SPS = 7
-_NAL_PPS = 8
-_NAL_AUD = 9
 
 
 @attrs.frozen(kw_only=True)
@@ -319,35 +317,6 @@ class PacketFanout:
             subscriber._ended = True
 
 
-def _annexb_units(data: bytes) -> list[bytes]:
-    units: list[bytes] = []
-    start = -1
-    i = 0
-    while True:
-        j = data.find(b"\x00\x00\x01", i)
-        end = len(data) if j < 0 else j
-        if start >= 0:
-            unit = data[start:end]
-            if j >= 0:
-                unit = unit.rstrip(b"\x00")  # the leading zero of a 4-byte start code
-            if unit:
-                units.append(unit)
-        if j < 0:
-            return units
-        start = i = j + 3
-
-
-def _avcc_config(sps: bytes, pps: bytes) -> bytes:
-    return (
-        bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1])
-        + len(sps).to_bytes(2, "big")
-        + sps
-        + b"\x01"
-        + len(pps).to_bytes(2, "big")
-        + pps
-    )
-
-
 def ts_access_units(data: bytes) -> list[MediaEvent]:
     """The H.264 access units of an MPEG-TS segment as AVCC ``MediaPacket``s (ms times),
     each keyframe preceded by a ``CodecConfig`` built from its in-band SPS and PPS.
@@ -369,24 +338,8 @@ def ts_access_units(data: bytes) -> list[MediaEvent]:
                     continue
                 dts = int(packet.dts * base * 1000)
                 pts = int((packet.pts if packet.pts is not None else packet.dts) * base * 1000)
-                units = [u for u in _annexb_units(bytes(packet)) if (u[0] & 0x1F) != _NAL_AUD]
-                if not units:
-                    continue
-                keyframe = bool(packet.is_keyframe)
-                if keyframe:
-                    sps = next((u for u in units if u[0] & 0x1F == _NAL_SPS), None)
-                    pps = next((u for u in units if u[0] & 0x1F == _NAL_PPS), None)
-                    if sps is not None and pps is not None and len(sps) >= 4:
-                        events.append(
-                            CodecConfig(
-                                kind=TrackKind.VIDEO, codec="h264", data=_avcc_config(sps, pps)
-                            )
-                        )
-                payload = b"".join(len(u).to_bytes(4, "big") + u for u in units)
-                events.append(
-                    MediaPacket(
-                        kind=TrackKind.VIDEO, dts=dts, pts=pts, keyframe=keyframe, data=payload
-                    )
+                events += access_unit_events(
+                    bytes(packet), dts=dts, pts=pts, keyframe=bool(packet.is_keyframe)
                 )
     except av.FFmpegError as exc:
         raise MediaError(f"cannot demux the segment: {exc}") from None

@@ -28,7 +28,7 @@ import attrs
 import msgspec
 
 from lpstream.errors import LocalProtocolError, RemoteProtocolError
-from lpstream.media import VideoProfile
+from lpstream.media import MAX_STREAM_NAME, STREAM_NAME_PATTERN, VideoProfile
 from lpstream.wire.framing import (
     MAX_HEADER_SIZE,
     Frame,
@@ -77,7 +77,7 @@ __all__ = [
     "frame_type_of",
 ]
 
-MAX_NAME = 128
+MAX_NAME = MAX_STREAM_NAME
 """Longest identifier: stream, session, pipeline, rendition and capability names, versions."""
 MAX_PROFILES = 16
 """Most profiles in one JOB (as in :func:`lpstream.media.parse_profiles`)."""
@@ -104,9 +104,14 @@ _MAX_INT = (1 << 63) - 1
 # re.search, and `$` would let a trailing newline through.
 Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_INT)]
 Int64 = Annotated[int, msgspec.Meta(ge=-_MAX_INT, le=_MAX_INT)]
-Name = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+\Z", max_length=MAX_NAME)]
+# Names (stream, rendition, session, pipeline, worker) follow the one stream-name rule of
+# lpstream.media: its pattern and length, so the wire never takes a name that RTMP, WHIP or
+# HTTP would refuse.
+Name = Annotated[str, msgspec.Meta(pattern=STREAM_NAME_PATTERN, max_length=MAX_STREAM_NAME)]
 Address = Annotated[str, msgspec.Meta(pattern=r"^(0x[0-9a-fA-F]{40})?\Z")]
-OptionalName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]*\Z", max_length=MAX_NAME)]
+OptionalName = Annotated[
+    str, msgspec.Meta(pattern=rf"^\Z|{STREAM_NAME_PATTERN}", max_length=MAX_STREAM_NAME)
+]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
 ParamKey = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
 ParamValue = Annotated[str, msgspec.Meta(max_length=MAX_PARAM_VALUE)] | int | float | bool
@@ -165,7 +170,7 @@ class Job:
     """JOB: the header of a job stream; the uploaded segment follows in DATA on track 0."""
 
     stream_id: Name
-    """The live stream this segment belongs to (``[A-Za-z0-9_.-]``, at most 128)."""
+    """The live stream this segment belongs to (:func:`lpstream.media.check_stream_name`)."""
     seq: Count
     """Segment sequence number within the stream."""
     duration_ms: Count

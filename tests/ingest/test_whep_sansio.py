@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.whip import OutgoingFrame, Playout, check_playback_offer
-from ingest.whip.h264 import avc_decoder_configuration, nal_units
-from ingest.whip.playout import SendDelays, avcc_units, parameter_sets
+from ingest.whip.playout import SendDelays
 from lpstream.errors import RemoteProtocolError
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
+from lpstream.media.h264 import avc_decoder_configuration, avcc_units, nal_units, parameter_sets
 
 SPS = bytes([0x67, 0x42, 0xC0, 0x1E, 0xDA, 0x02, 0x80])
 PPS = bytes([0x68, 0xCE, 0x3C, 0x80])

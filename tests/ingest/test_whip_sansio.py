@@ -8,9 +8,10 @@ import av
 import numpy as np
 import pytest
 
-from ingest.whip import H264Track, avc_decoder_configuration, check_offer, nal_units
+from ingest.whip import H264Track, check_offer
 from lpstream.errors import RemoteProtocolError
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
+from lpstream.media.h264 import avc_decoder_configuration, nal_units
 
 # An offer shaped like OBS's (libdatachannel): bundled audio + video, every candidate inline.
 OBS_OFFER = "\r\n".join(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lpstream.errors import MediaError
-from lpstream.h264 import avc_info_from_config
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+from lpstream.media.h264 import avc_info_from_config
 from lpstream.playback.packets import LiveClock, PacketFanout, Subscriber, ts_access_units
 from tests.mediatools import make_clip
 

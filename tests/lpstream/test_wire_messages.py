@@ -310,7 +310,9 @@ def test_a_job_with_the_largest_payment_fits_in_a_header_frame() -> None:
 
 # --- Property tests -------------------------------------------------------------------------
 
-names = st.text(alphabet="abcXYZ019_.-", min_size=1, max_size=20)
+names = st.text(alphabet="abcXYZ019_.-", min_size=1, max_size=20).filter(
+    lambda name: not name.startswith(".")  # the stream-name rule: lpstream.media
+)
 counts = st.integers(min_value=0, max_value=2**63 - 1)
 texts = st.text(max_size=30)
 

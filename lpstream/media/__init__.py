@@ -1,7 +1,10 @@
-"""Media values shared by ingest, workers and the node: packets, codec configs and profiles.
+"""Media values shared by ingest, workers and the node: packets, codec configs, profiles,
+and the stream-name rule.
 
-This module imports nothing of the project, so every package may depend on it.
-Timestamps of ingest packets are integer milliseconds, as RTMP and FLV carry them.
+This package imports nothing else of the project, so every package may depend on it. Each byte
+format is parsed in one place: H.264 in :mod:`lpstream.media.h264`, MPEG-TS in
+:mod:`lpstream.media.mpegts`. Timestamps of ingest packets are integer milliseconds, as RTMP and
+FLV carry them.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +23,15 @@ __all__ = [
     "DEFAULT_PROFILES",
     "MAX_INGEST_BITRATE",
     "MAX_SEGMENT_SECONDS",
+    "MAX_STREAM_NAME",
+    "STREAM_NAME_PATTERN",
     "CodecConfig",
     "MediaEvent",
     "MediaPacket",
     "StreamMetadata",
     "TrackKind",
     "VideoProfile",
+    "check_stream_name",
     "load_profiles",
     "parse_profiles",
     "pixels_for",
@@ -37,6 +44,31 @@ MAX_INGEST_BITRATE = 60_000_000
 couple of seconds: 4K H.264 at a high bitrate."""
 MAX_SEGMENT_SECONDS = 8.0
 """The longest segment the segmenter cuts: a GOP longer than this is cut without a keyframe."""
+MAX_STREAM_NAME = 128
+"""Longest stream name (and rendition or profile name), in characters."""
+STREAM_NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*\Z"
+"""What a stream name looks like, for validators that take a regular expression (the wire's
+msgspec types; ``\\Z``, not ``$``, which lets a trailing newline through): ASCII letters, digits,
+``_``, ``.`` and ``-``, not starting with ``.`` (so never ``.`` or ``..``: names become URL
+path segments and file names). With :data:`MAX_STREAM_NAME` it is the whole rule."""
+_STREAM_NAME = re.compile(STREAM_NAME_PATTERN)
+
+
+def check_stream_name(name: str, *, what: str = "stream name") -> str:
+    """Returns ``name`` if it is a valid stream name; the one rule for every way in (RTMP,
+    WHIP, WHEP, HTTP routes, the wire). Rendition and profile names follow it too (``what``
+    names the kind in the error).
+
+    Raises:
+        ValueError: saying what a name must look like.
+    """
+    if not (isinstance(name, str) and len(name) <= MAX_STREAM_NAME and _STREAM_NAME.match(name)):
+        shown = name[:MAX_STREAM_NAME] if isinstance(name, str) else name
+        raise ValueError(
+            f"invalid {what} {shown!r}: use 1 to {MAX_STREAM_NAME} characters from "
+            "[A-Za-z0-9_.-], not starting with '.'"
+        )
+    return name
 
 
 def segment_size_limit(
@@ -115,7 +147,7 @@ class VideoProfile:
     """One rendition of the ladder, in go-livepeer's JSON shape."""
 
     name: str
-    """Rendition name, used in playlist URLs (``[A-Za-z0-9_.-]``)."""
+    """Rendition name, used in playlist URLs (the stream-name rule, :func:`check_stream_name`)."""
     width: int
     """Target width in pixels; with the height it fixes the box the source is fitted into."""
     height: int
@@ -173,8 +205,7 @@ class VideoProfile:
     def checked(cls, **fields: Any) -> VideoProfile:
         """Builds a profile and checks every field is in range (for values from outside)."""
         profile = cls(**fields)
-        if not profile.name or not all(c.isalnum() or c in "_.-" for c in profile.name):
-            raise ValueError(f"profile name {profile.name!r} must be [A-Za-z0-9_.-]+")
+        check_stream_name(profile.name, what="profile name")
         if profile.name == "source":
             raise ValueError("profile name 'source' is reserved for the passthrough rendition")
         if not (16 <= profile.width <= 7680 and 16 <= profile.height <= 4320):
@@ -250,16 +281,23 @@ def load_profiles(path: str | Path | None) -> tuple[VideoProfile, ...]:
 def scaled_size(src_width: int, src_height: int, profile: VideoProfile) -> tuple[int, int]:
     """The output size for ``profile``: fit the source into the profile's box, keep its shape.
 
-    The result fits inside ``profile.width x profile.height``, keeps the source aspect ratio
-    and has even dimensions (4:2:0 chroma needs them). A source smaller than the box is not
-    upscaled: more pixels than the source has would cost bits and show nothing new.
+    The result has even dimensions (4:2:0 chroma needs them), at least 2, and fits inside
+    ``profile.width x profile.height`` and inside the source: a source smaller than the box is
+    not upscaled, since more pixels than the source has would cost bits and show nothing new.
+    Each side is the fitted size rounded to even, then brought down to the largest even number
+    within its bound, so rounding never takes a side past the box (1280x720 into 643x1000 is
+    642x362, not 644x362).
     """
     if src_width <= 0 or src_height <= 0:
         return profile.width & ~1, profile.height & ~1
-    scale = min(1.0, profile.width / src_width, profile.height / src_height)
-    width = max(2, round(src_width * scale / 2) * 2)
-    height = max(2, round(src_height * scale / 2) * 2)
-    return width, height
+    box_width, box_height = min(profile.width, src_width), min(profile.height, src_height)
+    scale = min(box_width / src_width, box_height / src_height)
+    return _even_within(src_width * scale, box_width), _even_within(src_height * scale, box_height)
+
+
+def _even_within(size: float, bound: int) -> int:
+    """``size`` rounded to even, at most ``bound`` (rounded down to even), at least 2."""
+    return max(2, min(round(size / 2) * 2, bound & ~1))
 
 
 def pixels_for(profiles: Sequence[VideoProfile], fps: float, duration_s: float) -> int:
