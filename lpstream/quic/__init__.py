@@ -1,14 +1,25 @@
-"""QUIC between lpstream nodes: a thin trio driver for aioquic, and its TLS configurations."""
+"""QUIC between lpstream nodes: a thin trio driver for aioquic, and its TLS configurations.
 
-from lpstream.quic.driver import (
-    SEND_BUFFER_HIGH_WATER,
+The parts, each in its own module:
+
+- ``flow_control``: the aioquic ``QuicConnection`` subclass that ties stream receive credit to
+  what the application read (the only code that touches aioquic internals);
+- ``stream``: ``QuicStream``, one bidirectional stream as a trio stream;
+- ``connection``: ``QuicConnectionHandle`` and its driver loop (read, feed, drain, write,
+  re-arm the timer);
+- ``udp``: sockets, name resolution and batched datagram reads;
+- ``client``: ``open_quic_connection``; ``server``: ``serve_quic``;
+- ``tls``: certificates and aioquic configurations.
+"""
+
+from lpstream.quic.client import open_quic_connection
+from lpstream.quic.connection import (
     STREAM_REFUSED,
     QuicConnectionHandle,
     QuicConnectionStatistics,
-    QuicStream,
-    open_quic_connection,
-    serve_quic,
 )
+from lpstream.quic.server import serve_quic
+from lpstream.quic.stream import SEND_BUFFER_HIGH_WATER, QuicStream
 from lpstream.quic.tls import (
     ALPN,
     DEFAULT_MAX_DATAGRAM_SIZE,

@@ -3,7 +3,7 @@
 Defaults are tuned for bulk video between nodes:
 
 - Flow-control windows: ``max_stream_data`` is the per-stream receive window. The driver
-  extends it only as the application reads (see ``driver.py``), so it is both the most one
+  extends it only as the application reads (see ``flow_control.py``), so it is both the most one
   stream can buffer on the receiving side and the most it can have in flight; 2 MiB covers
   1 Gbit/s at 16 ms RTT. ``max_data`` (connection-wide) starts larger and aioquic raises it as
   data arrives, so several streams are never held back by it.

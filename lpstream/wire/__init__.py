@@ -5,28 +5,7 @@ Nothing here does I/O; the QUIC driver feeds bytes in and sends the bytes that c
 
 from __future__ import annotations
 
-from lpstream.wire.exchange import (
-    CONTROL_FRAME_TYPES,
-    EOF,
-    MAX_RENDITION_SIZE,
-    MAX_UPLOAD_SIZE,
-    RESPONSE_TRANSITIONS,
-    UPLOAD_TRANSITIONS,
-    JobFailed,
-    JobReceived,
-    JobRequester,
-    JobResponder,
-    MessageStream,
-    RenditionData,
-    RequesterEvent,
-    ResponderEvent,
-    ResponseComplete,
-    ResponseState,
-    ResultStarted,
-    UploadComplete,
-    UploadData,
-    UploadState,
-)
+from lpstream.wire.control import CONTROL_FRAME_TYPES, MessageStream
 from lpstream.wire.framing import (
     MAX_DATA_SIZE,
     MAX_HEADER_SIZE,
@@ -38,6 +17,15 @@ from lpstream.wire.framing import (
     encode_frame,
     encode_varint,
     varint_size,
+)
+from lpstream.wire.job_stream import (
+    EOF,
+    MAX_RENDITION_SIZE,
+    MAX_UPLOAD_SIZE,
+    RESPONSE_TRANSITIONS,
+    UPLOAD_TRANSITIONS,
+    ResponseState,
+    UploadState,
 )
 from lpstream.wire.messages import (
     MAX_CAPABILITIES,
@@ -76,6 +64,21 @@ from lpstream.wire.messages import (
     encode_data,
     encode_message,
     frame_type_of,
+)
+from lpstream.wire.requester import (
+    JobFailed,
+    JobRequester,
+    RenditionData,
+    RequesterEvent,
+    ResponseComplete,
+    ResultStarted,
+)
+from lpstream.wire.responder import (
+    JobReceived,
+    JobResponder,
+    ResponderEvent,
+    UploadComplete,
+    UploadData,
 )
 
 __all__ = [
