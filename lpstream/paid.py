@@ -21,19 +21,24 @@ import trio
 
 from lpstream.chainwatch import ChainWatch
 from lpstream.gateway.payments import PaymentSender
+from lpstream.gateway.status import SenderStatus
 from lpstream.orchestrator.payments import DEFAULT_TICKET_EV, PaymentReceiver
+from lpstream.orchestrator.status import ReceiverStatus
+from lpstream.status_fields import OMIT_NONE
 from payments.chain.client import ChainClient
 from payments.chain.contracts import ProtocolParameters
 from payments.chain.devchain import DevChain
 from payments.keys import NodeKey, load_key, read_passphrase
-from payments.pm import TicketSender
-from payments.redeemer import Redeemer
+from payments.pm import TicketSender, Wei
+from payments.redeemer import Redeemer, RedeemerStatistics
 from payments.store import TicketStore
 
 __all__ = [
+    "ChainFacts",
     "ChainOptions",
     "DevEconomy",
     "PaymentOptions",
+    "PaymentsStatus",
     "open_chain",
     "run_round_initializer",
     "start_dev_economy",
@@ -79,6 +84,36 @@ class PaymentOptions:
         return Fraction(self.price_per_unit, self.pixels_per_unit)
 
 
+@attrs.frozen(kw_only=True)
+class ChainFacts:
+    """On-chain figures of the dev economy's two accounts."""
+
+    block: int | None
+    """The latest block seen."""
+    round: int | None
+    """The current round."""
+    gateway_deposit: Wei
+    """The gateway's deposit in the TicketBroker."""
+    gateway_reserve: Wei
+    """The gateway's reserve in the TicketBroker."""
+    orchestrator_fees: Wei
+    """Fees the orchestrator has earned from redeemed tickets (BondingManager)."""
+
+
+@attrs.frozen(kw_only=True)
+class PaymentsStatus:
+    """A node's payments: the sides it plays, and on ``dev`` the chain and the redeemer."""
+
+    gateway: SenderStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """The sender's view (a gateway)."""
+    orchestrator: ReceiverStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """The recipient's view (an orchestrator)."""
+    chain: ChainFacts | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """On-chain figures (``dev``)."""
+    redeemer: RedeemerStatistics | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """The redeemer's counts (``dev``)."""
+
+
 @attrs.define
 class DevEconomy:
     """What ``start_dev_economy`` started."""
@@ -90,15 +125,16 @@ class DevEconomy:
     redeemer: Redeemer
     gateway_client: ChainClient
     orchestrator_client: ChainClient
-    facts: dict[str, Any] = attrs.Factory(dict)
+    facts: ChainFacts | None = None
+    """The latest on-chain figures (kept fresh by ``_track_facts``)."""
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "chain": dict(self.facts),
-            "gateway": self.sender.status(),
-            "orchestrator": self.receiver.status(),
-            "redeemer": attrs.asdict(self.redeemer.statistics()),
-        }
+    def status(self) -> PaymentsStatus:
+        return PaymentsStatus(
+            chain=self.facts,
+            gateway=self.sender.status(),
+            orchestrator=self.receiver.status(),
+            redeemer=self.redeemer.statistics(),
+        )
 
 
 async def start_redeemer(
@@ -184,14 +220,12 @@ async def _track_facts(
         info = await economy.watch.call(economy.gateway_client.sender_info, gateway)
         fees = await economy.watch.call(economy.orchestrator_client.pending_fees, orchestrator)
         snapshot = economy.watch.snapshot
-        economy.facts.update(
-            {
-                "block": snapshot.latest_block if snapshot else None,
-                "round": snapshot.current_round if snapshot else None,
-                "gateway_deposit": info.deposit,
-                "gateway_reserve": info.reserve,
-                "orchestrator_fees": fees,
-            }
+        economy.facts = ChainFacts(
+            block=snapshot.latest_block if snapshot else None,
+            round=snapshot.current_round if snapshot else None,
+            gateway_deposit=Wei(info.deposit),
+            gateway_reserve=Wei(info.reserve),
+            orchestrator_fees=Wei(fees),
         )
         if not started:
             task_status.started()

@@ -29,13 +29,13 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
-from typing import Any
 
 import attrs
 import trio
 
 from lpstream.errors import LpstreamError, RemoteProtocolError, TransportError
 from lpstream.orchestrator.payments import PaymentReceiver
+from lpstream.orchestrator.status import LiveSessionStatus, LiveStatus
 from lpstream.quic import QuicStream
 from lpstream.taskgroups import one_error
 from lpstream.wire import (
@@ -47,6 +47,7 @@ from lpstream.wire import (
     Message,
     MessageStream,
 )
+from payments.pm import Wei
 
 __all__ = ["LiveAccount", "LiveAccounts", "serve_live_control"]
 
@@ -191,19 +192,22 @@ class LiveAccounts:
             "price_per_second": account.price_per_second,
         }
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> LiveStatus:
         """Sessions by label, with their figures; never their ids (they are not public)."""
-        return {
-            "sessions": {
-                a.label: {
-                    "pipeline": a.pipeline,
-                    "stopped": a.stopped or None,
-                    **self.figures(a),
-                }
+        return LiveStatus(
+            sessions={
+                a.label: LiveSessionStatus(
+                    pipeline=a.pipeline,
+                    stopped=a.stopped or None,
+                    seconds=a.seconds_billed,
+                    billed=Wei(a.billed),
+                    balance=Wei(self.balance(a)),
+                    price_per_second=Wei(a.price_per_second),
+                )
                 for a in self._accounts.values()
             },
-            "stopped_total": self._stopped_total,
-        }
+            stopped_total=self._stopped_total,
+        )
 
     def _open(self, message: LiveOpen, owner: object = None) -> LiveAccount:
         key = (message.stream_id, message.session_id)

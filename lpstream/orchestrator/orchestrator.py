@@ -68,6 +68,7 @@ from lpstream.keepalive import ping_until_silent
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.live import LiveAccounts, serve_live_control
 from lpstream.orchestrator.payments import PaymentReceiver
+from lpstream.orchestrator.status import OrchestratorStatus, WorkerStatus
 from lpstream.orchestrator.uploads import TRIM_AFTER_BYTES, UploadBudget
 from lpstream.quic import QuicConnectionHandle, QuicStream
 from lpstream.trickle import SegmentBuffer
@@ -415,23 +416,23 @@ class Orchestrator:
             )
         return await worker.update_live(update.stream_id, update.session_id, dict(update.params))
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> OrchestratorStatus:
         self._expire_sessions(trio.current_time())
-        return {
-            "workers": {
-                w.worker_id: {"capacity": w.capacity, "sessions": self._load(w.worker_id)}
+        return OrchestratorStatus(
+            workers={
+                w.worker_id: WorkerStatus(capacity=w.capacity, sessions=self._load(w.worker_id))
                 for w in self._workers.values()
             },
-            "capacity": self.capacity,
-            "sessions": len(self._sessions),
-            "jobs_in_flight": self._jobs_in_flight,
-            "uploads": attrs.asdict(self.budget.statistics()),
-            "connections": len(self._connections),
-            "open_streams": sum(c.statistics().open_streams for c in self._connections),
-            "pipelines": self.pipelines(),
-            "live": self.live_accounts().status(),
-            **({"payments": self.payments.status()} if self.payments is not None else {}),
-        }
+            capacity=self.capacity,
+            sessions=len(self._sessions),
+            jobs_in_flight=self._jobs_in_flight,
+            uploads=self.budget.statistics(),
+            connections=len(self._connections),
+            open_streams=sum(c.statistics().open_streams for c in self._connections),
+            pipelines=tuple(self.pipelines()),
+            live=self.live_accounts().status(),
+            payments=None if self.payments is None else self.payments.status(),
+        )
 
     # -- QUIC -------------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import secrets
 from fractions import Fraction
-from typing import Any
 
 import attrs
 import trio
@@ -30,6 +29,7 @@ import trio
 from lpstream.chainwatch import ChainWatch
 from lpstream.errors import RemoteProtocolError
 from lpstream.jobs import JobOutput
+from lpstream.orchestrator.status import ReceiverStatus
 from lpstream.verification import sign_renditions
 from lpstream.wire import Job
 from payments.chain.client import ChainSnapshot
@@ -37,9 +37,11 @@ from payments.pm import (
     BalanceLedger,
     InvalidTicketError,
     Payment,
+    PixelPrice,
     SenderInfo,
     TicketParams,
     TicketValidator,
+    Wei,
     issue_ticket_params,
     max_float,
 )
@@ -224,21 +226,21 @@ class PaymentReceiver:
         self._billed += self.price * pixels
         self.ledger.debit_pixels(sender, session, pixels, self.price)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ReceiverStatus:
         store = self.store.statistics()
-        return {
-            "address": self.address,
-            "price_per_pixel": str(self.price),
-            "ticket_ev": self.ticket_ev,
-            "active": None if self._active is None else self._active[1],
-            "tickets_received": self._tickets_received,
-            "tickets_won": self._tickets_won,
-            "payments_refused": self._payments_refused,
-            "ev_received": str(self._ev_received),
-            "billed": str(self._billed),
-            "balance": str(self._ev_received - self._billed),
-            "tickets_pending": store.pending,
-            "tickets_redeemed": store.redeemed,
-            "tickets_dropped": store.dropped,
-            "face_value_redeemed": store.face_value_redeemed,
-        }
+        return ReceiverStatus(
+            address=self.address,
+            price_per_pixel=PixelPrice.from_fraction(self.price),
+            ticket_ev=Wei(self.ticket_ev),
+            active=None if self._active is None else self._active[1],
+            tickets_received=self._tickets_received,
+            tickets_won=self._tickets_won,
+            payments_refused=self._payments_refused,
+            ev_received=Wei(self._ev_received),
+            billed=Wei(self._billed),
+            balance=Wei(self._ev_received - self._billed),
+            tickets_pending=store.pending,
+            tickets_redeemed=store.redeemed,
+            tickets_dropped=store.dropped,
+            face_value_redeemed=Wei(store.face_value_redeemed),
+        )

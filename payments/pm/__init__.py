@@ -6,6 +6,7 @@ and random seeds, and get values and exceptions back. See PAYMENTS.md for the ru
 
 from __future__ import annotations
 
+from .amount import ETH_DECIMALS, WEI_PER_ETH, PixelPrice, Wei
 from .crypto import (
     address_bytes,
     address_of,
@@ -84,6 +85,7 @@ from .validation import (
 __all__ = [
     "DEFAULT_MAX_EV",
     "DEFAULT_MAX_TOTAL_EV",
+    "ETH_DECIMALS",
     "EV_MULTIPLIER",
     "FEE_MARGIN",
     "MAX_PAYMENT_SIZE",
@@ -92,6 +94,7 @@ __all__ = [
     "MAX_WIN_PROB",
     "PARAMS_EXPIRATION_BLOCKS",
     "TX_COST_MULTIPLIER",
+    "WEI_PER_ETH",
     "ZERO_ADDRESS",
     "ZERO_HASH",
     "BalanceLedger",
@@ -109,6 +112,7 @@ __all__ = [
     "NonceGuardStatistics",
     "NonceReplayError",
     "Payment",
+    "PixelPrice",
     "ReceivedPayment",
     "SenderInfo",
     "SenderUnlockingError",
@@ -121,6 +125,7 @@ __all__ = [
     "TicketValidator",
     "TooManyNoncesError",
     "ValidatorStatistics",
+    "Wei",
     "WinningTicket",
     "address_bytes",
     "address_of",

@@ -90,7 +90,7 @@ async def test_a_job_comes_back_as_the_ladder(
         ("240p", 320, 240, 60),
     ]
     assert all(o.info.pixels == 60 * 320 * 240 and o.info.size == len(o.data) for o in outputs)
-    assert orch.status()["jobs_in_flight"] == 0
+    assert orch.status().jobs_in_flight == 0
 
 
 async def test_a_new_session_beyond_capacity_is_answered_busy(
@@ -116,7 +116,7 @@ async def test_a_wrong_worker_secret_is_refused_with_403(
         with trio.fail_after(5):
             await connection.wait_closed()
     assert "refused: wrong orchestrator secret" in caplog.text
-    assert list(orch.status()["workers"]) == ["local"]
+    assert list(orch.status().workers) == ["local"]
 
 
 async def test_bad_streams_are_closed_and_good_ones_flow(
@@ -170,9 +170,9 @@ async def test_bad_streams_are_closed_and_good_ones_flow(
         assert len(good_outputs) == 2
         with trio.fail_after(5):
             # Polled: the orchestrator has no event for "all streams retired", and needs none.
-            while orch.status()["open_streams"] or orch.status()["jobs_in_flight"]:  # noqa: ASYNC110
+            while orch.status().open_streams or orch.status().jobs_in_flight:  # noqa: ASYNC110
                 await trio.sleep(0.05)
-        assert orch.status()["connections"] == 1
+        assert orch.status().connections == 1
     assert "refused with 413" in caplog.text
     assert "unknown frame type 255" in caplog.text  # the random bytes
 

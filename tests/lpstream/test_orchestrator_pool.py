@@ -16,6 +16,7 @@ from lpstream.orchestrator.orchestrator import Orchestrator
 from lpstream.quic import QuicConnectionHandle, serve_quic
 from lpstream.trickle import SegmentBuffer
 from lpstream.worker.local import LocalWorker
+from payments.pm import Wei
 from tests.mediatools import make_clip
 
 
@@ -65,11 +66,11 @@ async def test_an_orchestrator_without_the_capability_is_not_offered_work(
     pool = OrchestratorPool([address], capability="transcode:hevc")
     await nursery.start(pool.run)
     [facts] = pool.status()
-    assert facts["answered"] is True
-    assert facts["refused"] == "does not offer transcode:hevc"
+    assert facts.answered is True
+    assert facts.refused == "does not offer transcode:hevc"
     with pytest.raises(BusyError, match=r"no orchestrator can take the work .*transcode:hevc"):
         await pool.transcode(segment_job(0, "a"), full(segment))
-    assert pool.status()[0]["jobs"] == 0
+    assert pool.status()[0].jobs == 0
 
 
 async def test_an_orchestrator_silent_past_the_deadline_is_drawn_last(
@@ -86,14 +87,14 @@ async def test_an_orchestrator_silent_past_the_deadline_is_drawn_last(
     started = trio.current_time()
     await nursery.start(pool.run)
     assert trio.current_time() - started < 2.0  # the info check waited the deadline, no more
-    by_address = {f["address"]: f for f in pool.status()}
-    assert by_address[str(silent)]["answered"] is False
-    assert by_address[str(good)]["answered"] is True
+    by_address = {f.address: f for f in pool.status()}
+    assert by_address[str(silent)].answered is False
+    assert by_address[str(good)].answered is True
     for session in "abcdefgh":  # uniform draws: the silent one would get half of these
         await pool.transcode(segment_job(0, session), full(segment))
-    by_address = {f["address"]: f for f in pool.status()}
-    assert by_address[str(good)]["jobs"] == 8
-    assert by_address[str(silent)]["jobs"] == 0
+    by_address = {f.address: f for f in pool.status()}
+    assert by_address[str(good)].jobs == 8
+    assert by_address[str(silent)].jobs == 0
 
 
 async def test_a_live_ai_session_goes_only_to_an_orchestrator_offering_its_pipeline(
@@ -111,9 +112,9 @@ async def test_a_live_ai_session_goes_only_to_an_orchestrator_offering_its_pipel
     with_ai = await start_orchestrator(nursery)
     pool = OrchestratorPool([without, with_ai], selector=Selector(weights=SelectionWeights()))
     await nursery.start(pool.run)
-    offers = {f["address"]: f["pipelines"] for f in pool.status()}
+    offers = {f.address: f.pipelines for f in pool.status()}
     assert offers[str(without)] == {}
-    assert offers[str(with_ai)] == {name: 0 for name in PipelineRegistry().names()}
+    assert offers[str(with_ai)] == {name: Wei(0) for name in PipelineRegistry().names()}
     for n in range(4):
         job = SegmentJob(
             stream="s",
@@ -125,7 +126,7 @@ async def test_a_live_ai_session_goes_only_to_an_orchestrator_offering_its_pipel
         )
         [output] = await pool.transcode(job, full(segment))
         assert output.frames > 0
-    jobs = {f["address"]: f["jobs"] for f in pool.status()}
+    jobs = {f.address: f.jobs for f in pool.status()}
     assert jobs == {str(without): 0, str(with_ai): 4}
     # A pipeline nobody offers is refused with the reason, before any work.
     with pytest.raises(BusyError, match="does not offer pipeline 'no-such'"):
@@ -160,12 +161,12 @@ async def test_a_pipeline_that_appears_after_the_info_check_is_found_at_once(
     _, port = await nursery.start(serve_quic, "127.0.0.1", 0, orch.handle_connection)
     pool = OrchestratorPool([HostPort("127.0.0.1", port)], refresh_interval=3600)
     await nursery.start(pool.run)
-    assert pool.status()[0]["pipelines"] == {}
+    assert pool.status()[0].pipelines == {}
     registry.register(ColorGradePipeline)  # a worker with the pipeline joins
     with trio.fail_after(5):
         key, stream = await pool.open_live_control("late", "color-grade")
     await stream.aclose()
     assert key == f"127.0.0.1:{port}"
-    assert pool.status()[0]["pipelines"] == {"color-grade": 0}
+    assert pool.status()[0].pipelines == {"color-grade": Wei(0)}
     with pytest.raises(BusyError, match="does not offer pipeline 'no-such'"):
         await pool.open_live_control("other", "no-such")

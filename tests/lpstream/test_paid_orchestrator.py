@@ -344,22 +344,22 @@ async def test_the_gateway_checks_the_orchestrators_signature_before_paying(
     renditions = await pool.transcode(segment_job(0, "signed"), full(segment))
     assert [r.name for r in renditions] == [p.name for p in DEFAULT_PROFILES]
     assert sender.recipient(orchestrator) == paid.receiver.address
-    ev_signed = Fraction(sender.status()["ev_sent"])
+    ev_signed = sender.status().ev_sent.exact
     pixels = sum(r.pixels for r in renditions)
-    credit = sender.status()["credit"]
-    assert Fraction(credit[f"{orchestrator}/signed"]) == ev_signed - pixels  # 1 wei per pixel
+    credit = sender.status().credit
+    assert credit[f"{orchestrator}/signed"].exact == ev_signed - pixels  # 1 wei per pixel
 
     # The same orchestrator now signs with a key that is not its tickets' recipient.
     paid.receiver.signing_key = paid.chain.keys[2].private_key
     with pytest.raises(VerificationError, match="not the orchestrator"):
         await pool.transcode(segment_job(0, "forged"), full(segment))
-    assert pool.status()[0]["failures"] == 1
+    assert pool.status()[0].failures == 1
     # The tickets went out with the JOB and the orchestrator billed the work it answered; the
     # gateway settled nothing against the refused result, so the fee it reserved when paying
     # stays reserved: its credit is the EV less that estimate, not the whole EV.
-    ev_forged = Fraction(sender.status()["ev_sent"]) - ev_signed
+    ev_forged = sender.status().ev_sent.exact - ev_signed
     assert ev_forged > 0
-    left = Fraction(sender.status()["credit"][f"{orchestrator}/forged"])
+    left = sender.status().credit[f"{orchestrator}/forged"].exact
     assert 0 < left < ev_forged
     # The estimate covers every rendition asked for: the gateway never counts on more
     # credit than the orchestrator holds.
@@ -403,8 +403,8 @@ async def test_a_segment_paid_while_the_last_is_in_flight_is_not_short(
     sender.settle(orchestrator, session, pixels_second, reserved_second)
     balance = paid.receiver.ledger.balance(sender.address, session)
     assert sender.credit(orchestrator, session) == balance  # to the wei
-    assert Fraction(sender.status()["ev_sent"]) - pixels_first - pixels_second == balance
-    assert paid.receiver.status()["payments_refused"] == 0
+    assert sender.status().ev_sent.exact - pixels_first - pixels_second == balance
+    assert paid.receiver.status().payments_refused == 0
 
 
 async def test_an_unsigned_result_from_a_paid_orchestrator_is_refused(
@@ -435,17 +435,17 @@ async def test_an_orchestrator_above_the_max_price_is_never_offered_work(
         selector=Selector(weights=SelectionWeights(stake=0, price=0, random=1)),
     )
     await nursery.start(pool.run)
-    facts = {f["address"]: f for f in pool.status()}
-    assert facts[f"127.0.0.1:{pricey_port}"]["refused"] == ("price 5 wei/pixel above the maximum 2")
-    assert facts[f"127.0.0.1:{paid.port}"]["refused"] == ""
+    facts = {f.address: f for f in pool.status()}
+    assert facts[f"127.0.0.1:{pricey_port}"].refused == ("price 5 wei/pixel above the maximum 2")
+    assert facts[f"127.0.0.1:{paid.port}"].refused == ""
     # The cheap one's ticket parameters were taken from the info check already.
     assert sender.recipient(f"127.0.0.1:{paid.port}") == paid.receiver.address
     for session in ("a", "b", "c", "d"):
         await pool.transcode(segment_job(0, session), full(segment))
-    facts = {f["address"]: f for f in pool.status()}
-    assert facts[f"127.0.0.1:{paid.port}"]["jobs"] == 4
-    assert facts[f"127.0.0.1:{pricey_port}"]["jobs"] == 0
-    assert pricey_receiver.status()["tickets_received"] == 0
+    facts = {f.address: f for f in pool.status()}
+    assert facts[f"127.0.0.1:{paid.port}"].jobs == 4
+    assert facts[f"127.0.0.1:{pricey_port}"].jobs == 0
+    assert pricey_receiver.status().tickets_received == 0
 
 
 async def test_after_a_402_the_gateway_pays_again_from_fresh_parameters(
@@ -479,11 +479,11 @@ async def test_after_a_402_the_gateway_pays_again_from_fresh_parameters(
     with pytest.raises(JobError, match="payment refused") as caught:
         await pool.transcode(segment_job(1, "s"), full(segment))
     assert caught.value.code == 402
-    assert f"127.0.0.1:{port}/s" not in sender.status()["credit"]
+    assert f"127.0.0.1:{port}/s" not in sender.status().credit
 
     renditions = await pool.transcode(segment_job(1, "s"), full(segment))
     assert sum(r.pixels for r in renditions) > 0
-    credit = Fraction(sender.status()["credit"][f"127.0.0.1:{port}/s"])
+    credit = sender.status().credit[f"127.0.0.1:{port}/s"].exact
     assert credit == restarted.ledger.balance(sender.address, "s") > 0
 
 
@@ -497,13 +497,13 @@ async def test_a_busy_orchestrator_takes_no_payment(
     async with open_quic_connection("127.0.0.1", port) as connection:
         _, params = await ticket_params(connection, sender.address)
         await send(connection, job(0, sender.create_payment(params, 2).encode(), "a"), segment)
-        received = receiver.status()["tickets_received"]
+        received = receiver.status().tickets_received
         assert received == 2
         with pytest.raises(JobError, match="busy") as caught:
             payment = sender.create_payment(params, 2).encode()
             await send(connection, job(0, payment, "b"), segment)
         assert caught.value.code == 503
-    assert receiver.status()["tickets_received"] == received
+    assert receiver.status().tickets_received == received
     assert receiver.ledger.balance(sender.address, "b") == 0
 
 

@@ -21,6 +21,7 @@ import trio
 
 from lpstream.budget import MemoryBudget
 from lpstream.errors import TransportError
+from lpstream.http.status import status_json
 from lpstream.jobs import JobError, JobOutput, Relay, request_job
 from lpstream.media import DEFAULT_PROFILES
 from lpstream.metrics import Metrics
@@ -202,12 +203,12 @@ async def test_uploads_over_their_budgets_are_refused_and_honest_jobs_complete(
         for stream in held:
             stream.reset(0x10)
         await wait_until(lambda: orch.budget.jobs == 0 and orch.budget.bytes_held == 0)
-        assert orch.status()["connections"] == 3
+        assert orch.status().connections == 3
         # The connections are still good for honest work.
         await honest_job(attacker, segment, "h1", seq=1)
     gc.collect()
     assert worker.sources and all(ref() is None for ref in worker.sources)
-    assert orch.status()["uploads"]["refused"] == {"max_session_jobs": 1, "max_session_bytes": 1}
+    assert orch.status().uploads.refused == {"max_session_jobs": 1, "max_session_bytes": 1}
     assert "refused with 413" in caplog.text and "Traceback" not in caplog.text
 
 
@@ -315,9 +316,9 @@ async def test_a_live_session_runs_jobs_only_from_the_connection_that_opened_it(
         )
         await wait_until(lambda: orch.live.get(("victim", "abc-ai1f")) is not None)
         # Nothing public names the session.
-        status = json.dumps(orch.status())
+        status = json.dumps(status_json(orch.status()))
         assert "abc-ai1f" not in status and "victim" not in status, status
-        assert list(orch.status()["live"]["sessions"]) == ["live-1"]
+        assert list(orch.status().live.sessions) == ["live-1"]
 
         # A stranger who knows the ids: 403, and nothing runs.
         stream = await stranger.open_stream()
@@ -464,8 +465,8 @@ async def test_garbage_and_bugs_on_one_stream_end_only_that_stream(
             "a bug in the worker": 500,
         }
         assert len(outputs) == 2
-        await wait_until(lambda: orch.budget.jobs == 0 and orch.status()["jobs_in_flight"] == 0)
-        assert orch.status()["connections"] == 2
+        await wait_until(lambda: orch.budget.jobs == 0 and orch.status().jobs_in_flight == 0)
+        assert orch.status().connections == 2
         # Both connections still work.
         await honest(attacker, "h1")
     # Peer faults are a line each at warning; only the two bugs carry a traceback.

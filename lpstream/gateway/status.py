@@ -1,0 +1,146 @@
+"""What the gateway reports about itself: frozen values, rendered to JSON by lpstream.http.status.
+
+Nothing here names a session id or a secret. Money is a ``payments.pm.Wei`` (exact inside,
+whole wei and ETH when rendered) and a price a ``payments.pm.PixelPrice``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from ingest.segmenter import SegmenterStatistics
+from lpstream.status_fields import INLINE
+from payments.pm import PixelPrice, Wei
+
+__all__ = [
+    "GatewayStatus",
+    "LatencySummary",
+    "MemoryStatus",
+    "OrchestratorFacts",
+    "SenderStatus",
+    "StreamStatistics",
+    "StreamStatus",
+]
+
+
+@attrs.frozen(kw_only=True)
+class LatencySummary:
+    """A latency distribution in milliseconds."""
+
+    count: int
+    """Samples."""
+    median: float | None
+    """Median in ms, to 0.1 ms; None without samples."""
+    p95: float | None
+    """95th percentile in ms, to 0.1 ms; None without samples."""
+
+    @classmethod
+    def from_samples(cls, seconds: Iterable[float]) -> LatencySummary:
+        """The summary of latencies given in seconds."""
+        latencies = sorted(seconds)
+        if not latencies:
+            return cls(count=0, median=None, p95=None)
+        return cls(
+            count=len(latencies),
+            median=round(statistics.median(latencies) * 1000, 1),
+            p95=round(latencies[int(0.95 * (len(latencies) - 1))] * 1000, 1),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class StreamStatistics:
+    """One live stream's figures (``LiveStream.statistics``)."""
+
+    publish_latency_ms: LatencySummary
+    """From a source segment's end at the gateway to its renditions being listed."""
+    part_latency_ms: LatencySummary
+    """From a source part's media arriving to the part being listed (LL-HLS)."""
+    segments_in: int
+    """Source segments cut so far."""
+    segments_in_flight: int
+    """Segments sent to an orchestrator and not yet settled."""
+    webrtc: Mapping[str, object]
+    """WebRTC (WHEP) fan-out figures per rendition (``StreamPackets.statistics``)."""
+    segmenter: SegmenterStatistics
+    """The segmenter's counts (timestamp repairs, forced cuts, refused packets)."""
+    source: str | None
+    """The source's ``WIDTHxHEIGHT`` once known."""
+
+
+@attrs.frozen(kw_only=True)
+class StreamStatus:
+    """A stream the gateway serves: live, or ended and still listed for a while."""
+
+    live: bool
+    """Whether a publisher is sending it now."""
+    renditions: tuple[str, ...]
+    """Renditions with at least one segment listed."""
+    statistics: StreamStatistics | None = attrs.field(default=None, metadata=INLINE)
+    """Its figures (the last ones once ended); rendered at the stream's level."""
+
+
+@attrs.frozen(kw_only=True)
+class MemoryStatus:
+    """The node-wide memory budget."""
+
+    rss: int
+    """Resident memory of the process, bytes (0 where unknown)."""
+    budget: int
+    """Bytes above which new streams and AI sessions are refused (0: no limit)."""
+    refused_total: int
+    """Streams and sessions refused for memory."""
+
+
+@attrs.frozen(kw_only=True)
+class GatewayStatus:
+    """The gateway's streams and memory (``Gateway.status``)."""
+
+    streams: Mapping[str, StreamStatus]
+    """By stream name."""
+    memory: MemoryStatus
+    """The memory budget."""
+
+
+@attrs.frozen(kw_only=True)
+class OrchestratorFacts:
+    """What the gateway knows of one orchestrator of its pool."""
+
+    address: str
+    """``host:port`` of its service."""
+    connected: bool
+    """Whether a QUIC connection is open."""
+    suspended: bool
+    """Whether it is suspended after failures."""
+    failures: int
+    """Failures in a row."""
+    jobs: int
+    """Segments it was given."""
+    refused: str
+    """Why it is not used (price, pipelines), or empty."""
+    answered: bool
+    """Whether its last info request was answered."""
+    full: bool
+    """Whether it last said it was at capacity."""
+    pipelines: Mapping[str, Wei] | None
+    """Live AI pipelines it offers with their price per second; None before its info."""
+
+
+@attrs.frozen(kw_only=True)
+class SenderStatus:
+    """The gateway's side of the payments (``PaymentSender.status``)."""
+
+    address: str
+    """Its Ethereum account."""
+    tickets_sent: int
+    """Tickets signed and sent."""
+    ev_sent: Wei
+    """The expected value of every ticket sent."""
+    credit: Mapping[str, Wei]
+    """Credit left per ``orchestrator/session``: EV sent minus what was billed."""
+    payment_bytes_median: int
+    """Median size of a payment on the wire, bytes."""
+    max_price_per_pixel: PixelPrice | None
+    """The highest price it pays (``--max-price-per-unit``); None for any."""

@@ -1,0 +1,122 @@
+"""What the orchestrator reports about itself: frozen values, rendered by lpstream.http.status.
+
+Sessions are counted and live sessions named by label (``live-7``), never by id: an id is what
+a gateway uses to pay and steer a session. Money is a ``payments.pm.Wei``, a price a
+``payments.pm.PixelPrice``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from lpstream.orchestrator.uploads import UploadStatistics
+from lpstream.status_fields import OMIT_NONE
+from payments.pm import PixelPrice, Wei
+
+__all__ = [
+    "LiveSessionStatus",
+    "LiveStatus",
+    "OrchestratorStatus",
+    "ReceiverStatus",
+    "WorkerStatus",
+]
+
+
+@attrs.frozen(kw_only=True)
+class WorkerStatus:
+    """One worker (in process or remote)."""
+
+    capacity: int
+    """Sessions it can take."""
+    sessions: int
+    """Sessions it holds now."""
+
+
+@attrs.frozen(kw_only=True)
+class LiveSessionStatus:
+    """One live AI session's billing."""
+
+    pipeline: str
+    """The pipeline it runs."""
+    stopped: str | None
+    """Why it was stopped; None while it runs."""
+    seconds: int
+    """Seconds billed."""
+    billed: Wei
+    """What those seconds cost."""
+    balance: Wei
+    """The sender's balance on the session (paid minus billed; negative when behind)."""
+    price_per_second: Wei
+    """Its price (0: free)."""
+
+
+@attrs.frozen(kw_only=True)
+class LiveStatus:
+    """The live AI sessions (``LiveAccounts.status``)."""
+
+    sessions: Mapping[str, LiveSessionStatus]
+    """By label (``live-7``), never by id."""
+    stopped_total: int
+    """Sessions stopped for not paying or by their gateway."""
+
+
+@attrs.frozen(kw_only=True)
+class ReceiverStatus:
+    """The orchestrator's side of the payments (``PaymentReceiver.status``)."""
+
+    address: str
+    """Its Ethereum account (the tickets' recipient)."""
+    price_per_pixel: PixelPrice
+    """Its price."""
+    ticket_ev: Wei
+    """The EV of one ticket it asks for."""
+    active: bool | None
+    """Whether it is in the active set this round; None before it was checked."""
+    tickets_received: int
+    """Tickets received."""
+    tickets_won: int
+    """Of those, winning tickets."""
+    payments_refused: int
+    """Payments refused whole."""
+    ev_received: Wei
+    """The EV of the tickets credited."""
+    billed: Wei
+    """What the work done cost (pixels x price, and live seconds)."""
+    balance: Wei
+    """What senders hold in credit: ``ev_received - billed``."""
+    tickets_pending: int
+    """Winning tickets waiting to be redeemed."""
+    tickets_redeemed: int
+    """Winning tickets redeemed on chain."""
+    tickets_dropped: int
+    """Winning tickets given up (used, or their round has no block hash)."""
+    face_value_redeemed: Wei
+    """The face values redeemed."""
+
+
+@attrs.frozen(kw_only=True)
+class OrchestratorStatus:
+    """The orchestrator role (``Orchestrator.status``)."""
+
+    workers: Mapping[str, WorkerStatus]
+    """By worker id."""
+    capacity: int
+    """Sessions all workers can take."""
+    sessions: int
+    """Sessions holding capacity."""
+    jobs_in_flight: int
+    """Jobs being worked on."""
+    uploads: UploadStatistics
+    """The upload budget's counts."""
+    connections: int
+    """Open QUIC connections."""
+    open_streams: int
+    """Open QUIC streams over all connections."""
+    pipelines: Sequence[str]
+    """Live AI pipelines it offers."""
+    live: LiveStatus
+    """Live AI sessions."""
+    payments: ReceiverStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """The payments it takes; absent when it works for free (off chain)."""
