@@ -80,6 +80,17 @@ from lpstream.media import (
     StreamMetadata,
     TrackKind,
 )
+from lpstream.media.mpegts import (
+    PACKET_SIZE,
+    PAT_PID,
+    SDT_PID,
+    SYNC_BYTE,
+    packet_pid,
+    pat_pmt_pids,
+    pmt_stream_pid,
+    psi_section,
+    unit_start,
+)
 
 __all__ = [
     "AUDIO_ONLY_REFUSAL",
@@ -202,54 +213,6 @@ class PartCompleted:
 
 SegmenterEvent = SegmentStarted | SegmentData | PartCompleted | SegmentCompleted
 
-_TS_PACKET = 188
-_PAT_PID = 0x0000
-_SDT_PID = 0x0011
-_H264_STREAM_TYPE = 0x1B
-
-
-def _ts_pid(packet: bytes | bytearray) -> int:
-    return ((packet[1] & 0x1F) << 8) | packet[2]
-
-
-def _psi_section(packet: bytes | bytearray) -> bytes:
-    """The section a PSI packet starts (empty if it starts none)."""
-    if not packet[1] & 0x40:
-        return b""
-    start = 4
-    if packet[3] & 0x20:
-        start += 1 + packet[4]
-    if start >= _TS_PACKET:
-        return b""
-    start += 1 + packet[start]  # pointer_field
-    section = bytes(packet[start:])
-    if len(section) < 3:
-        return b""
-    length = ((section[1] & 0x0F) << 8) | section[2]
-    return section[: 3 + length]
-
-
-def _pat_pmt_pids(section: bytes) -> set[int]:
-    pids = set()
-    for offset in range(8, len(section) - 4 - 3, 4):
-        program = int.from_bytes(section[offset : offset + 2], "big")
-        if program != 0:
-            pids.add(((section[offset + 2] & 0x1F) << 8) | section[offset + 3])
-    return pids
-
-
-def _pmt_video_pid(section: bytes) -> int | None:
-    if len(section) < 16 or section[0] != 0x02:
-        return None
-    offset = 12 + (((section[10] & 0x0F) << 8) | section[11])
-    while offset + 5 <= len(section) - 4:
-        stream_type = section[offset]
-        pid = ((section[offset + 1] & 0x1F) << 8) | section[offset + 2]
-        if stream_type == _H264_STREAM_TYPE:
-            return pid
-        offset += 5 + (((section[offset + 3] & 0x0F) << 8) | section[offset + 4])
-    return None
-
 
 @attrs.define
 class _PartCutter:
@@ -282,10 +245,10 @@ class _PartCutter:
 
     def write(self, data: bytes) -> None:
         buffered = self._partial + data
-        whole = len(buffered) - len(buffered) % _TS_PACKET
+        whole = len(buffered) - len(buffered) % PACKET_SIZE
         self._partial = buffered[whole:]
-        for offset in range(0, whole, _TS_PACKET):
-            self._packet(bytearray(buffered[offset : offset + _TS_PACKET]))
+        for offset in range(0, whole, PACKET_SIZE):
+            self._packet(bytearray(buffered[offset : offset + PACKET_SIZE]))
         self._flush_out()
 
     def close(self) -> bytes:
@@ -299,28 +262,28 @@ class _PartCutter:
         return last
 
     def _is_psi(self, pid: int) -> bool:
-        return pid in (_PAT_PID, _SDT_PID) or pid in self._pmt_pids
+        return pid in (PAT_PID, SDT_PID) or pid in self._pmt_pids
 
     def _packet(self, packet: bytearray) -> None:
-        if packet[0] != 0x47:
+        if packet[0] != SYNC_BYTE:
             self._place_held()
             self._append(packet)
             return
-        pid = _ts_pid(packet)
-        if pid == _PAT_PID:
-            section = _psi_section(packet)
+        pid = packet_pid(packet)
+        if pid == PAT_PID:
+            section = psi_section(packet)
             if section:
-                self._pmt_pids |= _pat_pmt_pids(section)
+                self._pmt_pids.update(pat_pmt_pids(section))
                 self._pat = self._pat or bytes(packet)
         elif pid in self._pmt_pids:
-            video_pid = _pmt_video_pid(_psi_section(packet))
+            video_pid = pmt_stream_pid(psi_section(packet))
             if video_pid is not None:
                 self._video_pid = video_pid
                 self._pmt = self._pmt or bytes(packet)
         if self._is_psi(pid):
             self._held.append(packet)  # placed with whatever follows: it may open a part
             return
-        if pid == self._video_pid and packet[1] & 0x40:
+        if pid == self._video_pid and unit_start(packet):
             ordinal, self._pes_seen = self._pes_seen, self._pes_seen + 1
             if self._cuts and self._cuts[0] == ordinal:
                 self._cuts.popleft()
@@ -333,9 +296,9 @@ class _PartCutter:
         if self._part:
             self.on_part(bytes(self._part))
             self._part = bytearray()
-        held = {_ts_pid(p) for p in self._held}
+        held = {packet_pid(p) for p in self._held}
         opening: list[bytearray] = []
-        if self._pat is not None and _PAT_PID not in held:
+        if self._pat is not None and PAT_PID not in held:
             opening.append(bytearray(self._pat))
         if self._pmt is not None and not held & self._pmt_pids:
             opening.append(bytearray(self._pmt))
@@ -343,7 +306,7 @@ class _PartCutter:
 
     def _place_held(self) -> None:
         for packet in self._held:
-            pid = _ts_pid(packet)
+            pid = packet_pid(packet)
             count = self._counters.get(pid, 0)
             self._counters[pid] = count + 1
             packet[3] = (packet[3] & 0xF0) | (count & 0x0F)

@@ -25,20 +25,20 @@ import sys
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import click
-import trio
 
 from lpstream.cliopts import option, run_until_stopped
 from lpstream.config import HostPort, parse_host_port
 from lpstream.errors import ConfigError, LpstreamError
-from payments.chain.client import ChainClient
-from payments.chain.contracts import DEFAULT_PARAMETERS, ProtocolParameters
-from payments.chain.devchain import DevChain
-from payments.chain.rpc import build_rpc_app, serve_rpc
-from payments.keys import NodeKey, create_keystore, load_key, read_passphrase
+
+if TYPE_CHECKING:
+    # The chain's modules load web3 and eth_account: the commands import them when they run.
+    from payments.chain.client import ChainClient
+    from payments.chain.contracts import ProtocolParameters
+    from payments.keys import NodeKey
 
 __all__ = ["DEV_KEYSTORE_SCRYPT_N", "account", "chain", "format_wei", "parse_wei"]
 
@@ -138,6 +138,8 @@ def _chain_options(*, key_required: bool = True) -> Callable[[F], F]:
 
 
 def _load_key(keystore: Path, passphrase_file: Path | None) -> NodeKey:
+    from payments.keys import load_key, read_passphrase
+
     passphrase = read_passphrase(passphrase_file, prompt=sys.stdin.isatty())
     return load_key(keystore, passphrase)
 
@@ -145,6 +147,8 @@ def _load_key(keystore: Path, passphrase_file: Path | None) -> NodeKey:
 def _connect(
     eth_url: str, controller: str, keystore: Path | None, passphrase_file: Path | None
 ) -> ChainClient:
+    from payments.chain.client import ChainClient
+
     key = None if keystore is None else _load_key(keystore, passphrase_file)
     return ChainClient.connect(eth_url, controller=controller, key=key)
 
@@ -439,6 +443,8 @@ def write_dev_keystores(keys: list[NodeKey], folder: Path) -> list[tuple[str, Pa
     Raises:
         ConfigError: a file there holds another key or cannot be read or written.
     """
+    from payments.keys import create_keystore, load_key, read_passphrase
+
     written: list[tuple[str, Path, Path]] = []
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -488,6 +494,11 @@ async def run_chain(
     announce: Callable[[str], None],
 ) -> None:
     """Runs the dev chain and its JSON-RPC server until cancelled."""
+    import trio
+
+    from payments.chain.devchain import DevChain
+    from payments.chain.rpc import build_rpc_app, serve_rpc
+
     limiter = trio.CapacityLimiter(1)  # the chain's one limiter (eth-tester is not thread-safe)
     dev = await trio.to_thread.run_sync(
         functools.partial(DevChain.start, parameters=parameters, accounts=accounts),
@@ -512,6 +523,12 @@ async def run_chain(
         announce("lpstream chain ready")
 
 
+def _default_parameters() -> ProtocolParameters:
+    from payments.chain.contracts import DEFAULT_PARAMETERS
+
+    return DEFAULT_PARAMETERS
+
+
 def _announce(line: str) -> None:
     click.echo(line)
     sys.stdout.flush()
@@ -533,7 +550,8 @@ def _announce(line: str) -> None:
 @option(
     "--round-length",
     type=click.IntRange(1, 100_000),
-    default=DEFAULT_PARAMETERS.round_length,
+    default=lambda: _default_parameters().round_length,
+    show_default="the protocol's",
     help="Blocks per round. Below 45 (the 40-block ticket expiry and a margin) winning "
     "tickets may expire unredeemed: for tests that need rounds to pass quickly.",
 )
@@ -574,7 +592,7 @@ def chain(
             "expiry and a margin: winning tickets may expire unredeemed",
             err=True,
         )
-    parameters = attrs.evolve(DEFAULT_PARAMETERS, round_length=round_length)
+    parameters = attrs.evolve(_default_parameters(), round_length=round_length)
     run_until_stopped(
         functools.partial(
             run_chain,

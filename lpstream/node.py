@@ -1,5 +1,6 @@
-"""Assembles the roles into running nodes: one root nursery, every server started with
-``nursery.start`` so that "ready" is printed only once every port is listening.
+"""Assembles the roles into running nodes from the configuration's sections
+(``lpstream.config.Config``): one root nursery, every server started with ``nursery.start``
+so that "ready" is printed only once every port is listening.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import resource
 import secrets
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
-from typing import Any
+import tempfile
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
 
 import attrs
 import trio
@@ -19,9 +22,10 @@ import trio
 import lpstream
 from ingest.rtmp import RtmpServer
 from ingest.whip import WhepPlayback, WhipIngest
-from lpstream.budget import MemoryBudget, process_rss
+from lpstream.budget import MemoryBudget, default_memory_budget
 from lpstream.chainwatch import ChainWatch
-from lpstream.config import HostPort
+from lpstream.config import Config, HostPort, HttpSection, LimitsSection
+from lpstream.errors import ConfigError
 from lpstream.gateway.discovery import (
     ChainSource,
     DiscoveryError,
@@ -37,13 +41,15 @@ from lpstream.gateway.selection import SelectionWeights, Selector
 from lpstream.http.app import build_app
 from lpstream.http.limits import HttpLimits
 from lpstream.http.server import HttpServer
-from lpstream.media import VideoProfile
+from lpstream.http.status import GatewayNodeStatus, OrchestratorNodeStatus
+from lpstream.media import load_profiles
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.orchestrator import Orchestrator
 from lpstream.paid import (
     ChainOptions,
     DevEconomy,
     PaymentOptions,
+    PaymentsStatus,
     start_dev_economy,
     start_gateway_payments,
     start_orchestrator_payments,
@@ -53,8 +59,12 @@ from lpstream.worker.local import LocalWorker
 from lpstream.worker.remote import run_remote_worker
 
 __all__ = [
-    "GatewayOptions",
-    "OrchestratorOptions",
+    "chain_options",
+    "gateway_http_addr",
+    "http_limits",
+    "ingest_limits",
+    "memory_limit",
+    "payment_options",
     "run_dev",
     "run_gateway",
     "run_orchestrator",
@@ -66,73 +76,81 @@ log = logging.getLogger("lpstream")
 Announce = Callable[[str], None]
 
 
-@attrs.frozen(kw_only=True)
-class GatewayOptions:
-    """What ``lpstream gateway`` needs."""
-
-    rtmp_addr: HostPort
-    """Where broadcasters push RTMP."""
-    http_addr: HostPort
-    """Where viewers and operators reach HTTP."""
-    orch_addrs: tuple[HostPort, ...]
-    """Orchestrators to send segments to, in order of preference."""
-    profiles: tuple[VideoProfile, ...]
-    """The ladder made for every stream (the source is always passed through as well)."""
-    segment_duration: float = 2.0
-    """Target segment length in seconds."""
-    part_target: float = 0.2
-    """Target LL-HLS part length in seconds (the source rendition is published in parts)."""
-    webhook_url: str | None = None
-    """Discovery webhook answering ``[{"address": ..., "score": ...}]``."""
-    weights: SelectionWeights = attrs.Factory(SelectionWeights)
-    """Selection weights: stake, price, random (go-livepeer's defaults 0.7 / 0 / 0.3)."""
-    selection_seed: int | None = None
-    """Seed of the selection draws, for reproducible runs; None draws from the OS."""
-    whip_token: str | None = None
-    """Bearer token WHIP publishers must present; None lets anyone publish."""
-    whip_hosts: tuple[str, ...] = ()
-    """Addresses offered as WHIP (and WHEP) ICE host candidates; empty: every non-loopback
-    address."""
-    whep_token: str | None = None
-    """Bearer token WHEP viewers must present; None lets anyone watch (as HLS does)."""
-    whep_max_sessions: int = 100
-    """WHEP viewers at once; more are answered 503."""
-    pipeline: str = ""
-    """Live AI pipeline every publish gets (``--pipeline``); empty for none."""
-    pipeline_params: dict[str, str | int | float | bool] = attrs.Factory(dict)
-    """Its starting parameters."""
-    max_price_per_second: int | None = None
-    """Paid: wei per second a live AI session may cost at most (None: no limit)."""
-    http_limits: HttpLimits = attrs.Factory(HttpLimits)
-    """What one HTTP client may cost (connections, timeouts, bodies)."""
-    ingest_limits: IngestLimits = attrs.Factory(IngestLimits)
-    """What each publisher may send (``--max-ingest-pixels``, ``--max-ingest-bitrate``)."""
-    memory_budget: int = 0
-    """Bytes of RSS above which new streams and AI sessions are refused (0: no budget)."""
+def http_limits(section: HttpSection) -> HttpLimits:
+    """The HTTP budgets of the ``http`` section."""
+    return HttpLimits(
+        max_connections=section.http_max_connections,
+        keep_alive_timeout=section.http_keep_alive_timeout,
+        send_timeout=section.http_send_timeout,
+        body_timeout=section.http_body_timeout,
+        max_uploads=section.http_max_uploads,
+        dead_peer_timeout=section.http_dead_peer_timeout,
+    )
 
 
-@attrs.frozen(kw_only=True)
-class OrchestratorOptions:
-    """What ``lpstream orchestrator`` needs."""
+def ingest_limits(config: Config) -> IngestLimits:
+    """What each publisher may send, and how long an ended stream stays."""
+    return IngestLimits(
+        max_pixels=config.limits.max_ingest_pixels,
+        max_bitrate=config.limits.max_ingest_bitrate,
+        end_linger=config.playback.end_linger,
+    )
 
-    service_addr: HostPort
-    """UDP address of the QUIC service."""
-    secret: str
-    """Shared with remote workers."""
-    http_addr: HostPort | None = None
-    """Admin HTTP (status, metrics), if wanted."""
-    local_capacity: int = 2
-    """Sessions the in-process worker takes; 0 leaves all work to remote workers."""
-    encoder: str = "auto"
-    """Encoder preference of the in-process worker."""
-    price_per_second: int = 0
-    """Paid: wei per second of a live AI session (pipelines without their own price)."""
-    pipeline_prices: dict[str, int] = attrs.Factory(dict)
-    """Paid: wei per second by pipeline."""
-    memory_budget: int = 0
-    """Bytes of RSS above which new jobs and live sessions are refused (0: no budget)."""
-    http_limits: HttpLimits = attrs.Factory(HttpLimits)
-    """What one client of the admin HTTP may cost."""
+
+def memory_limit(section: LimitsSection) -> int:
+    """The memory budget in bytes; ``auto`` (None) is resolved against this machine."""
+    if section.memory_budget is None:
+        return default_memory_budget()
+    return section.memory_budget
+
+
+def payment_options(config: Config) -> PaymentOptions:
+    """Prices, ticket economics and the dev chain's pace from the ``payments`` and ``chain``
+    sections; the ticket queue in ``data_dir``, or a fresh temporary folder if it is None."""
+    pay = config.payments
+    folder = pay.data_dir or tempfile.mkdtemp(prefix="lpstream-dev-")
+    return PaymentOptions(
+        price_per_unit=pay.price_per_unit,
+        pixels_per_unit=pay.pixels_per_unit,
+        ticket_ev=pay.ticket_ev,
+        max_face_value=pay.max_face_value,
+        max_price=None
+        if pay.max_price_per_unit is None
+        else Fraction(pay.max_price_per_unit, pay.pixels_per_unit),
+        block_time=config.chain.block_time,
+        round_length=config.chain.round_length,
+        data_dir=Path(folder),
+    )
+
+
+def gateway_http_addr(config: Config) -> HostPort:
+    """Where a gateway serves HTTP.
+
+    Raises:
+        ConfigError: ``http_addr`` is off (as it is by default only for an orchestrator).
+    """
+    if config.http.http_addr is None:
+        raise ConfigError("a gateway needs --http-addr")
+    return config.http.http_addr
+
+
+def chain_options(config: Config) -> ChainOptions | None:
+    """How a paid node reaches its chain; None off-chain.
+
+    Raises:
+        ConfigError: a paid node lacks one of the chain's flags.
+    """
+    chain = config.chain
+    if config.payments.offchain:
+        return None
+    if chain.missing() or not (chain.eth_url and chain.controller and chain.keystore):
+        raise ConfigError(f"a paid node needs {', '.join(chain.missing())}")
+    return ChainOptions(
+        eth_url=chain.eth_url,
+        controller=chain.controller,
+        keystore=Path(chain.keystore),
+        passphrase_file=Path(chain.passphrase_file) if chain.passphrase_file else None,
+    )
 
 
 def raise_open_file_limit() -> int:
@@ -158,69 +176,81 @@ async def _serve_http(
     await server.serve(addr, task_status=task_status)
 
 
-def _build_orchestrator(options: OrchestratorOptions, metrics: Metrics) -> Orchestrator:
+def _build_orchestrator(config: Config, secret: str, metrics: Metrics) -> Orchestrator:
+    worker = config.worker
     local = (
-        LocalWorker(capacity=options.local_capacity, encoder=options.encoder)
-        if options.local_capacity > 0
+        LocalWorker(capacity=worker.capacity, encoder=worker.encoder)
+        if worker.capacity > 0
         else None
     )
     return Orchestrator(
-        secret=options.secret,
+        secret=secret,
         metrics=metrics,
         local=local,
-        pipeline_prices=dict(options.pipeline_prices),
-        default_pipeline_price=options.price_per_second,
-        memory=MemoryBudget(limit=options.memory_budget),
+        pipeline_prices=dict(config.payments.pipeline_price),
+        default_pipeline_price=config.payments.price_per_second,
+        memory=MemoryBudget(limit=memory_limit(config.limits)),
     )
 
 
-async def run_orchestrator(
-    options: OrchestratorOptions,
-    announce: Announce = print,
-    *,
-    chain: ChainOptions | None = None,
-    payments: PaymentOptions | None = None,
-    initialize_rounds: bool = False,
-) -> None:
-    """Runs an orchestrator until cancelled; paid when ``chain`` is given."""
+async def run_orchestrator(config: Config, announce: Announce = print) -> None:
+    """Runs an orchestrator until cancelled; paid unless ``offchain``.
+
+    Raises:
+        ConfigError: no ``orch_secret``, or a paid node without its chain's settings.
+    """
+    if not config.orchestrator.orch_secret:
+        raise ConfigError("an orchestrator needs --orch-secret")
+    chain = chain_options(config)
     metrics = Metrics()
-    orchestrator = _build_orchestrator(options, metrics)
+    orchestrator = _build_orchestrator(config, config.orchestrator.orch_secret, metrics)
+    service_addr, http_addr = config.orchestrator.service_addr, config.http.http_addr
+    limits = http_limits(config.http)
     async with trio.open_nursery() as nursery:
         if chain is not None:
             receiver = await start_orchestrator_payments(
-                nursery, chain, payments or PaymentOptions(), initialize_rounds=initialize_rounds
+                nursery,
+                chain,
+                payment_options(config),
+                initialize_rounds=config.chain.initialize_rounds,
             )
             orchestrator.payments = receiver
             announce(f"orchestrator account: {receiver.address}")
         host, port = await nursery.start(
             serve_quic,
-            options.service_addr.host,
-            options.service_addr.port,
+            service_addr.host,
+            service_addr.port,
             orchestrator.handle_connection,
         )
         announce(f"orchestrator service: quic://{HostPort(host, port)}")
-        if options.http_addr is not None:
+        if http_addr is not None:
             app = build_app(
                 playback=None,
-                status=lambda: {
-                    "role": "orchestrator",
-                    "version": lpstream.__version__,
-                    **orchestrator.status(),
-                },
+                status=lambda: OrchestratorNodeStatus(
+                    role="orchestrator",
+                    version=lpstream.__version__,
+                    orchestrator=orchestrator.status(),
+                ),
                 metrics=metrics,
-                limits=options.http_limits,
+                limits=limits,
             )
-            server = HttpServer(app, limits=options.http_limits)
-            bound = await nursery.start(_serve_http, server, options.http_addr)
+            server = HttpServer(app, limits=limits)
+            bound = await nursery.start(_serve_http, server, http_addr)
             announce(f"orchestrator admin: http://{bound}/api/status")
         announce("lpstream orchestrator ready")
 
 
-async def run_worker(
-    orch_addr: HostPort, secret: str, capacity: int, encoder: str, announce: Announce = print
-) -> None:
-    """Runs a remote worker until cancelled."""
-    local = LocalWorker(capacity=capacity, encoder=encoder)
+async def run_worker(config: Config, announce: Announce = print) -> None:
+    """Runs a remote worker for the first ``orch_addr`` until cancelled.
+
+    Raises:
+        ConfigError: no ``orch_addr`` or no ``orch_secret``.
+    """
+    secret = config.orchestrator.orch_secret
+    if not config.selection.orch_addr or not secret:
+        raise ConfigError("a worker needs --orch-addr and --orch-secret")
+    orch_addr = config.selection.orch_addr[0]
+    local = LocalWorker(capacity=config.worker.capacity, encoder=config.worker.encoder)
     async with trio.open_nursery() as nursery:
         worker_id = await nursery.start(run_remote_worker, orch_addr, secret, local)
         announce(f"lpstream worker ready: registered with {orch_addr} as {worker_id}")
@@ -228,20 +258,23 @@ async def run_worker(
 
 async def _start_gateway(
     nursery: trio.Nursery,
-    options: GatewayOptions,
+    config: Config,
     metrics: Metrics,
-    extra_status: Callable[[], Mapping[str, Any]] | None,
+    extra_status: Callable[[GatewayNodeStatus], GatewayNodeStatus] | None,
     role: str,
     announce: Announce,
     *,
+    orch_addrs: tuple[HostPort, ...],
     sender: PaymentSender | None = None,
     watch: ChainWatch | None = None,
 ) -> Gateway:
+    selection, access, playback = config.selection, config.access, config.playback
+    webhook_url = selection.orch_webhook_url
     sources: list[OrchestratorSource] = []
-    if options.orch_addrs:
-        sources.append(StaticSource(options.orch_addrs))
-    if options.webhook_url:
-        sources.append(WebhookSource(options.webhook_url))
+    if orch_addrs:
+        sources.append(StaticSource(orch_addrs))
+    if webhook_url:
+        sources.append(WebhookSource(webhook_url))
     if not sources and watch is not None:
         sources.append(ChainSource(watch))  # on chain: the current round's active set
     initial: list[HostPort] = []
@@ -255,56 +288,60 @@ async def _start_gateway(
         initial,
         payments=sender,
         watch=watch,
-        selector=Selector(weights=options.weights, rng=random.Random(options.selection_seed)),
-        sources=sources if (options.webhook_url or not options.orch_addrs) else (),
-        max_price_per_second=options.max_price_per_second,
+        selector=Selector(
+            weights=SelectionWeights(
+                stake=selection.selection_stake_weight,
+                price=selection.selection_price_weight,
+                random=selection.selection_random_weight,
+            ),
+            rng=random.Random(selection.selection_seed),
+        ),
+        sources=sources if (webhook_url or not orch_addrs) else (),
+        max_price_per_second=config.payments.max_price_per_second,
     )
     await nursery.start(pool.run)
     gateway = Gateway(
         transcoder=pool,
-        profiles=options.profiles,
+        profiles=load_profiles(playback.profiles),
         metrics=metrics,
-        segment_target=options.segment_duration,
-        part_target=options.part_target,
+        segment_target=config.ingest.segment_duration,
+        part_target=playback.part_target,
         live_control=pool,
         paid=sender is not None,
-        pipeline=options.pipeline,
-        pipeline_params=dict(options.pipeline_params),
-        limits=options.ingest_limits,
-        linger=options.ingest_limits.end_linger,
-        memory=MemoryBudget(limit=options.memory_budget),
+        pipeline=config.ai.pipeline,
+        pipeline_params=dict(config.ai.pipeline_params),
+        limits=ingest_limits(config),
+        linger=playback.end_linger,
+        memory=MemoryBudget(limit=memory_limit(config.limits)),
     )
     await nursery.start(gateway.run)
     rtmp = RtmpServer(handler=gateway)
     rtmp_host, rtmp_port = await nursery.start(
-        rtmp.serve, options.rtmp_addr.host, options.rtmp_addr.port
+        rtmp.serve, config.ingest.rtmp_addr.host, config.ingest.rtmp_addr.port
     )
-    whip = WhipIngest(handler=gateway, token=options.whip_token, host_addresses=options.whip_hosts)
+    hosts = config.ingest.whip_host
+    whip = WhipIngest(handler=gateway, token=access.whip_token, host_addresses=hosts)
     await nursery.start(whip.run)
     whep = WhepPlayback(
         source=gateway,
-        token=options.whep_token,
-        host_addresses=options.whip_hosts,
-        max_sessions=options.whep_max_sessions,
+        token=access.whep_token,
+        host_addresses=hosts,
+        max_sessions=playback.whep_max_sessions,
     )
     await nursery.start(whep.run)
 
-    def status() -> dict[str, Any]:
-        out: dict[str, Any] = {"role": role, "version": lpstream.__version__}
-        out.update(gateway.status())
-        out["orchestrators"] = pool.status()
-        out["rtmp"] = attrs.asdict(rtmp.statistics())
-        out["whip"] = attrs.asdict(whip.statistics())
-        out["whep"] = attrs.asdict(whep.statistics())
-        out["http"] = attrs.asdict(server.statistics())
-        out["memory"] = {
-            "rss": process_rss(),
-            "budget": gateway.memory.limit,
-            "refused_total": gateway.memory.refused_total,
-        }
-        if extra_status is not None:
-            out.update(extra_status())
-        return out
+    def status() -> GatewayNodeStatus:
+        out = GatewayNodeStatus(
+            role=role,
+            version=lpstream.__version__,
+            gateway=gateway.status(),
+            orchestrators=pool.status(),
+            rtmp=rtmp.statistics(),
+            whip=whip.statistics(),
+            whep=whep.statistics(),
+            http=server.statistics(),
+        )
+        return out if extra_status is None else extra_status(out)
 
     app = build_app(
         playback=gateway,
@@ -313,10 +350,10 @@ async def _start_gateway(
         whip=whip,
         whep=whep,
         ai=gateway,
-        limits=options.http_limits,
+        limits=http_limits(config.http),
     )
-    server = HttpServer(app, limits=options.http_limits)
-    http = await nursery.start(_serve_http, server, options.http_addr)
+    server = HttpServer(app, limits=http_limits(config.http))
+    http = await nursery.start(_serve_http, server, gateway_http_addr(config))
     rtmp_bound = HostPort(rtmp_host, rtmp_port)
     announce(f"ingest:   rtmp://{rtmp_bound}/live/{{stream}}")
     announce(f"ingest:   http://{http}/whip/{{stream}} (WHIP)")
@@ -327,51 +364,54 @@ async def _start_gateway(
     return gateway
 
 
-async def run_gateway(
-    options: GatewayOptions,
-    announce: Announce = print,
-    *,
-    chain: ChainOptions | None = None,
-    payments: PaymentOptions | None = None,
-) -> None:
-    """Runs a gateway until cancelled; pays orchestrators when ``chain`` is given."""
+async def run_gateway(config: Config, announce: Announce = print) -> None:
+    """Runs a gateway until cancelled; pays orchestrators unless ``offchain``.
+
+    Raises:
+        ConfigError: a paid node without its chain's settings.
+    """
+    chain = chain_options(config)
     async with trio.open_nursery() as nursery:
         sender = watch = None
         if chain is not None:
-            sender, watch = await start_gateway_payments(
-                nursery, chain, payments or PaymentOptions()
-            )
+            sender, watch = await start_gateway_payments(nursery, chain, payment_options(config))
             announce(f"gateway account: {sender.address}")
-        extra = None if sender is None else (lambda: {"payments": {"gateway": sender.status()}})
+        extra = (
+            None
+            if sender is None
+            else (lambda s: attrs.evolve(s, payments=PaymentsStatus(gateway=sender.status())))
+        )
         await _start_gateway(
-            nursery, options, Metrics(), extra, "gateway", announce, sender=sender, watch=watch
+            nursery,
+            config,
+            Metrics(),
+            extra,
+            "gateway",
+            announce,
+            orch_addrs=config.selection.orch_addr,
+            sender=sender,
+            watch=watch,
         )
         announce("lpstream gateway ready")
 
 
-async def run_dev(
-    gateway_options: GatewayOptions,
-    orchestrator_options: OrchestratorOptions,
-    *,
-    demo_stream: str | None = None,
-    payments: PaymentOptions | None = None,
-    announce: Announce = print,
-) -> None:
+async def run_dev(config: Config, announce: Announce = print) -> None:
     """Gateway, orchestrator and worker in one process; paid on the embedded chain unless
-    ``payments`` is None (off-chain)."""
+    ``offchain``. Without ``orch_secret`` remote workers join with a random one; without
+    ``data_dir`` the tickets go to a fresh temporary folder."""
     metrics = Metrics()
-    orchestrator = _build_orchestrator(orchestrator_options, metrics)
+    secret = config.orchestrator.orch_secret or new_secret()
+    orchestrator = _build_orchestrator(config, secret, metrics)
+    service_addr = config.orchestrator.service_addr
     async with trio.open_nursery() as nursery:
         host, port = await nursery.start(
-            serve_quic,
-            orchestrator_options.service_addr.host,
-            orchestrator_options.service_addr.port,
-            orchestrator.handle_connection,
+            serve_quic, service_addr.host, service_addr.port, orchestrator.handle_connection
         )
         service = HostPort(host, port)
         announce(f"orchestrator: quic://{service} (remote workers join with --orch-secret)")
         economy: DevEconomy | None = None
-        if payments is not None:
+        if not config.payments.offchain:
+            payments = payment_options(config)
             economy = await start_dev_economy(nursery, payments, f"quic://{service}")
             orchestrator.payments = economy.receiver
             announce(
@@ -379,30 +419,31 @@ async def run_dev(
                 f"gateway {economy.sender.address}, orchestrator {economy.receiver.address}"
             )
 
-        def status() -> dict[str, Any]:
-            out: dict[str, Any] = {"orchestrator": orchestrator.status()}
-            if economy is not None:
-                out["payments"] = economy.status()
-            return out
+        def status(gateway: GatewayNodeStatus) -> GatewayNodeStatus:
+            return attrs.evolve(
+                gateway,
+                orchestrator=orchestrator.status(),
+                payments=None if economy is None else economy.status(),
+            )
 
-        options = attrs.evolve(gateway_options, orch_addrs=(service,))
         await _start_gateway(
             nursery,
-            options,
+            config,
             metrics,
             status,
             "dev",
             announce,
+            orch_addrs=(service,),
             sender=economy.sender if economy else None,
             watch=economy.watch if economy else None,
         )
         announce("lpstream dev ready")
-        if demo_stream:
+        if config.node.demo_stream:
             nursery.start_soon(
                 _push_demo,
-                gateway_options.rtmp_addr,
-                demo_stream,
-                gateway_options.http_addr,
+                config.ingest.rtmp_addr,
+                config.node.demo_stream,
+                gateway_http_addr(config),
                 announce,
             )
 

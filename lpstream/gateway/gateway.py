@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-from typing import Any
 
 import attrs
 import trio
 
-from lpstream.budget import MemoryBudget, trim_freed_memory
+from lpstream.budget import MemoryBudget, process_rss, trim_freed_memory
 from lpstream.errors import LpstreamError, ProtocolError, StreamInUseError
 from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession, LiveControlPool, ParamValue
+from lpstream.gateway.status import GatewayStatus, MemoryStatus, StreamStatistics, StreamStatus
 from lpstream.gateway.stream import LiveStream, SegmentTranscoder, StreamPublisher
 from lpstream.media import VideoProfile
 from lpstream.metrics import Metrics
@@ -67,7 +67,7 @@ class Gateway:
     _live: dict[str, LiveStream] = attrs.Factory(dict)
     _playback: dict[str, LivePlayback] = attrs.Factory(dict)
     _ended_at: dict[str, float] = attrs.Factory(dict)
-    _last_statistics: dict[str, dict[str, object]] = attrs.Factory(dict)
+    _last_statistics: dict[str, StreamStatistics] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         for name, help_text in [
@@ -245,18 +245,19 @@ class Gateway:
         """The playback of a live (or lately ended) stream, for the HTTP layer."""
         return self._playback.get(name)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "streams": {
-                name: {
-                    "live": name in self._live,
-                    "renditions": list(playback.stream.renditions_ready()),
-                    **(
-                        self._live[name].statistics()
-                        if name in self._live
-                        else self._last_statistics.get(name, {})
-                    ),
-                }
+    def status(self) -> GatewayStatus:
+        return GatewayStatus(
+            streams={
+                name: StreamStatus(
+                    live=name in self._live,
+                    renditions=tuple(playback.stream.renditions_ready()),
+                    statistics=self._live[name].statistics()
+                    if name in self._live
+                    else self._last_statistics.get(name),
+                )
                 for name, playback in self._playback.items()
-            }
-        }
+            },
+            memory=MemoryStatus(
+                rss=process_rss(), budget=self.memory.limit, refused_total=self.memory.refused_total
+            ),
+        )

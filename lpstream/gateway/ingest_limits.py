@@ -22,7 +22,6 @@ from __future__ import annotations
 import attrs
 
 from lpstream.errors import RemoteProtocolError
-from lpstream.h264 import avc_info_from_config
 from lpstream.media import (
     MAX_INGEST_BITRATE,
     MAX_SEGMENT_SECONDS,
@@ -32,6 +31,7 @@ from lpstream.media import (
     TrackKind,
     segment_size_limit,
 )
+from lpstream.media.h264 import avc_info_from_config
 
 __all__ = [
     "DEFAULT_MAX_INGEST_BITRATE",

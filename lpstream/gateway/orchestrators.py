@@ -15,10 +15,11 @@ nothing settled.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from fractions import Fraction
 from functools import partial
 
@@ -34,8 +35,9 @@ from lpstream.gateway.discovery import (
     refresh_infos,
     refusal,
 )
-from lpstream.gateway.payments import PaymentSender
+from lpstream.gateway.payments import PaymentSender, SegmentPayment
 from lpstream.gateway.selection import Candidate, Selector
+from lpstream.gateway.status import OrchestratorFacts
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
 from lpstream.jobs import JobError, Relay, request_job
 from lpstream.keepalive import keep_alive
@@ -44,7 +46,7 @@ from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
 from lpstream.verification import VerificationError, verify_result
 from lpstream.wire import Error, GetInfo, Job, MessageStream, OrchInfo, ProfileSpec
-from payments.pm import SenderInfo
+from payments.pm import SenderInfo, Wei
 
 __all__ = ["OrchestratorPool"]
 
@@ -116,20 +118,22 @@ class OrchestratorPool:
             task_status.started()
             await trio.sleep_forever()
 
-    def status(self) -> list[dict[str, object]]:
+    def status(self) -> list[OrchestratorFacts]:
         now = trio.current_time()
         return [
-            {
-                "address": str(o.address),
-                "connected": o.connection is not None,
-                "suspended": o.suspended_until > now,
-                "failures": o.failures,
-                "jobs": o.jobs,
-                "refused": o.refused,
-                "answered": o.answered,
-                "full": o.full,
-                "pipelines": o.pipelines,
-            }
+            OrchestratorFacts(
+                address=str(o.address),
+                connected=o.connection is not None,
+                suspended=o.suspended_until > now,
+                failures=o.failures,
+                jobs=o.jobs,
+                refused=o.refused,
+                answered=o.answered,
+                full=o.full,
+                pipelines=None
+                if o.pipelines is None
+                else {name: Wei(price) for name, price in o.pipelines.items()},
+            )
             for o in self._orchestrators
         ]
 
@@ -425,16 +429,18 @@ class OrchestratorPool:
             orchestrator, session, ahead, latest_block=latest_block, sender_info=sender_info
         )
 
-    async def _payment(
+    @contextlib.asynccontextmanager
+    async def _segment_payment(
         self, orch: _Orchestrator, connection: QuicConnectionHandle, job: SegmentJob
-    ) -> tuple[bytes, Fraction]:
-        """The JOB's payment and the fee it reserved from the session's credit."""
-        if self.payments is None or self.watch is None:
-            return b"", Fraction(0)
-        key = str(orch.address)
+    ) -> AsyncIterator[SegmentPayment]:
+        """The segment's payment while its job runs (``PaymentSender.segment_payment``);
+        nothing off-chain, nor for a live AI job (paid by time on its control stream)."""
+        if self.payments is None or self.watch is None or job.pipeline:
+            yield SegmentPayment()
+            return
         latest_block, sender_info = await self._ticket_params(orch, connection)
-        return self.payments.payment_for(
-            key,
+        with self.payments.segment_payment(
+            str(orch.address),
             job.session,
             job.profiles,
             (job.source_width, job.source_height),
@@ -442,52 +448,55 @@ class OrchestratorPool:
             job.duration_ms / 1000,
             latest_block=latest_block,
             sender_info=sender_info,
-        )
+        ) as payment:
+            yield payment
 
     async def transcode(
         self, job: SegmentJob, source: SegmentBuffer, relay: Relay | None = None
     ) -> Sequence[RenditionSegment]:
         index = self._pick(job.session, job.pipeline)
         orch = self._orchestrators[index]
-        payment, reserved = b"", Fraction(0)
         try:
             with one_error():
                 connection = await self._connection(orch)
-            # A live AI session is paid by time on its control stream, not per segment.
-            if not job.pipeline:
-                payment, reserved = await self._payment(orch, connection, job)
-            wire_job = Job(
-                stream_id=job.stream,
-                seq=job.seq,
-                duration_ms=job.duration_ms,
-                profiles=tuple(ProfileSpec.from_profile(p) for p in job.profiles),
-                session_id=job.session,
-                payment=payment,
-                pipeline=job.pipeline,
-                params=dict(job.params),
-            )
-            stream = await connection.open_stream()
-            try:
-                result = await request_job(
-                    stream, wire_job, source, response_timeout=self.response_timeout, relay=relay
+            async with self._segment_payment(orch, connection, job) as payment:
+                wire_job = Job(
+                    stream_id=job.stream,
+                    seq=job.seq,
+                    duration_ms=job.duration_ms,
+                    profiles=tuple(ProfileSpec.from_profile(p) for p in job.profiles),
+                    session_id=job.session,
+                    payment=payment.header,
+                    pipeline=job.pipeline,
+                    params=dict(job.params),
                 )
-                outputs = result.outputs
-            finally:
-                await stream.aclose()
-            signer = self.payments.recipient(str(orch.address)) if self.payments else None
-            if self.verify or signer is not None:
-                await trio.to_thread.run_sync(
-                    partial(
-                        verify_result,
+                stream = await connection.open_stream()
+                try:
+                    result = await request_job(
+                        stream,
                         wire_job,
-                        outputs,
-                        result.signature,
-                        expected_signer=signer,
-                        # Live AI is paid by time, not by pixels, and its output is not
-                        # reproducible: decoding it to count pixels would only add latency.
-                        check_pixels=self.verify and not job.pipeline,
+                        source,
+                        response_timeout=self.response_timeout,
+                        relay=relay,
                     )
-                )
+                    outputs = result.outputs
+                finally:
+                    await stream.aclose()
+                signer = self.payments.recipient(str(orch.address)) if self.payments else None
+                if self.verify or signer is not None:
+                    await trio.to_thread.run_sync(
+                        partial(
+                            verify_result,
+                            wire_job,
+                            outputs,
+                            result.signature,
+                            expected_signer=signer,
+                            # Live AI is paid by time, not by pixels, and its output is not
+                            # reproducible: decoding it to count pixels would only add latency.
+                            check_pixels=self.verify and not job.pipeline,
+                        )
+                    )
+                payment.settle(sum(o.info.pixels for o in outputs))
         except (
             TransportError,
             JobError,
@@ -496,13 +505,6 @@ class OrchestratorPool:
             trio.TooSlowError,
         ) as exc:
             retryable = not isinstance(exc, JobError) or exc.code >= 500
-            if isinstance(exc, JobError) and exc.code == 402 and self.payments is not None:
-                log.warning("orchestrator %s refused a payment: %s", orch.address, exc)
-                self.payments.payment_refused(str(orch.address), job.session)
-            elif isinstance(exc, JobError) and reserved and self.payments is not None:
-                # An error answer bills nothing: the reserved fee is ours again. (A lost
-                # connection or a bad result may have been billed; the reservation stands.)
-                self.payments.release(str(orch.address), job.session, reserved)
             if retryable:
                 self.selector.record_failure(str(orch.address))
                 orch.failures += 1
@@ -519,10 +521,6 @@ class OrchestratorPool:
         # Latency score: from the segment's last byte to its renditions, over its duration.
         round_trip = trio.current_time() - (source.closed_at or trio.current_time())
         self.selector.record_success(str(orch.address), round_trip, max(job.duration_ms, 1) / 1000)
-        if self.payments is not None and not job.pipeline:
-            self.payments.settle(
-                str(orch.address), job.session, sum(o.info.pixels for o in outputs), reserved
-            )
         return [
             RenditionSegment(
                 name=o.info.name,

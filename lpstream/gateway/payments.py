@@ -7,33 +7,43 @@ credit it has paid for and not yet been billed. For a segment it computes the fe
 PAYMENTS.md says (output pixels x 1.02 x price), sends ``ceil((max(fee, EV) - credit) / EV)``
 tickets when the credit is short, and after the answer lowers the credit by price x the pixels
 the orchestrator reports.
+
+A segment's payment is one context manager, ``segment_payment``: entering it makes the tickets
+and reserves the expected fee from the credit; leaving it settles the reservation against the
+pixels billed (``SegmentPayment.settle``), returns it when the orchestrator answered with an
+error (nothing was done or billed), or, on a 402, forgets the credit and the parameters. A lost
+connection or a bad result may have been billed: the reservation then stands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
-from typing import Any
 
 import attrs
 
 from lpstream.errors import BusyError
+from lpstream.gateway.status import SenderStatus
+from lpstream.jobs import JobError
 from lpstream.media import VideoProfile, scaled_size
 from payments.pm import (
     DEFAULT_MAX_TOTAL_EV,
     Payment,
+    PixelPrice,
     SenderInfo,
     TicketParams,
     TicketParamsRejectedError,
     TicketSender,
+    Wei,
     check_ticket_params,
     output_pixels,
     segment_fee,
     tickets_needed,
 )
 
-__all__ = ["PaymentSender", "PriceTooHighError"]
+__all__ = ["PaymentSender", "PriceTooHighError", "SegmentPayment"]
 
 log = logging.getLogger("lpstream.payments")
 
@@ -43,6 +53,20 @@ PARAMS_MARGIN_BLOCKS = 8
 
 class PriceTooHighError(BusyError):
     """The orchestrator asks more than ``--max-price-per-unit``."""
+
+
+@attrs.define
+class SegmentPayment:
+    """One segment's payment, while its job runs (see ``PaymentSender.segment_payment``)."""
+
+    header: bytes = b""
+    """The tickets for the JOB header (empty when nothing is paid per segment)."""
+    billed_pixels: int | None = None
+    """The pixels the orchestrator reported, once the job succeeded."""
+
+    def settle(self, pixels: int) -> None:
+        """The job succeeded and the orchestrator reports ``pixels``: bill them on exit."""
+        self.billed_pixels = pixels
 
 
 @attrs.define
@@ -132,6 +156,45 @@ class PaymentSender:
         key = (orchestrator, session)
         self._credit[key] = self._credit.get(key, Fraction(0)) - fee
         return payment, fee
+
+    @contextlib.contextmanager
+    def segment_payment(
+        self,
+        orchestrator: str,
+        session: str,
+        profiles: Sequence[VideoProfile],
+        source_size: tuple[int, int],
+        fps: float,
+        duration: float,
+        *,
+        latest_block: int,
+        sender_info: SenderInfo,
+    ) -> Iterator[SegmentPayment]:
+        """Pays for one segment for as long as its job runs (see the module comment)."""
+        header, reserved = self.payment_for(
+            orchestrator,
+            session,
+            profiles,
+            source_size,
+            fps,
+            duration,
+            latest_block=latest_block,
+            sender_info=sender_info,
+        )
+        payment = SegmentPayment(header=header)
+        try:
+            yield payment
+        except JobError as exc:
+            if exc.code == 402:
+                log.warning("orchestrator %s refused a payment: %s", orchestrator, exc)
+                self.payment_refused(orchestrator, session)
+            else:
+                self.release(orchestrator, session, reserved)  # an error answer bills nothing
+            raise
+        if payment.billed_pixels is None:
+            self.release(orchestrator, session, reserved)
+        else:
+            self.settle(orchestrator, session, payment.billed_pixels, reserved)
 
     def live_payment(
         self,
@@ -235,13 +298,15 @@ class PaymentSender:
         if key in self._credit:
             self._credit[key] += reserved
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> SenderStatus:
         sizes = sorted(self._payment_bytes)
-        return {
-            "address": self.address,
-            "tickets_sent": self._tickets_sent,
-            "ev_sent": str(self._ev_sent),
-            "credit": {f"{o}/{s}": str(c) for (o, s), c in self._credit.items()},
-            "payment_bytes_median": sizes[len(sizes) // 2] if sizes else 0,
-            "max_price_per_pixel": None if self.max_price is None else str(self.max_price),
-        }
+        return SenderStatus(
+            address=self.address,
+            tickets_sent=self._tickets_sent,
+            ev_sent=Wei(self._ev_sent),
+            credit={f"{o}/{s}": Wei(c) for (o, s), c in self._credit.items()},
+            payment_bytes_median=sizes[len(sizes) // 2] if sizes else 0,
+            max_price_per_pixel=None
+            if self.max_price is None
+            else PixelPrice.from_fraction(self.max_price),
+        )

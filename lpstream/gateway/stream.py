@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -46,7 +45,7 @@ from ingest.segmenter import (
 from lpstream.errors import LpstreamError, MediaError, ProtocolError
 from lpstream.gateway.ingest_limits import IngestLimits, IngestMeter
 from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession
-from lpstream.h264 import AvcInfo, avc_info_from_annexb, avc_info_from_config
+from lpstream.gateway.status import LatencySummary, StreamStatistics
 from lpstream.jobs import Relay
 from lpstream.media import (
     CodecConfig,
@@ -57,6 +56,8 @@ from lpstream.media import (
     VideoProfile,
     scaled_size,
 )
+from lpstream.media.h264 import AvcInfo, avc_info_from_annexb, avc_info_from_config
+from lpstream.media.mpegts import joined_payloads
 from lpstream.metrics import Metrics
 from lpstream.playback.hls import RenditionInfo
 from lpstream.playback.live import LivePlayback
@@ -72,7 +73,6 @@ __all__ = [
     "SegmentJob",
     "SegmentTranscoder",
     "StreamPublisher",
-    "ts_elementary_payload",
 ]
 
 log = logging.getLogger("lpstream.gateway")
@@ -131,25 +131,6 @@ class SegmentTranscoder(Protocol):
     async def transcode(
         self, job: SegmentJob, source: SegmentBuffer, relay: Relay | None = None
     ) -> Sequence[RenditionSegment]: ...
-
-
-def ts_elementary_payload(data: bytes, limit: int = 64 * 1024) -> bytes:
-    """Concatenates the payloads of the MPEG-TS packets in ``data`` (PSI included).
-
-    Enough to find the first SPS of a segment, which is what playlists need.
-    """
-    out = bytearray()
-    for offset in range(0, min(len(data), limit) - 187, 188):
-        packet = data[offset : offset + 188]
-        if packet[0] != 0x47:
-            break
-        control = (packet[3] >> 4) & 0x3
-        start = 4
-        if control & 0x2:
-            start += 1 + packet[4]
-        if control & 0x1 and start < 188:
-            out += packet[start:]
-    return bytes(out)
 
 
 def _audio_codecs(config: CodecConfig | None) -> str:
@@ -256,18 +237,18 @@ class LiveStream:
     def publisher(self) -> StreamPublisher:
         return StreamPublisher(self._send.clone(), lambda: self._stopped)
 
-    def statistics(self) -> dict[str, object]:
-        return {
-            "publish_latency_ms": _latency_summary(self._publish_latency),
-            "part_latency_ms": _latency_summary(self._part_latency),
-            "segments_in": self._segments_in,
-            "segments_in_flight": self._in_flight,
-            "webrtc": self.packets.statistics(),
-            "segmenter": attrs.asdict(self._segmenter.statistics()),
-            "source": None
+    def statistics(self) -> StreamStatistics:
+        return StreamStatistics(
+            publish_latency_ms=LatencySummary.from_samples(self._publish_latency),
+            part_latency_ms=LatencySummary.from_samples(self._part_latency),
+            segments_in=self._segments_in,
+            segments_in_flight=self._in_flight,
+            webrtc=self.packets.statistics(),
+            segmenter=self._segmenter.statistics(),
+            source=None
             if self._source_info is None
             else f"{self._source_info.width}x{self._source_info.height}",
-        }
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs until the publisher leaves and every segment in flight is settled."""
@@ -470,7 +451,7 @@ class LiveStream:
                 self.hls.add_gap(AI_RENDITION, seq, duration)
             else:
                 if not self.hls.has_info(AI_RENDITION):
-                    info = avc_info_from_annexb(ts_elementary_payload(output.data))
+                    info = avc_info_from_annexb(joined_payloads(output.data))
                     self._set_ai_info(ai, info, output.width, output.height)
                 self.hls.add_segment(AI_RENDITION, seq, duration, output.data)
                 if not relay.started:  # WebRTC viewers got it frame by frame otherwise
@@ -622,7 +603,7 @@ class LiveStream:
                 self.hls.add_gap(profile.name, seq, duration)
                 continue
             self.metrics.inc("segments_out_total", rendition=profile.name)
-            info = avc_info_from_annexb(ts_elementary_payload(rendition.data))
+            info = avc_info_from_annexb(joined_payloads(rendition.data))
             if self._source_info:
                 width, height = scaled_size(
                     self._source_info.width, self._source_info.height, profile
@@ -711,12 +692,3 @@ class _LiveOutput:
             self._packets.feed_events(AI_RENDITION, events)
         if self.parts and len(self._bytes) > self._part_offset:
             self._part(len(self._bytes), max(duration - self._published, 0.001))
-
-
-def _latency_summary(samples: collections.deque[float]) -> dict[str, object]:
-    latencies = sorted(samples)
-    return {
-        "count": len(latencies),
-        "median": round(statistics.median(latencies) * 1000, 1) if latencies else None,
-        "p95": round(latencies[int(0.95 * (len(latencies) - 1))] * 1000, 1) if latencies else None,
-    }

@@ -9,9 +9,8 @@ The decisions are ``LowLatencyStream``'s; ``LivePlayback`` does the waiting and 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,9 +20,11 @@ from starlette.routing import BaseRoute, Route
 from ingest.whip import WhepPlayback, WhipIngest
 from lpstream.http.ai import AiDirectory, ai_routes
 from lpstream.http.limits import BodyReader, HttpLimits
+from lpstream.http.status import status_json
 from lpstream.http.watch import watch_routes
 from lpstream.http.whep import whep_routes
 from lpstream.http.whip import whip_routes
+from lpstream.media import check_stream_name
 from lpstream.metrics import Metrics
 from lpstream.playback.live import LivePlayback
 from lpstream.playback.llhls import PartReady, PlaylistReady, Refused
@@ -33,7 +34,6 @@ __all__ = ["PlaybackDirectory", "build_app"]
 M3U8 = "application/vnd.apple.mpegurl"
 MEDIA_CACHE = "max-age=60"
 """Cache-Control of parts and segments: their bytes never change once published."""
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 class PlaybackDirectory(Protocol):
@@ -55,7 +55,7 @@ def _refused(answer: Refused) -> Response:
 def build_app(
     *,
     playback: PlaybackDirectory | None,
-    status: Callable[[], Mapping[str, Any]],
+    status: Callable[[], object],
     metrics: Metrics,
     whip: WhipIngest | None = None,
     whep: WhepPlayback | None = None,
@@ -65,14 +65,17 @@ def build_app(
     """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers, ``whip``
     None on nodes that take no WHIP publishes, ``whep`` None on nodes with no WebRTC viewers.
     ``limits`` gives the request body budget (``body_timeout``, ``max_uploads``; the rest is
-    the server's); every route that takes a body reads it through one ``BodyReader``."""
+    the server's); every route that takes a body reads it through one ``BodyReader``.
+    ``status`` gives the node's status value, which ``/api/status`` renders with
+    ``lpstream.http.status.status_json``."""
     bodies = BodyReader.from_limits(limits or HttpLimits())
 
     def stream_or_404(request: Request) -> LivePlayback | Response:
-        name = request.path_params["stream"]
-        if playback is None or not _NAME.match(name):
-            return PlainTextResponse("no such stream\n", status_code=404)
-        stream = playback.playback(name)
+        try:
+            name = check_stream_name(request.path_params["stream"])
+        except ValueError:
+            name = None
+        stream = None if playback is None or name is None else playback.playback(name)
         if stream is None:
             return PlainTextResponse("no such stream\n", status_code=404)
         return stream
@@ -121,7 +124,7 @@ def build_app(
         return _refused(answer)
 
     async def api_status(request: Request) -> Response:
-        return JSONResponse(dict(status()))
+        return JSONResponse(status_json(status()))
 
     async def prometheus(request: Request) -> Response:
         return PlainTextResponse(

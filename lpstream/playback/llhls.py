@@ -3,7 +3,7 @@
 How this works:
 
 * A segment is published in *partial segments* ("parts") while it is being made: each part is a
-  run of whole frames of about the part target (default 0.333 s), flagged ``INDEPENDENT=YES``
+  run of whole frames of about the part target (default 0.2 s), flagged ``INDEPENDENT=YES``
   when it opens on a keyframe. ``EXT-X-PART`` lines come before their parent segment; when the
   segment completes, its ``EXTINF`` line follows its parts, and its bytes are its parts' bytes
   end to end (MPEG-TS concatenates). Part ``n.i.ts`` is part ``i`` of segment ``n.ts``.
@@ -81,7 +81,7 @@ __all__ = [
     "segment_uri",
 ]
 
-DEFAULT_PART_TARGET = 0.333
+DEFAULT_PART_TARGET = 0.2
 """Part target duration in seconds when none is configured."""
 PART_TARGET_RANGE = (0.1, 1.0)
 """Part targets a stream may be configured with, in seconds."""

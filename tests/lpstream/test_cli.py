@@ -85,14 +85,43 @@ def test_a_paid_role_without_its_chain_flags_is_a_usage_error() -> None:
 
 
 def test_help_names_the_environment_variable_of_every_flag() -> None:
-    for command in ("dev", "gateway", "orchestrator", "worker", "transcode", "chain"):
-        text = run(command, "--help").stdout
+    for command in (
+        "dev",
+        "gateway",
+        "orchestrator",
+        "worker",
+        "transcode",
+        "chain",
+        "config show",
+    ):
+        text = run(*command.split(), "--help").stdout
         # Option lines are indented two spaces; wrapped help text is indented further.
         flags = set(re.findall(r"^  (?:-\w, )?(--[a-z0-9-]+)", text, re.M))
         flags -= {"--help"}
         for flag in flags:
             env = "LPSTREAM_" + flag[2:].upper().replace("-", "_")
             assert env in text, f"{command} {flag} has no {env}"
+
+
+def test_help_loads_no_chain_media_ai_or_server_library() -> None:
+    """Each command imports what it runs when it runs: ``--help`` stays quick."""
+    code = (
+        "import sys\n"
+        "from lpstream.cli import main\n"
+        "for args in (['--help'], ['transcode', '--help'], ['dev', '--help']):\n"
+        "    try:\n"
+        "        main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = ('web3', 'eth_account', 'torch', 'aiortc', 'av', 'hypercorn', 'aioquic',"
+        " 'starlette')\n"
+        "print('loaded:', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("loaded: []"), result.stdout[-500:]
 
 
 @pytest.mark.parametrize("stop_with", [signal.SIGINT, signal.SIGTERM])

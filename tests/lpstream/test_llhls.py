@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from lpstream.config import PlaybackSection
 from lpstream.playback import llhls
 from lpstream.playback.hls import KEEP_EXTRA, RenditionInfo
 from lpstream.playback.llhls import (
@@ -35,6 +36,9 @@ from tests.test_layout import IO_MODULES, imported_modules
 
 PART = 0.25
 """Part duration used by most tests: eight parts make a 2 s segment."""
+
+PART_TARGET = 0.333
+"""The part target these playlist tests are written for (parts of a third of a second)."""
 
 # -- a small playlist reader ----------------------------------------------------------------
 
@@ -172,7 +176,7 @@ def parse(text: str) -> Playlist:
 
 
 def make_stream(
-    *renditions: str, window: int = 6, part_target: float = llhls.DEFAULT_PART_TARGET
+    *renditions: str, window: int = 6, part_target: float = PART_TARGET
 ) -> LowLatencyStream:
     stream = LowLatencyStream(
         name="s",
@@ -238,8 +242,9 @@ def test_part_targets_in_range_are_advertised_as_given(target: float) -> None:
     assert Decimal(playlist.server_control["PART-HOLD-BACK"]) == 3 * Decimal(str(target))
 
 
-def test_default_part_target_is_a_third_of_a_second() -> None:
-    assert LowLatencyStream(name="s", rendition_order=("source",)).part_target == 0.333
+def test_default_part_target_is_the_configured_default() -> None:
+    stream = LowLatencyStream(name="s", rendition_order=("source",))
+    assert stream.part_target == 0.2 == PlaybackSection().part_target
 
 
 def test_a_first_playlist_reads_exactly_so() -> None:

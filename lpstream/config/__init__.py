@@ -1,0 +1,61 @@
+"""The node's configuration: frozen sections with one default each, built once from flags,
+``LPSTREAM_*`` environment variables and a TOML file (flags win over the environment, which
+wins over the file); and the parsers of addresses, sizes and rates every role shares."""
+
+from lpstream.config.files import MASK, dump_toml, read_config_file
+from lpstream.config.sections import (
+    ROLE_DEFAULTS,
+    SECTIONS,
+    AccessSection,
+    AiSection,
+    ChainSection,
+    Config,
+    HttpSection,
+    IngestSection,
+    LimitsSection,
+    NodeSection,
+    OrchestratorSection,
+    PaymentsSection,
+    PlaybackSection,
+    SelectionSection,
+    Setting,
+    WorkerSection,
+    key_of,
+    setting_of,
+)
+from lpstream.config.values import (
+    HostPort,
+    parse_bitrate,
+    parse_byte_size,
+    parse_host_port,
+    parse_pixels,
+)
+
+__all__ = [
+    "MASK",
+    "ROLE_DEFAULTS",
+    "SECTIONS",
+    "AccessSection",
+    "AiSection",
+    "ChainSection",
+    "Config",
+    "HostPort",
+    "HttpSection",
+    "IngestSection",
+    "LimitsSection",
+    "NodeSection",
+    "OrchestratorSection",
+    "PaymentsSection",
+    "PlaybackSection",
+    "SelectionSection",
+    "Setting",
+    "WorkerSection",
+    "dump_toml",
+    "key_of",
+    "parse_bitrate",
+    "parse_byte_size",
+    "parse_host_port",
+    "parse_pixels",
+    "read_config_file",
+    "setting_of",
+]
