@@ -11,11 +11,16 @@ are served the same way (WHEP frame by frame, LL-HLS parts), so this is what the
 to glass-to-glass latency; ``benchmarks/glass_to_glass.py`` measures the whole path with
 Chromium and a clock drawn into the frames.
 
-Peer: go-livepeer's live-video-to-video moves segments of about one second between its nodes
-(its trickle protocol's default segment), so a frame waits for its segment: at least ~1000 ms
-added before any compute. The ratio printed is ours over that figure.
+Peer: go-livepeer's live-video-to-video, which moves segments of about one second between its
+nodes (its trickle protocol's default segment), so a frame waits for its segment: about
+1000 ms added before any compute. It cannot be run here (it needs go-livepeer's gateway,
+orchestrator and AI runner containers), so it is named with that figure and no ratio is
+printed against it; ``benchmarks/glass_to_glass.py`` compares the same path with and without
+the pipeline in one run. The node encodes with libx264 (``--encoder``, NVENC where asked and
+present) and the script prints the FFmpeg and x264 builds it runs.
 
     python -m benchmarks.live_ai_latency [--seconds 30] [--warmup 15] [--pipeline noop]
+        [--encoder x264|nvenc]
 """
 
 from __future__ import annotations
@@ -23,15 +28,22 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
-from benchmarks.segment_latency import start_dev
+from benchmarks.harness.nodes import start_dev
+from benchmarks.harness.toolchain import encoder_flag, print_toolchains
+from workers.gpu import choose_encoder
 
 PEER_MS = 1000.0
-"""go-livepeer live-video-to-video: ~1 s segments between nodes (published default)."""
+"""go-livepeer live-video-to-video: ~1 s segments between nodes (published default); named,
+not run here."""
+TARGET_P95_MS = 100.0
+"""The live-AI issue's target for the added latency's p95."""
 
 PUSH = [
     "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
@@ -52,15 +64,9 @@ def post_json(url: str, body: dict[str, Any]) -> Any:
         return json.loads(response.read())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--seconds", type=float, default=30.0, help="measured (the node keeps 900 frames)"
-    )
-    parser.add_argument("--warmup", type=float, default=15.0)
-    parser.add_argument("--pipeline", default="noop")
-    args = parser.parse_args()
-    node, rtmp, http = start_dev()
+def measure(rtmp: str, http: str, args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """Publishes, starts the pipeline, and reads the AI figures after the warm-up and at the
+    end; returns both and the load average."""
     stream = "latency"
     push = subprocess.Popen(
         [*PUSH, "-t", str(args.seconds + args.warmup + 10), "-f", "flv",
@@ -85,8 +91,26 @@ def main() -> None:
     finally:
         push.kill()
         push.wait()
-        node.terminate()
-        node.wait(15)
+    return before, state, load
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="measured (the node keeps 900 frames)"
+    )
+    parser.add_argument("--warmup", type=float, default=15.0)
+    parser.add_argument("--pipeline", default="noop")
+    parser.add_argument("--encoder", choices=("x264", "nvenc"), default="x264")
+    args = parser.parse_args()
+    encoder = choose_encoder(args.encoder)
+    print_toolchains(encoder, peer=False)
+    with tempfile.TemporaryDirectory() as logs:
+        node = start_dev(Path(logs), f"--encoder={encoder_flag(encoder)}", "--log-level=warning")
+        try:
+            before, state, load = measure(node.hostport("rtmp"), node.hostport("http"), args)
+        finally:
+            node.stop()
     latency = state["frame_latency_ms"]
     frames = state["frames_out"] - before["frames_out"]
     dropped = state["dropped"] - before["dropped"]
@@ -97,16 +121,17 @@ def main() -> None:
           f"{status.get('fps_in')}/{status.get('fps_out')}")  # fmt: skip
     print(
         f"added latency per frame at the gateway (last {latency['count']} frames): "
-        f"median {latency['median']} ms, p95 {latency['p95']} ms  (target p95 <= 100 ms)"
+        f"median {latency['median']} ms, p95 {latency['p95']} ms"
     )
+    if latency["p95"] is not None:
+        met = "met" if latency["p95"] <= TARGET_P95_MS else "not met"
+        print(f"target p95 <= {TARGET_P95_MS:.0f} ms: {met}")
     print(f"ai segment listed after its source segment's last byte: {status.get('latency_ms')} ms "
           "(last segment)")  # fmt: skip
-    print(f"peer: go-livepeer live-video-to-video, ~{PEER_MS:.0f} ms segments between nodes")
-    if latency["median"] is not None:
-        print(
-            f"ratio median / peer: {latency['median'] / PEER_MS:.2f}; "
-            f"p95 / target: {latency['p95'] / 100:.2f}"
-        )
+    print(
+        f"peer (not run here, no ratio): go-livepeer live-video-to-video, ~{PEER_MS:.0f} ms "
+        "segments between nodes (published default), added before any compute"
+    )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ async def main(segments: int) -> None:
         times.sort()
         median = statistics.median(times) * 1000
         p95 = times[int(0.95 * (len(times) - 1))] * 1000
-        won = receiver.status()["tickets_won"]
+        won = receiver.status().tickets_won
         print(f"segments: {segments}, tickets won: {won}")
         print(f"payment check per segment: median {median:.3f} ms, p95 {p95:.3f} ms "
               f"(target < 1 ms; ratio {median:.2f})")  # fmt: skip
@@ -94,7 +94,7 @@ async def main(segments: int) -> None:
             started = time.perf_counter()
             await winners.receive(payment, "bench")
             win_times.append(time.perf_counter() - started)
-        won = winners.status()["tickets_won"]
+        won = winners.status().tickets_won
         print(
             f"with win probability 1/2 ({won} of 100 won, each persisted before the answer): "
             f"median {statistics.median(win_times) * 1000:.3f} ms, "

@@ -4,24 +4,37 @@ Runs ``lpstream dev --offchain`` (gateway, orchestrator and worker in one proces
 issue's 720p30 test stream with ffmpeg for ``--seconds``, then reads the gateway's own
 measurement from ``/api/status`` (``publish_latency_ms``: segment closed by the segmenter ->
 every rendition listed). The peer is store-and-forward transcoding: the ffmpeg command line
-transcoding one complete 2 s segment into the same two renditions, which is what a node that
-waits for the whole segment before starting would add after the last byte.
+transcoding one complete 2 s segment of the same stream into the same ladder with the same
+encoder and settings (``benchmarks.harness.ladder_command``), which is what a node that waits
+for the whole segment before starting would add after the last byte. The node is running
+before the stream starts, so start-up counts on neither side: the peer's figure is ffmpeg's own
+``-benchmark`` ``rtime`` (its transcode loop; it leaves out process start-up and opening the
+input).
 
-    python benchmarks/segment_latency.py [--seconds 30] [--runs 5]
+    python -m benchmarks.segment_latency [--seconds 30] [--runs 5] [--encoder auto|x264|nvenc]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
+from fractions import Fraction
 from pathlib import Path
+
+from benchmarks.harness.nodes import http_json, start_dev
+from benchmarks.harness.toolchain import (
+    ENCODER_CHOICES,
+    common_encoder,
+    encoder_flag,
+    ladder_command,
+    print_toolchains,
+)
+from lpstream.media import DEFAULT_PROFILES
 
 PUSH = (
     "ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size=1280x720:rate=30 "
@@ -29,26 +42,7 @@ PUSH = (
 )
 
 
-def start_dev() -> tuple[subprocess.Popen[bytes], str, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lpstream", "dev", "--offchain", "--rtmp-addr=127.0.0.1:0",
-         "--http-addr=127.0.0.1:0", "--service-addr=127.0.0.1:0", "--log-level=warning"],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    rtmp = http = ""
-    for raw in proc.stdout:
-        line = raw.decode()
-        if m := re.search(r"rtmp://([^/\s]+)", line):
-            rtmp = m.group(1)
-        if (m := re.search(r"http://([^/\s]+)", line)) and not http:
-            http = m.group(1)
-        if "ready" in line:
-            break
-    return proc, rtmp, http
-
-
-def store_and_forward_seconds(runs: int) -> float:
+def store_and_forward_seconds(runs: int, encoder: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         seg = Path(tmp) / "seg.ts"
         subprocess.run(
@@ -57,19 +51,20 @@ def store_and_forward_seconds(runs: int) -> float:
              "-c:v", "libx264", "-g", "60", "-c:a", "aac", "-f", "mpegts", str(seg)],
             check=True,
         )  # fmt: skip
-        command = [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(seg),
-            "-filter_complex", "[0:v]split=2[a][b];[a]scale=640:360[v0];[b]scale=426:240[v1]",
-            "-map", "[v0]", "-map", "0:a", "-c:v", "libx264", "-preset", "veryfast",
-            "-b:v", "400k", "-c:a", "copy", "-f", "mpegts", f"{tmp}/360p.ts",
-            "-map", "[v1]", "-map", "0:a", "-c:v", "libx264", "-preset", "veryfast",
-            "-b:v", "250k", "-c:a", "copy", "-f", "mpegts", f"{tmp}/240p.ts",
-        ]  # fmt: skip
+        outputs = [
+            ["-mpegts_copyts", "1", "-f", "mpegts", f"{tmp}/{p.name}.ts"] for p in DEFAULT_PROFILES
+        ]
+        command = ladder_command(
+            seg, (1280, 720), Fraction(30), Fraction(1, 90_000), DEFAULT_PROFILES, outputs,
+            encoder, head=["-nostats", "-benchmark"], loglevel="info",
+        )  # fmt: skip
         times = []
         for _ in range(runs):
-            started = time.perf_counter()
-            subprocess.run(command, check=True)
-            times.append(time.perf_counter() - started)
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            found = re.search(r"rtime=([0-9.]+)s", done.stderr)
+            if found is None:
+                raise RuntimeError(f"no -benchmark line in ffmpeg's output:\n{done.stderr}")
+            times.append(float(found.group(1)))
         print("peer command:", " ".join(command))
         return statistics.median(times)
 
@@ -78,28 +73,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto")
     args = parser.parse_args()
+    encoder = common_encoder(args.encoder)
+    print_toolchains(encoder)
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
 
-    proc, rtmp, http = start_dev()
-    try:
-        push = PUSH.format(seconds=args.seconds, url=f"rtmp://{rtmp}/live/bench")
-        print("publisher:", push)
-        subprocess.run(push.split(), check=True)
-        time.sleep(3)
-        with urllib.request.urlopen(f"http://{http}/api/status") as response:
-            status = json.load(response)
-    finally:
-        proc.terminate()
-        proc.wait()
+    with tempfile.TemporaryDirectory() as logs:
+        node = start_dev(Path(logs), f"--encoder={encoder_flag(encoder)}", "--log-level=warning")
+        try:
+            push = PUSH.format(seconds=args.seconds, url=f"{node.url('rtmp')}/live/bench")
+            print("publisher:", push)
+            subprocess.run(push.split(), check=True)
+            time.sleep(3)
+            status = http_json(f"{node.url('http')}/api/status")
+        finally:
+            node.stop()
     latency = status["streams"]["bench"]["publish_latency_ms"]
-    peer = store_and_forward_seconds(args.runs) * 1000
+    peer = store_and_forward_seconds(args.runs, encoder) * 1000
     segment_ms = 2000.0
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
     print(f"segments measured:            {latency['count']}")
     print(f"lpstream median (p95):        {latency['median']:.0f} ms ({latency['p95']:.0f} ms)")
     print(f"target 0.5 x segment:         {0.5 * segment_ms:.0f} ms")
-    print(f"store-and-forward ffmpeg:     {peer:.0f} ms (median of {args.runs})")
+    print(f"store-and-forward ffmpeg:     {peer:.0f} ms (median of {args.runs}, -benchmark rtime)")
     print(f"ratio lpstream / peer:        {latency['median'] / peer:.2f}")
-    print(f"ratio lpstream / target:      {latency['median'] / (0.5 * segment_ms):.2f}")
+    print(f"lpstream / target:            {latency['median'] / (0.5 * segment_ms):.2f}")
 
 
 if __name__ == "__main__":

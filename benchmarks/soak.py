@@ -22,13 +22,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from benchmarks.segment_latency import start_dev
+from benchmarks.harness.nodes import start_dev
 
 PUSH = [
     "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
@@ -128,7 +129,8 @@ def main() -> None:
     args = parser.parse_args()
 
     seconds = args.minutes * 60
-    node, rtmp, http = start_dev()
+    dev = start_dev(Path(tempfile.mkdtemp(prefix="lpstream-soak-")), "--log-level=warning")
+    node, rtmp, http = dev.proc, dev.hostport("rtmp"), dev.hostport("http")
     base = f"http://{http}"
     stop = threading.Event()
     pushers: list[subprocess.Popen[bytes]] = []
@@ -142,7 +144,9 @@ def main() -> None:
         while get(f"{base}/hls/soak1/index.m3u8")[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.5)
         request = urllib.request.Request(
-            f"{base}/api/ai/soak1", data=json.dumps({"pipeline": "noop", "width": 320, "height": 320}).encode(), method="POST"
+            f"{base}/api/ai/soak1",
+            data=json.dumps({"pipeline": "noop", "width": 320, "height": 320}).encode(),
+            method="POST",
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 201
