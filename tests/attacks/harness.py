@@ -19,7 +19,7 @@ from pathlib import Path
 import attrs
 
 from tests.e2e.hls_check import HlsRecorder
-from tests.e2e.nodes import NodeProcess, http_get, push_command, wait_for
+from tests.e2e.nodes import NodeProcess, http_get, push_command, start_dev, wait_for
 
 __all__ = [
     "HonestStream",
@@ -33,24 +33,6 @@ __all__ = [
 
 HONEST_SIZE = "320x180"
 """The honest publisher's picture: small, so the ladder keeps up on two cores under attack."""
-
-
-def start_dev(log_dir: Path, *extra: str, name: str = "dev") -> NodeProcess:
-    """Starts ``lpstream dev --offchain`` on free loopback ports and waits until it is ready."""
-    node = NodeProcess(
-        [
-            "dev",
-            "--offchain",
-            "--rtmp-addr=127.0.0.1:0",
-            "--http-addr=127.0.0.1:0",
-            "--service-addr=127.0.0.1:0",
-            *extra,
-        ],
-        name=name,
-        log_dir=log_dir,
-    )
-    node.wait_ready()
-    return node
 
 
 def rss_mb(pid: int) -> float:

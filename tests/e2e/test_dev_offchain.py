@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +26,6 @@ from tests.e2e.nodes import (
 pytestmark = pytest.mark.slow
 
 LADDER_720P = {"source": (1280, 720), "360p": (640, 360), "240p": (426, 240)}
-
-
-@pytest.fixture(scope="module")
-def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    logs = tmp_path_factory.mktemp("dev")
-    node = NodeProcess(
-        [
-            "dev",
-            "--offchain",
-            "--rtmp-addr=127.0.0.1:0",
-            "--http-addr=127.0.0.1:0",
-            "--service-addr=127.0.0.1:0",
-        ],
-        name="dev",
-        log_dir=logs,
-    )
-    try:
-        node.wait_ready()
-        yield node
-    finally:
-        assert node.stop() == 0, node.log_path.read_text()[-3000:]
 
 
 def publish_and_record(

@@ -2,9 +2,9 @@
 
 One gateway with three orchestrators (separate processes, each with its own worker). The
 orchestrator serving the stream is killed with SIGKILL, frozen with SIGSTOP, or replaced by
-one that corrupts its renditions. The HLS output must not miss a segment; the largest gap
-between consecutive segments appearing is measured and printed (timing is reported, not
-asserted, as for every benchmark).
+one that corrupts its renditions. The HLS output must not miss a segment, and the largest gap
+between consecutive segments appearing may exceed the normal one by at most one segment
+duration (the network issue's bound); both gaps are printed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ from tests.e2e.nodes import NodeProcess, http_json, push_command, wait_for
 pytestmark = pytest.mark.slow
 
 SIZES = {"source": (1280, 720), "360p": (640, 360), "240p": (426, 240)}
+SEGMENT_SECONDS = 2.0
+"""The publisher's GOP (60 frames at 30 fps): the segmenter cuts a segment at each keyframe."""
+RECORDER_POLL_SECONDS = 0.3
+"""How often ``HlsRecorder`` reloads the playlists: it sees a segment up to a poll late."""
 
 
 @attrs.define
@@ -131,6 +135,16 @@ def run_incident(cluster: Cluster, tmp_path: Path, seconds: float, incident: str
     print(f"\n{incident}: segment gap median {normal:.2f} s, worst {worst:.2f} s "
           f"({worst - normal:.2f} s beyond normal)")  # fmt: skip
     (tmp_path / f"gap-{incident}.txt").write_text(f"{normal:.3f} {worst:.3f}\n")
+    # The network issue's bound: finding the orchestrator dead, stalled or lying and making
+    # the segment again elsewhere costs at most one segment duration beyond the normal rhythm
+    # (the median gap). A machine that keeps up puts out a segment every SEGMENT_SECONDS; a
+    # loaded one that falls behind, every ``normal`` seconds: the larger is what making one
+    # segment takes there. The player sees each segment up to a poll late, so one gap can
+    # read a poll longer than it was (the median evens that out). Measured: kill +0.3 s,
+    # stall +1.3 s, liar +0.4 s beyond a normal 1.9 s on a quiet machine; on one loaded past
+    # real time, +1.2, +3.6 and +1.4 s beyond 3.5, 4.5 and 4.8 s.
+    segment = max(SEGMENT_SECONDS, normal)
+    assert worst - normal <= segment + RECORDER_POLL_SECONDS, (incident, normal, worst)
     return recorder
 
 

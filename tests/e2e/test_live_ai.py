@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,29 +46,13 @@ SIZE = (256, 256)
 
 
 @pytest.fixture(scope="module")
-def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    folder = tmp_path_factory.mktemp("live-ai")
-    profiles = folder / "profiles.json"
+def dev_flags(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
+    """A one-rendition ladder: the AI rendition is the work here."""
+    profiles = tmp_path_factory.mktemp("live-ai") / "profiles.json"
     profiles.write_text(
         json.dumps([{"name": "240p", "width": 426, "height": 240, "bitrate": 300000}])
     )
-    node = NodeProcess(
-        [
-            "dev",
-            "--offchain",
-            "--rtmp-addr=127.0.0.1:0",
-            "--http-addr=127.0.0.1:0",
-            "--service-addr=127.0.0.1:0",
-            f"--profiles={profiles}",
-        ],
-        name="dev",
-        log_dir=folder,
-    )
-    try:
-        node.wait_ready()
-        yield node
-    finally:
-        assert node.stop() == 0, node.log_path.read_text()[-3000:]
+    return (f"--profiles={profiles}",)
 
 
 def post_json(url: str, body: dict[str, Any]) -> tuple[int, Any]:

@@ -7,7 +7,6 @@ import io
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 
 import av
 import pytest
@@ -20,26 +19,6 @@ PART_LINE = re.compile(
     r'^#EXT-X-PART:DURATION=([0-9.]+),URI="(\d+)\.(\d+)\.ts"(,INDEPENDENT=YES)?$'
 )
 HINT_LINE = re.compile(r'^#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.ts"$')
-
-
-@pytest.fixture(scope="module")
-def dev_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    node = NodeProcess(
-        [
-            "dev",
-            "--offchain",
-            "--rtmp-addr=127.0.0.1:0",
-            "--http-addr=127.0.0.1:0",
-            "--service-addr=127.0.0.1:0",
-        ],
-        name="dev",
-        log_dir=tmp_path_factory.mktemp("llhls"),
-    )
-    try:
-        node.wait_ready()
-        yield node
-    finally:
-        assert node.stop() == 0, node.log_path.read_text()[-3000:]
 
 
 def parts_of(playlist: str) -> list[tuple[int, int, float, bool]]:

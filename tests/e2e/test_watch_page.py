@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.browser import chromium_path, open_browser
+from benchmarks.harness.browser import chromium_path, open_browser
 from tests.e2e.nodes import NodeProcess, http_get, push_command, wait_for
 
 pytestmark = pytest.mark.slow
@@ -25,25 +24,9 @@ pytestmark = pytest.mark.slow
 ARTIFACTS = Path(os.environ.get("LPSTREAM_ARTIFACTS", Path(__file__).parents[2] / "artifacts"))
 
 
-@pytest.fixture
-def dev_node(tmp_path: Path) -> Iterator[NodeProcess]:
-    node = NodeProcess(
-        [
-            "dev",
-            "--offchain",
-            "--rtmp-addr=127.0.0.1:0",
-            "--http-addr=127.0.0.1:0",
-            "--service-addr=127.0.0.1:0",
-            "--whip-host=127.0.0.1",
-        ],
-        name="dev",
-        log_dir=tmp_path,
-    )
-    try:
-        node.wait_ready()
-        yield node
-    finally:
-        node.stop()
+@pytest.fixture(scope="module")
+def dev_flags() -> tuple[str, ...]:
+    return ("--whip-host=127.0.0.1",)
 
 
 async def test_the_watch_page_plays_the_stream_with_hlsjs(

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.browser import chromium_path, open_browser
+from benchmarks.harness.browser import chromium_path, open_browser
 from tests.e2e.nodes import NodeProcess, http_json
 
 pytestmark = pytest.mark.slow
@@ -26,30 +25,13 @@ pytestmark = pytest.mark.slow
 ARTIFACTS = Path(os.environ.get("LPSTREAM_ARTIFACTS", Path(__file__).parents[2] / "artifacts"))
 
 
-@pytest.fixture
-def dev_node(tmp_path: Path) -> Iterator[NodeProcess]:
-    profiles = tmp_path / "profiles.json"
+@pytest.fixture(scope="module")
+def dev_flags(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
+    profiles = tmp_path_factory.mktemp("whep") / "profiles.json"
     profiles.write_text(
         json.dumps([{"name": "144p", "width": 256, "height": 144, "bitrate": 200_000}])
     )
-    node = NodeProcess(
-        [
-            "dev",
-            "--offchain",
-            "--rtmp-addr=127.0.0.1:0",
-            "--http-addr=127.0.0.1:0",
-            "--service-addr=127.0.0.1:0",
-            "--whip-host=127.0.0.1",
-            f"--profiles={profiles}",
-        ],
-        name="dev",
-        log_dir=tmp_path,
-    )
-    try:
-        node.wait_ready()
-        yield node
-    finally:
-        node.stop()
+    return ("--whip-host=127.0.0.1", f"--profiles={profiles}")
 
 
 async def test_a_browser_publishes_with_whip_and_another_plays_it_with_whep(

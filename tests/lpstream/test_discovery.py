@@ -16,6 +16,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+import trio.testing
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -293,7 +294,7 @@ async def ask(address: HostPort) -> OrchInfo:
 
 
 async def test_refresh_keeps_the_answers_that_come_within_the_deadline(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
 ) -> None:
     started = trio.current_time()
     with caplog.at_level(logging.INFO, logger="lpstream.gateway.discovery"):
@@ -305,7 +306,9 @@ async def test_refresh_keeps_the_answers_that_come_within_the_deadline(
     assert "connection refused" in log and str(SLOW) in log
 
 
-async def test_refresh_returns_as_soon_as_everyone_answered() -> None:
+async def test_refresh_returns_as_soon_as_everyone_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     started = trio.current_time()
     assert list(await refresh_infos([FAST], ask, deadline=5)) == [FAST]
     assert trio.current_time() - started < 1

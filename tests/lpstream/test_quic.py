@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from lpstream.errors import TransportError
 from lpstream.quic import (
@@ -207,7 +208,7 @@ async def test_local_close_wakes_pending_receive() -> None:
         stream = await conn.open_stream()
 
         async def close_soon() -> None:
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # receive_some is parked by now
             conn.close()
 
         with trio.fail_after(5):

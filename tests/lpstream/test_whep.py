@@ -27,12 +27,12 @@ from starlette.applications import Starlette
 from ingest.rtmp import RtmpServer
 from ingest.whip import WhepPlayback
 from ingest.whip.bridge import AsyncioLoop, open_asyncio_loop
-from ingest.whip.h264 import nal_units
 from lpstream.gateway.gateway import Gateway
 from lpstream.gateway.stream import RenditionSegment, SegmentJob
 from lpstream.http.whep import whep_routes
 from lpstream.jobs import Relay
 from lpstream.media import CodecConfig, MediaPacket, TrackKind, VideoProfile
+from lpstream.media.h264 import nal_units
 from lpstream.metrics import Metrics
 from lpstream.trickle import SegmentBuffer
 from tests.asgi import serve_on_loopback
