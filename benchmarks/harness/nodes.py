@@ -118,6 +118,7 @@ def start_dev(
     """Starts ``lpstream dev`` (``--offchain`` unless told) on free loopback ports with
     ``flags`` and waits until it is ready; a node that does not get ready is stopped."""
     args = ["dev", *(["--offchain"] if offchain else []), *LOOPBACK_PORTS, *flags]
+    log_dir.mkdir(parents=True, exist_ok=True)
     node = NodeProcess(args, name=name, log_dir=log_dir, program=program)
     try:
         node.wait_ready(ready_timeout)

@@ -240,6 +240,9 @@ class HttpServer:
         app = wrap_app(cast(Any, self.app), config.wsgi_max_body_size, "asgi")
         context = WorkerContext(None)
         listeners = await trio.open_tcp_listeners(addr.port, host=addr.host, backlog=BACKLOG)
+        # Fitted now, not when the server was made: the node raises its descriptor limit
+        # just before it serves.
+        self._max = connection_cap(self.limits.max_connections)
         if self._max < self.limits.max_connections:
             log.warning(
                 "HTTP: at most %d connections at once, not %d: the file-descriptor limit "
