@@ -789,18 +789,7 @@ class Viewer:
 async def open_page(browser: Browser, url: str) -> Page:
     """``Browser.new_page`` in a window of its own: each player is the visible tab of its
     window, so that two players of one join both present frames (a hidden tab may not)."""
-    target = await browser.command("Target.createTarget", {"url": "about:blank", "newWindow": True})
-    attached = await browser.command(
-        "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
-    )
-    page = Page(browser=browser, session=attached["sessionId"])
-    await page.command("Page.enable")
-    await page.command("Runtime.enable")
-    await page.command("Page.navigate", {"url": url})
-    await page.wait_for(
-        f"location.href === {json.dumps(url)} && document.readyState === 'complete'", 30
-    )
-    return page
+    return await browser.new_page(url, new_window=True)
 
 
 async def measure_join(

@@ -89,8 +89,12 @@ class Browser:
                 waiting[1].append(message)
                 waiting[0].set()
 
-    async def new_page(self, url: str) -> Page:
-        target = await self.command("Target.createTarget", {"url": "about:blank"})
+    async def new_page(self, url: str, *, new_window: bool = False) -> Page:
+        """Opens ``url`` in a new tab (or, with ``new_window``, a window of its own: a player
+        that must present frames needs to be the visible tab of its window)."""
+        target = await self.command(
+            "Target.createTarget", {"url": "about:blank", "newWindow": new_window}
+        )
         attached = await self.command(
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
         )
