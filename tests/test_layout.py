@@ -16,7 +16,14 @@ SANS_IO = [
     *sorted((ROOT / "lpstream" / "media").glob("*.py")),
     *[ROOT / "ingest" / "rtmp" / f"{m}.py" for m in ("protocol", "chunk", "amf0", "handshake")],
     ROOT / "lpstream" / "playback" / "hls.py",
-    ROOT / "lpstream" / "playback" / "llhls.py",
+    *[
+        ROOT / "lpstream" / "playback" / f"llhls{m}.py"
+        for m in ("", "_playlist", "_render", "_requests")
+    ],
+    *[
+        ROOT / "ingest" / "segmenter" / f"{m}.py"
+        for m in ("segmenter", "timeline", "parts", "events")
+    ],
     ROOT / "ingest" / "whip" / "sdp.py",
     ROOT / "ingest" / "whip" / "h264.py",
     ROOT / "ingest" / "whip" / "playout.py",

@@ -4,11 +4,13 @@ WHIP: WebRTC in, the same ``MediaEvent``s as RTMP out. WHEP: a live stream's H.2
 WebRTC viewers, packet by packet, from the gateway's fan-out.
 
 aiortc, and the asyncio loops it needs, stay inside this package: :class:`WhipIngest`
-(:mod:`.server`) and :class:`WhepPlayback` (:mod:`.whep`) are the trio-facing classes; the SDP
-checks (:mod:`.sdp`), the H.264 repackaging (:mod:`.h264`, over :mod:`lpstream.media.h264`)
-and a viewer's pacing (:mod:`.playout`) are sans-IO; :mod:`.peer` and :mod:`.whep_peer` are
-the only modules that touch aiortc. H.264 is passed through without re-encoding both ways;
-WHIP's Opus audio is transcoded to AAC (:mod:`.audio`); WHEP sends video only.
+(:mod:`.server`) and :class:`WhepPlayback` (:mod:`.whep`) are the trio-facing classes, and
+what they share (the loop, the table of sessions, admission, ending) is :mod:`.sessions`; the
+SDP checks (:mod:`.sdp`), the H.264 repackaging (:mod:`.h264`, over :mod:`lpstream.media.h264`)
+and a viewer's pacing (:mod:`.playout`) are sans-IO; :mod:`.peer`, :mod:`.whep_peer` and what
+they share (:mod:`.rtc`) are the only modules that touch aiortc. H.264 is passed through
+without re-encoding both ways; WHIP's Opus audio is transcoded to AAC (:mod:`.audio`); WHEP
+sends video only.
 """
 
 from __future__ import annotations

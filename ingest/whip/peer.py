@@ -26,36 +26,21 @@ How this works:
 from __future__ import annotations
 
 import asyncio  # noqa: TID251 - aiortc is asyncio-only; it is confined to ingest/whip
-import contextlib
 import logging
 import queue
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import aioice.ice
 import attrs
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCRtpReceiver,
-    RTCSessionDescription,
-)
-from aiortc.exceptions import OperationError
+from aiortc import MediaStreamTrack, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 
 from lpstream.errors import RemoteProtocolError
 from lpstream.media.h264 import NAL_IDR, nal_type, nal_units
 
-__all__ = [
-    "AudioFrameReceived",
-    "ConnectionStateChanged",
-    "PeerItem",
-    "RtcPeer",
-    "VideoFrameReceived",
-    "offer_host_addresses",
-]
+from .rtc import ConnectionStateChanged, PeerTasks, apply_offer, open_peer_connection
+
+__all__ = ["AudioFrameReceived", "PeerItem", "RtcPeer", "VideoFrameReceived"]
 
 log = logging.getLogger("lpstream.ingest.whip")
 
@@ -81,14 +66,6 @@ class AudioFrameReceived:
     """A PyAV ``AudioFrame``: 48 kHz, ``pts`` in 1/48000 s from the track's first packet."""
 
 
-@attrs.frozen(kw_only=True)
-class ConnectionStateChanged:
-    """The peer connection's state changed."""
-
-    state: str
-    """``new``, ``connecting``, ``connected``, ``failed`` or ``closed``."""
-
-
 PeerItem = VideoFrameReceived | AudioFrameReceived | ConnectionStateChanged
 
 
@@ -107,22 +84,6 @@ class _EncodedFrameTap(queue.Queue[Any]):
         self._on_frame(codec, frame)
 
 
-def offer_host_addresses(addresses: Sequence[str]) -> None:
-    """Makes ICE offer exactly ``addresses`` as host candidates, in this whole process.
-
-    aioice offers every interface address except loopback and has no setting for it; an
-    operator may need to pin the public address (behind a port forward), and a node used on
-    one machine needs 127.0.0.1. aiortc has a single ICE stack per process, so this replaces
-    aioice's address lookup for every peer connection made afterwards.
-    """
-    chosen = list(addresses)
-
-    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
-
-    aioice.ice.get_host_addresses = host_addresses
-
-
 def _is_keyframe(data: bytes) -> bool:
     return any(nal_type(unit) == NAL_IDR for unit in nal_units(data))
 
@@ -139,15 +100,12 @@ class RtcPeer:
     ) -> None:
         self._on_item = on_item
         self._keyframe_interval = keyframe_interval
-        self._pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
-        )
+        self._pc = open_peer_connection(ice_servers)
         self._pc.on("connectionstatechange", self._state_changed)
         self._video: RTCRtpReceiver | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = PeerTasks("WHIP peer", log)
         self._last_keyframe = 0.0
         self._last_request = 0.0
-        self._closed = False
 
     async def answer(self, offer_sdp: str) -> str:
         """Applies the offer and returns the answer, with all ICE candidates in it.
@@ -156,17 +114,14 @@ class RtcPeer:
             lpstream.errors.RemoteProtocolError: 415 when no codec in the offer can be
                 received, 400 when aiortc cannot apply it.
         """
-        try:
-            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except OperationError as exc:
-            raise RemoteProtocolError(
-                f"no codec in the offer can be received ({exc}); this node takes H.264 "
-                "(constrained) baseline with packetization-mode=1 and Opus",
-                code=415,
-            ) from None
-        except Exception as exc:
-            log.debug("offer rejected by aiortc", exc_info=True)
-            raise RemoteProtocolError(f"bad SDP offer: {exc or type(exc).__name__}") from None
+        await apply_offer(
+            self._pc,
+            offer_sdp,
+            no_codec="no codec in the offer can be received",
+            codecs_taken="this node takes H.264 (constrained) baseline with packetization-mode=1 "
+            "and Opus",
+            log=log,
+        )
         # setRemoteDescription created the receivers; none has started (that waits for ICE
         # and DTLS), so the decoder queue can still be swapped.
         for transceiver in self._pc.getTransceivers():
@@ -180,44 +135,24 @@ class RtcPeer:
                 self._video = receiver
                 setattr(receiver, _TAPPED_QUEUE, _EncodedFrameTap(self._video_frame))
             elif transceiver.kind == "audio" and receiver.track is not None:
-                self._start(self._read_audio(receiver.track))
+                self._tasks.start(self._read_audio(receiver.track))
         if self._video is None:
             raise RemoteProtocolError("the offer has no video to receive", code=415)
         loop = asyncio.get_running_loop()
         self._last_keyframe = self._last_request = loop.time()
         answer = await self._pc.createAnswer()
         await self._pc.setLocalDescription(answer)
-        self._start(self._request_keyframes())
+        self._tasks.start(self._request_keyframes())
         return str(self._pc.localDescription.sdp)
 
     def request_keyframe(self) -> None:
         """Sends a PLI now (call on the asyncio loop)."""
-        self._start(self._send_pli())
+        self._tasks.start(self._send_pli())
 
     async def close(self) -> None:
         """Closes the connection and stops every task of this peer."""
-        self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._tasks.close()
         await self._pc.close()
-
-    def _start(self, coro: Any) -> None:
-        if self._closed:
-            coro.close()
-            return
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.append(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._tasks.remove(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("WHIP peer task failed", exc_info=task.exception())
 
     def _state_changed(self) -> None:
         self._on_item(ConnectionStateChanged(state=self._pc.connectionState))

@@ -33,8 +33,8 @@ MAX_OFFER_SIZE = 64 * 1024
 MAX_SECTIONS = 8
 """Most ``m=`` sections accepted."""
 
-_SENDING = {"sendonly", "sendrecv"}
-_RECEIVING = {"recvonly", "sendrecv"}
+_SENDING = frozenset({"sendonly", "sendrecv"})
+_RECEIVING = frozenset({"recvonly", "sendrecv"})
 _DIRECTIONS = {"sendonly", "sendrecv", "recvonly", "inactive"}
 
 
@@ -167,6 +167,54 @@ def _sections(data: str | bytes) -> tuple[list[MediaSection], list[MediaSection]
     return videos, audios
 
 
+@attrs.frozen(kw_only=True)
+class _VideoRule:
+    """What one endpoint needs of an offer's video section, and how it says so."""
+
+    directions: frozenset[str]
+    """The directions the section may have (seen from the offerer)."""
+    no_video: str
+    """Ends the 415 reason for an offer without video."""
+    wrong_direction: str
+    """Ends the 400 reason for a section facing the other way."""
+    takes: str
+    """Ends the 415 reason for video without H.264 ``packetization-mode=1``."""
+
+
+_PUBLISH = _VideoRule(
+    directions=_SENDING,
+    no_video="WHIP ingest needs H.264 video",
+    wrong_direction="a publisher must send",
+    takes="this node ingests H.264 video and optional Opus audio",
+)
+_PLAYBACK = _VideoRule(
+    directions=_RECEIVING,
+    no_video="WHEP playback sends H.264 video",
+    wrong_direction="a viewer must receive",
+    takes="this node sends the stream's H.264 as it is, without re-encoding",
+)
+
+
+def _offered(section: MediaSection) -> str:
+    return ", ".join(dict.fromkeys(section.codecs)) or "none"
+
+
+def _h264_video(videos: list[MediaSection], rule: _VideoRule) -> MediaSection:
+    """The offer's video section, if it faces the right way and offers H.264 in
+    ``packetization-mode=1``."""
+    if not videos:
+        raise _unsupported(f"the offer has no video; {rule.no_video}")
+    video = videos[0]
+    if video.direction not in rule.directions:
+        raise _bad(f"the video section is {video.direction}; {rule.wrong_direction}")
+    if 1 not in video.h264_packetization_modes:
+        raise _unsupported(
+            "the offer has no H.264 video with packetization-mode=1 "
+            f"(offered: {_offered(video)}); {rule.takes}"
+        )
+    return video
+
+
 def check_offer(data: str | bytes) -> OfferSummary:
     """Reads a WHIP offer and checks that this node can ingest what it offers.
 
@@ -176,25 +224,14 @@ def check_offer(data: str | bytes) -> OfferSummary:
             the message says which.
     """
     videos, audios = _sections(data)
-    if not videos:
-        raise _unsupported("the offer has no video; WHIP ingest needs H.264 video")
-    video = videos[0]
-    if video.direction not in _SENDING:
-        raise _bad(f"the video section is {video.direction}; a publisher must send")
-    if 1 not in video.h264_packetization_modes:
-        offered = ", ".join(dict.fromkeys(video.codecs)) or "none"
-        raise _unsupported(
-            f"the offer has no H.264 video with packetization-mode=1 (offered: {offered}); "
-            "this node ingests H.264 video and optional Opus audio"
-        )
+    video = _h264_video(videos, _PUBLISH)
     audio = audios[0] if audios else None
     if audio is not None:
         if audio.direction not in _SENDING:
             audio = None
         elif "OPUS" not in audio.codecs:
-            offered = ", ".join(dict.fromkeys(audio.codecs)) or "none"
             raise _unsupported(
-                f"the offer's audio has no Opus (offered: {offered}); "
+                f"the offer's audio has no Opus (offered: {_offered(audio)}); "
                 "this node ingests Opus audio (sent on as AAC) or no audio"
             )
     return OfferSummary(video=video, audio=audio)
@@ -210,15 +247,4 @@ def check_playback_offer(data: str | bytes) -> MediaSection:
             H.264 (``packetization-mode=1``) video; the message says which.
     """
     videos, _ = _sections(data)
-    if not videos:
-        raise _unsupported("the offer has no video; WHEP playback sends H.264 video")
-    video = videos[0]
-    if video.direction not in _RECEIVING:
-        raise _bad(f"the video section is {video.direction}; a viewer must receive")
-    if 1 not in video.h264_packetization_modes:
-        offered = ", ".join(dict.fromkeys(video.codecs)) or "none"
-        raise _unsupported(
-            f"the offer has no H.264 video with packetization-mode=1 (offered: {offered}); "
-            "this node sends the stream's H.264 as it is, without re-encoding"
-        )
-    return video
+    return _h264_video(videos, _PLAYBACK)

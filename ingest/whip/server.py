@@ -3,14 +3,15 @@
 How this works:
 
 * :class:`WhipIngest` is run by the node (``await nursery.start(whip.run)``); it owns the
-  asyncio loop thread that aiortc needs (:mod:`.bridge`) and one task per session. The HTTP
-  layer calls :meth:`WhipIngest.offer` and :meth:`WhipIngest.delete`.
+  asyncio loop thread that aiortc needs and one task per session, through the table of
+  sessions it shares with WHEP (:mod:`.sessions`). The HTTP layer calls
+  :meth:`WhipIngest.offer` and :meth:`WhipIngest.delete`.
 * An offer is checked first (token, then the SDP, sans-IO, :mod:`.sdp`), then the publish is
   started with the ``PublishHandler`` exactly as RTMP does, so a name already live is refused
   before any WebRTC work. Then the peer answers (:mod:`.peer`) and the session task starts.
 * ``max_sessions`` counts an offer from the moment it passes the checks: its slot is taken
-  before the first ``await`` (``_pending``) and given back on every way out, so offers that
-  arrive together cannot all pass the check before any of them is registered.
+  before the first ``await`` and given back on every way out, so offers that arrive together
+  cannot all pass the check before any of them is registered.
 * The peer hands its items to the session through a bounded memory channel fed from the
   asyncio thread with ``TrioToken.run_sync_soon``; RTP cannot be pushed back on, so when the
   channel is full items are dropped and the video waits for the next keyframe (a PLI asks for
@@ -27,9 +28,7 @@ How this works:
 
 from __future__ import annotations
 
-import hmac
 import logging
-import secrets
 from collections.abc import Sequence
 
 import attrs
@@ -37,29 +36,25 @@ import trio
 
 from ingest.rtmp.server import Publisher, PublishHandler
 from lpstream.errors import LpstreamError, RemoteProtocolError, StreamInUseError
-from lpstream.media import check_stream_name
 
 from .audio import OpusToAac
-from .bridge import AsyncioLoop, open_asyncio_loop
+from .bridge import AsyncioLoop
 from .h264 import H264Track
-from .peer import (
-    AudioFrameReceived,
-    ConnectionStateChanged,
-    PeerItem,
-    RtcPeer,
-    VideoFrameReceived,
-    offer_host_addresses,
-)
+from .peer import AudioFrameReceived, PeerItem, RtcPeer, VideoFrameReceived
+from .rtc import ConnectionStateChanged
 from .sdp import OfferSummary, check_offer
+from .sessions import (
+    RtcSession,
+    RtcSessions,
+    check_bearer_token,
+    check_resource_names,
+    close_within,
+)
 
 __all__ = ["WhipAnswer", "WhipIngest", "WhipStatistics"]
 
 log = logging.getLogger("lpstream.ingest.whip")
 
-CLOSE_TIMEOUT = 5.0
-"""How long ending a session waits for the peer to close and for ``Publisher.aclose()``."""
-ANSWER_TIMEOUT = 10.0
-"""How long making an answer (ICE gathering included) may take."""
 CHANNEL_SIZE = 512
 """Items (frames) buffered between the peer and the session task: a few seconds of media."""
 
@@ -92,18 +87,10 @@ class WhipStatistics:
     """Offers accepted and being answered; they count against ``max_sessions``."""
 
 
-@attrs.define(eq=False)
-class _Session:
-    id: str
-    stream: str
+@attrs.define(eq=False, kw_only=True)
+class _Session(RtcSession[PeerItem, RtcPeer]):
     publisher: Publisher
     has_audio: bool
-    send: trio.MemorySendChannel[PeerItem]
-    receive: trio.MemoryReceiveChannel[PeerItem]
-    peer: RtcPeer | None = None
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    ended: trio.Event = attrs.Factory(trio.Event)
-    reason: str = "ended"
     video_gap: bool = False
     dropped: int = 0
 
@@ -134,53 +121,32 @@ class WhipIngest:
     """Sessions at once; more are answered 503."""
     audio_bit_rate: int = 128_000
     """AAC bit rate of the transcoded audio."""
-    _loop: AsyncioLoop | None = attrs.field(default=None, init=False)
-    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
-    _sessions: dict[str, _Session] = attrs.field(factory=dict, init=False)
-    _pending: int = attrs.field(default=0, init=False)
+    _sessions: RtcSessions[_Session] = attrs.field(
+        factory=lambda: RtcSessions("WHIP", "WHIP ingest", log), init=False
+    )
     _audio_limiter: trio.CapacityLimiter = attrs.field(
         factory=lambda: trio.CapacityLimiter(2), init=False
     )
-    _sessions_total: int = attrs.field(default=0, init=False)
     _timeouts_total: int = attrs.field(default=0, init=False)
     _dropped_total: int = attrs.field(default=0, init=False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs the asyncio thread and the sessions until cancelled."""
-        if self.host_addresses:
-            offer_host_addresses(self.host_addresses)
-        async with open_asyncio_loop("whip-asyncio") as loop, trio.open_nursery() as nursery:
-            self._loop = loop
-            self._nursery = nursery
-            try:
-                task_status.started()
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
-                for session in list(self._sessions.values()):
-                    session.reason = "server shutting down"
-                    session.scope.cancel()
+        await self._sessions.run(self.host_addresses, task_status=task_status)
 
     def statistics(self) -> WhipStatistics:
         """The counters now."""
         return WhipStatistics(
             active_sessions=len(self._sessions),
-            sessions_total=self._sessions_total,
+            sessions_total=self._sessions.total,
             timeouts_total=self._timeouts_total,
             dropped_frames_total=self._dropped_total,
-            pending_sessions=self._pending,
+            pending_sessions=self._sessions.pending,
         )
 
     def session_ids(self, stream: str) -> list[str]:
         """The live sessions of ``stream``."""
-        return [s.id for s in self._sessions.values() if s.stream == stream]
-
-    def _check_token(self, token: str | None) -> None:
-        if self.token is None:
-            return
-        if token is None or not hmac.compare_digest(token.encode(), self.token.encode()):
-            reason = "a bearer token is required" if token is None else "wrong bearer token"
-            raise RemoteProtocolError(reason, code=401)
+        return self._sessions.ids(stream)
 
     async def offer(self, stream: str, sdp: str | bytes, *, token: str | None = None) -> WhipAnswer:
         """Starts a publish of ``stream`` from an SDP offer; returns the answer.
@@ -190,22 +156,12 @@ class WhipIngest:
                 or stream name, 401 token, 409 stream already live, 413 offer too large,
                 415 no H.264 video (or audio without Opus), 503 no capacity or not running.
         """
-        self._check_token(token)
-        try:
-            check_stream_name(stream)
-        except ValueError as exc:
-            raise RemoteProtocolError(str(exc)) from None
+        check_bearer_token(self.token, token)
+        check_resource_names(stream)
         summary = check_offer(sdp)
         text = sdp.decode() if isinstance(sdp, bytes) else sdp
-        loop, nursery = self._loop, self._nursery
-        if loop is None or nursery is None:
-            raise RemoteProtocolError("WHIP ingest is not running", code=503)
-        if len(self._sessions) + self._pending >= self.max_sessions:
-            raise RemoteProtocolError(
-                f"too many WHIP sessions (max_sessions={self.max_sessions})", code=503
-            )
-        self._pending += 1  # the slot is this offer's from here: no await before this line
-        try:
+        loop, nursery = self._sessions.admit(self.max_sessions)
+        with self._sessions.reserve():  # the slot is this offer's: no await since admit
             try:
                 publisher = await self.handler.start_publish(stream)
             except StreamInUseError as exc:
@@ -217,16 +173,12 @@ class WhipIngest:
                 answer_sdp = await self._answer(loop, session, text)
             except BaseException:
                 with trio.CancelScope(shield=True):
-                    await self._close_peer(session)
+                    await self._sessions.close_peer(session)
                     await self._close_publisher(session)
                 raise
-        finally:
-            self._pending -= 1
-        self._sessions[session.id] = session
-        self._sessions_total += 1
-        nursery.start_soon(self._run_session, session)
+        self._sessions.start(nursery, session, self._run_session)
         log.info("WHIP stream %r: session %s answered", stream, session.id)
-        return WhipAnswer(session_id=session.id, sdp=answer_sdp, etag=f'"{session.id}"')
+        return WhipAnswer(session_id=session.id, sdp=answer_sdp, etag=session.etag)
 
     async def delete(self, stream: str, session_id: str, *, token: str | None = None) -> None:
         """Ends a session (the WHIP ``DELETE``) and waits until it has ended.
@@ -234,18 +186,12 @@ class WhipIngest:
         Raises:
             lpstream.errors.RemoteProtocolError: 401 token, 404 no such session.
         """
-        self._check_token(token)
-        session = self._sessions.get(session_id)
-        if session is None or session.stream != stream:
-            raise RemoteProtocolError("no such WHIP session", code=404)
-        session.reason = "client sent DELETE"
-        session.scope.cancel()
-        await session.ended.wait()
+        check_bearer_token(self.token, token)
+        await self._sessions.delete(session_id, lambda session: session.stream == stream)
 
     def _new_session(self, stream: str, publisher: Publisher, summary: OfferSummary) -> _Session:
         send, receive = trio.open_memory_channel[PeerItem](CHANNEL_SIZE)
         return _Session(
-            id=secrets.token_urlsafe(16),
             stream=stream,
             publisher=publisher,
             has_audio=summary.audio is not None,
@@ -270,8 +216,7 @@ class WhipIngest:
             ice_servers=self.ice_servers,
             keyframe_interval=self.keyframe_interval,
         )
-        with trio.fail_after(ANSWER_TIMEOUT):
-            return await loop.run(session.peer.answer, sdp)
+        return await self._sessions.answer(loop, session.peer, sdp)
 
     async def _run_session(self, session: _Session) -> None:
         try:
@@ -283,13 +228,11 @@ class WhipIngest:
             session.reason = "internal error"
             log.exception("WHIP stream %r: session %s failed", session.stream, session.id)
         finally:
-            self._sessions.pop(session.id, None)
+            self._sessions.remove(session)
             with trio.CancelScope(shield=True):
-                await self._close_peer(session)
+                await self._sessions.close_peer(session)
                 await self._close_publisher(session)
-            session.send.close()
-            session.receive.close()
-            session.ended.set()
+            session.mark_ended()
             log.info(
                 "WHIP stream %r: session %s ended: %s", session.stream, session.id, session.reason
             )
@@ -345,30 +288,13 @@ class WhipIngest:
                     await session.publisher.send(packet)
 
     def _request_keyframe(self, session: _Session) -> None:
-        if self._loop is not None and session.peer is not None:
-            self._loop.call_soon(session.peer.request_keyframe)
-
-    async def _close_peer(self, session: _Session) -> None:
-        peer, session.peer = session.peer, None
-        if peer is None or self._loop is None:
-            return
-        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-            try:
-                await self._loop.run(peer.close)
-            except Exception:
-                log.exception("WHIP session %s: closing the peer failed", session.id)
-        if scope.cancelled_caught:
-            log.warning(
-                "WHIP session %s: closing the peer took over %g s", session.id, CLOSE_TIMEOUT
-            )
+        loop = self._sessions.loop
+        if loop is not None and session.peer is not None:
+            loop.call_soon(session.peer.request_keyframe)
 
     async def _close_publisher(self, session: _Session) -> None:
-        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-            try:
-                await session.publisher.aclose()
-            except Exception:
-                log.exception("WHIP session %s: publisher.aclose() failed", session.id)
-        if scope.cancelled_caught:
-            log.warning(
-                "WHIP session %s: publisher.aclose() took over %g s", session.id, CLOSE_TIMEOUT
-            )
+        await close_within(
+            session.publisher.aclose,
+            what=f"WHIP session {session.id}: publisher.aclose()",
+            log=log,
+        )

@@ -3,8 +3,9 @@
 How this works:
 
 * :class:`WhepPlayback` is run by the node (``await nursery.start(whep.run)``); it owns an
-  asyncio loop thread for aiortc (:mod:`.bridge`) and one task per session. The HTTP layer
-  calls :meth:`WhepPlayback.offer` and :meth:`WhepPlayback.delete`.
+  asyncio loop thread for aiortc and one task per session, through the table of sessions it
+  shares with WHIP (:mod:`.sessions`). The HTTP layer calls :meth:`WhepPlayback.offer` and
+  :meth:`WhepPlayback.delete`.
 * An offer is checked first (token, names, the SDP, sans-IO, :mod:`.sdp`); then the stream's
   rendition is subscribed to through the :class:`PlaybackSource` (the gateway), so an unknown
   stream or rendition is refused (404) before any WebRTC work; then the peer answers
@@ -32,9 +33,7 @@ How this works:
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
-import secrets
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -42,12 +41,13 @@ import attrs
 import trio
 
 from lpstream.errors import RemoteProtocolError
-from lpstream.media import CodecConfig, MediaEvent, MediaPacket, check_stream_name
+from lpstream.media import CodecConfig, MediaEvent, MediaPacket
 
-from .bridge import AsyncioLoop, open_asyncio_loop
-from .peer import ConnectionStateChanged, offer_host_addresses
+from .bridge import AsyncioLoop
 from .playout import Playout, SendDelays, SendDelayStatistics
+from .rtc import ConnectionStateChanged
 from .sdp import check_playback_offer
+from .sessions import RtcSession, RtcSessions, check_bearer_token, check_resource_names
 from .whep_peer import KeyframeRequested, ViewerSilent, WhepPeer, WhepPeerItem
 
 __all__ = [
@@ -61,10 +61,6 @@ __all__ = [
 
 log = logging.getLogger("lpstream.ingest.whep")
 
-CLOSE_TIMEOUT = 5.0
-"""How long ending a session waits for the peer to close."""
-ANSWER_TIMEOUT = 10.0
-"""How long making an answer (ICE gathering included) may take."""
 ITEM_QUEUE = 64
 """Items from the peer (state changes, keyframe requests) waiting for the session task."""
 
@@ -158,21 +154,13 @@ class WhepStatistics:
     """Each viewer now."""
 
 
-@attrs.define(eq=False)
-class _Session:
-    id: str
-    stream: str
+@attrs.define(eq=False, kw_only=True)
+class _Session(RtcSession[WhepPeerItem, WhepPeer]):
     rendition: str
     subscription: PlaybackSubscription
-    send: trio.MemorySendChannel[WhepPeerItem]
-    receive: trio.MemoryReceiveChannel[WhepPeerItem]
     playout: Playout = attrs.Factory(Playout)
     delays: SendDelays = attrs.Factory(SendDelays)
-    peer: WhepPeer | None = None
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     connected: trio.Event = attrs.Factory(trio.Event)
-    ended: trio.Event = attrs.Factory(trio.Event)
-    reason: str = "ended"
 
 
 @attrs.define
@@ -197,11 +185,9 @@ class WhepPlayback:
     """Seconds of frames sent without an RTCP report back before a session is dropped."""
     max_sessions: int = 100
     """Sessions at once, on this node; more are answered 503."""
-    _loop: AsyncioLoop | None = attrs.field(default=None, init=False)
-    _nursery: trio.Nursery | None = attrs.field(default=None, init=False)
-    _sessions: dict[str, _Session] = attrs.field(factory=dict, init=False)
-    _pending: int = attrs.field(default=0, init=False)
-    _sessions_total: int = attrs.field(default=0, init=False)
+    _sessions: RtcSessions[_Session] = attrs.field(
+        factory=lambda: RtcSessions("WHEP", "WHEP playback", log), init=False
+    )
     _frames_total: int = attrs.field(default=0, init=False)
     _bytes_total: int = attrs.field(default=0, init=False)
     _dropped_ended: int = attrs.field(default=0, init=False)
@@ -210,32 +196,20 @@ class WhepPlayback:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs the asyncio thread and the sessions until cancelled."""
-        if self.host_addresses:
-            offer_host_addresses(self.host_addresses)
-        async with open_asyncio_loop("whep-asyncio") as loop, trio.open_nursery() as nursery:
-            self._loop = loop
-            self._nursery = nursery
-            try:
-                task_status.started()
-                await trio.sleep_forever()
-            finally:
-                self._nursery = None
-                for session in list(self._sessions.values()):
-                    session.reason = "server shutting down"
-                    session.scope.cancel()
+        await self._sessions.run(self.host_addresses, task_status=task_status)
 
     def statistics(self) -> WhepStatistics:
         """The counters now."""
-        dropped = self._dropped_ended + sum(self._dropped(s) for s in self._sessions.values())
+        dropped = self._dropped_ended + sum(self._dropped(s) for s in self._sessions)
         return WhepStatistics(
             active_sessions=len(self._sessions),
-            sessions_total=self._sessions_total,
+            sessions_total=self._sessions.total,
             frames_sent_total=self._frames_total,
             bytes_sent_total=self._bytes_total,
             frames_dropped_total=dropped,
             keyframe_requests_total=self._keyframe_requests,
             timeouts_total=self._timeouts_total,
-            pending_sessions=self._pending,
+            pending_sessions=self._sessions.pending,
             sessions=tuple(
                 WhepSessionStatistics(
                     session_id=s.id,
@@ -243,25 +217,18 @@ class WhepPlayback:
                     rendition=s.rendition,
                     send_delay=s.delays.statistics(),
                 )
-                for s in self._sessions.values()
+                for s in self._sessions
             ),
         )
 
     def session_ids(self, stream: str) -> list[str]:
         """The live sessions watching ``stream``."""
-        return [s.id for s in self._sessions.values() if s.stream == stream]
+        return self._sessions.ids(stream)
 
     @staticmethod
     def _dropped(session: _Session) -> int:
         peer = session.peer
         return session.subscription.dropped + (0 if peer is None else peer.frames_dropped)
-
-    def _check_token(self, token: str | None) -> None:
-        if self.token is None:
-            return
-        if token is None or not hmac.compare_digest(token.encode(), self.token.encode()):
-            reason = "a bearer token is required" if token is None else "wrong bearer token"
-            raise RemoteProtocolError(reason, code=401)
 
     async def offer(
         self, stream: str, rendition: str, sdp: str | bytes, *, token: str | None = None
@@ -273,22 +240,11 @@ class WhepPlayback:
                 or names, 401 token, 404 no such live stream or rendition, 413 offer too
                 large, 415 no H.264 video to receive, 503 no capacity or not running.
         """
-        self._check_token(token)
-        try:
-            check_stream_name(stream)
-            check_stream_name(rendition, what="rendition name")
-        except ValueError as exc:
-            raise RemoteProtocolError(str(exc)) from None
+        check_bearer_token(self.token, token)
+        check_resource_names(stream, rendition)
         check_playback_offer(sdp)
         text = sdp.decode() if isinstance(sdp, bytes) else sdp
-        loop, nursery = self._loop, self._nursery
-        if loop is None or nursery is None:
-            raise RemoteProtocolError("WHEP playback is not running", code=503)
-        if len(self._sessions) + self._pending >= self.max_sessions:
-            raise RemoteProtocolError(
-                f"too many WHEP sessions on this node (max_sessions={self.max_sessions})",
-                code=503,
-            )
+        loop, nursery = self._sessions.admit(self.max_sessions)
         subscription = self.source.subscribe(stream, rendition)
         if subscription is None:
             raise RemoteProtocolError(
@@ -296,28 +252,23 @@ class WhepPlayback:
             )
         send, receive = trio.open_memory_channel[WhepPeerItem](ITEM_QUEUE)
         session = _Session(
-            id=secrets.token_urlsafe(16),
             stream=stream,
             rendition=rendition,
             subscription=subscription,
             send=send,
             receive=receive,
         )
-        self._pending += 1  # the slot is this offer's from here: no await since the check
-        try:
-            answer_sdp = await self._answer(loop, session, text)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._close_peer(session)
-            subscription.close()
-            raise
-        finally:
-            self._pending -= 1
-        self._sessions[session.id] = session
-        self._sessions_total += 1
-        nursery.start_soon(self._run_session, session)
+        with self._sessions.reserve():  # the slot is this offer's: no await since admit
+            try:
+                answer_sdp = await self._answer(loop, session, text)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._sessions.close_peer(session)
+                subscription.close()
+                raise
+        self._sessions.start(nursery, session, self._run_session)
         log.info("WHEP %s/%s: session %s answered", stream, rendition, session.id)
-        return WhepAnswer(session_id=session.id, sdp=answer_sdp, etag=f'"{session.id}"')
+        return WhepAnswer(session_id=session.id, sdp=answer_sdp, etag=session.etag)
 
     async def delete(
         self, stream: str, rendition: str, session_id: str, *, token: str | None = None
@@ -327,13 +278,10 @@ class WhepPlayback:
         Raises:
             lpstream.errors.RemoteProtocolError: 401 token, 404 no such session.
         """
-        self._check_token(token)
-        session = self._sessions.get(session_id)
-        if session is None or (session.stream, session.rendition) != (stream, rendition):
-            raise RemoteProtocolError("no such WHEP session", code=404)
-        session.reason = "client sent DELETE"
-        session.scope.cancel()
-        await session.ended.wait()
+        check_bearer_token(self.token, token)
+        await self._sessions.delete(
+            session_id, lambda session: (session.stream, session.rendition) == (stream, rendition)
+        )
 
     async def _answer(self, loop: AsyncioLoop, session: _Session, sdp: str) -> str:
         def deliver(item: WhepPeerItem) -> None:
@@ -348,8 +296,7 @@ class WhepPlayback:
             ice_servers=self.ice_servers,
             viewer_timeout=self.viewer_timeout,
         )
-        with trio.fail_after(ANSWER_TIMEOUT):
-            return await loop.run(session.peer.answer, sdp)
+        return await self._sessions.answer(loop, session.peer, sdp)
 
     async def _run_session(self, session: _Session) -> None:
         try:
@@ -362,14 +309,12 @@ class WhepPlayback:
             session.reason = "internal error"
             log.exception("WHEP %s: session %s failed", session.stream, session.id)
         finally:
-            self._sessions.pop(session.id, None)
+            self._sessions.remove(session)
             self._dropped_ended += self._dropped(session)
             session.subscription.close()
             with trio.CancelScope(shield=True):
-                await self._close_peer(session)
-            session.send.close()
-            session.receive.close()
-            session.ended.set()
+                await self._sessions.close_peer(session)
+            session.mark_ended()
             delay = session.delays.statistics()
             waits = None if session.peer is None else session.peer.sender_wait_ms
             log.info(
@@ -421,7 +366,7 @@ class WhepPlayback:
         await session.connected.wait()
         session.playout.should_restart(trio.current_time())
         session.subscription.restart_at_keyframe()
-        loop, peer = self._loop, session.peer
+        loop, peer = self._sessions.loop, session.peer
         assert loop is not None and peer is not None
         while True:
             try:
@@ -446,17 +391,3 @@ class WhepPlayback:
             session.delays.note(frame, sent_at if arrived_at is None else arrived_at, sent_at)
             self._frames_total += 1
             self._bytes_total += len(frame.data)
-
-    async def _close_peer(self, session: _Session) -> None:
-        peer = session.peer
-        if peer is None or self._loop is None:
-            return
-        with trio.move_on_after(CLOSE_TIMEOUT) as scope:
-            try:
-                await self._loop.run(peer.close)
-            except Exception:
-                log.exception("WHEP session %s: closing the peer failed", session.id)
-        if scope.cancelled_caught:
-            log.warning(
-                "WHEP session %s: closing the peer took over %g s", session.id, CLOSE_TIMEOUT
-            )

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio  # noqa: TID251 - aiortc is asyncio-only; it is confined to ingest/whip
 import collections
-import contextlib
 import fractions
 import logging
 from collections.abc import Callable, Sequence
@@ -39,21 +38,12 @@ from typing import Any
 
 import attrs
 import av
-from aiortc import (
-    MediaStreamTrack,
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCRtpTransceiver,
-    RTCSessionDescription,
-)
-from aiortc.exceptions import OperationError
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 
 from lpstream.errors import RemoteProtocolError
 
-from .peer import ConnectionStateChanged
+from .rtc import ConnectionStateChanged, PeerTasks, apply_offer, open_peer_connection
 
 __all__ = ["KeyframeRequested", "ViewerSilent", "WhepPeer", "WhepPeerItem"]
 
@@ -156,8 +146,7 @@ class WhepPeer:
         self._pc: RTCPeerConnection | None = None
         self._track: _PacketTrack | None = None
         self._sender: RTCRtpSender | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._closed = False
+        self._tasks = PeerTasks("WHEP peer", log)
         self.sender_wait_ms: tuple[float, float] | None = None
         """Median and largest wait of the last frames in the track's queue for aiortc's
         sender, in ms; set by :meth:`close`."""
@@ -174,9 +163,7 @@ class WhepPeer:
             lpstream.errors.RemoteProtocolError: 415 when the offer has no H.264 this node
                 can send, 400 when aiortc cannot apply it.
         """
-        pc = self._pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in self._ice_servers])
-        )
+        pc = self._pc = open_peer_connection(self._ice_servers)
         pc.on("connectionstatechange", self._state_changed)
         track = self._track = _PacketTrack(TRACK_QUEUE)
         transceiver: RTCRtpTransceiver = pc.addTransceiver(track, direction="sendonly")
@@ -188,37 +175,28 @@ class WhepPeer:
                 "WHEP playback was written against aiortc 1.16"
             )
         setattr(sender, "_send_keyframe", self._keyframe_requested)  # noqa: B010 - see above
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except OperationError as exc:
-            raise RemoteProtocolError(
-                f"no H.264 in the offer that this node can send ({exc}); it sends "
-                "(constrained) baseline profile-level-ids with packetization-mode=1",
-                code=415,
-            ) from None
-        except Exception as exc:
-            log.debug("offer rejected by aiortc", exc_info=True)
-            raise RemoteProtocolError(f"bad SDP offer: {exc or type(exc).__name__}") from None
+        await apply_offer(
+            pc,
+            offer_sdp,
+            no_codec="no H.264 in the offer that this node can send",
+            codecs_taken="it sends (constrained) baseline profile-level-ids with "
+            "packetization-mode=1",
+            log=log,
+        )
         if transceiver.mid is None:
             raise RemoteProtocolError("the offer has no video section to send on", code=415)
         await pc.setLocalDescription(await pc.createAnswer())
-        self._start(self._watch_reports())
+        self._tasks.start(self._watch_reports())
         return str(pc.localDescription.sdp)
 
     def send(self, data: bytes, timestamp_ms: int, keyframe: bool) -> None:
         """Queues one Annex B access unit for the sender (call on the asyncio loop)."""
-        if self._track is not None and not self._closed:
+        if self._track is not None and not self._tasks.closed:
             self._track.put(data, timestamp_ms, keyframe)
 
     async def close(self) -> None:
         """Closes the connection and stops every task of this peer."""
-        self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._tasks.close()
         if self._track is not None:
             self._track.stop()
             waits = sorted(self._track.waits)
@@ -229,20 +207,6 @@ class WhepPeer:
                 )
         if self._pc is not None:
             await self._pc.close()
-
-    def _start(self, coro: Any) -> None:
-        if self._closed:
-            coro.close()
-            return
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.append(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._tasks.remove(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("WHEP peer task failed", exc_info=task.exception())
 
     def _state_changed(self) -> None:
         if self._pc is not None:

@@ -1,28 +1,28 @@
 """The node's configuration: frozen sections with one default each, built once from flags,
 ``LPSTREAM_*`` environment variables and a TOML file (flags win over the environment, which
-wins over the file); and the parsers of addresses, sizes and rates every role shares."""
+wins over the file); and the parsers of addresses, sizes and rates every role shares.
 
+Modules: :mod:`.setting` (how a setting is declared), the sections by family
+(:mod:`.serving`, :mod:`.market`, :mod:`.compute`), :mod:`.sections` (the whole
+:class:`Config`), :mod:`.values` (parsers) and :mod:`.files` (TOML in and out)."""
+
+from lpstream.config.compute import AiSection, WorkerSection
 from lpstream.config.files import MASK, dump_toml, read_config_file
-from lpstream.config.sections import (
-    ROLE_DEFAULTS,
-    SECTIONS,
-    AccessSection,
-    AiSection,
+from lpstream.config.market import (
     ChainSection,
-    Config,
+    OrchestratorSection,
+    PaymentsSection,
+    SelectionSection,
+)
+from lpstream.config.sections import ROLE_DEFAULTS, SECTIONS, Config, NodeSection
+from lpstream.config.serving import (
+    AccessSection,
     HttpSection,
     IngestSection,
     LimitsSection,
-    NodeSection,
-    OrchestratorSection,
-    PaymentsSection,
     PlaybackSection,
-    SelectionSection,
-    Setting,
-    WorkerSection,
-    key_of,
-    setting_of,
 )
+from lpstream.config.setting import Setting, key_of, setting_of
 from lpstream.config.values import (
     HostPort,
     parse_bitrate,

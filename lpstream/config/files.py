@@ -24,7 +24,8 @@ from typing import Any
 
 import attrs
 
-from lpstream.config.sections import SECTIONS, Config, key_of, setting_of
+from lpstream.config.sections import SECTIONS, Config
+from lpstream.config.setting import key_of, setting_of
 from lpstream.errors import ConfigError
 
 __all__ = ["MASK", "dump_toml", "read_config_file"]

@@ -23,34 +23,15 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from ingest.whip import WhepPlayback
-from lpstream.errors import RemoteProtocolError
+from ingest.whip import WhepAnswer, WhepPlayback
 from lpstream.http.limits import BodyReader
-from lpstream.http.whip import SDP, bearer_token, read_sdp_offer
+from lpstream.http.whip import offer_endpoint, preflight, session_endpoint
 
 __all__ = ["whep_routes"]
 
 SOURCE = "source"
-_CORS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Expose-Headers": "Location, ETag, Link",
-}
-_PREFLIGHT = {
-    **_CORS,
-    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-    "Access-Control-Max-Age": "86400",
-}
-
-
-def _error(exc: RemoteProtocolError) -> Response:
-    headers = dict(_CORS)
-    if exc.code == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="whep"'
-    return PlainTextResponse(f"{exc.reason}\n", status_code=exc.code, headers=headers)
 
 
 def whep_routes(
@@ -58,55 +39,24 @@ def whep_routes(
 ) -> list[Route]:
     """The WHEP routes under ``prefix``; ``playback`` must be running (``nursery.start``).
     ``bodies`` reads the offers (the app's one reader; a new one if None)."""
-    bodies = bodies or BodyReader()
 
-    async def play(request: Request) -> Response:
+    async def play(request: Request, offer: bytes, token: str | None) -> tuple[WhepAnswer, str]:
         stream = request.path_params["stream"]
         rendition = request.path_params.get("rendition", SOURCE)
-        try:
-            token = bearer_token(request)
-            if playback.token is not None and token is None:
-                # Refuse before reading a body from someone who may not watch.
-                raise RemoteProtocolError("a bearer token is required", code=401)
-            offer = await read_sdp_offer(request, bodies)
-            answer = await playback.offer(stream, rendition, offer, token=token)
-        except RemoteProtocolError as exc:
-            return _error(exc)
-        headers = {
-            **_CORS,
-            "Location": f"{prefix}/{stream}/{rendition}/{answer.session_id}",
-            "ETag": answer.etag,
-        }
-        return Response(answer.sdp, status_code=201, media_type=SDP, headers=headers)
+        answer = await playback.offer(stream, rendition, offer, token=token)
+        return answer, f"{prefix}/{stream}/{rendition}/{answer.session_id}"
 
-    async def session(request: Request) -> Response:
+    async def end(request: Request, token: str | None) -> None:
         params = request.path_params
-        if request.method == "PATCH":
-            return PlainTextResponse(
-                "trickle ICE and ICE restarts are not supported; "
-                "the answer to the offer holds every candidate\n",
-                status_code=405,
-                headers={**_CORS, "Allow": "DELETE, OPTIONS"},
-            )
-        try:
-            await playback.delete(
-                params["stream"],
-                params["rendition"],
-                params["session"],
-                token=bearer_token(request),
-            )
-        except RemoteProtocolError as exc:
-            return _error(exc)
-        return PlainTextResponse("session ended\n", headers=_CORS)
+        await playback.delete(params["stream"], params["rendition"], params["session"], token=token)
 
-    async def preflight(request: Request) -> Response:
-        return Response(status_code=204, headers=_PREFLIGHT)
-
+    post = offer_endpoint(playback, play, bodies=bodies or BodyReader(), realm="whep")
+    session = session_endpoint(end, realm="whep")
     resource = f"{prefix}/{{stream}}/{{rendition}}/{{session}}"
     return [
-        Route(f"{prefix}/{{stream}}", play, methods=["POST"]),
+        Route(f"{prefix}/{{stream}}", post, methods=["POST"]),
         Route(f"{prefix}/{{stream}}", preflight, methods=["OPTIONS"]),
-        Route(f"{prefix}/{{stream}}/{{rendition}}", play, methods=["POST"]),
+        Route(f"{prefix}/{{stream}}/{{rendition}}", post, methods=["POST"]),
         Route(f"{prefix}/{{stream}}/{{rendition}}", preflight, methods=["OPTIONS"]),
         Route(resource, session, methods=["DELETE", "PATCH"]),
         Route(resource, preflight, methods=["OPTIONS"]),

@@ -17,19 +17,33 @@
   (:class:`~lpstream.http.limits.BodyReader`); other content types get 415; the rest of the
   refusals come from ``WhipIngest`` as ``RemoteProtocolError`` codes (400 bad SDP, 409 stream
   live, 415 no H.264, 503 busy) with a one-line reason as the body.
+* WHEP (:mod:`lpstream.http.whep`) is the same exchange the other way: it uses this module's
+  endpoints (:func:`offer_endpoint`, :func:`session_endpoint`, :func:`preflight`) with its own
+  routes, so both answer, refuse and allow CORS alike.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from ingest.whip import MAX_OFFER_SIZE, WhipIngest
+from ingest.whip import MAX_OFFER_SIZE, WhipAnswer, WhipIngest
 from lpstream.errors import RemoteProtocolError
 from lpstream.http.limits import BodyReader
 
-__all__ = ["SDP", "bearer_token", "read_sdp_offer", "whip_routes"]
+__all__ = [
+    "SDP",
+    "bearer_token",
+    "offer_endpoint",
+    "preflight",
+    "read_sdp_offer",
+    "session_endpoint",
+    "whip_routes",
+]
 
 SDP = "application/sdp"
 _CORS = {
@@ -43,11 +57,31 @@ _PREFLIGHT = {
     "Access-Control-Max-Age": "86400",
 }
 
+Endpoint = Callable[[Request], Awaitable[Response]]
 
-def _error(exc: RemoteProtocolError) -> Response:
+
+class SessionAnswer(Protocol):
+    """An accepted offer's answer (``WhipAnswer``, ``WhepAnswer``)."""
+
+    @property
+    def sdp(self) -> str: ...
+
+    @property
+    def etag(self) -> str: ...
+
+
+class TokenGuarded(Protocol):
+    """An endpoint's service that may require a bearer token (``WhipIngest``,
+    ``WhepPlayback``)."""
+
+    @property
+    def token(self) -> str | None: ...
+
+
+def _refusal(exc: RemoteProtocolError, realm: str) -> Response:
     headers = dict(_CORS)
     if exc.code == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="whip"'
+        headers["WWW-Authenticate"] = f'Bearer realm="{realm}"'
     return PlainTextResponse(f"{exc.reason}\n", status_code=exc.code, headers=headers)
 
 
@@ -75,33 +109,41 @@ async def read_sdp_offer(request: Request, bodies: BodyReader) -> bytes:
     return await bodies.read(request, MAX_OFFER_SIZE, what="SDP offer")
 
 
-def whip_routes(
-    ingest: WhipIngest, *, prefix: str = "/whip", bodies: BodyReader | None = None
-) -> list[Route]:
-    """The WHIP routes under ``prefix``; ``ingest`` must be running (``nursery.start``).
-    ``bodies`` reads the offers (the app's one reader; a new one if None)."""
-    bodies = bodies or BodyReader()
+def offer_endpoint(
+    service: TokenGuarded,
+    answer: Callable[[Request, bytes, str | None], Awaitable[tuple[SessionAnswer, str]]],
+    *,
+    bodies: BodyReader,
+    realm: str,
+) -> Endpoint:
+    """The ``POST`` of an offer (shared with WHEP): ``answer(request, offer, token)`` gives the
+    answer and its session's resource path, sent back as ``201 Created`` with ``Location`` and
+    ``ETag``; a refusal is its code and one-line reason (401s name ``realm``)."""
 
-    async def publish(request: Request) -> Response:
-        stream = request.path_params["stream"]
+    async def post(request: Request) -> Response:
         try:
             token = bearer_token(request)
-            if ingest.token is not None and token is None:
-                # Refuse before reading a body from someone who may not publish.
+            if service.token is not None and token is None:
+                # Refuse before reading a body from someone who may not come in.
                 raise RemoteProtocolError("a bearer token is required", code=401)
             offer = await read_sdp_offer(request, bodies)
-            answer = await ingest.offer(stream, offer, token=token)
+            accepted, location = await answer(request, offer, token)
         except RemoteProtocolError as exc:
-            return _error(exc)
-        headers = {
-            **_CORS,
-            "Location": f"{prefix}/{stream}/{answer.session_id}",
-            "ETag": answer.etag,
-        }
-        return Response(answer.sdp, status_code=201, media_type=SDP, headers=headers)
+            return _refusal(exc, realm)
+        headers = {**_CORS, "Location": location, "ETag": accepted.etag}
+        return Response(accepted.sdp, status_code=201, media_type=SDP, headers=headers)
+
+    return post
+
+
+def session_endpoint(
+    end: Callable[[Request, str | None], Awaitable[None]], *, realm: str
+) -> Endpoint:
+    """``DELETE`` and ``PATCH`` on a session resource (shared with WHEP): ``DELETE`` ends the
+    session with ``end(request, token)``; ``PATCH`` (trickle ICE, ICE restart) is answered 405
+    with ``Allow``, as RFC 9725 lets a session that takes no PATCH do."""
 
     async def session(request: Request) -> Response:
-        stream = request.path_params["stream"]
         if request.method == "PATCH":
             return PlainTextResponse(
                 "trickle ICE and ICE restarts are not supported; "
@@ -110,16 +152,38 @@ def whip_routes(
                 headers={**_CORS, "Allow": "DELETE, OPTIONS"},
             )
         try:
-            await ingest.delete(stream, request.path_params["session"], token=bearer_token(request))
+            await end(request, bearer_token(request))
         except RemoteProtocolError as exc:
-            return _error(exc)
+            return _refusal(exc, realm)
         return PlainTextResponse("session ended\n", headers=_CORS)
 
-    async def preflight(request: Request) -> Response:
-        return Response(status_code=204, headers=_PREFLIGHT)
+    return session
 
+
+async def preflight(request: Request) -> Response:
+    """Answers a CORS preflight on an offer or session resource (shared with WHEP)."""
+    return Response(status_code=204, headers=_PREFLIGHT)
+
+
+def whip_routes(
+    ingest: WhipIngest, *, prefix: str = "/whip", bodies: BodyReader | None = None
+) -> list[Route]:
+    """The WHIP routes under ``prefix``; ``ingest`` must be running (``nursery.start``).
+    ``bodies`` reads the offers (the app's one reader; a new one if None)."""
+
+    async def publish(request: Request, offer: bytes, token: str | None) -> tuple[WhipAnswer, str]:
+        stream = request.path_params["stream"]
+        answer = await ingest.offer(stream, offer, token=token)
+        return answer, f"{prefix}/{stream}/{answer.session_id}"
+
+    async def end(request: Request, token: str | None) -> None:
+        params = request.path_params
+        await ingest.delete(params["stream"], params["session"], token=token)
+
+    post = offer_endpoint(ingest, publish, bodies=bodies or BodyReader(), realm="whip")
+    session = session_endpoint(end, realm="whip")
     return [
-        Route(f"{prefix}/{{stream}}", publish, methods=["POST"]),
+        Route(f"{prefix}/{{stream}}", post, methods=["POST"]),
         Route(f"{prefix}/{{stream}}", preflight, methods=["OPTIONS"]),
         Route(f"{prefix}/{{stream}}/{{session}}", session, methods=["DELETE", "PATCH"]),
         Route(f"{prefix}/{{stream}}/{{session}}", preflight, methods=["OPTIONS"]),

@@ -26,18 +26,25 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
 
 __all__ = [
     "KEEP_EXTRA",
     "MAX_SEGMENT_DURATION",
+    "DiscontinuityMarks",
     "HlsStream",
+    "ListedRendition",
     "MediaPlaylist",
     "PlaylistEntry",
     "RenditionInfo",
+    "StreamEnd",
+    "forget_expired",
+    "next_free_sequence",
     "render_master",
+    "segment_uri",
 ]
 
 KEEP_EXTRA = 4
@@ -47,7 +54,70 @@ MAX_SEGMENT_DURATION = 13.0
 cut without keyframe after 8 s comes at the next packet, and packets are never more than the
 5 s jump limit apart)."""
 _MAX_DISCONTINUITIES = 1024
-"""Discontinuity marks kept at most (the oldest goes first)."""
+"""Discontinuity marks kept at most (the oldest goes first): a rendition that falls this far
+behind lists its segments without them rather than the marks growing without bound."""
+
+
+def segment_uri(seq: int) -> str:
+    """URI of segment ``seq``, relative to its media playlist."""
+    return f"{seq}.ts"
+
+
+def next_free_sequence(listed: Iterable[int], pending: Iterable[Collection[int]]) -> int:
+    """The first sequence number after everything handed in: each rendition's next one to
+    list (``listed``) and whatever waits in its reorder buffer (``pending``)."""
+    return max((*listed, *(max(seqs) + 1 for seqs in pending if seqs)), default=0)
+
+
+def forget_expired(data: dict[int, Any], newest: int, window: int) -> None:
+    """Drops from ``data`` (by sequence number) the segments a player can no longer ask for:
+    more than ``KEEP_EXTRA`` older than a live window of ``window`` ending at ``newest``."""
+    for old in [seq for seq in data if seq < newest - window - KEEP_EXTRA]:
+        del data[old]
+
+
+@attrs.define
+class DiscontinuityMarks:
+    """Sequence numbers listed after EXT-X-DISCONTINUITY, until every rendition is past them.
+
+    Every rendition of a stream lists the tag before a marked segment whenever it gets to it.
+    """
+
+    _marks: set[int] = attrs.Factory(set)
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._marks
+
+    def add(self, seq: int) -> None:
+        """Marks segment ``seq``; past ``_MAX_DISCONTINUITIES`` marks the oldest goes."""
+        self._marks.add(seq)
+        if len(self._marks) > _MAX_DISCONTINUITIES:
+            self._marks.discard(min(self._marks))
+
+    def forget_passed(self, next_seqs: Iterable[int | None]) -> None:
+        """Drops the marks every rendition is past, given the sequence number each one lists
+        next (None: nothing yet)."""
+        if not self._marks:
+            return
+        floor = min(0 if seq is None else seq for seq in next_seqs)
+        if min(self._marks) < floor:
+            self._marks = {seq for seq in self._marks if seq >= floor}
+
+
+@attrs.frozen
+class StreamEnd:
+    """Whether the publisher left, and the last segment it handed to renditions."""
+
+    ending: bool = False
+    """The publisher left."""
+    last_seq: int | None = None
+    """The last segment handed in; None if there was none."""
+
+    def reached(self, next_seq: int | None) -> bool:
+        """Whether a rendition that lists ``next_seq`` next has listed all there will be."""
+        if not self.ending:
+            return False
+        return self.last_seq is None or (next_seq is not None and next_seq > self.last_seq)
 
 
 @attrs.frozen(kw_only=True)
@@ -166,6 +236,14 @@ class _Rendition:
     pending: dict[int, tuple[float, bytes | None, bool]] = attrs.Factory(dict)
     next_seq: int | None = None
 
+    @property
+    def listed(self) -> bool:
+        return bool(self.playlist.entries)
+
+    @property
+    def listed_segments(self) -> int:
+        return len(self.playlist.entries)
+
 
 @attrs.define
 class HlsStream:
@@ -184,10 +262,8 @@ class HlsStream:
     )
     """No segment is listed longer than this many seconds (the segmenter's cut bound)."""
     _renditions: dict[str, _Rendition] = attrs.Factory(dict)
-    _discontinuities: set[int] = attrs.Factory(set)
-    """Sequence numbers listed after EXT-X-DISCONTINUITY, until every rendition is past them."""
-    _ending: bool = False
-    _last_seq: int | None = None
+    _discontinuities: DiscontinuityMarks = attrs.Factory(DiscontinuityMarks)
+    _end: StreamEnd = StreamEnd()
 
     def __attrs_post_init__(self) -> None:
         for name in self.rendition_order:
@@ -207,25 +283,19 @@ class HlsStream:
         self._discontinuities.add(first_seq)
         for r in self._renditions.values():
             r.next_seq = first_seq
-        self._ending = False
-        self._last_seq = None
+        self._end = StreamEnd()
 
     def mark_discontinuity(self, seq: int) -> None:
         """Segment ``seq`` follows a discontinuity: every rendition lists EXT-X-DISCONTINUITY
         before it. Call it before anything of segment ``seq`` is handed in."""
         self._discontinuities.add(seq)
-        if len(self._discontinuities) > _MAX_DISCONTINUITIES:
-            self._discontinuities.discard(min(self._discontinuities))
 
     def next_sequence(self) -> int:
         """The sequence number a restarted stream should continue from."""
-        last = max(
-            (r.next_seq for r in self._renditions.values() if r.next_seq is not None), default=0
+        return next_free_sequence(
+            (r.next_seq for r in self._renditions.values() if r.next_seq is not None),
+            (r.pending for r in self._renditions.values()),
         )
-        pending = max(
-            (max(r.pending) + 1 for r in self._renditions.values() if r.pending), default=0
-        )
-        return max(last, pending)
 
     def has_info(self, rendition: str) -> bool:
         return self._renditions[rendition].info is not None
@@ -244,8 +314,7 @@ class HlsStream:
 
     def end(self, last_seq: int | None) -> None:
         """The publisher left; ``last_seq`` is the last segment handed to renditions."""
-        self._ending = True
-        self._last_seq = last_seq
+        self._end = StreamEnd(ending=True, last_seq=last_seq)
         for r in self._renditions.values():
             self._maybe_end(r)
 
@@ -264,7 +333,7 @@ class HlsStream:
                 PlaylistEntry(
                     seq=seq_now,
                     duration=duration,
-                    uri=f"{seq_now}.ts",
+                    uri=segment_uri(seq_now),
                     discontinuity=disc,
                     gap=payload is None,
                 )
@@ -273,18 +342,13 @@ class HlsStream:
                 r.data[seq_now] = payload
                 if duration > 0:
                     r.peak_bps = max(r.peak_bps, int(len(payload) * 8 / duration))
-            for old in [s for s in r.data if s < seq_now - self.window - KEEP_EXTRA]:
-                del r.data[old]
+            forget_expired(r.data, seq_now, self.window)
             r.next_seq = seq_now + 1
-        floor = min(0 if x.next_seq is None else x.next_seq for x in self._renditions.values())
-        if self._discontinuities and min(self._discontinuities) < floor:
-            self._discontinuities = {s for s in self._discontinuities if s >= floor}
+        self._discontinuities.forget_passed(x.next_seq for x in self._renditions.values())
         self._maybe_end(r)
 
     def _maybe_end(self, r: _Rendition) -> None:
-        if not self._ending:
-            return
-        if self._last_seq is None or (r.next_seq is not None and r.next_seq > self._last_seq):
+        if self._end.reached(r.next_seq):
             r.playlist.end()
 
     def media_playlist(self, rendition: str) -> str | None:
@@ -299,30 +363,42 @@ class HlsStream:
 
     def master_playlist(self) -> str | None:
         """The master playlist: once every rendition has a segment, or the source has three."""
-        source = self._renditions[self.rendition_order[0]]
-        return render_master(
-            self.rendition_order,
-            [
-                (name, r.info, r.peak_bps)
-                for name, r in self._renditions.items()
-                if r.info is not None and r.playlist.entries
-            ],
-            source_segments=len(source.playlist.entries),
-        )
+        return render_master(self.rendition_order, self._renditions)
 
     def renditions_ready(self) -> tuple[str, ...]:
-        return tuple(n for n, r in self._renditions.items() if r.playlist.entries)
+        return tuple(n for n, r in self._renditions.items() if r.listed)
+
+
+class ListedRendition(Protocol):
+    """What the master playlist needs to know of a rendition."""
+
+    @property
+    def info(self) -> RenditionInfo | None: ...
+
+    @property
+    def peak_bps(self) -> int: ...
+
+    @property
+    def listed(self) -> bool:
+        """Whether its media playlist lists anything yet."""
+
+    @property
+    def listed_segments(self) -> int:
+        """How many complete segments its media playlist lists."""
 
 
 def render_master(
-    rendition_order: Sequence[str],
-    ready: Sequence[tuple[str, RenditionInfo, int]],
-    *,
-    source_segments: int,
+    rendition_order: Sequence[str], renditions: Mapping[str, ListedRendition]
 ) -> str | None:
-    """The master playlist over the renditions that have segments, as (name, info, peak bit/s)
-    in ``rendition_order``; None until the source is ready and either every rendition is or
-    the source has three segments (players look once, so the ladder should be there)."""
+    """The master playlist over the renditions that list something and have their info; None
+    until the source (``rendition_order[0]``) is ready and either every rendition is or the
+    source has three segments (players look once, so the ladder should be there)."""
+    ready = [
+        (name, r.info, r.peak_bps)
+        for name, r in renditions.items()
+        if r.info is not None and r.listed
+    ]
+    source_segments = renditions[rendition_order[0]].listed_segments
     if not ready or ready[0][0] != rendition_order[0]:
         return None
     if len(ready) < len(rendition_order) and source_segments < 3:

@@ -42,6 +42,27 @@ SEND_BUFFER_HIGH_WATER = 1024 * 1024
 """``send_all`` parks while a stream has this many bytes aioquic has not sent yet."""
 
 
+class _OneTaskAtATime:
+    """trio's rule for a stream's direction: one task sends (or receives) at a time; a second
+    one gets ``trio.BusyResourceError``. Hold it with ``with``."""
+
+    def __init__(self, doing: str) -> None:
+        self._message = f"another task is {doing} on this QUIC stream"
+        self._held = False
+
+    def check(self) -> None:
+        """Raises ``trio.BusyResourceError`` while another task holds it."""
+        if self._held:
+            raise trio.BusyResourceError(self._message)
+
+    def __enter__(self) -> None:
+        self.check()
+        self._held = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._held = False
+
+
 class QuicStream(trio.abc.HalfCloseableStream):
     """One bidirectional QUIC stream, as a trio stream.
 
@@ -58,14 +79,14 @@ class QuicStream(trio.abc.HalfCloseableStream):
         self._rx_reset: int | None = None  # the peer reset its sending side (code)
         self._rx_done = False  # nothing more will be delivered (EOF read, reset, stopped)
         self._rx_lot = trio.lowlevel.ParkingLot()
-        self._receiving = False
+        self._receiving = _OneTaskAtATime("receiving")
         # send side
         self._tx_written = 0
         self._tx_fin = False  # send_eof() wrote FIN
         self._tx_aborted = False  # we reset our sending side
         self._tx_stopped: int | None = None  # the peer sent STOP_SENDING (code)
         self._tx_lot = trio.lowlevel.ParkingLot()
-        self._sending = False
+        self._sending = _OneTaskAtATime("sending")
         # both
         self._reset_locally = False
         self._closed = False
@@ -108,10 +129,7 @@ class QuicStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data``, parking while too much is waiting to be sent (see module comment)."""
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this QUIC stream")
-        self._sending = True
-        try:
+        with self._sending:
             await trio.lowlevel.checkpoint_if_cancelled()
             view = memoryview(data).cast("B")
             parked = False
@@ -133,28 +151,20 @@ class QuicStream(trio.abc.HalfCloseableStream):
                 self._conn._transmit()
             if not parked:
                 await trio.lowlevel.cancel_shielded_checkpoint()
-        finally:
-            self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
         """Park until ``send_all`` could take data without parking (or would raise)."""
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this QUIC stream")
-        self._sending = True
-        try:
+        with self._sending:
             await trio.lowlevel.checkpoint_if_cancelled()
             if self._may_send():
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
             while not self._may_send():
                 await self._wait_may_send()
-        finally:
-            self._sending = False
 
     async def send_eof(self) -> None:
         """Send FIN: the peer reads ``b""`` after the data sent so far. Idempotent."""
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this QUIC stream")
+        self._sending.check()
         await trio.lowlevel.checkpoint()
         if self._tx_fin and not (self._closed or self._tx_aborted):
             return
@@ -179,10 +189,7 @@ class QuicStream(trio.abc.HalfCloseableStream):
         """
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
-        if self._receiving:
-            raise trio.BusyResourceError("another task is receiving on this QUIC stream")
-        self._receiving = True
-        try:
+        with self._receiving:
             await trio.lowlevel.checkpoint_if_cancelled()
             parked = False
             while True:
@@ -209,8 +216,6 @@ class QuicStream(trio.abc.HalfCloseableStream):
             if not parked:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return data
-        finally:
-            self._receiving = False
 
     def _take(self, max_bytes: int | None) -> bytes:
         chunks = self._rx_chunks

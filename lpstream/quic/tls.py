@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import ssl
+from typing import TypedDict, Unpack
 
 from aioquic.quic.configuration import QuicConfiguration
 from cryptography import x509
@@ -36,6 +37,7 @@ __all__ = [
     "ALPN",
     "DEFAULT_MAX_DATAGRAM_SIZE",
     "LOOPBACK_MAX_DATAGRAM_SIZE",
+    "QuicTransport",
     "client_configuration",
     "make_self_signed_certificate",
     "server_configuration",
@@ -101,53 +103,69 @@ def make_self_signed_certificate(common_name: str = "lpstream") -> tuple[bytes, 
     )
 
 
-def _check_datagram_size(max_datagram_size: int) -> None:
+class QuicTransport(TypedDict, total=False):
+    """How a connection carries data, the same for both ends; a setting left out takes the
+    default named."""
+
+    alpn: str
+    """The application protocol to offer (client) or accept (server); :data:`ALPN`."""
+    idle_timeout: float
+    """Seconds without a packet from the peer before the connection closes; 30."""
+    max_datagram_size: int
+    """QUIC payload per UDP datagram (1200..16384); :data:`DEFAULT_MAX_DATAGRAM_SIZE`."""
+    max_data: int
+    """Initial connection-wide receive window; 16 MiB."""
+    max_stream_data: int
+    """Per-stream receive window (see the module comment); 2 MiB."""
+    congestion_control: str
+    """``"cubic"`` (the default) or ``"reno"``."""
+
+
+def _configuration(
+    transport: QuicTransport, *, is_client: bool, server_name: str | None = None
+) -> QuicConfiguration:
+    unknown = transport.keys() - QuicTransport.__annotations__.keys()
+    if unknown:
+        raise TypeError(f"unknown QUIC transport settings: {', '.join(sorted(unknown))}")
+    max_datagram_size = transport.get("max_datagram_size", DEFAULT_MAX_DATAGRAM_SIZE)
     if not 1200 <= max_datagram_size <= MAX_DATAGRAM_SIZE_CEILING:
         raise ValueError(
             f"max_datagram_size must be between 1200 and {MAX_DATAGRAM_SIZE_CEILING}, "
             f"not {max_datagram_size}"
         )
+    return QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=[transport.get("alpn", ALPN)],
+        idle_timeout=transport.get("idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        max_datagram_size=max_datagram_size,
+        max_data=transport.get("max_data", DEFAULT_MAX_DATA),
+        max_stream_data=transport.get("max_stream_data", DEFAULT_MAX_STREAM_DATA),
+        congestion_control_algorithm=transport.get(
+            "congestion_control", DEFAULT_CONGESTION_CONTROL
+        ),
+        server_name=server_name,
+    )
 
 
 def server_configuration(
     cert_pem: bytes | None = None,
     key_pem: bytes | None = None,
-    *,
-    alpn: str = ALPN,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    max_datagram_size: int = DEFAULT_MAX_DATAGRAM_SIZE,
-    max_data: int = DEFAULT_MAX_DATA,
-    max_stream_data: int = DEFAULT_MAX_STREAM_DATA,
-    congestion_control: str = DEFAULT_CONGESTION_CONTROL,
+    **transport: Unpack[QuicTransport],
 ) -> QuicConfiguration:
     """Build the configuration a node serves QUIC with.
 
     Args:
         cert_pem: the certificate (PEM); a fresh self-signed one when ``None``.
         key_pem: its private key (PEM); required when ``cert_pem`` is given.
-        alpn: the application protocol to accept.
-        idle_timeout: seconds without a packet from the peer before the connection closes.
-        max_datagram_size: QUIC payload per UDP datagram (1200..16384).
-        max_data: initial connection-wide receive window.
-        max_stream_data: per-stream receive window (see the module comment).
-        congestion_control: ``"cubic"`` or ``"reno"``.
+        **transport: see :class:`QuicTransport` (``alpn`` is the protocol to accept).
     """
-    _check_datagram_size(max_datagram_size)
+    configuration = _configuration(transport, is_client=False)
     if cert_pem is None:
         if key_pem is not None:
             raise ValueError("key_pem given without cert_pem")
         cert_pem, key_pem = make_self_signed_certificate()
     elif key_pem is None:
         raise ValueError("cert_pem given without key_pem")
-    configuration = QuicConfiguration(
-        is_client=False,
-        alpn_protocols=[alpn],
-        idle_timeout=idle_timeout,
-        max_datagram_size=max_datagram_size,
-        max_data=max_data,
-        max_stream_data=max_stream_data,
-        congestion_control_algorithm=congestion_control,
-    )
     certificates = x509.load_pem_x509_certificates(cert_pem)
     configuration.certificate = certificates[0]
     configuration.certificate_chain = certificates[1:]
@@ -157,15 +175,10 @@ def server_configuration(
 
 def client_configuration(
     *,
-    alpn: str = ALPN,
     verify: bool = False,
     cadata: bytes | None = None,
     server_name: str | None = None,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    max_datagram_size: int = DEFAULT_MAX_DATAGRAM_SIZE,
-    max_data: int = DEFAULT_MAX_DATA,
-    max_stream_data: int = DEFAULT_MAX_STREAM_DATA,
-    congestion_control: str = DEFAULT_CONGESTION_CONTROL,
+    **transport: Unpack[QuicTransport],
 ) -> QuicConfiguration:
     """Build the configuration a node dials QUIC with.
 
@@ -173,28 +186,13 @@ def client_configuration(
     the Web PKI, so certificates are not verified unless asked.
 
     Args:
-        alpn: the application protocol to offer.
         verify: verify the server's certificate chain and name.
         cadata: PEM certificates to trust when verifying (a pinned self-signed certificate);
             the system store when ``None``.
         server_name: the name to send (SNI) and verify; the host dialled when ``None``.
-        idle_timeout: seconds without a packet from the peer before the connection closes.
-        max_datagram_size: QUIC payload per UDP datagram (1200..16384).
-        max_data: initial connection-wide receive window.
-        max_stream_data: per-stream receive window (see the module comment).
-        congestion_control: ``"cubic"`` or ``"reno"``.
+        **transport: see :class:`QuicTransport` (``alpn`` is the protocol to offer).
     """
-    _check_datagram_size(max_datagram_size)
-    configuration = QuicConfiguration(
-        is_client=True,
-        alpn_protocols=[alpn],
-        idle_timeout=idle_timeout,
-        max_datagram_size=max_datagram_size,
-        max_data=max_data,
-        max_stream_data=max_stream_data,
-        congestion_control_algorithm=congestion_control,
-        server_name=server_name,
-    )
+    configuration = _configuration(transport, is_client=True, server_name=server_name)
     if verify:
         configuration.verify_mode = ssl.CERT_REQUIRED
         if cadata is not None:

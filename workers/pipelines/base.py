@@ -23,7 +23,14 @@ from .params import Params, ParamSpec
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Pipeline", "PipelineContext", "PipelineSpec", "RgbPipeline", "YuvPipeline"]
+__all__ = [
+    "ModelPipeline",
+    "Pipeline",
+    "PipelineContext",
+    "PipelineSpec",
+    "RgbPipeline",
+    "YuvPipeline",
+]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -99,3 +106,38 @@ class YuvPipeline(Pipeline):
     @abc.abstractmethod
     def process(self, frames: YuvBatch, params: Params) -> YuvBatch:
         """Returns the output planes, same shapes (new tensors, or the input unchanged)."""
+
+
+class ModelPipeline(RgbPipeline):
+    """An RGB pipeline around a model read from the path in its ``model`` parameter.
+
+    ``prepare`` loads the model onto the runner's device and ``update`` loads it again when
+    the path changes; a subclass declares the ``model`` parameter and says how to load.
+    """
+
+    def __init__(self) -> None:
+        self._device = "cpu"
+        """The runner's torch device, from ``prepare`` on."""
+        self._path: str | None = None
+        """The path of the model loaded now."""
+
+    def prepare(self, context: PipelineContext, params: Params) -> None:
+        self._device = context.device
+        self._load(params.get_str("model"))
+
+    def update(self, params: Params) -> None:
+        path = params.get_str("model")
+        if path != self._path:
+            self._load(path)
+
+    @abc.abstractmethod
+    def load_model(self, path: str) -> None:
+        """Loads the model at ``path`` onto ``self._device``, replacing the one loaded.
+
+        Raises:
+            PipelineError: the path does not hold a model this pipeline runs.
+        """
+
+    def _load(self, path: str) -> None:
+        self.load_model(path)
+        self._path = path

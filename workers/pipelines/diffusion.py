@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from workers.pipelines.base import PipelineContext, PipelineSpec, RgbPipeline
+from workers.pipelines.base import ModelPipeline, PipelineSpec
 from workers.pipelines.params import (
     FloatParam,
     IntParam,
@@ -176,7 +176,7 @@ def load_img2img(path: str, device: str = "cpu") -> Any:
     return pipe.to(device)
 
 
-class Img2ImgDiffusionPipeline(RgbPipeline):
+class Img2ImgDiffusionPipeline(ModelPipeline):
     """Diffusion img2img on each batch, with the prompt embedded once per change."""
 
     spec: ClassVar[PipelineSpec] = PipelineSpec(
@@ -217,9 +217,8 @@ class Img2ImgDiffusionPipeline(RgbPipeline):
     )
 
     def __init__(self) -> None:
-        self._device = "cpu"
+        super().__init__()
         self._pipe: Any = None
-        self._path: str | None = None
         self._prompt: str | None = None
         self._embeds: tuple[torch.Tensor, torch.Tensor] | None = None
         self._custom_timesteps = False
@@ -235,14 +234,8 @@ class Img2ImgDiffusionPipeline(RgbPipeline):
     def statistics(self) -> DiffusionStatistics:
         return DiffusionStatistics(loads=self._loads, prompt_encodings=self._encodings)
 
-    def prepare(self, context: PipelineContext, params: Params) -> None:
-        self._device = context.device
-        self._load(params.get_str("model"))
-
     def update(self, params: Params) -> None:
-        path = params.get_str("model")
-        if path != self._path:
-            self._load(path)
+        super().update(params)
         prompt = params.get_str("prompt")
         if prompt != self._prompt or self._embeds is None:
             self._embeds = self._encode(prompt)
@@ -291,9 +284,8 @@ class Img2ImgDiffusionPipeline(RgbPipeline):
         self._pipe = None
         self._embeds = None
 
-    def _load(self, path: str) -> None:
+    def load_model(self, path: str) -> None:
         self._pipe = load_img2img(path, self._device)
-        self._path = path
         scheduler = self._pipe.scheduler
         self._custom_timesteps = takes_custom_timesteps(scheduler)
         self._train_steps = int(scheduler.config.num_train_timesteps)

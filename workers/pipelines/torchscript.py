@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from workers.pipelines.base import PipelineContext, PipelineSpec, RgbPipeline
+from workers.pipelines.base import ModelPipeline, PipelineSpec
 from workers.pipelines.params import Params, PathParam, PipelineError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def load_torchscript(path: str, device: str = "cpu") -> torch.jit.ScriptModule:
     return module
 
 
-class TorchScriptPipeline(RgbPipeline):
+class TorchScriptPipeline(ModelPipeline):
     """Runs a TorchScript image-to-image module on each batch."""
 
     spec: ClassVar[PipelineSpec] = PipelineSpec(
@@ -56,18 +56,8 @@ class TorchScriptPipeline(RgbPipeline):
     )
 
     def __init__(self) -> None:
-        self._device = "cpu"
-        self._path: str | None = None
+        super().__init__()
         self._module: torch.jit.ScriptModule | None = None
-
-    def prepare(self, context: PipelineContext, params: Params) -> None:
-        self._device = context.device
-        self._load(params.get_str("model"))
-
-    def update(self, params: Params) -> None:
-        path = params.get_str("model")
-        if path != self._path:
-            self._load(path)
 
     def process(self, frames: torch.Tensor, params: Params) -> torch.Tensor:
         import torch
@@ -85,6 +75,5 @@ class TorchScriptPipeline(RgbPipeline):
     def stop(self) -> None:
         self._module = None
 
-    def _load(self, path: str) -> None:
+    def load_model(self, path: str) -> None:
         self._module = load_torchscript(path, self._device)
-        self._path = path

@@ -1,0 +1,170 @@
+"""Each segment's MPEG-TS file, remuxed by PyAV from the stream's packets.
+
+How this works:
+
+* Each segment is its own MPEG-TS file (PAT/PMT first) written by PyAV's muxer. The output
+  streams are created from "template" streams that PyAV reads out of a tiny in-memory FLV
+  holding just the codec configurations, so no encoder is ever opened: this is a remux.
+  Packet timestamps are carried over as given (on the segmenter's output timeline), so they
+  run on across segments.
+* Each packet is written out as soon as it is muxed, and each video PES says its length, so a
+  reader downstream (a worker decoding while the segment uploads, an LL-HLS part) can take a
+  frame as soon as it is in.
+* Video goes through FFmpeg's AVCC to Annex B filter here rather than the one the MPEG-TS
+  muxer would add by itself: the muxer adds its own only if a segment's first packet looks
+  like AVCC, and then passes every later packet on unconverted, so one damaged first packet
+  would make the whole segment unplayable. Here the filter refuses a packet whose NAL lengths
+  do not add up, and only that packet is lost (:class:`PacketRefused`).
+* FFmpeg's errors are translated here and nowhere else: a configuration or a muxer that cannot
+  be used is a ``MediaError``; a packet or a trailer it refuses is :class:`PacketRefused`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import attrs
+import av
+
+from lpstream.errors import MediaError
+from lpstream.media import CodecConfig, MediaPacket, TrackKind
+
+__all__ = ["CodecTemplates", "PacketRefused", "SegmentMuxer", "usable_templates"]
+
+_MS = Fraction(1, 1000)
+_MUX_OPTIONS = {"omit_video_pes_length": "0", "flush_packets": "1"}
+"""Write each packet out at once (not when a 32 KiB buffer fills: 130 ms of 720p), and give
+each video PES its length."""
+
+
+class PacketRefused(Exception):
+    """The muxer refused a packet (or could not finish a segment); the message says why."""
+
+
+@attrs.frozen
+class CodecTemplates:
+    """PyAV input streams describing the stream's codecs, for ``add_stream_from_template``."""
+
+    video: Any
+    audio: Any
+    """None for a stream without audio configuration."""
+
+
+def usable_templates(video: CodecConfig, audio: CodecConfig | None) -> CodecTemplates:
+    """Templates for the codec configurations, checked the way they will be used: FFmpeg's
+    AVCC to Annex B filter must accept the H.264 configuration (else it would refuse every
+    packet).
+
+    Raises:
+        MediaError: a configuration cannot be read or used.
+    """
+    templates = _template_streams(video, audio)
+    try:
+        av.BitStreamFilterContext("h264_mp4toannexb", in_stream=templates.video)
+    except av.FFmpegError as exc:
+        raise MediaError(f"the H.264 configuration record cannot be used: {exc}") from exc
+    return templates
+
+
+def _flv_tag(tag_type: int, payload: bytes) -> bytes:
+    size = len(payload)
+    header = bytes([tag_type]) + size.to_bytes(3, "big") + b"\x00\x00\x00\x00" + b"\x00\x00\x00"
+    return header + payload + (11 + size).to_bytes(4, "big")
+
+
+def _template_streams(video: CodecConfig, audio: CodecConfig | None) -> CodecTemplates:
+    flags = 0x05 if audio is not None else 0x01
+    flv = b"FLV\x01" + bytes([flags]) + b"\x00\x00\x00\x09\x00\x00\x00\x00"
+    flv += _flv_tag(9, b"\x17\x00\x00\x00\x00" + video.data)
+    if audio is not None:
+        flv += _flv_tag(8, b"\xaf\x00" + audio.data)
+    try:
+        container = av.open(
+            io.BytesIO(flv), format="flv", options={"probesize": "32", "analyzeduration": "0"}
+        )
+    except av.FFmpegError as exc:
+        raise MediaError(f"codec configuration is not usable: {exc}") from exc
+    v = container.streams.video[0] if container.streams.video else None
+    a = container.streams.audio[0] if (audio is not None and container.streams.audio) else None
+    if v is None:
+        raise MediaError("the H.264 configuration record could not be read")
+    return CodecTemplates(video=v, audio=a)
+
+
+class _Sink(io.RawIOBase):
+    """A write-only file whose bytes go to a callback."""
+
+    def __init__(self, on_write: Callable[[bytes], None]) -> None:
+        self._on_write = on_write
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        if data:
+            self._on_write(data)
+        return len(data)
+
+
+class SegmentMuxer:
+    """The MPEG-TS muxer of one segment, writing to ``on_write`` as it goes."""
+
+    def __init__(self, templates: CodecTemplates, on_write: Callable[[bytes], None]) -> None:
+        """Opens the muxer with a video stream, and an audio stream if there is a template.
+
+        Raises:
+            MediaError: FFmpeg cannot start the segment.
+        """
+        try:
+            self._container: Any = av.open(
+                _Sink(on_write), mode="w", format="mpegts", container_options=_MUX_OPTIONS
+            )
+            self._annexb: Any = av.BitStreamFilterContext(
+                "h264_mp4toannexb", in_stream=templates.video
+            )
+            self._video: Any = self._container.add_stream_from_template(templates.video)
+            self._audio: Any = None
+            if templates.audio:
+                self._audio = self._container.add_stream_from_template(templates.audio)
+        except av.FFmpegError as exc:
+            raise MediaError(f"cannot start MPEG-TS segment: {exc}") from exc
+
+    @property
+    def has_audio(self) -> bool:
+        return self._audio is not None
+
+    def mux(self, packet: MediaPacket) -> None:
+        """Muxes a packet (its track must be in the segment).
+
+        Raises:
+            PacketRefused: the filter or the muxer refused it; nothing of it was written.
+        """
+        out = av.Packet(packet.data)
+        out.dts = packet.dts
+        out.pts = packet.pts
+        out.time_base = _MS
+        out.is_keyframe = packet.keyframe
+        video = packet.kind is TrackKind.VIDEO
+        stream = self._video if video else self._audio
+        try:
+            for item in self._annexb.filter(out) if video else [out]:
+                item.time_base = _MS
+                item.stream = stream
+                self._container.mux(item)
+        except av.FFmpegError as exc:
+            raise PacketRefused(str(exc)) from exc
+
+    def close(self) -> None:
+        """Writes the segment's end.
+
+        Raises:
+            PacketRefused: it did not finish cleanly; what was written stays.
+        """
+        try:
+            self._container.close()
+        except av.FFmpegError as exc:
+            raise PacketRefused(str(exc)) from exc

@@ -1,0 +1,178 @@
+"""The settings of what broadcasters and viewers reach: ingest, playback, who may publish and
+watch, the HTTP server, and what one publisher or client may cost."""
+
+from __future__ import annotations
+
+import attrs
+
+from lpstream.config.setting import address_setting, setting
+from lpstream.config.values import (
+    HostPort,
+    bitrate_text,
+    memory_budget_text,
+    parse_bitrate,
+    parse_memory_budget,
+    parse_pixels,
+    pixels_text,
+    sized,
+)
+
+__all__ = ["AccessSection", "HttpSection", "IngestSection", "LimitsSection", "PlaybackSection"]
+
+
+@attrs.frozen(kw_only=True)
+class IngestSection:
+    """Where broadcasters publish and how their streams are cut."""
+
+    rtmp_addr: HostPort = address_setting(  # noqa: RUF009 (a field specifier)
+        HostPort("127.0.0.1", 1935),
+        "Where broadcasters push RTMP: rtmp://HOST:PORT/live/{stream}.",
+    )
+    whip_host: tuple[str, ...] = setting(
+        (),
+        "Address to offer as a WHIP and WHEP ICE host candidate (repeat); default: every "
+        "interface address but loopback. Use the public address behind a port forward, "
+        "127.0.0.1 on one machine.",
+        multiple=True,
+    )
+    segment_duration: float = setting(
+        2.0,
+        "Target segment length in seconds (segments are cut at keyframes).",
+        kind=float,
+        low=0.5,
+        high=10.0,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class PlaybackSection:
+    """What viewers get: the ladder, LL-HLS parts, WebRTC viewers, how long an ended stream
+    stays."""
+
+    profiles: str | None = setting(
+        None,
+        "JSON file with the transcoding ladder (go-livepeer format); default 360p + 240p.",
+    )
+    part_target: float = setting(
+        0.2,
+        "LL-HLS part length in seconds (parts are cut at frames; players get the source "
+        "rendition part by part and hold back 3 parts: 0.2 s parts keep hls.js about 1.2 s "
+        "behind the camera).",
+        kind=float,
+        low=0.1,
+        high=1.0,
+    )
+    whep_max_sessions: int = setting(
+        100,
+        "WHEP (WebRTC) viewers this node serves at once; more get 503 (0 refuses all).",
+        kind=int,
+        low=0,
+    )
+    end_linger: float = setting(
+        60.0,
+        "Seconds an ended stream's playlists and segments stay served (and in memory); a "
+        "publish of the same name within it continues them.",
+        kind=float,
+        low=0,
+        high=3600,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class AccessSection:
+    """Who may publish and watch (publish keys, JWTs and API tokens join these)."""
+
+    whip_token: str | None = setting(
+        None,
+        "Bearer token WHIP publishers must send (Authorization: Bearer ...); default: none.",
+        secret=True,
+    )
+    whep_token: str | None = setting(
+        None,
+        "Bearer token WHEP viewers must send (Authorization: Bearer ...); default: none, "
+        "anyone may watch (as with HLS).",
+        secret=True,
+    )
+
+
+_SECONDS = {"kind": float, "low": 0.5, "high": 3600}
+
+
+@attrs.frozen(kw_only=True)
+class HttpSection:
+    """The HTTP server and what one client may cost it."""
+
+    http_addr: HostPort | None = address_setting(  # noqa: RUF009 (a field specifier)
+        HostPort("127.0.0.1", 8935),
+        "HTTP for playback (/hls, /whep, /watch), WHIP ingest (/whip), /api/status and /metrics.",
+    )
+    http_max_connections: int = setting(
+        1024,
+        "HTTP connections open at once (WebSockets included); 32 more are answered 503, the "
+        "rest wait. Lowered to fit the open-file limit (raised to the hard limit at start), "
+        "with 256 descriptors kept for the rest of the node.",
+        kind=int,
+        low=8,
+    )
+    http_keep_alive_timeout: float = setting(
+        5.0,
+        "Seconds an idle HTTP connection is kept, and the most a client may take to send a "
+        "request's headers.",
+        **_SECONDS,
+    )
+    http_send_timeout: float = setting(
+        30.0,
+        "Seconds a write may wait for an HTTP client to read before it is dropped.",
+        **_SECONDS,
+    )
+    http_body_timeout: float = setting(
+        10.0,
+        "Seconds an HTTP request body may take to arrive whole; slower ones get 408.",
+        **_SECONDS,
+    )
+    http_max_uploads: int = setting(
+        64,
+        "HTTP request bodies (WHIP/WHEP offers, AI starts) being received at once, "
+        "node-wide; more get 503.",
+        kind=int,
+        low=1,
+    )
+    http_dead_peer_timeout: float = setting(
+        60.0,
+        "Seconds until an HTTP connection whose client vanished without closing is dropped "
+        "(TCP keepalive probes it from half of this on).",
+        **_SECONDS,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class LimitsSection:
+    """What publishers may send and how much memory the node may take."""
+
+    max_ingest_pixels: int = setting(
+        4096 * 2304,
+        "Largest picture a publisher may send, as WIDTHxHEIGHT or a pixel count (0: none); a "
+        "larger one is refused at its first frame.",
+        kind=int,
+        parse=sized(parse_pixels),
+        show=pixels_text,
+    )
+    max_ingest_bitrate: int = setting(
+        60_000_000,
+        "Most bits per second one publisher may send, averaged over 2 s (e.g. 60M, 8000k; 0: "
+        "none). Over it the publish is stopped with a clear error; a segment is limited to "
+        "what 8 s at this rate (plus 2 s of burst, plus 10%) can fill.",
+        kind=int,
+        parse=sized(parse_bitrate),
+        show=bitrate_text,
+    )
+    memory_budget: int | None = setting(
+        None,
+        "Resident memory (e.g. 4G, 512M; 0: none) above which new work is refused (a new "
+        "stream: RTMP error or HTTP 503; a live AI session or an orchestrator job: 503) "
+        "instead of the process growing; auto: 75% of the machine's (or the container's) "
+        "memory.",
+        kind=int,
+        parse=parse_memory_budget,
+        show=memory_budget_text,
+    )
