@@ -18,7 +18,7 @@ import attrs
 import click
 
 import lpstream
-from lpstream.account_cli import account, chain
+from lpstream.account import account, chain
 from lpstream.cliopts import F, config_option, flag, option, run_until_stopped
 from lpstream.config import ROLE_DEFAULTS, SECTIONS, Config, dump_toml
 from lpstream.config.values import address

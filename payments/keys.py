@@ -19,6 +19,7 @@ from eth_account import Account
 
 from lpstream.errors import ConfigError
 
+from .fsync import fsync_folder
 from .pm import address_of, to_checksum_address
 
 __all__ = [
@@ -122,7 +123,7 @@ def create_keystore(
                 ) from None
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_folder(target.parent)
+        fsync_folder(target.parent)
     except OSError as exc:
         raise KeystoreError(f"cannot write keystore {target}: {exc.strerror or exc}") from exc
     return key.address
@@ -239,16 +240,3 @@ def _random_private_key() -> bytes:
         except ValueError:
             continue  # zero or not below the curve order: astronomically rare
         return candidate
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

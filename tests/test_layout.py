@@ -14,7 +14,10 @@ EDGES = ("ingest", "workers", "payments")
 SANS_IO = [
     *sorted((ROOT / "lpstream" / "wire").glob("*.py")),
     *sorted((ROOT / "lpstream" / "media").glob("*.py")),
-    *[ROOT / "ingest" / "rtmp" / f"{m}.py" for m in ("protocol", "chunk", "amf0", "handshake")],
+    *[
+        ROOT / "ingest" / "rtmp" / f"{m}.py"
+        for m in ("protocol", "chunk", "amf0", "handshake", "events", "flv", "commands")
+    ],
     ROOT / "lpstream" / "playback" / "hls.py",
     *[
         ROOT / "lpstream" / "playback" / f"llhls{m}.py"

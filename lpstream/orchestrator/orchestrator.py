@@ -3,16 +3,15 @@
 How this works:
 
 * Every QUIC connection is served by ``handle_connection``. Each stream a peer opens starts
-  with one frame whose type says what the stream is: JOB (a gateway's segment), GET_INFO or
-  PING (control), or WORKER_HELLO (a remote worker registering; it must carry the
-  orchestrator's secret, otherwise it gets ERROR 403 and the connection is closed).
+  with one frame whose type says what the stream is: JOB (a gateway's segment), or a control
+  message: GET_INFO or PING, LIVE_OPEN, or WORKER_HELLO (a remote worker registering; it must
+  carry the orchestrator's secret, otherwise it gets ERROR 403 and the connection is closed).
 * Workers are the in-process ``LocalWorker`` and ``RemoteWorker``s (one per registered
-  connection). A remote worker's jobs go to it on streams the orchestrator opens on the
-  worker's own connection.
-* Capacity is counted in sessions, as in go-livepeer: a (stream, session) pair is pinned to a
-  worker while it keeps sending segments and is forgotten after ``session_ttl`` of silence.
-  A new session when every worker's sessions are taken is answered 503 at once: work is
-  refused, never queued without bound.
+  connection), kept with the sessions pinned to them in a ``WorkerPool``
+  (``lpstream.orchestrator.workers``): capacity is counted in sessions, as in go-livepeer, and
+  a new session when every worker's sessions are taken is answered 503 at once.
+* Control streams (info, pings, live AI control, worker sign-up) are served by
+  ``lpstream.orchestrator.control``.
 * The segment a job uploads is kept in a ``SegmentBuffer``, so if a worker dies or fails the
   job is given, from the first byte, to another worker; the gateway sees one answer. What
   uploads may hold is bounded by ``UploadBudget`` (``lpstream.orchestrator.uploads``): per job
@@ -34,134 +33,43 @@ How this works:
 
 from __future__ import annotations
 
-import contextlib
-import hmac
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import attrs
 import trio
 
 import lpstream
 from lpstream.budget import MemoryBudget, trim_freed_memory
-from lpstream.errors import (
-    BusyError,
-    LpstreamError,
-    MediaError,
-    ProtocolError,
-    RemoteProtocolError,
-    TransportError,
-)
-from lpstream.jobs import (
-    JobError,
-    JobOutput,
-    Prepended,
-    Relay,
-    ResultSink,
-    request_job,
-    request_update,
-    serve_job,
-)
-from lpstream.keepalive import ping_until_silent
+from lpstream.errors import BusyError, MediaError, RemoteProtocolError, TransportError
+from lpstream.jobs import JobError, JobOutput, Prepended, ResultSink, serve_job
 from lpstream.metrics import Metrics
-from lpstream.orchestrator.live import LiveAccounts, serve_live_control
+from lpstream.orchestrator.control import CONTROL_TIMEOUT, finish_stream, serve_control
+from lpstream.orchestrator.live import LiveAccounts
 from lpstream.orchestrator.payments import PaymentReceiver
 from lpstream.orchestrator.status import OrchestratorStatus, WorkerStatus
 from lpstream.orchestrator.uploads import TRIM_AFTER_BYTES, UploadBudget
+from lpstream.orchestrator.workers import RemoteWorker, SessionKey, Worker, WorkerPool
 from lpstream.quic import QuicConnectionHandle, QuicStream
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import (
     MAX_CAPABILITIES,
-    Error,
     FrameType,
-    GetInfo,
     Job,
-    LiveOpen,
     LiveUpdate,
     LiveUpdated,
-    MessageStream,
     OrchInfo,
-    Ping,
     PipelineOffer,
-    Pong,
     WorkerHello,
-    WorkerWelcome,
 )
 from lpstream.worker.local import LocalWorker
 from payments.pm import Payment
 
-__all__ = ["Orchestrator", "RemoteWorker", "Worker"]
+__all__ = ["CONTROL_TIMEOUT", "Orchestrator", "RemoteWorker", "Worker"]
 
 log = logging.getLogger("lpstream.orchestrator")
-
-CONTROL_TIMEOUT = 10.0
-"""Seconds a control stream may stay silent before it is closed."""
-
-
-class Worker(Protocol):
-    """Something that transcodes: the local worker or a remote one."""
-
-    worker_id: str
-    capacity: int
-
-    def capabilities(self) -> tuple[str, ...]: ...
-
-    async def run_job(
-        self, job: Job, source: SegmentBuffer, relay: Relay | None = None
-    ) -> Sequence[JobOutput]: ...
-
-    async def update_live(
-        self, stream_id: str, session_id: str, params: Mapping[str, object]
-    ) -> LiveUpdated: ...
-
-
-@attrs.define
-class RemoteWorker:
-    """A worker process that dialled in and registered with the secret."""
-
-    worker_id: str
-    capacity: int
-    connection: QuicConnectionHandle
-    offered: tuple[str, ...] = ("transcode:h264",)
-    """The capabilities its WORKER_HELLO listed."""
-    response_timeout: float = 20.0
-
-    def capabilities(self) -> tuple[str, ...]:
-        return self.offered
-
-    async def run_job(
-        self, job: Job, source: SegmentBuffer, relay: Relay | None = None
-    ) -> Sequence[JobOutput]:
-        stream = await self.connection.open_stream()
-        try:
-            result = await request_job(
-                stream, job, source, response_timeout=self.response_timeout, relay=relay
-            )
-            return result.outputs
-        finally:
-            await stream.aclose()
-
-    async def update_live(
-        self, stream_id: str, session_id: str, params: Mapping[str, object]
-    ) -> LiveUpdated:
-        stream = await self.connection.open_stream()
-        try:
-            update = LiveUpdate(
-                stream_id=stream_id,
-                session_id=session_id,
-                params={k: v for k, v in params.items() if isinstance(v, str | int | float)},
-            )
-            return await request_update(stream, update)
-        finally:
-            await stream.aclose()
-
-
-@attrs.define
-class _Session:
-    worker_id: str
-    last_used: float
 
 
 @attrs.define
@@ -199,9 +107,9 @@ class Orchestrator:
     """The node-wide memory budget (``--memory-budget``): over it, new sessions (a job for a
     session that holds no worker yet, a LIVE_OPEN) are refused with 503."""
     live: LiveAccounts = attrs.field(init=False)
-    _workers: dict[str, Worker] = attrs.Factory(dict)
-    _sessions: dict[tuple[str, str], _Session] = attrs.Factory(dict)
-    _ids: Any = attrs.Factory(lambda: itertools.count(1))
+    pool: WorkerPool = attrs.field(init=False, factory=WorkerPool)
+    """The workers and the sessions pinned to them."""
+    _ids: Iterator[int] = attrs.Factory(lambda: itertools.count(1))
     _jobs_in_flight: int = 0
     _connections: set[QuicConnectionHandle] = attrs.Factory(set)
     _trimmed_at: int = 0
@@ -214,7 +122,7 @@ class Orchestrator:
             default_price=self.default_pipeline_price,
         )
         if self.local is not None:
-            self._workers[self.local.worker_id] = self.local
+            self.pool.add(self.local)
         for name, help_text in [
             ("jobs_total", "Jobs answered, by outcome."),
             ("worker_failures_total", "Jobs a worker failed (then retried elsewhere)."),
@@ -233,59 +141,53 @@ class Orchestrator:
 
     @property
     def capacity(self) -> int:
-        return sum(w.capacity for w in self._workers.values())
+        return self.pool.capacity
 
     def _expire_sessions(self, now: float) -> None:
         if self.local is not None:
             self.local.live.expire(now)  # idle live AI sessions free their models
-        for key, session in list(self._sessions.items()):
-            if now - session.last_used > self.session_ttl or session.worker_id not in self._workers:
-                del self._sessions[key]
+        self.pool.expire(now, self.session_ttl)
 
-    def _load(self, worker_id: str) -> int:
-        return sum(1 for s in self._sessions.values() if s.worker_id == worker_id)
-
-    def _check_room(self, key: tuple[str, str]) -> None:
+    def _check_room(self, key: SessionKey) -> None:
         """Raises ``BusyError`` unless ``key``'s session has a worker or one has room (and a
         new session ``ProtocolError`` 503 while the node is over its memory budget)."""
         self._expire_sessions(trio.current_time())
-        session = self._sessions.get(key)
-        if session is not None and session.worker_id in self._workers:
+        if self.pool.holder(key) is not None:
             return
         self.memory.check("a new session")  # work already running is never cut
-        if not self._workers:
-            raise BusyError("no workers are registered")
-        if all(self._load(w.worker_id) >= w.capacity for w in self._workers.values()):
-            raise BusyError(f"busy: all {self.capacity} sessions are in use")
+        self.pool.check_room()
 
-    def _assign(self, key: tuple[str, str], exclude: set[str], need: str = "") -> Worker:
+    def _assign(self, key: SessionKey, exclude: set[str], need: str = "") -> Worker:
         now = trio.current_time()
         self._expire_sessions(now)
-        session = self._sessions.get(key)
-        if session is not None and session.worker_id not in exclude:
-            session.last_used = now
-            return self._workers[session.worker_id]
-        candidates = [
-            w
-            for w in self._workers.values()
-            if w.worker_id not in exclude
-            and self._load(w.worker_id) < w.capacity
-            and (not need or need in w.capabilities())
-        ]
-        if not candidates:
-            if not self._workers:
-                raise BusyError("no workers are registered")
-            if need and not any(need in w.capabilities() for w in self._workers.values()):
-                raise RemoteProtocolError(f"no worker here offers {need}", code=400)
-            raise BusyError(f"busy: all {self.capacity} sessions are in use")
-        worker = max(candidates, key=lambda w: w.capacity - self._load(w.worker_id))
-        self._sessions[key] = _Session(worker_id=worker.worker_id, last_used=now)
+        pinned = self.pool.holder(key)
+        worker = self.pool.assign(key, now, exclude, need)
+        if pinned is None or pinned.worker_id in exclude:  # a new session was pinned
+            self._update_gauges()
+        return worker
+
+    def add_remote_worker(
+        self, connection: QuicConnectionHandle, hello: WorkerHello
+    ) -> RemoteWorker:
+        """Registers the worker that sent ``hello`` on ``connection`` (its secret checked)."""
+        worker = RemoteWorker(
+            worker_id=f"remote-{next(self._ids)}",
+            capacity=max(1, hello.capacity),
+            connection=connection,
+            offered=hello.capabilities,
+        )
+        self.pool.add(worker)
         self._update_gauges()
         return worker
 
+    def remove_worker(self, worker_id: str) -> None:
+        """Forgets a worker that left; its sessions move to other workers."""
+        self.pool.remove(worker_id)
+        self._update_gauges()
+
     def _update_gauges(self) -> None:
-        self.metrics.set("workers", len(self._workers))
-        self.metrics.set("sessions", len(self._sessions))
+        self.metrics.set("workers", len(self.pool))
+        self.metrics.set("sessions", self.pool.sessions)
         self.metrics.set("capacity", self.capacity)
 
     # -- jobs -------------------------------------------------------------------------------
@@ -347,7 +249,7 @@ class Orchestrator:
                         job.seq,
                         exc,
                     )
-                    self._sessions.pop(key, None)
+                    self.pool.release(key)
                     continue
                 self.metrics.inc("transcode_seconds_total", trio.current_time() - started)
                 self.metrics.inc("jobs_total", outcome="ok")
@@ -377,7 +279,7 @@ class Orchestrator:
             version=lpstream.__version__,
             capabilities=self.capabilities()[:MAX_CAPABILITIES],
             capacity=self.capacity,
-            in_use=len(self._sessions),
+            in_use=self.pool.sessions,
             pipelines=tuple(
                 PipelineOffer(name=name, price_per_second=self.live_accounts().price_of(name))
                 for name in self.pipelines()
@@ -393,8 +295,7 @@ class Orchestrator:
     def capabilities(self) -> tuple[str, ...]:
         """What the registered workers offer together, sorted; transcoding always (a node
         whose workers are still joining takes work as before: 503 until one has room)."""
-        offered = {c for w in self._workers.values() for c in w.capabilities()}
-        return tuple(sorted(offered | {"transcode:h264"}))
+        return self.pool.capabilities()
 
     def pipelines(self) -> list[str]:
         """Names of the live AI pipelines some worker runs."""
@@ -408,8 +309,7 @@ class Orchestrator:
             RemoteProtocolError: 404 when no job of the session has reached a worker, or as
                 the worker answered.
         """
-        session = self._sessions.get((update.stream_id, update.session_id))
-        worker = self._workers.get(session.worker_id) if session is not None else None
+        worker = self.pool.holder((update.stream_id, update.session_id))
         if worker is None:
             raise RemoteProtocolError(
                 f"session {update.session_id} has no running job to change", code=404
@@ -420,11 +320,11 @@ class Orchestrator:
         self._expire_sessions(trio.current_time())
         return OrchestratorStatus(
             workers={
-                w.worker_id: WorkerStatus(capacity=w.capacity, sessions=self._load(w.worker_id))
-                for w in self._workers.values()
+                w.worker_id: WorkerStatus(capacity=w.capacity, sessions=self.pool.load(w.worker_id))
+                for w in self.pool
             },
             capacity=self.capacity,
-            sessions=len(self._sessions),
+            sessions=self.pool.sessions,
             jobs_in_flight=self._jobs_in_flight,
             uploads=self.budget.statistics(),
             connections=len(self._connections),
@@ -475,7 +375,7 @@ class Orchestrator:
             await stream.aclose()
             return
         if not first:
-            await _finish(stream)
+            await finish_stream(stream)
             return
         if first[0] == FrameType.JOB:
 
@@ -498,7 +398,7 @@ class Orchestrator:
             finally:
                 self._give_back_memory()
         else:
-            await self._control(connection, stream, first, peer)
+            await serve_control(self, connection, stream, first, peer)
 
     def _give_back_memory(self) -> None:
         """Returns the memory freed by ended uploads to the system once ``trim_after_bytes``
@@ -514,137 +414,3 @@ class Orchestrator:
         ):
             self._trimmed_at = self.budget.bytes_released
             trim_freed_memory()
-
-    async def _control(
-        self, connection: QuicConnectionHandle, stream: QuicStream, first: bytes, peer: str
-    ) -> None:
-        channel = MessageStream()
-        channel.receive_data(first)
-        worker: RemoteWorker | None = None
-        try:
-            while worker is None:
-                while (message := channel.next_message()) is not None:
-                    if isinstance(message, GetInfo):
-                        await stream.send_all(channel.send(await self.info(message.sender)))
-                    elif isinstance(message, Ping):
-                        await stream.send_all(channel.send(Pong(nonce=message.nonce)))
-                    elif isinstance(message, LiveOpen):
-                        self.memory.check("a live AI session")
-                        await serve_live_control(
-                            self.live_accounts(),
-                            stream,
-                            channel,
-                            message,
-                            self.update_live,
-                            peer=peer,
-                            owner=connection,
-                        )
-                        return
-                    elif isinstance(message, WorkerHello):
-                        worker = await self._register(connection, stream, channel, message, peer)
-                        if worker is None:
-                            return
-                        break
-                    else:
-                        raise RemoteProtocolError(
-                            f"unexpected {type(message).__name__} on a control stream"
-                        )
-                if worker is not None:
-                    break
-                with trio.move_on_after(CONTROL_TIMEOUT):
-                    data = await stream.receive_some(64 * 1024)
-                    if not data:
-                        # The peer is done asking: check it ended on a whole frame, then
-                        # our FIN follows every answer (in ``finally``).
-                        channel.receive_eof()
-                        channel.next_message()
-                        return
-                    channel.receive_data(data)
-                    continue
-                return  # an idle control stream
-            await self._watch_worker(worker, stream, channel)
-        except LpstreamError as exc:
-            if isinstance(exc, TransportError):
-                # Routine for an info or ping stream; worth a line only for a worker's.
-                log.log(
-                    logging.INFO if worker is not None else logging.DEBUG,
-                    "control stream from %s ended: %s",
-                    peer,
-                    exc,
-                )
-                return
-            code = exc.code if isinstance(exc, ProtocolError) else 503
-            log.warning("control stream from %s: %s", peer, exc)
-            with contextlib.suppress(
-                TransportError, trio.BrokenResourceError, trio.ClosedResourceError
-            ):
-                await stream.send_all(channel.send(Error(code=code, message=str(exc)[:1000])))
-        except BaseException:
-            stream.reset()  # cancelled, or a bug (``_handle_stream`` logs it): no clean end
-            raise
-        finally:
-            if worker is not None:
-                self._workers.pop(worker.worker_id, None)
-                self._update_gauges()
-                log.warning(
-                    "worker %s (%s) left; its jobs move to other workers", worker.worker_id, peer
-                )
-                connection.close()
-            await _finish(stream)
-
-    async def _watch_worker(
-        self, worker: RemoteWorker, stream: QuicStream, channel: MessageStream
-    ) -> None:
-        """Pings a registered worker; one that stops answering is dropped at once.
-
-        A killed worker sends nothing (QUIC is UDP), so without this its jobs would hang
-        until the QUIC idle timeout. Returns when the worker is gone.
-        """
-        await ping_until_silent(
-            stream,
-            channel,
-            interval=self.worker_ping_interval,
-            answer_within=self.worker_ping_timeout,
-            peer=f"worker {worker.worker_id}",
-            connection=worker.connection,
-        )
-
-    async def _register(
-        self,
-        connection: QuicConnectionHandle,
-        stream: QuicStream,
-        channel: MessageStream,
-        hello: WorkerHello,
-        peer: str,
-    ) -> RemoteWorker | None:
-        if not self.secret or not hmac.compare_digest(
-            hello.secret.encode("utf-8"), self.secret.encode("utf-8")
-        ):
-            log.warning("worker at %s refused: wrong orchestrator secret", peer)
-            await stream.send_all(
-                channel.send(Error(code=403, message="wrong orchestrator secret"))
-            )
-            await stream.send_eof()
-            await trio.sleep(0.2)  # let the answer leave before the connection closes
-            connection.close(error_code=403, reason="wrong orchestrator secret")
-            return None
-        worker_id = f"remote-{next(self._ids)}"
-        worker = RemoteWorker(
-            worker_id=worker_id,
-            capacity=max(1, hello.capacity),
-            connection=connection,
-            offered=hello.capabilities,
-        )
-        self._workers[worker_id] = worker
-        self._update_gauges()
-        await stream.send_all(channel.send(WorkerWelcome(worker_id=worker_id)))
-        log.info("worker %s registered from %s with capacity %d", worker_id, peer, worker.capacity)
-        return worker
-
-
-async def _finish(stream: QuicStream) -> None:
-    """Ends a stream we answered on: our FIN after everything sent (a reset could make the
-    peer drop an answer it has not read yet), then the receiving side is let go."""
-    with contextlib.suppress(TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
-        await stream.send_eof()
-    await stream.aclose()

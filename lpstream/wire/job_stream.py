@@ -43,10 +43,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Final, Literal, TypeAlias, TypeVar
+from typing import Final, Generic, Literal, TypeAlias, TypeVar
 
-from lpstream.errors import LocalProtocolError, ProtocolError
+import attrs
+
+from lpstream.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from lpstream.wire.framing import (
+    MAX_DATA_SIZE,
+    MAX_HEADER_SIZE,
+    FrameDecoder,
     FrameType,
     varint_size,
 )
@@ -62,6 +67,7 @@ __all__ = [
     "MAX_UPLOAD_SIZE",
     "RESPONSE_TRANSITIONS",
     "UPLOAD_TRANSITIONS",
+    "JobStreamEnd",
     "ResponseState",
     "UploadState",
     "data_frames",
@@ -176,3 +182,69 @@ def summary_mismatch(result: Result, summary: ResultSummary, sizes: list[int]) -
         if info.size != sizes[track]:
             return f"track {track} has size {info.size} but {sizes[track]} bytes were sent"
     return None
+
+
+EventT = TypeVar("EventT")
+
+
+@attrs.define
+class JobStreamEnd(Generic[EventT]):
+    """What both ends of a job stream keep: a decoder for the peer's frames, the state of each
+    direction, and the error that broke the stream once the peer broke a rule.
+
+    Args:
+        max_header_size: largest header frame accepted from the peer.
+        max_data_size: largest DATA frame body, both sent and accepted.
+    """
+
+    max_header_size: int = MAX_HEADER_SIZE
+    max_data_size: int = MAX_DATA_SIZE
+    _decoder: FrameDecoder = attrs.field(init=False)
+    _upload: UploadState = attrs.field(default=UploadState.IDLE, init=False)
+    _response: ResponseState = attrs.field(default=ResponseState.IDLE, init=False)
+    _result: Result | None = attrs.field(default=None, init=False)
+    _error: RemoteProtocolError | None = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._decoder = FrameDecoder(
+            max_header_size=self.max_header_size, max_data_size=self.max_data_size
+        )
+
+    @property
+    def upload_state(self) -> UploadState:
+        """Where the upload (requester → responder) is."""
+        return self._upload
+
+    @property
+    def response_state(self) -> ResponseState:
+        """Where the response (responder → requester) is."""
+        return self._response
+
+    def next_event(self) -> EventT | None:
+        """The next event, or ``None`` until more bytes (or the FIN) come in.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol; raised again on every call. A
+                responder answers ``send_error(exc.code, str(exc))`` and resets.
+        """
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_event()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._mark_broken()
+            raise
+
+    def _next_event(self) -> EventT | None:
+        raise NotImplementedError
+
+    def _mark_broken(self) -> None:
+        """Puts the direction the peer sends in its ERROR state."""
+        raise NotImplementedError
+
+    def _upload_after(self, what: _Input, error: type[ProtocolError]) -> UploadState:
+        return next_state(UPLOAD_TRANSITIONS, self._upload, what, "upload", error)
+
+    def _response_after(self, what: _Input, error: type[ProtocolError]) -> ResponseState:
+        return next_state(RESPONSE_TRANSITIONS, self._response, what, "response", error)

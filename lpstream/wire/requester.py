@@ -8,22 +8,14 @@ from typing import TypeAlias
 import attrs
 
 from lpstream.errors import LocalProtocolError, RemoteProtocolError
-from lpstream.wire.framing import (
-    MAX_DATA_SIZE,
-    MAX_HEADER_SIZE,
-    Frame,
-    FrameDecoder,
-    FrameType,
-)
+from lpstream.wire.framing import Frame, FrameType
 from lpstream.wire.job_stream import (
     EOF,
     MAX_RENDITION_SIZE,
-    RESPONSE_TRANSITIONS,
-    UPLOAD_TRANSITIONS,
+    JobStreamEnd,
     ResponseState,
     UploadState,
     data_frames,
-    next_state,
     summary_mismatch,
 )
 from lpstream.wire.messages import (
@@ -87,7 +79,7 @@ RequesterEvent: TypeAlias = ResultStarted | RenditionData | JobFailed | Response
 
 
 @attrs.define
-class JobRequester:
+class JobRequester(JobStreamEnd[RequesterEvent]):
     """The end that sends a job and receives its renditions.
 
     Args:
@@ -96,57 +88,28 @@ class JobRequester:
         max_rendition_size: most bytes accepted on one rendition track (413 beyond).
     """
 
-    max_header_size: int = MAX_HEADER_SIZE
-    max_data_size: int = MAX_DATA_SIZE
     max_rendition_size: int = MAX_RENDITION_SIZE
-    _decoder: FrameDecoder = attrs.field(init=False)
-    _upload: UploadState = attrs.field(default=UploadState.IDLE, init=False)
-    _response: ResponseState = attrs.field(default=ResponseState.IDLE, init=False)
-    _result: Result | None = attrs.field(default=None, init=False)
     _summary: ResultSummary | None = attrs.field(default=None, init=False)
     _received: list[int] = attrs.field(factory=list, init=False)
     _eof: bool = attrs.field(default=False, init=False)
-    _error: RemoteProtocolError | None = attrs.field(default=None, init=False)
-
-    def __attrs_post_init__(self) -> None:
-        # The FIN is handled here, not by the decoder: a FIN inside a frame is a truncation.
-        self._decoder = FrameDecoder(
-            max_header_size=self.max_header_size, max_data_size=self.max_data_size
-        )
-
-    @property
-    def upload_state(self) -> UploadState:
-        """Where our upload is."""
-        return self._upload
-
-    @property
-    def response_state(self) -> ResponseState:
-        """Where the peer's response is."""
-        return self._response
 
     def send_job(self, job: Job) -> bytes:
         """Opens the upload with the JOB frame."""
-        state = next_state(
-            UPLOAD_TRANSITIONS, self._upload, FrameType.JOB, "upload", LocalProtocolError
-        )
+        state = self._upload_after(FrameType.JOB, LocalProtocolError)
         out = encode_message(job)
         self._upload = state
         return out
 
     def send_data(self, chunk: bytes) -> bytes:
         """Frames a piece of the segment as DATA on track 0 (split at ``max_data_size``)."""
-        state = next_state(
-            UPLOAD_TRANSITIONS, self._upload, FrameType.DATA, "upload", LocalProtocolError
-        )
+        state = self._upload_after(FrameType.DATA, LocalProtocolError)
         out = data_frames(0, chunk, self.max_data_size)
         self._upload = state
         return out
 
     def end_upload(self) -> None:
         """Marks the upload finished; the driver sends FIN."""
-        self._upload = next_state(
-            UPLOAD_TRANSITIONS, self._upload, EOF, "upload", LocalProtocolError
-        )
+        self._upload = self._upload_after(EOF, LocalProtocolError)
 
     def receive_data(self, data: bytes) -> None:
         """Adds bytes of the response."""
@@ -155,23 +118,12 @@ class JobRequester:
         self._decoder.receive_data(data)
 
     def receive_eof(self) -> None:
-        """Notes the response's FIN."""
+        """Notes the response's FIN (handled here, not by the decoder: a FIN inside a frame
+        is a truncated response, not a protocol error)."""
         self._eof = True
 
-    def next_event(self) -> RequesterEvent | None:
-        """The next event, or ``None`` until more bytes (or the FIN) come in.
-
-        Raises:
-            RemoteProtocolError: the responder broke the protocol; raised again on every call.
-        """
-        if self._error is not None:
-            raise self._error
-        try:
-            return self._next_event()
-        except RemoteProtocolError as exc:
-            self._error = exc
-            self._response = ResponseState.ERROR
-            raise
+    def _mark_broken(self) -> None:
+        self._response = ResponseState.ERROR
 
     def _next_event(self) -> RequesterEvent | None:
         while (frame := self._decoder.next_frame()) is not None:
@@ -191,9 +143,7 @@ class JobRequester:
         return JobFailed(code=502, message=f"truncated response: FIN came {where}")
 
     def _handle(self, frame: Frame) -> RequesterEvent | None:
-        state = next_state(
-            RESPONSE_TRANSITIONS, self._response, frame.type, "response", RemoteProtocolError
-        )
+        state = self._response_after(frame.type, RemoteProtocolError)
         message = decode_message(frame)
         event: RequesterEvent | None = None
         if isinstance(message, Result):

@@ -8,22 +8,14 @@ from typing import TypeAlias
 import attrs
 
 from lpstream.errors import LocalProtocolError, RemoteProtocolError
-from lpstream.wire.framing import (
-    MAX_DATA_SIZE,
-    MAX_HEADER_SIZE,
-    Frame,
-    FrameDecoder,
-    FrameType,
-)
+from lpstream.wire.framing import Frame, FrameType
 from lpstream.wire.job_stream import (
     EOF,
     MAX_UPLOAD_SIZE,
-    RESPONSE_TRANSITIONS,
-    UPLOAD_TRANSITIONS,
+    JobStreamEnd,
     ResponseState,
     UploadState,
     data_frames,
-    next_state,
     summary_mismatch,
 )
 from lpstream.wire.messages import (
@@ -72,7 +64,7 @@ ResponderEvent: TypeAlias = JobReceived | UploadData | UploadComplete
 
 
 @attrs.define
-class JobResponder:
+class JobResponder(JobStreamEnd[ResponderEvent]):
     """The end that receives a job and sends its renditions.
 
     Args:
@@ -81,32 +73,10 @@ class JobResponder:
         max_upload_size: most bytes accepted for the segment (413 beyond).
     """
 
-    max_header_size: int = MAX_HEADER_SIZE
-    max_data_size: int = MAX_DATA_SIZE
     max_upload_size: int = MAX_UPLOAD_SIZE
-    _decoder: FrameDecoder = attrs.field(init=False)
-    _upload: UploadState = attrs.field(default=UploadState.IDLE, init=False)
-    _response: ResponseState = attrs.field(default=ResponseState.IDLE, init=False)
     _job: Job | None = attrs.field(default=None, init=False)
-    _result: Result | None = attrs.field(default=None, init=False)
     _uploaded: int = attrs.field(default=0, init=False)
     _sent: list[int] = attrs.field(factory=list, init=False)
-    _error: RemoteProtocolError | None = attrs.field(default=None, init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self._decoder = FrameDecoder(
-            max_header_size=self.max_header_size, max_data_size=self.max_data_size
-        )
-
-    @property
-    def upload_state(self) -> UploadState:
-        """Where the peer's upload is."""
-        return self._upload
-
-    @property
-    def response_state(self) -> ResponseState:
-        """Where our response is."""
-        return self._response
 
     @property
     def job(self) -> Job | None:
@@ -134,37 +104,20 @@ class JobResponder:
         """Notes the upload's FIN."""
         self._decoder.receive_eof()
 
-    def next_event(self) -> ResponderEvent | None:
-        """The next event, or ``None`` until more bytes (or the FIN) come in.
-
-        Raises:
-            RemoteProtocolError: the requester broke the protocol; answer ``send_error(exc.code,
-                str(exc))`` and reset. Raised again on every call.
-        """
-        if self._error is not None:
-            raise self._error
-        try:
-            return self._next_event()
-        except RemoteProtocolError as exc:
-            self._error = exc
-            self._upload = UploadState.ERROR
-            raise
+    def _mark_broken(self) -> None:
+        self._upload = UploadState.ERROR
 
     def _next_event(self) -> ResponderEvent | None:
         frame = self._decoder.next_frame()
         if frame is not None:
             return self._handle(frame)
         if self._decoder.at_eof and self._upload is not UploadState.DONE:
-            self._upload = next_state(
-                UPLOAD_TRANSITIONS, self._upload, EOF, "upload", RemoteProtocolError
-            )
+            self._upload = self._upload_after(EOF, RemoteProtocolError)
             return UploadComplete()
         return None
 
     def _handle(self, frame: Frame) -> ResponderEvent:
-        state = next_state(
-            UPLOAD_TRANSITIONS, self._upload, frame.type, "upload", RemoteProtocolError
-        )
+        state = self._upload_after(frame.type, RemoteProtocolError)
         message = decode_message(frame)
         event: ResponderEvent
         if isinstance(message, Job):
@@ -183,9 +136,7 @@ class JobResponder:
 
     def send_result(self, result: Result) -> bytes:
         """Opens the response: names the renditions that DATA tracks 0, 1, ... carry."""
-        state = next_state(
-            RESPONSE_TRANSITIONS, self._response, FrameType.RESULT, "response", LocalProtocolError
-        )
+        state = self._response_after(FrameType.RESULT, LocalProtocolError)
         if self._job is None:
             raise LocalProtocolError("cannot send RESULT before the JOB was received")
         out = encode_message(result)
@@ -196,9 +147,7 @@ class JobResponder:
 
     def send_rendition_data(self, track: int, data: bytes) -> bytes:
         """Frames bytes of rendition ``track`` as DATA (split at ``max_data_size``)."""
-        state = next_state(
-            RESPONSE_TRANSITIONS, self._response, FrameType.DATA, "response", LocalProtocolError
-        )
+        state = self._response_after(FrameType.DATA, LocalProtocolError)
         if not 0 <= track < len(self._sent):
             raise LocalProtocolError(f"no rendition {track} in RESULT")
         out = data_frames(track, data, self.max_data_size)
@@ -208,9 +157,7 @@ class JobResponder:
 
     def send_summary(self, summary: ResultSummary) -> bytes:
         """Closes a successful response; sizes must equal the bytes sent on each track."""
-        state = next_state(
-            RESPONSE_TRANSITIONS, self._response, FrameType.SUMMARY, "response", LocalProtocolError
-        )
+        state = self._response_after(FrameType.SUMMARY, LocalProtocolError)
         assert self._result is not None
         problem = summary_mismatch(self._result, summary, self._sent)
         if problem is not None:
@@ -221,9 +168,7 @@ class JobResponder:
 
     def send_error(self, code: int, message: str) -> bytes:
         """Ends the response with ERROR (the message is cut to its limit)."""
-        state = next_state(
-            RESPONSE_TRANSITIONS, self._response, FrameType.ERROR, "response", LocalProtocolError
-        )
+        state = self._response_after(FrameType.ERROR, LocalProtocolError)
         out = encode_message(Error(code=code, message=message[:MAX_ERROR_MESSAGE]))
         self._response = state
         return out

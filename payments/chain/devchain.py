@@ -37,8 +37,9 @@ from web3.types import RPCEndpoint, RPCResponse, Wei
 from payments.keys import NodeKey
 from payments.pm import keccak256
 
-from .client import ChainClient, ChainError, _mapped_errors
+from .client import ChainClient
 from .contracts import DEFAULT_PARAMETERS, ProtocolParameters, contract_at, deploy_all
+from .errors import ChainError, mapped_errors
 
 __all__ = ["DEV_ACCOUNT_FUNDS", "DevChain", "dev_key"]
 
@@ -127,7 +128,7 @@ class DevChain:
         lock = threading.RLock()
         tester = _eth_tester.EthereumTester(_eth_tester.PyEVMBackend())
         w3 = Web3(_LockedTesterProvider(tester, lock))
-        with _mapped_errors("starting the dev chain"):
+        with mapped_errors("starting the dev chain"):
             owner = w3.eth.accounts[0]
             addresses = deploy_all(w3, owner, params)
             keys = [dev_key(i, seed) for i in range(accounts)]
@@ -154,12 +155,12 @@ class DevChain:
 
     def latest_block(self) -> int:
         """The chain head's block number."""
-        with _mapped_errors("reading the block number"):
+        with mapped_errors("reading the block number"):
             return int(self.w3.eth.block_number)
 
     def mine(self, blocks: int = 1) -> int:
         """Mines ``blocks`` empty blocks; returns the new head's number (blocking)."""
-        with self._lock, _mapped_errors("mining"):
+        with self._lock, mapped_errors("mining"):
             self.tester.mine_blocks(blocks)
             return int(self.w3.eth.block_number)
 
@@ -173,7 +174,7 @@ class DevChain:
 
     def initialize_round(self) -> str | None:
         """Initializes the current round from the owner's account; None if it already is."""
-        with _mapped_errors("initializing the round"):
+        with mapped_errors("initializing the round"):
             rounds = contract_at(self.w3, "RoundsManager", self.addresses["RoundsManager"])
             if bool(rounds.functions.currentRoundInitialized().call()):
                 return None

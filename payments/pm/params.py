@@ -13,14 +13,13 @@ from fractions import Fraction
 
 import attrs
 
-from ._checks import check_hash, check_price, check_uint256, checksummed
+from ._checks import check_hash, check_price, check_uint256
 from .errors import InsufficientSenderReserveError
 from .ticket import (
-    ZERO_HASH,
+    TicketTerms,
     aux_data_for,
     recipient_rand,
     recipient_rand_hash,
-    ticket_ev,
     win_prob_for,
 )
 
@@ -71,37 +70,15 @@ class SenderInfo:
 
 
 @attrs.frozen(kw_only=True, cache_hash=True)
-class TicketParams:
+class TicketParams(TicketTerms):
     """The parameters an orchestrator issues to one sender; tickets echo them back."""
 
-    recipient: str = attrs.field(converter=checksummed)
-    """The orchestrator's address: ``0x…`` in any case, kept checksummed."""
-    face_value: int = attrs.field(validator=check_uint256)
-    """Wei a winning ticket pays."""
-    win_prob: int = attrs.field(validator=check_uint256)
-    """Winning probability as a numerator over 2^256 - 1."""
-    recipient_rand_hash: bytes = attrs.field(validator=check_hash)
-    """keccak256(be32(recipientRand)): the recipient's commitment."""
     seed: bytes = attrs.field(validator=check_hash)
     """32 random bytes from which (with the secret) the recipient re-derives recipientRand."""
     expiration_block: int = attrs.field(validator=check_uint256)
     """The recipient takes tickets under these parameters only while the chain is below this."""
     price: Fraction = attrs.field(validator=check_price)
     """The price per pixel (wei) the tickets pay for, in lowest terms."""
-    creation_round: int = attrs.field(default=0, validator=check_uint256)
-    """The last initialized round when the parameters were issued."""
-    creation_round_block_hash: bytes = attrs.field(default=ZERO_HASH, validator=check_hash)
-    """The block hash the chain stored for ``creation_round``."""
-
-    @property
-    def aux_data(self) -> bytes:
-        """The tickets' auxData (creation round and its block hash)."""
-        return aux_data_for(self.creation_round, self.creation_round_block_hash)
-
-    @property
-    def ev(self) -> Fraction:
-        """Each ticket's expected value in wei, exactly."""
-        return ticket_ev(self.face_value, self.win_prob)
 
 
 def max_float(

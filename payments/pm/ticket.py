@@ -32,6 +32,7 @@ __all__ = [
     "ZERO_ADDRESS",
     "ZERO_HASH",
     "Ticket",
+    "TicketTerms",
     "aux_data_for",
     "encode_packed",
     "is_winning_ticket",
@@ -60,35 +61,47 @@ def aux_data_for(creation_round: int, creation_round_block_hash: bytes) -> bytes
 
 
 @attrs.frozen(kw_only=True)
-class Ticket:
-    """One probabilistic micropayment ticket, field for field as the TicketBroker sees it."""
+class TicketTerms:
+    """What an orchestrator's ticket parameters fix and every ticket made under them repeats.
+
+    The base of :class:`Ticket` (which adds the sender and its nonce) and of
+    :class:`~payments.pm.params.TicketParams` (which adds what the recipient needs to check the
+    tickets: seed, expiration block, price).
+    """
 
     recipient: str = attrs.field(converter=checksummed)
-    """Who may redeem the ticket: ``0x…`` in any case, kept checksummed."""
-    sender: str = attrs.field(converter=checksummed)
-    """Whose deposit and reserve pay: ``0x…`` in any case, kept checksummed."""
+    """The orchestrator's address, who may redeem: ``0x…`` in any case, kept checksummed."""
     face_value: int = attrs.field(validator=check_uint256)
-    """Wei paid if the ticket wins."""
+    """Wei a winning ticket pays."""
     win_prob: int = attrs.field(validator=check_uint256)
     """Winning probability as a numerator over 2^256 - 1."""
-    sender_nonce: int = attrs.field(validator=check_uint256)
-    """Distinguishes the tickets made under one recipientRandHash (from 1)."""
     recipient_rand_hash: bytes = attrs.field(validator=check_hash)
-    """keccak256(be32(recipientRand)), the recipient's commitment."""
+    """keccak256(be32(recipientRand)): the recipient's commitment."""
     creation_round: int = attrs.field(default=0, validator=check_uint256)
-    """The round the parameters were issued in; the ticket expires two rounds later."""
+    """The last initialized round when the parameters were issued; the tickets expire two
+    rounds later."""
     creation_round_block_hash: bytes = attrs.field(default=ZERO_HASH, validator=check_hash)
     """The block hash the chain stored for ``creation_round``."""
 
     @property
     def aux_data(self) -> bytes:
-        """The ticket's auxData: empty for round 0 with a zero hash, else the 64 bytes."""
+        """The tickets' auxData: empty for round 0 with a zero hash, else the 64 bytes."""
         return aux_data_for(self.creation_round, self.creation_round_block_hash)
 
     @property
     def ev(self) -> Fraction:
-        """Expected value in wei: faceValue * winProb / (2^256 - 1)."""
+        """A ticket's expected value in wei, exactly: faceValue * winProb / (2^256 - 1)."""
         return ticket_ev(self.face_value, self.win_prob)
+
+
+@attrs.frozen(kw_only=True)
+class Ticket(TicketTerms):
+    """One probabilistic micropayment ticket, field for field as the TicketBroker sees it."""
+
+    sender: str = attrs.field(converter=checksummed)
+    """Whose deposit and reserve pay: ``0x…`` in any case, kept checksummed."""
+    sender_nonce: int = attrs.field(validator=check_uint256)
+    """Distinguishes the tickets made under one recipientRandHash (from 1)."""
 
 
 def encode_packed(ticket: Ticket) -> bytes:

@@ -22,8 +22,8 @@ import attrs
 import pytest
 from click.testing import CliRunner, Result
 
-import lpstream.cli  # noqa: F401  (registers account_cli; importing that first is circular)
-from lpstream.account_cli import (
+import lpstream.cli  # noqa: F401  (registers the account commands; importing them first is circular)
+from lpstream.account import (
     account,
     chain,
     format_wei,
