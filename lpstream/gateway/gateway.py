@@ -20,8 +20,9 @@ from lpstream.budget import MemoryBudget, process_rss, trim_freed_memory
 from lpstream.errors import LpstreamError, ProtocolError, StreamInUseError
 from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession, LiveControlPool, ParamValue
+from lpstream.gateway.segments import SegmentTranscoder
 from lpstream.gateway.status import GatewayStatus, MemoryStatus, StreamStatistics, StreamStatus
-from lpstream.gateway.stream import LiveStream, SegmentTranscoder, StreamPublisher
+from lpstream.gateway.stream import LiveStream, StreamPublisher
 from lpstream.media import VideoProfile
 from lpstream.metrics import Metrics
 from lpstream.playback.live import DEFAULT_MAX_BLOCKED, LivePlayback
@@ -148,8 +149,8 @@ class Gateway:
             self.metrics.inc("errors_total", kind="internal")
             log.exception("stream %r: ended by an internal error", stream.name)
         finally:
-            if stream.ai is not None:
-                stream.ai.stop("the stream ended")
+            if stream.ai.session is not None:
+                stream.ai.session.stop("the stream ended")
             self._last_statistics[stream.name] = stream.statistics()
             self._live.pop(stream.name, None)
             self._ended_at[stream.name] = trio.current_time()
@@ -194,9 +195,10 @@ class Gateway:
         if stream is None:
             raise ProtocolError(f"stream {stream_name!r} is not live", code=404)
         self.memory.check("a new live AI session")
-        if stream.ai is not None and stream.ai.running:
+        running = stream.ai.session
+        if running is not None and running.running:
             raise ProtocolError(
-                f"stream {stream_name!r} already runs {stream.ai.pipeline!r}; stop it first",
+                f"stream {stream_name!r} already runs {running.pipeline!r}; stop it first",
                 code=409,
             )
         if self.live_control is None or self._nursery is None:
@@ -213,7 +215,7 @@ class Gateway:
             pool=self.live_control,
             paid=self.paid,
         )
-        stream.ai = session
+        stream.ai.session = session
         self._nursery.start_soon(self._run_ai, session)
         log.info("stream %r: live AI session %s runs %s", stream_name, session.session, pipeline)
         return session
@@ -239,7 +241,7 @@ class Gateway:
 
     def ai_session(self, stream_name: str) -> LiveAiSession | None:
         stream = self._live.get(stream_name)
-        return None if stream is None else stream.ai
+        return None if stream is None else stream.ai.session
 
     def playback(self, name: str) -> LivePlayback | None:
         """The playback of a live (or lately ended) stream, for the HTTP layer."""

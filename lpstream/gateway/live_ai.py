@@ -5,7 +5,7 @@ How this works:
 
 * A session belongs to one live stream and runs one pipeline. Its segments go to the
   orchestrators as pipeline jobs next to the transcode jobs, under the session id
-  ``{publish session}-ai``; the output is the stream's ``ai`` rendition (see ``LiveStream``).
+  ``{publish session}-ai``; the output is the stream's ``ai`` rendition (``AiRendition``).
 * ``run`` holds the session's control stream: LIVE_OPEN to the orchestrator the session is
   pinned to, then, on chain, LIVE_PAYMENTs that keep the credit ``prepay`` seconds ahead at
   the orchestrator's price (topped up when it falls under ``topup`` seconds). Every ``billed``
@@ -14,10 +14,13 @@ How this works:
 * Parameter changes (``update``) go one at a time on that stream; the answer says at which
   frame the change took effect. Before the first job reached a worker a change is kept and
   sent with the jobs (the worker starts the session with it).
-* Apps watching the session (``subscribe``) get JSON-ready events: ``params`` (a change took
-  effect), ``stats`` (each segment: fps in/out, frames dropped, latency), ``billed``,
-  ``paid``, ``error``, ``stopped``. Each app has a bounded queue; a slow app misses events,
-  it never holds up the session.
+* Apps watching the session (``subscribe``) get events: ``params`` (a change took effect),
+  ``stats`` (each segment: fps in/out, frames dropped, latency), ``billed``, ``paid``,
+  ``error``, ``stopped``. Each app has a bounded queue; a slow app misses events, it never
+  holds up the session. Events and ``status`` hold status values (money as ``Wei``, latency
+  as ``LatencySummary``) that ``lpstream.http.status.status_json`` renders: the orchestrator's
+  exact wei figures (``billed_wei``, ``balance_wei``) reach apps as money (``billed``,
+  ``balance``), never as fraction strings.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import statistics
 from collections.abc import AsyncIterator, Mapping
 from fractions import Fraction
 from typing import Any, Protocol
@@ -34,6 +36,7 @@ import attrs
 import trio
 
 from lpstream.errors import BusyError, LpstreamError, ProtocolError, TransportError
+from lpstream.gateway.status import LatencySummary, LiveAiStatus
 from lpstream.media import VideoProfile
 from lpstream.quic import QuicStream
 from lpstream.taskgroups import one_error
@@ -46,6 +49,7 @@ from lpstream.wire import (
     LiveUpdated,
     MessageStream,
 )
+from payments.pm import Wei
 
 __all__ = ["AI_RENDITION", "LiveAiSession", "LiveControlPool", "ParamValue"]
 
@@ -102,7 +106,7 @@ class LiveAiSession:
     _price: int = 0
     _billed: Fraction = Fraction(0)
     _seconds: int = 0
-    _orchestrator_balance: str | None = None
+    _orchestrator_balance: Fraction | None = None
     """The balance the orchestrator last reported (wei, exact)."""
     _settled: bool = False
     _answers: trio.MemorySendChannel[LiveUpdated | LiveEvent] | None = None
@@ -138,30 +142,34 @@ class LiveAiSession:
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
                 app.send_nowait(event)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "pipeline": self.pipeline,
-            "params": dict(self.params),
-            "running": self.running,
-            "stopped": self.stop_reason or None,
-            "orchestrator": self._orchestrator or None,
-            "price_per_second": self._price,
-            "seconds_billed": self._seconds,
-            "billed_wei": str(self._billed),
-            "credit_wei": str(self.pool.live_credit(self._orchestrator, self.session))
+    def status(self) -> LiveAiStatus:
+        credit = (
+            self.pool.live_credit(self._orchestrator, self.session)
             if self._orchestrator
-            else "0",
-            "orchestrator_balance_wei": self._orchestrator_balance,
-            "settled": self._settled,
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "dropped": self.dropped,
-            "segments": self.segments,
-            "failures": self.failures,
-            "stats": self.last_stats,
-            "frame_latency_ms": self.frame_latency(),
-            "apps": len(self._apps),
-        }
+            else Fraction(0)
+        )
+        balance = self._orchestrator_balance
+        return LiveAiStatus(
+            pipeline=self.pipeline,
+            params=dict(self.params),
+            running=self.running,
+            stopped=self.stop_reason or None,
+            orchestrator=self._orchestrator or None,
+            price_per_second=Wei(self._price),
+            seconds_billed=self._seconds,
+            billed=Wei(self._billed),
+            credit=Wei(credit),
+            orchestrator_balance=None if balance is None else Wei(balance),
+            settled=self._settled,
+            frames_in=self.frames_in,
+            frames_out=self.frames_out,
+            dropped=self.dropped,
+            segments=self.segments,
+            failures=self.failures,
+            stats=dict(self.last_stats),
+            frame_latency_ms=self.frame_latency(),
+            apps=len(self._apps),
+        )
 
     # -- segments (called by LiveStream) ------------------------------------------------------
 
@@ -189,16 +197,9 @@ class LiveAiSession:
     def note_frame_latency(self, seconds: float) -> None:
         self._frame_latency.append(seconds)
 
-    def frame_latency(self) -> dict[str, Any]:
-        """The AI's added latency per frame, at the gateway (count, median, p95 in ms)."""
-        samples = sorted(self._frame_latency)
-        if not samples:
-            return {"count": 0, "median": None, "p95": None}
-        return {
-            "count": len(samples),
-            "median": round(statistics.median(samples) * 1000, 1),
-            "p95": round(samples[int(0.95 * (len(samples) - 1))] * 1000, 1),
-        }
+    def frame_latency(self) -> LatencySummary:
+        """The AI's added latency per frame, at the gateway."""
+        return LatencySummary.from_samples(self._frame_latency)
 
     def note_failure(self, seq: int, message: str) -> None:
         self.failures += 1
@@ -337,20 +338,21 @@ class LiveAiSession:
                     )
 
     async def _on_event(self, event: LiveEvent) -> None:
-        values = dict(event.values)
-        if "billed_wei" in values:
-            billed = Fraction(str(values["billed_wei"]))
-            if billed > self._billed:
-                self.pool.live_charge(self._orchestrator, self.session, billed - self._billed)
-                self._billed = billed
-            seconds = values.get("seconds")
+        figures = _app_figures(event.values)
+        billed = figures.get("billed")
+        if isinstance(billed, Wei):
+            if billed.exact > self._billed:
+                self.pool.live_charge(self._orchestrator, self.session, billed.exact - self._billed)
+                self._billed = billed.exact
+            seconds = figures.get("seconds")
             if isinstance(seconds, int):
                 self._seconds = seconds
-        if "balance_wei" in values:
-            self._orchestrator_balance = str(values["balance_wei"])
+        balance = figures.get("balance")
+        if isinstance(balance, Wei):
+            self._orchestrator_balance = balance.exact
         if event.kind == "settled":
             self._settled = True
-        self.emit({"type": event.kind, "message": event.message, **values})
+        self.emit({"type": event.kind, "message": event.message, **figures})
         if event.kind == "stopped":
             log.warning(
                 "live AI session %s/%s stopped by the orchestrator: %s",
@@ -364,3 +366,24 @@ class LiveAiSession:
                 await self._pay()
             except BusyError as exc:
                 self.emit({"type": "error", "message": f"cannot pay: {exc}"})
+
+
+def _app_figures(values: Mapping[str, object]) -> dict[str, object]:
+    """An orchestrator's figures as apps get them: an exact wei figure (``billed_wei``: a
+    decimal or fraction string) and the price per second become money (``billed``: ``Wei``).
+
+    Raises:
+        ProtocolError: a wei figure is not a number.
+    """
+    figures: dict[str, object] = {}
+    for key, value in values.items():
+        if key.endswith("_wei"):
+            try:
+                figures[key.removesuffix("_wei")] = Wei(Fraction(str(value)))
+            except (ValueError, ZeroDivisionError):
+                raise ProtocolError(f"live event figure {key}: {value!r} is not wei") from None
+        elif key == "price_per_second" and isinstance(value, int):
+            figures[key] = Wei(value)
+        else:
+            figures[key] = value
+    return figures

@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -42,6 +43,9 @@ from payments.pm import (
     segment_fee,
     tickets_needed,
 )
+
+if TYPE_CHECKING:  # the fee reads a job's fields; paying needs no more of the gateway
+    from lpstream.gateway.segments import SegmentJob
 
 __all__ = ["PaymentSender", "PriceTooHighError", "SegmentPayment"]
 
@@ -159,25 +163,18 @@ class PaymentSender:
 
     @contextlib.contextmanager
     def segment_payment(
-        self,
-        orchestrator: str,
-        session: str,
-        profiles: Sequence[VideoProfile],
-        source_size: tuple[int, int],
-        fps: float,
-        duration: float,
-        *,
-        latest_block: int,
-        sender_info: SenderInfo,
+        self, orchestrator: str, job: SegmentJob, *, latest_block: int, sender_info: SenderInfo
     ) -> Iterator[SegmentPayment]:
-        """Pays for one segment for as long as its job runs (see the module comment)."""
+        """Pays ``orchestrator`` for ``job``'s segment for as long as the job runs (see the
+        module comment)."""
+        session = job.session
         header, reserved = self.payment_for(
             orchestrator,
             session,
-            profiles,
-            source_size,
-            fps,
-            duration,
+            job.profiles,
+            (job.source_width, job.source_height),
+            job.fps,
+            job.duration_ms / 1000,
             latest_block=latest_block,
             sender_info=sender_info,
         )

@@ -1,4 +1,5 @@
-"""What the gateway reports about itself: frozen values, rendered to JSON by lpstream.http.status.
+"""What the gateway reports about itself: frozen values, rendered to JSON by lpstream.http.status
+(``/api/status``, and the live AI API's session status and events).
 
 Nothing here names a session id or a secret. Money is a ``payments.pm.Wei`` (exact inside,
 whole wei and ETH when rendered) and a price a ``payments.pm.PixelPrice``.
@@ -18,6 +19,7 @@ from payments.pm import PixelPrice, Wei
 __all__ = [
     "GatewayStatus",
     "LatencySummary",
+    "LiveAiStatus",
     "MemoryStatus",
     "OrchestratorFacts",
     "SenderStatus",
@@ -144,3 +146,47 @@ class SenderStatus:
     """Median size of a payment on the wire, bytes."""
     max_price_per_pixel: PixelPrice | None
     """The highest price it pays (``--max-price-per-unit``); None for any."""
+
+
+@attrs.frozen(kw_only=True)
+class LiveAiStatus:
+    """A stream's live AI session (``LiveAiSession.status``, ``GET /api/ai/{stream}``)."""
+
+    pipeline: str
+    """The pipeline it runs."""
+    params: Mapping[str, str | int | float | bool]
+    """Its current parameters."""
+    running: bool
+    """Whether it runs."""
+    stopped: str | None
+    """Why it stopped; None while it runs."""
+    orchestrator: str | None
+    """``host:port`` of the orchestrator it is pinned to; None before one opened it."""
+    price_per_second: Wei
+    """The orchestrator's price (0 off-chain, and until the session opens)."""
+    seconds_billed: int
+    """Seconds the orchestrator billed."""
+    billed: Wei
+    """What those seconds cost."""
+    credit: Wei
+    """Paid to the orchestrator for this session and not billed yet."""
+    orchestrator_balance: Wei | None
+    """The balance the orchestrator last reported; None before it reported one."""
+    settled: bool
+    """Whether the orchestrator sent its final figures."""
+    frames_in: int
+    """Source frames sent to the pipeline."""
+    frames_out: int
+    """Frames it returned."""
+    dropped: int
+    """Frames it left out (behind real time)."""
+    segments: int
+    """Segments whose output was listed."""
+    failures: int
+    """Segments without output."""
+    stats: Mapping[str, object]
+    """The last ``stats`` event."""
+    frame_latency_ms: LatencySummary
+    """From a source frame reaching the gateway to its AI output coming back."""
+    apps: int
+    """Apps watching the session's events."""

@@ -7,7 +7,10 @@
 * ``/api/ai/{stream}/control`` is a WebSocket: the app sends ``{"params": {...}}`` (changes
   of some parameters) and receives JSON events: ``params`` (the change took effect, with the
   frame timestamp it applied at), ``stats``, ``billed``, ``paid``, ``error``, ``stopped``.
-  A refused change is answered with an ``error`` event and the socket stays open. Messages
+  A refused change is answered with an ``error`` event and the socket stays open.
+  Money in the status and the events is rendered as in ``/api/status`` (``status_json``):
+  ``{"wei": "<whole wei>", "eth": <float>}`` (``billed``, ``credit``, ``balance``,
+  ``orchestrator_balance``, ``price_per_second``), never a fraction string. Messages
   are at most 64 KiB, parameters flat (name to string, number or boolean). The start body is
   read as it streams (413 past 64 KiB, 408 too slow, 503 too many bodies at once:
   :class:`~lpstream.http.limits.BodyReader`); a bigger WebSocket message is refused by the
@@ -28,6 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lpstream.errors import LpstreamError, ProtocolError
 from lpstream.gateway.live_ai import LiveAiSession, ParamValue
 from lpstream.http.limits import BodyReader
+from lpstream.http.status import status_json
 from lpstream.media import check_stream_name
 
 __all__ = ["AiDirectory", "ai_routes", "parse_params"]
@@ -143,7 +147,7 @@ def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> li
                 raise ProtocolError(str(exc), code=400) from None
         except LpstreamError as exc:
             return _error(exc)
-        return JSONResponse(session.status(), status_code=201)
+        return JSONResponse(status_json(session.status()), status_code=201)
 
     async def status(request: Request) -> Response:
         session = directory.ai_session(request.path_params["stream"])
@@ -152,7 +156,7 @@ def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> li
         if request.method == "DELETE":
             session.stop()
             return Response(status_code=204)
-        return JSONResponse(session.status())
+        return JSONResponse(status_json(session.status()))
 
     async def control(websocket: WebSocket) -> None:
         session = directory.ai_session(websocket.path_params["stream"])
@@ -164,7 +168,7 @@ def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> li
 
             async def forward() -> None:
                 async for event in events:
-                    await websocket.send_json(event)
+                    await websocket.send_json(status_json(event))
                     if event.get("type") == "stopped":
                         await websocket.close(code=1000)
                         nursery.cancel_scope.cancel()

@@ -4,15 +4,16 @@ paid is refused work and stopped, with the reason, by the orchestrator."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from fractions import Fraction
 from typing import Any
 
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from lpstream.quic import open_quic_connection
 from lpstream.wire import (
@@ -25,6 +26,7 @@ from lpstream.wire import (
     MessageStream,
     ProfileSpec,
 )
+from tests.e2e.money import fraction_strings, wei
 from tests.e2e.nodes import NodeProcess, http_json, push_command, running_dev, wait_for
 from tests.e2e.test_live_ai import post_json
 
@@ -54,6 +56,15 @@ def delete(url: str) -> int:
         return int(response.status)
 
 
+async def next_event(url: str, kind: str) -> dict[str, Any]:
+    """The next event of ``kind`` on a live AI control WebSocket."""
+    async with open_websocket_url(url) as ws:
+        with trio.fail_after(15):
+            while (event := json.loads(await ws.get_message()))["type"] != kind:
+                pass
+    return dict(event)
+
+
 def test_an_honest_session_runs_a_minute_and_settles_to_the_wei(paid_node: NodeProcess) -> None:
     base = paid_node.url("http")
     stream = "paid-ai"
@@ -70,20 +81,26 @@ def test_an_honest_session_runs_a_minute_and_settles_to_the_wei(paid_node: NodeP
             {"pipeline": "noop", "width": 128, "height": 128},
         )
         assert status == 201, answer
-        assert answer["price_per_second"] == 0  # learnt from the orchestrator once it opens
+        assert wei(answer["price_per_second"]) == 0  # learnt from the orchestrator once it opens
         state = wait_for(
             lambda: (s := http_json(f"{base}/api/ai/{stream}"))["seconds_billed"] >= 1 and s,
             30,
             "the first second billed",
         )
-        assert state["price_per_second"] == PRICE_PER_SECOND
+        assert wei(state["price_per_second"]) == PRICE_PER_SECOND
+        # The apps' events carry money the same way: whole wei, never a fraction string.
+        control = base.replace("http://", "ws://") + f"/api/ai/{stream}/control"
+        billed = trio.run(next_event, control, "billed")
+        assert wei(billed["billed"]) == billed["seconds"] * PRICE_PER_SECOND > 0, billed
+        assert wei(billed["price_per_second"]) == PRICE_PER_SECOND, billed
+        assert not list(fraction_strings(billed)), billed
         started = time.monotonic()
         while time.monotonic() - started < 60:
             time.sleep(5)
             state = http_json(f"{base}/api/ai/{stream}")
             assert state["running"], state
             # Paid ahead all along: the credit never ran out.
-            assert Fraction(state["credit_wei"]) > 0, state
+            assert wei(state["credit"]) > 0, state
         assert delete(f"{base}/api/ai/{stream}") == 204
         final = wait_for(
             lambda: (s := http_json(f"{base}/api/ai/{stream}"))["settled"] and s,
@@ -95,10 +112,13 @@ def test_an_honest_session_runs_a_minute_and_settles_to_the_wei(paid_node: NodeP
         publisher.wait()
     seconds = final["seconds_billed"]
     assert 60 <= seconds <= 70, final
-    assert Fraction(final["billed_wei"]) == seconds * PRICE_PER_SECOND
-    # Both sides: what was paid minus what was billed, exactly.
-    assert final["orchestrator_balance_wei"] is not None
-    assert Fraction(final["credit_wei"]) == Fraction(final["orchestrator_balance_wei"]), final
+    # A whole number of wei a second: the whole wei are the exact amount.
+    assert wei(final["billed"]) == seconds * PRICE_PER_SECOND
+    # Both sides: what was paid minus what was billed. The ledgers agree exactly, so the
+    # same amount rounded down the same way shows the same whole wei.
+    assert final["orchestrator_balance"] is not None
+    assert wei(final["credit"]) == wei(final["orchestrator_balance"]), final
+    assert not list(fraction_strings(final)), final  # money as /api/status shows it
     assert final["segments"] >= 25 and final["failures"] == 0, final
     payments = http_json(f"{base}/api/status")["payments"]
     assert payments["orchestrator"]["payments_refused"] == 0

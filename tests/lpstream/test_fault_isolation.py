@@ -108,7 +108,7 @@ async def test_a_fault_in_one_streams_handling_ends_that_stream_only(clip: Path)
             await wait_for(lambda: set(live_streams_in_tree()) == {"good"}, "the bad one ended")
             good_tasks = live_streams_in_tree()["good"]
             assert any(
-                name.endswith("LiveStream._transcode_segment") for name in good_tasks
+                name.endswith("RenditionLadder.transcode_segment") for name in good_tasks
             ) or any(name.endswith("LiveStream.run") for name in good_tasks)
             assert any(name.endswith("Gateway._expire_ended") for name in task_names())
             # The good publisher's connection is served on (trio names it by its runner).

@@ -1,0 +1,310 @@
+"""The gateway's orchestrators as it knows them: one QUIC connection each, what their last
+info said, and the list itself, kept fresh.
+
+How this works:
+
+* Each orchestrator gets one QUIC connection, dialled on first use (those who need it
+  meanwhile wait for that dial) and again after it fails, held open by a task in ``run``'s
+  nursery. Keep-alive pings find a killed or frozen orchestrator; closing its connection
+  fails the jobs on it at once.
+* ``run`` checks every orchestrator's info before it reports ready, then refreshes every
+  ``refresh_interval``: the ``RefreshListener`` hears of it (the selector counts suspensions
+  in refreshes), the discovery sources are read again (new orchestrators join, those no
+  longer listed are closed and dropped; sources that all fail keep the last list), and the
+  info check runs again.
+* The info check (``check_infos``) asks every orchestrator for its ORCH_INFO at once. One
+  that does not answer within ``info_deadline`` is marked unanswered and keeps its last
+  verdict; one lacking the capability, above the maximum price or with unusable ticket
+  parameters is not offered work (``refused`` says why) until a later check says otherwise.
+  The capacity and the live AI pipelines (with their prices) of each answer are kept for
+  the placement of sessions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+import trio
+
+from lpstream.config import HostPort
+from lpstream.errors import BusyError, LpstreamError, TransportError
+from lpstream.gateway.discovery import (
+    DiscoveredOrchestrator,
+    OrchestratorSource,
+    refresh_infos,
+    refusal,
+)
+from lpstream.gateway.status import OrchestratorFacts
+from lpstream.jobs import JobError
+from lpstream.keepalive import keep_alive
+from lpstream.quic import QuicConnectionHandle, open_quic_connection
+from lpstream.taskgroups import one_error
+from lpstream.wire import Error, GetInfo, MessageStream, OrchInfo
+from payments.pm import Wei
+
+if TYPE_CHECKING:
+    from lpstream.gateway.ticket_terms import TicketTerms
+
+__all__ = ["KnownOrchestrator", "OrchestratorConnections", "RefreshListener", "get_info"]
+
+log = logging.getLogger("lpstream.gateway")
+
+INFO_TIMEOUT = 5.0
+"""Seconds an orchestrator has to answer a GET_INFO on an open connection."""
+
+
+@attrs.define(eq=False)
+class KnownOrchestrator:
+    """One orchestrator of the pool: its connection, its last info's verdict, its record."""
+
+    address: HostPort
+    stake: int = 0
+    """Its stake in wei, from discovery (0 off-chain)."""
+    score: float | None = None
+    """A webhook's score for it, if one gave one."""
+    connection: QuicConnectionHandle | None = None
+    connecting: trio.Event | None = None
+    """Set while a dial is under way; those who need the connection wait for it."""
+    refused: str = ""
+    """Why the last info check ruled it out (capability, price, ticket parameters); "" if not."""
+    answered: bool = True
+    """Whether it answered the last info check within the deadline."""
+    full: bool = False
+    """Whether its last info said every session was in use."""
+    pipelines: dict[str, int] | None = None
+    """Live AI pipelines its last info offered, with their price per second (None: no info
+    yet)."""
+    suspended_until: float = -math.inf
+    """Until when it is passed over after a failure (trio time)."""
+    failures: int = 0
+    jobs: int = 0
+
+    @property
+    def key(self) -> str:
+        """``host:port``: how payments, the selector and sessions name it."""
+        return str(self.address)
+
+    def note_info(self, info: OrchInfo) -> None:
+        """Keeps what ``info`` says of its capacity and its live AI pipelines."""
+        self.full = 0 < info.capacity <= info.in_use
+        self.pipelines = {p.name: p.price_per_second for p in info.pipelines}
+
+    def facts(self, now: float) -> OrchestratorFacts:
+        return OrchestratorFacts(
+            address=self.key,
+            connected=self.connection is not None,
+            suspended=self.suspended_until > now,
+            failures=self.failures,
+            jobs=self.jobs,
+            refused=self.refused,
+            answered=self.answered,
+            full=self.full,
+            pipelines=None
+            if self.pipelines is None
+            else {name: Wei(price) for name, price in self.pipelines.items()},
+        )
+
+
+class RefreshListener(Protocol):
+    """Told of each refresh (the ``Selector``)."""
+
+    def refreshed(self) -> None:
+        """A refresh began."""
+
+    def retain(self, keys: Iterable[str]) -> None:
+        """Discovery now lists these orchestrators (by key) and no others."""
+
+
+@attrs.define
+class OrchestratorConnections:
+    """The orchestrators, their connections and their infos (see the module comment)."""
+
+    addresses: Sequence[HostPort]
+    """The orchestrators to start with."""
+    listener: RefreshListener
+    terms: TicketTerms | None = None
+    """Ticket parameters and our funds, to check each info's parameters; None off-chain."""
+    sources: Sequence[OrchestratorSource] = ()
+    """Discovery sources read at each refresh; none keeps ``addresses``."""
+    refresh_interval: float = 5.0
+    capability: str = "transcode:h264"
+    """What an orchestrator's info must list to be offered work."""
+    info_deadline: float = 0.5
+    """Seconds the parallel info check waits for answers (go-livepeer's discovery timeout)."""
+    orchestrators: list[KnownOrchestrator] = attrs.field(init=False)
+    _nursery: trio.Nursery | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.orchestrators = [KnownOrchestrator(address=a) for a in self.addresses]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Holds the connections and refreshes; runs until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self.check_infos()
+            task_status.started()
+            while True:
+                await trio.sleep(self.refresh_interval)
+                self.listener.refreshed()
+                await self.discover()
+                await self.check_infos()
+
+    def status(self) -> list[OrchestratorFacts]:
+        now = trio.current_time()
+        return [o.facts(now) for o in self.orchestrators]
+
+    def find(self, key: str) -> KnownOrchestrator:
+        """The orchestrator named ``key``.
+
+        Raises:
+            BusyError: it is no longer in the pool.
+        """
+        orch = next((o for o in self.orchestrators if o.key == key), None)
+        if orch is None:
+            raise BusyError(f"orchestrator {key} is gone")
+        return orch
+
+    async def connect(self, orch: KnownOrchestrator) -> QuicConnectionHandle:
+        """``orch``'s connection, dialled if there is none."""
+        with one_error():
+            while orch.connection is None:
+                if orch.connecting is not None:
+                    await orch.connecting.wait()
+                    if orch.connection is None:
+                        raise TransportError(f"cannot connect to orchestrator {orch.address}")
+                    break
+                orch.connecting = trio.Event()
+                try:
+                    assert self._nursery is not None, "OrchestratorConnections.run has not started"
+                    orch.connection = await self._nursery.start(self._hold, orch)
+                finally:
+                    orch.connecting.set()
+                    orch.connecting = None
+            return orch.connection
+
+    def drop(self, orch: KnownOrchestrator) -> None:
+        """Closes ``orch``'s connection (its jobs fail; the next use dials again)."""
+        if orch.connection is not None:
+            orch.connection.close()
+
+    async def get_info(self, orch: KnownOrchestrator) -> OrchInfo:
+        """``orch``'s ORCH_INFO, with ticket parameters made out to this gateway."""
+        connection = await self.connect(orch)
+        return await get_info(connection, self.terms.sender.address if self.terms else "")
+
+    async def refresh_info(self, orch: KnownOrchestrator) -> OrchInfo:
+        """Asks ``orch`` for its info now and keeps what it says (pipelines, capacity)."""
+        info = await self.get_info(orch)
+        orch.note_info(info)
+        return info
+
+    async def check_infos(self) -> None:
+        """Asks every orchestrator for its info at once; rules out those that cannot work.
+
+        Accepted ticket parameters are kept for the next payments.
+        """
+        if not self.orchestrators:
+            return
+        by_address = {o.address: o for o in self.orchestrators}
+        infos = await refresh_infos(
+            by_address,
+            lambda address: self.get_info(by_address[address]),
+            deadline=self.info_deadline,
+        )
+        validate = await self.terms.validator() if self.terms is not None else None
+        max_price = self.terms.sender.max_price if self.terms is not None else None
+        for address, orch in by_address.items():
+            info = infos.get(address)
+            orch.answered = info is not None
+            refused = orch.refused  # no answer in time: the last verdict stands
+            if info is not None:
+                refused = refusal(
+                    address,
+                    info,
+                    capability=self.capability,
+                    max_price=max_price,
+                    validate_params=validate,
+                    suspended=lambda _: False,  # suspension is checked at each draw
+                )
+                orch.note_info(info)
+            else:
+                orch.full = False
+            if refused != orch.refused:
+                if refused:
+                    log.warning("orchestrator %s is not offered work: %s", address, refused)
+                else:
+                    log.info("orchestrator %s is offered work again", address)
+            orch.refused = refused
+
+    async def discover(self) -> None:
+        """With discovery sources, updates the orchestrator list."""
+        if not self.sources:
+            return
+        found: dict[str, DiscoveredOrchestrator] = {}
+        for source in self.sources:
+            try:
+                for d in await source.discover():
+                    found.setdefault(str(d.address), d)
+            except LpstreamError as exc:
+                log.warning("discovery failed: %s", exc)
+        if not found:
+            return  # keep what we had rather than stopping work
+        known = {o.key: o for o in self.orchestrators}
+        for key, d in found.items():
+            if key in known:
+                known[key].stake, known[key].score = d.stake, d.score
+            else:
+                self.orchestrators.append(
+                    KnownOrchestrator(address=d.address, stake=d.stake, score=d.score)
+                )
+                log.info("discovered orchestrator %s", key)
+        for gone in [o for o in self.orchestrators if o.key not in found]:
+            log.info("orchestrator %s is no longer offered", gone.address)
+            self.drop(gone)
+            self.orchestrators.remove(gone)
+        self.listener.retain(found)
+
+    async def _hold(
+        self, orch: KnownOrchestrator, *, task_status: trio.TaskStatus[QuicConnectionHandle]
+    ) -> None:
+        started = False
+        try:
+            async with open_quic_connection(orch.address.host, orch.address.port) as conn:
+                task_status.started(conn)
+                started = True
+                # A killed or frozen orchestrator sends nothing: pings find it within
+                # ``answer_within`` and closing the connection fails its jobs at once.
+                await keep_alive(conn, peer=f"orchestrator {orch.address}")
+                await conn.wait_closed()
+        except TransportError as exc:
+            log.warning("orchestrator %s: %s", orch.address, exc)
+            if not started:
+                raise  # the dialler gets the error; after that, the next job dials again
+        finally:
+            orch.connection = None
+
+
+async def get_info(connection: QuicConnectionHandle, sender: str) -> OrchInfo:
+    """Asks an orchestrator for its ORCH_INFO (with ticket parameters for ``sender``)."""
+    stream = await connection.open_stream()
+    channel = MessageStream()
+    try:
+        await stream.send_all(channel.send(GetInfo(sender=sender)))
+        with trio.fail_after(INFO_TIMEOUT):
+            while (message := channel.next_message()) is None:
+                data = await stream.receive_some(64 * 1024)
+                if not data:
+                    raise TransportError("orchestrator closed the info stream")
+                channel.receive_data(data)
+        await stream.send_eof()  # done asking: the orchestrator ends the stream quietly
+    finally:
+        await stream.aclose()
+    if isinstance(message, Error):
+        raise JobError(f"GET_INFO refused: {message.message}", code=message.code)
+    if not isinstance(message, OrchInfo):
+        raise JobError(f"GET_INFO answered with {type(message).__name__}", code=502)
+    return message

@@ -1,0 +1,152 @@
+"""A live stream's transcoded renditions (its ladder): one job per source segment, listed
+whole as they come back.
+
+How this works: for each source segment a task asks the ``SegmentTranscoder`` for every
+profile's rendition while the segment is still being cut (the trickle), retrying from the
+first byte on failure. When the segment is complete the answer is listed: each rendition as a
+whole segment, without parts (players that want parts play the source; LL-HLS lets a
+playlist have none), and handed to the WebRTC viewers. A rendition missing from the answer,
+or every one when all attempts failed, gets an ``EXT-X-GAP`` for that segment so that the
+playlists stay aligned; so does every rendition when the publisher left mid-segment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import attrs
+import trio
+
+from lpstream.errors import LpstreamError, MediaError
+from lpstream.gateway.outlets import RenditionOutlets
+from lpstream.gateway.segments import (
+    RenditionSegment,
+    SegmentJob,
+    SegmentTranscoder,
+    SourceSegment,
+)
+from lpstream.media import VideoProfile
+from lpstream.media.h264 import avc_info_from_annexb
+from lpstream.media.mpegts import joined_payloads
+
+__all__ = ["RenditionLadder"]
+
+log = logging.getLogger("lpstream.gateway")
+
+
+@attrs.define
+class RenditionLadder:
+    """Transcodes a stream's segments into its profiles and lists them (see the module
+    comment)."""
+
+    outlets: RenditionOutlets
+    """Where the renditions are listed and figures recorded."""
+    transcoder: SegmentTranscoder
+    session: str
+    """The publish session's id (the jobs' session)."""
+    profiles: tuple[VideoProfile, ...]
+    attempts: int = 3
+    in_flight: int = 0
+    """Segments sent and not yet listed."""
+
+    def start_segment(self, segment: SourceSegment, nursery: trio.Nursery) -> None:
+        """Starts transcoding ``segment`` while it is being cut."""
+        self.in_flight += 1
+        nursery.start_soon(self.transcode_segment, segment)
+
+    async def transcode_segment(self, segment: SourceSegment) -> None:
+        """Gets ``segment``'s renditions (or gives up after ``attempts``) and lists them."""
+        hls = self.outlets.hls
+        job = SegmentJob.from_segment(
+            segment,
+            stream=self.outlets.stream,
+            session=self.session,
+            target=self.outlets.segment_target,
+            profiles=self.profiles,
+        )
+        try:
+            results = await self._transcode(job, segment)
+            await segment.buffer.wait_closed()
+            assert segment.duration is not None  # set before the buffer closes
+            self._publish(segment.seq, segment.duration, results)
+            self.outlets.notify()
+            if results is not None and segment.buffer.closed_at is not None:
+                # From the segment's last input byte to all its renditions being listed.
+                self.outlets.latency.renditions_listed(
+                    trio.current_time() - segment.buffer.closed_at
+                )
+        except MediaError:
+            # The upload itself never completed (the publisher left mid-segment).
+            for profile in self.profiles:
+                self._ensure_info(profile)
+                hls.add_gap(profile.name, segment.seq, self.outlets.segment_target)
+            self.outlets.notify()
+        finally:
+            self.in_flight -= 1
+
+    async def _transcode(
+        self, job: SegmentJob, segment: SourceSegment
+    ) -> Sequence[RenditionSegment] | None:
+        """The renditions from the first attempt that succeeds; None if none does."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                started = trio.current_time()
+                results = await self.transcoder.transcode(job, segment.buffer)
+                self.outlets.metrics.inc("transcode_seconds_total", trio.current_time() - started)
+                return results
+            except (LpstreamError, trio.TooSlowError) as exc:
+                self.outlets.metrics.inc("errors_total", kind="transcode")
+                log.warning(
+                    "stream %r segment %d: attempt %d/%d failed: %s",
+                    self.outlets.stream,
+                    segment.seq,
+                    attempt,
+                    self.attempts,
+                    exc,
+                )
+        return None
+
+    def _publish(
+        self, seq: int, duration: float, results: Sequence[RenditionSegment] | None
+    ) -> None:
+        hls = self.outlets.hls
+        by_name = {r.name: r for r in results or ()}
+        for profile in self.profiles:
+            rendition = by_name.get(profile.name)
+            if rendition is None or not rendition.data:
+                self._ensure_info(profile)
+                if results is not None:
+                    log.warning(
+                        "stream %r segment %d: no %s rendition returned",
+                        self.outlets.stream,
+                        seq,
+                        profile.name,
+                    )
+                hls.add_gap(profile.name, seq, duration)
+                continue
+            self.outlets.metrics.inc("segments_out_total", rendition=profile.name)
+            size = self.outlets.source.scaled_size(profile) or (rendition.width, rendition.height)
+            hls.set_info(
+                self.outlets.source.rendition_info(
+                    profile.name,
+                    avc_info_from_annexb(joined_payloads(rendition.data)),
+                    size,
+                    self.outlets.source.bandwidth(profile.bitrate),
+                )
+            )
+            hls.add_segment(profile.name, seq, duration, rendition.data)
+            self.outlets.packets.feed_ts(profile.name, rendition.data)
+
+    def _ensure_info(self, profile: VideoProfile) -> None:
+        """Gives a rendition that has no segment yet master-playlist facts from its profile,
+        so that a stream whose renditions all failed still gets a master playlist."""
+        hls = self.outlets.hls
+        if hls.has_info(profile.name):
+            return
+        size = self.outlets.source.scaled_size(profile) or (profile.width, profile.height)
+        hls.set_info(
+            self.outlets.source.rendition_info(
+                profile.name, None, size, self.outlets.source.bandwidth(profile.bitrate)
+            )
+        )
