@@ -154,6 +154,30 @@ async def start_redeemer(
     return redeemer
 
 
+async def start_ticket_receiver(
+    nursery: trio.Nursery,
+    options: PaymentOptions,
+    key: NodeKey,
+    client: ChainClient,
+    watch: ChainWatch,
+) -> tuple[PaymentReceiver, Redeemer]:
+    """The orchestrator's side of payments: its ticket store in the data dir, the receiver that
+    checks and credits tickets with ``key``, and the redeemer of the winning ones (running)."""
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    store = TicketStore(options.data_dir / "tickets.sqlite")
+    receiver = PaymentReceiver(
+        address=key.address,
+        signing_key=key.private_key,
+        watch=watch,
+        store=store,
+        store_limiter=trio.CapacityLimiter(1),
+        price=options.price,
+        ticket_ev=options.ticket_ev,
+        max_face_value=options.max_face_value,
+    )
+    return receiver, await start_redeemer(nursery, store, client, watch)
+
+
 async def start_dev_economy(
     nursery: trio.Nursery, options: PaymentOptions, service_uri: str
 ) -> DevEconomy:
@@ -180,19 +204,9 @@ async def start_dev_economy(
     await nursery.start(chain.run_blocks, options.block_time, limiter)
     await nursery.start(watch.run)
 
-    options.data_dir.mkdir(parents=True, exist_ok=True)
-    store = TicketStore(options.data_dir / "tickets.sqlite")
-    receiver = PaymentReceiver(
-        address=orchestrator_key.address,
-        signing_key=orchestrator_key.private_key,
-        watch=watch,
-        store=store,
-        store_limiter=trio.CapacityLimiter(1),
-        price=options.price,
-        ticket_ev=options.ticket_ev,
-        max_face_value=options.max_face_value,
+    receiver, redeemer = await start_ticket_receiver(
+        nursery, options, orchestrator_key, orchestrator_client, watch
     )
-    redeemer = await start_redeemer(nursery, store, orchestrator_client, watch)
     sender = PaymentSender(
         sender=TicketSender(private_key=gateway_key.private_key), max_price=options.max_price
     )
@@ -285,21 +299,8 @@ async def start_orchestrator_payments(
 ) -> PaymentReceiver:
     """Connects, starts the chain watch, the ticket queue and the redeemer of an orchestrator."""
     key, client, watch = await open_chain(chain)
-    address = key.address
     await nursery.start(watch.run)
-    options.data_dir.mkdir(parents=True, exist_ok=True)
-    store = TicketStore(options.data_dir / "tickets.sqlite")
-    receiver = PaymentReceiver(
-        address=address,
-        signing_key=key.private_key,
-        watch=watch,
-        store=store,
-        store_limiter=trio.CapacityLimiter(1),
-        price=options.price,
-        ticket_ev=options.ticket_ev,
-        max_face_value=options.max_face_value,
-    )
-    await start_redeemer(nursery, store, client, watch)
+    receiver, _ = await start_ticket_receiver(nursery, options, key, client, watch)
     if initialize_rounds:
         await nursery.start(run_round_initializer, watch)
     return receiver
