@@ -79,7 +79,31 @@ _VIEWER_FLAGS = (
     "pipeline",
     "pipeline_params",
 )
-_INGEST_LIMIT_FLAGS = ("max_ingest_pixels", "max_ingest_bitrate", "end_linger")
+_ACCESS_FLAGS = (
+    "publish_key",
+    "publish_keys",
+    "jwt_jwks",
+    "jwt_secret",
+    "jwt_audience",
+    "auth_webhook_url",
+    "auth_webhook_timeout",
+    "auth_webhook_cache",
+    "play_auth",
+    "name_grace",
+    "api_token",
+    "api_token_file",
+    "cors_origin",
+)
+_API_FLAGS = ("api_token", "api_token_file", "cors_origin")
+_INGEST_LIMIT_FLAGS = (
+    "max_ingest_pixels",
+    "max_ingest_fps",
+    "max_ingest_bitrate",
+    "max_streams",
+    "max_streams_per_key",
+    "max_streams_per_addr",
+    "end_linger",
+)
 _NODE_LIMIT_FLAGS = (
     "http_max_connections",
     "http_keep_alive_timeout",
@@ -87,6 +111,9 @@ _NODE_LIMIT_FLAGS = (
     "http_body_timeout",
     "http_max_uploads",
     "http_dead_peer_timeout",
+    "tls_cert",
+    "tls_key",
+    "metrics_addr",
     "memory_budget",
 )
 
@@ -119,19 +146,18 @@ def main() -> None:
 @_flags("segment_duration", "part_target", "encoder", "capacity", role="dev")
 @flag("orch_secret", help="Secret remote workers must present (default: random).")
 @_flags("offchain", "demo_stream", "price_per_unit", "pixels_per_unit", role="dev")
-@flag(
-    "max_price_per_unit",
-    help="Gateway: refuse orchestrators above this many wei per unit (default: no limit).",
-)
+@flag("max_price_per_unit")
 @_flags("ticket_ev", "max_face_value", "block_time", "round_length")
 @flag(
     "data_dir",
     role="dev",
     type=click.Path(file_okay=False),
-    help="Where the ticket queue lives (default: a fresh temporary folder).",
+    help="Where the ticket queue and the orchestrator's QUIC identity live (default: a fresh "
+    "temporary folder and a new certificate each run).",
 )
 @_flags(*_VIEWER_FLAGS, "price_per_second", "pipeline_price", "max_price_per_second")
-@_flags(*_INGEST_LIMIT_FLAGS, *_NODE_LIMIT_FLAGS, "log_level")
+@_flags(*_ACCESS_FLAGS)
+@_flags("models_dir", *_INGEST_LIMIT_FLAGS, *_NODE_LIMIT_FLAGS, "log_level")
 def dev(**values: Any) -> None:
     """Gateway, orchestrator and worker in one process, paying with tickets on an embedded
     chain (or free with --offchain), ready for a stream."""
@@ -157,6 +183,7 @@ def dev(**values: Any) -> None:
 @flag("offchain", help="Run without payments.")
 @chain_flags
 @_flags("max_price_per_unit", "pixels_per_unit", *_VIEWER_FLAGS, "max_price_per_second")
+@_flags(*_ACCESS_FLAGS)
 @_flags(*_INGEST_LIMIT_FLAGS, *_NODE_LIMIT_FLAGS, "log_level")
 def gateway(**values: Any) -> None:
     """Take streams from broadcasters, pay orchestrators to transcode, serve viewers."""
@@ -194,19 +221,22 @@ def gateway(**values: Any) -> None:
     help="Admin HTTP (/api/status, /metrics); off unless given.",
 )
 @flag("orch_secret", required=True, help="Secret remote workers must present.")
+@flag("worker_hello_backoff")
 @flag(
     "capacity",
     type=click.IntRange(0, 64),
-    help="Sessions the in-process worker takes (0: remote workers only).",
+    help="Work the in-process worker takes, in sessions' worth (one: the default ladder from "
+    "a 30 fps source of 640x360 or more, 9.98 Mpx/s); 0: remote workers only.",
 )
 @encoder_opt
+@flag("models_dir")
 @flag("offchain", help="Run without payments.")
 @chain_flags
 @flag("price_per_unit", help="Price: wei per unit.")
 @_flags("pixels_per_unit", "ticket_ev")
 @flag("max_face_value", help="Cap on face values, wei (0: none).")
 @flag("data_dir", type=click.Path(file_okay=False))
-@_flags("initialize_rounds", "price_per_second", "pipeline_price")
+@_flags("initialize_rounds", "price_per_second", "pipeline_price", *_API_FLAGS)
 @_flags(*_NODE_LIMIT_FLAGS, "log_level")
 def orchestrator(**values: Any) -> None:
     """Sell transcoding and live AI: take jobs over QUIC and run them on workers."""
@@ -222,8 +252,9 @@ def orchestrator(**values: Any) -> None:
 @config_option
 @flag("orch_addr", multiple=False, required=True, help="The orchestrator to work for.")
 @flag("orch_secret", required=True, help="The orchestrator's secret.")
-@flag("capacity", help="Sessions to take at once.")
+@flag("capacity")
 @encoder_opt
+@flag("models_dir")
 @log_level
 def worker(**values: Any) -> None:
     """Transcode for an orchestrator (dials it and registers with its secret)."""

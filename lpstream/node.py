@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import random
-import resource
 import secrets
 import shutil
 import subprocess
@@ -18,10 +17,12 @@ from pathlib import Path
 
 import attrs
 import trio
+from starlette.types import ASGIApp
 
 import lpstream
 from ingest.rtmp import RtmpServer
 from ingest.whip import WhepPlayback, WhipIngest
+from lpstream.access import NodeAccess
 from lpstream.budget import MemoryBudget, default_memory_budget
 from lpstream.chainwatch import ChainWatch
 from lpstream.config import Config, HostPort, HttpSection, LimitsSection
@@ -33,17 +34,25 @@ from lpstream.gateway.discovery import (
     StaticSource,
     WebhookSource,
 )
+from lpstream.gateway.fair_share import TranscodeShares
 from lpstream.gateway.gateway import Gateway
 from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.orchestrators import OrchestratorPool
 from lpstream.gateway.payments import PaymentSender
+from lpstream.gateway.publishers import PublisherTable, StreamLimits
 from lpstream.gateway.selection import SelectionWeights, Selector
+from lpstream.http.api_guard import warn_if_open
 from lpstream.http.app import build_app
 from lpstream.http.limits import HttpLimits
-from lpstream.http.server import HttpServer
+from lpstream.http.metrics_app import metrics_server
+from lpstream.http.server import HttpServer, raise_open_file_limit
 from lpstream.http.status import GatewayNodeStatus, OrchestratorNodeStatus
+from lpstream.http.tls import ServerTls, load_server_tls
 from lpstream.media import load_profiles
 from lpstream.metrics import Metrics
+from lpstream.orchestrator.address import service_url
+from lpstream.orchestrator.hello_backoff import HelloBackoff
+from lpstream.orchestrator.identity import load_identity
 from lpstream.orchestrator.orchestrator import Orchestrator
 from lpstream.paid import (
     ChainOptions,
@@ -54,9 +63,10 @@ from lpstream.paid import (
     start_gateway_payments,
     start_orchestrator_payments,
 )
-from lpstream.quic import serve_quic
+from lpstream.worker.live import LiveSessions
 from lpstream.worker.local import LocalWorker
 from lpstream.worker.remote import run_remote_worker
+from workers.pipelines import ModelDirectory, PipelineRegistry
 
 __all__ = [
     "chain_options",
@@ -92,9 +102,29 @@ def ingest_limits(config: Config) -> IngestLimits:
     """What each publisher may send, and how long an ended stream stays."""
     return IngestLimits(
         max_pixels=config.limits.max_ingest_pixels,
+        max_fps=config.limits.max_ingest_fps,
         max_bitrate=config.limits.max_ingest_bitrate,
         end_linger=config.playback.end_linger,
     )
+
+
+def stream_limits(section: LimitsSection) -> StreamLimits:
+    """How many live streams the gateway, a publisher and an address may hold."""
+    return StreamLimits(
+        max_streams=section.max_streams,
+        max_streams_per_key=section.max_streams_per_key,
+        max_streams_per_addr=section.max_streams_per_addr,
+    )
+
+
+def live_sessions(config: Config) -> LiveSessions:
+    """A worker's live AI sessions, whose pipelines load the models clients name from
+    ``--models-dir`` (default ``<data-dir>/models``; none without either)."""
+    folder = config.worker.models_dir
+    if folder is None and config.payments.data_dir is not None:
+        folder = str(Path(config.payments.data_dir) / "models")
+    models = ModelDirectory(None if folder is None else Path(folder))
+    return LiveSessions(registry=PipelineRegistry(models=models))
 
 
 def memory_limit(section: LimitsSection) -> int:
@@ -153,33 +183,31 @@ def chain_options(config: Config) -> ChainOptions | None:
     )
 
 
-def raise_open_file_limit() -> int:
-    """Raises this process's soft limit on open files to its hard limit, once, and logs it;
-    returns the soft limit in force (the HTTP connection cap is fitted under it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            log.warning("open files: cannot raise the limit from %d to %d: %s", soft, hard, exc)
-            return soft
-        log.info("open files: limit raised from %d to %d (the hard limit)", soft, hard)
-    return hard
-
-
-async def _serve_http(
-    server: HttpServer, addr: HostPort, *, task_status: trio.TaskStatus[HostPort]
-) -> None:
-    """Serves ``server`` on ``addr`` (within its limits: connections, timeouts, WebSocket
-    message size) until cancelled; reports the bound address."""
+async def _start_http(
+    nursery: trio.Nursery, section: HttpSection, app: ASGIApp, addr: HostPort, tls: ServerTls | None
+) -> tuple[HttpServer, str]:
+    """Serves ``app`` on ``addr`` (HTTPS with ``tls``) within the section's limits; returns
+    the server and its base URL."""
     raise_open_file_limit()
-    await server.serve(addr, task_status=task_status)
+    server = HttpServer(app, limits=http_limits(section), tls=tls)
+    bound = await nursery.start(server.serve, addr)
+    return server, f"{server.scheme}://{bound}"
+
+
+async def _start_metrics(
+    nursery: trio.Nursery, section: HttpSection, metrics: Metrics, announce: Announce
+) -> None:
+    """Serves ``/metrics`` alone on ``metrics_addr``, if it is set."""
+    if section.metrics_addr is not None:
+        server = metrics_server(metrics, http_limits(section))
+        bound = await nursery.start(server.serve, section.metrics_addr)
+        announce(f"metrics:  http://{bound}/metrics")
 
 
 def _build_orchestrator(config: Config, secret: str, metrics: Metrics) -> Orchestrator:
     worker = config.worker
     local = (
-        LocalWorker(capacity=worker.capacity, encoder=worker.encoder)
+        LocalWorker(capacity=worker.capacity, encoder=worker.encoder, live=live_sessions(config))
         if worker.capacity > 0
         else None
     )
@@ -190,6 +218,8 @@ def _build_orchestrator(config: Config, secret: str, metrics: Metrics) -> Orches
         pipeline_prices=dict(config.payments.pipeline_price),
         default_pipeline_price=config.payments.price_per_second,
         memory=MemoryBudget(limit=memory_limit(config.limits)),
+        identity=load_identity(config.payments.data_dir),
+        hello_backoff=HelloBackoff(first_delay=config.orchestrator.worker_hello_backoff),
     )
 
 
@@ -202,6 +232,8 @@ async def run_orchestrator(config: Config, announce: Announce = print) -> None:
     if not config.orchestrator.orch_secret:
         raise ConfigError("an orchestrator needs --orch-secret")
     chain = chain_options(config)
+    tls = load_server_tls(config.http.tls_cert, config.http.tls_key)
+    access = NodeAccess.from_section(config.access)
     metrics = Metrics()
     orchestrator = _build_orchestrator(config, config.orchestrator.orch_secret, metrics)
     service_addr, http_addr = config.orchestrator.service_addr, config.http.http_addr
@@ -216,13 +248,9 @@ async def run_orchestrator(config: Config, announce: Announce = print) -> None:
             )
             orchestrator.payments = receiver
             announce(f"orchestrator account: {receiver.address}")
-        host, port = await nursery.start(
-            serve_quic,
-            service_addr.host,
-            service_addr.port,
-            orchestrator.handle_connection,
-        )
-        announce(f"orchestrator service: quic://{HostPort(host, port)}")
+        service = await nursery.start(orchestrator.serve, service_addr.host, service_addr.port)
+        announce(f"orchestrator service: quic://{HostPort(service.host, service.port)}")
+        announce(f"orchestrator pinned address: {service_url(service)}")
         if http_addr is not None:
             app = build_app(
                 playback=None,
@@ -233,10 +261,13 @@ async def run_orchestrator(config: Config, announce: Announce = print) -> None:
                 ),
                 metrics=metrics,
                 limits=limits,
+                api_tokens=access.api_tokens,
+                cors_origins=access.cors_origins,
             )
-            server = HttpServer(app, limits=limits)
-            bound = await nursery.start(_serve_http, server, http_addr)
-            announce(f"orchestrator admin: http://{bound}/api/status")
+            warn_if_open(http_addr, access.api_tokens)
+            _, web = await _start_http(nursery, config.http, app, http_addr, tls)
+            announce(f"orchestrator admin: {web}/api/status")
+        await _start_metrics(nursery, config.http, metrics, announce)
         announce("lpstream orchestrator ready")
 
 
@@ -250,7 +281,9 @@ async def run_worker(config: Config, announce: Announce = print) -> None:
     if not config.selection.orch_addr or not secret:
         raise ConfigError("a worker needs --orch-addr and --orch-secret")
     orch_addr = config.selection.orch_addr[0]
-    local = LocalWorker(capacity=config.worker.capacity, encoder=config.worker.encoder)
+    local = LocalWorker(
+        capacity=config.worker.capacity, encoder=config.worker.encoder, live=live_sessions(config)
+    )
     async with trio.open_nursery() as nursery:
         worker_id = await nursery.start(run_remote_worker, orch_addr, secret, local)
         announce(f"lpstream worker ready: registered with {orch_addr} as {worker_id}")
@@ -267,8 +300,10 @@ async def _start_gateway(
     orch_addrs: tuple[HostPort, ...],
     sender: PaymentSender | None = None,
     watch: ChainWatch | None = None,
+    tls: ServerTls | None = None,
 ) -> Gateway:
     selection, access, playback = config.selection, config.access, config.playback
+    node_access = NodeAccess.from_section(access)
     webhook_url = selection.orch_webhook_url
     sources: list[OrchestratorSource] = []
     if orch_addrs:
@@ -313,6 +348,8 @@ async def _start_gateway(
         limits=ingest_limits(config),
         linger=playback.end_linger,
         memory=MemoryBudget(limit=memory_limit(config.limits)),
+        publishers=PublisherTable(stream_limits(config.limits)),
+        shares=TranscodeShares(capacity=pool.work_capacity),
     )
     await nursery.start(gateway.run)
     rtmp = RtmpServer(handler=gateway)
@@ -324,7 +361,7 @@ async def _start_gateway(
     await nursery.start(whip.run)
     whep = WhepPlayback(
         source=gateway,
-        token=access.whep_token,
+        token=None if node_access.play else access.whep_token,  # then play auth checks it
         host_addresses=hosts,
         max_sessions=playback.whep_max_sessions,
     )
@@ -351,16 +388,20 @@ async def _start_gateway(
         whep=whep,
         ai=gateway,
         limits=http_limits(config.http),
+        api_tokens=node_access.api_tokens,
+        play=node_access.play,
+        cors_origins=node_access.cors_origins,
     )
-    server = HttpServer(app, limits=http_limits(config.http))
-    http = await nursery.start(_serve_http, server, gateway_http_addr(config))
+    warn_if_open(gateway_http_addr(config), node_access.api_tokens)
+    server, web = await _start_http(nursery, config.http, app, gateway_http_addr(config), tls)
     rtmp_bound = HostPort(rtmp_host, rtmp_port)
     announce(f"ingest:   rtmp://{rtmp_bound}/live/{{stream}}")
-    announce(f"ingest:   http://{http}/whip/{{stream}} (WHIP)")
-    announce(f"playback: http://{http}/hls/{{stream}}/index.m3u8")
-    announce(f"webrtc:   http://{http}/whep/{{stream}} (WHEP; /whep/{{stream}}/{{rendition}})")
-    announce(f"watch:    http://{http}/watch/{{stream}}  (?whep=1: WebRTC)")
-    announce(f"status:   http://{http}/api/status")
+    announce(f"ingest:   {web}/whip/{{stream}} (WHIP)")
+    announce(f"playback: {web}/hls/{{stream}}/index.m3u8")
+    announce(f"webrtc:   {web}/whep/{{stream}} (WHEP; /whep/{{stream}}/{{rendition}})")
+    announce(f"watch:    {web}/watch/{{stream}}  (?whep=1: WebRTC)")
+    announce(f"status:   {web}/api/status")
+    await _start_metrics(nursery, config.http, metrics, announce)
     return gateway
 
 
@@ -371,6 +412,7 @@ async def run_gateway(config: Config, announce: Announce = print) -> None:
         ConfigError: a paid node without its chain's settings.
     """
     chain = chain_options(config)
+    tls = load_server_tls(config.http.tls_cert, config.http.tls_key)
     async with trio.open_nursery() as nursery:
         sender = watch = None
         if chain is not None:
@@ -391,6 +433,7 @@ async def run_gateway(config: Config, announce: Announce = print) -> None:
             orch_addrs=config.selection.orch_addr,
             sender=sender,
             watch=watch,
+            tls=tls,
         )
         announce("lpstream gateway ready")
 
@@ -399,20 +442,20 @@ async def run_dev(config: Config, announce: Announce = print) -> None:
     """Gateway, orchestrator and worker in one process; paid on the embedded chain unless
     ``offchain``. Without ``orch_secret`` remote workers join with a random one; without
     ``data_dir`` the tickets go to a fresh temporary folder."""
+    tls = load_server_tls(config.http.tls_cert, config.http.tls_key)
     metrics = Metrics()
     secret = config.orchestrator.orch_secret or new_secret()
     orchestrator = _build_orchestrator(config, secret, metrics)
     service_addr = config.orchestrator.service_addr
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(
-            serve_quic, service_addr.host, service_addr.port, orchestrator.handle_connection
-        )
-        service = HostPort(host, port)
+        pinned = await nursery.start(orchestrator.serve, service_addr.host, service_addr.port)
+        service = HostPort(pinned.host, pinned.port)
         announce(f"orchestrator: quic://{service} (remote workers join with --orch-secret)")
+        announce(f"orchestrator pinned address: {service_url(pinned)}")
         economy: DevEconomy | None = None
         if not config.payments.offchain:
             payments = payment_options(config)
-            economy = await start_dev_economy(nursery, payments, f"quic://{service}")
+            economy = await start_dev_economy(nursery, payments, service_url(pinned))
             orchestrator.payments = economy.receiver
             announce(
                 f"chain: embedded, controller {economy.chain.controller}; "
@@ -436,6 +479,7 @@ async def run_dev(config: Config, announce: Announce = print) -> None:
             orch_addrs=(service,),
             sender=economy.sender if economy else None,
             watch=economy.watch if economy else None,
+            tls=tls,
         )
         announce("lpstream dev ready")
         if config.node.demo_stream:
@@ -443,12 +487,12 @@ async def run_dev(config: Config, announce: Announce = print) -> None:
                 _push_demo,
                 config.ingest.rtmp_addr,
                 config.node.demo_stream,
-                gateway_http_addr(config),
+                f"{'http' if tls is None else 'https'}://{gateway_http_addr(config)}",
                 announce,
             )
 
 
-async def _push_demo(rtmp: HostPort, stream: str, http: HostPort, announce: Announce) -> None:
+async def _push_demo(rtmp: HostPort, stream: str, web: str, announce: Announce) -> None:
     """Pushes a test pattern with ffmpeg, restarting it if it stops."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
@@ -488,9 +532,7 @@ async def _push_demo(rtmp: HostPort, stream: str, http: HostPort, announce: Anno
         url,
     ]
     announce(f"demo stream: pushing a test pattern to {url}")
-    announce(
-        f"watch it:    ffplay http://{http}/hls/{stream}/index.m3u8  (or http://{http}/watch/{stream})"
-    )
+    announce(f"watch it:    ffplay {web}/hls/{stream}/index.m3u8  (or {web}/watch/{stream})")
     while True:
         await trio.run_process(command, check=False, stdin=subprocess.DEVNULL)
         await trio.sleep(2)

@@ -11,7 +11,6 @@ import getpass
 import json
 import os
 import secrets
-import stat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,8 +18,8 @@ from eth_account import Account
 
 from lpstream.errors import ConfigError
 
-from .fsync import fsync_folder
 from .pm import address_of, to_checksum_address
+from .private_files import read_private_file, write_private_file
 
 __all__ = [
     "DEFAULT_SCRYPT_N",
@@ -105,25 +104,9 @@ def create_keystore(
     data = json.dumps(document).encode()
 
     try:
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            try:
-                os.fchmod(fd, 0o600)  # whatever the umask
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, target)  # atomic, and fails rather than replace a file
-            except FileExistsError:
-                raise KeystoreError(
-                    f"keystore {target} already exists; not overwriting it"
-                ) from None
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_folder(target.parent)
+        write_private_file(target, data)
+    except FileExistsError:
+        raise KeystoreError(f"keystore {target} already exists; not overwriting it") from None
     except OSError as exc:
         raise KeystoreError(f"cannot write keystore {target}: {exc.strerror or exc}") from exc
     return key.address
@@ -200,27 +183,11 @@ def read_passphrase(passphrase_file: Path | None, *, prompt: bool, confirm: bool
 
 def _passphrase_from_file(path: Path) -> str:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        data = read_private_file(path, "passphrase file")
     except FileNotFoundError:
         raise ConfigError(f"passphrase file {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read passphrase file {path}: {exc.strerror}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ConfigError(f"passphrase file {path} is not a regular file")
-        if os.name == "posix" and mode & 0o077:
-            raise ConfigError(
-                f"passphrase file {path} is accessible by group or others (mode "
-                f"{stat.S_IMODE(mode):04o}); make it private: chmod 600 {path}"
-            )
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    try:
-        text = b"".join(chunks).decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"passphrase file {path} is not UTF-8 text") from None
     if text.endswith("\r\n"):

@@ -147,8 +147,9 @@ class Page:
 
 
 @asynccontextmanager
-async def open_browser(log: Path) -> AsyncIterator[Browser]:
-    """Starts headless Chromium with a fresh profile; its stderr goes to ``log``."""
+async def open_browser(log: Path, *extra_flags: str) -> AsyncIterator[Browser]:
+    """Starts headless Chromium with a fresh profile, ``CHROMIUM_FLAGS`` and ``extra_flags``;
+    its stderr goes to ``log``."""
     executable = chromium_path()
     if executable is None:
         raise FileNotFoundError("chromium is not installed (scripts/setup installs it)")
@@ -158,7 +159,13 @@ async def open_browser(log: Path) -> AsyncIterator[Browser]:
     ) as profile:
         with log.open("wb") as err:
             process = await trio.lowlevel.open_process(
-                [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                [
+                    executable,
+                    *CHROMIUM_FLAGS,
+                    *extra_flags,
+                    f"--user-data-dir={profile}",
+                    "about:blank",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )

@@ -10,7 +10,6 @@ from .amounts import PERC_DIVISOR, format_wei, parse_wei
 from .chain_server import (
     DEV_KEYSTORE_SCRYPT_N,
     chain,
-    is_loopback,
     run_chain,
     write_dev_keystores,
 )
@@ -25,7 +24,6 @@ __all__ = [
     "chain",
     "chain_flags",
     "format_wei",
-    "is_loopback",
     "parse_wei",
     "run_chain",
     "write_dev_keystores",

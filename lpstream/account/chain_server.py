@@ -4,14 +4,14 @@ For networks of separate processes on one machine: ``lpstream chain --keystore-d
 then, in another shell, ``lpstream account status --controller 0x… --keystore
 dev-keys/dev-0.json --passphrase-file dev-keys/dev-0.passphrase``. The dev accounts' keys are
 public knowledge (they are derived from a fixed seed), so their keystores are written with a
-cheap scrypt cost and the RPC refuses a non-loopback address unless told otherwise.
+cheap scrypt cost, the RPC refuses a non-loopback address unless told otherwise, and lpstream
+refuses to sign with them on any chain but this one with its own chain id (``--chain-id``
+gives it another, to stand in for another network: then the dev keystores are refused).
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
-import os
 import secrets
 import sys
 from collections.abc import Callable
@@ -22,15 +22,15 @@ import attrs
 import click
 
 from lpstream.cliopts import option, run_until_stopped
-from lpstream.config import HostPort, parse_host_port
+from lpstream.config import HostPort, is_loopback, parse_host_port
 from lpstream.errors import ConfigError
+from payments.private_files import write_private_file
 
 if TYPE_CHECKING:
     # The chain's modules load web3 and eth_account: the command imports them when it runs.
     from payments.chain.contracts import ProtocolParameters
     from payments.keys import NodeKey
-
-__all__ = ["DEV_KEYSTORE_SCRYPT_N", "chain", "is_loopback", "run_chain", "write_dev_keystores"]
+__all__ = ["DEV_KEYSTORE_SCRYPT_N", "chain", "run_chain", "write_dev_keystores"]
 
 DEV_KEYSTORE_SCRYPT_N = 2**12
 """scrypt's cost for the dev chain's keystores: their keys are public anyway, so make them quick."""
@@ -41,16 +41,6 @@ def _rpc_addr(ctx: click.Context, param: click.Parameter, value: Any) -> HostPor
         return parse_host_port(str(value), default_port=8545, flag="--rpc-addr")
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from None
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def write_dev_keystores(keys: list[NodeKey], folder: Path) -> list[tuple[str, Path, Path]]:
@@ -96,12 +86,7 @@ def write_dev_keystores(keys: list[NodeKey], folder: Path) -> list[tuple[str, Pa
 
 def _write_private(path: Path, text: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
+        write_private_file(path, text.encode())
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
@@ -114,16 +99,22 @@ async def run_chain(
     accounts: int,
     keystore_dir: Path | None,
     announce: Callable[[str], None],
+    chain_id: int | None = None,
 ) -> None:
-    """Runs the dev chain and its JSON-RPC server until cancelled."""
+    """Runs the dev chain (with ``chain_id``, else the dev chain's own id) and its JSON-RPC
+    server until cancelled."""
     import trio
 
-    from payments.chain.devchain import DevChain
+    from payments.chain.devchain import DEV_CHAIN_ID, DevChain
+
+    chain_id = DEV_CHAIN_ID if chain_id is None else chain_id
     from payments.chain.rpc import build_rpc_app, serve_rpc
 
     limiter = trio.CapacityLimiter(1)  # the chain's one limiter (eth-tester is not thread-safe)
     dev = await trio.to_thread.run_sync(
-        functools.partial(DevChain.start, parameters=parameters, accounts=accounts),
+        functools.partial(
+            DevChain.start, parameters=parameters, accounts=accounts, chain_id=chain_id
+        ),
         limiter=limiter,
     )
     files: list[tuple[str, Path, Path]] = []
@@ -136,6 +127,12 @@ async def run_chain(
         await nursery.start(dev.run_blocks, block_time, limiter)
         announce(f"chain RPC: {url}")
         announce(f"controller: {dev.controller}")
+        announce(f"chain id: {chain_id}")
+        if chain_id != DEV_CHAIN_ID:
+            announce(
+                f"note: not the dev chain id ({DEV_CHAIN_ID}): lpstream refuses to sign with "
+                "the dev accounts' keys on this chain"
+            )
         if files:
             for i, (address, keystore, passphrase_file) in enumerate(files):
                 announce(f"account {i}: {address} keystore {keystore} passphrase {passphrase_file}")
@@ -179,6 +176,14 @@ def _announce(line: str) -> None:
 )
 @option("--accounts", type=click.IntRange(0, 100), default=4, help="Funded dev accounts.")
 @option(
+    "--chain-id",
+    type=click.IntRange(1, 2**63 - 1),
+    default=None,
+    show_default="the dev chain's",
+    help="The chain's id (EIP-155). Any but the default stands in for another network, on "
+    "which lpstream refuses the dev accounts' keys.",
+)
+@option(
     "--keystore-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -195,6 +200,7 @@ def chain(
     block_time: float,
     round_length: int,
     accounts: int,
+    chain_id: int | None,
     keystore_dir: Path | None,
     allow_remote: bool,
 ) -> None:
@@ -224,5 +230,6 @@ def chain(
             accounts=accounts,
             keystore_dir=keystore_dir,
             announce=_announce,
+            chain_id=chain_id,
         )
     )

@@ -25,6 +25,7 @@ from lpstream.config.serving import (
 from lpstream.config.setting import Setting, key_of, setting_of
 from lpstream.config.values import (
     HostPort,
+    is_loopback,
     parse_bitrate,
     parse_byte_size,
     parse_host_port,
@@ -51,6 +52,7 @@ __all__ = [
     "Setting",
     "WorkerSection",
     "dump_toml",
+    "is_loopback",
     "key_of",
     "parse_bitrate",
     "parse_byte_size",

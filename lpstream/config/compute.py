@@ -20,11 +20,25 @@ _NO_PARAMS: Any = attrs.Factory(dict)
 class WorkerSection:
     """The worker that transcodes and runs pipelines."""
 
-    capacity: int = setting(2, "Sessions the worker takes at once.", kind=int, low=1, high=64)
+    capacity: int = setting(
+        2,
+        "Work the worker takes at once, in sessions' worth: one is the default ladder "
+        "(360p + 240p) from a 30 fps source of 640x360 or more, 9.98 Mpx/s; cheaper sessions "
+        "take less of it, dearer ones more.",
+        kind=int,
+        low=1,
+        high=64,
+    )
     encoder: str = setting(
         "auto",
         "Video encoder: auto picks NVENC when a GPU is present, else libx264.",
         choices=("auto", "libx264", "nvenc"),
+    )
+    models_dir: str | None = setting(
+        None,
+        "Folder of the models live AI clients may name (a pipeline's 'model' parameter is the "
+        "name of a file or folder in it, never a path); default: <data-dir>/models (none "
+        "without a data dir: then no model can be named).",
     )
 
 

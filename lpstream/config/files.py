@@ -107,7 +107,7 @@ def dump_toml(config: Config, *, header: str = "") -> str:
             lines += ["", f"[{section}]"]
         spec = setting_of(field)
         key = key_of(field.name)
-        if spec.secret and value is not None:
+        if spec.secret and value not in (None, ()):
             lines.append(f"{key} = {_toml(MASK)}  # secret, masked")
             continue
         shown = spec.show(value) if spec.show is not None else value

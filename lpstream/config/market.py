@@ -6,9 +6,16 @@ from __future__ import annotations
 import attrs
 
 from lpstream.config.setting import address_setting, setting
-from lpstream.config.values import HostPort, parse_addresses, parse_pipeline_price
+from lpstream.config.values import HostPort, parse_pipeline_price
 
 __all__ = ["ChainSection", "OrchestratorSection", "PaymentsSection", "SelectionSection"]
+
+
+def _orchestrator_addresses(text: str, flag: str) -> tuple[HostPort, ...]:
+    # Imported here: the pin's module loads the QUIC stack, which `lpstream --help` must not.
+    from lpstream.orchestrator.address import parse_service_addresses
+
+    return parse_service_addresses(text, flag)
 
 
 @attrs.frozen(kw_only=True)
@@ -17,10 +24,11 @@ class SelectionSection:
 
     orch_addr: tuple[HostPort, ...] = setting(
         (),
-        "Orchestrator QUIC address (repeat, or separate with commas). Without it and without "
-        "--orch-webhook-url, a paid gateway uses the chain's active set.",
+        "Orchestrator QUIC address (repeat, or separate with commas), pinned as "
+        "quic://host:port#sha256=HEX (the orchestrator prints it at start). Without it and "
+        "without --orch-webhook-url, a paid gateway uses the chain's active set.",
         kind=HostPort,
-        parse=parse_addresses,
+        parse=_orchestrator_addresses,
         show=lambda addrs: [str(a) for a in addrs],
         multiple=True,
     )
@@ -45,8 +53,11 @@ class PaymentsSection:
     price_per_unit: int = setting(0, "Orchestrator price: wei per unit.", kind=int, low=0)
     pixels_per_unit: int = setting(1, "Pixels in a price unit.", kind=int, low=1)
     max_price_per_unit: int | None = setting(
-        None,
-        "Gateway: refuse orchestrators asking more wei per unit than this (default: no limit).",
+        200_000,
+        "Gateway: refuse orchestrators asking more wei per unit (--pixels-per-unit pixels) "
+        "than this. The default, 200000 wei a pixel at the default unit, is about 2e12 wei "
+        "(0.000002 ETH) a second for a 720p stream's default ladder; set a higher number to "
+        "pay more (there is no unlimited).",
         kind=int,
         low=0,
     )
@@ -73,15 +84,18 @@ class PaymentsSection:
         multiple=True,
     )
     max_price_per_second: int | None = setting(
-        None,
+        10**13,
         "Paid gateways: wei per second a live AI session may cost at most; orchestrators "
-        "asking more for the pipeline are not used. Default: no limit.",
+        "asking more for the pipeline are not used. The default, 1e13 wei (0.00001 ETH) a "
+        "second, is 10x the default --price-per-second; set a higher number to pay more "
+        "(there is no unlimited).",
         kind=int,
         low=0,
     )
     data_dir: str | None = setting(
         ".lpstream",
-        "Where the winning-ticket queue (SQLite) lives.",
+        "Where the node keeps its state: the winning-ticket queue (SQLite) and an "
+        "orchestrator's QUIC key and certificate (quic-identity.pem).",
     )
 
 
@@ -122,4 +136,13 @@ class OrchestratorSection:
     )
     orch_secret: str | None = setting(
         None, "Secret remote workers must present (dev: random if absent).", secret=True
+    )
+    worker_hello_backoff: float = setting(
+        1.0,
+        "Seconds before a wrong worker secret is answered; it doubles with each further one "
+        "from the same address (an IPv6 /64), up to 60 s, and meanwhile that address's "
+        "hellos are refused unread. 0: no back-off.",
+        kind=float,
+        low=0,
+        high=60,
     )

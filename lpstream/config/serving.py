@@ -11,6 +11,7 @@ from lpstream.config.values import (
     bitrate_text,
     memory_budget_text,
     parse_bitrate,
+    parse_host_port,
     parse_memory_budget,
     parse_pixels,
     pixels_text,
@@ -80,7 +81,7 @@ class PlaybackSection:
 
 @attrs.frozen(kw_only=True)
 class AccessSection:
-    """Who may publish and watch (publish keys, JWTs and API tokens join these)."""
+    """Who may publish, watch and use the API, and from which web pages."""
 
     whip_token: str | None = setting(
         None,
@@ -92,6 +93,80 @@ class AccessSection:
         "Bearer token WHEP viewers must send (Authorization: Bearer ...); default: none, "
         "anyone may watch (as with HLS).",
         secret=True,
+    )
+    publish_key: tuple[str, ...] = setting(
+        (),
+        "A stream key publishers may use (repeat for more): ?key=KEY on the RTMP URL, "
+        "{stream}?key=KEY as OBS's stream key, or the WHIP bearer token.",
+        multiple=True,
+        secret=True,
+    )
+    publish_keys: str | None = setting(
+        None, "File of publish keys, one a line (# starts a comment), as --publish-key."
+    )
+    jwt_jwks: str | None = setting(
+        None,
+        "JSON Web Key Set (a file, or an http(s) URL fetched and cached) whose keys sign JWTs "
+        "(RS256, ES256, EdDSA) that allow publishing or watching the streams their "
+        "lpstream_permissions claim names; sent as ?jwt=, ?token=, the stream key or a bearer "
+        "token.",
+    )
+    jwt_secret: str | None = setting(
+        None, "HS256 secret (at least 32 bytes) of JWTs, as --jwt-jwks.", secret=True
+    )
+    jwt_audience: str | None = setting(
+        None, "The aud every JWT must carry; default: aud is not checked."
+    )
+    auth_webhook_url: str | None = setting(
+        None,
+        "Ask this URL before accepting a publish (and a play with --play-auth webhook): "
+        "POSTed JSON, a 2xx allows (its JSON answer may set profiles, pipeline, params, "
+        "record, spend_limit_wei), anything else refuses; go-livepeer's -authWebhookUrl.",
+    )
+    auth_webhook_timeout: float = setting(
+        2.0,
+        "Seconds the auth webhook has to answer; later is a refusal.",
+        kind=float,
+        low=0.1,
+        high=60,
+    )
+    auth_webhook_cache: float = setting(
+        10.0,
+        "Seconds an auth webhook's decision is reused for the same stream, protocol and "
+        "token (0: ask every time).",
+        kind=float,
+        low=0,
+        high=3600,
+    )
+    play_auth: str | None = setting(
+        None,
+        "Who may watch over HLS (?token=...) and WHEP (bearer token): jwt (a JWT allowing "
+        "read) or webhook (the auth webhook decides); default: anyone.",
+        choices=("jwt", "webhook"),
+    )
+    name_grace: float = setting(
+        30.0,
+        "Seconds a publisher that dropped keeps its stream name: with publish authorization "
+        "on, only the same key or token may publish it again meanwhile.",
+        kind=float,
+        low=0,
+        high=86400,
+    )
+    api_token: tuple[str, ...] = setting(
+        (),
+        "Bearer token for /api/* (and the live AI WebSocket, also as ?token=) and /metrics "
+        "(repeat for more); without one they answer loopback clients only.",
+        multiple=True,
+        secret=True,
+    )
+    api_token_file: str | None = setting(
+        None, "File of API tokens, one a line (# starts a comment), as --api-token."
+    )
+    cors_origin: tuple[str, ...] = setting(
+        (),
+        "A web origin (https://example.com, or *) whose pages may use HLS, /api/status and "
+        "the API (repeat for more); WHIP and WHEP allow any origin already.",
+        multiple=True,
     )
 
 
@@ -143,11 +218,27 @@ class HttpSection:
         "(TCP keepalive probes it from half of this on).",
         **_SECONDS,
     )
+    tls_cert: str | None = setting(
+        None,
+        "PEM certificate (chain) for HTTPS on --http-addr, with --tls-key: HTTP/2 and HTTP/1.1 "
+        "by ALPN; default: plain HTTP.",
+    )
+    tls_key: str | None = setting(
+        None, "PEM private key (unencrypted) of --tls-cert; both are read at start."
+    )
+    metrics_addr: HostPort | None = setting(  # noqa: RUF009 (a field specifier)
+        None,
+        "Also serve GET /metrics, and nothing else, on this host:port over plain HTTP, with no "
+        "API token (for a private address a scraper reaches); default: none.",
+        kind=HostPort,
+        parse=lambda text, flag: parse_host_port(text, flag=flag),
+    )
 
 
 @attrs.frozen(kw_only=True)
 class LimitsSection:
-    """What publishers may send and how much memory the node may take."""
+    """What publishers may send, how many streams each may hold, and how much memory the
+    node may take."""
 
     max_ingest_pixels: int = setting(
         4096 * 2304,
@@ -156,6 +247,37 @@ class LimitsSection:
         kind=int,
         parse=sized(parse_pixels),
         show=pixels_text,
+    )
+    max_ingest_fps: int = setting(
+        120,
+        "Most video frames per second a publisher may send, by the stream's own timestamps "
+        "and by arrival, over 2 s (0: none); over it the publish is stopped with a clear "
+        "error (a 1000 fps stream within its first fraction of a second).",
+        kind=int,
+        low=0,
+        high=100_000,
+    )
+    max_streams: int = setting(
+        128,
+        "Live streams this gateway takes at once (0: no limit); past it a publish is refused "
+        "(RTMP error, WHIP 503) with the reason.",
+        kind=int,
+        low=0,
+    )
+    max_streams_per_key: int = setting(
+        32,
+        "Live streams one publisher identity may hold at once (0: no limit): what publish "
+        "authorization names it, else its address; past it a publish is refused (RTMP "
+        "error, WHIP 503) with the reason.",
+        kind=int,
+        low=0,
+    )
+    max_streams_per_addr: int = setting(
+        32,
+        "Live streams one source address (an IPv4 address, an IPv6 /64) may publish at once "
+        "(0: no limit); past it a publish is refused (RTMP error, WHIP 503) with the reason.",
+        kind=int,
+        low=0,
     )
     max_ingest_bitrate: int = setting(
         60_000_000,

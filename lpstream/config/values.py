@@ -18,8 +18,8 @@ __all__ = [
     "Parse",
     "address",
     "bitrate_text",
+    "is_loopback",
     "memory_budget_text",
-    "parse_addresses",
     "parse_bitrate",
     "parse_byte_size",
     "parse_host_port",
@@ -45,6 +45,21 @@ class HostPort:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` names this machine only: ``localhost``, 127.0.0.0/8, ``::1`` or an
+    IPv4-mapped loopback; brackets and an IPv6 scope (``%eth0``) are ignored."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
 
 
 def parse_host_port(
@@ -134,15 +149,6 @@ def address(default_port: int) -> Parse:
         return parse_host_port(text, default_port=default_port, flag=flag)
 
     return parse
-
-
-def parse_addresses(text: str, flag: str) -> tuple[HostPort, ...]:
-    """Orchestrator addresses separated by commas (port 8936 where none is given)."""
-    return tuple(
-        parse_host_port(part, default_port=8936, flag=flag)
-        for part in text.split(",")
-        if part.strip()
-    )
 
 
 def parse_pipeline_price(text: str, flag: str) -> tuple[tuple[str, int], ...]:

@@ -75,6 +75,8 @@ class KnownOrchestrator:
     """Whether it answered the last info check within the deadline."""
     full: bool = False
     """Whether its last info said every session was in use."""
+    capacity: int = 0
+    """Sessions' worth of work its last info said it takes (0: none, or no info yet)."""
     pipelines: dict[str, int] | None = None
     """Live AI pipelines its last info offered, with their price per second (None: no info
     yet)."""
@@ -91,6 +93,7 @@ class KnownOrchestrator:
     def note_info(self, info: OrchInfo) -> None:
         """Keeps what ``info`` says of its capacity and its live AI pipelines."""
         self.full = 0 < info.capacity <= info.in_use
+        self.capacity = info.capacity
         self.pipelines = {p.name: p.price_per_second for p in info.pipelines}
 
     def facts(self, now: float) -> OrchestratorFacts:

@@ -1,5 +1,10 @@
 """The gateway role: takes publishes, runs one ``LiveStream`` per stream, serves playback.
 
+A publish is admitted by ``start_publish`` within the stream limits (``PublisherTable``:
+node-wide, per publisher identity, per source address) and joins the fair share of
+transcoding capacity under its publisher's identity (``TranscodeShares``); both forget it
+when its stream ends.
+
 Each stream name has one ``LivePlayback`` (an LL-HLS ``LowLatencyStream`` plus the trio side
 that wakes blocked viewer requests). ``LowLatencyStream`` replaced ``HlsStream`` here: it is its
 twin (same hand-ins, reorder buffers, gaps, restarts, end and master playlist) plus parts, so
@@ -18,8 +23,10 @@ import trio
 
 from lpstream.budget import MemoryBudget, process_rss, trim_freed_memory
 from lpstream.errors import LpstreamError, ProtocolError, StreamInUseError
+from lpstream.gateway.fair_share import TranscodeShares
 from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession, LiveControlPool, ParamValue
+from lpstream.gateway.publishers import Publisher, PublisherTable
 from lpstream.gateway.segments import SegmentTranscoder
 from lpstream.gateway.status import GatewayStatus, MemoryStatus, StreamStatistics, StreamStatus
 from lpstream.gateway.stream import LiveStream, StreamPublisher
@@ -61,7 +68,13 @@ class Gateway:
     """Box the AI output is fitted into (never upscaled)."""
     ai_bitrate: int = 1_500_000
     limits: IngestLimits = attrs.Factory(IngestLimits)
-    """What each publisher may send (``--max-ingest-pixels``, ``--max-ingest-bitrate``)."""
+    """What each publisher may send (``--max-ingest-pixels``, ``--max-ingest-fps``,
+    ``--max-ingest-bitrate``)."""
+    publishers: PublisherTable = attrs.Factory(PublisherTable)
+    """The live streams by publisher, within ``--max-streams``, ``--max-streams-per-key`` and
+    ``--max-streams-per-addr``."""
+    shares: TranscodeShares = attrs.Factory(TranscodeShares)
+    """The transcoding capacity, shared fairly among publishers."""
     memory: MemoryBudget = attrs.Factory(lambda: MemoryBudget(limit=0))
     """New streams and AI sessions are refused while the process is over it."""
     _nursery: trio.Nursery | None = None
@@ -88,13 +101,29 @@ class Gateway:
             task_status.started()
             await trio.sleep_forever()
 
-    async def start_publish(self, stream_name: str) -> StreamPublisher:
-        """Starts a live stream; raises ``StreamInUseError`` if the name is live already."""
+    async def start_publish(
+        self, stream_name: str, *, identity: str | None = None, remote_addr: str = ""
+    ) -> StreamPublisher:
+        """Starts a live stream for the publisher at ``remote_addr`` (``host:port``), known as
+        ``identity`` where publish authorization named it (else by its address).
+
+        Raises:
+            StreamInUseError: the name is live already.
+            BusyError: the gateway holds ``--max-streams`` (or, ``ProtocolError`` 503, it is
+                over its memory budget).
+            ProtocolError: 429, the publisher or its address holds its most streams.
+        """
         if self._nursery is None:
             raise RuntimeError("Gateway.run has not started")
         if stream_name in self._live:
             raise StreamInUseError(f"stream {stream_name!r} already has a publisher")
-        self.memory.check("a new stream")
+        publisher = Publisher.of(identity, remote_addr)
+        self.publishers.admit(stream_name, publisher)
+        try:
+            self.memory.check("a new stream")
+        except LpstreamError:
+            self.publishers.leave(stream_name)
+            raise
         playback = self._playback.get(stream_name)
         first_seq = 0
         if playback is None:
@@ -123,15 +152,22 @@ class Gateway:
             segment_target=self.segment_target,
             part_target=self.part_target,
             limits=self.limits,
+            shares=self.shares,
         )
         self._live[stream_name] = stream
-        publisher = stream.publisher
+        self.shares.join(stream_name, publisher.identity)
+        media_in = stream.publisher  # before it runs: then only handed-out clones keep it open
         if self.pipeline:
             self.start_ai(stream_name, self.pipeline, dict(self.pipeline_params))
         await self._nursery.start(self._run_stream, stream)
         self.metrics.inc("publishes_total")
-        log.info("stream %r: publishing (session %s)", stream_name, stream.session)
-        return publisher
+        log.info(
+            "stream %r: publishing (session %s, publisher %s)",
+            stream_name,
+            stream.session,
+            publisher.identity,
+        )
+        return media_in
 
     async def _run_stream(
         self, stream: LiveStream, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -153,6 +189,8 @@ class Gateway:
                 stream.ai.session.stop("the stream ended")
             self._last_statistics[stream.name] = stream.statistics()
             self._live.pop(stream.name, None)
+            self.publishers.leave(stream.name)
+            self.shares.leave(stream.name)
             self._ended_at[stream.name] = trio.current_time()
             self.metrics.set("active_streams", len(self._live))
         # The stream's segments are freed: give the pages back (RSS falls after a burst).

@@ -8,6 +8,13 @@ whole segment, without parts (players that want parts play the source; LL-HLS le
 playlist have none), and handed to the WebRTC viewers. A rendition missing from the answer,
 or every one when all attempts failed, gets an ``EXT-X-GAP`` for that segment so that the
 playlists stay aligned; so does every rendition when the publisher left mid-segment.
+
+Each segment first asks the gateway's ``TranscodeShares`` whether its stream's publisher may
+have the transcoding it costs (``lpstream.gateway.fair_share``); a stream shed for being over
+its publisher's share lists gaps without sending anything. When every orchestrator answers
+busy and the shares shed someone over their share for this stream, the segment waits for
+that room (``busy_patience`` segment durations, trying every ``busy_pause`` seconds) instead
+of using up its attempts.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from lpstream.errors import LpstreamError, MediaError
+from lpstream.errors import BusyError, LpstreamError, MediaError, ProtocolError
+from lpstream.gateway.fair_share import TranscodeShares
 from lpstream.gateway.outlets import RenditionOutlets
 from lpstream.gateway.segments import (
     RenditionSegment,
@@ -29,6 +37,7 @@ from lpstream.gateway.segments import (
 from lpstream.media import VideoProfile
 from lpstream.media.h264 import avc_info_from_annexb
 from lpstream.media.mpegts import joined_payloads
+from lpstream.orchestrator.capacity import ladder_work
 
 __all__ = ["RenditionLadder"]
 
@@ -47,6 +56,13 @@ class RenditionLadder:
     """The publish session's id (the jobs' session)."""
     profiles: tuple[VideoProfile, ...]
     attempts: int = 3
+    shares: TranscodeShares = attrs.Factory(TranscodeShares)
+    """The gateway's transcoding capacity among its publishers (this stream's publisher
+    joined it, if the gateway keeps shares)."""
+    busy_patience: float = 3.0
+    """Segment durations a segment waits for room an over-share publisher gives back."""
+    busy_pause: float = 0.5
+    """Seconds between two tries while it waits."""
     in_flight: int = 0
     """Segments sent and not yet listed."""
 
@@ -66,7 +82,11 @@ class RenditionLadder:
             profiles=self.profiles,
         )
         try:
-            results = await self._transcode(job, segment)
+            work = ladder_work(self.profiles, segment.source_size, segment.fps)
+            shed = self.shares.admit(self.outlets.stream, work)
+            if shed:
+                self.outlets.metrics.inc("errors_total", kind="fair_share")
+            results = None if shed else await self._transcode(job, segment)
             await segment.buffer.wait_closed()
             assert segment.duration is not None  # set before the buffer closes
             self._publish(segment.seq, segment.duration, results)
@@ -89,14 +109,30 @@ class RenditionLadder:
         self, job: SegmentJob, segment: SourceSegment
     ) -> Sequence[RenditionSegment] | None:
         """The renditions from the first attempt that succeeds; None if none does."""
-        for attempt in range(1, self.attempts + 1):
+        waiting_until: float | None = None  # while room shed streams give back is awaited
+        attempt = 0
+        while attempt < self.attempts:
             try:
                 started = trio.current_time()
                 results = await self.transcoder.transcode(job, segment.buffer)
                 self.outlets.metrics.inc("transcode_seconds_total", trio.current_time() - started)
+                self.shares.served(self.outlets.stream)
                 return results
             except (LpstreamError, trio.TooSlowError) as exc:
                 self.outlets.metrics.inc("errors_total", kind="transcode")
+                if _busy(exc):
+                    if waiting_until is None and self.shares.refused(self.outlets.stream):
+                        waiting_until = started + self.busy_patience * self.outlets.segment_target
+                        log.info(
+                            "stream %r segment %d: busy; waiting for the room of streams "
+                            "over their publisher's share",
+                            self.outlets.stream,
+                            segment.seq,
+                        )
+                    if waiting_until is not None and trio.current_time() < waiting_until:
+                        await trio.sleep(self.busy_pause)
+                        continue
+                attempt += 1
                 log.warning(
                     "stream %r segment %d: attempt %d/%d failed: %s",
                     self.outlets.stream,
@@ -150,3 +186,8 @@ class RenditionLadder:
                 profile.name, None, size, self.outlets.source.bandwidth(profile.bitrate)
             )
         )
+
+
+def _busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says no orchestrator had room (503)."""
+    return isinstance(exc, BusyError) or (isinstance(exc, ProtocolError) and exc.code == 503)

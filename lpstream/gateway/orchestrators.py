@@ -35,6 +35,7 @@ from lpstream.gateway.selection import Selector
 from lpstream.gateway.status import OrchestratorFacts
 from lpstream.gateway.ticket_terms import TicketTerms
 from lpstream.jobs import Relay
+from lpstream.orchestrator.capacity import capacity_work
 from lpstream.quic import QuicStream
 from lpstream.trickle import SegmentBuffer
 
@@ -110,6 +111,13 @@ class OrchestratorPool:
 
     def status(self) -> list[OrchestratorFacts]:
         return self.connections.status()
+
+    def work_capacity(self) -> int:
+        """Pixels per second of transcoding the orchestrators that may be offered work said
+        they take (0 before any said)."""
+        return sum(
+            capacity_work(o.capacity) for o in self.connections.orchestrators if not o.refused
+        )
 
     async def transcode(
         self, job: SegmentJob, source: SegmentBuffer, relay: Relay | None = None

@@ -40,6 +40,7 @@ from ingest.segmenter import (
 )
 from lpstream.errors import LpstreamError, MediaError, ProtocolError
 from lpstream.gateway.ai_rendition import AiRendition
+from lpstream.gateway.fair_share import TranscodeShares
 from lpstream.gateway.ingest_limits import IngestLimits, IngestMeter
 from lpstream.gateway.ladder import RenditionLadder
 from lpstream.gateway.latency import LatencyRecorder
@@ -115,7 +116,11 @@ class LiveStream:
     """LL-HLS part target of the source rendition, in seconds."""
     attempts: int = 3
     limits: IngestLimits = attrs.Factory(IngestLimits)
-    """What the publisher may send (picture size, bitrate; the segment size follows)."""
+    """What the publisher may send (picture size, frame rate, bitrate; the segment size
+    follows)."""
+    shares: TranscodeShares = attrs.Factory(TranscodeShares)
+    """The gateway's transcoding capacity among its publishers (the gateway joined this
+    stream to it under its publisher's identity)."""
     source: SourceFormat = attrs.field(init=False, factory=SourceFormat)
     """What the source's configuration says (picture, frame rate, audio)."""
     latency: LatencyRecorder = attrs.field(init=False, factory=LatencyRecorder)
@@ -165,6 +170,7 @@ class LiveStream:
             session=self.session,
             profiles=self.profiles,
             attempts=self.attempts,
+            shares=self.shares,
         )
         self.ai = AiRendition(
             outlets=outlets, transcoder=self.transcoder, part_target=self.part_target

@@ -8,6 +8,11 @@
   of some parameters) and receives JSON events: ``params`` (the change took effect, with the
   frame timestamp it applied at), ``stats``, ``billed``, ``paid``, ``error``, ``stopped``.
   A refused change is answered with an ``error`` event and the socket stays open.
+  A parameter that names a model (the ``torchscript`` and ``img2img-diffusion`` pipelines'
+  ``model``) takes a model's name in the worker's models directory: a path, ``..`` and the like
+  are refused here with 400 and the reason, at the start and on the WebSocket, before anything
+  reaches a worker (which checks again, and that the model is there:
+  ``workers.pipelines.models``).
   Money in the status and the events is rendered as in ``/api/status`` (``status_json``):
   ``{"wei": "<whole wei>", "eth": <float>}`` (``billed``, ``credit``, ``balance``,
   ``orchestrator_balance``, ``price_per_second``), never a fraction string. Messages
@@ -19,6 +24,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Protocol
 
@@ -33,8 +39,9 @@ from lpstream.gateway.live_ai import LiveAiSession, ParamValue
 from lpstream.http.limits import BodyReader
 from lpstream.http.status import status_json
 from lpstream.media import check_stream_name
+from workers.pipelines import InvalidParamsError, PipelineRegistry
 
-__all__ = ["AiDirectory", "ai_routes", "parse_params"]
+__all__ = ["AiDirectory", "ai_routes", "check_model_names", "parse_params"]
 
 MAX_MESSAGE = 64 * 1024
 """Largest request body or WebSocket message."""
@@ -111,6 +118,24 @@ def parse_params(value: object) -> dict[str, ParamValue]:
     return params
 
 
+@functools.cache
+def _pipelines() -> PipelineRegistry:
+    """The pipelines this node knows, for the form of their model names."""
+    return PipelineRegistry()
+
+
+def check_model_names(pipeline: str, params: dict[str, ParamValue]) -> None:
+    """Refuses (400) a model parameter of ``pipeline`` that holds a path, ``..`` or the like.
+
+    Raises:
+        ProtocolError: 400, naming the parameter and what is wrong.
+    """
+    try:
+        _pipelines().check_model_names(pipeline, params)
+    except InvalidParamsError as exc:
+        raise ProtocolError(str(exc), code=400) from None
+
+
 def _error(exc: LpstreamError) -> Response:
     code = exc.code if isinstance(exc, ProtocolError) else 500
     return JSONResponse({"error": str(exc)}, status_code=code)
@@ -139,10 +164,10 @@ def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> li
                 if not isinstance(width, int) or not isinstance(height, int):
                     raise ProtocolError("width and height are integers", code=400)
                 size = (width, height)
+            params = parse_params(request_json.get("params"))
+            check_model_names(pipeline, params)
             try:
-                session = directory.start_ai(
-                    stream, pipeline, parse_params(request_json.get("params")), size
-                )
+                session = directory.start_ai(stream, pipeline, params, size)
             except ValueError as exc:
                 raise ProtocolError(str(exc), code=400) from None
         except LpstreamError as exc:
@@ -182,7 +207,9 @@ def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> li
                         if text is None:  # a binary message
                             raise ProtocolError("messages are JSON text", code=400)
                         message = _load(text)
-                        await session.update(parse_params(message.get("params")))
+                        changes = parse_params(message.get("params"))
+                        check_model_names(session.pipeline, changes)
+                        await session.update(changes)
                     except LpstreamError as exc:  # the answer is the params event
                         await websocket.send_json({"type": "error", "message": str(exc)})
             except WebSocketDisconnect:

@@ -5,21 +5,33 @@ directives gets the current playlist at once (its LL-HLS tags are ignored by pla
 not know them); ``_HLS_msn`` / ``_HLS_part`` hold it until that part or segment is listed
 (blocking reload), and a request for the preload-hinted part is held until the part exists.
 The decisions are ``LowLatencyStream``'s; ``LivePlayback`` does the waiting and its limits.
+
+Access, in front of every route (outermost first): CORS for HLS and the API
+(:mod:`~lpstream.http.cors`, with ``cors_origins``), the API token for ``/api/*`` and
+``/metrics`` (:mod:`~lpstream.http.api_guard`), and with ``play`` the play authorization of
+WHEP (:mod:`~lpstream.http.play_guard`); HLS requests are authorized by their routes here,
+before a stream is looked up, and the playlists then carry the viewer's token in their URIs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ingest.whip import WhepPlayback, WhipIngest
+from lpstream.access import PlayAuthorizer, SecretSet
 from lpstream.http.ai import AiDirectory, ai_routes
+from lpstream.http.api_guard import ApiGuard
+from lpstream.http.cors import CorsMiddleware
 from lpstream.http.limits import BodyReader, HttpLimits
+from lpstream.http.metrics_app import metrics_response
+from lpstream.http.play_guard import PlayGuard, WhepPlayGuard, hls_token
 from lpstream.http.status import status_json
 from lpstream.http.watch import watch_routes
 from lpstream.http.whep import whep_routes
@@ -28,6 +40,7 @@ from lpstream.media import check_stream_name
 from lpstream.metrics import Metrics
 from lpstream.playback.live import LivePlayback
 from lpstream.playback.llhls import PartReady, PlaylistReady, Refused
+from lpstream.playback.playlist_query import carry_query, query_of
 
 __all__ = ["PlaybackDirectory", "build_app"]
 
@@ -46,6 +59,13 @@ def _no_store(body: str | bytes, media_type: str) -> Response:
     return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
 
+def _playlist(text: str, token: str | None) -> Response:
+    """A playlist answer; with a viewer's token, every URI in it carries the token."""
+    if token is not None:
+        text = carry_query(text, query_of({"token": token}))
+    return _no_store(text, M3U8)
+
+
 def _refused(answer: Refused) -> Response:
     return PlainTextResponse(
         f"{answer.reason}\n", status_code=answer.code, headers={"Cache-Control": "no-cache"}
@@ -61,16 +81,31 @@ def build_app(
     whep: WhepPlayback | None = None,
     ai: AiDirectory | None = None,
     limits: HttpLimits | None = None,
+    api_tokens: SecretSet | None = None,
+    play: PlayAuthorizer | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> Starlette:
     """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers, ``whip``
     None on nodes that take no WHIP publishes, ``whep`` None on nodes with no WebRTC viewers.
     ``limits`` gives the request body budget (``body_timeout``, ``max_uploads``; the rest is
     the server's); every route that takes a body reads it through one ``BodyReader``.
     ``status`` gives the node's status value, which ``/api/status`` renders with
-    ``lpstream.http.status.status_json``."""
+    ``lpstream.http.status.status_json``. ``api_tokens`` guard ``/api/*`` and ``/metrics``
+    (None: loopback clients only), ``play`` decides who may watch over HLS and WHEP (None:
+    anyone), ``cors_origins`` are the web origins whose pages may use HLS and the API."""
     bodies = BodyReader.from_limits(limits or HttpLimits())
+    guard = None if play is None else PlayGuard(play)
 
-    def stream_or_404(request: Request) -> LivePlayback | Response:
+    async def open_stream(request: Request) -> tuple[LivePlayback, str | None] | Response:
+        """The stream a request names and the viewer's ``?token=`` (to carry into the
+        playlists' URIs); or the answer refusing it (play authorization first, then 404)."""
+        token = None
+        if guard is not None:
+            stream_name = request.path_params["stream"]
+            refused = await guard.refusal(request, stream_name, "hls", hls_token(request))
+            if refused is not None:
+                return refused
+            token = request.query_params.get("token")
         try:
             name = check_stream_name(request.path_params["stream"])
         except ValueError:
@@ -78,42 +113,46 @@ def build_app(
         stream = None if playback is None or name is None else playback.playback(name)
         if stream is None:
             return PlainTextResponse("no such stream\n", status_code=404)
-        return stream
+        return stream, token
 
     async def master(request: Request) -> Response:
-        stream = stream_or_404(request)
-        if isinstance(stream, Response):
-            return stream
+        opened = await open_stream(request)
+        if isinstance(opened, Response):
+            return opened
+        stream, token = opened
         text = stream.stream.master_playlist()
         if text is None:
             return PlainTextResponse("stream is starting, retry shortly\n", status_code=404)
-        return _no_store(text, M3U8)
+        return _playlist(text, token)
 
     async def media(request: Request) -> Response:
-        stream = stream_or_404(request)
-        if isinstance(stream, Response):
-            return stream
+        opened = await open_stream(request)
+        if isinstance(opened, Response):
+            return opened
+        stream, token = opened
         answer = await stream.answer_playlist(
             request.path_params["rendition"], request.query_params
         )
         if isinstance(answer, PlaylistReady):
-            return _no_store(answer.text, M3U8)
+            return _playlist(answer.text, token)
         assert isinstance(answer, Refused)
         return _refused(answer)
 
     async def segment(request: Request) -> Response:
-        stream = stream_or_404(request)
-        if isinstance(stream, Response):
-            return stream
+        opened = await open_stream(request)
+        if isinstance(opened, Response):
+            return opened
+        stream = opened[0]
         data = stream.stream.segment(request.path_params["rendition"], request.path_params["seq"])
         if data is None:
             return PlainTextResponse("segment is not available\n", status_code=404)
         return Response(data, media_type="video/mp2t", headers={"Cache-Control": MEDIA_CACHE})
 
     async def part(request: Request) -> Response:
-        stream = stream_or_404(request)
-        if isinstance(stream, Response):
-            return stream
+        opened = await open_stream(request)
+        if isinstance(opened, Response):
+            return opened
+        stream = opened[0]
         params = request.path_params
         answer = await stream.answer_part(params["rendition"], params["seq"], params["part"])
         if isinstance(answer, PartReady):
@@ -127,9 +166,7 @@ def build_app(
         return JSONResponse(status_json(status()))
 
     async def prometheus(request: Request) -> Response:
-        return PlainTextResponse(
-            metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        return metrics_response(metrics)
 
     routes: list[BaseRoute] = [
         Route("/hls/{stream}/index.m3u8", master),
@@ -146,4 +183,10 @@ def build_app(
         routes += whep_routes(whep, bodies=bodies)
     if ai is not None:
         routes += ai_routes(ai, bodies=bodies)
-    return Starlette(routes=routes)
+    middleware = [
+        Middleware(CorsMiddleware, origins=tuple(cors_origins)),
+        Middleware(ApiGuard, tokens=api_tokens),
+    ]
+    if guard is not None and whep is not None:
+        middleware.append(Middleware(WhepPlayGuard, guard=guard))
+    return Starlette(routes=routes, middleware=middleware)

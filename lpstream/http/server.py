@@ -1,4 +1,5 @@
-"""The node's HTTP server: hypercorn's HTTP/1.1 and WebSocket protocol, our accept loop.
+"""The node's HTTP server: hypercorn's HTTP/1.1, HTTP/2 and WebSocket protocols, our accept
+loop.
 
 How this works:
 
@@ -14,20 +15,20 @@ How this works:
 * Time limits, so a slow client cannot keep its place: a request's headers must come within
   ``keep_alive_timeout`` (also the idle time of a kept-alive connection), bodies within
   ``body_timeout`` (:class:`~lpstream.http.limits.BodyReader`), and a write that waits
-  ``send_timeout`` for a client to read drops it. A client that is silent but there (a
-  WebSocket app that only listens, a player waiting on a blocking playlist reload) is not cut;
-  one whose machine vanished is found by TCP keepalive within ``dead_peer_timeout``. (No
-  hypercorn ``read_timeout``: it would cut silent listeners, and its WebSocket pings, the way
-  around that, are sent the instant a socket opens, which some clients mishandle.)
+  ``send_timeout`` for a client to read drops it (:mod:`lpstream.http.connection`). A client
+  that is silent but there (a WebSocket app that only listens, a player waiting on a blocking
+  playlist reload) is not cut; one whose machine vanished is found by TCP keepalive within
+  ``dead_peer_timeout``. (No hypercorn ``read_timeout``: it would cut silent listeners, and its
+  WebSocket pings, the way around that, are sent the instant a socket opens, which some
+  clients mishandle.) A connection ends soon after its client is gone.
 * WebSocket messages over ``max_websocket_message`` are refused by the protocol layer as they
   arrive (close 1009), before they are buffered whole.
-* A connection ends at most ``CLOSE_GRACE`` after its client is gone (end of stream or a
-  broken socket) or after the server sent a WebSocket close frame: hypercorn 0.18 otherwise
-  keeps the socket until its keep-alive timer ends (``keep_alive_timeout``), and after refusing
-  a message it may never read the client's close reply (it stops at the refused message's
-  next piece in each chunk).
 * Running out of descriptors anyway (other parts of the process use them too) pauses accepting
   with a growing back-off and one warning per episode, never a traceback per try.
+* With TLS (:class:`~lpstream.http.tls.ServerTls`) every limit above holds over it: the
+  handshake is ours, within ``keep_alive_timeout`` like a request's headers (a client that
+  never completes it is dropped), and ALPN picks HTTP/2 or HTTP/1.1. A connection over the cap
+  gets its ``503`` over TLS too, offered HTTP/1.1 only.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import errno
 import logging
 import os
 import resource
-import socket
 from typing import Any, cast
 
 import attrs
@@ -49,7 +49,15 @@ from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp
 
 from lpstream.config import HostPort
+from lpstream.http.connection import (
+    ClientStream,
+    PlainClientStream,
+    TimedSends,
+    TlsClientStream,
+    probe_for_dead_peers,
+)
 from lpstream.http.limits import HttpLimits
+from lpstream.http.tls import ServerTls
 
 __all__ = [
     "FD_RESERVE",
@@ -57,6 +65,7 @@ __all__ = [
     "HttpServer",
     "HttpServerStatistics",
     "connection_cap",
+    "raise_open_file_limit",
 ]
 
 log = logging.getLogger("lpstream.http")
@@ -69,12 +78,8 @@ MIN_CONNECTIONS = 8
 """The cap never goes under this, however low the file-descriptor limit."""
 REFUSAL_TIMEOUT = 1.0
 """How long a refused connection is given to take its 503 before it is closed."""
-CLOSE_GRACE = 2.0
-"""How long a connection may take to end once its client is gone or its WebSocket closed."""
 BACKLOG = 128
 """Connections the kernel queues while accepting waits."""
-_SWITCHED = b"HTTP/1.1 101 "
-_CLOSE_FRAME = 0x88  # FIN + opcode 8 (close); each of hypercorn's writes starts a frame
 _ACCEPT_BACKOFF = (0.05, 1.0)
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
@@ -87,6 +92,20 @@ def connection_cap(max_connections: int) -> int:
     return max(MIN_CONNECTIONS, min(max_connections, soft - FD_RESERVE - REFUSALS_AT_ONCE))
 
 
+def raise_open_file_limit() -> int:
+    """Raises this process's soft limit on open files to its hard limit, once, and logs it;
+    returns the soft limit in force (the HTTP connection cap is fitted under it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open files: cannot raise the limit from %d to %d: %s", soft, hard, exc)
+            return soft
+        log.info("open files: limit raised from %d to %d (the hard limit)", soft, hard)
+    return hard
+
+
 def hypercorn_config(limits: HttpLimits) -> HypercornConfig:
     """The hypercorn settings that carry ``limits`` (timeouts, WebSocket message size)."""
     config = HypercornConfig()
@@ -97,24 +116,6 @@ def hypercorn_config(limits: HttpLimits) -> HypercornConfig:
     config.websocket_ping_interval = None
     config.websocket_max_message_size = limits.max_websocket_message
     return config
-
-
-def _probe_for_dead_peers(stream: trio.SocketStream, timeout: float) -> None:
-    """TCP keepalive: probes from ``timeout / 2`` of silence on, three unanswered in the
-    other half close the connection (Linux names; elsewhere the system's defaults)."""
-    idle = max(1, int(timeout / 2))
-    try:
-        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in (
-            ("TCP_KEEPIDLE", idle),
-            ("TCP_KEEPINTVL", max(1, idle // 3)),
-            ("TCP_KEEPCNT", 3),
-        ):
-            option = getattr(socket, name, None)
-            if option is not None:
-                stream.setsockopt(socket.IPPROTO_TCP, option, value)
-    except OSError:  # the client is gone already; the connection will find out
-        pass
 
 
 @attrs.frozen(kw_only=True)
@@ -133,70 +134,6 @@ class HttpServerStatistics:
     """Accepts that failed for want of descriptors or memory (each followed by a pause)."""
 
 
-class _ClientStream(trio.abc.HalfCloseableStream):
-    """A client's socket stream whose writes give up after ``send_timeout``, and whose
-    connection is given ``CLOSE_GRACE`` to end once the client is gone or its WebSocket closed.
-
-    hypercorn shields its writes from cancellation, so a client that never reads would hold
-    its connection forever; the deadline here is inside that shield and still fires. Its
-    ``send_eof`` at the end of a connection is not under its write lock, so here writes and
-    the end of stream take turns (a response to a client that just left would otherwise
-    collide with it: ``BusyResourceError``, logged with a traceback)."""
-
-    def __init__(
-        self, stream: trio.SocketStream, server: HttpServer, scope: trio.CancelScope
-    ) -> None:
-        self._stream = stream
-        self._server = server
-        self._scope = scope
-        self._websocket = False
-        self._sending = trio.Lock()
-
-    @property
-    def socket(self) -> trio.socket.SocketType:
-        """hypercorn reads the peer's address from it."""
-        return self._stream.socket
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._websocket:
-            self._websocket = bytes(data[: len(_SWITCHED)]) == _SWITCHED
-        elif data and data[0] == _CLOSE_FRAME:
-            self._end_soon()
-        timeout = self._server.limits.send_timeout
-        with trio.move_on_after(timeout) as scope:
-            async with self._sending:
-                await self._stream.send_all(data)
-        if scope.cancelled_caught:
-            self._server.note_send_timeout()
-            log.debug("HTTP: a client read nothing for %g s (send_timeout); dropped", timeout)
-            self._scope.cancel()  # the whole connection, its app task included
-            await trio.aclose_forcefully(self._stream)
-            raise trio.BrokenResourceError(f"the client read nothing for {timeout:g} s")
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        async with self._sending:
-            await self._stream.send_eof()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        try:
-            data = await self._stream.receive_some(max_bytes)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._end_soon()
-            raise
-        if not data:
-            self._end_soon()
-        return data
-
-    def _end_soon(self) -> None:
-        self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_GRACE)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
 @attrs.define
 class HttpServer:
     """Serves an ASGI app on one address within :class:`HttpLimits`.
@@ -209,6 +146,8 @@ class HttpServer:
     """The ASGI app (``build_app``)."""
     limits: HttpLimits = attrs.Factory(HttpLimits)
     """The connection budget and the time limits."""
+    tls: ServerTls | None = None
+    """HTTPS with this certificate (HTTP/2 or HTTP/1.1 by ALPN); None: plain HTTP/1.1."""
     _max: int = attrs.field(default=0, init=False)
     _open: int = attrs.field(default=0, init=False)
     _refusing: int = attrs.field(default=0, init=False)
@@ -220,7 +159,12 @@ class HttpServer:
     def __attrs_post_init__(self) -> None:
         self._max = connection_cap(self.limits.max_connections)
 
-    def note_send_timeout(self) -> None:
+    @property
+    def scheme(self) -> str:
+        """``https`` or ``http``, for the URLs the node prints."""
+        return "http" if self.tls is None else "https"
+
+    def _timed_out(self) -> None:
         """Counts a connection dropped for ``send_timeout`` (its stream calls this)."""
         self._send_timeouts += 1
 
@@ -306,10 +250,24 @@ class HttpServer:
         config: HypercornConfig,
         context: WorkerContext,
     ) -> None:
+        send_timeout = self.limits.send_timeout
         try:
-            _probe_for_dead_peers(stream, self.limits.dead_peer_timeout)
+            probe_for_dead_peers(stream, self.limits.dead_peer_timeout)
             with trio.CancelScope() as scope:
-                client = _ClientStream(stream, self, scope)
+                client: ClientStream[Any]
+                if self.tls is None:
+                    client = PlainClientStream(
+                        stream, scope, send_timeout=send_timeout, on_send_timeout=self._timed_out
+                    )
+                else:
+                    tls = await self._handshake(stream)
+                    if tls is None:
+                        return
+                    client = TlsClientStream(
+                        tls, scope, send_timeout=send_timeout, on_send_timeout=self._timed_out
+                    )
+                    if tls.selected_alpn_protocol() == "h2":
+                        app = TimedSends(app, client, send_timeout)
                 await TCPServer(app, config, context, ConnectionState({}), cast(Any, client)).run()
         except Exception:  # hypercorn's own failure: this connection only
             log.exception("HTTP: a connection failed")
@@ -317,6 +275,23 @@ class HttpServer:
             await trio.aclose_forcefully(stream)
             self._open -= 1
             self._wake()
+
+    async def _handshake(
+        self, stream: trio.SocketStream
+    ) -> trio.SSLStream[trio.SocketStream] | None:
+        """The TLS stream once its handshake is done within ``keep_alive_timeout`` (the time a
+        request's headers get); None if it failed or took longer (the connection is dropped)."""
+        assert self.tls is not None
+        tls = trio.SSLStream(stream, self.tls.context, server_side=True, https_compatible=True)
+        timeout = self.limits.keep_alive_timeout
+        try:
+            with trio.move_on_after(timeout):
+                await tls.do_handshake()
+                return tls
+            log.debug("HTTP: a client did not finish its TLS handshake in %g s; dropped", timeout)
+        except trio.BrokenResourceError as exc:
+            log.debug("HTTP: a TLS handshake failed: %s", exc.__cause__ or exc)
+        return None
 
     async def _refuse(self, stream: trio.SocketStream) -> None:
         reason = (
@@ -328,13 +303,19 @@ class HttpServer:
             + f"Content-Length: {len(reason)}\r\n\r\n".encode()
             + reason
         )
+        client: trio.abc.Stream = stream
+        if self.tls is not None:  # the handshake comes with the first write
+            client = trio.SSLStream(
+                stream, self.tls.refusal_context, server_side=True, https_compatible=True
+            )
         try:
             with trio.move_on_after(REFUSAL_TIMEOUT):
-                await stream.send_all(answer)
-                await stream.send_eof()
+                await client.send_all(answer)
+                if isinstance(client, trio.abc.HalfCloseableStream):
+                    await client.send_eof()
                 # Read what the client sent until it closes: closing with unread bytes would
                 # reset the connection and could lose the answer.
-                while await stream.receive_some(65536):
+                while await client.receive_some(65536):
                     pass
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass

@@ -122,7 +122,9 @@ a{color:#8cf}
 "use strict";
 const video = document.getElementById("video");
 const facts = document.getElementById("facts");
-const source = "/hls/{{name}}/index.m3u8";
+const playToken = new URLSearchParams(location.search).get("token");
+const source =
+  "/hls/{{name}}/index.m3u8" + (playToken ? "?token=" + encodeURIComponent(playToken) : "");
 window.player = {engine: "none", errors: []};
 function show(text) { facts.textContent = text; }
 if (window.Hls && Hls.isSupported()) {

@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from ingest.whip import MAX_OFFER_SIZE, WhipAnswer, WhipIngest
 from lpstream.errors import RemoteProtocolError
+from lpstream.http.api_guard import bearer_of
 from lpstream.http.limits import BodyReader
 
 __all__ = [
@@ -87,13 +88,7 @@ def _refusal(exc: RemoteProtocolError, realm: str) -> Response:
 
 def bearer_token(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer`` header, or None (shared with WHEP)."""
-    value = request.headers.get("authorization")
-    if value is None:
-        return None
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    return bearer_of(request.headers)
 
 
 async def read_sdp_offer(request: Request, bodies: BodyReader) -> bytes:

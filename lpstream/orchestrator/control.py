@@ -10,9 +10,11 @@ turn it into something else for the rest of its life:
 * LIVE_OPEN: the stream becomes the live AI session's billing and steering channel
   (``lpstream.orchestrator.live``), refused with 503 while the node is over its memory budget.
 * WORKER_HELLO: a remote worker registers. It must carry the orchestrator's secret (compared
-  in constant time), otherwise it gets ERROR 403 and its connection is closed. A registered
-  worker is pinged on this stream; one that stops answering, or whose stream ends, is dropped
-  and its jobs move to other workers.
+  in constant time), otherwise it gets ERROR 403 and its connection is closed. Wrong secrets
+  are answered slowly, and slower with each one from the same address; while an address backs
+  off, its hellos are not read and their connections are closed with code 429
+  (``lpstream.orchestrator.hello_backoff``). A registered worker is pinged on this stream; one
+  that stops answering, or whose stream ends, is dropped and its jobs move to other workers.
 
 Whatever a peer gets wrong is answered with ERROR on this stream (a peer that leaves is logged
 at debug); every answer is followed by our FIN, never by a reset.
@@ -164,14 +166,28 @@ async def _register(
     hello: WorkerHello,
     peer: str,
 ) -> RemoteWorker | None:
+    backoff, host = orchestrator.hello_backoff, str(connection.remote_address[0])
+    wait = backoff.wait_time(host, trio.current_time())
+    if wait > 0:
+        log.info("worker hello from %s turned away unread: backing off for %.1f s", peer, wait)
+        connection.close(
+            error_code=429,
+            reason=f"too many wrong secrets from this address; retry in {wait:.0f} s",
+        )
+        return None
     secret = orchestrator.secret
     if not secret or not hmac.compare_digest(hello.secret.encode("utf-8"), secret.encode("utf-8")):
-        log.warning("worker at %s refused: wrong orchestrator secret", peer)
+        delay = backoff.refuse(host, trio.current_time())
+        log.warning(
+            "worker at %s refused: wrong orchestrator secret (answered in %.1f s)", peer, delay
+        )
+        await trio.sleep(delay)
         await stream.send_all(channel.send(Error(code=403, message="wrong orchestrator secret")))
         await stream.send_eof()
         await trio.sleep(0.2)  # let the answer leave before the connection closes
         connection.close(error_code=403, reason="wrong orchestrator secret")
         return None
+    backoff.accept(host)
     worker = orchestrator.add_remote_worker(connection, hello)
     await stream.send_all(channel.send(WorkerWelcome(worker_id=worker.worker_id)))
     log.info(

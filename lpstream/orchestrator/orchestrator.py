@@ -2,14 +2,21 @@
 
 How this works:
 
+* ``serve`` serves QUIC with the orchestrator's identity (``lpstream.orchestrator.identity``:
+  the key and certificate it keeps in its data dir), so its address can be pinned
+  (``quic://host:port#sha256=…``); a paid orchestrator signs the certificate's fingerprint
+  with its ticket key in its ORCH_INFO (``lpstream.orchestrator.certificate_claim``).
 * Every QUIC connection is served by ``handle_connection``. Each stream a peer opens starts
   with one frame whose type says what the stream is: JOB (a gateway's segment), or a control
   message: GET_INFO or PING, LIVE_OPEN, or WORKER_HELLO (a remote worker registering; it must
-  carry the orchestrator's secret, otherwise it gets ERROR 403 and the connection is closed).
+  carry the orchestrator's secret, otherwise it gets ERROR 403, after a delay that grows with
+  each wrong secret from its address, and the connection is closed).
 * Workers are the in-process ``LocalWorker`` and ``RemoteWorker``s (one per registered
   connection), kept with the sessions pinned to them in a ``WorkerPool``
-  (``lpstream.orchestrator.workers``): capacity is counted in sessions, as in go-livepeer, and
-  a new session when every worker's sessions are taken is answered 503 at once.
+  (``lpstream.orchestrator.workers``): capacity is counted in the work a session costs, pixels
+  per second (``lpstream.orchestrator.capacity``; a new session's is estimated from its JOB and
+  the first SPS of its upload), and a new session that no worker has room for is answered
+  503 at once.
 * Control streams (info, pings, live AI control, worker sign-up) are served by
   ``lpstream.orchestrator.control``.
 * The segment a job uploads is kept in a ``SegmentBuffer``, so if a worker dies or fails the
@@ -33,6 +40,7 @@ How this works:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Iterator, Sequence
@@ -46,13 +54,18 @@ from lpstream.budget import MemoryBudget, trim_freed_memory
 from lpstream.errors import BusyError, MediaError, RemoteProtocolError, TransportError
 from lpstream.jobs import JobError, JobOutput, Prepended, ResultSink, serve_job
 from lpstream.metrics import Metrics
+from lpstream.orchestrator.address import PinnedAddress, service_url
+from lpstream.orchestrator.capacity import SessionCost, upload_picture
+from lpstream.orchestrator.certificate_claim import sign_certificate
 from lpstream.orchestrator.control import CONTROL_TIMEOUT, finish_stream, serve_control
+from lpstream.orchestrator.hello_backoff import HelloBackoff
+from lpstream.orchestrator.identity import OrchestratorIdentity
 from lpstream.orchestrator.live import LiveAccounts
 from lpstream.orchestrator.payments import PaymentReceiver
 from lpstream.orchestrator.status import OrchestratorStatus, WorkerStatus
 from lpstream.orchestrator.uploads import TRIM_AFTER_BYTES, UploadBudget
 from lpstream.orchestrator.workers import RemoteWorker, SessionKey, Worker, WorkerPool
-from lpstream.quic import QuicConnectionHandle, QuicStream
+from lpstream.quic import QuicConnectionHandle, QuicStream, serve_quic
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import (
     MAX_CAPABILITIES,
@@ -106,6 +119,13 @@ class Orchestrator:
     memory: MemoryBudget = attrs.Factory(lambda: MemoryBudget(limit=0))
     """The node-wide memory budget (``--memory-budget``): over it, new sessions (a job for a
     session that holds no worker yet, a LIVE_OPEN) are refused with 503."""
+    identity: OrchestratorIdentity | None = None
+    """The QUIC key and certificate it serves with (``load_identity``); ``serve`` makes one
+    for the run when None."""
+    hello_backoff: HelloBackoff = attrs.Factory(HelloBackoff)
+    """How fast one address may try worker secrets (``--worker-hello-backoff``)."""
+    service_address: PinnedAddress | None = attrs.field(default=None, init=False)
+    """Where ``serve`` listens, pinned to ``identity``; None before."""
     live: LiveAccounts = attrs.field(init=False)
     pool: WorkerPool = attrs.field(init=False, factory=WorkerPool)
     """The workers and the sessions pinned to them."""
@@ -132,7 +152,9 @@ class Orchestrator:
         for name, help_text in [
             ("workers", "Registered workers."),
             ("sessions", "Sessions holding capacity."),
-            ("capacity", "Sessions all workers can take."),
+            ("capacity", "Sessions' worth of work all workers can take (--capacity)."),
+            ("capacity_pixels_per_second", "Work all workers can take."),
+            ("work_pixels_per_second", "Work the sessions hold."),
         ]:
             self.metrics.gauge(name, help_text)
         self._update_gauges()
@@ -148,20 +170,27 @@ class Orchestrator:
             self.local.live.expire(now)  # idle live AI sessions free their models
         self.pool.expire(now, self.session_ttl)
 
-    def _check_room(self, key: SessionKey) -> None:
-        """Raises ``BusyError`` unless ``key``'s session has a worker or one has room (and a
-        new session ``ProtocolError`` 503 while the node is over its memory budget)."""
+    async def _check_room(
+        self, key: SessionKey, job: Job, source: SegmentBuffer, need: str
+    ) -> SessionCost | None:
+        """Raises ``BusyError`` unless ``key``'s session has a worker or one has room for
+        what it costs (and a new session ``ProtocolError`` 503 while the node is over its
+        memory budget); returns a new session's cost (None for a pinned one)."""
         self._expire_sessions(trio.current_time())
         if self.pool.holder(key) is not None:
-            return
+            return None
         self.memory.check("a new session")  # work already running is never cut
-        self.pool.check_room()
+        cost = SessionCost.of_job(job, await upload_picture(source))
+        self.pool.check_room(cost, trio.current_time(), need)
+        return cost
 
-    def _assign(self, key: SessionKey, exclude: set[str], need: str = "") -> Worker:
+    def _assign(
+        self, key: SessionKey, exclude: set[str], need: str, cost: SessionCost | None
+    ) -> Worker:
         now = trio.current_time()
         self._expire_sessions(now)
         pinned = self.pool.holder(key)
-        worker = self.pool.assign(key, now, exclude, need)
+        worker = self.pool.assign(key, now, exclude, need, cost)
         if pinned is None or pinned.worker_id in exclude:  # a new session was pinned
             self._update_gauges()
         return worker
@@ -189,6 +218,8 @@ class Orchestrator:
         self.metrics.set("workers", len(self.pool))
         self.metrics.set("sessions", self.pool.sessions)
         self.metrics.set("capacity", self.capacity)
+        self.metrics.set("capacity_pixels_per_second", self.pool.work_capacity)
+        self.metrics.set("work_pixels_per_second", self.pool.work)
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -209,7 +240,8 @@ class Orchestrator:
         job.video_profiles()  # range-check the profiles before any work (400 if bad)
         key = (job.stream_id, job.session_id)
         need = f"pipeline:{job.pipeline}" if job.pipeline else ""
-        self._check_room(key)  # a busy answer must not have taken the payment first
+        # A busy answer must not have taken the payment first.
+        cost = await self._check_room(key, job, source, need)
         sender = ""
         if job.pipeline:
             # Live sessions are paid by time on their control stream: 402 if short.
@@ -225,7 +257,7 @@ class Orchestrator:
         try:
             for _ in range(self.attempts):
                 try:
-                    worker = self._assign(key, tried, need)
+                    worker = self._assign(key, tried, need, cost)
                 except BusyError:
                     if last_error is not None:
                         break
@@ -234,7 +266,7 @@ class Orchestrator:
                 tried.add(worker.worker_id)
                 started = trio.current_time()
                 try:
-                    outputs = await worker.run_job(job, source, sink if job.pipeline else None)
+                    outputs = await self._run_on(worker, key, job, source, sink)
                 except (TransportError, JobError, trio.TooSlowError) as exc:
                     if isinstance(exc, JobError) and exc.code < 500:
                         raise
@@ -261,6 +293,24 @@ class Orchestrator:
         finally:
             self._jobs_in_flight -= 1
 
+    async def _run_on(
+        self,
+        worker: Worker,
+        key: SessionKey,
+        job: Job,
+        source: SegmentBuffer,
+        sink: ResultSink | None,
+    ) -> Sequence[JobOutput]:
+        """Runs ``job`` on ``worker``; the pool hears while it runs and what it measured."""
+        self.pool.job_started(key)
+        outputs: Sequence[JobOutput] = ()
+        try:
+            outputs = await worker.run_job(job, source, sink if job.pipeline else None)
+            return outputs
+        finally:
+            self.pool.job_ended(key, trio.current_time(), [o.info for o in outputs])
+            self._update_gauges()
+
     async def info(self, sender: str = "") -> OrchInfo:
         """What this orchestrator offers; with payments, ticket parameters for ``sender``."""
         self._expire_sessions(trio.current_time())
@@ -275,17 +325,25 @@ class Orchestrator:
             if sender:
                 params = await self.payments.ticket_params(sender)
                 price_fields["ticket_params"] = Payment(params=params, sender=sender).encode()
+            price_fields["certificate_signature"] = self._sign_certificate()
         return OrchInfo(
             version=lpstream.__version__,
             capabilities=self.capabilities()[:MAX_CAPABILITIES],
             capacity=self.capacity,
-            in_use=self.pool.sessions,
+            in_use=self.pool.in_use,
             pipelines=tuple(
                 PipelineOffer(name=name, price_per_second=self.live_accounts().price_of(name))
                 for name in self.pipelines()
             )[:MAX_CAPABILITIES],
             **price_fields,
         )
+
+    def _sign_certificate(self) -> bytes:
+        """Its certificate's fingerprint signed with its ticket key; empty without either."""
+        payments, identity = self.payments, self.identity
+        if payments is None or not payments.signing_key or identity is None:
+            return b""
+        return sign_certificate(payments.signing_key, identity.fingerprint)  # tens of us
 
     def live_accounts(self) -> LiveAccounts:
         """The live sessions' billing, with the payments in use now (set after start)."""
@@ -331,10 +389,39 @@ class Orchestrator:
             open_streams=sum(c.statistics().open_streams for c in self._connections),
             pipelines=tuple(self.pipelines()),
             live=self.live_accounts().status(),
+            worker_hellos=self.hello_backoff.statistics(),
+            service=None if self.service_address is None else service_url(self.service_address),
             payments=None if self.payments is None else self.payments.status(),
         )
 
     # -- QUIC -------------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[PinnedAddress] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serves QUIC on ``host:port`` with its identity until cancelled.
+
+        Started with the bound address, pinned to the identity's certificate (also kept in
+        ``service_address``).
+        """
+        if self.identity is None:
+            self.identity = OrchestratorIdentity.generate()
+        async with trio.open_nursery() as nursery:
+            bound_host, bound_port = await nursery.start(
+                functools.partial(
+                    serve_quic,
+                    host,
+                    port,
+                    self.handle_connection,
+                    configuration=self.identity.server_configuration(),
+                )
+            )
+            self.service_address = PinnedAddress(bound_host, bound_port, self.identity.fingerprint)
+            task_status.started(self.service_address)
 
     async def handle_connection(self, connection: QuicConnectionHandle) -> None:
         """Serves one QUIC connection until it closes."""

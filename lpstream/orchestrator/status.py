@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+from lpstream.orchestrator.hello_backoff import HelloBackoffStatistics
 from lpstream.orchestrator.uploads import UploadStatistics
 from lpstream.status_fields import OMIT_NONE
 from payments.pm import PixelPrice, Wei
@@ -118,5 +119,9 @@ class OrchestratorStatus:
     """Live AI pipelines it offers."""
     live: LiveStatus
     """Live AI sessions."""
+    worker_hellos: HelloBackoffStatistics
+    """Wrong worker secrets answered, and hellos turned away while their address backed off."""
+    service: str | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """Its pinned QUIC address, ``quic://host:port#sha256=…``; absent before it serves."""
     payments: ReceiverStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
     """The payments it takes; absent when it works for free (off chain)."""

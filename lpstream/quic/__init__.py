@@ -9,7 +9,8 @@ The parts, each in its own module:
   re-arm the timer);
 - ``udp``: sockets, name resolution and batched datagram reads;
 - ``client``: ``open_quic_connection``; ``server``: ``serve_quic``;
-- ``tls``: certificates and aioquic configurations.
+- ``tls``: certificates and aioquic configurations;
+- ``pinning``: certificate fingerprints, and the handshake check of a pinned dial.
 """
 
 from lpstream.quic.client import open_quic_connection
@@ -18,12 +19,14 @@ from lpstream.quic.connection import (
     QuicConnectionHandle,
     QuicConnectionStatistics,
 )
+from lpstream.quic.pinning import CertificatePinError, Fingerprint
 from lpstream.quic.server import serve_quic
 from lpstream.quic.stream import SEND_BUFFER_HIGH_WATER, QuicStream
 from lpstream.quic.tls import (
     ALPN,
     DEFAULT_MAX_DATAGRAM_SIZE,
     LOOPBACK_MAX_DATAGRAM_SIZE,
+    NO_EXPIRY,
     QuicTransport,
     client_configuration,
     make_self_signed_certificate,
@@ -34,8 +37,11 @@ __all__ = [
     "ALPN",
     "DEFAULT_MAX_DATAGRAM_SIZE",
     "LOOPBACK_MAX_DATAGRAM_SIZE",
+    "NO_EXPIRY",
     "SEND_BUFFER_HIGH_WATER",
     "STREAM_REFUSED",
+    "CertificatePinError",
+    "Fingerprint",
     "QuicConnectionHandle",
     "QuicConnectionStatistics",
     "QuicStream",

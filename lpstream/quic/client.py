@@ -1,7 +1,8 @@
 """The client side: ``open_quic_connection`` dials a peer and yields its connection.
 
 The client owns a connected UDP socket and reads it directly; the connection's driver loop
-runs in a background task for as long as the ``async with`` block.
+runs in a background task for as long as the ``async with`` block. A pinned dial checks the
+server's certificate in the handshake, before the block runs (``pinning``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from lpstream.errors import TransportError
 from lpstream.quic.connection import CLOSE_LINGER, QuicConnectionHandle
 from lpstream.quic.flow_control import LpstreamQuicConnection
+from lpstream.quic.pinning import Fingerprint, PinCheck
 from lpstream.quic.tls import LOOPBACK_MAX_DATAGRAM_SIZE, client_configuration
 from lpstream.quic.udp import (
     NetworkAddress,
@@ -58,6 +60,7 @@ async def open_quic_connection(
     configuration: QuicConfiguration | None = None,
     connect_timeout: float = 5.0,
     loopback_datagram_size: int | None = LOOPBACK_MAX_DATAGRAM_SIZE,
+    pin: Fingerprint | None = None,
 ) -> AsyncIterator[QuicConnectionHandle]:
     """Dial a QUIC peer and yield the connection once the handshake is done.
 
@@ -71,8 +74,13 @@ async def open_quic_connection(
         connect_timeout: seconds allowed for the handshake.
         loopback_datagram_size: datagram size used instead of a smaller configured one when
             the peer is on loopback (``None`` keeps the configuration's).
+        pin: the fingerprint the server's certificate must have; checked in the handshake,
+            so nothing is sent to a server that fails it. None accepts what ``configuration``
+            does.
 
     Raises:
+        CertificatePinError: (a ``TransportError``) the server's certificate is not the pinned
+            one.
         TransportError: the name does not resolve, the peer is unreachable, the handshake
             failed or did not finish within ``connect_timeout``.
     """
@@ -97,14 +105,22 @@ async def open_quic_connection(
             with suppress(BlockingIOError):  # a full socket buffer: a loss QUIC recovers from
                 sock.send(data)
 
+        check = None if pin is None else PinCheck(pin)
         connection = QuicConnectionHandle(
-            LpstreamQuicConnection(configuration=configuration), send=send, remote_address=peer
+            LpstreamQuicConnection(configuration=configuration, certificate_check=check),
+            send=send,
+            remote_address=peer,
         )
         async with _background(lambda: connection._run(socket_receiver(sock, peer))):
             try:
                 connection._quic.connect(peer, now=trio.current_time())
                 connection._transmit()
-                await connection._wait_connected(deadline, connect_timeout)
+                try:
+                    await connection._wait_connected(deadline, connect_timeout)
+                except TransportError:
+                    if check is not None and check.refused:
+                        raise check.error(connection._describe_peer()) from None
+                    raise
                 yield connection
                 await connection._linger(CLOSE_LINGER)
             finally:

@@ -39,6 +39,7 @@ from aioquic.quic import events
 
 from lpstream.errors import TransportError
 from lpstream.quic.flow_control import LpstreamQuicConnection
+from lpstream.quic.pinning import Fingerprint, presented_certificate
 from lpstream.quic.stream import SEND_BUFFER_HIGH_WATER, QuicStream
 from lpstream.quic.udp import Datagrams, NetworkAddress, Receive
 
@@ -136,6 +137,13 @@ class QuicConnectionHandle:
         self._transmit()
 
     @property
+    def peer_fingerprint(self) -> Fingerprint | None:
+        """The fingerprint of the certificate the server presented (on a client connection,
+        once connected); None on a server connection."""
+        der = presented_certificate(self._quic)
+        return None if der is None else Fingerprint.of_certificate(der)
+
+    @property
     def remote_address(self) -> NetworkAddress:
         """The peer's UDP address, as the socket reports it: ``(host, port, ...)``."""
         return self._remote_address
@@ -225,6 +233,10 @@ class QuicConnectionHandle:
                     self._state_lot.unpark_all()  # waiters re-check their condition
         finally:
             self._timer = None
+            if not self._terminated:
+                # Cancelled: the node is stopping. Say so to the peer now (one CONNECTION_CLOSE,
+                # best effort) rather than leave it waiting for its idle timeout.
+                self.close(reason="shutting down")
             self._terminate("connection driver stopped")
 
     def _transmit(self) -> None:

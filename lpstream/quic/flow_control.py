@@ -16,9 +16,10 @@ through is bounded by per-stream windows times the stream limit: aioquic lets a 
 unfinished streams per direction (MAX_STREAMS), which also bounds the streams waiting for
 ``accept_stream``.
 
-This is the only module that touches aioquic internals: the stream table, the sender's highest
-sent offset, the local stream-ID counter and the peer's MAX_STREAMS, and the method that writes
-MAX_STREAM_DATA frames. An aioquic upgrade is checked here.
+With ``pinning``, this is the only module that touches aioquic internals: the stream table, the
+sender's highest sent offset, the local stream-ID counter and the peer's MAX_STREAMS, the method
+that writes MAX_STREAM_DATA frames, and the one that makes the TLS context (where a certificate
+check is installed, see ``pinning``). An aioquic upgrade is checked here.
 """
 
 from __future__ import annotations
@@ -32,20 +33,40 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketSpace
 from aioquic.quic.stream import QuicStream as _AioquicStream
 
+from lpstream.quic.pinning import CertificateCheck, check_server_certificate
+
 __all__ = ["LpstreamQuicConnection"]
 
 
 class LpstreamQuicConnection(QuicConnection):
     """aioquic's connection with stream receive credit tied to what the application read.
 
-    The only aioquic internals lpstream touches live here: the stream table, the sender's
-    highest sent offset, and the method that writes MAX_STREAM_DATA frames.
+    The aioquic internals lpstream touches live here (and in ``pinning``): the stream table,
+    the sender's highest sent offset, the method that writes MAX_STREAM_DATA frames, and the
+    one that makes the TLS context.
+
+    Args:
+        configuration: aioquic's configuration.
+        certificate_check: a client's check of the server certificate (``pinning``), run in
+            the handshake; None checks only what ``configuration`` asks.
     """
 
-    def __init__(self, *, configuration: QuicConfiguration, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        configuration: QuicConfiguration,
+        certificate_check: CertificateCheck | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._lp_certificate_check = certificate_check  # read by _initialize, from connect()
         super().__init__(configuration=configuration, **kwargs)
         self._lp_window: int = configuration.max_stream_data
         self._lp_consumed: dict[int, int] = {}
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if self._lp_certificate_check is not None:
+            check_server_certificate(self.tls, self._lp_certificate_check)
 
     def track(self, stream_id: int) -> None:
         self._lp_consumed.setdefault(stream_id, 0)

@@ -37,6 +37,7 @@ __all__ = [
     "ALPN",
     "DEFAULT_MAX_DATAGRAM_SIZE",
     "LOOPBACK_MAX_DATAGRAM_SIZE",
+    "NO_EXPIRY",
     "QuicTransport",
     "client_configuration",
     "make_self_signed_certificate",
@@ -59,14 +60,23 @@ DEFAULT_IDLE_TIMEOUT = 30.0
 DEFAULT_MAX_DATA = 16 * 1024 * 1024
 DEFAULT_MAX_STREAM_DATA = 2 * 1024 * 1024
 DEFAULT_CONGESTION_CONTROL = "cubic"
+ONE_YEAR = datetime.timedelta(days=365)
 
 
-def make_self_signed_certificate(common_name: str = "lpstream") -> tuple[bytes, bytes]:
-    """Make a self-signed EC P-256 certificate valid for a year.
+NO_EXPIRY = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+"""``notAfter`` of a certificate with no well-defined expiration (RFC 5280, 4.1.2.5)."""
+
+
+def make_self_signed_certificate(
+    common_name: str = "lpstream", *, lifetime: datetime.timedelta | None = ONE_YEAR
+) -> tuple[bytes, bytes]:
+    """Make a self-signed EC P-256 certificate.
 
     Args:
         common_name: the subject and the DNS name in the subjectAltName; ``localhost``,
             ``127.0.0.1`` and ``::1`` are added so a loopback peer can verify it when pinned.
+        lifetime: how long it is valid; None for no expiry (:data:`NO_EXPIRY`), as a
+            certificate named by its fingerprint needs (``lpstream.quic.pinning``).
 
     Returns:
         ``(certificate_pem, private_key_pem)``.
@@ -74,6 +84,7 @@ def make_self_signed_certificate(common_name: str = "lpstream") -> tuple[bytes, 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
+    not_after = NO_EXPIRY if lifetime is None else now + lifetime
     alt_names: list[x509.GeneralName] = [x509.DNSName(common_name)]
     if common_name != "localhost":
         alt_names.append(x509.DNSName("localhost"))
@@ -88,7 +99,7 @@ def make_self_signed_certificate(common_name: str = "lpstream") -> tuple[bytes, 
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
+        .not_valid_after(not_after)
         .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
@@ -182,8 +193,8 @@ def client_configuration(
 ) -> QuicConfiguration:
     """Build the configuration a node dials QUIC with.
 
-    Nodes authenticate each other with the orchestrator secret and signed tickets, not with
-    the Web PKI, so certificates are not verified unless asked.
+    Nodes name each other's certificates by fingerprint (``open_quic_connection``'s ``pin``),
+    not through the Web PKI, so certificate chains are not verified unless asked.
 
     Args:
         verify: verify the server's certificate chain and name.

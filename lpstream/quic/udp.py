@@ -10,7 +10,6 @@ once per batch rather than once per datagram. The client reads its connected soc
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -19,6 +18,7 @@ from typing import Any
 import trio
 from aioquic.quic.configuration import QuicConfiguration
 
+from lpstream.config import is_loopback
 from lpstream.errors import TransportError
 
 __all__ = [
@@ -73,13 +73,6 @@ async def resolve(host: str, port: int, *, passive: bool = False) -> tuple[int, 
     return family, tuple(address)
 
 
-def _is_loopback(address: NetworkAddress) -> bool:
-    try:
-        return ipaddress.ip_address(str(address[0]).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 def for_peer(
     configuration: QuicConfiguration, peer: NetworkAddress, loopback_datagram_size: int | None
 ) -> QuicConfiguration:
@@ -87,7 +80,7 @@ def for_peer(
     if (
         loopback_datagram_size is not None
         and configuration.max_datagram_size < loopback_datagram_size
-        and _is_loopback(peer)
+        and is_loopback(str(peer[0]))
     ):
         return dataclasses.replace(configuration, max_datagram_size=loopback_datagram_size)
     return configuration

@@ -16,6 +16,7 @@ from lpstream.wire.fields import (
     MAX_INT64,
     MAX_PARAM_VALUE,
     MAX_TICKET_PARAMS_SIZE,
+    SIGNATURE_SIZE,
     Address,
     Capabilities,
     Count,
@@ -76,6 +77,10 @@ class OrchInfo:
     """The orchestrator's Ethereum address (the tickets' recipient); empty off-chain."""
     pipelines: Annotated[tuple[PipelineOffer, ...], msgspec.Meta(max_length=MAX_CAPABILITIES)] = ()
     """Live AI pipelines its workers have, with their prices."""
+    certificate_signature: Annotated[bytes, msgspec.Meta(max_length=SIGNATURE_SIZE)] = b""
+    """The orchestrator's Ethereum key (``address``) signing its QUIC certificate's
+    fingerprint: 65 bytes, or empty off-chain and from older orchestrators. The message signed
+    and the check are :mod:`lpstream.orchestrator.certificate_claim`'s."""
 
 
 @attrs.frozen(kw_only=True)

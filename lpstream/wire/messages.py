@@ -177,6 +177,7 @@ def _signature_size(signature: bytes) -> str | None:
 # Rules across fields that msgspec's per-field limits cannot say; each returns what is wrong.
 _CHECKS: dict[type[Any], Callable[[Any], str | None]] = {
     Job: lambda m: _unique("profile", [p.name for p in m.profiles]),
+    OrchInfo: lambda m: _signature_size(m.certificate_signature),
     Result: lambda m: _unique("rendition", [r.name for r in m.renditions]),
     ResultSummary: lambda m: (
         _unique("rendition", [r.name for r in m.renditions]) or _signature_size(m.signature)

@@ -5,6 +5,11 @@ WORKER_HELLO (secret, capacity) and waits for WORKER_WELCOME; the orchestrator t
 stream per job towards the worker, which answers each with ``serve_job``. If the connection
 drops the worker dials again with a growing delay; a refused secret (403) ends the process,
 since retrying cannot help.
+
+A pinned orchestrator address (``quic://host:port#sha256=…``) is checked in the QUIC
+handshake, before the secret is sent: a server with another certificate gets nothing, and the
+worker says so and keeps dialling (the real orchestrator may come back at that address). An
+unpinned address is logged (a warning, off loopback) once at start.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ import lpstream
 from lpstream.config import HostPort
 from lpstream.errors import ConfigError, RemoteProtocolError, TransportError
 from lpstream.jobs import Prepended, serve_job, serve_update
-from lpstream.quic import QuicConnectionHandle, QuicStream, open_quic_connection
+from lpstream.orchestrator.address import certificate_pin, note_unpinned
+from lpstream.quic import (
+    CertificatePinError,
+    QuicConnectionHandle,
+    QuicStream,
+    open_quic_connection,
+)
 from lpstream.wire import (
     MAX_CAPABILITIES,
     Error,
@@ -90,11 +101,15 @@ async def run_remote_worker(
     Raises:
         ConfigError: the orchestrator refused the secret.
     """
+    note_unpinned(orchestrator, log, sends="this worker's secret")
+    pin = certificate_pin(orchestrator)
     delay = retry_delay
     started = False
     while True:
         try:
-            async with open_quic_connection(orchestrator.host, orchestrator.port) as connection:
+            async with open_quic_connection(
+                orchestrator.host, orchestrator.port, pin=pin
+            ) as connection:
                 worker_id, control, channel = await _register(
                     connection, secret, local.capacity, local.capabilities()[:MAX_CAPABILITIES]
                 )
@@ -112,6 +127,8 @@ async def run_remote_worker(
                             break
                         nursery.start_soon(_serve_one, local, stream, str(orchestrator))
                     nursery.cancel_scope.cancel()
+        except CertificatePinError as exc:
+            log.error("%s; retrying in %.0f s", exc, delay)
         except (TransportError, RemoteProtocolError, trio.TooSlowError) as exc:
             log.warning("orchestrator %s: %s; retrying in %.0f s", orchestrator, exc, delay)
         await trio.sleep(delay)

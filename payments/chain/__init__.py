@@ -9,18 +9,22 @@ from __future__ import annotations
 
 from .client import REDEEM_GAS, ChainClient, ChainError, ChainSnapshot
 from .contracts import CONTRACT_NAMES, Artifact, contract_at, deploy_all, load_artifact
+from .dev_accounts import DEV_CHAIN_ID, DevKeyError, dev_account_index
 from .devchain import DevChain, dev_key
 
 __all__ = [
     "CONTRACT_NAMES",
+    "DEV_CHAIN_ID",
     "REDEEM_GAS",
     "Artifact",
     "ChainClient",
     "ChainError",
     "ChainSnapshot",
     "DevChain",
+    "DevKeyError",
     "contract_at",
     "deploy_all",
+    "dev_account_index",
     "dev_key",
     "load_artifact",
 ]

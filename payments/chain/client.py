@@ -30,6 +30,7 @@ from payments.keys import NodeKey
 from payments.redeemer import NoBlockHashError, TicketUsedError
 from payments.store import StoredTicket
 
+from .dev_accounts import refuse_dev_key_off_dev_chain
 from .errors import ChainError, checksum_address, hex_string, mapped_errors
 from .reads import ChainReader, ChainSnapshot
 from .sending import DEFAULT_TX_TIMEOUT, Progress, TransactionSender
@@ -68,6 +69,8 @@ class ChainClient(ChainReader):
     Raises:
         ChainError: the chain cannot be reached, or no Controller (or a Controller without the
             contracts) is at ``controller``.
+        DevKeyError: ``key`` is one of the public dev accounts' and the chain is not the dev
+            chain (``payments.chain.dev_accounts``).
     """
 
     def __init__(
@@ -80,6 +83,8 @@ class ChainClient(ChainReader):
         redeem_gas: int = REDEEM_GAS,
     ) -> None:
         super().__init__(w3, controller=controller)
+        if key is not None:
+            refuse_dev_key_off_dev_chain(key, self.chain_id)
         self.redeem_gas = redeem_gas
         """Gas budgeted per ticket redemption."""
         self._sender = TransactionSender(w3, chain_id=self.chain_id, key=key, tx_timeout=tx_timeout)

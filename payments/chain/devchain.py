@@ -9,7 +9,9 @@ made and redeemed at once.
 
 The dev keys are derived from a fixed seed (keccak256("lpstream dev account <seed> <i>")), so a
 restarted dev chain has the same accounts and keystores written for them stay valid. Everyone
-can derive them: they are for the dev chain only, never for a chain with real money.
+can derive them: they are for the dev chain only, never for a chain with real money, and a chain
+client refuses them on any other chain id (``dev_accounts``). ``start(chain_id=...)`` gives the
+chain another id, as a stand-in for another network.
 
 eth-tester mines a block for every transaction and otherwise never: ``run_blocks`` is the clock
 that mines one block every ``block_time`` seconds and initializes each round as it starts.
@@ -35,13 +37,13 @@ from web3.middleware import combine_middleware
 from web3.types import RPCEndpoint, RPCResponse, Wei
 
 from payments.keys import NodeKey
-from payments.pm import keccak256
 
 from .client import ChainClient
 from .contracts import DEFAULT_PARAMETERS, ProtocolParameters, contract_at, deploy_all
+from .dev_accounts import DEV_CHAIN_ID, dev_key
 from .errors import ChainError, mapped_errors
 
-__all__ = ["DEV_ACCOUNT_FUNDS", "DevChain", "dev_key"]
+__all__ = ["DEV_ACCOUNT_FUNDS", "DEV_CHAIN_ID", "DevChain", "dev_key"]
 
 DEV_ACCOUNT_FUNDS = 1000 * 10**18
 """Wei each dev account starts with (1000 ETH)."""
@@ -55,21 +57,21 @@ _TransactionFailed: type[Exception] = importlib.import_module(
 ).TransactionFailed
 
 
-def dev_key(index: int, seed: str = "") -> NodeKey:
-    """The ``index``-th dev account's key (public knowledge: for the dev chain only)."""
-    return NodeKey.from_private_key(keccak256(f"lpstream dev account {seed} {index}".encode()))
-
-
 class _LockedTesterProvider(EthereumTesterProvider):
-    """The eth-tester provider with every request under one lock (see the module notes)."""
+    """The eth-tester provider with every request under one lock (see the module notes), that
+    answers ``eth_chainId`` with the chain's id (web3's provider has eth-tester's fixed)."""
 
-    def __init__(self, tester: Any, lock: threading.RLock) -> None:
+    def __init__(self, tester: Any, lock: threading.RLock, chain_id: int) -> None:
         super().__init__(tester)
         self._lock = lock
+        self._chain_id = chain_id
 
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
         with self._lock:
-            return super().make_request(method, params)
+            response = super().make_request(method, params)
+        if method == "eth_chainId" and "result" in response:
+            return {**response, "result": self._chain_id}
+        return response
 
 
 class DevChain:
@@ -115,6 +117,7 @@ class DevChain:
         accounts: int = 4,
         funds: int = DEV_ACCOUNT_FUNDS,
         seed: str = "",
+        chain_id: int = DEV_CHAIN_ID,
     ) -> DevChain:
         """Makes the chain, deploys the contracts, funds ``accounts`` dev keys (blocking).
 
@@ -123,11 +126,15 @@ class DevChain:
             accounts: how many dev keys to fund.
             funds: wei each one gets.
             seed: varies the dev keys (two dev chains with one seed share their accounts).
+            chain_id: the chain's id (EIP-155); on any but :data:`DEV_CHAIN_ID` the dev keys
+                are refused by chain clients.
         """
         params = DEFAULT_PARAMETERS if parameters is None else parameters
         lock = threading.RLock()
-        tester = _eth_tester.EthereumTester(_eth_tester.PyEVMBackend())
-        w3 = Web3(_LockedTesterProvider(tester, lock))
+        backend = _eth_tester.PyEVMBackend()
+        backend.chain.chain_id = chain_id  # what its own transactions are signed for
+        tester = _eth_tester.EthereumTester(backend)
+        w3 = Web3(_LockedTesterProvider(tester, lock, chain_id))
         with mapped_errors("starting the dev chain"):
             owner = w3.eth.accounts[0]
             addresses = deploy_all(w3, owner, params)

@@ -23,6 +23,7 @@ __all__ = [
     "address_of",
     "keccak256",
     "personal_message_hash",
+    "personal_sign_hash",
     "recover_address_bytes",
     "recover_hash_signer",
     "recover_personal_signer",
@@ -39,6 +40,7 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 _HALF_N = SECP256K1_N // 2
 _PERSONAL_PREFIX = b"\x19Ethereum Signed Message:\n32"
+_PERSONAL_SIGN_PREFIX = b"\x19Ethereum Signed Message:\n"
 _RECIDS = {27: b"\x00", 28: b"\x01"}
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
@@ -101,6 +103,15 @@ def address_of(private_key: bytes) -> str:
 def personal_message_hash(message_hash: bytes) -> bytes:
     """EIP-191 personal-sign hash of a 32-byte message: keccak256("\\x19Ethereum…:\\n32" ‖ hash)."""
     return keccak256(_PERSONAL_PREFIX + message_hash)
+
+
+def personal_sign_hash(message: bytes) -> bytes:
+    """EIP-191 personal-sign hash of a message of any length, as wallets' ``personal_sign``
+    hashes text: keccak256("\\x19Ethereum Signed Message:\\n" ‖ its length in decimal ‖ it).
+
+    ``personal_message_hash`` is the same for a 32-byte message, on the tickets' hot path.
+    """
+    return keccak256(_PERSONAL_SIGN_PREFIX + str(len(message)).encode("ascii") + message)
 
 
 def sign_hash(private_key: bytes, msg_hash: bytes) -> bytes:

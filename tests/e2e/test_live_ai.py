@@ -30,7 +30,7 @@ from tests.e2e.nodes import (
     push_command,
     wait_for,
 )
-from workers.pipelines import PipelineRegistry
+from workers.pipelines import ModelDirectory, PipelineRegistry
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,13 +46,24 @@ SIZE = (256, 256)
 
 
 @pytest.fixture(scope="module")
-def dev_flags(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
-    """A one-rendition ladder: the AI rendition is the work here."""
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The node's models directory: the models the pipelines' ``model`` parameter names."""
+    from tests.workers.tiny_diffusion import build_tiny_img2img
+
+    models = tmp_path_factory.mktemp("models")
+    save_invert_model(models / "invert.pt")
+    build_tiny_img2img(models / "tiny-sd")
+    return models
+
+
+@pytest.fixture(scope="module")
+def dev_flags(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> tuple[str, ...]:
+    """A one-rendition ladder (the AI rendition is the work here) and the models directory."""
     profiles = tmp_path_factory.mktemp("live-ai") / "profiles.json"
     profiles.write_text(
         json.dumps([{"name": "240p", "width": 426, "height": 240, "bitrate": 300000}])
     )
-    return (f"--profiles={profiles}",)
+    return (f"--profiles={profiles}", f"--models-dir={models_dir}")
 
 
 def post_json(url: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -152,10 +163,14 @@ def psnr(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> float:
 
 
 def offline(
-    pipeline: str, params: dict[str, Any], source: dict[int, VideoFrame], size: tuple[int, int]
+    pipeline: str,
+    params: dict[str, Any],
+    source: dict[int, VideoFrame],
+    size: tuple[int, int],
+    models: Path,
 ) -> dict[int, np.ndarray[Any, Any]]:
     """The pipeline run here on the source frames, scaled as the worker scales them."""
-    runner = PipelineRegistry().create(pipeline, params)
+    runner = PipelineRegistry(models=ModelDirectory(models)).create(pipeline, params)
     outputs: dict[int, np.ndarray[Any, Any]] = {}
     try:
         for pts in sorted(source):
@@ -184,37 +199,23 @@ def save_invert_model(path: Path) -> None:
         torch.jit.save(torch.jit.script(Invert().eval()), str(path))
 
 
-def pipeline_cases(tmp: Path) -> dict[str, tuple[dict[str, Any], tuple[int, int]]]:
-    from tests.workers.tiny_diffusion import build_tiny_img2img
-
-    model = tmp / "invert.pt"
-    save_invert_model(model)
-    tiny = build_tiny_img2img(tmp / "tiny-sd")
-    return {
-        "noop": ({}, SIZE),
-        "cartoon": ({"levels": 4}, SIZE),
-        "color-grade": ({"look": "cool", "strength": 1.0}, SIZE),
-        "torchscript": ({"model": str(model)}, SIZE),
-        "img2img-diffusion": ({"model": str(tiny), "strength": 0.6, "seed": 7}, (128, 128)),
-    }
-
-
-@pytest.fixture(scope="module")
-def cases(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> dict[str, tuple[dict[str, Any], tuple[int, int]]]:
-    return pipeline_cases(tmp_path_factory.mktemp("models"))
+PIPELINE_CASES: dict[str, tuple[dict[str, Any], tuple[int, int]]] = {
+    "noop": ({}, SIZE),
+    "cartoon": ({"levels": 4}, SIZE),
+    "color-grade": ({"look": "cool", "strength": 1.0}, SIZE),
+    # Models are named by their name in the node's --models-dir (``models_dir``).
+    "torchscript": ({"model": "invert.pt"}, SIZE),
+    "img2img-diffusion": ({"model": "tiny-sd", "strength": 0.6, "seed": 7}, (128, 128)),
+}
 
 
 @pytest.mark.parametrize(
     "pipeline", ["noop", "cartoon", "color-grade", "torchscript", "img2img-diffusion"]
 )
 def test_each_pipeline_transforms_the_live_stream_as_it_does_offline(
-    dev_node: NodeProcess,
-    cases: dict[str, tuple[dict[str, Any], tuple[int, int]]],
-    pipeline: str,
+    dev_node: NodeProcess, models_dir: Path, pipeline: str
 ) -> None:
-    params, box = cases[pipeline]
+    params, box = PIPELINE_CASES[pipeline]
     stream = f"ai-{pipeline}"
     proc = publish(dev_node, stream, seconds=12)
     try:
@@ -236,7 +237,7 @@ def test_each_pipeline_transforms_the_live_stream_as_it_does_offline(
     first = next(iter(output.values()))
     width, height = first.width, first.height
     assert (width, height) == (box[0], box[0] * 9 // 16), (width, height)
-    expected = offline(pipeline, params, source, (width, height))
+    expected = offline(pipeline, params, source, (width, height), models_dir)
     scaled = {
         pts: rgb(f.reformat(width, height, "yuv420p", interpolation=Interpolation.BICUBIC))
         for pts, f in source.items()
@@ -319,3 +320,17 @@ async def test_a_parameter_change_over_the_websocket_shows_from_the_next_frame(
     assert sum(colourful(frames[p]) > 20 for p in before) >= 0.9 * len(before)
     between = [p for p in frames if after < p < applied]
     assert len(between) <= 1
+
+
+def test_a_model_named_by_a_path_is_refused_with_the_reason(
+    dev_node: NodeProcess, models_dir: Path
+) -> None:
+    """A client names models by their name in the node's models directory: a path (even to
+    a model there) or a way out is refused 400 at the gateway, before anything is loaded."""
+    base = dev_node.url("http")
+    for name in (str(models_dir / "invert.pt"), "../invert.pt", "/etc/passwd", ".."):
+        status, answer = post_json(
+            f"{base}/api/ai/any-stream", {"pipeline": "torchscript", "params": {"model": name}}
+        )
+        assert status == 400, (name, answer)
+        assert "invalid parameters for pipeline 'torchscript': model" in answer["error"], answer

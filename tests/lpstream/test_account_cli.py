@@ -27,10 +27,10 @@ from lpstream.account import (
     account,
     chain,
     format_wei,
-    is_loopback,
     parse_wei,
     write_dev_keystores,
 )
+from lpstream.config import is_loopback
 from payments.chain.devchain import dev_key
 from payments.keys import load_key, read_passphrase
 

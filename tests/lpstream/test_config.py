@@ -86,7 +86,8 @@ def test_config_show_masks_every_secret_from_every_source(tmp_path: Path) -> Non
     for secret in ("from-the-file", "from-a-flag", "from-the-env"):
         assert secret not in result.stdout
     config = tomllib.loads(result.stdout)
-    assert config["access"] == {"whip-token": MASK, "whep-token": MASK}
+    masked = {key for key, value in config["access"].items() if value == MASK}
+    assert masked == {"whip-token", "whep-token"}  # the secrets that are set, and only those
     assert config["orchestrator"]["orch-secret"] == MASK
 
 

@@ -56,7 +56,8 @@ def test_the_pixel_limit_is_the_configured_one() -> None:
 
 
 def test_a_burst_of_the_window_passes_and_a_sustained_excess_is_refused() -> None:
-    limits = IngestLimits(max_bitrate=8_000_000, window=4.0)  # 1 MB/s, 4 MB of burst
+    # 1 MB/s, 4 MB of burst; frames without timestamps, so no frame rate limit here.
+    limits = IngestLimits(max_bitrate=8_000_000, window=4.0, max_fps=0)
     meter = IngestMeter(limits)
     meter.check(packet(3_900_000), now=0.0)  # a buffered start: within the burst
     # Exactly the limit afterwards: 100 kB every 0.1 s for a minute.
@@ -72,11 +73,51 @@ def test_a_burst_of_the_window_passes_and_a_sustained_excess_is_refused() -> Non
 
 
 def test_the_bitrate_is_measured_by_arrival_not_by_the_publishers_timestamps() -> None:
-    meter = IngestMeter(IngestLimits(max_bitrate=8_000_000, window=1.0))
-    with pytest.raises(RemoteProtocolError):
+    meter = IngestMeter(IngestLimits(max_bitrate=8_000_000, window=1.0, max_fps=0))
+    with pytest.raises(RemoteProtocolError, match="--max-ingest-bitrate"):
         # Timestamps claim an hour passed between packets; the clock says not.
         for index in range(10):
             meter.check(packet(300_000, dts=index * 3_600_000), now=index * 0.01)
+
+
+def test_a_stream_at_its_frame_rate_passes_with_a_backlog_at_once() -> None:
+    meter = IngestMeter(IngestLimits(max_fps=60, max_bitrate=0))
+    # A reconnecting encoder's backlog: 1.5 s of 60 fps frames arriving at once.
+    for index in range(90):
+        meter.check(packet(100, dts=index * 1000 // 60), now=0.0)
+    # Then a minute of 60 fps in real time, with audio, which is not counted.
+    for index in range(90, 3690):
+        now = (index - 89) / 60
+        meter.check(packet(100, dts=index * 1000 // 60), now=now)
+        audio = MediaPacket(kind=TrackKind.AUDIO, dts=index, pts=index, keyframe=True, data=b"")
+        meter.check(audio, now=now)
+
+
+def test_an_absurd_frame_rate_by_timestamps_is_refused_within_a_fraction_of_a_second() -> None:
+    meter = IngestMeter(IngestLimits(max_fps=120, max_bitrate=0))
+    with pytest.raises(RemoteProtocolError, match="frame rate over 120 fps") as refused:
+        for index in range(1000):  # 1000 fps, sent in real time
+            meter.check(packet(100, dts=index), now=index / 1000)
+    assert refused.value.code == 413
+    assert "--max-ingest-fps" in str(refused.value)
+    assert index == 240  # the 241st frame within 2 s of timestamps: a quarter second in
+    same = IngestMeter(IngestLimits(max_fps=120, max_bitrate=0))
+    with pytest.raises(RemoteProtocolError, match="frame rate over 120 fps"):
+        for index in range(300):  # every frame claims the same time
+            same.check(packet(100, dts=5000), now=index / 30)
+
+
+def test_frames_faster_than_real_time_are_refused_by_arrival() -> None:
+    meter = IngestMeter(IngestLimits(max_fps=30, max_bitrate=0))
+    with pytest.raises(RemoteProtocolError, match="frames arrive faster than 30 a second"):
+        # A 25 fps file pushed without -re: its timestamps are honest, its pace is 10x.
+        for index in range(1000):
+            meter.check(packet(100, dts=index * 40), now=index / 250)
+    assert index < 80
+    # A jump back in timestamps (an encoder restarting) starts the count afresh.
+    restarted = IngestMeter(IngestLimits(max_fps=30, max_bitrate=0))
+    for index in range(300):
+        restarted.check(packet(100, dts=(index % 50) * 40), now=index / 25)
 
 
 def test_a_segment_cannot_outgrow_what_the_limits_let_in() -> None:

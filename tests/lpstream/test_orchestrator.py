@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+import attrs
 import pytest
 import trio
 
@@ -93,16 +94,56 @@ async def test_a_job_comes_back_as_the_ladder(
     assert orch.status().jobs_in_flight == 0
 
 
+def ladder(renditions: int) -> tuple[ProfileSpec, ...]:
+    """``renditions`` profiles whose boxes a 320x240 source fills: each costs 320x240 at 30 fps
+    (2.3 Mpx/s)."""
+    return tuple(
+        ProfileSpec(name=f"r{i}", width=640, height=480, bitrate=300_000) for i in range(renditions)
+    )
+
+
 async def test_a_new_session_beyond_capacity_is_answered_busy(
     orchestrator: tuple[Orchestrator, int], segment: bytes
 ) -> None:
-    _, port = orchestrator
+    """Capacity 1 is 9.98 Mpx/s: a 4-rendition ladder of a 320x240 source (9.2 Mpx/s) fills it."""
+    orch, port = orchestrator
+    orch.pool.reclaim_after = 60  # the first session keeps its room however slow the test
     async with open_quic_connection("127.0.0.1", port) as connection:
         first = await connection.open_stream()
-        await request_job(first, job(0, "a"), full_buffer(segment), response_timeout=20)
+        big = attrs.evolve(job(0, "a"), profiles=ladder(4))
+        await request_job(first, big, full_buffer(segment), response_timeout=20)
         second = await connection.open_stream()
-        with pytest.raises(JobError, match="busy: all 1 sessions are in use") as caught:
-            await request_job(second, job(0, "b"), full_buffer(segment), response_timeout=20)
+        with pytest.raises(
+            JobError,
+            match=r"busy: a new session needs 9.22 Mpx/s; the workers' capacity "
+            r"\(9.98 Mpx/s, 1 sessions' worth\) has 0.763 Mpx/s free",
+        ) as caught:
+            await request_job(
+                second, attrs.evolve(big, session_id="b"), full_buffer(segment), response_timeout=20
+            )
+        assert caught.value.code == 503
+
+
+async def test_small_sessions_share_what_one_large_session_would_fill(
+    orchestrator: tuple[Orchestrator, int], segment: bytes
+) -> None:
+    """Capacity is counted in pixels per second, not sessions: on capacity 1, two 320x240
+    sources with a 2-rendition ladder (4.6 Mpx/s each) run at once, a third does not fit."""
+    orch, port = orchestrator
+    orch.pool.reclaim_after = 60
+    async with open_quic_connection("127.0.0.1", port) as connection:
+        for session in ("a", "b"):
+            stream = await connection.open_stream()
+            small = attrs.evolve(job(0, session), profiles=ladder(2))
+            result = await request_job(stream, small, full_buffer(segment), response_timeout=20)
+            assert [o.info.name for o in result.outputs] == ["r0", "r1"]
+        assert orch.status().sessions == 2
+        info = await ask(connection, GetInfo())
+        assert isinstance(info, OrchInfo) and (info.capacity, info.in_use) == (1, 1)
+        stream = await connection.open_stream()
+        with pytest.raises(JobError, match=r"busy: a new session needs 4\.61 Mpx/s") as caught:
+            third = attrs.evolve(job(0, "c"), profiles=ladder(2))
+            await request_job(stream, third, full_buffer(segment), response_timeout=20)
         assert caught.value.code == 503
 
 

@@ -10,7 +10,6 @@ import json
 import shutil
 from collections.abc import Iterator
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from workers.frames import planes_as_arrays, planes_as_tensors, rgb_to_yuv420, yuv420_to_rgb
-from workers.pipelines import InvalidParamsError, PipelineContext, PipelineError, PipelineRegistry
+from workers.pipelines import (
+    InvalidParamsError,
+    ModelDirectory,
+    PipelineContext,
+    PipelineError,
+    PipelineRegistry,
+)
 from workers.pipelines.diffusion import (
     Img2ImgDiffusionPipeline,
     denoising_timesteps,
@@ -45,9 +50,22 @@ NAME = "img2img-diffusion"
 SIZE = 64
 
 
+TINY = "tiny-sd"
+"""The tiny model's name in the models directory."""
+
+
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(build_tiny_img2img(tmp_path_factory.mktemp("tiny-sd")))
+def models(tmp_path_factory: pytest.TempPathFactory) -> ModelDirectory:
+    """The worker's models directory, holding the tiny model as ``tiny-sd``."""
+    root = tmp_path_factory.mktemp("models")
+    build_tiny_img2img(root / TINY)
+    return ModelDirectory(root)
+
+
+@pytest.fixture(scope="module")
+def model(models: ModelDirectory) -> str:
+    """Where the tiny model is (for diffusers itself)."""
+    return models.path_of(TINY)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +77,8 @@ def offline(model: str) -> Any:
 
 
 @pytest.fixture
-def registry() -> PipelineRegistry:
-    registry = PipelineRegistry(entry_points=False)
+def registry(models: ModelDirectory) -> PipelineRegistry:
+    registry = PipelineRegistry(entry_points=False, models=models)
     if NAME not in registry.names():  # until it is a built-in
         registry.register(Img2ImgDiffusionPipeline)
     return registry
@@ -127,7 +145,7 @@ def assert_planes_match(out: VideoFrame, rgb: torch.Tensor) -> None:
 
 @pytest.fixture
 def runner(registry: PipelineRegistry, model: str) -> Iterator[PipelineRunner]:
-    runner = registry.create(NAME, {"model": model, "prompt": "a red fox", "seed": 7})
+    runner = registry.create(NAME, {"model": TINY, "prompt": "a red fox", "seed": 7})
     yield runner
     runner.stop()
 
@@ -170,9 +188,10 @@ def test_timesteps_are_diffusers_own_where_its_schedule_can_express_the_strength
 
 
 def test_schedulers_without_custom_timesteps_run_diffusers_schedule(
-    registry: PipelineRegistry, model: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    registry: PipelineRegistry, models: ModelDirectory, model: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ddim = tmp_path / "ddim"
+    assert models.root is not None
+    ddim = models.root / "ddim"
     shutil.copytree(model, ddim)
     config = json.loads((ddim / "scheduler" / "scheduler_config.json").read_text())
     config["_class_name"] = "DDIMScheduler"
@@ -180,7 +199,7 @@ def test_schedulers_without_custom_timesteps_run_diffusers_schedule(
     (ddim / "model_index.json").write_text(
         (ddim / "model_index.json").read_text().replace("EulerDiscreteScheduler", "DDIMScheduler")
     )
-    runner = registry.create(NAME, {"model": str(ddim), "strength": 0.6, "prompt": "moss"})
+    runner = registry.create(NAME, {"model": "ddim", "strength": 0.6, "prompt": "moss"})
     frame = picture(12)
     out = run(runner, [frame])[0]
     runner.stop()
@@ -199,10 +218,12 @@ def test_schedulers_without_custom_timesteps_run_diffusers_schedule(
     assert_planes_match(out, expected)
 
 
-def test_a_batch_equals_diffusers_on_the_same_batch(model: str, offline: Any) -> None:
+def test_a_batch_equals_diffusers_on_the_same_batch(models: ModelDirectory, offline: Any) -> None:
     pipeline = Img2ImgDiffusionPipeline()
-    params = validate(NAME, pipeline.spec.params, {"model": model, "prompt": "ink", "steps": 2})
-    pipeline.prepare(PipelineContext(), params)
+    params = validate(
+        NAME, pipeline.spec.params, {"model": TINY, "prompt": "ink", "steps": 2}, models=models
+    )
+    pipeline.prepare(PipelineContext(models=models), params)
     pipeline.update(params)
     rgb = rgb_of([picture(5), picture(6)])
     with torch.inference_mode():
@@ -242,10 +263,12 @@ def test_zero_strength_passes_frames_through(runner: PipelineRunner) -> None:
         assert np.abs(ours - theirs).max() <= 1
 
 
-def test_sides_that_are_not_multiples_of_8_come_back_the_same_size(model: str) -> None:
+def test_sides_that_are_not_multiples_of_8_come_back_the_same_size(
+    models: ModelDirectory,
+) -> None:
     pipeline = Img2ImgDiffusionPipeline()
-    params = validate(NAME, pipeline.spec.params, {"model": model})
-    pipeline.prepare(PipelineContext(), params)
+    params = validate(NAME, pipeline.spec.params, {"model": TINY}, models=models)
+    pipeline.prepare(PipelineContext(models=models), params)
     pipeline.update(params)
     rgb = torch.rand(1, 3, 60, 70)
     with torch.inference_mode():
@@ -263,46 +286,66 @@ def test_inference_steps_is_the_shortest_schedule_running_the_asked_steps(
     assert count == steps or int((count - 1) * strength) < steps
 
 
-def test_bad_parameters_are_refused_when_the_runner_is_created(
-    registry: PipelineRegistry, model: str
-) -> None:
+def test_bad_parameters_are_refused_when_the_runner_is_created(registry: PipelineRegistry) -> None:
     with pytest.raises(InvalidParamsError) as error:
-        registry.create(NAME, {"model": model, "strength": 1.5, "steps": 0, "prompt": 3})
+        registry.create(NAME, {"model": TINY, "strength": 1.5, "steps": 0, "prompt": 3})
     assert len(error.value.problems) == 3
 
 
-def test_missing_and_broken_model_directories_are_reported(
-    registry: PipelineRegistry, model: str, tmp_path: Path
+def test_a_model_is_a_name_in_the_models_directory_never_a_path(
+    registry: PipelineRegistry, model: str
 ) -> None:
+    """Refused before anything is loaded: a path, even to the model itself, a way up, and a
+    name the directory does not hold."""
+    for name, reason in [
+        (model, "is a path"),
+        (f"../{TINY}", "is a path"),
+        ("..", "is '..'"),
+        ("absent", "is not in the worker's models directory"),
+    ]:
+        with pytest.raises(InvalidParamsError, match=reason):
+            registry.create(NAME, {"model": name})
+    runner = registry.create(NAME, {"model": TINY})
+    with pytest.raises(InvalidParamsError, match="is a path"):
+        runner.update({"model": model})
+    with pytest.raises(InvalidParamsError, match="has no models directory"):
+        PipelineRegistry(entry_points=False).create(NAME, {"model": TINY})
+
+
+def test_missing_and_broken_model_directories_are_reported(
+    registry: PipelineRegistry, models: ModelDirectory, model: str
+) -> None:
+    assert models.root is not None
     with pytest.raises(PipelineError, match="needs a 'model' directory"):
         registry.create(NAME).prepare()
-    with pytest.raises(PipelineError, match="is not a directory"):
-        registry.create(NAME, {"model": str(tmp_path / "absent")}).prepare()
+    (models.root / "empty").mkdir()
     with pytest.raises(PipelineError, match=r"no model_index\.json"):
-        registry.create(NAME, {"model": str(tmp_path)}).prepare()
+        registry.create(NAME, {"model": "empty"}).prepare()
 
-    broken = tmp_path / "broken"
+    broken = models.root / "broken"
     shutil.copytree(model, broken)
     (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
     with pytest.raises(PipelineError, match="cannot load diffusion model"):
-        registry.create(NAME, {"model": str(broken)}).prepare()
+        registry.create(NAME, {"model": "broken"}).prepare()
 
-    other = tmp_path / "other"
+    other = models.root / "other"
     shutil.copytree(model, other)
     index = json.loads((other / "model_index.json").read_text())
     (other / "model_index.json").write_text(json.dumps({**index, "_class_name": "NoSuchPipeline"}))
     with pytest.raises(PipelineError, match="cannot load diffusion model"):
-        registry.create(NAME, {"model": str(other)}).prepare()
+        registry.create(NAME, {"model": "other"}).prepare()
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_runs_in_float16_on_cuda(model: str) -> None:
-    params = validate(NAME, Img2ImgDiffusionPipeline.spec.params, {"model": model, "seed": 3})
+def test_runs_in_float16_on_cuda(models: ModelDirectory) -> None:
+    params = validate(
+        NAME, Img2ImgDiffusionPipeline.spec.params, {"model": TINY, "seed": 3}, models=models
+    )
     results = []
     for device in ("cpu", "cuda:0"):
         pipeline = Img2ImgDiffusionPipeline()
-        pipeline.prepare(PipelineContext(device=device), params)
+        pipeline.prepare(PipelineContext(device=device, models=models), params)
         pipeline.update(params)
         rgb = rgb_of([picture(10), picture(11)]).to(device)
         with torch.inference_mode():

@@ -8,6 +8,7 @@ against libswscale).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from workers.pipelines import (
     FloatParam,
     IntParam,
     InvalidParamsError,
+    ModelDirectory,
     Params,
     PipelineError,
     PipelineRegistry,
@@ -354,10 +356,10 @@ def test_torchscript_output_equals_the_model_run_offline(
 ) -> None:
     model = invert_module(tmp_path / "invert.pt")
     outputs = run_all(
-        PipelineRegistry(entry_points=False),
+        PipelineRegistry(entry_points=False, models=ModelDirectory(tmp_path)),
         "torchscript",
         decoded[:2],
-        model=str(tmp_path / "invert.pt"),
+        model="invert.pt",
     )
     for out, frame in zip(outputs, decoded, strict=False):
         with torch.no_grad():
@@ -368,18 +370,52 @@ def test_torchscript_output_equals_the_model_run_offline(
 def test_torchscript_reports_missing_and_misshapen_models(
     tmp_path: Path, decoded: list[VideoFrame]
 ) -> None:
-    registry = PipelineRegistry(entry_points=False)
+    registry = PipelineRegistry(entry_points=False, models=ModelDirectory(tmp_path))
     with pytest.raises(PipelineError, match="needs a 'model' path"):
         registry.create("torchscript").prepare()
+    (tmp_path / "folder.pt").mkdir()
     with pytest.raises(PipelineError, match="is not a file"):
-        registry.create("torchscript", {"model": str(tmp_path / "none.pt")}).prepare()
+        registry.create("torchscript", {"model": "folder.pt"}).prepare()
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(PipelineError, match="cannot load"):
-        registry.create("torchscript", {"model": str(tmp_path / "junk.pt")}).prepare()
+        registry.create("torchscript", {"model": "junk.pt"}).prepare()
     save_script(torch.nn.Conv2d(3, 1, 1), tmp_path / "grey.pt")
-    runner = registry.create("torchscript", {"model": str(tmp_path / "grey.pt")})
+    runner = registry.create("torchscript", {"model": "grey.pt"})
     with pytest.raises(PipelineError, match=r"returned \(1, 1, 192, 256\)"):
         runner.push(decoded[0])
+
+
+def test_a_model_a_client_names_must_be_in_the_models_directory(tmp_path: Path) -> None:
+    """A path, a way up or a name the directory lacks is refused, naming the parameter and the
+    reason, before anything is loaded; so is any name on a worker without a directory."""
+    models = tmp_path / "models"
+    models.mkdir()
+    save_script(torch.nn.Identity(), models / "ok.pt")
+    secret = tmp_path / "elsewhere.pt"
+    save_script(torch.nn.Identity(), secret)
+    registry = PipelineRegistry(entry_points=False, models=ModelDirectory(models))
+    for name, reason in [
+        (str(secret), "is a path"),
+        ("../elsewhere.pt", "is a path"),
+        ("..\\elsewhere.pt", "is a path"),
+        ("..", "is '..'"),
+        ("ok.pt\0", "holds a NUL"),
+        ("x" * 300, "is longer than 255 characters"),
+        ("missing.pt", "is not in the worker's models directory"),
+    ]:
+        with pytest.raises(InvalidParamsError, match=re.escape(reason)) as refused:
+            registry.create("torchscript", {"model": name})
+        assert refused.value.problems[0].startswith("model ")
+    runner = registry.create("torchscript", {"model": "ok.pt"})
+    with pytest.raises(InvalidParamsError, match="is a path"):
+        runner.update({"model": str(secret)})  # a live change is checked the same way
+    with pytest.raises(InvalidParamsError, match="has no models directory"):
+        PipelineRegistry(entry_points=False).create("torchscript", {"model": "ok.pt"})
+    # The gateway checks the form, with no directory at hand.
+    registry.check_model_names("torchscript", {"model": "ok.pt"})
+    registry.check_model_names("no-such-pipeline", {"model": "/etc/passwd"})
+    with pytest.raises(InvalidParamsError, match="is a path"):
+        registry.check_model_names("torchscript", {"model": "/etc/passwd"})
 
 
 class PairwiseMean(YuvPipeline):

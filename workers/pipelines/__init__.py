@@ -11,12 +11,14 @@ from workers.pipelines.base import (
     RgbPipeline,
     YuvPipeline,
 )
+from workers.pipelines.models import ModelDirectory, model_name_problem
 from workers.pipelines.params import (
     BoolParam,
     ChoiceParam,
     FloatParam,
     IntParam,
     InvalidParamsError,
+    ModelParam,
     Params,
     ParamSpec,
     PathParam,
@@ -40,6 +42,8 @@ __all__ = [
     "FloatParam",
     "IntParam",
     "InvalidParamsError",
+    "ModelDirectory",
+    "ModelParam",
     "ParamSpec",
     "Params",
     "PathParam",
@@ -55,4 +59,5 @@ __all__ = [
     "StrParam",
     "UnknownPipelineError",
     "YuvPipeline",
+    "model_name_problem",
 ]

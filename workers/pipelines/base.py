@@ -18,7 +18,8 @@ import attrs
 
 from workers.frames import PixelLayout, YuvBatch
 
-from .params import Params, ParamSpec
+from .models import ModelDirectory
+from .params import Params, ParamSpec, PipelineError
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +55,10 @@ class PipelineSpec:
     """Model identifiers the pipeline loads in ``prepare`` (empty: no weights)."""
     batch_size: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     """Frames per ``process`` call; the runner gathers this many (fewer at a flush)."""
+    cost: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    """Work per output pixel against decoding, scaling and encoding it alone (what ``noop``
+    costs): orchestrators count a live session's capacity as its output pixels per second
+    times this."""
 
 
 @attrs.frozen(kw_only=True)
@@ -62,6 +67,9 @@ class PipelineContext:
 
     device: str = "cpu"
     """torch device: ``cpu`` or ``cuda:N``."""
+    models: ModelDirectory = attrs.Factory(ModelDirectory)
+    """Where the models its ``ModelParam`` parameters name are (none: no model can be
+    named)."""
 
 
 class Pipeline(abc.ABC):
@@ -109,26 +117,31 @@ class YuvPipeline(Pipeline):
 
 
 class ModelPipeline(RgbPipeline):
-    """An RGB pipeline around a model read from the path in its ``model`` parameter.
+    """An RGB pipeline around the model its ``model`` parameter names: an entry of the
+    worker's models directory (``workers.pipelines.models``).
 
     ``prepare`` loads the model onto the runner's device and ``update`` loads it again when
-    the path changes; a subclass declares the ``model`` parameter and says how to load.
+    the name changes; a subclass declares the ``model`` parameter (a ``ModelParam``) and says
+    how to load from a path.
     """
 
     def __init__(self) -> None:
         self._device = "cpu"
         """The runner's torch device, from ``prepare`` on."""
-        self._path: str | None = None
-        """The path of the model loaded now."""
+        self._models = ModelDirectory()
+        """The runner's models directory, from ``prepare`` on."""
+        self._name: str | None = None
+        """The name of the model loaded now."""
 
     def prepare(self, context: PipelineContext, params: Params) -> None:
         self._device = context.device
+        self._models = context.models
         self._load(params.get_str("model"))
 
     def update(self, params: Params) -> None:
-        path = params.get_str("model")
-        if path != self._path:
-            self._load(path)
+        name = params.get_str("model")
+        if name != self._name:
+            self._load(name)
 
     @abc.abstractmethod
     def load_model(self, path: str) -> None:
@@ -138,6 +151,10 @@ class ModelPipeline(RgbPipeline):
             PipelineError: the path does not hold a model this pipeline runs.
         """
 
-    def _load(self, path: str) -> None:
+    def _load(self, name: str) -> None:
+        try:
+            path = self._models.path_of(name)
+        except ValueError as exc:
+            raise PipelineError(str(exc)) from None
         self.load_model(path)
-        self._path = path
+        self._name = name

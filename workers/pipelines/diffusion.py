@@ -5,11 +5,13 @@ How this works
 ``prepare`` loads a diffusers Stable Diffusion model directory (``model_index.json`` with
 ``unet``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler``, as ``save_pretrained`` writes
 it, e.g. a copy of ``stabilityai/sd-turbo``) with ``local_files_only=True``: nothing is
-downloaded, ever. On CUDA it runs in float16, on CPU in float32.
+downloaded, ever. The ``model`` parameter names that directory inside the worker's models
+directory (``--models-dir``; a path is refused: ``workers.pipelines.models``). On CUDA it runs
+in float16, on CPU in float32.
 
 Per frame the cost is the diffusers img2img call (VAE encode, ``steps`` UNet passes, VAE
 decode); everything that depends only on parameters lives in ``update``: the prompt is embedded
-there once and again only when ``prompt`` changes, and a new ``model`` path reloads the model.
+there once and again only when ``prompt`` changes, and a new ``model`` name reloads the model.
 ``strength``, ``steps``, ``guidance_scale`` and ``seed`` are read per batch and cost nothing to
 change.
 
@@ -47,8 +49,8 @@ from workers.pipelines.base import ModelPipeline, PipelineSpec
 from workers.pipelines.params import (
     FloatParam,
     IntParam,
+    ModelParam,
     Params,
-    PathParam,
     PipelineError,
     StrParam,
 )
@@ -182,8 +184,13 @@ class Img2ImgDiffusionPipeline(ModelPipeline):
     spec: ClassVar[PipelineSpec] = PipelineSpec(
         name="img2img-diffusion",
         description="Restyles frames with one-step diffusion img2img (sd-turbo) and a prompt.",
+        cost=32.0,
         params=(
-            PathParam(name="model", description="local diffusers model directory (sd-turbo)"),
+            ModelParam(
+                name="model",
+                description="name of a diffusers model folder (sd-turbo) in the worker's "
+                "models directory",
+            ),
             StrParam(name="prompt", default="", description="what the frames should look like"),
             FloatParam(
                 name="strength",

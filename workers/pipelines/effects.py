@@ -127,6 +127,7 @@ class ColorGradePipeline(RgbPipeline):
     spec: ClassVar[PipelineSpec] = PipelineSpec(
         name="color-grade",
         description="Colour grade: a look plus saturation, contrast and brightness, mixed in.",
+        cost=2.0,
         params=(
             ChoiceParam(name="look", default="warm", choices=tuple(LOOKS)),
             FloatParam(
@@ -159,6 +160,7 @@ class CartoonPipeline(RgbPipeline):
     spec: ClassVar[PipelineSpec] = PipelineSpec(
         name="cartoon",
         description="Cartoon: smoothed, posterized colours with dark outlines on edges.",
+        cost=3.0,
         params=(
             IntParam(
                 name="levels", default=6, minimum=2, maximum=64, description="colours per channel"

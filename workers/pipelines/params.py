@@ -3,7 +3,8 @@
 A pipeline declares its parameters as a tuple of ``*Param`` values. :func:`validate` turns what
 a user sent (JSON-like values) into :class:`Params`, a frozen mapping holding every declared
 parameter, defaults filled in. :func:`schema` gives the JSON-Schema-like description an
-orchestrator advertises.
+orchestrator advertises. A :class:`ModelParam` takes the name of a model in the worker's models
+directory, never a path (:mod:`workers.pipelines.models`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import attrs
 
 from lpstream.errors import LpstreamError
+from workers.pipelines.models import ModelDirectory, model_name_problem
 
 __all__ = [
     "BoolParam",
@@ -22,6 +24,7 @@ __all__ = [
     "FloatParam",
     "IntParam",
     "InvalidParamsError",
+    "ModelParam",
     "ParamSpec",
     "Params",
     "PathParam",
@@ -153,24 +156,32 @@ class StrParam:
 
 
 @attrs.frozen(kw_only=True)
-class PathParam:
-    """A filesystem path (a model file); empty means unset. Existence is checked on prepare."""
+class ModelParam:
+    """The name of a model in the worker's models directory (a file or a folder there), never
+    a path; empty means unset. The form is checked here, the entry by :func:`validate` given
+    the directory."""
 
     name: str
     default: str = ""
     description: str = ""
 
     def check(self, value: object) -> tuple[str | None, str | None]:
-        if not isinstance(value, str) or "\0" in value:
-            return None, f"{self.name} must be a path string, not {_kind(value)}"
+        if not isinstance(value, str):
+            return None, f"{self.name} must be a model name, not {_kind(value)}"
+        problem = model_name_problem(value) if value else None
+        if problem is not None:
+            return None, f"{self.name} {value[:64]!r} {problem}"
         return value, None
 
     def schema(self) -> dict[str, Any]:
-        out = {"type": "string", "format": "path", "default": self.default}
+        out = {"type": "string", "format": "model-name", "default": self.default}
         return _described(out, self.description)
 
 
-ParamSpec = FloatParam | IntParam | BoolParam | ChoiceParam | StrParam | PathParam
+PathParam = ModelParam
+"""The older name of :class:`ModelParam`: a pipeline's file parameter is a model's name."""
+
+ParamSpec = FloatParam | IntParam | BoolParam | ChoiceParam | StrParam | ModelParam
 """One declared parameter."""
 
 
@@ -224,8 +235,11 @@ def validate(
     values: Mapping[str, object],
     *,
     base: Params | None = None,
+    models: ModelDirectory | None = None,
 ) -> Params:
     """Checks ``values`` against ``declared``; unset names keep ``base`` (or the defaults).
+    With ``models`` (the worker's), a model name must also name one of its entries; without,
+    only its form is checked (where no directory is at hand: the gateway).
 
     Raises:
         InvalidParamsError: listing every unknown name and every value that does not fit.
@@ -240,6 +254,9 @@ def validate(
         if spec is None:
             continue
         checked, problem = spec.check(value)
+        if problem is None and models is not None and isinstance(spec, ModelParam) and value:
+            found = models.problem(str(value))
+            problem = None if found is None else f"{name} {str(value)[:64]!r} {found}"
         if problem is not None:
             problems.append(problem)
         else:

@@ -22,8 +22,9 @@ import attrs
 from workers.pipelines.base import Pipeline, PipelineSpec
 from workers.pipelines.diffusion import Img2ImgDiffusionPipeline
 from workers.pipelines.effects import CartoonPipeline, ColorGradePipeline
+from workers.pipelines.models import ModelDirectory
 from workers.pipelines.noop import NoopPipeline
-from workers.pipelines.params import PipelineError, schema
+from workers.pipelines.params import InvalidParamsError, ModelParam, PipelineError, schema
 from workers.pipelines.runner import PipelineRunner
 from workers.pipelines.torchscript import TorchScriptPipeline
 
@@ -82,7 +83,16 @@ class PipelineInfo:
 class PipelineRegistry:
     """The pipelines this worker can run, by name."""
 
-    def __init__(self, *, builtins: bool = True, entry_points: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        builtins: bool = True,
+        entry_points: bool = True,
+        models: ModelDirectory | None = None,
+    ) -> None:
+        """``models`` is the directory the runners it creates load named models from (the
+        worker's ``--models-dir``); none, and a model cannot be named."""
+        self.models = models or ModelDirectory()
         self._classes: dict[str, type[Pipeline]] = {}
         self._sources: dict[str, str] = {}
         self._problems: dict[str, str] = {}
@@ -161,7 +171,28 @@ class PipelineRegistry:
             InvalidParamsError: ``params`` do not fit its declaration.
         """
         cls = self.get(name)
-        return PipelineRunner(cls(), params, device=device, pool_size=pool_size)
+        return PipelineRunner(cls(), params, device=device, pool_size=pool_size, models=self.models)
+
+    def check_model_names(self, name: str, params: Mapping[str, object]) -> None:
+        """Checks the form of the model names in ``params`` for pipeline ``name`` (where the
+        models directory is not at hand: the gateway); nothing for a pipeline not known here.
+
+        Raises:
+            InvalidParamsError: a model parameter holds a path, ``..`` or the like.
+        """
+        try:
+            spec = self.get(name).spec
+        except UnknownPipelineError:
+            return
+        problems = [
+            problem
+            for param in spec.params
+            if isinstance(param, ModelParam) and param.name in params
+            for problem in [param.check(params[param.name])[1]]
+            if problem is not None
+        ]
+        if problems:
+            raise InvalidParamsError(name, problems)
 
     def _load_entry_points(self) -> None:
         if not self._entry_points_pending:

@@ -29,6 +29,7 @@ from av.video.frame import VideoFrame
 from lpstream.errors import MediaError
 from workers.frames import FrameConverter, PoolStatistics
 from workers.pipelines.base import Pipeline, PipelineContext, RgbPipeline, YuvPipeline
+from workers.pipelines.models import ModelDirectory
 from workers.pipelines.params import Params, PipelineError, validate
 
 __all__ = ["PipelineRunner", "RunnerStatistics"]
@@ -62,8 +63,11 @@ class PipelineRunner:
         *,
         device: str = "cpu",
         pool_size: int = 8,
+        models: ModelDirectory | None = None,
     ) -> None:
-        """Validates the starting parameters; nothing is loaded until :meth:`prepare`.
+        """Validates the starting parameters (a model name against ``models``, the worker's
+        models directory: none, and no model can be named); nothing is loaded until
+        :meth:`prepare`.
 
         Raises:
             InvalidParamsError: ``params`` do not fit the pipeline's declaration.
@@ -71,8 +75,11 @@ class PipelineRunner:
         """
         self._pipeline = pipeline
         self._spec = pipeline.spec
-        self._params = validate(self._spec.name, self._spec.params, params or {})
-        self._context = PipelineContext(device=device)
+        self._models = models or ModelDirectory()
+        self._params = validate(
+            self._spec.name, self._spec.params, params or {}, models=self._models
+        )
+        self._context = PipelineContext(device=device, models=self._models)
         self._converter = FrameConverter(pipeline.layout, device=device, pool_size=pool_size)
         self._lock = threading.Lock()
         self._latest = self._params
@@ -148,7 +155,9 @@ class PipelineRunner:
             InvalidParamsError: listing everything wrong; nothing is changed then.
         """
         with self._lock:
-            params = validate(self._spec.name, self._spec.params, changes, base=self._latest)
+            params = validate(
+                self._spec.name, self._spec.params, changes, base=self._latest, models=self._models
+            )
             self._latest = self._mailbox = params
             self._version += 1
             self._mailbox_version = self._version

@@ -1,9 +1,10 @@
 """``torchscript``: an image-to-image TorchScript model loaded from a file.
 
 The model takes ``float32 [B, 3, H, W]`` RGB in ``[0, 1]`` and returns the same shape; its
-output is clamped to ``[0, 1]``. The file is read with ``torch.jit.load`` (onto the runner's
-device) in ``prepare``, and again when the ``model`` parameter changes while running. Only
-load files you trust: TorchScript runs the code it holds.
+output is clamped to ``[0, 1]``. The ``model`` parameter names a file in the worker's models
+directory (``--models-dir``; a path is refused: ``workers.pipelines.models``); it is read with
+``torch.jit.load`` (onto the runner's device) in ``prepare``, and again when the parameter
+changes while running. Put only files you trust there: TorchScript runs the code it holds.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from workers.pipelines.base import ModelPipeline, PipelineSpec
-from workers.pipelines.params import Params, PathParam, PipelineError
+from workers.pipelines.params import ModelParam, Params, PipelineError
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +53,13 @@ class TorchScriptPipeline(ModelPipeline):
     spec: ClassVar[PipelineSpec] = PipelineSpec(
         name="torchscript",
         description="Runs an image-to-image TorchScript model (RGB in [0, 1], same shape out).",
-        params=(PathParam(name="model", description="path of the TorchScript file"),),
+        cost=4.0,
+        params=(
+            ModelParam(
+                name="model",
+                description="name of a TorchScript file in the worker's models directory",
+            ),
+        ),
     )
 
     def __init__(self) -> None:

@@ -1,0 +1,199 @@
+"""One HTTP connection's stream, as hypercorn's ``TCPServer`` sees it: the time limits that
+hold while it is served.
+
+How this works:
+
+* hypercorn shields its writes from cancellation, so a client that never reads would hold
+  its connection forever. :class:`ClientStream` gives each write ``send_timeout``; the
+  deadline is inside that shield and still fires, and then the whole connection (its app
+  tasks included) is cancelled and its socket closed.
+* A connection ends at most ``CLOSE_GRACE`` after its client is gone (end of stream or a
+  broken socket) or after the server sent a WebSocket close frame: hypercorn 0.18 otherwise
+  keeps the socket until its keep-alive timer ends (``keep_alive_timeout``), and after refusing
+  a message it may never read the client's close reply (it stops at the refused message's
+  next piece in each chunk). The stream sees what hypercorn writes before any encryption, so
+  it tells an HTTP/1.1 WebSocket's frames from the rest the same way over TLS.
+* Plain HTTP is a :class:`PlainClientStream` over the socket. Over TLS,
+  :class:`TlsClientStream` wraps the TLS stream once its handshake is done and answers what
+  hypercorn asks of a TLS stream (the protocol ALPN chose, the socket under it).
+* Over HTTP/2 a response waits for the client's flow-control window in hypercorn's stream
+  buffers, where no socket write times it: a client granting no window would hold its streams,
+  and the bodies they buffer, for ever. :class:`TimedSends` gives each of the app's sends
+  ``send_timeout`` there, with the same end as a socket write's.
+* TCP keepalive (:func:`probe_for_dead_peers`) finds a client whose machine vanished.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import trio
+from hypercorn.typing import (
+    AppWrapper,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
+
+__all__ = [
+    "CLOSE_GRACE",
+    "ClientStream",
+    "PlainClientStream",
+    "TimedSends",
+    "TlsClientStream",
+    "probe_for_dead_peers",
+]
+
+log = logging.getLogger("lpstream.http")
+
+CLOSE_GRACE = 2.0
+"""How long a connection may take to end once its client is gone or its WebSocket closed."""
+_SWITCHED = b"HTTP/1.1 101 "
+_CLOSE_FRAME = 0x88  # FIN + opcode 8 (close); each of hypercorn's writes starts a frame
+
+StreamT = TypeVar("StreamT", bound=trio.abc.Stream)
+
+
+def probe_for_dead_peers(stream: trio.SocketStream, timeout: float) -> None:
+    """TCP keepalive: probes from ``timeout / 2`` of silence on, three unanswered in the
+    other half close the connection (Linux names; elsewhere the system's defaults)."""
+    idle = max(1, int(timeout / 2))
+    try:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (
+            ("TCP_KEEPIDLE", idle),
+            ("TCP_KEEPINTVL", max(1, idle // 3)),
+            ("TCP_KEEPCNT", 3),
+        ):
+            option = getattr(socket, name, None)
+            if option is not None:
+                stream.setsockopt(socket.IPPROTO_TCP, option, value)
+    except OSError:  # the client is gone already; the connection will find out
+        pass
+
+
+class ClientStream(trio.abc.Stream, Generic[StreamT]):
+    """A client's stream whose writes give up after ``send_timeout``, and whose connection
+    (``scope``) is given ``CLOSE_GRACE`` to end once the client is gone or its WebSocket
+    closed; ``on_send_timeout`` counts each connection dropped for a write."""
+
+    def __init__(
+        self,
+        stream: StreamT,
+        scope: trio.CancelScope,
+        *,
+        send_timeout: float,
+        on_send_timeout: Callable[[], None],
+    ) -> None:
+        self._stream = stream
+        self._scope = scope
+        self._send_timeout = send_timeout
+        self._on_send_timeout = on_send_timeout
+        self._websocket = False
+        self._sending = trio.Lock()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._websocket:
+            self._websocket = bytes(data[: len(_SWITCHED)]) == _SWITCHED
+        elif data and data[0] == _CLOSE_FRAME:
+            self._end_soon()
+        with trio.move_on_after(self._send_timeout) as scope:
+            async with self._sending:
+                await self._stream.send_all(data)
+        if scope.cancelled_caught:
+            await self.drop_for_send_timeout()
+            raise trio.BrokenResourceError(f"the client read nothing for {self._send_timeout:g} s")
+
+    async def drop_for_send_timeout(self) -> None:
+        """Ends the whole connection, its app tasks included: the client read nothing for
+        ``send_timeout``."""
+        self._on_send_timeout()
+        log.debug(
+            "HTTP: a client read nothing for %g s (send_timeout); dropped", self._send_timeout
+        )
+        self._scope.cancel()
+        await trio.aclose_forcefully(self._stream)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._end_soon()
+            raise
+        if not data:
+            self._end_soon()
+        return data
+
+    def _end_soon(self) -> None:
+        self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_GRACE)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class PlainClientStream(ClientStream[trio.SocketStream], trio.abc.HalfCloseableStream):
+    """A :class:`ClientStream` of plain HTTP: the socket stream itself.
+
+    hypercorn's ``send_eof`` at the end of a connection is not under its write lock, so here
+    writes and the end of stream take turns (a response to a client that just left would
+    otherwise collide with it: ``BusyResourceError``, logged with a traceback)."""
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """hypercorn reads the peer's address from it."""
+        return self._stream.socket
+
+    async def send_eof(self) -> None:
+        async with self._sending:
+            await self._stream.send_eof()
+
+
+class TlsClientStream(ClientStream[trio.SSLStream[trio.SocketStream]]):
+    """A :class:`ClientStream` over TLS, handshake done; it has what hypercorn asks of a TLS
+    stream (and, as hypercorn expects of one, no ``send_eof``)."""
+
+    @property
+    def transport_stream(self) -> trio.SocketStream:
+        """hypercorn reads the peer's address from its socket."""
+        return self._stream.transport_stream
+
+    async def do_handshake(self) -> None:
+        await self._stream.do_handshake()  # done already: returns at once
+
+    def selected_alpn_protocol(self) -> str | None:
+        protocol: str | None = self._stream.selected_alpn_protocol()
+        return protocol
+
+
+class TimedSends:
+    """An app (hypercorn's wrapper of one) whose every send is given ``send_timeout``, for
+    one HTTP/2 connection; past it ``client``'s connection is dropped."""
+
+    def __init__(self, app: AppWrapper, client: ClientStream[Any], send_timeout: float) -> None:
+        self._app = app
+        self._client = client
+        self._send_timeout = send_timeout
+
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        sync_spawn: Any,
+        call_soon: Any,
+    ) -> None:
+        async def timed_send(message: ASGISendEvent) -> None:
+            with trio.move_on_after(self._send_timeout) as deadline:
+                await send(message)
+            if deadline.cancelled_caught:
+                await self._client.drop_for_send_timeout()
+                await trio.lowlevel.checkpoint()  # the connection is cancelled: raises
+
+        await self._app(scope, receive, timed_send, sync_spawn, call_soon)

@@ -1,0 +1,322 @@
+"""Fuzz on the live AI control WebSocket (``/api/ai/{stream}/control``) of a real node with a
+running session: generated frames, written byte for byte over real TCP.
+
+Frames of every kind a client can send: text (JSON parameter changes, JSON that is not one,
+text that is not JSON, bytes that are not UTF-8), binary, messages past the 64 KiB limit,
+messages in fragments with control frames between them, and frames the protocol forbids
+(reserved bits and opcodes, unmasked, a continuation with nothing to continue, fragmented or
+oversized control frames, bad close codes). After each example a ping goes out: the node
+either answers it (the socket lives; refused changes were answered with ``error`` events) or
+has closed with a 1xxx close code. It never drops the TCP connection without a close frame
+and never dies; afterwards the session still runs and an honest app steering it is answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from wsproto.frame_protocol import Frame, FrameProtocol, Opcode
+
+from tests.attacks.fuzzing import (
+    FuzzNode,
+    assert_allowed,
+    assert_node_well,
+    exchange,
+    fuzz_settings,
+    live_node,
+)
+from tests.e2e.nodes import wait_for
+
+MESSAGE_LIMIT = 64 * 1024
+"""The README's limit on a control socket message (close 1009 past it)."""
+EXAMPLES = int(os.environ.get("LPSTREAM_FUZZ_EXAMPLES", "250")) // 2
+"""Frame sequences sent (more with ``LPSTREAM_FUZZ_EXAMPLES``)."""
+KEY = base64.b64encode(b"fuzz-socket-key!").decode()
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzNode]:
+    """A guarded node whose live stream runs the ``noop`` pipeline."""
+    with live_node(tmp_path_factory.mktemp("ws"), guarded=True) as node:
+        body = b'{"pipeline": "noop"}'
+        auth = "".join(f"{k}: {v}\r\n" for k, v in node.api_headers().items())
+        start = (
+            f"POST /api/ai/{node.stream} HTTP/1.1\r\nHost: x\r\n{auth}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        assert exchange(node.port, start).status == 201
+        yield node
+
+
+def ai_status(target: FuzzNode) -> dict[str, object]:
+    auth = "".join(f"{k}: {v}\r\n" for k, v in target.api_headers().items())
+    request = f"GET /api/ai/{target.stream} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
+    answer = exchange(target.port, request)
+    assert answer.status == 200, answer
+    status: dict[str, object] = json.loads(answer.body)
+    return status
+
+
+# --- frames, as bytes ----------------------------------------------------------------------
+
+
+def frame(
+    opcode: int,
+    payload: bytes,
+    *,
+    mask: bytes | None,
+    fin: bool = True,
+    rsv: int = 0,
+    length: int | None = None,
+) -> bytes:
+    """One frame as a client writes it (``mask`` None: unmasked, which clients must not)."""
+    size = len(payload) if length is None else length
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    masked = 0x80 if mask is not None else 0
+    if size < 126:
+        head = bytes([first, masked | size])
+    elif size < 1 << 16:
+        head = bytes([first, masked | 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([first, masked | 127]) + size.to_bytes(8, "big")
+    if mask is None:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+@attrs.frozen
+class Piece:
+    """Part of what the fuzz sends: the bytes, and what they are."""
+
+    what: str
+    data: bytes
+    closes: int | None = None
+    """The close code a close frame among them carried (the node may echo it)."""
+
+
+def _json_values() -> st.SearchStrategy[object]:
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20))
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+        ),
+        max_leaves=10,
+    )
+
+
+def texts() -> st.SearchStrategy[bytes]:
+    params = st.dictionaries(
+        st.one_of(st.sampled_from(["strength", "prompt", "seed", "x"]), st.text(max_size=140)),
+        st.one_of(st.integers(), st.floats(), st.booleans(), st.text(max_size=50), _json_values()),
+        max_size=40,
+    )
+    return st.one_of(
+        params.map(lambda p: json.dumps({"params": p}).encode()),
+        _json_values().map(lambda v: json.dumps(v).encode()),
+        st.text(max_size=100).map(str.encode),
+        st.binary(max_size=100),  # not UTF-8 at all, often
+        st.integers(1, 40).map(lambda n: b"[" * n + b"]" * n),
+        st.integers(MESSAGE_LIMIT - 8, MESSAGE_LIMIT + 8).map(
+            lambda n: b'{"params": {"p": "' + b"x" * (n - 19) + b'"}}'
+        ),
+    )
+
+
+@st.composite
+def pieces(draw: st.DrawFn) -> Piece:
+    mask = draw(st.binary(min_size=4, max_size=4))
+    kind = draw(
+        st.sampled_from(
+            ["text", "text", "binary", "fragments", "ping", "pong", "close", "reserved-bits",
+             "reserved-opcode", "unmasked", "lone-continuation", "fragmented-ping",
+             "big-ping", "huge-length", "bad-close"]
+        )
+    )  # fmt: skip
+    if kind == "text":
+        return Piece(kind, frame(Opcode.TEXT, draw(texts()), mask=mask))
+    if kind == "binary":
+        return Piece(kind, frame(Opcode.BINARY, draw(st.binary(max_size=300)), mask=mask))
+    if kind == "fragments":
+        payload = draw(texts())
+        cuts = sorted(draw(st.lists(st.integers(0, len(payload)), max_size=4)))
+        parts = [payload[a:b] for a, b in zip([0, *cuts], [*cuts, len(payload)], strict=True)]
+        data = b""
+        for n, part in enumerate(parts):
+            opcode = Opcode.TEXT if n == 0 else Opcode.CONTINUATION
+            data += frame(opcode, part, mask=mask, fin=n == len(parts) - 1)
+            if draw(st.booleans()):  # control frames may come between fragments
+                data += frame(Opcode.PING, b"between", mask=mask)
+        return Piece(kind, data)
+    if kind in ("ping", "pong"):
+        opcode = Opcode.PING if kind == "ping" else Opcode.PONG
+        return Piece(kind, frame(opcode, draw(st.binary(max_size=125)), mask=mask))
+    if kind == "close":
+        code = draw(st.sampled_from([1000, 1001, 1008, 3000, 4000, 4999]))
+        reason = draw(st.text(max_size=40)).encode()[:120]
+        return Piece(kind, frame(Opcode.CLOSE, code.to_bytes(2, "big") + reason, mask=mask), code)
+    if kind == "bad-close":
+        payload = draw(
+            st.sampled_from(
+                [b"\x00", (0).to_bytes(2, "big"), (1005).to_bytes(2, "big"),
+                 (1006).to_bytes(2, "big"), (2999).to_bytes(2, "big"),
+                 (5000).to_bytes(2, "big"), (1000).to_bytes(2, "big") + b"\xff\xfe"]
+            )
+        )  # fmt: skip
+        return Piece(kind, frame(Opcode.CLOSE, payload, mask=mask), closes=0)
+    if kind == "reserved-bits":
+        rsv = draw(st.integers(1, 7))
+        return Piece(kind, frame(Opcode.TEXT, b"{}", mask=mask, rsv=rsv))
+    if kind == "reserved-opcode":
+        opcode = draw(st.sampled_from([3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF]))
+        return Piece(kind, frame(opcode, b"x", mask=mask))
+    if kind == "unmasked":
+        return Piece(kind, frame(Opcode.TEXT, b'{"params": {}}', mask=None))
+    if kind == "lone-continuation":
+        return Piece(kind, frame(Opcode.CONTINUATION, b"x", mask=mask))
+    if kind == "fragmented-ping":
+        return Piece(kind, frame(Opcode.PING, b"x", mask=mask, fin=False))
+    if kind == "big-ping":
+        return Piece(kind, frame(Opcode.PING, b"p" * 126, mask=mask))
+    # huge-length: a header announcing far more than the limit, then a little of it
+    size = draw(st.sampled_from([MESSAGE_LIMIT + 1, 1 << 32, (1 << 63) - 1]))
+    return Piece(kind, frame(Opcode.BINARY, b"x" * 100, mask=mask, length=size))
+
+
+# --- one socket ----------------------------------------------------------------------------
+
+
+def handshake(target: FuzzNode, *, token: bool = True) -> socket.socket:
+    """Opens the control socket of the live stream (with the API token in the query)."""
+    query = f"?token={target.api_token}" if token and target.api_token else ""
+    sock = socket.create_connection(("127.0.0.1", target.port), timeout=10)
+    sock.sendall(
+        (
+            f"GET /api/ai/{target.stream}/control{query} HTTP/1.1\r\nHost: x\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(1)
+        assert data, f"closed during the handshake: {head!r}"
+        head += data
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+@attrs.frozen
+class Outcome:
+    """How a socket ended up after the fuzz's frames and the probe ping."""
+
+    pong: bool
+    close_code: int | None
+    events: list[dict[str, object]]
+    dropped: bool
+    """The TCP connection ended without a close frame."""
+
+
+def probe(sock: socket.socket, *, within: float = 15) -> Outcome:
+    """Sends a ping and reads until its pong, a close frame, or the end of the connection."""
+    sock.sendall(frame(Opcode.PING, b"probe", mask=b"\x01\x02\x03\x04"))
+    frames = FrameProtocol(client=True, extensions=[])
+    events: list[dict[str, object]] = []
+    text = b""
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        except TimeoutError:
+            break
+        if not data:
+            return Outcome(False, None, events, dropped=True)
+        frames.receive_bytes(data)
+        received: Frame
+        for received in frames.received_frames():
+            if received.opcode is Opcode.PONG and received.payload == b"probe":
+                return Outcome(True, None, events, dropped=False)
+            if received.opcode is Opcode.CLOSE:
+                code, _ = received.payload
+                return Outcome(False, int(code), events, dropped=False)
+            if received.opcode in (Opcode.TEXT, Opcode.CONTINUATION):
+                text += received.payload.encode() if isinstance(received.payload, str) else b""
+                if received.message_finished:
+                    events.append(json.loads(text))
+                    text = b""
+    raise AssertionError(f"no pong and no close within {within:g} s; events: {events}")
+
+
+def test_fuzzed_frames_get_an_answer_or_a_1xxx_close_and_the_session_runs_on(
+    target: FuzzNode,
+) -> None:
+    @fuzz_settings(EXAMPLES)
+    @given(st.lists(pieces(), min_size=1, max_size=4))
+    def fuzz(sent: list[Piece]) -> None:
+        with handshake(target) as sock:
+            try:
+                sock.sendall(b"".join(p.data for p in sent))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            outcome = probe(sock)
+        assert not outcome.dropped, f"dropped without a close frame after {sent}"
+        assert all("type" in event for event in outcome.events), outcome.events
+        if not outcome.pong:
+            echoed = {p.closes for p in sent if p.closes}
+            code = outcome.close_code
+            assert code is not None and (1000 <= code < 2000 or code in echoed), (code, sent)
+        assert target.node.proc.poll() is None
+
+    fuzz()
+    assert ai_status(target)["running"] is True
+    # An honest app on the same session is answered: a bad change gets its error event.
+    with handshake(target) as sock:
+        sock.sendall(frame(Opcode.TEXT, b"not json", mask=b"abcd"))
+        outcome = probe(sock)
+        while outcome.pong and not any(e["type"] == "error" for e in outcome.events):
+            outcome = probe(sock)  # the error event may come after the pong
+        assert outcome.pong, outcome
+    assert_node_well(target)
+
+
+def test_control_socket_handshakes_without_the_token_or_with_bad_headers_are_refused(
+    target: FuzzNode,
+) -> None:
+    """The handshake fuzzed: the token missing or wrong, odd versions and keys, a body; each
+    is refused (401, 400, 404) or accepted, never answered 5xx, and a refusal is closed."""
+    versions = st.sampled_from(["13", "8", "", "13, 8", "x"])
+    keys = st.sampled_from([KEY, "", "short", "=" * 24])
+    tokens = st.sampled_from(["", "?token=wrong", f"?token={target.api_token}", "?token="])
+    streams = st.sampled_from([target.stream, "nosuch", "%00", "a" * 200])
+
+    @fuzz_settings(40)
+    @given(versions, keys, tokens, streams, st.binary(max_size=20))
+    def fuzz(version: str, key: str, token: str, stream: str, extra: bytes) -> None:
+        request = (
+            f"GET /api/ai/{stream}/control{token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: {version}\r\n\r\n"
+        ).encode() + extra
+        answer = exchange(target.port, request, within=15)
+        assert answer.status is not None, request
+        what = (request, answer.body)
+        assert_allowed(answer, framed=not extra, what=what)
+        if answer.status == 101:
+            allowed = ("13", KEY, f"?token={target.api_token}", target.stream)
+            assert (version, key, token, stream) == allowed, what
+
+    fuzz()
+    wait_for(lambda: ai_status(target)["running"] is True, 5, "the session")
+    assert_node_well(target)
