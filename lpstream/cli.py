@@ -90,6 +90,7 @@ _ACCESS_FLAGS = (
     "auth_webhook_cache",
     "play_auth",
     "name_grace",
+    "api_spend_limit",
     "api_token",
     "api_token_file",
     "cors_origin",

@@ -27,6 +27,7 @@ from lpstream.budget import MemoryBudget, default_memory_budget
 from lpstream.chainwatch import ChainWatch
 from lpstream.config import Config, HostPort, HttpSection, LimitsSection
 from lpstream.errors import ConfigError
+from lpstream.gateway.admission import DECISION_MARGIN, PublishAdmission
 from lpstream.gateway.discovery import (
     ChainSource,
     DiscoveryError,
@@ -41,6 +42,7 @@ from lpstream.gateway.orchestrators import OrchestratorPool
 from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.publishers import PublisherTable, StreamLimits
 from lpstream.gateway.selection import SelectionWeights, Selector
+from lpstream.gateway.spending import SpendLedger
 from lpstream.http.api_guard import warn_if_open
 from lpstream.http.app import build_app
 from lpstream.http.limits import HttpLimits
@@ -350,6 +352,13 @@ async def _start_gateway(
         memory=MemoryBudget(limit=memory_limit(config.limits)),
         publishers=PublisherTable(stream_limits(config.limits)),
         shares=TranscodeShares(capacity=pool.work_capacity),
+        admission=PublishAdmission(
+            node_access.publish,
+            node_access.names,
+            deadline=access.auth_webhook_timeout + DECISION_MARGIN,
+        ),
+        spending=sender.spending if sender is not None else SpendLedger(),
+        api_spend_limit=access.api_spend_limit,
     )
     await nursery.start(gateway.run)
     rtmp = RtmpServer(handler=gateway)
@@ -357,7 +366,10 @@ async def _start_gateway(
         rtmp.serve, config.ingest.rtmp_addr.host, config.ingest.rtmp_addr.port
     )
     hosts = config.ingest.whip_host
-    whip = WhipIngest(handler=gateway, token=access.whip_token, host_addresses=hosts)
+    # With publish authorization on, the WHIP token is one credential among the others and
+    # the gateway checks it (a publish key or JWT passes without it).
+    whip_token = None if node_access.publish.enforced else access.whip_token
+    whip = WhipIngest(handler=gateway, token=whip_token, host_addresses=hosts)
     await nursery.start(whip.run)
     whep = WhepPlayback(
         source=gateway,

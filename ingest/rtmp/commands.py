@@ -35,6 +35,7 @@ __all__ = [
     "connect_rejected",
     "connect_result",
     "fc_publish_answer",
+    "publish_name_query",
     "publish_stream_name",
     "stream_result",
     "transaction_id",
@@ -87,6 +88,19 @@ def publish_stream_name(raw: AmfValue) -> str:
         return check_stream_name(raw.split("?", 1)[0])
     except ValueError as exc:
         raise RemoteProtocolError(str(exc)) from None
+
+
+MAX_PUBLISH_QUERY = 4096
+"""The longest query string kept from a publish name (a stream key or a token)."""
+
+
+def publish_name_query(raw: AmfValue) -> str:
+    """The query string after the stream name of a ``publish`` (without ``?``), or "" when
+    there is none or it is longer than ``MAX_PUBLISH_QUERY``."""
+    if not isinstance(raw, str):
+        return ""
+    query = raw.partition("?")[2]
+    return query if len(query) <= MAX_PUBLISH_QUERY else ""
 
 
 # -- what the server answers ------------------------------------------------------------------

@@ -61,6 +61,7 @@ from .commands import (
     connect_rejected,
     connect_result,
     fc_publish_answer,
+    publish_name_query,
     publish_stream_name,
     stream_result,
     transaction_id,
@@ -179,6 +180,7 @@ class RtmpServerConnection:
     _last_ack: int = attrs.field(default=0, init=False)
     _ack_window: int = attrs.field(default=0, init=False)
     _stream_name: str | None = attrs.field(default=None, init=False)
+    _publish_query: str = attrs.field(default="", init=False)
     _publish_stream_id: int = attrs.field(default=PUBLISH_STREAM_ID, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -214,6 +216,12 @@ class RtmpServerConnection:
     def stream_name(self) -> str | None:
         """The stream asked for by the last ``publish``, if any."""
         return self._stream_name
+
+    @property
+    def publish_query(self) -> str:
+        """The query string the last ``publish`` sent after the name, without ``?`` (the
+        ``key=…`` of an OBS stream key ``{stream}?key=…``), or ""."""
+        return self._publish_query
 
     @property
     def bytes_received(self) -> int:
@@ -469,13 +477,15 @@ class RtmpServerConnection:
 
     def _on_publish(self, message: Message, values: list[AmfValue]) -> None:
         self._publish_stream_id = message.stream_id or PUBLISH_STREAM_ID
+        raw_name = values[3] if len(values) > 3 else None
         try:
-            name = publish_stream_name(values[3] if len(values) > 3 else None)
+            name = publish_stream_name(raw_name)
         except RemoteProtocolError as exc:
             self._send_status("error", "NetStream.Publish.BadName", str(exc))
             raise
         publish_type = values[4] if len(values) > 4 else "live"
         self._stream_name = name
+        self._publish_query = publish_name_query(raw_name)
         self._events.append(
             PublishRequested(
                 stream_name=name,

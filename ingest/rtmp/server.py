@@ -14,6 +14,12 @@ served at once, ``max_unpublished_per_address`` from one address; one more is cl
 When the node stops a publish (a limit broken, the stream failed) the publisher's ``send``
 raises an ``LpstreamError``; its reason goes to the client as ``NetStream.Failed`` before the
 connection closes.
+
+A ``publish`` is handed to the node with who asks (the client's address) and what it
+presented (:class:`PublishAttempt`: the ``tcUrl`` and app of its ``connect``, the name with its
+query string); the node decides (publish authorization may ask a webhook: this connection's
+task waits for it, the others go on) and a refusal goes to the client as
+``NetStream.Publish.BadName`` with the reason, then the connection closes.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from .protocol import (
     RtmpServerConnection,
 )
 
-__all__ = ["PublishHandler", "Publisher", "RtmpServer", "RtmpServerStatistics"]
+__all__ = ["PublishAttempt", "PublishHandler", "Publisher", "RtmpServer", "RtmpServerStatistics"]
 
 logger = logging.getLogger("lpstream.ingest.rtmp")
 
@@ -60,15 +66,45 @@ class Publisher(Protocol):
         """End of stream: the client stopped publishing or the connection ended."""
 
 
+@attrs.frozen(kw_only=True)
+class PublishAttempt:
+    """What a publisher asked for and presented, for the node's publish authorization (RTMP,
+    WHIP; SRT will hand its ``streamid`` the same way)."""
+
+    protocol: str
+    """``rtmp``, ``whip`` or ``srt``."""
+    url: str = ""
+    """RTMP: the ``tcUrl`` of ``connect`` (its query included); WHIP: the URL posted to."""
+    app: str = ""
+    """RTMP: the application connected to."""
+    name: str = ""
+    """RTMP: the stream name as ``publish`` sent it, query string included."""
+    query: str = ""
+    """WHIP: the query string of the URL, without ``?``."""
+    bearer: str | None = None
+    """WHIP: the ``Authorization: Bearer`` token, if any."""
+
+
 class PublishHandler(Protocol):
     """The node's side of ingest: decides who may publish and gives each publish a sink."""
 
-    async def start_publish(self, stream_name: str) -> Publisher:
-        """Starts a publish of ``stream_name``.
+    async def start_publish(
+        self,
+        stream_name: str,
+        *,
+        identity: str | None = None,
+        remote_addr: str = "",
+        attempt: PublishAttempt | None = None,
+    ) -> Publisher:
+        """Starts a publish of ``stream_name`` by the client at ``remote_addr``
+        (``host:port``), known as ``identity`` where the caller already knows who it is, that
+        presented ``attempt``.
 
         Raises:
             lpstream.errors.StreamInUseError: the name already has a publisher (any
-                :class:`~lpstream.errors.LpstreamError` refuses the publish the same way).
+                :class:`~lpstream.errors.LpstreamError` refuses the publish the same way;
+                a ``ProtocolError`` carries its status: 401/403 not authorized, 429 a
+                publisher's limit).
         """
         ...
 
@@ -225,7 +261,8 @@ def _peer_name(stream: trio.SocketStream) -> tuple[str, str]:
     except OSError:
         return "unknown", "unknown peer"
     if isinstance(address, tuple):
-        return str(address[0]), f"{address[0]}:{address[1]}"
+        host = str(address[0])
+        return host, (f"[{host}]" if ":" in host else host) + f":{address[1]}"
     return str(address), str(address)
 
 
@@ -240,6 +277,7 @@ class _ConnectionTask:
     conn: RtmpServerConnection = attrs.field(init=False)
     publisher: Publisher | None = attrs.field(default=None, init=False)
     _anonymous: bool = attrs.field(default=True, init=False)
+    _connected: Connected | None = attrs.field(default=None, init=False)
 
     def leave_unpublished(self) -> None:
         """Stops counting this connection among those not publishing (once)."""
@@ -323,11 +361,12 @@ class _ConnectionTask:
                     except Exception as exc:
                         raise _SinkError() from exc
             elif isinstance(event, PublishRequested):
-                await self._start_publish(event.stream_name)
+                await self._start_publish(event)
             elif isinstance(event, PublishEnded):
                 logger.info("%s: publish ended (%s)", self._where(), event.reason)
                 await self._end_publish(event.reason)
             elif isinstance(event, Connected):
+                self._connected = event
                 logger.debug(
                     "%s: connected to %r (%s, %s handshake)",
                     self._where(),
@@ -338,9 +377,22 @@ class _ConnectionTask:
             elif isinstance(event, ConnectionClosed):
                 logger.debug("%s: %s", self._where(), event.reason)
 
-    async def _start_publish(self, stream_name: str) -> None:
+    async def _start_publish(self, event: PublishRequested) -> None:
+        connected = self._connected
+        query = self.conn.publish_query
+        name = event.stream_name + (f"?{query}" if query else "")
+        attempt = PublishAttempt(
+            protocol="rtmp",
+            url=connected.tc_url if connected else "",
+            app=connected.app if connected else self.server.app,
+            name=name,
+        )
         try:
-            publisher = await self.server.handler.start_publish(stream_name)
+            publisher = await self.server.handler.start_publish(
+                event.stream_name,
+                remote_addr="" if self.host == "unknown" else self.peer,
+                attempt=attempt,
+            )
         except LpstreamError as exc:
             reason = str(exc) or type(exc).__name__
             self._fail("publish refused: %s", reason)

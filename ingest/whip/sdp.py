@@ -127,14 +127,19 @@ def _parse(text: str) -> tuple[_Section, list[_Section]]:
     return session, sections
 
 
+def _packetization_mode(text: str) -> int:
+    """A ``packetization-mode`` value; -1 for anything but a few ASCII digits (``str.isdigit``
+    also takes ``'²'``, which ``int`` refuses, and ``int`` refuses past 4300 digits)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else -1
+
+
 def _summarize(section: _Section) -> MediaSection:
     codecs = tuple(section.rtpmap[f] for f in section.formats if f in section.rtpmap)
     modes = []
     for fmt in section.formats:
         if section.rtpmap.get(fmt) == "H264":
             params = _fmtp_params(section.fmtp.get(fmt, ""))
-            mode = params.get("packetization-mode", "0")
-            modes.append(int(mode) if mode.isdigit() else -1)
+            modes.append(_packetization_mode(params.get("packetization-mode", "0")))
     return MediaSection(
         kind=section.kind,
         codecs=codecs,

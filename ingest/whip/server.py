@@ -7,8 +7,11 @@ How this works:
   sessions it shares with WHEP (:mod:`.sessions`). The HTTP layer calls
   :meth:`WhipIngest.offer` and :meth:`WhipIngest.delete`.
 * An offer is checked first (token, then the SDP, sans-IO, :mod:`.sdp`), then the publish is
-  started with the ``PublishHandler`` exactly as RTMP does, so a name already live is refused
-  before any WebRTC work. Then the peer answers (:mod:`.peer`) and the session task starts.
+  started with the ``PublishHandler`` exactly as RTMP does (with the client's address and what
+  it presented: the URL's query, the bearer token), so a name already live, or a publisher
+  the node's publish authorization refuses, is refused before any WebRTC work; a refusal keeps
+  the status it carries (401/403 authorization, 429 a publisher's limit; 503 otherwise). Then
+  the peer answers (:mod:`.peer`) and the session task starts.
 * ``max_sessions`` counts an offer from the moment it passes the checks: its slot is taken
   before the first ``await`` and given back on every way out, so offers that arrive together
   cannot all pass the check before any of them is registered.
@@ -34,8 +37,8 @@ from collections.abc import Sequence
 import attrs
 import trio
 
-from ingest.rtmp.server import Publisher, PublishHandler
-from lpstream.errors import LpstreamError, RemoteProtocolError, StreamInUseError
+from ingest.rtmp.server import PublishAttempt, Publisher, PublishHandler
+from lpstream.errors import LpstreamError, ProtocolError, RemoteProtocolError, StreamInUseError
 
 from .audio import OpusToAac
 from .bridge import AsyncioLoop
@@ -148,13 +151,24 @@ class WhipIngest:
         """The live sessions of ``stream``."""
         return self._sessions.ids(stream)
 
-    async def offer(self, stream: str, sdp: str | bytes, *, token: str | None = None) -> WhipAnswer:
-        """Starts a publish of ``stream`` from an SDP offer; returns the answer.
+    async def offer(
+        self,
+        stream: str,
+        sdp: str | bytes,
+        *,
+        token: str | None = None,
+        remote_addr: str = "",
+        url: str = "",
+        query: str = "",
+    ) -> WhipAnswer:
+        """Starts a publish of ``stream`` from an SDP offer posted to ``url`` (``query``: its
+        query string) by the client at ``remote_addr``; returns the answer.
 
         Raises:
             lpstream.errors.RemoteProtocolError: with the HTTP status to answer: 400 bad offer
-                or stream name, 401 token, 409 stream already live, 413 offer too large,
-                415 no H.264 video (or audio without Opus), 503 no capacity or not running.
+                or stream name, 401 token, 403 not allowed, 409 stream already live, 413 offer
+                too large, 415 no H.264 video (or audio without Opus), 429 a publisher's
+                limit, 503 no capacity or not running.
         """
         check_bearer_token(self.token, token)
         check_resource_names(stream)
@@ -162,10 +176,15 @@ class WhipIngest:
         text = sdp.decode() if isinstance(sdp, bytes) else sdp
         loop, nursery = self._sessions.admit(self.max_sessions)
         with self._sessions.reserve():  # the slot is this offer's: no await since admit
+            attempt = PublishAttempt(protocol="whip", url=url, query=query, bearer=token)
             try:
-                publisher = await self.handler.start_publish(stream)
+                publisher = await self.handler.start_publish(
+                    stream, remote_addr=remote_addr, attempt=attempt
+                )
             except StreamInUseError as exc:
                 raise RemoteProtocolError(str(exc), code=409) from None
+            except ProtocolError as exc:
+                raise RemoteProtocolError(f"publish refused: {exc}", code=exc.code) from None
             except LpstreamError as exc:
                 raise RemoteProtocolError(f"publish refused: {exc}", code=503) from None
             session = self._new_session(stream, publisher, summary)

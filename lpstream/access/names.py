@@ -50,6 +50,12 @@ class NameRegistry:
         released = self._released.get(name)
         return None if released is None else released[0]
 
+    def held_for(self, name: str, *, now: float) -> float | None:
+        """Seconds ``name`` stays its dropped publisher's; None when it is live or free."""
+        self._forget_expired(now)
+        released = self._released.get(name)
+        return None if released is None else released[1] - now
+
     def may_publish(self, name: str, identity: str, *, now: float) -> bool:
         """Whether ``identity`` may publish ``name`` now."""
         if not self.enforced:

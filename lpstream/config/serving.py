@@ -152,6 +152,13 @@ class AccessSection:
         low=0,
         high=86400,
     )
+    api_spend_limit: int | None = setting(
+        None,
+        "Paid gateways: wei per hour the live AI sessions one API client (token) starts may "
+        "spend together; past it they are stopped with the reason. Default: no limit.",
+        kind=int,
+        low=0,
+    )
     api_token: tuple[str, ...] = setting(
         (),
         "Bearer token for /api/* (and the live AI WebSocket, also as ?token=) and /metrics "

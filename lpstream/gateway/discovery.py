@@ -12,23 +12,22 @@ take the job (suspended, lacking the capability, too expensive, bad ticket param
 
 from __future__ import annotations
 
-import itertools
 import logging
-import re
 import ssl
-import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from fractions import Fraction
 from typing import Any, Protocol
 
 import attrs
-import h11
-import msgspec
 import trio
 
 from lpstream.chainwatch import ChainWatch
-from lpstream.config import HostPort, parse_host_port
+from lpstream.config import HostPort
 from lpstream.errors import ConfigError, LpstreamError
+from lpstream.orchestrator.address import parse_service_address
+from lpstream.orchestrator.certificate_claim import certificate_belongs_to
+from lpstream.quic import Fingerprint
+from lpstream.webhook import DEFAULT_MAX_BYTES, WebhookClient, WebhookError
 from lpstream.wire.messages import OrchInfo
 from payments.chain.client import ChainError
 
@@ -39,6 +38,7 @@ __all__ = [
     "OrchestratorSource",
     "StaticSource",
     "WebhookSource",
+    "certificate_refusal",
     "filter_candidates",
     "parse_orchestrator_address",
     "refresh_infos",
@@ -47,7 +47,7 @@ __all__ = [
 
 log = logging.getLogger("lpstream.gateway.discovery")
 
-MAX_WEBHOOK_BYTES = 1 << 20
+MAX_WEBHOOK_BYTES = DEFAULT_MAX_BYTES
 """The largest webhook answer read by default (1 MiB)."""
 
 MAX_WEBHOOK_ORCHESTRATORS = 1000
@@ -56,15 +56,9 @@ MAX_WEBHOOK_ORCHESTRATORS = 1000
 MAX_JSON_NESTING = 32
 """Deepest nesting of lists and objects read from a webhook (it needs 2)."""
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
-
-def _json_nesting(body: bytes) -> int:
-    """How deep lists and objects nest in ``body`` (brackets inside strings do not count)."""
-    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    return max(itertools.accumulate(_BRACKET_STEP[b] for b in brackets), default=0)
+def _json_kind(document: object) -> str:
+    return "empty" if document is None else f"a JSON {type(document).__name__}"
 
 
 class DiscoveryError(LpstreamError):
@@ -98,19 +92,16 @@ class OrchestratorSource(Protocol):
 
 
 def parse_orchestrator_address(text: str) -> HostPort:
-    """Reads ``host:port`` or ``scheme://host:port[/path]`` (quic, https, http) from a source.
+    """Reads ``host:port`` or ``scheme://host:port[/path]`` (quic, https, http) from a source,
+    with a certificate pin if it carries one (``quic://host:port#sha256=…``: a
+    ``PinnedAddress``, ``lpstream.orchestrator.address``).
 
     Raises:
-        ConfigError: no host, no port, port 0, or not an address.
+        ConfigError: no host, no port, port 0, a bad pin, or not an address.
     """
-    value = text.strip()
-    if not value:
-        raise ConfigError("orchestrator address: empty")
-    address = parse_host_port(value, flag="orchestrator address")
-    if value.split("://", 1)[-1].startswith(":"):
+    address = parse_service_address(text, flag="orchestrator address")
+    if text.strip().split("://", 1)[-1].startswith(":"):
         raise ConfigError(f"orchestrator address: {text!r} has no host")
-    if address.port == 0:
-        raise ConfigError(f"orchestrator address: {text!r} has port 0")
     return address
 
 
@@ -134,54 +125,17 @@ class StaticSource:
         return _unique(DiscoveredOrchestrator(address) for address in self.addresses)
 
 
-_READ_SIZE = 65536
-
-
-@attrs.frozen(kw_only=True)
-class _Target:
-    """Where an HTTP(S) GET goes."""
-
-    tls: bool
-    host: str
-    port: int
-    host_header: str
-    path: str
-
-    @classmethod
-    def from_url(cls, url: str) -> _Target:
-        try:
-            parts = urllib.parse.urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"webhook URL {url!r}: {exc}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"webhook URL {url!r}: needs http://host or https://host")
-        tls = parts.scheme == "https"
-        host = parts.hostname
-        port = port if port is not None else (443 if tls else 80)
-        name = f"[{host}]" if ":" in host else host
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(tls=tls, host=host, port=port, host_header=f"{name}:{port}", path=path)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
-        exc = exc.__cause__  # the TLS or socket error under trio's wrapper
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 @attrs.define
 class WebhookSource:
     """GETs ``url``; the answer is JSON ``[{"address": "host:port", "score": 0.9}, ...]``.
 
-    ``address`` may carry a scheme (``quic://``, ``https://``) as go-livepeer's webhooks do;
-    ``score`` is optional (a finite number). An entry that cannot be read is skipped with a
-    warning as long as one other can; an answer whose entries are all unreadable, that is not
-    a JSON list, is larger than ``max_bytes``, is not 2xx or does not come within ``timeout``
-    seconds, or nests deeper than ``MAX_JSON_NESTING`` raises ``DiscoveryError``. An empty
-    list is a valid answer: no orchestrators. HTTP/1.1 over trio with h11 (no client library:
-    an abandoned httpx body stream leaves async generators for trio to warn about). Redirects
-    are not followed; proxy settings from the environment are not used.
+    ``address`` may carry a scheme (``quic://``, ``https://``) as go-livepeer's webhooks do,
+    and a certificate pin (``quic://host:port#sha256=…``); ``score`` is optional (a finite
+    number). An entry that cannot be read is skipped with a warning as long as one other can;
+    an answer whose entries are all unreadable, that is not a JSON list, or that the webhook
+    client refuses (larger than ``max_bytes``, not 2xx, later than ``timeout`` seconds, nested
+    deeper than ``MAX_JSON_NESTING``: ``lpstream.webhook``) raises ``DiscoveryError``. An empty
+    list is a valid answer: no orchestrators.
 
     Raises:
         ConfigError: ``url`` is not an http:// or https:// URL with a host.
@@ -197,85 +151,28 @@ class WebhookSource:
     ssl_context: ssl.SSLContext | None = attrs.field(default=None, kw_only=True)
     """For https URLs; None: the system's trusted CAs (``ssl.create_default_context()``)."""
 
-    _target: _Target = attrs.field(init=False)
+    _client: WebhookClient = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._target = _Target.from_url(self.url)
+        self._client = WebhookClient(
+            self.url,
+            timeout=self.timeout,
+            max_bytes=self.max_bytes,
+            max_nesting=MAX_JSON_NESTING,
+            ssl_context=self.ssl_context,
+        )
 
     async def discover(self) -> list[DiscoveredOrchestrator]:
-        with trio.move_on_after(self.timeout):
-            try:
-                body = await self._fetch()
-            except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
-                raise DiscoveryError(f"webhook {self.url}: {_describe(exc)}") from exc
-            return self._parse(body)
-        raise DiscoveryError(f"webhook {self.url}: no answer within {self.timeout} s")
-
-    async def _fetch(self) -> bytes:
-        target = self._target
-        stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
-        if target.tls:
-            context = self.ssl_context or ssl.create_default_context()
-            stream = trio.SSLStream(stream, context, server_hostname=target.host)
-        async with stream:
-            connection = h11.Connection(h11.CLIENT)
-            request = h11.Request(
-                method="GET",
-                target=target.path,
-                headers=[
-                    ("Host", target.host_header),
-                    ("Accept", "application/json"),
-                    ("User-Agent", "lpstream"),
-                    ("Connection", "close"),
-                ],
-            )
-            await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
-            body = bytearray()
-            while True:
-                event = connection.next_event()
-                if event is h11.NEED_DATA:
-                    connection.receive_data(bytes(await stream.receive_some(_READ_SIZE)))
-                elif isinstance(event, h11.Response):
-                    self._check_head(event)
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > self.max_bytes:
-                        raise DiscoveryError(
-                            f"webhook {self.url}: answer longer than the "
-                            f"{self.max_bytes} bytes allowed"
-                        )
-                elif isinstance(event, h11.EndOfMessage):
-                    return bytes(body)
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise DiscoveryError(f"webhook {self.url}: connection closed early")
-                # InformationalResponse (1xx): wait for the real one.
-
-    def _check_head(self, response: h11.Response) -> None:
-        if not 200 <= response.status_code < 300:
-            reason = response.reason.decode("latin-1")
-            raise DiscoveryError(f"webhook {self.url}: HTTP {response.status_code} {reason}")
-        for name, value in response.headers:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                raise DiscoveryError(
-                    f"webhook {self.url}: answer of {value.decode()} bytes, "
-                    f"more than the {self.max_bytes} allowed"
-                )
-
-    def _parse(self, body: bytes) -> list[DiscoveredOrchestrator]:
-        # Decoders recurse per nesting level, and py_ecc (imported with web3) raises the
-        # recursion limit to 100000, far past what the C stack holds: check the depth first.
-        if _json_nesting(body) > MAX_JSON_NESTING:
-            raise DiscoveryError(
-                f"webhook {self.url}: answer nested deeper than {MAX_JSON_NESTING} levels"
-            )
-        # msgspec, not json: it refuses NaN, Infinity and out-of-range numbers.
         try:
-            document: Any = msgspec.json.decode(body)
-        except (msgspec.DecodeError, RecursionError) as exc:
-            raise DiscoveryError(f"webhook {self.url}: answer is not JSON ({exc})") from None
+            document = await self._client.get_json()
+        except WebhookError as exc:
+            raise DiscoveryError(str(exc)) from exc
+        return self._entries(document)
+
+    def _entries(self, document: Any) -> list[DiscoveredOrchestrator]:
         if not isinstance(document, list):
             raise DiscoveryError(
-                f"webhook {self.url}: answer is a JSON {type(document).__name__}, not a list"
+                f"webhook {self.url}: answer is {_json_kind(document)}, not a list"
             )
         if len(document) > self.max_orchestrators:
             log.warning(
@@ -407,6 +304,21 @@ def refusal(
         except Exception as exc:  # the validator's verdict, whatever it raises
             return f"bad ticket parameters: {exc}"
     return ""
+
+
+def certificate_refusal(info: OrchInfo, observed: Fingerprint | None, recipient: str) -> str:
+    """Why a paying gateway refuses the orchestrator that sent ``info`` on a connection that
+    presented the certificate ``observed``; "" when the certificate belongs to ``recipient``,
+    the address the gateway pays (``lpstream.orchestrator.certificate_claim``)."""
+    if certificate_belongs_to(info, observed, recipient):
+        return ""
+    paid = recipient or "(none)"
+    if not info.certificate_signature:
+        return (
+            f"its info does not sign its QUIC certificate {observed} with the key of {paid}, "
+            "the address it is paid at"
+        )
+    return f"its QUIC certificate {observed} is not signed by {paid}, the address it is paid at"
 
 
 def filter_candidates(

@@ -5,6 +5,15 @@ node-wide, per publisher identity, per source address) and joins the fair share 
 transcoding capacity under its publisher's identity (``TranscodeShares``); both forget it
 when its stream ends.
 
+With ``admission`` set (the node's access control) every publish is authorized first, before
+anything is set up or paid for (``lpstream.gateway.admission``): the grant's identity is the
+publisher's, its profiles replace the node's ladder for the stream, its pipeline starts as
+``--pipeline`` would, its ``record`` flag is carried into the stream's status and its spend
+limit is an account of ``spending`` that the stream's payments (segments and live AI) are
+charged to: once reached, the stream ends with the reason. Live AI sessions started through
+the API carry who started them and, with ``api_spend_limit``, are charged to that identity's
+hourly account too (``lpstream.gateway.spending``).
+
 Each stream name has one ``LivePlayback`` (an LL-HLS ``LowLatencyStream`` plus the trio side
 that wakes blocked viewer requests). ``LowLatencyStream`` replaced ``HlsStream`` here: it is its
 twin (same hand-ins, reorder buffers, gaps, restarts, end and master playlist) plus parts, so
@@ -21,13 +30,17 @@ import secrets
 import attrs
 import trio
 
+from ingest.rtmp.server import PublishAttempt
+from lpstream.access import Grant
 from lpstream.budget import MemoryBudget, process_rss, trim_freed_memory
 from lpstream.errors import LpstreamError, ProtocolError, StreamInUseError
+from lpstream.gateway.admission import PublishAdmission
 from lpstream.gateway.fair_share import TranscodeShares
 from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession, LiveControlPool, ParamValue
 from lpstream.gateway.publishers import Publisher, PublisherTable
 from lpstream.gateway.segments import SegmentTranscoder
+from lpstream.gateway.spending import API_SPEND_WINDOW, SpendAccount, SpendLedger
 from lpstream.gateway.status import GatewayStatus, MemoryStatus, StreamStatistics, StreamStatus
 from lpstream.gateway.stream import LiveStream, StreamPublisher
 from lpstream.media import VideoProfile
@@ -77,7 +90,20 @@ class Gateway:
     """The transcoding capacity, shared fairly among publishers."""
     memory: MemoryBudget = attrs.Factory(lambda: MemoryBudget(limit=0))
     """New streams and AI sessions are refused while the process is over it."""
+    admission: PublishAdmission | None = None
+    """Publish authorization and name ownership; None: anyone may publish a free name."""
+    spending: SpendLedger = attrs.Factory(SpendLedger)
+    """The spend limits payments are charged to (the payment sender's ledger)."""
+    api_spend_limit: int | None = None
+    """Wei per hour the live AI sessions one API identity started may spend
+    (``--api-spend-limit``); None: no limit."""
     _nursery: trio.Nursery | None = None
+    _grants: dict[str, Grant] = attrs.Factory(dict)
+    """The publish grant of each live stream."""
+    _stream_accounts: dict[str, SpendAccount] = attrs.Factory(dict)
+    """The spend limit of each live stream that has one."""
+    _api_accounts: dict[str, SpendAccount] = attrs.Factory(dict)
+    """The hourly spend limit of each API identity that started a session."""
     _live: dict[str, LiveStream] = attrs.Factory(dict)
     _playback: dict[str, LivePlayback] = attrs.Factory(dict)
     _ended_at: dict[str, float] = attrs.Factory(dict)
@@ -102,34 +128,48 @@ class Gateway:
             await trio.sleep_forever()
 
     async def start_publish(
-        self, stream_name: str, *, identity: str | None = None, remote_addr: str = ""
+        self,
+        stream_name: str,
+        *,
+        identity: str | None = None,
+        remote_addr: str = "",
+        attempt: PublishAttempt | None = None,
     ) -> StreamPublisher:
         """Starts a live stream for the publisher at ``remote_addr`` (``host:port``), known as
-        ``identity`` where publish authorization named it (else by its address).
+        ``identity`` where the caller knows it; with ``admission`` set, publish authorization
+        decides from what the publisher presented (``attempt``) and names it.
 
         Raises:
             StreamInUseError: the name is live already.
             BusyError: the gateway holds ``--max-streams`` (or, ``ProtocolError`` 503, it is
                 over its memory budget).
-            ProtocolError: 429, the publisher or its address holds its most streams.
+            ProtocolError: 401/403 not authorized (403 also: the name is another
+                publisher's), 503 no decision in time; 429, the publisher or its address
+                holds its most streams.
         """
         if self._nursery is None:
             raise RuntimeError("Gateway.run has not started")
-        if stream_name in self._live:
-            raise StreamInUseError(f"stream {stream_name!r} already has a publisher")
-        publisher = Publisher.of(identity, remote_addr)
+        self._check_free(stream_name)
+        grant = Grant(identity=identity or Publisher.of(None, remote_addr).identity)
+        if self.admission is not None and identity is None:
+            grant = await self.admission.authorize(stream_name, attempt, remote_addr)
+            self._check_free(stream_name)  # another publish may have started meanwhile
+        publisher = Publisher.of(grant.identity, remote_addr)
         self.publishers.admit(stream_name, publisher)
         try:
             self.memory.check("a new stream")
+            if self.admission is not None:
+                self.admission.claim(stream_name, publisher.identity)
         except LpstreamError:
             self.publishers.leave(stream_name)
             raise
+        profiles = grant.profiles or self.profiles
         playback = self._playback.get(stream_name)
         first_seq = 0
         if playback is None:
             hls = LowLatencyStream(
                 name=stream_name,
-                rendition_order=("source", *(p.name for p in self.profiles)),
+                rendition_order=("source", *(p.name for p in profiles)),
                 window=self.window,
                 part_target=self.part_target,
                 target_duration=max(1, math.ceil(self.segment_target)),
@@ -144,7 +184,7 @@ class Gateway:
         stream = LiveStream(
             name=stream_name,
             session=secrets.token_hex(8),
-            profiles=self.profiles,
+            profiles=profiles,
             playback=playback,
             transcoder=self.transcoder,
             metrics=self.metrics,
@@ -153,11 +193,24 @@ class Gateway:
             part_target=self.part_target,
             limits=self.limits,
             shares=self.shares,
+            record=grant.record,
         )
         self._live[stream_name] = stream
+        self._grants[stream_name] = grant
         self.shares.join(stream_name, publisher.identity)
+        if grant.spend_limit_wei is not None:
+            account = SpendAccount(
+                name=f"stream {stream_name!r}",
+                limit=grant.spend_limit_wei,
+                source="its publish grant",
+                on_exhausted=stream.stop,
+            )
+            self._stream_accounts[stream_name] = account
+            self.spending.open(stream.session, [account])
         media_in = stream.publisher  # before it runs: then only handed-out clones keep it open
-        if self.pipeline:
+        if grant.pipeline:
+            self.start_ai(stream_name, grant.pipeline, dict(grant.params))
+        elif self.pipeline:
             self.start_ai(stream_name, self.pipeline, dict(self.pipeline_params))
         await self._nursery.start(self._run_stream, stream)
         self.metrics.inc("publishes_total")
@@ -168,6 +221,10 @@ class Gateway:
             publisher.identity,
         )
         return media_in
+
+    def _check_free(self, stream_name: str) -> None:
+        if stream_name in self._live:
+            raise StreamInUseError(f"stream {stream_name!r} already has a publisher")
 
     async def _run_stream(
         self, stream: LiveStream, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -191,6 +248,11 @@ class Gateway:
             self._live.pop(stream.name, None)
             self.publishers.leave(stream.name)
             self.shares.leave(stream.name)
+            self.spending.close(stream.session)
+            self._stream_accounts.pop(stream.name, None)
+            grant = self._grants.pop(stream.name, None)
+            if self.admission is not None and grant is not None:
+                self.admission.release(stream.name, grant.identity)
             self._ended_at[stream.name] = trio.current_time()
             self.metrics.set("active_streams", len(self._live))
         # The stream's segments are freed: give the pages back (RSS falls after a burst).
@@ -222,8 +284,12 @@ class Gateway:
         pipeline: str,
         params: dict[str, ParamValue],
         size: tuple[int, int] | None = None,
+        *,
+        started_by: str | None = None,
     ) -> LiveAiSession:
         """Starts a live AI session on a live stream; its output is the ``ai`` rendition.
+        ``started_by`` is the API identity that asked for it (None: the node did); its
+        payments are charged to the stream's spend limit and that identity's.
 
         Raises:
             ProtocolError: 404 the stream is not live, 409 it has a running session, 503 no
@@ -252,11 +318,41 @@ class Gateway:
             ),
             pool=self.live_control,
             paid=self.paid,
+            started_by=started_by,
         )
+        self.spending.open(session.session, self._ai_accounts(stream_name, started_by))
         stream.ai.session = session
         self._nursery.start_soon(self._run_ai, session)
         log.info("stream %r: live AI session %s runs %s", stream_name, session.session, pipeline)
         return session
+
+    def _ai_accounts(self, stream_name: str, started_by: str | None) -> list[SpendAccount]:
+        """The spend limits a new live AI session on ``stream_name`` is charged to."""
+        accounts = []
+        stream_account = self._stream_accounts.get(stream_name)
+        if stream_account is not None:
+            accounts.append(stream_account)
+        if started_by is not None and self.api_spend_limit is not None:
+            account = self._api_accounts.get(started_by)
+            if account is None:
+                account = SpendAccount(
+                    name=f"API client {started_by}",
+                    limit=self.api_spend_limit,
+                    window=API_SPEND_WINDOW,
+                    source="--api-spend-limit",
+                    on_exhausted=lambda error: self._stop_sessions_of(started_by, error),
+                )
+                self._api_accounts[started_by] = account
+            accounts.append(account)
+        return accounts
+
+    def _stop_sessions_of(self, identity: str, reason: LpstreamError) -> None:
+        """Stops every running live AI session ``identity`` started."""
+        for stream in self._live.values():
+            session = stream.ai.session
+            if session is not None and session.running and session.started_by == identity:
+                session.emit({"type": "error", "message": str(reason)})
+                session.stop(str(reason))
 
     async def _run_ai(self, session: LiveAiSession) -> None:
         """Runs a live AI session; whatever ends it ends that session only."""
@@ -276,6 +372,8 @@ class Gateway:
                 session.session,
             )
             session.stop("internal error")
+        finally:
+            self.spending.close(session.session)
 
     def ai_session(self, stream_name: str) -> LiveAiSession | None:
         stream = self._live.get(stream_name)
@@ -294,6 +392,8 @@ class Gateway:
                     statistics=self._live[name].statistics()
                     if name in self._live
                     else self._last_statistics.get(name),
+                    publisher=grant.identity if (grant := self._grants.get(name)) else None,
+                    record=True if grant is not None and grant.record else None,
                 )
                 for name, playback in self._playback.items()
             },

@@ -92,6 +92,8 @@ class LiveAiSession:
     """The output rendition: the pipeline works at this size."""
     pool: LiveControlPool
     paid: bool = False
+    started_by: str | None = None
+    """Who started it through the API; None when the node did."""
     prepay: float = 10.0
     """Seconds of session paid ahead."""
     topup: float = 6.0
@@ -169,6 +171,7 @@ class LiveAiSession:
             stats=dict(self.last_stats),
             frame_latency_ms=self.frame_latency(),
             apps=len(self._apps),
+            started_by=self.started_by,
         )
 
     # -- segments (called by LiveStream) ------------------------------------------------------

@@ -13,6 +13,9 @@ and reserves the expected fee from the credit; leaving it settles the reservatio
 pixels billed (``SegmentPayment.settle``), returns it when the orchestrator answered with an
 error (nothing was done or billed), or, on a 402, forgets the credit and the parameters. A lost
 connection or a bad result may have been billed: the reservation then stands.
+
+Every payment, per segment or for live AI, is first charged to the spend limits of its session
+(``spending``, :mod:`lpstream.gateway.spending`): past one, no ticket is made.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from lpstream.errors import BusyError
+from lpstream.gateway.spending import SpendLedger
 from lpstream.gateway.status import SenderStatus
 from lpstream.jobs import JobError
 from lpstream.media import VideoProfile, scaled_size
@@ -80,6 +84,8 @@ class PaymentSender:
     sender: TicketSender
     max_price: Fraction | None = None
     """Wei per pixel the gateway pays at most; None for no limit."""
+    spending: SpendLedger = attrs.Factory(SpendLedger)
+    """The spend limits each payment session is charged to."""
     _params: dict[str, TicketParams] = attrs.Factory(dict)
     _credit: dict[tuple[str, str], Fraction] = attrs.Factory(dict)
     _tickets_sent: int = 0
@@ -248,6 +254,7 @@ class PaymentSender:
                 raise BusyError(
                     f"cannot pay orchestrator {orchestrator}: {exc.reason}: {exc}"
                 ) from None
+            self.spending.charge(session, params.ev * count)
         payment = self.sender.create_payment(params, count)
         self._credit[key] = credit + payment.ev
         self._tickets_sent += count

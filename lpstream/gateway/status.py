@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from ingest.segmenter import SegmenterStatistics
-from lpstream.status_fields import INLINE
+from lpstream.status_fields import INLINE, OMIT_NONE
 from payments.pm import PixelPrice, Wei
 
 __all__ = [
@@ -82,6 +82,10 @@ class StreamStatus:
     """Renditions with at least one segment listed."""
     statistics: StreamStatistics | None = attrs.field(default=None, metadata=INLINE)
     """Its figures (the last ones once ended); rendered at the stream's level."""
+    publisher: str | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """Who publishes it (its publish grant's identity); absent once ended."""
+    record: bool | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """True when its publish grant asked for it to be recorded; absent otherwise."""
 
 
 @attrs.frozen(kw_only=True)
@@ -190,3 +194,6 @@ class LiveAiStatus:
     """From a source frame reaching the gateway to its AI output coming back."""
     apps: int
     """Apps watching the session's events."""
+    started_by: str | None = None
+    """Who started it through the API (``api:<short hash>``, ``loopback``); None when the
+    node started it (``--pipeline``, a publish grant)."""

@@ -121,6 +121,8 @@ class LiveStream:
     shares: TranscodeShares = attrs.Factory(TranscodeShares)
     """The gateway's transcoding capacity among its publishers (the gateway joined this
     stream to it under its publisher's identity)."""
+    record: bool = False
+    """Whether the publish grant asked for the stream to be recorded."""
     source: SourceFormat = attrs.field(init=False, factory=SourceFormat)
     """What the source's configuration says (picture, frame rate, audio)."""
     latency: LatencyRecorder = attrs.field(init=False, factory=LatencyRecorder)
@@ -141,6 +143,8 @@ class LiveStream:
     _segments_in: int = 0
     _stopped: LpstreamError | None = None
     """Why the stream stopped taking media before its publisher left, if it did."""
+    _intake: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    """Wraps the reading of the publisher's media, so the node can stop it (:meth:`stop`)."""
 
     def __attrs_post_init__(self) -> None:
         self._meter = IngestMeter(self.limits)
@@ -203,16 +207,17 @@ class LiveStream:
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 async with self._receive:
-                    async for event in self._receive:
-                        try:
-                            self._take(event, nursery)
-                        except LpstreamError as exc:
-                            # What the publisher sent ends this stream, and only it.
-                            self._stopped = exc
-                            log.warning("stream %r: %s; closing the stream", self.name, exc)
-                            kind = "ingest_limit" if isinstance(exc, ProtocolError) else "media"
-                            self.metrics.inc("errors_total", kind=kind)
-                            break
+                    with self._intake:
+                        async for event in self._receive:
+                            try:
+                                self._take(event, nursery)
+                            except LpstreamError as exc:
+                                # What the publisher sent ends this stream, and only it.
+                                self._stopped = exc
+                                log.warning("stream %r: %s; closing the stream", self.name, exc)
+                                kind = "ingest_limit" if isinstance(exc, ProtocolError) else "media"
+                                self.metrics.inc("errors_total", kind=kind)
+                                break
                     self._finish_segments(nursery)
                 for seq, segment in self._open.items():
                     segment.buffer.fail(MediaError("publisher left"))
@@ -222,6 +227,14 @@ class LiveStream:
             self.hls.end(self._last_seq)
             self.playback.notify()
             log.info("stream %r: ended after %d segments", self.name, self._segments_in)
+
+    def stop(self, reason: LpstreamError) -> None:
+        """Ends the stream from the node's side (a spend limit was reached): it takes no more
+        media, and its publisher is told ``reason`` (the publisher's ``send`` raises it)."""
+        if self._stopped is None:
+            self._stopped = reason
+            log.warning("stream %r: %s; closing the stream", self.name, reason)
+        self._intake.cancel()
 
     def _take(self, event: MediaEvent, nursery: trio.Nursery) -> None:
         """One event from the publisher: checked, noted, cut into segments."""

@@ -3,6 +3,9 @@
 * ``POST /api/ai/{stream}`` with ``{"pipeline": NAME, "params": {...}, "width": W,
   "height": H}`` (all but ``pipeline`` optional) starts a session on a live stream: 201 and
   its status; 400 bad request, 404 stream not live, 409 a session already runs, 503 none can.
+  The session carries who started it (the API identity, ``started_by`` in its status); with
+  ``--api-spend-limit`` its payments count against that identity's wei per hour, and past it
+  the session stops with an ``error`` and a ``stopped`` event saying so.
 * ``GET /api/ai/{stream}`` is its status; ``DELETE`` stops it (204).
 * ``/api/ai/{stream}/control`` is a WebSocket: the app sends ``{"params": {...}}`` (changes
   of some parameters) and receives JSON events: ``params`` (the change took effect, with the
@@ -36,6 +39,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from lpstream.errors import LpstreamError, ProtocolError
 from lpstream.gateway.live_ai import LiveAiSession, ParamValue
+from lpstream.http.api_guard import request_identity
 from lpstream.http.limits import BodyReader
 from lpstream.http.status import status_json
 from lpstream.media import check_stream_name
@@ -58,6 +62,8 @@ class AiDirectory(Protocol):
         pipeline: str,
         params: dict[str, ParamValue],
         size: tuple[int, int] | None = None,
+        *,
+        started_by: str | None = None,
     ) -> LiveAiSession: ...
 
     def ai_session(self, stream_name: str) -> LiveAiSession | None: ...
@@ -167,7 +173,9 @@ def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> li
             params = parse_params(request_json.get("params"))
             check_model_names(pipeline, params)
             try:
-                session = directory.start_ai(stream, pipeline, params, size)
+                session = directory.start_ai(
+                    stream, pipeline, params, size, started_by=request_identity(request)
+                )
             except ValueError as exc:
                 raise ProtocolError(str(exc), code=400) from None
         except LpstreamError as exc:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -46,6 +47,24 @@ __all__ = ["PlaybackDirectory", "build_app"]
 
 M3U8 = "application/vnd.apple.mpegurl"
 MEDIA_CACHE = "max-age=60"
+
+
+class MediaNumberConvertor(Convertor[int]):
+    """A segment or part number in a URL (``{seq:media_number}``): 1 to 15 digits, as the
+    ``_HLS_msn`` and ``_HLS_part`` directives. Starlette's ``int`` takes any number of
+    digits, and Python refuses to convert more than 4300 (a 500); a longer one names
+    nothing here (404)."""
+
+    regex = "[0-9]{1,15}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("media_number", MediaNumberConvertor())
 """Cache-Control of parts and segments: their bytes never change once published."""
 
 
@@ -171,8 +190,8 @@ def build_app(
     routes: list[BaseRoute] = [
         Route("/hls/{stream}/index.m3u8", master),
         Route("/hls/{stream}/{rendition}/index.m3u8", media),
-        Route("/hls/{stream}/{rendition}/{seq:int}.ts", segment),
-        Route("/hls/{stream}/{rendition}/{seq:int}.{part:int}.ts", part),
+        Route("/hls/{stream}/{rendition}/{seq:media_number}.ts", segment),
+        Route("/hls/{stream}/{rendition}/{seq:media_number}.{part:media_number}.ts", part),
         Route("/api/status", api_status),
         Route("/metrics", prometheus),
         *watch_routes(),

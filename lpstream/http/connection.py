@@ -21,6 +21,15 @@ How this works:
   and the bodies they buffer, for ever. :class:`TimedSends` gives each of the app's sends
   ``send_timeout`` there, with the same end as a socket write's.
 * TCP keepalive (:func:`probe_for_dead_peers`) finds a client whose machine vanished.
+* hypercorn's idle timer (``keep_alive_timeout``) stops when a request arrives and restarts
+  when it ends; two openings left it stopped for good, so one client could hold a
+  connection for ever with a few bytes (hypercorn 0.18). :class:`ServedConnection` closes
+  both: a WebSocket handshake hypercorn refuses itself (a bad version or key: ``400``,
+  ``Connection: close``) never ended its request, and now ends its connection once the
+  refusal is sent, as every answer after which HTTP/1.1 must close does; a connection that
+  opens with HTTP/2's preface (prior knowledge, no TLS) has no request in progress until its
+  first stream, and now runs the idle timer from the moment HTTP/2 takes over, as HTTP/2 over
+  TLS does.
 """
 
 from __future__ import annotations
@@ -28,14 +37,22 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
+import h11
 import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Event, RawData
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11WSConnection
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import (
     AppWrapper,
     ASGIReceiveCallable,
     ASGISendCallable,
     ASGISendEvent,
+    ConnectionState,
     Scope,
 )
 
@@ -43,6 +60,7 @@ __all__ = [
     "CLOSE_GRACE",
     "ClientStream",
     "PlainClientStream",
+    "ServedConnection",
     "TimedSends",
     "TlsClientStream",
     "probe_for_dead_peers",
@@ -100,7 +118,7 @@ class ClientStream(trio.abc.Stream, Generic[StreamT]):
         if not self._websocket:
             self._websocket = bytes(data[: len(_SWITCHED)]) == _SWITCHED
         elif data and data[0] == _CLOSE_FRAME:
-            self._end_soon()
+            self.end_soon()
         with trio.move_on_after(self._send_timeout) as scope:
             async with self._sending:
                 await self._stream.send_all(data)
@@ -125,13 +143,14 @@ class ClientStream(trio.abc.Stream, Generic[StreamT]):
         try:
             data = await self._stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._end_soon()
+            self.end_soon()
             raise
         if not data:
-            self._end_soon()
+            self.end_soon()
         return data
 
-    def _end_soon(self) -> None:
+    def end_soon(self) -> None:
+        """Gives the connection ``CLOSE_GRACE`` to end."""
         self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSE_GRACE)
 
     async def aclose(self) -> None:
@@ -197,3 +216,37 @@ class TimedSends:
                 await trio.lowlevel.checkpoint()  # the connection is cancelled: raises
 
         await self._app(scope, receive, timed_send, sync_spawn, call_soon)
+
+
+class ServedConnection(TCPServer):
+    """hypercorn's driver of one connection, with the two gaps in its idle timer closed (see
+    the module comment); ``stream`` is the connection's :class:`ClientStream`."""
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: HypercornConfig,
+        context: WorkerContext,
+        stream: ClientStream[Any],
+    ) -> None:
+        super().__init__(app, config, context, ConnectionState({}), cast(Any, stream))
+        self._client = stream
+        self._http2_started = False
+
+    async def protocol_send(self, event: Event) -> None:
+        await super().protocol_send(event)
+        if not isinstance(event, RawData):
+            return
+        protocol = self.protocol.protocol
+        if isinstance(protocol, H2Protocol):
+            if not self._http2_started:  # its first write: its settings, as it takes over
+                self._http2_started = True
+                # No stream at all: prior knowledge (an h2c upgrade's request is stream 1).
+                if protocol.idle and not protocol.connection.streams:
+                    await self.idle_task.restart(self._task_group, self._idle_timeout)
+            return
+        connection = protocol.connection
+        if isinstance(connection, H11WSConnection):  # a WebSocket handshake's
+            connection = connection.h11_connection
+        if connection.our_state is h11.MUST_CLOSE:
+            self._client.end_soon()  # the answer is whole and HTTP/1.1 says close

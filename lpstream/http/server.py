@@ -6,11 +6,12 @@ How this works:
 * ``hypercorn.trio.serve`` accepts every connection it is offered, so a crowd of slow clients
   takes every file descriptor and then the node cannot accept anything (RTMP publishers and
   viewers included). Here hypercorn still speaks HTTP (its per-connection driver,
-  ``TCPServer``, and its config for the timeouts), but the accept loop is ours and holds the
-  connection budget: at most ``max_connections`` connections are served at once; past that
-  up to ``REFUSALS_AT_ONCE`` more are answered ``503`` and closed, and past *that* the loop
-  stops accepting (they wait in the kernel's backlog, holding no descriptor of ours) until one
-  ends. ``max_connections`` is lowered to fit under the process's file-descriptor limit, with
+  ``TCPServer``, as :class:`~lpstream.http.connection.ServedConnection`, and its config for
+  the timeouts), but the accept loop is ours and holds the connection budget: at most
+  ``max_connections`` connections are served at once; past that up to ``REFUSALS_AT_ONCE``
+  more are answered ``503`` and closed, and past *that* the loop stops accepting (they wait
+  in the kernel's backlog, holding no descriptor of ours) until one ends.
+  ``max_connections`` is lowered to fit under the process's file-descriptor limit, with
   ``FD_RESERVE`` kept for everything else the node opens.
 * Time limits, so a slow client cannot keep its place: a request's headers must come within
   ``keep_alive_timeout`` (also the idle time of a kept-alive connection), bodies within
@@ -42,9 +43,7 @@ from typing import Any, cast
 import attrs
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 from starlette.types import ASGIApp
 
@@ -52,6 +51,7 @@ from lpstream.config import HostPort
 from lpstream.http.connection import (
     ClientStream,
     PlainClientStream,
+    ServedConnection,
     TimedSends,
     TlsClientStream,
     probe_for_dead_peers,
@@ -268,7 +268,7 @@ class HttpServer:
                     )
                     if tls.selected_alpn_protocol() == "h2":
                         app = TimedSends(app, client, send_timeout)
-                await TCPServer(app, config, context, ConnectionState({}), cast(Any, client)).run()
+                await ServedConnection(app, config, context, client).run()
         except Exception:  # hypercorn's own failure: this connection only
             log.exception("HTTP: a connection failed")
         finally:

@@ -11,7 +11,10 @@
 * ``OPTIONS`` answers CORS preflights, so a page on another origin can publish from a
   browser; every answer carries the CORS headers and exposes ``Location`` and ``ETag``.
 * With a token configured, POST and DELETE need ``Authorization: Bearer <token>``; without
-  it or with a wrong one they get 401 and ``WWW-Authenticate: Bearer``.
+  it or with a wrong one they get 401 and ``WWW-Authenticate: Bearer``. With publish
+  authorization on (``--auth-webhook-url``, ``--publish-key``, ``--jwt-jwks``) the gateway
+  decides each POST from the bearer token and the URL's query (``?key=``, ``?jwt=``), as for
+  RTMP: a refusal is 401 or 403 with the reason (503 when no decision could be made).
 * Bodies over 64 KiB get 413 (read as they stream, never whole first), bodies slower than
   the body timeout 408, and more bodies at once than the node takes 503
   (:class:`~lpstream.http.limits.BodyReader`); other content types get 415; the rest of the
@@ -39,6 +42,7 @@ from lpstream.http.limits import BodyReader
 __all__ = [
     "SDP",
     "bearer_token",
+    "client_address",
     "offer_endpoint",
     "preflight",
     "read_sdp_offer",
@@ -84,6 +88,15 @@ def _refusal(exc: RemoteProtocolError, realm: str) -> Response:
     if exc.code == 401:
         headers["WWW-Authenticate"] = f'Bearer realm="{realm}"'
     return PlainTextResponse(f"{exc.reason}\n", status_code=exc.code, headers=headers)
+
+
+def client_address(request: Request) -> str:
+    """The client's ``host:port`` (``[v6]:port``), or "" when the server does not say."""
+    client = request.client
+    if client is None:
+        return ""
+    host = f"[{client.host}]" if ":" in client.host else client.host
+    return f"{host}:{client.port}"
 
 
 def bearer_token(request: Request) -> str | None:
@@ -168,7 +181,14 @@ def whip_routes(
 
     async def publish(request: Request, offer: bytes, token: str | None) -> tuple[WhipAnswer, str]:
         stream = request.path_params["stream"]
-        answer = await ingest.offer(stream, offer, token=token)
+        answer = await ingest.offer(
+            stream,
+            offer,
+            token=token,
+            remote_addr=client_address(request),
+            url=str(request.url),
+            query=request.url.query,
+        )
         return answer, f"{prefix}/{stream}/{answer.session_id}"
 
     async def end(request: Request, token: str | None) -> None:

@@ -383,6 +383,8 @@ class Orchestrator:
             },
             capacity=self.capacity,
             sessions=self.pool.sessions,
+            capacity_pixels_per_second=self.pool.work_capacity,
+            work_pixels_per_second=self.pool.work,
             jobs_in_flight=self._jobs_in_flight,
             uploads=self.budget.statistics(),
             connections=len(self._connections),

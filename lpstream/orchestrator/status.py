@@ -30,7 +30,7 @@ class WorkerStatus:
     """One worker (in process or remote)."""
 
     capacity: int
-    """Sessions it can take."""
+    """The work it takes, in sessions' worth (its ``--capacity``)."""
     sessions: int
     """Sessions it holds now."""
 
@@ -104,9 +104,15 @@ class OrchestratorStatus:
     workers: Mapping[str, WorkerStatus]
     """By worker id."""
     capacity: int
-    """Sessions all workers can take."""
+    """The work all workers take, in sessions' worth (``--capacity`` summed)."""
     sessions: int
     """Sessions holding capacity."""
+    capacity_pixels_per_second: int
+    """The work all workers take, in pixels per second: the budget new sessions must fit
+    (``lpstream.orchestrator.capacity``)."""
+    work_pixels_per_second: int
+    """The work the sessions hold now, in pixels per second (each one's estimate, or what
+    its last job measured)."""
     jobs_in_flight: int
     """Jobs being worked on."""
     uploads: UploadStatistics

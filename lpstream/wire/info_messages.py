@@ -68,9 +68,13 @@ class OrchInfo:
     capabilities: Capabilities = ()
     """What it can run (``transcode``, pipeline names)."""
     capacity: Count = 0
-    """Concurrent jobs it takes."""
+    """The work its workers take, in sessions' worth: one is the pixels per second of the
+    default ladder (360p and 240p) from a 30 fps source (``lpstream.orchestrator.capacity``).
+    Cheap sessions (small pictures, short ladders) take less than one each, a 720p ladder
+    more."""
     in_use: Count = 0
-    """Jobs running now."""
+    """The work its sessions hold now, in sessions' worth, rounded up: ``in_use`` equal to
+    ``capacity`` means a default session no longer fits."""
     ticket_params: Annotated[bytes, msgspec.Meta(max_length=MAX_TICKET_PARAMS_SIZE)] = b""
     """Opaque ticket parameters (defined by the payments module)."""
     address: Address = ""
@@ -106,7 +110,7 @@ class WorkerHello:
     secret: Annotated[str, msgspec.Meta(max_length=MAX_PARAM_VALUE)]
     """Shared secret proving the worker belongs to this orchestrator."""
     capacity: Count
-    """Concurrent jobs it takes."""
+    """The work it takes, in sessions' worth (``OrchInfo.capacity``; its ``--capacity``)."""
     capabilities: Capabilities = ()
     """What it can run."""
     version: Text = ""

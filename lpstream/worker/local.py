@@ -2,11 +2,23 @@
 upload.
 
 The transcoder is blocking code. It runs on a worker thread (``trio.to_thread``) under a
-``CapacityLimiter`` sized to the worker's capacity, and reads the segment through
+``CapacityLimiter`` (``transcode_slots``, below), and reads the segment through
 ``_TrickleReader``, a blocking file object whose ``read`` asks the trio thread for the next
 chunk of the ``SegmentBuffer``: decoding starts while the upload is still arriving. Outputs
 are collected per rendition and handed back whole when the job is done, so a job that fails
 half-way can be retried elsewhere without a partial result having escaped.
+
+How many transcodes run at once: capacity is counted in work, pixels per second
+(``lpstream.orchestrator.capacity``), so ``capacity`` sessions' worth may be many more cheap
+sessions than ``capacity`` (``--capacity 1`` holds eleven 160x90 streams with the default
+ladder). It is that budget, checked when a session is placed, that keeps the CPU from being
+oversubscribed over time: the work admitted is what ``--capacity`` says the machine makes in
+real time. The limiter only decides whether the jobs that arrive together wait for each other.
+Sized to ``capacity`` alone, the admitted cheap sessions would queue behind one another and
+miss their segments' time; sized to their count, it would start one encoder per session.
+So it takes the larger of ``capacity`` (a default session's jobs never wait, as before) and
+the CPU cores (the cheap sessions the budget admitted run side by side, one encode per
+core, each short): at most one encode per core beyond what the budget already counts on.
 
 A job naming a ``pipeline`` is a live AI job: its one profile is the output rendition, whose
 frames go through the session's pipeline (``lpstream.worker.live``) between scaling and a
@@ -18,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, cast
@@ -87,7 +100,7 @@ class LocalWorker:
     """Transcodes with this process's CPU or GPU."""
 
     capacity: int = 2
-    """Sessions it takes at once; also how many jobs may transcode at the same time."""
+    """The work it takes, in sessions' worth (``lpstream.orchestrator.capacity``)."""
     encoder: str = "auto"
     """``auto``, ``libx264`` or ``nvenc``."""
     worker_id: str = "local"
@@ -100,8 +113,14 @@ class LocalWorker:
     _jobs_done: int = 0
 
     def __attrs_post_init__(self) -> None:
-        self._limiter = trio.CapacityLimiter(max(1, self.capacity))
-        self._live_limiter = trio.CapacityLimiter(2 * max(1, self.capacity))
+        self._limiter = trio.CapacityLimiter(self.transcode_slots)
+        self._live_limiter = trio.CapacityLimiter(2 * self.transcode_slots)
+
+    @property
+    def transcode_slots(self) -> int:
+        """Transcodes that may run at once: the larger of ``capacity`` and the CPU cores
+        (module comment)."""
+        return max(1, self.capacity, os.cpu_count() or 1)
 
     @property
     def jobs_done(self) -> int:

@@ -66,12 +66,15 @@ def fuzz_settings(examples: int) -> settings:
     )
 
 
-def play_token(stream: str, *, seconds: float = 3600, secret: str = JWT_SECRET) -> str:
-    """An HS256 JWT that may watch ``stream`` (expired when ``seconds`` is negative)."""
+def play_token(
+    stream: str, *, seconds: float = 3600, secret: str = JWT_SECRET, action: str = "read"
+) -> str:
+    """An HS256 JWT that may watch ``stream`` (expired when ``seconds`` is negative; with
+    ``action="publish"``, one that may publish it)."""
     claims = {
         "sub": "fuzz-viewer",
         "exp": int(time.time() + seconds),
-        "lpstream_permissions": [{"action": "read", "path": stream}],
+        "lpstream_permissions": [{"action": action, "path": stream}],
     }
     return jwt.encode(claims, secret, algorithm="HS256")
 
@@ -109,10 +112,12 @@ GUARDED_FLAGS = (f"--api-token={API_TOKEN}", "--play-auth=jwt", f"--jwt-secret={
 @contextmanager
 def live_node(log_dir: Path, *, guarded: bool, stream: str = "fuzzcam") -> Iterator[FuzzNode]:
     """``lpstream dev --offchain`` (guarded or open) with ffmpeg publishing ``stream`` until
-    the block ends; the block runs once its master playlist is served. On leaving, the node
-    must stop cleanly (exit 0)."""
+    the block ends (with a JWT that may publish it, where the node wants one); the block runs
+    once its master playlist is served. On leaving, the node must stop cleanly (exit 0)."""
     node = start_dev(log_dir, *(GUARDED_FLAGS if guarded else ()))
     rtmp = f"{node.url('rtmp')}/live/{stream}"
+    if guarded:
+        rtmp += f"?jwt={play_token(stream, action='publish')}"
     publisher = subprocess.Popen(
         push_command(rtmp, seconds=1800, size=PICTURE, gop=30),
         stdin=subprocess.DEVNULL,

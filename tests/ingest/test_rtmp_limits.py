@@ -177,7 +177,7 @@ class RefusingHandler:
     def __init__(self) -> None:
         self.publisher = RefusingPublisher()
 
-    async def start_publish(self, stream_name: str) -> RefusingPublisher:
+    async def start_publish(self, stream_name: str, **who: object) -> RefusingPublisher:
         return self.publisher
 
 

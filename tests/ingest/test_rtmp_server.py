@@ -54,7 +54,7 @@ class RecordingHandler:
     fail_after: int | None = None
     started: trio.Event = attrs.field(factory=trio.Event)
 
-    async def start_publish(self, stream_name: str) -> RecordingPublisher:
+    async def start_publish(self, stream_name: str, **who: object) -> RecordingPublisher:
         current = self.live.get(stream_name)
         if current is not None and not current.closed.is_set():
             raise StreamInUseError(f"stream {stream_name!r} already has a publisher")

@@ -71,7 +71,7 @@ class RecordingPublisher:
 class RecordingHandler:
     publishers: dict[str, RecordingPublisher] = attrs.Factory(dict)
 
-    async def start_publish(self, stream_name: str) -> RecordingPublisher:
+    async def start_publish(self, stream_name: str, **who: object) -> RecordingPublisher:
         live = self.publishers.get(stream_name)
         if live is not None and not live.closed.is_set():
             raise StreamInUseError(f"stream {stream_name!r} already has a publisher")

@@ -55,6 +55,8 @@ class OneAiSession:
         pipeline: str,
         params: dict[str, ParamValue],
         size: tuple[int, int] | None = None,
+        *,
+        started_by: str | None = None,
     ) -> LiveAiSession:
         raise ProtocolError(f"stream {stream_name!r} is not live", code=404)
 

@@ -17,16 +17,18 @@ import trio
 from lpstream.chainwatch import ChainWatch
 from lpstream.config import HostPort
 from lpstream.errors import BusyError
+from lpstream.gateway.discovery import ChainSource
 from lpstream.gateway.orchestrators import OrchestratorPool
 from lpstream.gateway.payments import PaymentSender, PriceTooHighError
 from lpstream.gateway.selection import SelectionWeights, Selector
+from lpstream.gateway.status import OrchestratorFacts
 from lpstream.gateway.stream import SegmentJob
 from lpstream.jobs import JobError, request_job
 from lpstream.media import DEFAULT_PROFILES
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.orchestrator import Orchestrator
 from lpstream.orchestrator.payments import PaymentReceiver
-from lpstream.quic import QuicConnectionHandle, QuicStream, open_quic_connection, serve_quic
+from lpstream.quic import QuicConnectionHandle, QuicStream, open_quic_connection
 from lpstream.trickle import SegmentBuffer
 from lpstream.verification import VerificationError
 from lpstream.wire import (
@@ -81,8 +83,10 @@ async def start_paid_orchestrator(
     store: Path,
     price: Fraction,
     capacity: int = 4,
+    reclaim_after: float = 1.0,
 ) -> tuple[PaymentReceiver, int]:
-    """An orchestrator paid in tickets to ``key``'s address, serving QUIC on loopback."""
+    """An orchestrator paid in tickets to ``key``'s address, serving QUIC on loopback with its
+    own certificate, which it signs with ``key`` in its info."""
     receiver = PaymentReceiver(
         address=key.address,
         watch=watch,
@@ -95,8 +99,9 @@ async def start_paid_orchestrator(
     node = Orchestrator(
         secret="s", metrics=Metrics(), local=LocalWorker(capacity=capacity), payments=receiver
     )
-    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, node.handle_connection)
-    return receiver, port
+    node.pool.reclaim_after = reclaim_after
+    address = await nursery.start(node.serve, "127.0.0.1", 0)
+    return receiver, address.port
 
 
 @pytest.fixture
@@ -139,12 +144,20 @@ async def ticket_params(
     return info, Payment.decode(info.ticket_params).params
 
 
-def job(seq: int, payment: bytes, session: str = "honest") -> Job:
+DEFAULT_LADDER = tuple(ProfileSpec.from_profile(p) for p in DEFAULT_PROFILES)
+
+
+def job(
+    seq: int,
+    payment: bytes,
+    session: str = "honest",
+    profiles: tuple[ProfileSpec, ...] = DEFAULT_LADDER,
+) -> Job:
     return Job(
         stream_id="s",
         seq=seq,
         duration_ms=2000,
-        profiles=tuple(ProfileSpec.from_profile(p) for p in DEFAULT_PROFILES),
+        profiles=profiles,
         session_id=session,
         payment=payment,
     )
@@ -410,10 +423,12 @@ async def test_a_segment_paid_while_the_last_is_in_flight_is_not_short(
 async def test_an_unsigned_result_from_a_paid_orchestrator_is_refused(
     paid: Paid, segment: bytes, nursery: trio.Nursery
 ) -> None:
-    paid.receiver.signing_key = b""
     sender = PaymentSender(sender=TicketSender(private_key=paid.gateway_key.private_key))
     pool = OrchestratorPool([HostPort("127.0.0.1", paid.port)], payments=sender, watch=paid.watch)
     await nursery.start(pool.run)
+    # Connected, and the connection checked: the info signed the certificate it presented.
+    await pool.connections.connect(pool.connections.orchestrators[0])
+    paid.receiver.signing_key = b""  # from now on it signs nothing, results included
     with pytest.raises(VerificationError, match="missing signature"):
         await pool.transcode(segment_job(0, "unsigned"), full(segment))
 
@@ -433,6 +448,7 @@ async def test_an_orchestrator_above_the_max_price_is_never_offered_work(
         payments=sender,
         watch=paid.watch,
         selector=Selector(weights=SelectionWeights(stake=0, price=0, random=1)),
+        info_deadline=10,  # the first check must hear both, however loaded the machine
     )
     await nursery.start(pool.run)
     facts = {f.address: f for f in pool.status()}
@@ -469,7 +485,7 @@ async def test_after_a_402_the_gateway_pays_again_from_fresh_parameters(
     node = Orchestrator(
         secret="s", metrics=Metrics(), local=LocalWorker(capacity=2), payments=receiver("a.db")
     )
-    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, node.handle_connection)
+    port = (await nursery.start(node.serve, "127.0.0.1", 0)).port
     sender = PaymentSender(sender=TicketSender(private_key=paid.gateway_key.private_key))
     pool = OrchestratorPool([HostPort("127.0.0.1", port)], payments=sender, watch=paid.watch)
     await nursery.start(pool.run)
@@ -490,18 +506,31 @@ async def test_after_a_402_the_gateway_pays_again_from_fresh_parameters(
 async def test_a_busy_orchestrator_takes_no_payment(
     paid: Paid, segment: bytes, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
+    """Capacity 1 is 9.98 Mpx/s: a ladder of four renditions the 320x240 source fills (each
+    2.3 Mpx/s) takes it all, so a second such session is busy, and its tickets are not taken.
+    The first session keeps its room however slowly the tickets are made (``reclaim_after``)."""
     receiver, port = await start_paid_orchestrator(
-        nursery, paid.watch, paid.chain.keys[1], tmp_path / "one.sqlite", Fraction(1), capacity=1
+        nursery,
+        paid.watch,
+        paid.chain.keys[1],
+        tmp_path / "one.sqlite",
+        Fraction(1),
+        capacity=1,
+        reclaim_after=60,
+    )
+    full_ladder = tuple(
+        ProfileSpec(name=f"r{i}", width=640, height=480, bitrate=300_000) for i in range(4)
     )
     sender = TicketSender(private_key=paid.gateway_key.private_key)
     async with open_quic_connection("127.0.0.1", port) as connection:
         _, params = await ticket_params(connection, sender.address)
-        await send(connection, job(0, sender.create_payment(params, 2).encode(), "a"), segment)
+        payment = sender.create_payment(params, 2).encode()
+        await send(connection, job(0, payment, "a", full_ladder), segment)
         received = receiver.status().tickets_received
         assert received == 2
         with pytest.raises(JobError, match="busy") as caught:
             payment = sender.create_payment(params, 2).encode()
-            await send(connection, job(0, payment, "b"), segment)
+            await send(connection, job(0, payment, "b", full_ladder), segment)
         assert caught.value.code == 503
     assert receiver.status().tickets_received == received
     assert receiver.ledger.balance(sender.address, "b") == 0
@@ -568,3 +597,55 @@ async def test_a_paid_live_session_runs_jobs_only_from_the_payers_connection(
         while (event := await next_event(control, channel)) is not None:
             kinds.append(event.kind)
         assert kinds[-1] == "settled"
+
+
+async def test_a_certificate_not_signed_by_the_registered_address_gets_no_ticket(
+    paid: Paid, segment: bytes, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """The ServiceRegistry sends the gateway to a place where another orchestrator answers:
+    a real, paid one, whose info signs its own certificate with its own key, not the
+    registered address's. The gateway refuses it before any ticket or segment; once the
+    registered orchestrator answers at the registered URI, it is paid and works."""
+    registered = paid.chain.keys[1]
+    impostor, impostor_port = await start_paid_orchestrator(
+        nursery, paid.watch, paid.chain.keys[2], tmp_path / "impostor.sqlite", Fraction(1)
+    )
+    client = paid.chain.client(registered)
+    await paid.watch.call(client.set_service_uri, f"quic://127.0.0.1:{impostor_port}")
+    sender = PaymentSender(sender=TicketSender(private_key=paid.gateway_key.private_key))
+    pool = OrchestratorPool(
+        [],
+        payments=sender,
+        watch=paid.watch,
+        sources=[ChainSource(paid.watch)],
+        refresh_interval=0.1,
+    )
+    await nursery.start(pool.run)
+
+    async def wait_for_status(address: str) -> OrchestratorFacts:
+        with trio.fail_after(20):
+            while True:
+                facts = {f.address: f for f in pool.status()}
+                if address in facts and (
+                    facts[address].refused or facts[address].pipelines is not None
+                ):
+                    return facts[address]
+                await trio.sleep(0.05)
+
+    refused = await wait_for_status(f"127.0.0.1:{impostor_port}")
+    assert refused.refused.startswith("its QUIC certificate sha256=")
+    assert refused.refused.endswith(
+        f"is not signed by {registered.address}, the address it is paid at"
+    )
+    with pytest.raises(BusyError, match="is not signed by"):
+        await pool.transcode(segment_job(0, "s"), full(segment))
+    assert impostor.status().tickets_received == 0
+    assert sender.status().tickets_sent == 0
+
+    await paid.watch.call(client.set_service_uri, f"quic://127.0.0.1:{paid.port}")
+    honest = await wait_for_status(f"127.0.0.1:{paid.port}")
+    assert honest.refused == ""
+    renditions = await pool.transcode(segment_job(0, "s"), full(segment))
+    assert sum(r.pixels for r in renditions) > 0
+    assert paid.receiver.status().tickets_received > 0
+    assert impostor.status().tickets_received == 0

@@ -117,7 +117,7 @@ class Directory:
 class NoPublishes:
     """The publish side of a node that takes none (WHIP checks the name before asking)."""
 
-    async def start_publish(self, stream_name: str) -> Publisher:
+    async def start_publish(self, stream_name: str, **who: object) -> Publisher:
         raise StreamInUseError(stream_name)
 
 
