@@ -8,12 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable
-from fractions import Fraction
-from pathlib import Path
 
 import attrs
 import trio
@@ -23,9 +18,10 @@ import lpstream
 from ingest.rtmp import RtmpServer
 from ingest.whip import WhepPlayback, WhipIngest
 from lpstream.access import NodeAccess
-from lpstream.budget import MemoryBudget, default_memory_budget
+from lpstream.budget import MemoryBudget
 from lpstream.chainwatch import ChainWatch
-from lpstream.config import Config, HostPort, HttpSection, LimitsSection
+from lpstream.config import Config, HostPort, HttpSection
+from lpstream.demo import push_demo
 from lpstream.errors import ConfigError
 from lpstream.gateway.admission import DECISION_MARGIN, PublishAdmission
 from lpstream.gateway.discovery import (
@@ -37,15 +33,13 @@ from lpstream.gateway.discovery import (
 )
 from lpstream.gateway.fair_share import TranscodeShares
 from lpstream.gateway.gateway import Gateway
-from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.orchestrators import OrchestratorPool
 from lpstream.gateway.payments import PaymentSender
-from lpstream.gateway.publishers import PublisherTable, StreamLimits
+from lpstream.gateway.publishers import PublisherTable
 from lpstream.gateway.selection import SelectionWeights, Selector
 from lpstream.gateway.spending import SpendLedger
 from lpstream.http.api_guard import warn_if_open
 from lpstream.http.app import build_app
-from lpstream.http.limits import HttpLimits
 from lpstream.http.metrics_app import metrics_server
 from lpstream.http.server import HttpServer, raise_open_file_limit
 from lpstream.http.status import GatewayNodeStatus, OrchestratorNodeStatus
@@ -57,26 +51,26 @@ from lpstream.orchestrator.hello_backoff import HelloBackoff
 from lpstream.orchestrator.identity import load_identity
 from lpstream.orchestrator.orchestrator import Orchestrator
 from lpstream.paid import (
-    ChainOptions,
     DevEconomy,
-    PaymentOptions,
     PaymentsStatus,
     start_dev_economy,
     start_gateway_payments,
     start_orchestrator_payments,
 )
-from lpstream.worker.live import LiveSessions
+from lpstream.role_settings import (
+    chain_options,
+    gateway_http_addr,
+    http_limits,
+    ingest_limits,
+    live_sessions,
+    memory_limit,
+    payment_options,
+    stream_limits,
+)
 from lpstream.worker.local import LocalWorker
 from lpstream.worker.remote import run_remote_worker
-from workers.pipelines import ModelDirectory, PipelineRegistry
 
 __all__ = [
-    "chain_options",
-    "gateway_http_addr",
-    "http_limits",
-    "ingest_limits",
-    "memory_limit",
-    "payment_options",
     "run_dev",
     "run_gateway",
     "run_orchestrator",
@@ -86,103 +80,6 @@ __all__ = [
 log = logging.getLogger("lpstream")
 
 Announce = Callable[[str], None]
-
-
-def http_limits(section: HttpSection) -> HttpLimits:
-    """The HTTP budgets of the ``http`` section."""
-    return HttpLimits(
-        max_connections=section.http_max_connections,
-        keep_alive_timeout=section.http_keep_alive_timeout,
-        send_timeout=section.http_send_timeout,
-        body_timeout=section.http_body_timeout,
-        max_uploads=section.http_max_uploads,
-        dead_peer_timeout=section.http_dead_peer_timeout,
-    )
-
-
-def ingest_limits(config: Config) -> IngestLimits:
-    """What each publisher may send, and how long an ended stream stays."""
-    return IngestLimits(
-        max_pixels=config.limits.max_ingest_pixels,
-        max_fps=config.limits.max_ingest_fps,
-        max_bitrate=config.limits.max_ingest_bitrate,
-        end_linger=config.playback.end_linger,
-    )
-
-
-def stream_limits(section: LimitsSection) -> StreamLimits:
-    """How many live streams the gateway, a publisher and an address may hold."""
-    return StreamLimits(
-        max_streams=section.max_streams,
-        max_streams_per_key=section.max_streams_per_key,
-        max_streams_per_addr=section.max_streams_per_addr,
-    )
-
-
-def live_sessions(config: Config) -> LiveSessions:
-    """A worker's live AI sessions, whose pipelines load the models clients name from
-    ``--models-dir`` (default ``<data-dir>/models``; none without either)."""
-    folder = config.worker.models_dir
-    if folder is None and config.payments.data_dir is not None:
-        folder = str(Path(config.payments.data_dir) / "models")
-    models = ModelDirectory(None if folder is None else Path(folder))
-    return LiveSessions(registry=PipelineRegistry(models=models))
-
-
-def memory_limit(section: LimitsSection) -> int:
-    """The memory budget in bytes; ``auto`` (None) is resolved against this machine."""
-    if section.memory_budget is None:
-        return default_memory_budget()
-    return section.memory_budget
-
-
-def payment_options(config: Config) -> PaymentOptions:
-    """Prices, ticket economics and the dev chain's pace from the ``payments`` and ``chain``
-    sections; the ticket queue in ``data_dir``, or a fresh temporary folder if it is None."""
-    pay = config.payments
-    folder = pay.data_dir or tempfile.mkdtemp(prefix="lpstream-dev-")
-    return PaymentOptions(
-        price_per_unit=pay.price_per_unit,
-        pixels_per_unit=pay.pixels_per_unit,
-        ticket_ev=pay.ticket_ev,
-        max_face_value=pay.max_face_value,
-        max_price=None
-        if pay.max_price_per_unit is None
-        else Fraction(pay.max_price_per_unit, pay.pixels_per_unit),
-        block_time=config.chain.block_time,
-        round_length=config.chain.round_length,
-        data_dir=Path(folder),
-    )
-
-
-def gateway_http_addr(config: Config) -> HostPort:
-    """Where a gateway serves HTTP.
-
-    Raises:
-        ConfigError: ``http_addr`` is off (as it is by default only for an orchestrator).
-    """
-    if config.http.http_addr is None:
-        raise ConfigError("a gateway needs --http-addr")
-    return config.http.http_addr
-
-
-def chain_options(config: Config) -> ChainOptions | None:
-    """How a paid node reaches its chain; None off-chain.
-
-    Raises:
-        ConfigError: a paid node lacks one of the chain's flags.
-    """
-    chain = config.chain
-    if config.payments.offchain:
-        return None
-    if chain.missing() or not (chain.eth_url and chain.controller and chain.keystore):
-        raise ConfigError(f"a paid node needs {', '.join(chain.missing())}")
-    return ChainOptions(
-        eth_url=chain.eth_url,
-        controller=chain.controller,
-        keystore=Path(chain.keystore),
-        passphrase_file=Path(chain.passphrase_file) if chain.passphrase_file else None,
-    )
 
 
 async def _start_http(
@@ -496,58 +393,12 @@ async def run_dev(config: Config, announce: Announce = print) -> None:
         announce("lpstream dev ready")
         if config.node.demo_stream:
             nursery.start_soon(
-                _push_demo,
+                push_demo,
                 config.ingest.rtmp_addr,
                 config.node.demo_stream,
                 f"{'http' if tls is None else 'https'}://{gateway_http_addr(config)}",
                 announce,
             )
-
-
-async def _push_demo(rtmp: HostPort, stream: str, web: str, announce: Announce) -> None:
-    """Pushes a test pattern with ffmpeg, restarting it if it stops."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        log.warning("ffmpeg is not installed: no demo stream (install it, or push your own)")
-        return
-    url = f"rtmp://{rtmp}/live/{stream}"
-    command = [
-        ffmpeg,
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-re",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=1280x720:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-tune",
-        "zerolatency",
-        "-g",
-        "60",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "96k",
-        "-f",
-        "flv",
-        url,
-    ]
-    announce(f"demo stream: pushing a test pattern to {url}")
-    announce(f"watch it:    ffplay {web}/hls/{stream}/index.m3u8  (or {web}/watch/{stream})")
-    while True:
-        await trio.run_process(command, check=False, stdin=subprocess.DEVNULL)
-        await trio.sleep(2)
 
 
 def new_secret() -> str:

@@ -31,7 +31,7 @@ from lpstream.config.values import bitrate_text, memory_budget_text, pixels_text
 from lpstream.errors import ConfigError
 from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.http.limits import HttpLimits
-from lpstream.node import http_limits, ingest_limits
+from lpstream.role_settings import http_limits, ingest_limits
 
 ROOT = Path(__file__).resolve().parents[2]
 LPSTREAM = [sys.executable, "-m", "lpstream"]
