@@ -18,6 +18,15 @@ How this works:
   parameters is not offered work (``refused`` says why) until a later check says otherwise.
   The capacity and the live AI pipelines (with their prices) of each answer are kept for
   the placement of sessions.
+* Whoever answers at an orchestrator's address must be that orchestrator before it gets a
+  segment or a ticket. A pinned address (``quic://host:port#sha256=…``) is checked in the
+  QUIC handshake: another certificate fails the dial (``CertificatePinError``, naming both
+  fingerprints), and the orchestrator is not offered work (``refused`` says why) until a
+  check finds the pinned one again. An unpinned address is noted in the log once. A paying
+  gateway also asks each new connection for the orchestrator's info before anyone may use
+  it: the info must sign the certificate the connection presented with the key of the
+  address the gateway pays (the chain's, or the info's own), or the connection is closed
+  and the orchestrator refused the same way.
 """
 
 from __future__ import annotations
@@ -35,13 +44,15 @@ from lpstream.errors import BusyError, LpstreamError, TransportError
 from lpstream.gateway.discovery import (
     DiscoveredOrchestrator,
     OrchestratorSource,
+    certificate_refusal,
     refresh_infos,
     refusal,
 )
 from lpstream.gateway.status import OrchestratorFacts
 from lpstream.jobs import JobError
 from lpstream.keepalive import keep_alive
-from lpstream.quic import QuicConnectionHandle, open_quic_connection
+from lpstream.orchestrator.address import certificate_pin, note_unpinned
+from lpstream.quic import CertificatePinError, QuicConnectionHandle, open_quic_connection
 from lpstream.taskgroups import one_error
 from lpstream.wire import Error, GetInfo, MessageStream, OrchInfo
 from payments.pm import Wei
@@ -49,12 +60,27 @@ from payments.pm import Wei
 if TYPE_CHECKING:
     from lpstream.gateway.ticket_terms import TicketTerms
 
-__all__ = ["KnownOrchestrator", "OrchestratorConnections", "RefreshListener", "get_info"]
+__all__ = [
+    "CertificateClaimError",
+    "KnownOrchestrator",
+    "OrchestratorConnections",
+    "RefreshListener",
+    "get_info",
+]
 
 log = logging.getLogger("lpstream.gateway")
 
 INFO_TIMEOUT = 5.0
 """Seconds an orchestrator has to answer a GET_INFO on an open connection."""
+
+DIAL_INFO_REUSE = 2.0
+"""Seconds the info a paying gateway read on a new connection answers the next info request
+in its place (that request is often what dialled)."""
+
+
+class CertificateClaimError(TransportError):
+    """A paid orchestrator's info does not sign the certificate its connection presented with
+    the key of the address the gateway pays: the connection was closed before any use."""
 
 
 @attrs.define(eq=False)
@@ -66,17 +92,24 @@ class KnownOrchestrator:
     """Its stake in wei, from discovery (0 off-chain)."""
     score: float | None = None
     """A webhook's score for it, if one gave one."""
+    eth_address: str = ""
+    """Its Ethereum address as the chain lists it ("" when it was not discovered on chain:
+    then its info's ``address`` is the one paid)."""
     connection: QuicConnectionHandle | None = None
     connecting: trio.Event | None = None
     """Set while a dial is under way; those who need the connection wait for it."""
     refused: str = ""
-    """Why the last info check ruled it out (capability, price, ticket parameters); "" if not."""
+    """Why the last info check or dial ruled it out (capability, price, ticket parameters,
+    a certificate that is not its own); "" if not."""
     answered: bool = True
     """Whether it answered the last info check within the deadline."""
     full: bool = False
     """Whether its last info said every session was in use."""
     capacity: int = 0
     """Sessions' worth of work its last info said it takes (0: none, or no info yet)."""
+    dial_info: tuple[float, OrchInfo] | None = None
+    """When the last dial read the info on its new connection, and that info (paying
+    gateways only); the next ``get_info`` takes it if fresh."""
     pipelines: dict[str, int] | None = None
     """Live AI pipelines its last info offered, with their price per second (None: no info
     yet)."""
@@ -142,12 +175,21 @@ class OrchestratorConnections:
     _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
-        self.orchestrators = [KnownOrchestrator(address=a) for a in self.addresses]
+        self.orchestrators = []
+        for address in self.addresses:
+            self._add(KnownOrchestrator(address=address))
+
+    def _add(self, orch: KnownOrchestrator) -> None:
+        note_unpinned(orch.address, log, sends="this gateway's tickets")
+        self.orchestrators.append(orch)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Holds the connections and refreshes; runs until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.terms is not None:
+                # The chain's addresses before the first dial checks a certificate against them.
+                await self.discover()
             await self.check_infos()
             task_status.started()
             while True:
@@ -197,6 +239,9 @@ class OrchestratorConnections:
     async def get_info(self, orch: KnownOrchestrator) -> OrchInfo:
         """``orch``'s ORCH_INFO, with ticket parameters made out to this gateway."""
         connection = await self.connect(orch)
+        dialled, orch.dial_info = orch.dial_info, None
+        if dialled is not None and trio.current_time() - dialled[0] < DIAL_INFO_REUSE:
+            return dialled[1]
         return await get_info(connection, self.terms.sender.address if self.terms else "")
 
     async def refresh_info(self, orch: KnownOrchestrator) -> OrchInfo:
@@ -259,12 +304,18 @@ class OrchestratorConnections:
         known = {o.key: o for o in self.orchestrators}
         for key, d in found.items():
             if key in known:
-                known[key].stake, known[key].score = d.stake, d.score
+                orch = known[key]
+                orch.stake, orch.score = d.stake, d.score
+                if orch.eth_address != d.eth_address:
+                    orch.eth_address = d.eth_address
+                    self.drop(orch)  # checked against another address: the next dial checks again
             else:
-                self.orchestrators.append(
-                    KnownOrchestrator(address=d.address, stake=d.stake, score=d.score)
-                )
                 log.info("discovered orchestrator %s", key)
+                self._add(
+                    KnownOrchestrator(
+                        address=d.address, stake=d.stake, score=d.score, eth_address=d.eth_address
+                    )
+                )
         for gone in [o for o in self.orchestrators if o.key not in found]:
             log.info("orchestrator %s is no longer offered", gone.address)
             self.drop(gone)
@@ -275,20 +326,47 @@ class OrchestratorConnections:
         self, orch: KnownOrchestrator, *, task_status: trio.TaskStatus[QuicConnectionHandle]
     ) -> None:
         started = False
+        address = orch.address
         try:
-            async with open_quic_connection(orch.address.host, orch.address.port) as conn:
+            async with open_quic_connection(
+                address.host, address.port, pin=certificate_pin(address)
+            ) as conn:
+                if self.terms is not None:
+                    await self._check_certificate_claim(orch, conn)
                 task_status.started(conn)
                 started = True
                 # A killed or frozen orchestrator sends nothing: pings find it within
                 # ``answer_within`` and closing the connection fails its jobs at once.
-                await keep_alive(conn, peer=f"orchestrator {orch.address}")
+                await keep_alive(conn, peer=f"orchestrator {address}")
                 await conn.wait_closed()
+        except (CertificatePinError, CertificateClaimError) as exc:
+            orch.refused = str(exc)
+            log.error("orchestrator %s is not offered work: %s", address, exc)
+            raise  # never started: the dialler gets the error
         except TransportError as exc:
-            log.warning("orchestrator %s: %s", orch.address, exc)
+            log.warning("orchestrator %s: %s", address, exc)
             if not started:
                 raise  # the dialler gets the error; after that, the next job dials again
         finally:
             orch.connection = None
+
+    async def _check_certificate_claim(
+        self, orch: KnownOrchestrator, connection: QuicConnectionHandle
+    ) -> None:
+        """Asks for the info on a new ``connection`` and checks that it signs the certificate
+        the connection presented with the key of the address this gateway pays.
+
+        Raises:
+            CertificateClaimError: it does not.
+        """
+        assert self.terms is not None
+        info = await get_info(connection, self.terms.sender.address)
+        why = certificate_refusal(
+            info, connection.peer_fingerprint, orch.eth_address or info.address
+        )
+        if why:
+            raise CertificateClaimError(why)
+        orch.dial_info = (trio.current_time(), info)
 
 
 async def get_info(connection: QuicConnectionHandle, sender: str) -> OrchInfo:
