@@ -38,7 +38,13 @@ from aiortc.mediastreams import MediaStreamError
 from lpstream.errors import RemoteProtocolError
 from lpstream.media.h264 import NAL_IDR, nal_type, nal_units
 
-from .rtc import ConnectionStateChanged, PeerTasks, apply_offer, open_peer_connection
+from .rtc import (
+    ConnectionStateChanged,
+    PeerTasks,
+    apply_offer,
+    create_answer,
+    open_peer_connection,
+)
 
 __all__ = ["AudioFrameReceived", "PeerItem", "RtcPeer", "VideoFrameReceived"]
 
@@ -140,8 +146,7 @@ class RtcPeer:
             raise RemoteProtocolError("the offer has no video to receive", code=415)
         loop = asyncio.get_running_loop()
         self._last_keyframe = self._last_request = loop.time()
-        answer = await self._pc.createAnswer()
-        await self._pc.setLocalDescription(answer)
+        await self._pc.setLocalDescription(await create_answer(self._pc, log=log))
         self._tasks.start(self._request_keyframes())
         return str(self._pc.localDescription.sdp)
 

@@ -6,7 +6,8 @@ How this works:
 * Everything here runs on an asyncio loop (see :mod:`.bridge`); nothing here knows trio.
   :class:`~.peer.RtcPeer` (receives) and :class:`~.whep_peer.WhepPeer` (sends) are each made of
   an ``RTCPeerConnection`` from :func:`open_peer_connection`, the remote offer applied with
-  :func:`apply_offer` (which turns aiortc's refusals into remote errors with the HTTP status to
+  :func:`apply_offer` and answered with :func:`create_answer` (which turn aiortc's refusals
+  into remote errors with the HTTP status to answer: aiortc applies some offers it then cannot
   answer), and a :class:`PeerTasks` that owns the peer's background tasks.
 * ICE: aiortc has one ICE stack per process, so :func:`offer_host_addresses` chooses the host
   candidates of every peer made afterwards, WHIP's and WHEP's alike.
@@ -31,6 +32,7 @@ __all__ = [
     "ConnectionStateChanged",
     "PeerTasks",
     "apply_offer",
+    "create_answer",
     "offer_host_addresses",
     "open_peer_connection",
 ]
@@ -94,8 +96,26 @@ async def apply_offer(
     except OperationError as exc:
         raise RemoteProtocolError(f"{no_codec} ({exc}); {codecs_taken}", code=415) from None
     except Exception as exc:
-        log.debug("offer rejected by aiortc", exc_info=True)
-        raise RemoteProtocolError(f"bad SDP offer: {exc or type(exc).__name__}") from None
+        raise _bad_offer(exc, log) from None
+
+
+async def create_answer(pc: RTCPeerConnection, *, log: logging.Logger) -> RTCSessionDescription:
+    """``pc``'s answer to the offer :func:`apply_offer` applied.
+
+    Raises:
+        lpstream.errors.RemoteProtocolError: 400 when aiortc cannot answer it (an offer whose
+            media sections it read without a direction, for one).
+    """
+    try:
+        answer: RTCSessionDescription = await pc.createAnswer()
+    except Exception as exc:
+        raise _bad_offer(exc, log) from None
+    return answer
+
+
+def _bad_offer(exc: Exception, log: logging.Logger) -> RemoteProtocolError:
+    log.debug("offer rejected by aiortc", exc_info=exc)
+    return RemoteProtocolError(f"bad SDP offer: {exc or type(exc).__name__}")
 
 
 class PeerTasks:

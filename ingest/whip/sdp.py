@@ -7,7 +7,10 @@ How this works:
   media section per ``m=`` line. Only what ingest depends on is checked; the full negotiation
   (ICE, DTLS roles, payload types, header extensions) is left to the WebRTC stack.
 * A malformed offer (not text, no ``v=0``, a line that is not ``x=...``, an ``m=`` line that
-  cannot be read, no ICE credentials or DTLS fingerprint) is a remote error with code 400.
+  cannot be read, no ICE credentials or DTLS fingerprint, a media section without ``a=mid``,
+  a BUNDLE group naming a section there is not) is a remote error with code 400. Every WebRTC
+  offer names its sections and bundles only those (JSEP, RFC 8843); aiortc takes an offer that
+  does otherwise but then fails to answer it or to close its connection.
 * An offer that is well formed but carries media this node cannot ingest is refused with 415:
   the video section must offer H.264 with ``packetization-mode=1`` (the mode every WebRTC
   sender uses; H.264 is passed through to HLS without re-encoding, so no other video codec
@@ -79,6 +82,9 @@ class _Section:
     direction: str | None = None
     has_ice: bool = False
     has_fingerprint: bool = False
+    mid: str = ""
+    bundle: list[str] = attrs.Factory(list)
+    """The media sections an ``a=group:BUNDLE`` names (on the session part)."""
 
 
 def _fmtp_params(text: str) -> dict[str, str]:
@@ -124,6 +130,10 @@ def _parse(text: str) -> tuple[_Section, list[_Section]]:
                 current.has_ice = True
             elif name == "fingerprint":
                 current.has_fingerprint = True
+            elif name == "mid":
+                current.mid = arg.strip()
+            elif name == "group" and arg.upper().startswith("BUNDLE"):
+                current.bundle += arg.split()[1:]
     return session, sections
 
 
@@ -148,7 +158,23 @@ def _summarize(section: _Section) -> MediaSection:
     )
 
 
-def _sections(data: str | bytes) -> tuple[list[MediaSection], list[MediaSection]]:
+@attrs.frozen
+class _Read:
+    """What the checks read of an offer."""
+
+    videos: list[MediaSection]
+    audios: list[MediaSection]
+    unbundled: list[str]
+    """Sections a BUNDLE group names that the offer does not have."""
+
+    def check_bundle(self) -> None:
+        """Refuses the offer if a BUNDLE group names a section it does not have (checked last:
+        an offer without the media this node needs is told that first)."""
+        if self.unbundled:
+            raise _bad(f"a=group:BUNDLE names {self.unbundled!r}, which no media section is")
+
+
+def _sections(data: str | bytes) -> _Read:
     """The video and audio sections of a well-formed offer (at most one of each)."""
     if len(data) > MAX_OFFER_SIZE:
         raise RemoteProtocolError(f"SDP offer over {MAX_OFFER_SIZE} bytes", code=413)
@@ -165,11 +191,14 @@ def _sections(data: str | bytes) -> tuple[list[MediaSection], list[MediaSection]
             raise _bad(f"the {section.kind} section has no a=ice-ufrag/a=ice-pwd")
         if not (section.has_fingerprint or session.has_fingerprint):
             raise _bad(f"the {section.kind} section has no DTLS a=fingerprint")
+        if not section.mid:
+            raise _bad(f"the {section.kind} section has no a=mid")
     videos = [_summarize(s) for s in sections if s.kind == "video"]
     audios = [_summarize(s) for s in sections if s.kind == "audio"]
     if len(videos) > 1 or len(audios) > 1:
         raise _bad("at most one video and one audio section (simulcast is not supported)")
-    return videos, audios
+    mids = {section.mid for section in sections}
+    return _Read(videos, audios, sorted(set(session.bundle) - mids))
 
 
 @attrs.frozen(kw_only=True)
@@ -228,9 +257,9 @@ def check_offer(data: str | bytes) -> OfferSummary:
             :data:`MAX_OFFER_SIZE`, 415 for one without H.264 video or with audio but no Opus;
             the message says which.
     """
-    videos, audios = _sections(data)
-    video = _h264_video(videos, _PUBLISH)
-    audio = audios[0] if audios else None
+    read = _sections(data)
+    video = _h264_video(read.videos, _PUBLISH)
+    audio = read.audios[0] if read.audios else None
     if audio is not None:
         if audio.direction not in _SENDING:
             audio = None
@@ -239,6 +268,7 @@ def check_offer(data: str | bytes) -> OfferSummary:
                 f"the offer's audio has no Opus (offered: {_offered(audio)}); "
                 "this node ingests Opus audio (sent on as AAC) or no audio"
             )
+    read.check_bundle()
     return OfferSummary(video=video, audio=audio)
 
 
@@ -251,5 +281,7 @@ def check_playback_offer(data: str | bytes) -> MediaSection:
             does not receive, 413 for one over :data:`MAX_OFFER_SIZE`, 415 for one without
             H.264 (``packetization-mode=1``) video; the message says which.
     """
-    videos, _ = _sections(data)
-    return _h264_video(videos, _PLAYBACK)
+    read = _sections(data)
+    video = _h264_video(read.videos, _PLAYBACK)
+    read.check_bundle()
+    return video

@@ -43,7 +43,13 @@ from aiortc.mediastreams import MediaStreamError
 
 from lpstream.errors import RemoteProtocolError
 
-from .rtc import ConnectionStateChanged, PeerTasks, apply_offer, open_peer_connection
+from .rtc import (
+    ConnectionStateChanged,
+    PeerTasks,
+    apply_offer,
+    create_answer,
+    open_peer_connection,
+)
 
 __all__ = ["KeyframeRequested", "ViewerSilent", "WhepPeer", "WhepPeerItem"]
 
@@ -185,7 +191,7 @@ class WhepPeer:
         )
         if transceiver.mid is None:
             raise RemoteProtocolError("the offer has no video section to send on", code=415)
-        await pc.setLocalDescription(await pc.createAnswer())
+        await pc.setLocalDescription(await create_answer(pc, log=log))
         self._tasks.start(self._watch_reports())
         return str(pc.localDescription.sdp)
 

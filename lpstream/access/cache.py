@@ -3,23 +3,39 @@ for every request (an HLS player asks several times a second).
 
 Sans-IO: every call takes ``now`` (the caller's clock). Entries live ``ttl`` seconds (or less,
 where one is put with its own), at most ``max_entries`` of them; past that the oldest goes
-first, so a client sending a new token each time costs a bounded amount of memory.
+first, so a client sending a new token each time costs a bounded amount of memory. Keys made
+of what a client sends (a token, a stream name: as long as a request's head allows, tens of
+KB) are remembered by :func:`decision_key`, a digest of fixed size, never as they came.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 import attrs
 
-__all__ = ["DEFAULT_MAX_ENTRIES", "DecisionCache"]
+__all__ = ["DEFAULT_MAX_ENTRIES", "DecisionCache", "decision_key"]
 
 DEFAULT_MAX_ENTRIES = 10_000
 """Decisions remembered at most."""
 
 K = TypeVar("K", bound=Hashable)
+
+
+def decision_key(*parts: str | None) -> bytes:
+    """The cache key of a decision on ``parts`` (stream, protocol, token...): 32 bytes, however
+    long the parts; distinct parts give distinct keys (each part is length-prefixed)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = b"" if part is None else part.encode("utf-8", "surrogatepass")
+        size = -1 if part is None else len(data)
+        digest.update(size.to_bytes(8, "big", signed=True) + data)
+    return digest.digest()
+
+
 V = TypeVar("V")
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 import trio
 
-from lpstream.access.cache import DecisionCache
+from lpstream.access.cache import DecisionCache, decision_key
 from lpstream.access.values import Decision, Grant, ParamValue, Refusal, host_of
 from lpstream.errors import ProtocolError
 from lpstream.media import VideoProfile, check_stream_name
@@ -135,8 +135,8 @@ class AuthWebhook:
 
     client: WebhookClient
     """The bounded client of ``--auth-webhook-url``."""
-    cache: DecisionCache[tuple[str, str, str | None, str], Decision]
-    """Decisions by (stream, protocol, token, client host)."""
+    cache: DecisionCache[bytes, Decision]
+    """Decisions by (stream, protocol, token, client host) (:func:`.cache.decision_key`)."""
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float, cache_seconds: float) -> AuthWebhook:
@@ -155,9 +155,10 @@ class AuthWebhook:
         cache key, with its ``remote_addr``'s host); ``identity`` is who it is when the answer
         does not say."""
         token = body.get("token")
-        key = (
-            str(body["stream"]),
-            str(body["protocol"]),
+        stream, protocol = str(body["stream"]), str(body["protocol"])
+        key = decision_key(
+            stream,
+            protocol,
             None if token is None else str(token),
             host_of(str(body.get("remote_addr", ""))),
         )
@@ -165,7 +166,7 @@ class AuthWebhook:
         if remembered is not None:
             return remembered
         try:
-            check_stream_name(key[0])
+            check_stream_name(stream)
             document = await self.client.post_json(body)
         except ValueError as exc:
             return Refusal(reason=str(exc), status=403)
@@ -173,12 +174,12 @@ class AuthWebhook:
             refusal = _refusal_of(exc)
             if exc.status is not None:
                 self.cache.put(key, refusal, now=trio.current_time())
-            log.info("auth webhook: %s %s refused: %s", key[1], key[0], exc)
+            log.info("auth webhook: %s %s refused: %s", protocol, stream, exc)
             return refusal
         try:
             decision: Decision = grant_from_answer(document, identity=identity)
         except ValueError as exc:
-            log.warning("auth webhook: unusable answer for %s %s: %s", key[1], key[0], exc)
+            log.warning("auth webhook: unusable answer for %s %s: %s", protocol, stream, exc)
             return Refusal(reason=f"the auth webhook's answer is unusable: {exc}", status=503)
         self.cache.put(key, decision, now=trio.current_time())
         return decision

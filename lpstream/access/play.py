@@ -22,12 +22,13 @@ from typing import Literal, TypeAlias
 import attrs
 import trio
 
-from lpstream.access.cache import DecisionCache
+from lpstream.access.cache import DecisionCache, decision_key
 from lpstream.access.hook import AuthWebhook
 from lpstream.access.keys import SecretSet
 from lpstream.access.tokens import JwtVerifier
 from lpstream.access.values import Decision, Grant, PlayRequest, Refusal, identity_of
 from lpstream.errors import ConfigError
+from lpstream.media import check_stream_name
 
 __all__ = ["JWT_DECISION_SECONDS", "PLAY_AUTH_MODES", "PlayAuthMode", "PlayAuthorizer"]
 
@@ -35,6 +36,16 @@ PlayAuthMode: TypeAlias = Literal["jwt", "webhook"]
 PLAY_AUTH_MODES: tuple[PlayAuthMode, ...] = ("jwt", "webhook")
 JWT_DECISION_SECONDS = 10.0
 """Seconds a JWT's decision for a stream is remembered (never past the token's expiry)."""
+
+
+def _may_exist(stream: str) -> bool:
+    """Whether ``stream`` is a name a stream may have (a refusal for any other is not worth
+    remembering: its reason names it, and it may be as long as a URL)."""
+    try:
+        check_stream_name(stream)
+    except ValueError:
+        return False
+    return True
 
 
 @attrs.define
@@ -49,7 +60,7 @@ class PlayAuthorizer:
     """The auth webhook (mode ``webhook``)."""
     whep_token: SecretSet | None = None
     """``--whep-token``: a WHEP bearer token that passes."""
-    _decided: DecisionCache[tuple[str, str, str], Decision] = attrs.field(
+    _decided: DecisionCache[bytes, Decision] = attrs.field(
         init=False, factory=lambda: DecisionCache(ttl=JWT_DECISION_SECONDS)
     )
 
@@ -83,7 +94,7 @@ class PlayAuthorizer:
 
     async def _check_jwt(self, stream: str, protocol: str, token: str) -> Decision:
         assert self.jwt is not None
-        key = (stream, protocol, token)
+        key = decision_key(stream, protocol, token)
         remembered = self._decided.get(key, now=trio.current_time())
         if remembered is not None:
             return remembered
@@ -91,7 +102,7 @@ class PlayAuthorizer:
         if verdict is None:
             verdict = Refusal(reason="the token is not a JWT", status=401)
         if isinstance(verdict, Refusal):
-            if verdict.status != 503:
+            if verdict.status != 503 and _may_exist(stream):
                 self._decided.put(key, verdict, now=trio.current_time())
             return verdict
         grant = Grant(identity=verdict.identity)

@@ -1,5 +1,5 @@
-"""One HTTP connection's stream, as hypercorn's ``TCPServer`` sees it: the time limits that
-hold while it is served.
+"""One HTTP connection as hypercorn serves it: its stream, its driver (hypercorn's
+``TCPServer``) and the time limits that hold while it is served.
 
 How this works:
 
@@ -30,6 +30,11 @@ How this works:
   opens with HTTP/2's preface (prior knowledge, no TLS) has no request in progress until its
   first stream, and now runs the idle timer from the moment HTTP/2 takes over, as HTTP/2 over
   TLS does.
+* A WebSocket handshake followed at once by frames (a client must wait for the answer) is
+  answered ``400`` by hypercorn while the app answers it too; the two answers trip h11's state
+  machine. The connection is done for either way: :class:`WebSocketSends` drops the app's
+  sends h11 refuses, and the server logs such a connection's end at debug, not as a traceback
+  (a client breaking the protocol is the client's fault).
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ __all__ = [
     "ServedConnection",
     "TimedSends",
     "TlsClientStream",
+    "WebSocketSends",
+    "WrappedSends",
     "probe_for_dead_peers",
 ]
 
@@ -191,14 +198,11 @@ class TlsClientStream(ClientStream[trio.SSLStream[trio.SocketStream]]):
         return protocol
 
 
-class TimedSends:
-    """An app (hypercorn's wrapper of one) whose every send is given ``send_timeout``, for
-    one HTTP/2 connection; past it ``client``'s connection is dropped."""
+class WrappedSends:
+    """An app (hypercorn's wrapper of one) whose sends go through :meth:`wrap`."""
 
-    def __init__(self, app: AppWrapper, client: ClientStream[Any], send_timeout: float) -> None:
+    def __init__(self, app: AppWrapper) -> None:
         self._app = app
-        self._client = client
-        self._send_timeout = send_timeout
 
     async def __call__(
         self,
@@ -208,6 +212,23 @@ class TimedSends:
         sync_spawn: Any,
         call_soon: Any,
     ) -> None:
+        await self._app(scope, receive, self.wrap(scope, send), sync_spawn, call_soon)
+
+    def wrap(self, scope: Scope, send: ASGISendCallable) -> ASGISendCallable:
+        """The send the app is given for ``scope`` (``send`` itself here)."""
+        return send
+
+
+class TimedSends(WrappedSends):
+    """An app (hypercorn's wrapper of one) whose every send is given ``send_timeout``, for
+    one HTTP/2 connection; past it ``client``'s connection is dropped."""
+
+    def __init__(self, app: AppWrapper, client: ClientStream[Any], send_timeout: float) -> None:
+        super().__init__(app)
+        self._client = client
+        self._send_timeout = send_timeout
+
+    def wrap(self, scope: Scope, send: ASGISendCallable) -> ASGISendCallable:
         async def timed_send(message: ASGISendEvent) -> None:
             with trio.move_on_after(self._send_timeout) as deadline:
                 await send(message)
@@ -215,7 +236,7 @@ class TimedSends:
                 await self._client.drop_for_send_timeout()
                 await trio.lowlevel.checkpoint()  # the connection is cancelled: raises
 
-        await self._app(scope, receive, timed_send, sync_spawn, call_soon)
+        return timed_send
 
 
 class ServedConnection(TCPServer):
@@ -250,3 +271,21 @@ class ServedConnection(TCPServer):
             connection = connection.h11_connection
         if connection.our_state is h11.MUST_CLOSE:
             self._client.end_soon()  # the answer is whole and HTTP/1.1 says close
+
+
+class WebSocketSends(WrappedSends):
+    """An app (hypercorn's wrapper of one) whose WebSocket sends that h11 refuses, once the
+    connection's HTTP/1.1 state machine has failed, are dropped and logged at debug (see the
+    module comment), as hypercorn drops an app's sends to a closed connection."""
+
+    def wrap(self, scope: Scope, send: ASGISendCallable) -> ASGISendCallable:
+        if scope["type"] != "websocket":
+            return send
+
+        async def send_or_drop(message: ASGISendEvent) -> None:
+            try:
+                await send(message)
+            except h11.LocalProtocolError as exc:
+                log.debug("HTTP: a WebSocket answer was dropped: the connection failed (%s)", exc)
+
+        return send_or_drop

@@ -41,6 +41,7 @@ import resource
 from typing import Any, cast
 
 import attrs
+import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.worker_context import WorkerContext
@@ -54,6 +55,7 @@ from lpstream.http.connection import (
     ServedConnection,
     TimedSends,
     TlsClientStream,
+    WebSocketSends,
     probe_for_dead_peers,
 )
 from lpstream.http.limits import HttpLimits
@@ -181,7 +183,7 @@ class HttpServer:
     async def serve(self, addr: HostPort, *, task_status: trio.TaskStatus[HostPort]) -> None:
         """Listens on ``addr`` and serves until cancelled; reports the bound address."""
         config = hypercorn_config(self.limits)
-        app = wrap_app(cast(Any, self.app), config.wsgi_max_body_size, "asgi")
+        app = WebSocketSends(wrap_app(cast(Any, self.app), config.wsgi_max_body_size, "asgi"))
         context = WorkerContext(None)
         listeners = await trio.open_tcp_listeners(addr.port, host=addr.host, backlog=BACKLOG)
         # Fitted now, not when the server was made: the node raises its descriptor limit
@@ -269,7 +271,9 @@ class HttpServer:
                     if tls.selected_alpn_protocol() == "h2":
                         app = TimedSends(app, client, send_timeout)
                 await ServedConnection(app, config, context, client).run()
-        except Exception:  # hypercorn's own failure: this connection only
+        except* h11.ProtocolError as failed:  # h11 tripped over what the client sent
+            log.debug("HTTP: a connection failed: %s", failed.exceptions[0])
+        except* Exception:  # hypercorn's own failure: this connection only
             log.exception("HTTP: a connection failed")
         finally:
             await trio.aclose_forcefully(stream)

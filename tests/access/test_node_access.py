@@ -76,7 +76,11 @@ def test_a_viewer_with_the_token_plays_and_one_without_is_refused(dev_node: Node
     query = f"token={urllib.parse.quote(token)}"
     master = f"{base}/hls/{STREAM}/index.m3u8"
     publisher = subprocess.Popen(
-        push_command(f"{dev_node.url('rtmp')}/live/{STREAM}", seconds=10, size="640x360"),
+        push_command(
+            f"{dev_node.url('rtmp')}/live/{STREAM}?jwt={token_for(STREAM, 'publish')}",
+            seconds=10,
+            size="640x360",
+        ),
         stderr=subprocess.PIPE,
     )
     try:

@@ -28,18 +28,21 @@ import attrs
 import h11
 import jwt
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
 from lpstream.http.connection import CLOSE_GRACE
 from tests.e2e.nodes import NodeProcess, http_get, push_command, start_dev, wait_for
 
 __all__ = [
     "ANSWER_WITHIN",
+    "UNTRUNCATED_EXAMPLES",
     "Answer",
     "FuzzNode",
     "assert_allowed",
     "assert_node_well",
     "exchange",
     "fuzz_settings",
+    "json_values",
     "live_node",
     "play_token",
 ]
@@ -48,6 +51,8 @@ ANSWER_WITHIN = 30.0
 """Seconds an answer may take: a blocking playlist reload is held three target durations."""
 PICTURE = "320x180"
 """The publisher's picture: small, so two cores transcode it while the fuzz runs."""
+UNTRUNCATED_EXAMPLES = "ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning"
+"""A warnings filter: a failing example is printed whole, however large (a 64 KiB body)."""
 JWT_SECRET = "fuzz-play-secret-of-at-least-32-bytes"
 API_TOKEN = "fuzz-api-token-1"
 
@@ -63,6 +68,19 @@ def fuzz_settings(examples: int) -> settings:
         database=None,
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+def json_values() -> st.SearchStrategy[object]:
+    """Any JSON value: scalars (floats with NaN and infinities, as Python writes them), and
+    lists and objects of them, a few levels deep."""
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30))
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=5)
+        ),
+        max_leaves=12,
     )
 
 
@@ -100,6 +118,14 @@ class FuzzNode:
 
     def api_headers(self) -> dict[str, str]:
         return {} if self.api_token is None else {"Authorization": f"Bearer {self.api_token}"}
+
+    def api_request(self, method: str, path: str, body: bytes = b"") -> bytes:
+        """A well-formed API request, with the API token where the node wants one."""
+        lines = [f"{method} {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in self.api_headers().items()]
+        if body:
+            lines.append("Content-Type: application/json")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
     def play_query(self) -> str:
         return "" if self.play_token is None else f"?token={self.play_token}"
@@ -204,7 +230,7 @@ def exchange(
             sock.sendall(request)
             if half_close:
                 sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:
             pass  # refused mid-request: its answer may still be there to read
         while True:
             try:
@@ -290,8 +316,6 @@ def assert_node_well(target: FuzzNode) -> None:
     """The node is running, answers ``/api/status`` and logged no traceback."""
     node = target.node
     assert node.proc.poll() is None, node.log_path.read_text()[-3000:]
-    headers = "".join(f"{k}: {v}\r\n" for k, v in target.api_headers().items())
-    request = f"GET /api/status HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode()
-    assert exchange(target.port, request, within=10).status == 200
+    assert exchange(target.port, target.api_request("GET", "/api/status"), within=10).status == 200
     log = node.log_path.read_text()
     assert "Traceback" not in log, log[-5000:]

@@ -28,6 +28,7 @@ from ingest.whip import check_offer, check_playback_offer
 from ingest.whip.sdp import MAX_OFFER_SIZE
 from lpstream.errors import RemoteProtocolError
 from tests.attacks.fuzzing import (
+    UNTRUNCATED_EXAMPLES,
     FuzzNode,
     assert_allowed,
     assert_node_well,
@@ -36,6 +37,8 @@ from tests.attacks.fuzzing import (
     live_node,
 )
 from tests.ingest.test_whip_sansio import OBS_OFFER
+
+pytestmark = pytest.mark.filterwarnings(UNTRUNCATED_EXAMPLES)
 
 WHEP_OFFER = OBS_OFFER.replace("a=sendonly", "a=recvonly")
 """A player's WHEP offer: OBS's shape, receiving."""
@@ -110,7 +113,8 @@ def mutated(draw: st.DrawFn, offer: str, *, most: int = 4) -> str | bytes:
             lines[where], lines[other] = lines[other], lines[where]
         elif op == "renumber":  # a number made odd, most often where the checks read one
             read = [n for n, line in enumerate(lines) if line.startswith(READ_LINES)]
-            if read and draw(st.booleans()):
+            where_read = draw(st.booleans())
+            if read and where_read:
                 where = draw(st.sampled_from(read))
             runs = list(re.finditer(r"[0-9]+", lines[where]))
             if runs:

@@ -87,7 +87,7 @@ def requests_of(app: Starlette) -> list[tuple[str, str]]:
     found = []
     for route in app.routes:
         if isinstance(route, Route):
-            path = re.sub(r"\{[^}:]+(:int)?\}", lambda m: "7" if m.group(1) else "cam", route.path)
+            path = re.sub(r"\{[^}:]+(:\w+)?\}", lambda m: "7" if m.group(1) else "cam", route.path)
             found += [(method, path) for method in sorted(route.methods or ()) if method != "HEAD"]
     return found
 
