@@ -35,6 +35,9 @@ class PublishRequested:
     """The stream name, query string removed (see :func:`lpstream.media.check_stream_name`)."""
     publish_type: str
     """``live``, ``record`` or ``append`` as the client sent it (``live`` if absent)."""
+    query: str = ""
+    """The query string the client sent after the name, without ``?`` (the ``key=…`` of an OBS
+    stream key ``{stream}?key=…``), or ""."""
 
 
 @attrs.frozen(kw_only=True)

@@ -180,7 +180,6 @@ class RtmpServerConnection:
     _last_ack: int = attrs.field(default=0, init=False)
     _ack_window: int = attrs.field(default=0, init=False)
     _stream_name: str | None = attrs.field(default=None, init=False)
-    _publish_query: str = attrs.field(default="", init=False)
     _publish_stream_id: int = attrs.field(default=PUBLISH_STREAM_ID, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -216,12 +215,6 @@ class RtmpServerConnection:
     def stream_name(self) -> str | None:
         """The stream asked for by the last ``publish``, if any."""
         return self._stream_name
-
-    @property
-    def publish_query(self) -> str:
-        """The query string the last ``publish`` sent after the name, without ``?`` (the
-        ``key=…`` of an OBS stream key ``{stream}?key=…``), or ""."""
-        return self._publish_query
 
     @property
     def bytes_received(self) -> int:
@@ -485,11 +478,11 @@ class RtmpServerConnection:
             raise
         publish_type = values[4] if len(values) > 4 else "live"
         self._stream_name = name
-        self._publish_query = publish_name_query(raw_name)
         self._events.append(
             PublishRequested(
                 stream_name=name,
                 publish_type=publish_type if isinstance(publish_type, str) else "live",
+                query=publish_name_query(raw_name),
             )
         )
 

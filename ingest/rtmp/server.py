@@ -379,8 +379,7 @@ class _ConnectionTask:
 
     async def _start_publish(self, event: PublishRequested) -> None:
         connected = self._connected
-        query = self.conn.publish_query
-        name = event.stream_name + (f"?{query}" if query else "")
+        name = event.stream_name + (f"?{event.query}" if event.query else "")
         attempt = PublishAttempt(
             protocol="rtmp",
             url=connected.tc_url if connected else "",

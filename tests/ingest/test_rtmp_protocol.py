@@ -752,7 +752,7 @@ def test_a_second_publish_after_the_first_ended() -> None:
     assert drain(conn) == [PublishRequested(stream_name="two", publish_type="live")]
 
 
-def test_query_string_is_stripped_from_app_and_stream_name() -> None:
+def test_query_string_is_stripped_from_app_and_stream_name_and_kept_apart() -> None:
     conn = RtmpServerConnection()
     client = TestClient()
     handshake(conn)
@@ -764,7 +764,7 @@ def test_query_string_is_stripped_from_app_and_stream_name() -> None:
             tc_url="rtmp://127.0.0.1/live/?secret=1",
             flash_ver="FMLE/3.0 (compatible; test)",
         ),
-        PublishRequested(stream_name="cam1", publish_type="live"),
+        PublishRequested(stream_name="cam1", publish_type="live", query="key=abc"),
     ]
 
 
@@ -783,7 +783,8 @@ def test_amf3_command_and_data_variants() -> None:
     connect = amf0.encode_all(["connect", 1.0, {"app": "live"}])
     conn.receive_data(client.message(3, MessageType.COMMAND_AMF3, b"\x00" + connect))
     conn.receive_data(publish_cmds(client))
-    assert [type(e) for e in drain(conn)] == [Connected, PublishRequested]
+    expected: list[type] = [Connected, PublishRequested]
+    assert [type(e) for e in drain(conn)] == expected
     conn.accept_publish()
     data = amf0.encode_all(["onMetaData", {"fps": 30.0}])
     conn.receive_data(client.message(5, MessageType.DATA_AMF3, b"\x00" + data, stream_id=1))
