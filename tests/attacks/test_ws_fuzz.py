@@ -308,7 +308,11 @@ def test_control_socket_handshakes_without_the_token_or_with_bad_headers_are_ref
             f"Sec-WebSocket-Version: {version}\r\n\r\n"
         ).encode() + extra
         answer = exchange(target.port, request, within=15)
-        assert answer.status is not None, request
+        if answer.status is None:
+            # Bytes after a refused handshake may meet the server's close before its answer
+            # (hypercorn closes on what follows a request it will not upgrade): allowed only then.
+            assert extra and answer.closed, request
+            return
         what = (request, answer.body)
         assert_allowed(answer, framed=not extra, what=what)
         if answer.status == 101:
