@@ -41,6 +41,7 @@ are sans-IO. Control streams (``control.py``) have no order rules.
 
 from __future__ import annotations
 
+import abc
 import enum
 from collections.abc import Mapping
 from typing import Final, Generic, Literal, TypeAlias, TypeVar
@@ -188,7 +189,7 @@ EventT = TypeVar("EventT")
 
 
 @attrs.define
-class JobStreamEnd(Generic[EventT]):
+class JobStreamEnd(abc.ABC, Generic[EventT]):
     """What both ends of a job stream keep: a decoder for the peer's frames, the state of each
     direction, and the error that broke the stream once the peer broke a rule.
 
@@ -236,12 +237,13 @@ class JobStreamEnd(Generic[EventT]):
             self._mark_broken()
             raise
 
+    @abc.abstractmethod
     def _next_event(self) -> EventT | None:
-        raise NotImplementedError
+        """The next event of this end, or None until more bytes arrive."""
 
+    @abc.abstractmethod
     def _mark_broken(self) -> None:
         """Puts the direction the peer sends in its ERROR state."""
-        raise NotImplementedError
 
     def _upload_after(self, what: _Input, error: type[ProtocolError]) -> UploadState:
         return next_state(UPLOAD_TRANSITIONS, self._upload, what, "upload", error)

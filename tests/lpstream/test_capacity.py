@@ -44,12 +44,12 @@ class Worker:
     async def run_job(
         self, job: Job, source: SegmentBuffer, relay: Relay | None = None
     ) -> Sequence[JobOutput]:
-        raise NotImplementedError
+        raise AssertionError("the pool places sessions; it never runs a job")
 
     async def update_live(
         self, stream_id: str, session_id: str, params: Mapping[str, object]
     ) -> LiveUpdated:
-        raise NotImplementedError
+        raise AssertionError("the pool places sessions; it never updates one")
 
 
 def cost(
