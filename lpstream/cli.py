@@ -95,6 +95,14 @@ _ACCESS_FLAGS = (
     "api_token_file",
     "cors_origin",
 )
+_OUTPUT_FLAGS = (
+    "record",
+    "record_store",
+    "record_retention",
+    "hls_origin",
+    "forward",
+    "store_queue",
+)
 _API_FLAGS = ("api_token", "api_token_file", "cors_origin")
 _INGEST_LIMIT_FLAGS = (
     "max_ingest_pixels",
@@ -157,7 +165,7 @@ def main() -> None:
     "temporary folder and a new certificate each run).",
 )
 @_flags(*_VIEWER_FLAGS, "price_per_second", "pipeline_price", "max_price_per_second")
-@_flags(*_ACCESS_FLAGS)
+@_flags(*_ACCESS_FLAGS, *_OUTPUT_FLAGS)
 @_flags("models_dir", *_INGEST_LIMIT_FLAGS, *_NODE_LIMIT_FLAGS, "log_level")
 def dev(**values: Any) -> None:
     """Gateway, orchestrator and worker in one process, paying with tickets on an embedded
@@ -184,7 +192,7 @@ def dev(**values: Any) -> None:
 @flag("offchain", help="Run without payments.")
 @chain_flags
 @_flags("max_price_per_unit", "pixels_per_unit", *_VIEWER_FLAGS, "max_price_per_second")
-@_flags(*_ACCESS_FLAGS)
+@_flags(*_ACCESS_FLAGS, *_OUTPUT_FLAGS)
 @_flags(*_INGEST_LIMIT_FLAGS, *_NODE_LIMIT_FLAGS, "log_level")
 def gateway(**values: Any) -> None:
     """Take streams from broadcasters, pay orchestrators to transcode, serve viewers."""

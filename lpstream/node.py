@@ -34,6 +34,7 @@ from lpstream.gateway.discovery import (
 from lpstream.gateway.fair_share import TranscodeShares
 from lpstream.gateway.gateway import Gateway
 from lpstream.gateway.orchestrators import OrchestratorPool
+from lpstream.gateway.output_hub import OutputHub
 from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.publishers import PublisherTable
 from lpstream.gateway.selection import SelectionWeights, Selector
@@ -234,6 +235,11 @@ async def _start_gateway(
         max_price_per_second=config.payments.max_price_per_second,
     )
     await nursery.start(pool.run)
+    outputs = await OutputHub.from_section(config.outputs, metrics)
+    await nursery.start(outputs.run)
+    for what, store in (("recordings", outputs.record_store), ("origin", outputs.origin_store)):
+        if store is not None:
+            announce(f"{what}: {store.url}")
     gateway = Gateway(
         transcoder=pool,
         profiles=load_profiles(playback.profiles),
@@ -256,6 +262,7 @@ async def _start_gateway(
         ),
         spending=sender.spending if sender is not None else SpendLedger(),
         api_spend_limit=access.api_spend_limit,
+        outputs=outputs,
     )
     await nursery.start(gateway.run)
     rtmp = RtmpServer(handler=gateway)
@@ -300,6 +307,7 @@ async def _start_gateway(
         api_tokens=node_access.api_tokens,
         play=node_access.play,
         cors_origins=node_access.cors_origins,
+        recordings=outputs,
     )
     warn_if_open(gateway_http_addr(config), node_access.api_tokens)
     server, web = await _start_http(nursery, config.http, app, gateway_http_addr(config), tls)

@@ -2,7 +2,7 @@
 and :class:`Config`, built once from what the flags, the environment and the file gave.
 
 Each setting is declared once, with its default, in its section (:mod:`.serving`,
-:mod:`.market`, :mod:`.compute`, and :class:`NodeSection` here; see :mod:`.setting` for how).
+:mod:`.market`, :mod:`.compute`, :mod:`.outputs`, and :class:`NodeSection` here; see :mod:`.setting` for how).
 The few defaults that differ by command on purpose are in :data:`ROLE_DEFAULTS`, with the
 reason.
 """
@@ -21,6 +21,7 @@ from lpstream.config.market import (
     PaymentsSection,
     SelectionSection,
 )
+from lpstream.config.outputs import OutputsSection
 from lpstream.config.serving import (
     AccessSection,
     HttpSection,
@@ -48,6 +49,7 @@ class NodeSection:
 SECTIONS: Mapping[str, type] = {
     "ingest": IngestSection,
     "playback": PlaybackSection,
+    "outputs": OutputsSection,
     "access": AccessSection,
     "selection": SelectionSection,
     "payments": PaymentsSection,
@@ -77,6 +79,7 @@ class Config:
 
     ingest: IngestSection = attrs.Factory(IngestSection)
     playback: PlaybackSection = attrs.Factory(PlaybackSection)
+    outputs: OutputsSection = attrs.Factory(OutputsSection)
     access: AccessSection = attrs.Factory(AccessSection)
     selection: SelectionSection = attrs.Factory(SelectionSection)
     payments: PaymentsSection = attrs.Factory(PaymentsSection)

@@ -8,7 +8,7 @@ when its stream ends.
 With ``admission`` set (the node's access control) every publish is authorized first, before
 anything is set up or paid for (``lpstream.gateway.admission``): the grant's identity is the
 publisher's, its profiles replace the node's ladder for the stream, its pipeline starts as
-``--pipeline`` would, its ``record`` flag is carried into the stream's status and its spend
+``--pipeline`` would, its ``record`` flag starts a recording (with a record store) and its spend
 limit is an account of ``spending`` that the stream's payments (segments and live AI) are
 charged to: once reached, the stream ends with the reason. Live AI sessions started through
 the API carry who started them and, with ``api_spend_limit``, are charged to that identity's
@@ -38,6 +38,7 @@ from lpstream.gateway.admission import PublishAdmission
 from lpstream.gateway.fair_share import TranscodeShares
 from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.live_ai import AI_RENDITION, LiveAiSession, LiveControlPool, ParamValue
+from lpstream.gateway.output_hub import OutputHub
 from lpstream.gateway.publishers import Publisher, PublisherTable
 from lpstream.gateway.segments import SegmentTranscoder
 from lpstream.gateway.spending import API_SPEND_WINDOW, SpendAccount, SpendLedger
@@ -97,6 +98,8 @@ class Gateway:
     api_spend_limit: int | None = None
     """Wei per hour the live AI sessions one API identity started may spend
     (``--api-spend-limit``); None: no limit."""
+    outputs: OutputHub | None = None
+    """Recordings, the live origin and restreams (run by the node); None: none."""
     _nursery: trio.Nursery | None = None
     _grants: dict[str, Grant] = attrs.Factory(dict)
     """The publish grant of each live stream."""
@@ -197,6 +200,11 @@ class Gateway:
         )
         self._live[stream_name] = stream
         self._grants[stream_name] = grant
+        if self.outputs is not None:
+            outputs = self.outputs.open_stream(
+                stream_name, playback.stream.rendition_order, record=grant.record
+            )
+            playback.stream.listener = None if outputs is None else outputs.offer
         self.shares.join(stream_name, publisher.identity)
         if grant.spend_limit_wei is not None:
             account = SpendAccount(
@@ -244,6 +252,9 @@ class Gateway:
         finally:
             if stream.ai.session is not None:
                 stream.ai.session.stop("the stream ended")
+            stream.playback.stream.listener = None  # every segment is listed by now
+            if self.outputs is not None:
+                self.outputs.close_stream(stream.name)
             self._last_statistics[stream.name] = stream.statistics()
             self._live.pop(stream.name, None)
             self.publishers.leave(stream.name)
@@ -394,6 +405,7 @@ class Gateway:
                     else self._last_statistics.get(name),
                     publisher=grant.identity if (grant := self._grants.get(name)) else None,
                     record=True if grant is not None and grant.record else None,
+                    outputs=None if self.outputs is None else self.outputs.status(name),
                 )
                 for name, playback in self._playback.items()
             },

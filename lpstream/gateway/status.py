@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from ingest.segmenter import SegmenterStatistics
+from lpstream.gateway.stream_outputs import OutputsStatus
 from lpstream.status_fields import INLINE, OMIT_NONE
 from payments.pm import PixelPrice, Wei
 
@@ -86,6 +87,8 @@ class StreamStatus:
     """Who publishes it (its publish grant's identity); absent once ended."""
     record: bool | None = attrs.field(default=None, metadata=OMIT_NONE)
     """True when its publish grant asked for it to be recorded; absent otherwise."""
+    outputs: OutputsStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """Its recording, live origin and restreams while live; absent without any."""
 
 
 @attrs.frozen(kw_only=True)

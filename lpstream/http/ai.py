@@ -45,7 +45,14 @@ from lpstream.http.status import status_json
 from lpstream.media import check_stream_name
 from workers.pipelines import InvalidParamsError, PipelineRegistry
 
-__all__ = ["AiDirectory", "ai_routes", "check_model_names", "parse_params"]
+__all__ = [
+    "AiDirectory",
+    "ai_routes",
+    "check_model_names",
+    "json_error",
+    "load_json_object",
+    "parse_params",
+]
 
 MAX_MESSAGE = 64 * 1024
 """Largest request body or WebSocket message."""
@@ -92,7 +99,12 @@ def _too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
-def _load(text: str) -> dict[str, Any]:
+def load_json_object(text: str) -> dict[str, Any]:
+    """A JSON object of at most ``MAX_MESSAGE`` bytes nested at most ``MAX_DEPTH`` deep.
+
+    Raises:
+        ProtocolError: 413 too big; 400 too deep, not JSON or not an object.
+    """
     if len(text) > MAX_MESSAGE:
         raise ProtocolError(f"message over {MAX_MESSAGE} bytes", code=413)
     if _too_deep(text):
@@ -142,7 +154,8 @@ def check_model_names(pipeline: str, params: dict[str, ParamValue]) -> None:
         raise ProtocolError(str(exc), code=400) from None
 
 
-def _error(exc: LpstreamError) -> Response:
+def json_error(exc: LpstreamError) -> Response:
+    """The JSON answer to a refused API request: ``{"error": reason}`` with its code."""
     code = exc.code if isinstance(exc, ProtocolError) else 500
     return JSONResponse({"error": str(exc)}, status_code=code)
 
@@ -160,7 +173,7 @@ def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> li
             except ValueError as exc:
                 raise ProtocolError(str(exc), code=400) from None
             body = await reader.read(request, MAX_MESSAGE)
-            request_json = _load(body.decode("utf-8", errors="replace"))
+            request_json = load_json_object(body.decode("utf-8", errors="replace"))
             pipeline = request_json.get("pipeline")
             if not isinstance(pipeline, str) or not pipeline:
                 raise ProtocolError("pipeline: a pipeline name is required", code=400)
@@ -179,7 +192,7 @@ def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> li
             except ValueError as exc:
                 raise ProtocolError(str(exc), code=400) from None
         except LpstreamError as exc:
-            return _error(exc)
+            return json_error(exc)
         return JSONResponse(status_json(session.status()), status_code=201)
 
     async def status(request: Request) -> Response:
@@ -214,7 +227,7 @@ def ai_routes(directory: AiDirectory, *, bodies: BodyReader | None = None) -> li
                     try:
                         if text is None:  # a binary message
                             raise ProtocolError("messages are JSON text", code=400)
-                        message = _load(text)
+                        message = load_json_object(text)
                         changes = parse_params(message.get("params"))
                         check_model_names(session.pipeline, changes)
                         await session.update(changes)

@@ -33,6 +33,7 @@ from lpstream.http.cors import CorsMiddleware
 from lpstream.http.limits import BodyReader, HttpLimits
 from lpstream.http.metrics_app import metrics_response
 from lpstream.http.play_guard import PlayGuard, WhepPlayGuard, hls_token
+from lpstream.http.recordings import RecordingDirectory, recording_routes
 from lpstream.http.status import status_json
 from lpstream.http.watch import watch_routes
 from lpstream.http.whep import whep_routes
@@ -103,6 +104,7 @@ def build_app(
     api_tokens: SecretSet | None = None,
     play: PlayAuthorizer | None = None,
     cors_origins: Sequence[str] = (),
+    recordings: RecordingDirectory | None = None,
 ) -> Starlette:
     """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers, ``whip``
     None on nodes that take no WHIP publishes, ``whep`` None on nodes with no WebRTC viewers.
@@ -111,7 +113,8 @@ def build_app(
     ``status`` gives the node's status value, which ``/api/status`` renders with
     ``lpstream.http.status.status_json``. ``api_tokens`` guard ``/api/*`` and ``/metrics``
     (None: loopback clients only), ``play`` decides who may watch over HLS and WHEP (None:
-    anyone), ``cors_origins`` are the web origins whose pages may use HLS and the API."""
+    anyone), ``cors_origins`` are the web origins whose pages may use HLS and the API,
+    ``recordings`` starts, lists and serves recordings (None on nodes that keep none)."""
     bodies = BodyReader.from_limits(limits or HttpLimits())
     guard = None if play is None else PlayGuard(play)
 
@@ -202,6 +205,8 @@ def build_app(
         routes += whep_routes(whep, bodies=bodies)
     if ai is not None:
         routes += ai_routes(ai, bodies=bodies)
+    if recordings is not None:
+        routes += recording_routes(recordings, guard=guard)
     middleware = [
         Middleware(CorsMiddleware, origins=tuple(cors_origins)),
         Middleware(ApiGuard, tokens=api_tokens),

@@ -3,6 +3,7 @@
 ``GET /watch/{stream}`` is a small page that plays ``/hls/{stream}/index.m3u8``: with hls.js
 (low-latency mode on, so LL-HLS parts are used when the playlist has them) where the browser
 has Media Source Extensions, natively where it plays HLS itself (Safari).
+``GET /watch/{stream}?recording={id}`` plays a recording of it instead (``/vod/…``).
 ``GET /watch/{stream}?whep=1`` (optionally ``&rendition=NAME``, ``&token=...``) plays the same
 stream over WebRTC instead: an ``RTCPeerConnection`` that receives H.264, offered to
 ``/whep/{stream}`` (WHEP, see ``lpstream.http.whep``), sub-second latency, video only.
@@ -22,6 +23,8 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from lpstream.media import check_stream_name
+from lpstream.storage.recordings import check_recording_id
+from lpstream.storage.store import StoreError
 
 __all__ = ["HLS_JS", "hls_js", "publish_page", "watch_page", "watch_routes", "whep_page"]
 
@@ -37,9 +40,17 @@ def hls_js() -> bytes | None:
         return None
 
 
-def watch_page(stream: str) -> str:
-    """The HTML of the watch page for ``stream`` (a name already checked by the caller)."""
-    return _PAGE.replace("{{name}}", html.escape(stream))
+def watch_page(stream: str, recording: str | None = None) -> str:
+    """The HTML of the watch page for ``stream``, or for one of its recordings (a name and
+    id already checked by the caller)."""
+    playlist = (
+        f"/hls/{stream}/index.m3u8"
+        if recording is None
+        else f"/vod/{stream}/{recording}/index.m3u8"
+    )
+    return _PAGE.replace("{{playlist}}", html.escape(playlist)).replace(
+        "{{name}}", html.escape(stream if recording is None else f"{stream} · {recording}")
+    )
 
 
 def whep_page(stream: str, rendition: str = "source") -> str:
@@ -69,7 +80,14 @@ def watch_routes() -> list[Route]:
             check_stream_name(rendition, what="rendition name")
         except ValueError:
             return PlainTextResponse("bad stream or rendition name\n", status_code=400)
-        if request.query_params.get("whep", "0") not in ("", "0"):
+        recording = request.query_params.get("recording")
+        if recording is not None:
+            try:
+                check_recording_id(recording)
+            except StoreError:
+                return PlainTextResponse("bad recording id\n", status_code=400)
+            page = watch_page(name, recording)
+        elif request.query_params.get("whep", "0") not in ("", "0"):
             page = whep_page(name, rendition)
         else:
             page = watch_page(name)
@@ -115,7 +133,7 @@ a{color:#8cf}
 <body><h1>{{name}}</h1>
 <video id="video" controls autoplay muted playsinline></video>
 <div id="facts">waiting for the stream…</div>
-<p>HLS: <a href="/hls/{{name}}/index.m3u8">/hls/{{name}}/index.m3u8</a>
+<p>HLS: <a href="{{playlist}}">{{playlist}}</a>
 (also plays in ffplay, VLC or Safari) · <a href="?whep=1">watch with WebRTC (WHEP)</a></p>
 <script src="/static/hls.min.js"></script>
 <script>
@@ -124,7 +142,7 @@ const video = document.getElementById("video");
 const facts = document.getElementById("facts");
 const playToken = new URLSearchParams(location.search).get("token");
 const source =
-  "/hls/{{name}}/index.m3u8" + (playToken ? "?token=" + encodeURIComponent(playToken) : "");
+  "{{playlist}}" + (playToken ? "?token=" + encodeURIComponent(playToken) : "");
 window.player = {engine: "none", errors: []};
 function show(text) { facts.textContent = text; }
 if (window.Hls && Hls.isSupported()) {

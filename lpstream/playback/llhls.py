@@ -36,6 +36,7 @@ from lpstream.playback.hls import (
     render_master,
     segment_uri,
 )
+from lpstream.playback.listed import ListedSegment, SegmentListener
 from lpstream.playback.llhls_playlist import (
     DEFAULT_PART_TARGET,
     PART_TARGET_RANGE,
@@ -115,6 +116,7 @@ class _Stored:
 
 @attrs.define
 class _Rendition:
+    name: str
     playlist: LowLatencyPlaylist
     info: RenditionInfo | None = None
     peak_bps: int = 0
@@ -152,6 +154,8 @@ class LowLatencyStream:
         default=MAX_SEGMENT_DURATION, validator=attrs.validators.gt(0)
     )
     """No segment or part is listed longer than this many seconds (the segmenter's cut bound)."""
+    listener: SegmentListener | None = attrs.field(default=None, kw_only=True)
+    """Told of every segment as it is listed, whole or as a gap (the stream's outputs)."""
     _renditions: dict[str, _Rendition] = attrs.field(init=False, factory=dict)
     _discontinuities: DiscontinuityMarks = attrs.field(init=False, factory=DiscontinuityMarks)
     _end: StreamEnd = attrs.field(init=False, default=StreamEnd())
@@ -159,7 +163,7 @@ class LowLatencyStream:
 
     def __attrs_post_init__(self) -> None:
         for name in self.rendition_order:
-            self._renditions[name] = _Rendition(self._new_playlist())
+            self._renditions[name] = _Rendition(name, self._new_playlist())
 
     def _new_playlist(self) -> LowLatencyPlaylist:
         return LowLatencyPlaylist(
@@ -270,7 +274,7 @@ class LowLatencyStream:
         """
         if name in self._renditions:
             raise ValueError(f"rendition {name!r} exists already")
-        self._renditions[name] = _Rendition(self._new_playlist(), next_seq=first_seq)
+        self._renditions[name] = _Rendition(name, self._new_playlist(), next_seq=first_seq)
         self.rendition_order = (*self.rendition_order, name)
         self._version += 1
 
@@ -332,6 +336,18 @@ class LowLatencyStream:
         if stored.complete and duration > 0:
             size = sum(len(chunk) for chunk in stored.chunks)
             r.peak_bps = max(r.peak_bps, int(size * 8 / duration))
+        if self.listener is not None:
+            listed = r.playlist.segments[-1].entry
+            self.listener(
+                ListedSegment(
+                    rendition=r.name,
+                    seq=seq,
+                    duration=listed.duration,
+                    data=b"".join(stored.chunks) if stored.complete else None,
+                    discontinuity=listed.discontinuity,
+                    info=r.info,
+                )
+            )
         if not stored.chunks:
             del r.data[seq]
         forget_expired(r.data, seq, self.window)

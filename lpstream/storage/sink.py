@@ -1,0 +1,275 @@
+"""Writes one stream's segments to a store as they are listed: the trio driver of a
+recording (``RecordingObjects``) or a live origin (``OriginObjects``).
+
+How this works:
+
+* The stream's playlists call ``offer`` for every listed segment; it never blocks. Segments
+  wait in a bounded queue; when it is full the oldest waiting one is dropped (counted,
+  logged once per burst), so a slow or dead store never holds up the live path or grows
+  memory.
+* One task (``run``) writes them in order: the segment (with retries and backoff), then the
+  playlists that list it — a playlist is only written after what it names, so no playlist
+  names an object that is not there. A segment that could not be stored (or was dropped, or
+  is a gap of its rendition) is left out of the playlists and the next one of its rendition
+  follows a discontinuity: when the store comes back, the recording goes on with the gap
+  marked. A playlist that failed is simply written again after the next segment.
+* ``end`` closes the queue: what waits is still written, then the final objects (the VOD
+  playlists, the manifest), retried for up to ``finish_deadline`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+import trio
+
+from lpstream.metrics import Metrics
+from lpstream.playback.listed import ListedSegment
+from lpstream.storage.store import ObjectStore, StoreError, content_type_of
+from lpstream.storage.stored_hls import CACHE_SEGMENT, ObjectWrite
+
+__all__ = ["DEFAULT_QUEUE", "SegmentSink", "SinkStatus", "StoredObjects", "register_metrics"]
+
+log = logging.getLogger("lpstream.storage")
+
+DEFAULT_QUEUE = 16
+"""Segments (of all renditions) that may wait for the store, per stream and store."""
+_LATENCIES_KEPT = 512
+
+
+class StoredObjects(Protocol):
+    """The plain-state side of a sink: which objects to write (recording or origin)."""
+
+    def start(self) -> list[ObjectWrite]: ...
+
+    def segment_key(self, listed: ListedSegment) -> str: ...
+
+    def stored(self, listed: ListedSegment, size: int) -> tuple[list[ObjectWrite], list[str]]: ...
+
+    def lost(self, rendition: str) -> None: ...
+
+    def finish(self, now: float) -> list[ObjectWrite]: ...
+
+
+def register_metrics(metrics: Metrics) -> None:
+    """Declares the store metrics (labelled ``store``: ``record`` or ``origin``)."""
+    metrics.summary("store_upload_seconds", "Time from a segment listed to it being stored.")
+    metrics.counter("store_uploaded_bytes_total", "Bytes written to object stores.")
+    metrics.counter("store_upload_failures_total", "Writes to object stores that failed.")
+    metrics.counter(
+        "store_segments_lost_total",
+        "Segments not stored (dropped from a full queue, or failed after retries).",
+    )
+    metrics.gauge("store_queue_depth", "Segments waiting for an object store, all streams.")
+
+
+@attrs.frozen(kw_only=True)
+class SinkStatus:
+    """What ``/api/status`` shows of a sink."""
+
+    store: str
+    """Where it writes (no credentials)."""
+    state: str
+    """``writing``, ``failing`` (the last write failed), ``finishing`` or ``ended``."""
+    queued: int
+    stored: int
+    """Segments stored."""
+    lost: int
+    """Segments not stored (dropped or failed)."""
+    failures: int
+    """Writes that failed after their retries."""
+    bytes: int
+    upload_ms_p50: float | None
+    upload_ms_p95: float | None
+
+
+@attrs.define
+class SegmentSink:
+    """One stream's segments into one store (see the module comment)."""
+
+    kind: str
+    """``record`` or ``origin``: the metrics' ``store`` label."""
+    stream: str
+    store: ObjectStore
+    objects: StoredObjects
+    metrics: Metrics
+    queue_size: int = DEFAULT_QUEUE
+    attempts: int = 3
+    """Tries per write (the store's client may retry inside each)."""
+    backoff: float = 0.25
+    """Seconds before the second try; doubles after."""
+    finish_deadline: float = 60.0
+    """Seconds the final writes are retried for."""
+    _queue: deque[tuple[ListedSegment, float]] = attrs.Factory(deque)
+    _pending_loss: dict[str, int] = attrs.Factory(dict)
+    _wake: trio.Event = attrs.Factory(trio.Event)
+    _ending: bool = False
+    _state: str = "writing"
+    _stored: int = 0
+    _lost: int = 0
+    _failures: int = 0
+    _bytes: int = 0
+    _dropping: bool = False
+    _latencies: deque[float] = attrs.Factory(lambda: deque(maxlen=_LATENCIES_KEPT))
+    _done: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def latencies(self) -> Sequence[float]:
+        """Seconds from listed to stored of the latest segments."""
+        return tuple(self._latencies)
+
+    def offer(self, listed: ListedSegment) -> None:
+        """Queues a listed segment; never blocks (see the module comment)."""
+        if self._ending:
+            return
+        if len(self._queue) >= self.queue_size:
+            dropped, _ = self._queue.popleft()
+            self._pending_loss[dropped.rendition] = self._pending_loss.get(dropped.rendition, 0) + 1
+            self._count_lost()
+            if not self._dropping:
+                log.warning(
+                    "stream %r: %s store too slow, dropping segments (queue of %d full)",
+                    self.stream,
+                    self.kind,
+                    self.queue_size,
+                )
+            self._dropping = True
+        else:
+            self._depth(+1)
+        self._queue.append((listed, trio.current_time()))
+        self._wake.set()
+
+    def end(self) -> None:
+        """No more segments come: ``run`` writes what waits and the final objects."""
+        self._ending = True
+        self._wake.set()
+
+    async def wait_ended(self) -> None:
+        await self._done.wait()
+
+    def status(self) -> SinkStatus:
+        ms = sorted(x * 1000 for x in self._latencies)
+        return SinkStatus(
+            store=self.store.url,
+            state=self._state,
+            queued=len(self._queue),
+            stored=self._stored,
+            lost=self._lost,
+            failures=self._failures,
+            bytes=self._bytes,
+            upload_ms_p50=round(statistics.median(ms), 1) if ms else None,
+            upload_ms_p95=round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 1) if ms else None,
+        )
+
+    async def run(self) -> None:
+        """Writes until ``end`` and everything after it is written (or given up)."""
+        try:
+            for write in self.objects.start():
+                await self._put(write)
+            while True:
+                while not self._queue and not self._ending:
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                if not self._queue:
+                    break
+                listed, listed_at = self._queue.popleft()
+                self._depth(-1)
+                if not self._queue:
+                    self._dropping = False
+                await self._write_segment(listed, listed_at)
+            self._state = "finishing"
+            for rendition, count in self._pending_loss.items():
+                for _ in range(count):
+                    self.objects.lost(rendition)
+            self._pending_loss.clear()
+            with trio.move_on_after(self.finish_deadline):
+                for write in self.objects.finish(time.time()):
+                    await self._put_until_done(write)
+        finally:
+            self._depth(-len(self._queue))
+            self._queue.clear()
+            self._state = "ended"
+            self._done.set()
+
+    async def _write_segment(self, listed: ListedSegment, listed_at: float) -> None:
+        for _ in range(self._pending_loss.pop(listed.rendition, 0)):
+            self.objects.lost(listed.rendition)
+        if listed.data is None:
+            self.objects.lost(listed.rendition)  # a gap of its rendition: nothing to store
+            return
+        segment = ObjectWrite(
+            self.objects.segment_key(listed), listed.data, content_type_of(".ts"), CACHE_SEGMENT
+        )
+        if not await self._put(segment):
+            self.objects.lost(listed.rendition)
+            self._count_lost()
+            return
+        latency = trio.current_time() - listed_at
+        self._latencies.append(latency)
+        self.metrics.observe("store_upload_seconds", latency, store=self.kind)
+        self._stored += 1
+        writes, deletes = self.objects.stored(listed, len(listed.data))
+        for write in writes:
+            await self._put(write)
+        for key in deletes:
+            try:
+                await self.store.delete(key)
+            except StoreError as exc:
+                log.info("stream %r: could not delete %s: %s", self.stream, key, exc)
+
+    async def _put(self, write: ObjectWrite) -> bool:
+        """Writes with retries; False if it failed (counted and logged)."""
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await self.store.put(
+                    write.key,
+                    write.data,
+                    content_type=write.content_type,
+                    cache_control=write.cache_control,
+                )
+            except StoreError as exc:
+                if attempt == self.attempts:
+                    self._failures += 1
+                    self.metrics.inc("store_upload_failures_total", store=self.kind)
+                    if self._state != "failing":
+                        log.warning(
+                            "stream %r: %s store write of %s failed: %s",
+                            self.stream,
+                            self.kind,
+                            write.key,
+                            exc,
+                        )
+                    self._state = "failing" if self._state == "writing" else self._state
+                    return False
+                await trio.sleep(delay)
+                delay *= 2
+            else:
+                if self._state == "failing":
+                    log.info("stream %r: %s store writes work again", self.stream, self.kind)
+                    self._state = "writing"
+                self._bytes += len(write.data)
+                self.metrics.inc("store_uploaded_bytes_total", len(write.data), store=self.kind)
+                return True
+        return False
+
+    async def _put_until_done(self, write: ObjectWrite) -> None:
+        """Writes, trying again every second until it works (bound it with a deadline)."""
+        stored = await self._put(write)
+        while not stored:
+            await trio.sleep(1.0)
+            stored = await self._put(write)
+
+    def _count_lost(self) -> None:
+        self._lost += 1
+        self.metrics.inc("store_segments_lost_total", store=self.kind)
+
+    def _depth(self, change: int) -> None:
+        total = self.metrics.value("store_queue_depth", store=self.kind) + change
+        self.metrics.set("store_queue_depth", max(0.0, total), store=self.kind)
