@@ -66,11 +66,10 @@ class OriginObjects:
             rendition = self._renditions[listed.rendition] = StoredRendition(listed.rendition)
         rendition.add(listed, size)
         writes = [self._media(rendition, ended=False)]
-        order = list(self.rendition_order) + [
-            n for n in self._renditions if n not in self.rendition_order
-        ]
-        present = [n for n in order if n in self._renditions]
-        master = render_master(present, self._renditions) if present else None
+        order = [*self.rendition_order]
+        order += [n for n in self._renditions if n not in order]
+        ordered = {n: self._renditions[n] for n in order if n in self._renditions}
+        master = render_master(order, ordered) if order[0] in ordered else None
         if master is not None and master != self._master:
             self._master = master
             writes.append(

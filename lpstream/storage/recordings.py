@@ -224,14 +224,18 @@ class RecordingObjects:
         )
 
     def _render_master(self, *, final: bool = False) -> str | None:
-        order = [name for name in self.rendition_order if name in self._renditions]
-        order += [name for name in self._renditions if name not in order]
-        ready = {n: r for n, r in self._renditions.items() if r.listed and r.info is not None}
-        if final:  # whatever has its info, source first if it has
-            order = [n for n in order if n in ready]
-        if not order:
+        """The master playlist: live's rule while recording (the source, and the ladder or
+        three source segments); at the end, whatever rendition has its info."""
+        order = [
+            *self.rendition_order,
+            *(n for n in self._renditions if n not in self.rendition_order),
+        ]
+        if final:
+            order = [n for n in order if n in self._renditions and self._renditions[n].info]
+        if not order or order[0] not in self._renditions:
             return None
-        return render_master(order, {n: self._renditions[n] for n in order})
+        ordered = {n: self._renditions[n] for n in order if n in self._renditions}
+        return render_master(order, ordered)
 
     def _master_write(self, cache_control: str) -> ObjectWrite:
         assert self._master is not None
