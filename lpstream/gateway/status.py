@@ -7,14 +7,13 @@ whole wei and ETH when rendered) and a price a ``payments.pm.PixelPrice``.
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import attrs
 
 from ingest.segmenter import SegmenterStatistics
 from lpstream.gateway.stream_outputs import OutputsStatus
-from lpstream.status_fields import INLINE, OMIT_NONE
+from lpstream.status_fields import INLINE, OMIT_NONE, LatencySummary
 from payments.pm import PixelPrice, Wei
 
 __all__ = [
@@ -27,30 +26,6 @@ __all__ = [
     "StreamStatistics",
     "StreamStatus",
 ]
-
-
-@attrs.frozen(kw_only=True)
-class LatencySummary:
-    """A latency distribution in milliseconds."""
-
-    count: int
-    """Samples."""
-    median: float | None
-    """Median in ms, to 0.1 ms; None without samples."""
-    p95: float | None
-    """95th percentile in ms, to 0.1 ms; None without samples."""
-
-    @classmethod
-    def from_samples(cls, seconds: Iterable[float]) -> LatencySummary:
-        """The summary of latencies given in seconds."""
-        latencies = sorted(seconds)
-        if not latencies:
-            return cls(count=0, median=None, p95=None)
-        return cls(
-            count=len(latencies),
-            median=round(statistics.median(latencies) * 1000, 1),
-            p95=round(latencies[int(0.95 * (len(latencies) - 1))] * 1000, 1),
-        )
 
 
 @attrs.frozen(kw_only=True)

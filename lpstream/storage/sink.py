@@ -20,7 +20,6 @@ How this works:
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ import trio
 
 from lpstream.metrics import Metrics
 from lpstream.playback.listed import ListedSegment
+from lpstream.status_fields import LatencySummary
 from lpstream.storage.store import ObjectStore, StoreError, content_type_of
 from lpstream.storage.stored_hls import CACHE_SEGMENT, ObjectWrite
 
@@ -85,8 +85,8 @@ class SinkStatus:
     failures: int
     """Writes that failed after their retries."""
     bytes: int
-    upload_ms_p50: float | None
-    upload_ms_p95: float | None
+    upload_latency_ms: LatencySummary
+    """From a segment listed to it being stored, over the latest segments."""
 
 
 @attrs.define
@@ -154,7 +154,6 @@ class SegmentSink:
         await self._done.wait()
 
     def status(self) -> SinkStatus:
-        ms = sorted(x * 1000 for x in self._latencies)
         return SinkStatus(
             store=self.store.url,
             state=self._state,
@@ -163,8 +162,7 @@ class SegmentSink:
             lost=self._lost,
             failures=self._failures,
             bytes=self._bytes,
-            upload_ms_p50=round(statistics.median(ms), 1) if ms else None,
-            upload_ms_p95=round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 1) if ms else None,
+            upload_latency_ms=LatencySummary.from_samples(self._latencies),
         )
 
     async def run(self) -> None:

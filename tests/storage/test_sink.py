@@ -68,7 +68,7 @@ async def test_segments_and_playlists_are_written_in_order_and_closed(tmp_path: 
     assert manifest.state == "ended" and manifest.renditions["low"].segments == 4
     status = sink.status()
     assert (status.state, status.stored, status.lost, status.failures) == ("ended", 8, 0, 0)
-    assert status.upload_ms_p95 is not None and len(sink.latencies) == 8
+    assert status.upload_latency_ms.count == 8 and len(sink.latencies) == 8
     assert metrics.value("store_upload_seconds_count", store="record") == 8
     assert metrics.value("store_queue_depth", store="record") == 0
 
