@@ -237,9 +237,6 @@ async def _start_gateway(
     await nursery.start(pool.run)
     outputs = await OutputHub.from_section(config.outputs, metrics)
     await nursery.start(outputs.run)
-    for what, store in (("recordings", outputs.record_store), ("origin", outputs.origin_store)):
-        if store is not None:
-            announce(f"{what}: {store.url}")
     gateway = Gateway(
         transcoder=pool,
         profiles=load_profiles(playback.profiles),
@@ -318,6 +315,10 @@ async def _start_gateway(
     announce(f"webrtc:   {web}/whep/{{stream}} (WHEP; /whep/{{stream}}/{{rendition}})")
     announce(f"watch:    {web}/watch/{{stream}}  (?whep=1: WebRTC)")
     announce(f"status:   {web}/api/status")
+    if outputs.record_store is not None:
+        announce(f"records:  {outputs.record_store.url} (replay: {web}/vod/{{stream}}/{{id}}/…)")
+    if outputs.origin_store is not None:
+        announce(f"origin:   {outputs.origin_store.url}")
     await _start_metrics(nursery, config.http, metrics, announce)
     return gateway
 

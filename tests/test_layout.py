@@ -132,6 +132,7 @@ def test_benchmarks_never_import_tests(path: Path) -> None:
         "lpstream.media",
         "lpstream.media.h264",
         "lpstream.media.mpegts",
+        "lpstream.storage",
         "ingest.rtmp",
         "ingest.whip",
         "payments.pm",

@@ -2,7 +2,8 @@
 and :class:`Config`, built once from what the flags, the environment and the file gave.
 
 Each setting is declared once, with its default, in its section (:mod:`.serving`,
-:mod:`.market`, :mod:`.compute`, :mod:`.outputs`, and :class:`NodeSection` here; see :mod:`.setting` for how).
+:mod:`.market`, :mod:`.compute`, :mod:`.outputs`, and :class:`NodeSection` here; see
+:mod:`.setting` for how).
 The few defaults that differ by command on purpose are in :data:`ROLE_DEFAULTS`, with the
 reason.
 """

@@ -7,12 +7,14 @@ How this works:
   wait in a bounded queue; when it is full the oldest waiting one is dropped (counted,
   logged once per burst), so a slow or dead store never holds up the live path or grows
   memory.
-* One task (``run``) writes them in order: the segment (with retries and backoff), then the
-  playlists that list it — a playlist is only written after what it names, so no playlist
-  names an object that is not there. A segment that could not be stored (or was dropped, or
-  is a gap of its rendition) is left out of the playlists and the next one of its rendition
-  follows a discontinuity: when the store comes back, the recording goes on with the gap
-  marked. A playlist that failed is simply written again after the next segment.
+* One task (``run``) takes what waits as a batch: its segments are stored at once (each with
+  retries and backoff), then the playlists that list the stored ones are written, each once
+  (media playlists, then the master, then the manifest) — a playlist is only written after
+  what it names, so no playlist names an object that is not there. A segment that could not
+  be stored (or was dropped, or is a gap of its rendition) is left out of the playlists and
+  the next one of its rendition follows a discontinuity: when the store comes back, the
+  recording goes on with the gap marked. A playlist that failed is simply written again
+  after the next segment.
 * ``end`` closes the queue: what waits is still written, then the final objects (the VOD
   playlists, the manifest), retried for up to ``finish_deadline`` seconds.
 """
@@ -41,6 +43,13 @@ log = logging.getLogger("lpstream.storage")
 DEFAULT_QUEUE = 16
 """Segments (of all renditions) that may wait for the store, per stream and store."""
 _LATENCIES_KEPT = 512
+_BATCH = 16
+"""Segments stored at once at most (the store's client bounds its threads too)."""
+
+
+def _write_order(write: ObjectWrite) -> tuple[int, bool]:
+    """Deeper keys first (media playlists before the master), the manifest last."""
+    return -write.key.count("/"), write.key.endswith(".json")
 
 
 class StoredObjects(Protocol):
@@ -85,6 +94,9 @@ class SinkStatus:
     failures: int
     """Writes that failed after their retries."""
     bytes: int
+    """Bytes written: segments, playlists, manifests."""
+    segment_bytes: int
+    """Bytes of the segments alone."""
     upload_latency_ms: LatencySummary
     """From a segment listed to it being stored, over the latest segments."""
 
@@ -115,6 +127,7 @@ class SegmentSink:
     _lost: int = 0
     _failures: int = 0
     _bytes: int = 0
+    _segment_bytes: int = 0
     _dropping: bool = False
     _latencies: deque[float] = attrs.Factory(lambda: deque(maxlen=_LATENCIES_KEPT))
     _done: trio.Event = attrs.Factory(trio.Event)
@@ -162,6 +175,7 @@ class SegmentSink:
             lost=self._lost,
             failures=self._failures,
             bytes=self._bytes,
+            segment_bytes=self._segment_bytes,
             upload_latency_ms=LatencySummary.from_samples(self._latencies),
         )
 
@@ -176,11 +190,15 @@ class SegmentSink:
                     await self._wake.wait()
                 if not self._queue:
                     break
-                listed, listed_at = self._queue.popleft()
-                self._depth(-1)
+                batch: list[tuple[ListedSegment, float]] = []
+                while self._queue and len(batch) < _BATCH:
+                    batch.append(self._queue.popleft())
+                    self._depth(-1)
                 if not self._queue:
                     self._dropping = False
-                await self._write_segment(listed, listed_at)
+                # Drops so far were of segments before this batch's; later ones come after.
+                losses, self._pending_loss = self._pending_loss, {}
+                await self._write_batch(batch, losses)
             self._state = "finishing"
             for rendition, count in self._pending_loss.items():
                 for _ in range(count):
@@ -195,31 +213,58 @@ class SegmentSink:
             self._state = "ended"
             self._done.set()
 
-    async def _write_segment(self, listed: ListedSegment, listed_at: float) -> None:
-        for _ in range(self._pending_loss.pop(listed.rendition, 0)):
-            self.objects.lost(listed.rendition)
-        if listed.data is None:
-            self.objects.lost(listed.rendition)  # a gap of its rendition: nothing to store
-            return
-        segment = ObjectWrite(
-            self.objects.segment_key(listed), listed.data, content_type_of(".ts"), CACHE_SEGMENT
-        )
-        if not await self._put(segment):
-            self.objects.lost(listed.rendition)
-            self._count_lost()
-            return
-        latency = trio.current_time() - listed_at
-        self._latencies.append(latency)
-        self.metrics.observe("store_upload_seconds", latency, store=self.kind)
-        self._stored += 1
-        writes, deletes = self.objects.stored(listed, len(listed.data))
-        for write in writes:
+    async def _write_batch(
+        self, batch: list[tuple[ListedSegment, float]], losses: dict[str, int]
+    ) -> None:
+        """Stores the segments of ``batch`` at once, then writes the playlists that list the
+        stored ones (each playlist once, media playlists before the master, the manifest
+        last), then deletes what fell out of the window."""
+        stored = [False] * len(batch)
+        async with trio.open_nursery() as nursery:
+            for index, (listed, listed_at) in enumerate(batch):
+                if listed.data is not None:
+                    nursery.start_soon(self._store_segment, listed, listed_at, stored, index)
+        writes: dict[str, ObjectWrite] = {}
+        deletes: list[str] = []
+        for (listed, _), done in zip(batch, stored, strict=True):
+            for _ in range(losses.pop(listed.rendition, 0)):
+                self.objects.lost(listed.rendition)
+            if listed.data is None or not done:
+                # A gap of its rendition (nothing to store), or a segment that failed.
+                self.objects.lost(listed.rendition)
+                continue
+            new_writes, new_deletes = self.objects.stored(listed, len(listed.data))
+            for write in new_writes:
+                writes.pop(write.key, None)
+                writes[write.key] = write
+            deletes += new_deletes
+        for rendition, count in losses.items():
+            for _ in range(count):
+                self.objects.lost(rendition)
+        for write in sorted(writes.values(), key=_write_order):
             await self._put(write)
         for key in deletes:
             try:
                 await self.store.delete(key)
             except StoreError as exc:
                 log.info("stream %r: could not delete %s: %s", self.stream, key, exc)
+
+    async def _store_segment(
+        self, listed: ListedSegment, listed_at: float, stored: list[bool], index: int
+    ) -> None:
+        assert listed.data is not None
+        segment = ObjectWrite(
+            self.objects.segment_key(listed), listed.data, content_type_of(".ts"), CACHE_SEGMENT
+        )
+        if not await self._put(segment):
+            self._count_lost()
+            return
+        latency = trio.current_time() - listed_at
+        self._latencies.append(latency)
+        self.metrics.observe("store_upload_seconds", latency, store=self.kind)
+        self._stored += 1
+        self._segment_bytes += len(listed.data)
+        stored[index] = True
 
     async def _put(self, write: ObjectWrite) -> bool:
         """Writes with retries; False if it failed (counted and logged)."""
