@@ -305,6 +305,7 @@ async def _start_gateway(
         play=node_access.play,
         cors_origins=node_access.cors_origins,
         recordings=outputs,
+        forwards=outputs,
     )
     warn_if_open(gateway_http_addr(config), node_access.api_tokens)
     server, web = await _start_http(nursery, config.http, app, gateway_http_addr(config), tls)

@@ -3,6 +3,9 @@
 * :mod:`benchmarks.harness.nodes`: the real ``lpstream`` program as a subprocess, the HTTP
   helpers and the publisher command;
 * :mod:`benchmarks.harness.browser`: headless Chromium over the DevTools protocol;
+* :mod:`benchmarks.harness.objects`: a real S3-compatible server on loopback (moto's server
+  mode, reached over HTTP);
+* :mod:`benchmarks.harness.listeners`: ffmpeg listening for RTMP or SRT (restream targets);
 * :mod:`benchmarks.harness.toolchain`: what each side of a measurement runs (FFmpeg and x264
   builds, the encoder) and the ffmpeg command line that encodes as lpstream's worker does.
 

@@ -201,10 +201,11 @@ class Gateway:
         self._live[stream_name] = stream
         self._grants[stream_name] = grant
         if self.outputs is not None:
+            hls = playback.stream
             outputs = self.outputs.open_stream(
-                stream_name, playback.stream.rendition_order, record=grant.record
+                stream_name, lambda: hls.rendition_order, record=grant.record
             )
-            playback.stream.listener = None if outputs is None else outputs.offer
+            hls.listener = outputs.offer
         self.shares.join(stream_name, publisher.identity)
         if grant.spend_limit_wei is not None:
             account = SpendAccount(

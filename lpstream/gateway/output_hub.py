@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -23,6 +23,7 @@ from lpstream.config.outputs import OutputsSection
 from lpstream.errors import ConfigError, ProtocolError
 from lpstream.gateway.stream_outputs import OutputsStatus, StreamOutputs
 from lpstream.metrics import Metrics
+from lpstream.restream import ForwardStatus, parse_forward_url
 from lpstream.storage.library import RecordingLibrary
 from lpstream.storage.recordings import new_recording_id
 from lpstream.storage.sink import register_metrics
@@ -50,6 +51,8 @@ class OutputHub:
     """Seconds an ended recording is kept (None: always)."""
     window: int = 6
     queue_size: int = 16
+    forward_all: tuple[str, ...] = ()
+    """``--forward``: URLs every stream's source is restreamed to (``{stream}``: its name)."""
     library: RecordingLibrary | None = attrs.field(init=False, default=None)
     _nursery: trio.Nursery | None = None
     _streams: dict[str, StreamOutputs] = attrs.Factory(dict)
@@ -87,8 +90,14 @@ class OutputHub:
             except StoreError as exc:
                 raise ConfigError(f"{flag} {store.url}: {exc}") from None
             stores[flag] = store
+        for url in section.forward:
+            try:
+                parse_forward_url(url.replace("{stream}", "stream"))
+            except ProtocolError as exc:
+                raise ConfigError(f"--forward: {exc}") from None
         return cls(
             metrics=metrics,
+            forward_all=section.forward,
             record_store=stores.get("--record-store"),
             origin_store=stores.get("--hls-origin"),
             record_all=section.record,
@@ -101,6 +110,7 @@ class OutputHub:
         """Runs the outputs' tasks; recovery first, then retention passes."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._count_forwards)
             task_status.started()
             if self.library is None:
                 await trio.sleep_forever()
@@ -110,6 +120,27 @@ class OutputHub:
             while True:
                 await self._expire()
                 await trio.sleep(min(_RETENTION_CHECK, max(1.0, self.retention / 10)))
+
+    async def _count_forwards(self) -> None:
+        """Keeps the restream metrics: forwards by state, bytes sent (every second)."""
+        self.metrics.gauge("forwards", "Restreams by state (connecting, live, retrying).")
+        self.metrics.counter("forward_bytes_total", "Bytes restreams sent.")
+        sent: dict[str, int] = {}
+        while True:
+            states = dict.fromkeys(("connecting", "live", "retrying"), 0)
+            for outputs in self._streams.values():
+                for forward in outputs.forwards.statuses():
+                    states[forward.state] = states.get(forward.state, 0) + 1
+                    grown = forward.bytes_sent - sent.get(forward.id, 0)
+                    if grown > 0:
+                        self.metrics.inc("forward_bytes_total", grown)
+                    sent[forward.id] = forward.bytes_sent
+            for state, count in states.items():
+                if state != "stopped":
+                    self.metrics.set("forwards", count, state=state)
+            live_ids = {f.id for o in self._streams.values() for f in o.forwards.statuses()}
+            sent = {k: v for k, v in sent.items() if k in live_ids}
+            await trio.sleep(1.0)
 
     async def _recover(self) -> None:
         assert self.library is not None
@@ -135,16 +166,16 @@ class OutputHub:
     # -- live streams ----------------------------------------------------------------------
 
     def open_stream(
-        self, name: str, rendition_order: Sequence[str], *, record: bool = False
-    ) -> StreamOutputs | None:
-        """The outputs of a publish session that starts; None when the node has none."""
-        if self.record_store is None and self.origin_store is None:
-            return None
+        self, name: str, renditions: Callable[[], Sequence[str]], *, record: bool = False
+    ) -> StreamOutputs:
+        """The outputs of a publish session that starts; ``renditions`` gives its rendition
+        names now (source first)."""
         if self._nursery is None:
             raise RuntimeError("OutputHub.run has not started")
         outputs = StreamOutputs(
             stream=name,
-            rendition_order=rendition_order,
+            rendition_order=tuple(renditions()),
+            rendition_names=renditions,
             metrics=self.metrics,
             nursery=self._nursery,
             record_store=self.record_store,
@@ -156,6 +187,11 @@ class OutputHub:
         self._streams[name] = outputs
         if self.record_store is not None and (record or self.record_all):
             outputs.start_recording()
+        for url in self.forward_all:
+            try:
+                outputs.add_forward(url.replace("{stream}", name), "source")
+            except ProtocolError as exc:
+                log.warning("stream %r: --forward: %s", name, exc)
         return outputs
 
     def close_stream(self, name: str) -> None:
@@ -199,13 +235,41 @@ class OutputHub:
         """
         return self._live(name).stop_recording()
 
-    def _live(self, name: str) -> StreamOutputs:
-        if self.record_store is None:
-            raise ProtocolError("this gateway has no --record-store", code=503)
+    def add_forward(self, name: str, url: str, rendition: str) -> ForwardStatus:
+        """Restreams a live stream's rendition to ``url``.
+
+        Raises:
+            ProtocolError: 404 the stream is not live; 400 a bad URL or rendition; 409 it
+                forwards that already, or as many as it may; 501 ``srt://`` without libsrt.
+        """
+        return self._outputs_of(name).add_forward(url, rendition)
+
+    def forwards(self, name: str) -> list[ForwardStatus]:
+        """A live stream's restreams.
+
+        Raises:
+            ProtocolError: 404 the stream is not live.
+        """
+        return self._outputs_of(name).forwards.statuses()
+
+    def remove_forward(self, name: str, forward_id: str) -> ForwardStatus:
+        """Stops a restream; answers its last status.
+
+        Raises:
+            ProtocolError: 404 the stream is not live or has no such forward.
+        """
+        return self._outputs_of(name).forwards.remove(forward_id)
+
+    def _outputs_of(self, name: str) -> StreamOutputs:
         outputs = self._streams.get(name)
         if outputs is None:
             raise ProtocolError(f"stream {name!r} is not live", code=404)
         return outputs
+
+    def _live(self, name: str) -> StreamOutputs:
+        if self.record_store is None:
+            raise ProtocolError("this gateway has no --record-store", code=503)
+        return self._outputs_of(name)
 
     async def recordings(self, stream: str | None = None) -> list[dict[str, Any]]:
         """The stored recordings (of ``stream``), oldest first, as the API lists them.

@@ -1,4 +1,4 @@
-"""What one publish session writes beyond the gateway's memory: its recording, its live
+"""What one publish session sends beyond the gateway's memory: its recording, its live
 origin, its restreams.
 
 How this works: the stream's playlists tell ``StreamOutputs.offer`` of every listed segment
@@ -7,7 +7,8 @@ each has its own bounded queue and task (``SegmentSink`` for a store), so a slow
 destination costs only its own output. A recording can start and stop while the stream is
 live (``start_recording``/``stop_recording``); each start is a new recording with a new id.
 ``end`` (the publisher left, every segment listed) lets each output finish: a recording
-writes its VOD playlists, the origin its ended playlists.
+writes its VOD playlists, the origin its ended playlists, a restream sends what it has
+queued (``forward_grace`` seconds at most) and closes its connection.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from collections.abc import Callable, Sequence
 import attrs
 import trio
 
+from lpstream.errors import ProtocolError
 from lpstream.metrics import Metrics
 from lpstream.playback.listed import ListedSegment
+from lpstream.restream import Forwards, ForwardSettings, ForwardState, ForwardStatus
 from lpstream.storage.origin import OriginObjects
 from lpstream.storage.recordings import RecordingObjects
 from lpstream.storage.sink import SegmentSink, SinkStatus
@@ -45,6 +48,7 @@ class OutputsStatus:
 
     recording: RecordingStatus | None = None
     origin: SinkStatus | None = None
+    forwards: tuple[ForwardStatus, ...] = ()
 
 
 @attrs.define
@@ -65,11 +69,21 @@ class StreamOutputs:
     )
     """The id a recording of this stream starting at ``now`` gets (the hub keeps them
     unique)."""
+    rendition_names: Callable[[], Sequence[str]] = attrs.field(default=lambda: ())
+    """The stream's renditions now (a live AI output joins mid-stream); forwards name one."""
+    forward_settings: ForwardSettings = attrs.Factory(ForwardSettings)
+    forward_grace: float = 10.0
+    """Seconds a forward may take to send what it has queued once the stream ended."""
+    forwards: Forwards = attrs.field(init=False)
+    """The restreams (``POST /api/streams/{name}/forward``)."""
     _recording: tuple[str, SegmentSink] | None = None
     _origin: SegmentSink | None = None
     _ended: bool = False
 
     def __attrs_post_init__(self) -> None:
+        self.forwards = Forwards(
+            stream=self.stream, nursery=self.nursery, settings=self.forward_settings
+        )
         if self.origin_store is not None:
             self._origin = self._sink(
                 "origin",
@@ -89,6 +103,13 @@ class StreamOutputs:
             self._recording[1].offer(listed)
         if self._origin is not None:
             self._origin.offer(listed)
+        self.forwards.offer(listed)
+
+    def add_forward(self, url: str, rendition: str) -> ForwardStatus:
+        """Starts restreaming ``rendition`` to ``url`` (see ``Forwards.add``)."""
+        if self._ended:
+            raise ProtocolError(f"stream {self.stream!r} ended", code=404)
+        return self.forwards.add(url, rendition, renditions=self.rendition_names()).status()
 
     def start_recording(self) -> str:
         """Starts recording from the next segment; answers its id (the running one's, if it
@@ -128,6 +149,17 @@ class StreamOutputs:
         self.stop_recording()
         if self._origin is not None:
             self._origin.end()
+        self.nursery.start_soon(self._finish_forwards)
+
+    async def _finish_forwards(self) -> None:
+        """Lets each forward send what it has queued (for ``forward_grace`` at most)."""
+        running = self.forwards.all()
+        for forward in running:
+            forward.finish()
+        with trio.move_on_after(self.forward_grace):
+            for forward in running:
+                await forward.wait_state(ForwardState.STOPPED)
+        self.forwards.close()
 
     def status(self) -> OutputsStatus:
         return OutputsStatus(
@@ -135,6 +167,7 @@ class StreamOutputs:
             if self._recording is None
             else RecordingStatus(id=self._recording[0], sink=self._recording[1].status()),
             origin=None if self._origin is None else self._origin.status(),
+            forwards=tuple(self.forwards.statuses()),
         )
 
     def _sink(

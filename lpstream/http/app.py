@@ -30,6 +30,7 @@ from lpstream.access import PlayAuthorizer, SecretSet
 from lpstream.http.ai import AiDirectory, ai_routes
 from lpstream.http.api_guard import ApiGuard
 from lpstream.http.cors import CorsMiddleware
+from lpstream.http.forwards import ForwardDirectory, forward_routes
 from lpstream.http.limits import BodyReader, HttpLimits
 from lpstream.http.metrics_app import metrics_response
 from lpstream.http.play_guard import PlayGuard, WhepPlayGuard, hls_token
@@ -105,6 +106,7 @@ def build_app(
     play: PlayAuthorizer | None = None,
     cors_origins: Sequence[str] = (),
     recordings: RecordingDirectory | None = None,
+    forwards: ForwardDirectory | None = None,
 ) -> Starlette:
     """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers, ``whip``
     None on nodes that take no WHIP publishes, ``whep`` None on nodes with no WebRTC viewers.
@@ -114,7 +116,8 @@ def build_app(
     ``lpstream.http.status.status_json``. ``api_tokens`` guard ``/api/*`` and ``/metrics``
     (None: loopback clients only), ``play`` decides who may watch over HLS and WHEP (None:
     anyone), ``cors_origins`` are the web origins whose pages may use HLS and the API,
-    ``recordings`` starts, lists and serves recordings (None on nodes that keep none)."""
+    ``recordings`` starts, lists and serves recordings and ``forwards`` restreams (None on
+    nodes without them)."""
     bodies = BodyReader.from_limits(limits or HttpLimits())
     guard = None if play is None else PlayGuard(play)
 
@@ -207,6 +210,8 @@ def build_app(
         routes += ai_routes(ai, bodies=bodies)
     if recordings is not None:
         routes += recording_routes(recordings, guard=guard)
+    if forwards is not None:
+        routes += forward_routes(forwards, bodies=bodies)
     middleware = [
         Middleware(CorsMiddleware, origins=tuple(cors_origins)),
         Middleware(ApiGuard, tokens=api_tokens),
