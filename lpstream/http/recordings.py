@@ -16,8 +16,9 @@
   it is asked as for the live stream (protocol ``hls``) and the playlists carry the token.
 
 The ``/api/`` routes are behind the API token like every ``/api/*`` route. Names and ids
-that no recording can have (``..``, ``/``, ``%2f``, over-long) are 400 on the API and 404 on
-``/vod/`` before the store is asked.
+that no recording can have (``..``, ``/``, over-long) are 400 on the API and 404 on ``/vod/``
+before the store is asked. (A ``%2f`` is decoded before routing, so it only ever splits the
+path into names that are then checked the same way: nothing outside a recording is read.)
 """
 
 from __future__ import annotations

@@ -48,8 +48,12 @@ def watch_page(stream: str, recording: str | None = None) -> str:
         if recording is None
         else f"/vod/{stream}/{recording}/index.m3u8"
     )
-    return _PAGE.replace("{{playlist}}", html.escape(playlist)).replace(
-        "{{name}}", html.escape(stream if recording is None else f"{stream} · {recording}")
+    return (
+        _PAGE.replace("{{playlist}}", html.escape(playlist))
+        .replace("{{live}}", "true" if recording is None else "false")
+        .replace(
+            "{{name}}", html.escape(stream if recording is None else f"{stream} · {recording}")
+        )
     )
 
 
@@ -161,8 +165,10 @@ if (window.Hls && Hls.isSupported()) {
     const level = hls.levels[hls.currentLevel];
     show(window.player.engine +
          (level ? " · " + level.width + "x" + level.height : "") +
-         " · latency " + (hls.latency || 0).toFixed(2) + " s" +
-         (hls.lowLatencyMode ? " · low-latency mode" : ""));
+         ({{live}} ? " · latency " + (hls.latency || 0).toFixed(2) + " s" +
+                     (hls.lowLatencyMode ? " · low-latency mode" : "")
+                   : " · " + video.currentTime.toFixed(1) + " / " +
+                     (video.duration || 0).toFixed(1) + " s"));
   }, 500);
 } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
   window.player = {engine: "native", errors: []};
