@@ -27,7 +27,7 @@ import trio
 
 from payments.fsync import fsync_folder
 
-from .store import InvalidKey, ObjectInfo, StoreError, StoreUnavailable, check_key
+from .store import ObjectInfo, StoreError, StoreUnavailable, check_key, is_key
 
 __all__ = ["LocalStore"]
 
@@ -204,7 +204,7 @@ class LocalStore:
             folders[:] = [name for name in folders if not name.startswith(".")]
             for name in files:
                 key = "/".join((*base, name))
-                if not key.startswith(prefix) or not _is_key(key):
+                if not key.startswith(prefix) or not is_key(key):
                     continue
                 try:
                     status = os.lstat(os.path.join(directory, name))
@@ -223,14 +223,6 @@ def _check_prefix(prefix: str) -> None:
     """A listing prefix is a key, or a key's start ending in ``/``; ``""`` lists everything."""
     if prefix:
         check_key(prefix[:-1] if prefix.endswith("/") else prefix)
-
-
-def _is_key(name: str) -> bool:
-    try:
-        check_key(name)
-    except InvalidKey:
-        return False
-    return True
 
 
 def _walk_error(exc: OSError) -> None:

@@ -35,7 +35,15 @@ from boto3.s3.transfer import TransferConfig
 
 from lpstream.errors import ConfigError
 
-from .store import MAX_KEY_LENGTH, InvalidKey, ObjectInfo, StoreError, StoreUnavailable, check_key
+from .store import (
+    MAX_KEY_LENGTH,
+    InvalidKey,
+    ObjectInfo,
+    StoreError,
+    StoreUnavailable,
+    check_key,
+    is_key,
+)
 
 __all__ = [
     "DEFAULT_MULTIPART_MB",
@@ -308,7 +316,7 @@ class S3Store:
             for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
                 for item in page.get("Contents", ()):
                     key = str(item["Key"])[start:]
-                    if _is_key(key):
+                    if is_key(key):
                         found.append(ObjectInfo(key, int(item["Size"]), _timestamp(item)))
             found.sort(key=lambda info: info.key)
             return found
@@ -398,14 +406,6 @@ def _error_code(exc: Any) -> str:
 
 def _timestamp(item: Any) -> float:
     return float(item["LastModified"].timestamp())
-
-
-def _is_key(name: str) -> bool:
-    try:
-        check_key(name)
-    except InvalidKey:
-        return False
-    return True
 
 
 def _is_ip_address(name: str) -> bool:

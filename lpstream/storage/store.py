@@ -27,6 +27,7 @@ __all__ = [
     "StoreUnavailable",
     "check_key",
     "content_type_of",
+    "is_key",
 ]
 
 MAX_KEY_LENGTH = 512
@@ -72,6 +73,15 @@ def check_key(key: str) -> str:
         if not _KEY_PART.fullmatch(part):
             raise InvalidKey(f"object key {key[:80]!r} has a part that is not allowed")
     return key
+
+
+def is_key(name: str) -> bool:
+    """Whether ``name`` passes :func:`check_key` (an object a listing may show)."""
+    try:
+        check_key(name)
+    except InvalidKey:
+        return False
+    return True
 
 
 def content_type_of(key: str) -> str:
