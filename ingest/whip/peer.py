@@ -14,6 +14,11 @@ How this works:
   and passes only the end-of-stream marker on, so the decoder thread idles and then exits as
   usual. This reaches into one private attribute of aiortc's ``RTCRtpReceiver``; it is
   checked when a session starts so an aiortc that changed fails loudly, not silently.
+* The answer offers only what this node takes: before the offer is applied, a receiving
+  video transceiver that prefers H.264 with packetization-mode 1 (and its RTX) and an audio
+  one that prefers Opus are made, so aiortc negotiates those alone. Without this aiortc
+  answers every codec the offer and aiortc share in the offer's order — VP8 first for most
+  WebRTC stacks — and the publisher sends VP8, which this node does not ingest.
 * Opus is decoded by aiortc (``track.recv()``, the public API) and the PCM frames are passed on
   to be encoded as AAC.
 * Keyframes: the segmenter cuts only at IDRs, so when no IDR has arrived for
@@ -32,7 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-from aiortc import MediaStreamTrack, RTCRtpReceiver
+from aiortc import MediaStreamTrack, RTCRtpCodecCapability, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 
 from lpstream.errors import RemoteProtocolError
@@ -75,6 +80,16 @@ class AudioFrameReceived:
 PeerItem = VideoFrameReceived | AudioFrameReceived | ConnectionStateChanged
 
 
+def _taken(kind: str, wanted: Callable[[RTCRtpCodecCapability], bool]) -> list[Any]:
+    """aiortc's receive codecs of ``kind`` that ``wanted`` picks, with their RTX."""
+    capabilities = RTCRtpReceiver.getCapabilities(kind)
+    assert capabilities is not None
+    codecs = capabilities.codecs
+    return [c for c in codecs if wanted(c)] + [
+        c for c in codecs if c.mimeType.lower() == f"{kind}/rtx"
+    ]
+
+
 class _EncodedFrameTap(queue.Queue[Any]):
     """Stands in for an ``RTCRtpReceiver``'s decoder queue: frames go to us, not the decoder."""
 
@@ -103,8 +118,10 @@ class RtcPeer:
         on_item: Callable[[PeerItem], None],
         ice_servers: Sequence[str] = (),
         keyframe_interval: float = 2.0,
+        audio: bool = True,
     ) -> None:
         self._on_item = on_item
+        self._audio = audio
         self._keyframe_interval = keyframe_interval
         self._pc = open_peer_connection(ice_servers)
         self._pc.on("connectionstatechange", self._state_changed)
@@ -120,6 +137,19 @@ class RtcPeer:
             lpstream.errors.RemoteProtocolError: 415 when no codec in the offer can be
                 received, 400 when aiortc cannot apply it.
         """
+        self._pc.addTransceiver("video", direction="recvonly").setCodecPreferences(
+            _taken(
+                "video",
+                lambda c: (
+                    c.mimeType.lower() == "video/h264"
+                    and str(c.parameters.get("packetization-mode")) == "1"
+                ),
+            )
+        )
+        if self._audio:
+            self._pc.addTransceiver("audio", direction="recvonly").setCodecPreferences(
+                _taken("audio", lambda c: c.mimeType.lower() == "audio/opus")
+            )
         await apply_offer(
             self._pc,
             offer_sdp,

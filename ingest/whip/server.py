@@ -234,6 +234,7 @@ class WhipIngest:
             on_item=loop.to_trio(deliver),
             ice_servers=self.ice_servers,
             keyframe_interval=self.keyframe_interval,
+            audio=session.has_audio,
         )
         return await self._sessions.answer(loop, session.peer, sdp)
 

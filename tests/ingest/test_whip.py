@@ -126,7 +126,7 @@ class AiortcPublisher:
     """A non-trickle WHIP client, as OBS is: gather everything, post the offer, apply the
     answer. Its methods run on the client's own asyncio loop."""
 
-    def __init__(self, *, video_codec: str = "video/H264", audio: bool = True) -> None:
+    def __init__(self, *, video_codec: str | None = "video/H264", audio: bool = True) -> None:
         self._video_codec = video_codec
         self._audio = audio
         self.pc: RTCPeerConnection | None = None
@@ -136,9 +136,11 @@ class AiortcPublisher:
         video = pc.addTransceiver(MovingGradient(), direction="sendonly")
         capabilities = RTCRtpSender.getCapabilities("video")
         assert capabilities is not None
-        video.setCodecPreferences(
-            [c for c in capabilities.codecs if c.mimeType.lower() == self._video_codec.lower()]
-        )
+        if self._video_codec is not None:  # None: aiortc's own order, VP8 first
+            wanted = self._video_codec.lower()
+            video.setCodecPreferences(
+                [c for c in capabilities.codecs if c.mimeType.lower() == wanted]
+            )
         if self._audio:
             pc.addTransceiver(Tone(), direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
@@ -324,6 +326,33 @@ async def test_non_trickle_publish_delivers_h264_unchanged_and_aac(node: Node) -
             assert container.streams.audio[0].codec_context.name == "aac"
             first = next(container.decode(video=0))
             assert (first.width, first.height) == (WIDTH, HEIGHT)
+
+
+async def test_an_offer_in_aiortcs_default_codec_order_is_answered_with_h264_only(
+    node: Node,
+) -> None:
+    client = AiortcPublisher(video_codec=None)
+    offer = await node.run_client(client.offer)
+    assert offer.index("VP8/90000") < offer.index("H264/90000")  # VP8 first, as browsers do
+    reply = await node.post_offer("cam", offer)
+    assert reply.status == 201, reply.body
+    answer = reply.body.decode()
+    video = answer[answer.index("m=video") :]
+    video = video[: video.index("m=audio")] if "m=audio" in video else video
+    codecs = {line.split()[1].split("/")[0] for line in video.splitlines() if "a=rtpmap:" in line}
+    assert codecs == {"H264", "rtx"}, video
+    audio = answer[answer.index("m=audio") :]
+    assert {
+        line.split()[1].split("/")[0] for line in audio.splitlines() if "a=rtpmap:" in line
+    } == {"opus"}
+    await node.run_client(lambda: client.accept(answer))
+    publisher = node.handler.publishers["cam"]
+    await publisher.wait_for(
+        lambda: sum(p.keyframe for p in publisher.packets(TrackKind.VIDEO)) >= 1, 20
+    )
+    assert publisher.config(TrackKind.VIDEO).codec == "h264"
+    await node.request("DELETE", reply.headers["location"], headers=AUTH)
+    await node.run_client(client.close)
 
 
 async def test_a_second_publish_of_a_live_stream_is_refused_with_409(node: Node) -> None:
