@@ -102,3 +102,63 @@ async def test_a_browser_publishes_with_whip_and_the_ladder_plays(
         await viewer.screenshot(ARTIFACTS / "watch-whip-stream.png")
         status = await trio.to_thread.run_sync(lambda: http_get(f"{base}/api/status"))
         assert b'"webcam"' in status[1]
+
+
+# A WebRTC publisher as most stacks are: camera and microphone added, no codec preference (so
+# Chromium offers VP8 first), non-trickle WHIP.
+_PUBLISH_WITHOUT_PREFERENCES = """
+(async () => {
+  const media = await navigator.mediaDevices.getUserMedia({video: true, audio: true});
+  const pc = new RTCPeerConnection();
+  window.plain = {pc: pc, state: "new"};
+  pc.onconnectionstatechange = () => { window.plain.state = pc.connectionState; };
+  for (const track of media.getTracks()) pc.addTransceiver(track, {direction: "sendonly"});
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise(resolve => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && resolve();
+  });
+  const reply = await fetch("/whip/plain", {
+    method: "POST", headers: {"Content-Type": "application/sdp"}, body: pc.localDescription.sdp});
+  const answer = await reply.text();
+  if (reply.status !== 201) return {status: reply.status, answer: answer};
+  await pc.setRemoteDescription({type: "answer", sdp: answer});
+  return {status: reply.status, offer: pc.localDescription.sdp, answer: answer};
+})()
+"""
+
+
+def _rtpmap_codecs(sdp: str, kind: str) -> list[str]:
+    section = sdp[sdp.index(f"m={kind}") :]
+    following = section.find("\nm=", 1)
+    section = section if following < 0 else section[:following]
+    return [
+        line.split()[1].split("/")[0]
+        for line in section.splitlines()
+        if line.startswith("a=rtpmap:")
+    ]
+
+
+async def test_a_browser_without_codec_preferences_publishes_h264(
+    dev_node: NodeProcess, tmp_path: Path
+) -> None:
+    if chromium_path() is None:
+        pytest.fail("chromium is not installed: run scripts/setup")
+    base = dev_node.url("http")
+    async with open_browser(tmp_path / "chromium.log") as browser:
+        page = await browser.new_page(f"{base}/watch/plain")
+        result = await page.evaluate(_PUBLISH_WITHOUT_PREFERENCES)
+        assert result["status"] == 201, result
+        offered = _rtpmap_codecs(result["offer"], "video")
+        assert offered.index("VP8") < offered.index("H264"), offered  # the usual order
+        assert set(_rtpmap_codecs(result["answer"], "video")) <= {"H264", "rtx"}
+        assert _rtpmap_codecs(result["answer"], "audio") == ["opus"]
+        await page.wait_for("window.plain.state", 20, lambda s: s == "connected")
+        master = await trio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: (r := http_get(f"{base}/hls/plain/index.m3u8"))[0] == 200 and r[1],
+                40,
+                "the ladder of a publisher that offered VP8 first",
+            )
+        )
+        assert 'NAME="240p"' in master.decode()
