@@ -29,7 +29,7 @@ from tests.attacks.harness import (
 from tests.e2e.nodes import NodeProcess, http_get, http_json
 from tests.ingest.test_rtmp_protocol import TestClient, connect_cmd
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 
 @pytest.fixture(scope="module")

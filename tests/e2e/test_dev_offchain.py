@@ -23,7 +23,7 @@ from tests.e2e.nodes import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 LADDER_720P = {"source": (1280, 720), "360p": (640, 360), "240p": (426, 240)}
 

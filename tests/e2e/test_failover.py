@@ -23,7 +23,7 @@ import pytest
 from tests.e2e.hls_check import HlsRecorder, check_recording
 from tests.e2e.nodes import NodeProcess, http_json, push_command, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 SIZES = {"source": (1280, 720), "360p": (640, 360), "240p": (426, 240)}
 SEGMENT_SECONDS = 2.0

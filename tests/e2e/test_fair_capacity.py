@@ -21,7 +21,7 @@ import pytest
 from tests.attacks.harness import assert_whole, honest_stream
 from tests.e2e.nodes import NodeProcess, http_json, running_dev, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 TINY = "160x90"
 HD = "1280x720"

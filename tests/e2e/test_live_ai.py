@@ -34,6 +34,7 @@ from workers.pipelines import ModelDirectory, PipelineRegistry
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.solo,
     # diffusers' schedulers call np.array on tensors on every frame; numpy 2 flags it.
     pytest.mark.filterwarnings(
         "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"

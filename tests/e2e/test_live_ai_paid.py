@@ -30,7 +30,7 @@ from tests.e2e.money import fraction_strings, wei
 from tests.e2e.nodes import NodeProcess, http_json, push_command, running_dev, wait_for
 from tests.e2e.test_live_ai import post_json
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 PRICE_PER_SECOND = 3 * 10**12
 """Three tickets' EV a second."""

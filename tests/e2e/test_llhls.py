@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.nodes import NodeProcess, http_get, http_json, push_command, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 PART_LINE = re.compile(
     r'^#EXT-X-PART:DURATION=([0-9.]+),URI="(\d+)\.(\d+)\.ts"(,INDEPENDENT=YES)?$'

@@ -26,7 +26,7 @@ from tests.e2e.stored_media import (
     wait_recordings,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 SECONDS = 24.0
 RENDITIONS = ["source", "360p", "240p"]

@@ -20,7 +20,7 @@ import trio
 from benchmarks.harness.browser import chromium_path, open_browser
 from tests.e2e.nodes import NodeProcess, http_json
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 ARTIFACTS = Path(os.environ.get("LPSTREAM_ARTIFACTS", Path(__file__).parents[2] / "artifacts"))
 

@@ -196,6 +196,7 @@ def gaps(gateway: Gateway, stream: str) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.solo
 async def test_a_newcomer_gets_every_segment_from_a_publisher_over_its_share(
     nursery: trio.Nursery, clip: list[MediaEvent]
 ) -> None:
