@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lpstream.cliopts import option
-from lpstream.errors import ConfigError
 
 from .amounts import format_wei, percent_to_ppm, wei_argument
-from .flags import ChainFlags, chain_flags, progress
+from .flags import ChainFlags, account_address, chain_flags, progress
+from .price import set_price
+from .stake import lock_json, rebond, unbond, unbonding_lines, withdraw_stake
 
 if TYPE_CHECKING:
     from payments.chain.client import ChainClient
@@ -56,7 +57,7 @@ def unlock(chain: ChainFlags) -> None:
     """Start the unlock period of the deposit and reserve (then `withdraw`)."""
     client = chain.connect()
     client.unlock(progress=progress)
-    info = client.sender_info(_address(client))
+    info = client.sender_info(account_address(client))
     click.echo(
         f"unlocking: withdraw from round {info.withdraw_round} (now round {client.current_round()})"
     )
@@ -75,7 +76,7 @@ def cancel_unlock(chain: ChainFlags) -> None:
 def withdraw(chain: ChainFlags) -> None:
     """Withdraw the deposit and reserve once the unlock period is over."""
     client = chain.connect()
-    info = client.sender_info(_address(client))
+    info = client.sender_info(account_address(client))
     client.withdraw(progress=progress)
     click.echo(f"withdrew {format_wei(info.deposit + info.reserve)}")
 
@@ -118,7 +119,7 @@ def bond(amount: int, to: str | None, chain: ChainFlags) -> None:
 def register(reward_cut: int, fee_share: int, service_uri: str | None, chain: ChainFlags) -> None:
     """Register the account as an orchestrator (bond to itself first)."""
     client = chain.connect()
-    address = _address(client)
+    address = account_address(client)
     if client.bonded_amount(address) == 0:
         raise click.ClickException(
             f"{address} has no stake: bond to itself first (lpstream account bond AMOUNT)"
@@ -137,7 +138,7 @@ def register(reward_cut: int, fee_share: int, service_uri: str | None, chain: Ch
 def withdraw_fees(chain: ChainFlags) -> None:
     """Withdraw the fees redeemed tickets credited to this orchestrator."""
     client = chain.connect()
-    fees = client.pending_fees(_address(client))
+    fees = client.pending_fees(account_address(client))
     client.withdraw_fees(progress=progress)
     click.echo(f"withdrew {format_wei(fees)} of fees")
 
@@ -160,12 +161,13 @@ def initialize_round(chain: ChainFlags) -> None:
 @option("--json", "as_json", is_flag=True, default=False, help="Print JSON.")
 @chain_flags(key_required=False)
 def status(address: str | None, as_json: bool, chain: ChainFlags) -> None:
-    """Show an account: balance, deposit, reserve, unlock, stake, orchestrator state, fees."""
+    """Show an account: balance, deposit, reserve, unlock, stake, unbonding locks,
+    orchestrator state, fees."""
     if address is None and chain.keystore is None:
         raise click.UsageError("name an account: --keystore or --address")
     if address is None:
         client = chain.connect()
-        address = _address(client)
+        address = account_address(client)
     else:
         client = chain.connect(signing=False)
     report = _status_report(client, address)
@@ -181,6 +183,7 @@ def status(address: str | None, as_json: bool, chain: ChainFlags) -> None:
     orchestrator = (
         "active" if report["active"] else "registered, not active" if report["registered"] else "no"
     )
+    locks = unbonding_lines(report["unbonding_locks"])
     lines = [
         ("address", report["address"]),
         ("balance", _wei_text(report["balance"])),
@@ -189,17 +192,20 @@ def status(address: str | None, as_json: bool, chain: ChainFlags) -> None:
         ("unlock", unlock_state),
         ("bonded", _wei_text(report["bonded"])),
         ("stake", _wei_text(report["stake"])),
+        ("unbonding", locks[0]),
+        *(("", more) for more in locks[1:]),
         ("orchestrator", orchestrator),
         ("pending fees", _wei_text(report["pending_fees"])),
         ("service URI", report["service_uri"] or "(none)"),
         ("round", f"{report['current_round']} (block {report['latest_block']})"),
     ]
     for label, value in lines:
-        click.echo(f"{label + ':':<14}{value}")
+        click.echo(f"{label + ':' if label else '':<14}{value}")
 
 
 def _status_report(client: ChainClient, address: str) -> dict[str, Any]:
     snapshot = client.snapshot()
+    locks = client.unbonding_locks(address)
     info = client.sender_info(address)
     return {
         "address": address,
@@ -210,6 +216,7 @@ def _status_report(client: ChainClient, address: str) -> dict[str, Any]:
         "unlocking": info.unlocking,
         "bonded": client.bonded_amount(address),
         "stake": client.transcoder_stake(address),
+        "unbonding_locks": [lock_json(lock, snapshot.current_round) for lock in locks],
         "registered": client.is_registered_transcoder(address),
         "active": client.is_active_transcoder(address),
         "pending_fees": client.pending_fees(address),
@@ -223,7 +230,8 @@ def _wei_text(wei: int) -> str:
     return f"{format_wei(wei)} ({wei} wei)"
 
 
-def _address(client: ChainClient) -> str:
-    if client.address is None:  # pragma: no cover - account commands always load a key
-        raise ConfigError("no keystore given")
-    return client.address
+# Stake on its way out, and the orchestrator's price (modules of their own).
+account.add_command(unbond)
+account.add_command(rebond)
+account.add_command(withdraw_stake)
+account.add_command(set_price)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from payments.chain.client import ChainClient
     from payments.keys import NodeKey
 
-__all__ = ["ChainFlags", "chain_flags", "progress"]
+__all__ = ["ChainFlags", "account_address", "chain_flags", "progress"]
 
 Command = Callable[..., Any]
 
@@ -123,3 +123,14 @@ def chain_flags(*, key_required: bool = True) -> Callable[[Command], Command]:
 def progress(line: str) -> None:
     """Prints a write's progress ("sent 0x…, waiting for receipt…")."""
     click.echo(line)
+
+
+def account_address(client: ChainClient) -> str:
+    """The address of the key ``client`` signs with.
+
+    Raises:
+        ConfigError: the client has no key.
+    """
+    if client.address is None:  # pragma: no cover - account commands always load a key
+        raise ConfigError("no keystore given")
+    return client.address

@@ -7,7 +7,7 @@ here, so importing ``payments.chain`` does not pull in the HTTP stack.
 
 from __future__ import annotations
 
-from .client import REDEEM_GAS, ChainClient, ChainError, ChainSnapshot
+from .client import REDEEM_GAS, ChainClient, ChainError, ChainSnapshot, UnbondingLock
 from .contracts import CONTRACT_NAMES, Artifact, contract_at, deploy_all, load_artifact
 from .dev_accounts import DEV_CHAIN_ID, DevKeyError, dev_account_index
 from .devchain import DevChain, dev_key
@@ -22,6 +22,7 @@ __all__ = [
     "ChainSnapshot",
     "DevChain",
     "DevKeyError",
+    "UnbondingLock",
     "contract_at",
     "deploy_all",
     "dev_account_index",

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
+from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from payments.keys import NodeKey
@@ -32,7 +34,7 @@ from payments.store import StoredTicket
 
 from .dev_accounts import refuse_dev_key_off_dev_chain
 from .errors import ChainError, checksum_address, hex_string, mapped_errors
-from .reads import ChainReader, ChainSnapshot
+from .reads import ChainReader, ChainSnapshot, UnbondingLock
 from .sending import DEFAULT_TX_TIMEOUT, Progress, TransactionSender
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "ChainError",
     "ChainSnapshot",
     "Progress",
+    "UnbondingLock",
 ]
 
 REDEEM_GAS = 350_000
@@ -201,6 +204,47 @@ class ChainClient(ChainReader):
         return self._write(
             self._bonding, "bond", [amount, delegate], value=amount, progress=progress
         )
+
+    def unbond(self, amount: int, *, progress: Progress | None = None) -> UnbondingLock:
+        """Moves ``amount`` wei of the key's bond into a new unbonding lock (``unbond``).
+
+        Returns:
+            The lock it made, as the transaction's ``Unbond`` event tells it.
+        """
+        tx_hash = self._write(self._bonding, "unbond", [amount], progress=progress)
+        with mapped_errors(f"reading the Unbond event of {tx_hash}"):
+            receipt = self._w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+            events = self._bonding.events.Unbond().process_receipt(receipt, errors=DISCARD)
+        if len(events) != 1:
+            raise ChainError(f"transaction {tx_hash} logged {len(events)} Unbond events, not 1")
+        args = events[0]["args"]
+        return UnbondingLock(
+            id=int(args["unbondingLockId"]),
+            amount=int(args["amount"]),
+            withdraw_round=int(args["withdrawRound"]),
+        )
+
+    def rebond(self, lock_id: int, *, progress: Progress | None = None) -> str:
+        """Cancels unbonding lock ``lock_id`` and bonds its amount back to the key's delegate
+        (``rebond``; the key must still have a bond)."""
+        return self._write(self._bonding, "rebond", [lock_id], progress=progress)
+
+    def rebond_from_unbonded(
+        self, to: str, lock_id: int, *, progress: Progress | None = None
+    ) -> str:
+        """Cancels unbonding lock ``lock_id`` of a key with nothing bonded and bonds its amount
+        to ``to`` (``rebondFromUnbonded``)."""
+        return self._write(
+            self._bonding,
+            "rebondFromUnbonded",
+            [checksum_address(to), lock_id],
+            progress=progress,
+        )
+
+    def withdraw_stake(self, lock_id: int, *, progress: Progress | None = None) -> str:
+        """Pays unbonding lock ``lock_id`` out to the key once its withdraw round has come
+        (``withdrawStake``)."""
+        return self._write(self._bonding, "withdrawStake", [lock_id], progress=progress)
 
     def register(self, reward_cut: int, fee_share: int, *, progress: Progress | None = None) -> str:
         """Registers the key as an orchestrator (``transcoder``), or updates its cuts.

@@ -21,10 +21,13 @@ from payments.pm import SenderInfo
 from .contracts import contract_at, contract_id
 from .errors import ChainError, checksum_address, mapped_errors
 
-__all__ = ["ChainReader", "ChainSnapshot"]
+__all__ = ["MAX_UNBONDING_LOCKS_LISTED", "ChainReader", "ChainSnapshot", "UnbondingLock"]
 
 _MAX_POOL_SIZE = 100
 """The BondingManager's largest pool: bounds the walk over the active set."""
+
+MAX_UNBONDING_LOCKS_LISTED = 100
+"""How many of a delegator's latest lock ids ``unbonding_locks`` reads (one call each)."""
 
 _CONTRACTS = ("RoundsManager", "BondingManager", "TicketBroker", "ServiceRegistry")
 """The contracts the Controller is asked for."""
@@ -50,6 +53,23 @@ class ChainSnapshot:
     """Orchestrators in the current round's active set."""
     round_length: int
     """Blocks per round."""
+
+
+@attrs.frozen(kw_only=True)
+class UnbondingLock:
+    """Stake on its way out of the BondingManager: made by ``unbond``, ended by
+    ``withdrawStake`` (paid out) or ``rebond`` (bonded again)."""
+
+    id: int
+    """The lock's id, counted from 0 per delegator."""
+    amount: int
+    """Wei being unbonded."""
+    withdraw_round: int
+    """The first round ``withdrawStake`` pays it out in."""
+
+    def withdrawable(self, current_round: int) -> bool:
+        """Whether ``withdrawStake`` pays it out in ``current_round``."""
+        return self.withdraw_round <= current_round
 
 
 class ChainReader:
@@ -199,6 +219,47 @@ class ChainReader:
         """``address``'s own bond, wherever it is delegated (wei)."""
         with mapped_errors("reading getDelegator"):
             return int(self._bonding.functions.getDelegator(checksum_address(address)).call()[0])
+
+    def unbonding_lock(self, address: str, lock_id: int) -> UnbondingLock | None:
+        """``address``'s unbonding lock ``lock_id``; None if it has none by that id (never
+        made, or already withdrawn or rebonded)."""
+        with mapped_errors("reading getDelegatorUnbondingLock"):
+            amount, withdraw_round = self._bonding.functions.getDelegatorUnbondingLock(
+                checksum_address(address), lock_id
+            ).call()
+        if int(amount) == 0:
+            return None
+        return UnbondingLock(id=lock_id, amount=int(amount), withdraw_round=int(withdraw_round))
+
+    def unbonding_locks(self, address: str) -> list[UnbondingLock]:
+        """``address``'s pending unbonding locks, oldest first, read at one block: those among
+        its latest ``MAX_UNBONDING_LOCKS_LISTED`` lock ids that were neither withdrawn nor
+        rebonded."""
+        with mapped_errors("reading the unbonding locks"):
+            account = checksum_address(address)
+            block = int(self._w3.eth.block_number)
+            functions = self._bonding.functions
+            next_id = int(functions.getDelegator(account).call(block_identifier=block)[6])
+            locks: list[UnbondingLock] = []
+            for lock_id in range(max(0, next_id - MAX_UNBONDING_LOCKS_LISTED), next_id):
+                amount, withdraw_round = functions.getDelegatorUnbondingLock(account, lock_id).call(
+                    block_identifier=block
+                )
+                if int(amount) > 0:
+                    locks.append(
+                        UnbondingLock(
+                            id=lock_id, amount=int(amount), withdraw_round=int(withdraw_round)
+                        )
+                    )
+            return locks
+
+    def delegate_of(self, address: str) -> str | None:
+        """Whom ``address``'s bond is delegated to; None when nothing is bonded."""
+        with mapped_errors("reading getDelegator"):
+            delegate = str(
+                self._bonding.functions.getDelegator(checksum_address(address)).call()[2]
+            )
+        return None if int(delegate, 16) == 0 else Web3.to_checksum_address(delegate)
 
     def pending_fees(self, address: str) -> int:
         """Fees credited to ``address`` in the BondingManager and not yet withdrawn (wei)."""

@@ -11,6 +11,19 @@
         another moves the whole bond there (a registered orchestrator may bond only to itself).
         An orchestrator's stake is everything bonded to it, its own bond included.
 
+        Unbonding, as Livepeer does it: unbond(_amount) takes `_amount` off the caller's bond
+        into a new unbonding lock (ids count up from 0 per delegator, getDelegator's
+        nextUnbondingLockId is the next one), withdrawable from round currentRound +
+        unbondingPeriod. withdrawStake(id) pays a lock out from then on; rebond(id) cancels a
+        lock at any time and bonds its amount back to the caller's delegate (the caller must
+        still be bonded, or pending); rebondFromUnbonded(_to, id) does the same for a caller
+        that unbonded everything, delegating to `_to` from the next round. A lock is valid
+        while it exists (isValidUnbondingLock): paid out or rebonded, it is gone. Livepeer
+        tells a lock by withdrawRound > 0; here by amount > 0, which holds for the same locks
+        (an unbond is never of 0) even on a chain still in round 0. delegatorStatus answers
+        Livepeer's Pending (0), Bonded (1) or Unbonded (2). Unlike Livepeer these calls do
+        not need the current round to be initialized, as bond and unbond here never did.
+
         An address registers as an orchestrator with transcoder(rewardCut, feeShare) once it
         has bonded to itself; it stays registered until it unbonds all of its own bond. At most
         MAX_POOL_SIZE addresses are registered at once.
@@ -51,6 +64,11 @@ MINTER: constant(bytes32) = keccak256("Minter")
 PERC_DIVISOR: constant(uint256) = 1000000
 MAX_POOL_SIZE: constant(uint256) = 100
 
+# Livepeer's DelegatorStatus enum, as delegatorStatus returns it.
+PENDING: constant(uint8) = 0
+BONDED: constant(uint8) = 1
+UNBONDED: constant(uint8) = 2
+
 
 struct Delegator:
     bondedAmount: uint256
@@ -88,6 +106,13 @@ event Unbond:
     unbondingLockId: uint256
     amount: uint256
     withdrawRound: uint256
+
+
+event Rebond:
+    delegate: indexed(address)
+    delegator: indexed(address)
+    unbondingLockId: uint256
+    amount: uint256
 
 
 event WithdrawStake:
@@ -270,6 +295,57 @@ def _resign(_transcoder: address):
         self.poolIndex[last] = index + 1
     self.poolIndex[_transcoder] = 0
     log TranscoderResigned(transcoder=_transcoder)
+
+
+@internal
+@view
+def _delegatorStatus(_delegator: address) -> uint8:
+    if self.delegators[_delegator].bondedAmount == 0:
+        return UNBONDED
+    if self.delegators[_delegator].startRound > self._currentRound():
+        return PENDING
+    return BONDED
+
+
+@internal
+def _processRebond(_delegator: address, _unbondingLockId: uint256):
+    lock: UnbondingLock = self.unbondingLocks[_delegator][_unbondingLockId]
+    assert lock.amount > 0, "invalid unbonding lock ID"
+    delegate: address = self.delegators[_delegator].delegateAddress
+    self.delegators[_delegator].bondedAmount += lock.amount
+    self.delegators[delegate].delegatedAmount += lock.amount
+    self.totalBonded += lock.amount
+    self.unbondingLocks[_delegator][_unbondingLockId] = empty(UnbondingLock)
+    log Rebond(
+        delegate=delegate,
+        delegator=_delegator,
+        unbondingLockId=_unbondingLockId,
+        amount=lock.amount,
+    )
+
+
+@external
+def rebond(_unbondingLockId: uint256):
+    """
+    @notice Cancels an unbonding lock and bonds its amount back to the caller's delegate.
+            The caller must still be bonded (or pending); after unbonding everything, use
+            rebondFromUnbonded.
+    """
+    assert self._delegatorStatus(msg.sender) != UNBONDED, "caller must be bonded"
+    self._processRebond(msg.sender, _unbondingLockId)
+
+
+@external
+def rebondFromUnbonded(_to: address, _unbondingLockId: uint256):
+    """
+    @notice Cancels an unbonding lock of a caller with nothing bonded and bonds its amount to
+            `_to`, from the next round (the caller is pending until then).
+    """
+    assert self._delegatorStatus(msg.sender) == UNBONDED, "caller must be unbonded"
+    assert _to != empty(address), "delegate is the zero address"
+    self.delegators[msg.sender].startRound = self._currentRound() + 1
+    self.delegators[msg.sender].delegateAddress = _to
+    self._processRebond(msg.sender, _unbondingLockId)
 
 
 @external
@@ -477,8 +553,30 @@ def getDelegator(
 @view
 @external
 def getDelegatorUnbondingLock(_delegator: address, _unbondingLockId: uint256) -> (uint256, uint256):
+    """
+    @notice An unbonding lock's amount and withdraw round; (0, 0) for one that is not valid.
+    """
     lock: UnbondingLock = self.unbondingLocks[_delegator][_unbondingLockId]
     return lock.amount, lock.withdrawRound
+
+
+@view
+@external
+def isValidUnbondingLock(_delegator: address, _unbondingLockId: uint256) -> bool:
+    """
+    @notice Whether the lock exists: made by unbond, not yet withdrawn or rebonded.
+    """
+    return self.unbondingLocks[_delegator][_unbondingLockId].amount > 0
+
+
+@view
+@external
+def delegatorStatus(_delegator: address) -> uint8:
+    """
+    @notice Livepeer's DelegatorStatus: 0 Pending (bonded from a round still to come),
+            1 Bonded, 2 Unbonded (nothing bonded).
+    """
+    return self._delegatorStatus(_delegator)
 
 
 @view
