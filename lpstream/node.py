@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 
 import lpstream
 from ingest.rtmp import RtmpServer
+from ingest.srt import SrtServer, srt_available
 from ingest.whip import WhepPlayback, WhipIngest
 from lpstream.access import NodeAccess
 from lpstream.budget import MemoryBudget
@@ -163,6 +164,7 @@ async def run_orchestrator(config: Config, announce: Announce = print) -> None:
                 limits=limits,
                 api_tokens=access.api_tokens,
                 cors_origins=access.cors_origins,
+                orchestrator_admin=orchestrator,
             )
             warn_if_open(http_addr, access.api_tokens)
             _, web = await _start_http(nursery, config.http, app, http_addr, tls)
@@ -201,6 +203,7 @@ async def _start_gateway(
     sender: PaymentSender | None = None,
     watch: ChainWatch | None = None,
     tls: ServerTls | None = None,
+    orchestrator: Orchestrator | None = None,
 ) -> Gateway:
     selection, access, playback = config.selection, config.access, config.playback
     node_access = NodeAccess.from_section(access)
@@ -272,6 +275,7 @@ async def _start_gateway(
     whip_token = None if node_access.publish.enforced else access.whip_token
     whip = WhipIngest(handler=gateway, token=whip_token, host_addresses=hosts)
     await nursery.start(whip.run)
+    srt_bound = await _start_srt(nursery, config, gateway)
     whep = WhepPlayback(
         source=gateway,
         token=None if node_access.play else access.whep_token,  # then play auth checks it
@@ -306,12 +310,15 @@ async def _start_gateway(
         cors_origins=node_access.cors_origins,
         recordings=outputs,
         forwards=outputs,
+        orchestrator_admin=orchestrator,
     )
     warn_if_open(gateway_http_addr(config), node_access.api_tokens)
     server, web = await _start_http(nursery, config.http, app, gateway_http_addr(config), tls)
     rtmp_bound = HostPort(rtmp_host, rtmp_port)
     announce(f"ingest:   rtmp://{rtmp_bound}/live/{{stream}}")
     announce(f"ingest:   {web}/whip/{{stream}} (WHIP)")
+    if srt_bound is not None:
+        announce(f"ingest:   srt://{srt_bound}?streamid=#!::r=live/{{stream}},m=publish (SRT)")
     announce(f"playback: {web}/hls/{{stream}}/index.m3u8")
     announce(f"webrtc:   {web}/whep/{{stream}} (WHEP; /whep/{{stream}}/{{rendition}})")
     announce(f"watch:    {web}/watch/{{stream}}  (?whep=1: WebRTC)")
@@ -322,6 +329,27 @@ async def _start_gateway(
         announce(f"origin:   {outputs.origin_store.url}")
     await _start_metrics(nursery, config.http, metrics, announce)
     return gateway
+
+
+async def _start_srt(nursery: trio.Nursery, config: Config, gateway: Gateway) -> HostPort | None:
+    """Starts SRT ingest where ``--srt-addr`` asks for it; returns the address it bound.
+
+    Raises:
+        ConfigError: libsrt is not installed.
+    """
+    ingest = config.ingest
+    if ingest.srt_addr is None:
+        return None
+    if not srt_available():
+        raise ConfigError("--srt-addr needs libsrt (Debian: apt install libsrt1.5-gnutls)")
+    srt = SrtServer(
+        handler=gateway,
+        passphrase=ingest.srt_passphrase,
+        pbkeylen=ingest.srt_pbkeylen,
+        latency_ms=ingest.srt_latency,
+    )
+    host, port = await nursery.start(srt.serve, ingest.srt_addr.host, ingest.srt_addr.port)
+    return HostPort(host, port)
 
 
 async def run_gateway(config: Config, announce: Announce = print) -> None:
@@ -399,6 +427,7 @@ async def run_dev(config: Config, announce: Announce = print) -> None:
             sender=economy.sender if economy else None,
             watch=economy.watch if economy else None,
             tls=tls,
+            orchestrator=orchestrator,
         )
         announce("lpstream dev ready")
         if config.node.demo_stream:

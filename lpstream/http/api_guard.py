@@ -39,6 +39,7 @@ __all__ = [
     "IDENTITY_KEY",
     "LOOPBACK_IDENTITY",
     "ApiGuard",
+    "authorize",
     "bearer_of",
     "guarded",
     "request_identity",
@@ -111,18 +112,27 @@ class ApiGuard:
 
     def _decide(self, scope: Scope) -> tuple[str | None, int, str]:
         """(identity, 0, "") to serve it; (None, status, reason) to refuse it."""
-        if self.tokens is None:
-            client = scope.get("client")
-            if is_loopback(client[0] if client else None):
-                return LOOPBACK_IDENTITY, 0, ""
-            return None, 403, "the API answers loopback clients only: set --api-token"
         presented = bearer_of(Headers(scope=scope))
         if presented is None and scope["type"] == "websocket":
             query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
             presented = (query.get("token") or [None])[0]
-        if presented is None:
-            return None, 401, "an API token is required (Authorization: Bearer <token>)"
-        identity = self.tokens.match(presented)
-        if identity is None:
-            return None, 401, "the API token is not valid"
-        return identity, 0, ""
+        client = scope.get("client")
+        return authorize(self.tokens, client[0] if client else None, presented)
+
+
+def authorize(
+    tokens: SecretSet | None, client: str | None, presented: str | None
+) -> tuple[str | None, int, str]:
+    """The guard's rules for a request from host ``client`` presenting token ``presented``:
+    (identity, 0, "") to serve it; (None, status, reason) to refuse it. For a route that
+    takes the token another way (the dashboard's form)."""
+    if tokens is None:
+        if is_loopback(client):
+            return LOOPBACK_IDENTITY, 0, ""
+        return None, 403, "the API answers loopback clients only: set --api-token"
+    if presented is None:
+        return None, 401, "an API token is required (Authorization: Bearer <token>)"
+    identity = tokens.match(presented)
+    if identity is None:
+        return None, 401, "the API token is not valid"
+    return identity, 0, ""

@@ -30,9 +30,11 @@ from lpstream.access import PlayAuthorizer, SecretSet
 from lpstream.http.ai import AiDirectory, ai_routes
 from lpstream.http.api_guard import ApiGuard
 from lpstream.http.cors import CorsMiddleware
+from lpstream.http.dashboard import dashboard_routes
 from lpstream.http.forwards import ForwardDirectory, forward_routes
 from lpstream.http.limits import BodyReader, HttpLimits
 from lpstream.http.metrics_app import metrics_response
+from lpstream.http.orchestrator_admin import OrchestratorPricing, orchestrator_admin_routes
 from lpstream.http.play_guard import PlayGuard, WhepPlayGuard, hls_token
 from lpstream.http.recordings import RecordingDirectory, recording_routes
 from lpstream.http.status import status_json
@@ -107,6 +109,7 @@ def build_app(
     cors_origins: Sequence[str] = (),
     recordings: RecordingDirectory | None = None,
     forwards: ForwardDirectory | None = None,
+    orchestrator_admin: OrchestratorPricing | None = None,
 ) -> Starlette:
     """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers, ``whip``
     None on nodes that take no WHIP publishes, ``whep`` None on nodes with no WebRTC viewers.
@@ -117,7 +120,8 @@ def build_app(
     (None: loopback clients only), ``play`` decides who may watch over HLS and WHEP (None:
     anyone), ``cors_origins`` are the web origins whose pages may use HLS and the API,
     ``recordings`` starts, lists and serves recordings and ``forwards`` restreams (None on
-    nodes without them)."""
+    nodes without them); ``orchestrator_admin`` is the orchestrator whose price
+    ``/api/orchestrator/price`` sets (None on nodes without one)."""
     bodies = BodyReader.from_limits(limits or HttpLimits())
     guard = None if play is None else PlayGuard(play)
 
@@ -201,6 +205,7 @@ def build_app(
         Route("/api/status", api_status),
         Route("/metrics", prometheus),
         *watch_routes(),
+        *dashboard_routes(status=status, playback=playback, api_tokens=api_tokens, bodies=bodies),
     ]
     if whip is not None:
         routes += whip_routes(whip, bodies=bodies)
@@ -212,6 +217,8 @@ def build_app(
         routes += recording_routes(recordings, guard=guard)
     if forwards is not None:
         routes += forward_routes(forwards, bodies=bodies)
+    if orchestrator_admin is not None:
+        routes += orchestrator_admin_routes(orchestrator_admin, bodies=bodies)
     middleware = [
         Middleware(CorsMiddleware, origins=tuple(cors_origins)),
         Middleware(ApiGuard, tokens=api_tokens),

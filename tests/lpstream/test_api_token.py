@@ -23,10 +23,12 @@ from lpstream.access import SecretSet
 from lpstream.config import HostPort
 from lpstream.errors import ProtocolError
 from lpstream.gateway.live_ai import LiveAiSession, ParamValue
+from lpstream.gateway.output_hub import OutputHub
 from lpstream.http.api_guard import ApiGuard, guarded, request_identity, warn_if_open
 from lpstream.http.app import build_app
 from lpstream.media import VideoProfile
 from lpstream.metrics import Metrics
+from lpstream.orchestrator.orchestrator import Orchestrator
 from tests.access.client import asgi_call, call
 from tests.asgi import serve_on_loopback
 from tests.lpstream.test_stream_names import Directory, NoPublishes, NoStreams
@@ -65,6 +67,7 @@ class OneAiSession:
 
 
 def the_app(tokens: SecretSet | None) -> Starlette:
+    outputs = OutputHub(metrics=Metrics())  # no store, no live stream: 503 and 404 answers
     return build_app(
         playback=Directory(),
         status=dict,
@@ -73,6 +76,9 @@ def the_app(tokens: SecretSet | None) -> Starlette:
         whep=WhepPlayback(source=NoStreams()),
         ai=OneAiSession(),
         api_tokens=tokens,
+        recordings=outputs,
+        forwards=outputs,
+        orchestrator_admin=Orchestrator(secret="s", metrics=Metrics()),
     )
 
 
@@ -94,7 +100,15 @@ def requests_of(app: Starlette) -> list[tuple[str, str]]:
 
 async def test_every_api_route_and_metrics_need_the_token(port: int) -> None:
     requests = [(m, p) for m, p in requests_of(the_app(None)) if guarded(p)]
-    assert {p for _, p in requests} >= {"/api/status", "/metrics", "/api/ai/cam"}
+    assert {p for _, p in requests} >= {
+        "/api/status",
+        "/metrics",
+        "/api/ai/cam",
+        "/api/recordings",
+        "/api/streams/cam/record",
+        "/api/streams/cam/forward",
+        "/api/orchestrator/price",
+    }
     for method, path in requests:
         refused = await call(port, method, path)
         assert refused.status == 401, (method, path, refused)
