@@ -133,7 +133,7 @@ class AiRendition:
             if not relay.started:  # WebRTC viewers got it frame by frame otherwise
                 self.outlets.packets.feed_ts(AI_RENDITION, output.data)
         if output is not None:
-            self.outlets.metrics.inc("segments_out_total", rendition=AI_RENDITION)
+            self._count_segment(session, output)
             closed_at = segment.buffer.closed_at or trio.current_time()
             latency = trio.current_time() - closed_at
             session.note_segment(seq, duration, output.frames, output.dropped, latency)
@@ -157,11 +157,26 @@ class AiRendition:
             session.note_failure(job.seq, "no ai rendition returned")
         return output
 
+    def _count_segment(self, session: LiveAiSession, output: RenditionSegment) -> None:
+        """The metrics of one listed AI segment."""
+        metrics, stream = self.outlets.metrics, self.outlets.stream
+        metrics.inc("segments_out_total", rendition=AI_RENDITION)
+        metrics.inc("stream_segments_out_total", stream=stream, rendition=AI_RENDITION)
+        labels = {"stream": stream, "pipeline": session.pipeline}
+        metrics.inc("ai_frames_out_total", output.frames, **labels)
+        metrics.inc("ai_frames_dropped_total", output.dropped, **labels)
+
     def _frame_back(self, session: LiveAiSession, pts: int) -> None:
         """An AI output frame is back: how long after its source frame reached us."""
         seconds = self.outlets.latency.frame_back(pts, trio.current_time())
         if seconds is not None:
             session.note_frame_latency(seconds)
+            self.outlets.metrics.observe(
+                "ai_frame_latency_seconds",
+                seconds,
+                stream=self.outlets.stream,
+                pipeline=session.pipeline,
+            )
 
     def _part(self, seq: int, duration: float, data: bytes, independent: bool) -> None:
         self.outlets.hls.add_part(AI_RENDITION, seq, duration, data, independent=independent)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Sequence
+from fractions import Fraction
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -55,7 +56,7 @@ from lpstream.orchestrator.address import certificate_pin, note_unpinned
 from lpstream.quic import CertificatePinError, QuicConnectionHandle, open_quic_connection
 from lpstream.taskgroups import one_error
 from lpstream.wire import Error, GetInfo, MessageStream, OrchInfo
-from payments.pm import Wei
+from payments.pm import PixelPrice, Wei
 
 if TYPE_CHECKING:
     from lpstream.gateway.ticket_terms import TicketTerms
@@ -113,6 +114,8 @@ class KnownOrchestrator:
     pipelines: dict[str, int] | None = None
     """Live AI pipelines its last info offered, with their price per second (None: no info
     yet)."""
+    price_per_pixel: PixelPrice | None = None
+    """The transcoding price its last info asked (None: no info yet)."""
     suspended_until: float = -math.inf
     """Until when it is passed over after a failure (trio time)."""
     failures: int = 0
@@ -128,6 +131,9 @@ class KnownOrchestrator:
         self.full = 0 < info.capacity <= info.in_use
         self.capacity = info.capacity
         self.pipelines = {p.name: p.price_per_second for p in info.pipelines}
+        self.price_per_pixel = PixelPrice.from_fraction(
+            Fraction(info.price_per_unit, max(info.pixels_per_unit, 1))
+        )
 
     def facts(self, now: float) -> OrchestratorFacts:
         return OrchestratorFacts(
@@ -142,6 +148,7 @@ class KnownOrchestrator:
             pipelines=None
             if self.pipelines is None
             else {name: Wei(price) for name, price in self.pipelines.items()},
+            price_per_pixel=self.price_per_pixel,
         )
 
 

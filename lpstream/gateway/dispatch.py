@@ -37,6 +37,7 @@ from lpstream.gateway.placement import SessionPlacement
 from lpstream.gateway.segments import RenditionSegment, SegmentJob
 from lpstream.gateway.ticket_terms import TicketTerms
 from lpstream.jobs import JobError, JobResult, Relay, request_job
+from lpstream.metrics import Metrics
 from lpstream.quic import QuicConnectionHandle
 from lpstream.trickle import SegmentBuffer
 from lpstream.verification import VerificationError, verify_result
@@ -61,6 +62,8 @@ class SegmentDispatch:
     """Seconds from the end of a segment's upload to a complete answer."""
     verify: bool = True
     """Decode every rendition and compare it with the orchestrator's claims before using it."""
+    metrics: Metrics | None = None
+    """Where each transcode job's round trip is observed (``segment_round_trip_seconds``)."""
 
     async def transcode(
         self, job: SegmentJob, source: SegmentBuffer, relay: Relay | None = None
@@ -70,7 +73,14 @@ class SegmentDispatch:
             connection = await self.connections.connect(orch)
             async with self._segment_payment(orch, job) as payment:
                 wire_job = _wire_job(job, payment.header)
+                sent = trio.current_time()
                 result = await self._request(connection, wire_job, source, relay)
+                if self.metrics is not None and not job.pipeline:
+                    self.metrics.observe(
+                        "segment_round_trip_seconds",
+                        trio.current_time() - sent,
+                        orchestrator=orch.key,
+                    )
                 # Live AI is paid by time, not by pixels, and its output is not reproducible:
                 # decoding it to count pixels would only add latency.
                 await self._verify(orch, wire_job, result, pixels=not job.pipeline)

@@ -45,7 +45,8 @@ from lpstream.gateway.spending import API_SPEND_WINDOW, SpendAccount, SpendLedge
 from lpstream.gateway.status import GatewayStatus, MemoryStatus, StreamStatistics, StreamStatus
 from lpstream.gateway.stream import LiveStream, StreamPublisher
 from lpstream.media import VideoProfile
-from lpstream.metrics import Metrics
+from lpstream.metric_families import GATEWAY_FAMILIES
+from lpstream.metrics import Metrics, MetricsSource
 from lpstream.playback.live import DEFAULT_MAX_BLOCKED, LivePlayback
 from lpstream.playback.live_packets import PacketSubscription
 from lpstream.playback.llhls import DEFAULT_PART_TARGET, LowLatencyStream
@@ -113,15 +114,9 @@ class Gateway:
     _last_statistics: dict[str, StreamStatistics] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
-        for name, help_text in [
-            ("segments_in_total", "Source segments cut from ingest."),
-            ("segments_out_total", "Transcoded rendition segments listed in playlists."),
-            ("transcode_seconds_total", "Wall time spent waiting for renditions."),
-            ("errors_total", "Errors by kind."),
-            ("publishes_total", "Publish sessions started."),
-        ]:
-            self.metrics.counter(name, help_text)
-        self.metrics.gauge("active_streams", "Streams with a live publisher.")
+        self.metrics.declare(*GATEWAY_FAMILIES)
+        if isinstance(self.transcoder, MetricsSource):  # the orchestrator pool
+            self.transcoder.export_metrics(self.metrics)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -280,6 +275,7 @@ class Gateway:
                     del self._ended_at[name]
                     self._playback.pop(name, None)
                     self._last_statistics.pop(name, None)
+                    self.metrics.forget(stream=name)  # its series go with its playlists
                     expired = True
             if expired:
                 await trio.to_thread.run_sync(trim_freed_memory)
@@ -407,6 +403,9 @@ class Gateway:
                     publisher=grant.identity if (grant := self._grants.get(name)) else None,
                     record=True if grant is not None and grant.record else None,
                     outputs=None if self.outputs is None else self.outputs.status(name),
+                    ai=session.status()
+                    if name in self._live and (session := self._live[name].ai.session)
+                    else None,
                 )
                 for name, playback in self._playback.items()
             },

@@ -93,8 +93,10 @@ class RenditionLadder:
             self.outlets.notify()
             if results is not None and segment.buffer.closed_at is not None:
                 # From the segment's last input byte to all its renditions being listed.
-                self.outlets.latency.renditions_listed(
-                    trio.current_time() - segment.buffer.closed_at
+                latency = trio.current_time() - segment.buffer.closed_at
+                self.outlets.latency.renditions_listed(latency)
+                self.outlets.metrics.observe(
+                    "publish_latency_seconds", latency, stream=self.outlets.stream
                 )
         except MediaError:
             # The upload itself never completed (the publisher left mid-segment).
@@ -162,6 +164,9 @@ class RenditionLadder:
                 hls.add_gap(profile.name, seq, duration)
                 continue
             self.outlets.metrics.inc("segments_out_total", rendition=profile.name)
+            self.outlets.metrics.inc(
+                "stream_segments_out_total", stream=self.outlets.stream, rendition=profile.name
+            )
             size = self.outlets.source.scaled_size(profile) or (rendition.width, rendition.height)
             hls.set_info(
                 self.outlets.source.rendition_info(

@@ -30,11 +30,13 @@ from lpstream.gateway.discovery import OrchestratorSource
 from lpstream.gateway.dispatch import SegmentDispatch
 from lpstream.gateway.payments import PaymentSender
 from lpstream.gateway.placement import SessionPlacement
+from lpstream.gateway.pool_metrics import export_pool_metrics
 from lpstream.gateway.segments import RenditionSegment, SegmentJob
 from lpstream.gateway.selection import Selector
 from lpstream.gateway.status import OrchestratorFacts
 from lpstream.gateway.ticket_terms import TicketTerms
 from lpstream.jobs import Relay
+from lpstream.metrics import Metrics
 from lpstream.orchestrator.capacity import capacity_work
 from lpstream.quic import QuicStream
 from lpstream.trickle import SegmentBuffer
@@ -110,7 +112,16 @@ class OrchestratorPool:
         await self.connections.run(task_status=task_status)
 
     def status(self) -> list[OrchestratorFacts]:
-        return self.connections.status()
+        scores = self.selector.statistics().latency_scores
+        return [
+            attrs.evolve(facts, latency_score=scores.get(facts.address))
+            for facts in self.connections.status()
+        ]
+
+    def export_metrics(self, metrics: Metrics) -> None:
+        """Feeds ``metrics`` from now on: per orchestrator, round trips, payments sent
+        (``lpstream.gateway.pool_metrics``)."""
+        export_pool_metrics(self, metrics)
 
     def work_capacity(self) -> int:
         """Pixels per second of transcoding the orchestrators that may be offered work said

@@ -22,6 +22,7 @@ import trio
 from lpstream.config.outputs import OutputsSection
 from lpstream.errors import ConfigError, ProtocolError
 from lpstream.gateway.stream_outputs import OutputsStatus, StreamOutputs
+from lpstream.metric_families import FORWARD_FAMILIES
 from lpstream.metrics import Metrics
 from lpstream.restream import ForwardStatus, parse_forward_url
 from lpstream.storage.library import RecordingLibrary
@@ -61,6 +62,7 @@ class OutputHub:
 
     def __attrs_post_init__(self) -> None:
         register_metrics(self.metrics)
+        self.metrics.declare(*FORWARD_FAMILIES)
         if self.record_store is not None:
             self.library = RecordingLibrary(self.record_store)
 
@@ -123,8 +125,6 @@ class OutputHub:
 
     async def _count_forwards(self) -> None:
         """Keeps the restream metrics: forwards by state, bytes sent (every second)."""
-        self.metrics.gauge("forwards", "Restreams by state (connecting, live, retrying).")
-        self.metrics.counter("forward_bytes_total", "Bytes restreams sent.")
         sent: dict[str, int] = {}
         while True:
             states = dict.fromkeys(("connecting", "live", "retrying"), 0)

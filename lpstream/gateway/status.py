@@ -64,6 +64,8 @@ class StreamStatus:
     """True when its publish grant asked for it to be recorded; absent otherwise."""
     outputs: OutputsStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
     """Its recording, live origin and restreams while live; absent without any."""
+    ai: LiveAiStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """Its live AI session while live (as ``GET /api/ai/{stream}``); absent without one."""
 
 
 @attrs.frozen(kw_only=True)
@@ -110,6 +112,11 @@ class OrchestratorFacts:
     """Whether it last said it was at capacity."""
     pipelines: Mapping[str, Wei] | None
     """Live AI pipelines it offers with their price per second; None before its info."""
+    price_per_pixel: PixelPrice | None = None
+    """The transcoding price its last info asked; None before its info."""
+    latency_score: float | None = None
+    """Its last segment's round trip over the segment's duration (the selector's latency
+    score: under 1 is faster than real time); None before it finished a segment."""
 
 
 @attrs.frozen(kw_only=True)

@@ -312,6 +312,7 @@ class LiveStream:
         segment.buffer.close()
         self._segments_in += 1
         self.metrics.inc("segments_in_total")
+        self.metrics.inc("stream_segments_in_total", stream=self.name)
         self.hls.set_info(
             self.source.rendition_info(
                 SOURCE,

@@ -34,6 +34,8 @@ import attrs
 import trio
 
 from lpstream.errors import LpstreamError, RemoteProtocolError, TransportError
+from lpstream.metrics import Metrics
+from lpstream.orchestrator.orchestrator_metrics import timed_payment_check
 from lpstream.orchestrator.payments import PaymentReceiver
 from lpstream.orchestrator.status import LiveSessionStatus, LiveStatus
 from lpstream.quic import QuicStream
@@ -107,6 +109,8 @@ class LiveAccounts:
     """Wei per second, by pipeline."""
     default_price: int = 0
     """Wei per second of a pipeline not in ``prices``."""
+    metrics: Metrics | None = None
+    """Where each payment check's time is observed (``payment_check_seconds``)."""
     _accounts: dict[SessionKey, LiveAccount] = attrs.Factory(dict)
     _stopped_total: int = 0
     _opened_total: int = 0
@@ -293,7 +297,8 @@ async def serve_live_control(
         if isinstance(message, LivePayment):
             if accounts.payments is None:
                 return  # off-chain: nothing to credit
-            sender = await accounts.payments.receive(message.payment, opened.session_id)
+            with timed_payment_check(accounts.metrics):
+                sender = await accounts.payments.receive(message.payment, opened.session_id)
             if account.sender and sender != account.sender:
                 raise RemoteProtocolError("a live session is paid by one sender", code=402)
             account.sender = sender

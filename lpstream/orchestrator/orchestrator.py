@@ -61,6 +61,10 @@ from lpstream.orchestrator.control import CONTROL_TIMEOUT, finish_stream, serve_
 from lpstream.orchestrator.hello_backoff import HelloBackoff
 from lpstream.orchestrator.identity import OrchestratorIdentity
 from lpstream.orchestrator.live import LiveAccounts
+from lpstream.orchestrator.orchestrator_metrics import (
+    export_orchestrator_metrics,
+    timed_payment_check,
+)
 from lpstream.orchestrator.payments import PaymentReceiver
 from lpstream.orchestrator.status import OrchestratorStatus, WorkerStatus
 from lpstream.orchestrator.uploads import TRIM_AFTER_BYTES, UploadBudget
@@ -140,23 +144,11 @@ class Orchestrator:
             payments=self.payments,
             prices=dict(self.pipeline_prices),
             default_price=self.default_pipeline_price,
+            metrics=self.metrics,
         )
         if self.local is not None:
             self.pool.add(self.local)
-        for name, help_text in [
-            ("jobs_total", "Jobs answered, by outcome."),
-            ("worker_failures_total", "Jobs a worker failed (then retried elsewhere)."),
-            ("transcode_seconds_total", "Wall time of successful jobs."),
-        ]:
-            self.metrics.counter(name, help_text)
-        for name, help_text in [
-            ("workers", "Registered workers."),
-            ("sessions", "Sessions holding capacity."),
-            ("capacity", "Sessions' worth of work all workers can take (--capacity)."),
-            ("capacity_pixels_per_second", "Work all workers can take."),
-            ("work_pixels_per_second", "Work the sessions hold."),
-        ]:
-            self.metrics.gauge(name, help_text)
+        export_orchestrator_metrics(self)
         self._update_gauges()
 
     # -- capacity ---------------------------------------------------------------------------
@@ -250,7 +242,8 @@ class Orchestrator:
             )
         elif self.payments is not None:
             # Paid before any compute: a bad or short payment is a 402 here.
-            sender = await self.payments.receive(job.payment, job.session_id)
+            with timed_payment_check(self.metrics):
+                sender = await self.payments.receive(job.payment, job.session_id)
         tried: set[str] = set()
         last_error: Exception | None = None
         self._jobs_in_flight += 1

@@ -78,6 +78,7 @@ class PaymentReceiver:
     _billed: Fraction = Fraction(0)
     _tickets_received: int = 0
     _tickets_won: int = 0
+    _face_value_won: int = 0
     _payments_refused: int = 0
     _senders: dict[str, tuple[int, SenderInfo]] = attrs.Factory(dict)
     _active: tuple[int, bool] | None = None
@@ -201,6 +202,7 @@ class PaymentReceiver:
             await trio.to_thread.run_sync(self.store.add, winner, limiter=self.store_limiter)
         self._tickets_received += received.credited_tickets
         self._tickets_won += len(received.winning)
+        self._face_value_won += sum(w.ticket.face_value for w in received.winning)
         self._ev_received += received.credited_ev
         self.ledger.credit_payment(session, received)
         if received.error is not None:
@@ -215,6 +217,11 @@ class PaymentReceiver:
             )
             raise RemoteProtocolError(f"insufficient balance {reason}", code=402)
         return payment.sender
+
+    @property
+    def face_value_won(self) -> int:
+        """Wei: the face values of the winning tickets received (the metrics' won total)."""
+        return self._face_value_won
 
     def charge(self, sender: str, session: str, amount: Fraction) -> Fraction:
         """Debits ``amount`` wei (a live session's time); returns the balance left."""

@@ -30,6 +30,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from lpstream.metric_families import STORE_FAMILIES
 from lpstream.metrics import Metrics
 from lpstream.playback.listed import ListedSegment
 from lpstream.status_fields import LatencySummary
@@ -68,14 +69,7 @@ class StoredObjects(Protocol):
 
 def register_metrics(metrics: Metrics) -> None:
     """Declares the store metrics (labelled ``store``: ``record`` or ``origin``)."""
-    metrics.summary("store_upload_seconds", "Time from a segment listed to it being stored.")
-    metrics.counter("store_uploaded_bytes_total", "Bytes written to object stores.")
-    metrics.counter("store_upload_failures_total", "Writes to object stores that failed.")
-    metrics.counter(
-        "store_segments_lost_total",
-        "Segments not stored (dropped from a full queue, or failed after retries).",
-    )
-    metrics.gauge("store_queue_depth", "Segments waiting for an object store, all streams.")
+    metrics.declare(*STORE_FAMILIES)
 
 
 @attrs.frozen(kw_only=True)
