@@ -287,14 +287,16 @@ class OutputHub:
         return [m.public() for m in manifests]
 
     async def read_recording(self, stream: str, recording: str, path: str) -> bytes | None:
-        """A recording's object for ``/vod/{stream}/{recording}/{path}``; None: no such.
+        """A recording's object for ``/vod/{stream}/{recording}/{path}``; None: no such (and
+        none at all without ``--record-store``).
 
         Raises:
-            ProtocolError: 503 no ``--record-store``, or the store failed.
+            ProtocolError: 503 the store failed.
         """
-        library = self._library()
+        if self.library is None:
+            return None  # a gateway that keeps no recordings has none of them
         try:
-            return await library.read(stream, recording, path)
+            return await self.library.read(stream, recording, path)
         except InvalidKey:
             return None
         except StoreError as exc:

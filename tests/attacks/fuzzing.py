@@ -305,7 +305,9 @@ def assert_allowed(
         assert not framed, f"closed without an answer, or in the middle of it: {what}"
     if status is None:
         return
-    allowed = status < 500 or (status == 503 and answer.body.strip() != b"")
+    # A 503 says why (a HEAD answer's reason is the body its Content-Length announces).
+    reason = answer.body.strip() != b"" or answer.headers.get("content-length", "0") != "0"
+    allowed = status < 500 or (status == 503 and reason)
     allowed = allowed or (status == 501 and unknown_coding)
     assert allowed, f"answered {status} {answer.body[:300]!r}: {what}"
     if answer.says_close:
