@@ -104,6 +104,7 @@ _OUTPUT_FLAGS = (
     "store_queue",
 )
 _API_FLAGS = ("api_token", "api_token_file", "cors_origin")
+_SRT_FLAGS = ("srt_addr", "srt_passphrase", "srt_pbkeylen", "srt_latency")
 _INGEST_LIMIT_FLAGS = (
     "max_ingest_pixels",
     "max_ingest_fps",
@@ -150,7 +151,7 @@ def main() -> None:
 
 @main.command()
 @config_option
-@_flags("rtmp_addr", "http_addr", "service_addr")
+@_flags("rtmp_addr", *_SRT_FLAGS, "http_addr", "service_addr")
 @profiles_opt
 @_flags("segment_duration", "part_target", "encoder", "capacity", role="dev")
 @flag("orch_secret", help="Secret remote workers must present (default: random).")
@@ -180,7 +181,7 @@ def dev(**values: Any) -> None:
 
 @main.command()
 @config_option
-@_flags("rtmp_addr", "http_addr", "orch_addr", "orch_webhook_url")
+@_flags("rtmp_addr", *_SRT_FLAGS, "http_addr", "orch_addr", "orch_webhook_url")
 @_flags(
     "selection_stake_weight",
     "selection_price_weight",

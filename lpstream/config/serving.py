@@ -17,8 +17,21 @@ from lpstream.config.values import (
     pixels_text,
     sized,
 )
+from lpstream.errors import ConfigError
 
 __all__ = ["AccessSection", "HttpSection", "IngestSection", "LimitsSection", "PlaybackSection"]
+
+
+def _srt_passphrase(text: str, flag: str) -> str:
+    if not 10 <= len(text) <= 79:
+        raise ConfigError(f"{flag}: an SRT passphrase has 10 to 79 characters (got {len(text)})")
+    return text
+
+
+def _srt_pbkeylen(text: str, flag: str) -> int:
+    if text.strip() not in ("0", "16", "24", "32"):
+        raise ConfigError(f"{flag}: the SRT key length is 16, 24 or 32 bytes (or 0), not {text!r}")
+    return int(text)
 
 
 @attrs.frozen(kw_only=True)
@@ -35,6 +48,33 @@ class IngestSection:
         "interface address but loopback. Use the public address behind a port forward, "
         "127.0.0.1 on one machine.",
         multiple=True,
+    )
+    srt_addr: HostPort | None = setting(  # noqa: RUF009 (a field specifier)
+        None,
+        "Also take SRT publishers (MPEG-TS, caller mode) on this UDP host:port: "
+        "srt://HOST:PORT?streamid=#!::r=live/{stream},m=publish (or streamid=live/{stream}); "
+        "default: off.",
+        kind=HostPort,
+        parse=lambda text, flag: parse_host_port(text, flag=flag),
+    )
+    srt_passphrase: str | None = setting(
+        None,
+        "Passphrase SRT publishers must encrypt with (10 to 79 characters); default: none.",
+        parse=_srt_passphrase,
+        secret=True,
+    )
+    srt_pbkeylen: int = setting(
+        0,
+        "AES key length in bytes of SRT encryption with --srt-passphrase: 16, 24 or 32; 0 takes "
+        "the publisher's.",
+        parse=_srt_pbkeylen,
+    )
+    srt_latency: int = setting(
+        120,
+        "SRT receiver latency in milliseconds: how long lost packets may take to be sent again.",
+        kind=int,
+        low=20,
+        high=10_000,
     )
     segment_duration: float = setting(
         2.0,

@@ -16,6 +16,11 @@ How this works:
   is listed as a whole segment.
 * Each output frame is matched with its source frame's arrival (``LatencyRecorder``) for the
   session's frame latency; each segment's figures (fps, drops, latency) go to the session.
+* The session is told when each segment goes out and each frame comes back: that is how it
+  finds a stalled orchestrator and measures the gap of a swap. Across a swap the rendition
+  goes on under the same sequence numbers (the timestamps are the source's, so no
+  discontinuity is needed); segments lost with the old orchestrator are gaps, or the part of
+  them that came.
 
 This object is handed what it needs (the transcoder, the playlists, the packet fan-out, the
 source's facts, the latency recorder); it knows nothing of the publish session around it.
@@ -69,6 +74,7 @@ class AiRendition:
             if not hls.has_rendition(AI_RENDITION):
                 hls.add_rendition(AI_RENDITION, segment.seq)
             self.in_flight += 1
+            session.note_input(trio.current_time(), self.outlets.segment_target)
             nursery.start_soon(self.run_segment, session, segment)
         elif hls.has_rendition(AI_RENDITION):
             hls.add_gap(AI_RENDITION, segment.seq, self.outlets.segment_target)
@@ -167,7 +173,9 @@ class AiRendition:
         metrics.inc("ai_frames_dropped_total", output.dropped, **labels)
 
     def _frame_back(self, session: LiveAiSession, pts: int) -> None:
-        """An AI output frame is back: how long after its source frame reached us."""
+        """An AI output frame is back: how long after its source frame reached us (and, for
+        the session's failover, that frames come)."""
+        session.note_output(trio.current_time())
         seconds = self.outlets.latency.frame_back(pts, trio.current_time())
         if seconds is not None:
             session.note_frame_latency(seconds)

@@ -14,13 +14,26 @@ How this works:
 * Parameter changes (``update``) go one at a time on that stream; the answer says at which
   frame the change took effect. Before the first job reached a worker a change is kept and
   sent with the jobs (the worker starts the session with it).
+* Failover (``lpstream.gateway.live_failover`` decides): when the orchestrator's connection is
+  lost, it refuses the session (an ERROR on the control stream, or a ``stopped`` event), or
+  it stalls (no AI frame for three segment targets while input flows), the session is moved:
+  the orchestrator is marked failed in the pool's placement (the same rule that moves a
+  transcode session: suspended, the session's jobs go elsewhere), and a new control stream is
+  opened on the orchestrator the placement picks now (the pipeline offered at an acceptable
+  price), with a new payment session there; the jobs carry the latest parameters. What the old
+  orchestrator said it billed stays counted; a refusing one settles as on a normal stop, a
+  dead or stalled one cannot. Swaps are bounded (``SwapDecider``: a few per minute, backing
+  off); when none is left, or only the failed orchestrator could take the session, it stops
+  with ``error`` and ``stopped`` as before, saying why.
 * Apps watching the session (``subscribe``) get events: ``params`` (a change took effect),
   ``stats`` (each segment: fps in/out, frames dropped, latency), ``billed``, ``paid``,
-  ``error``, ``stopped``. Each app has a bounded queue; a slow app misses events, it never
-  holds up the session. Events and ``status`` hold status values (money as ``Wei``, latency
-  as ``LatencySummary``) that ``lpstream.http.status.status_json`` renders: the orchestrator's
-  exact wei figures (``billed_wei``, ``balance_wei``) reach apps as money (``billed``,
-  ``balance``), never as fraction strings.
+  ``swapped`` (old and new orchestrator, the reason, ``gap_ms`` from the last AI frame of the
+  old one to the first of the new one), ``error``, ``stopped``. Each app has a bounded
+  queue; a slow app misses events, it never holds up the session. Events and ``status`` hold
+  status values (money as ``Wei``, latency as ``LatencySummary``) that
+  ``lpstream.http.status.status_json`` renders: the orchestrator's exact wei figures
+  (``billed_wei``, ``balance_wei``) reach apps as money (``billed``, ``balance``), never as
+  fraction strings.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from fractions import Fraction
 from typing import Any, Protocol
@@ -36,6 +50,8 @@ import attrs
 import trio
 
 from lpstream.errors import BusyError, LpstreamError, ProtocolError, TransportError
+from lpstream.gateway.live_failover import SwapDecider
+from lpstream.gateway.placement import SessionPlacement
 from lpstream.gateway.status import LatencySummary, LiveAiStatus
 from lpstream.media import VideoProfile
 from lpstream.quic import QuicStream
@@ -51,7 +67,13 @@ from lpstream.wire import (
 )
 from payments.pm import Wei
 
-__all__ = ["AI_RENDITION", "LiveAiSession", "LiveControlPool", "ParamValue"]
+__all__ = [
+    "AI_RENDITION",
+    "LiveAiSession",
+    "LiveControlPool",
+    "OrchestratorRefusal",
+    "ParamValue",
+]
 
 log = logging.getLogger("lpstream.gateway")
 
@@ -62,6 +84,13 @@ ParamValue = str | int | float | bool
 
 EVENT_QUEUE = 64
 """Events an app may have waiting before it misses some."""
+
+OPEN_TIMEOUT = 10.0
+"""Seconds a swap has to open the session on the next orchestrator (dial included)."""
+
+
+class OrchestratorRefusal(ProtocolError):
+    """The orchestrator answered the session's control stream with an ERROR."""
 
 
 class LiveControlPool(Protocol):
@@ -76,6 +105,12 @@ class LiveControlPool(Protocol):
     async def live_price(self, orchestrator: str, pipeline: str) -> int: ...
 
     def live_credit(self, orchestrator: str, session: str) -> Fraction: ...
+
+    @property
+    def placement(self) -> SessionPlacement:
+        """Where sessions are pinned: a failed orchestrator is marked there, so the session
+        and its jobs move on by the pool's own rules."""
+        ...
 
 
 @attrs.define(eq=False)
@@ -107,13 +142,24 @@ class LiveAiSession:
     _orchestrator: str = ""
     _price: int = 0
     _billed: Fraction = Fraction(0)
+    """What the current orchestrator billed (cumulative, as it reports)."""
     _seconds: int = 0
+    _billed_before: Fraction = Fraction(0)
+    """What orchestrators the session left billed."""
+    _seconds_before: int = 0
     _orchestrator_balance: Fraction | None = None
     """The balance the orchestrator last reported (wei, exact)."""
     _settled: bool = False
     _answers: trio.MemorySendChannel[LiveUpdated | LiveEvent] | None = None
     _update_lock: trio.Lock = attrs.Factory(trio.Lock)
     _stop: trio.Event = attrs.Factory(trio.Event)
+    _leave: trio.Event = attrs.Factory(trio.Event)
+    """Set to end the current control stream (stopping, or the orchestrator stopped us)."""
+    _stopped_by_orchestrator: str = ""
+    _stall: str = ""
+    """Why the current orchestrator counts as stalled ("" while it does not)."""
+    failover: SwapDecider = attrs.Factory(SwapDecider)
+    """Decides stalls and swaps."""
     _ready: trio.Event = attrs.Factory(trio.Event)
     _frame_latency: collections.deque[float] = attrs.Factory(lambda: collections.deque(maxlen=900))
     """Seconds from a source frame reaching the gateway to its AI output coming back (the
@@ -151,6 +197,7 @@ class LiveAiSession:
             else Fraction(0)
         )
         balance = self._orchestrator_balance
+        last = self.failover.last_swap
         return LiveAiStatus(
             pipeline=self.pipeline,
             params=dict(self.params),
@@ -158,8 +205,8 @@ class LiveAiSession:
             stopped=self.stop_reason or None,
             orchestrator=self._orchestrator or None,
             price_per_second=Wei(self._price),
-            seconds_billed=self._seconds,
-            billed=Wei(self._billed),
+            seconds_billed=self._seconds_before + self._seconds,
+            billed=Wei(self._billed_before + self._billed),
             credit=Wei(credit),
             orchestrator_balance=None if balance is None else Wei(balance),
             settled=self._settled,
@@ -172,6 +219,8 @@ class LiveAiSession:
             frame_latency_ms=self.frame_latency(),
             apps=len(self._apps),
             started_by=self.started_by,
+            swaps=self.failover.swaps,
+            last_swap_gap_ms=None if last is None else last.gap_ms,
         )
 
     # -- segments (called by LiveStream) ------------------------------------------------------
@@ -199,6 +248,33 @@ class LiveAiSession:
 
     def note_frame_latency(self, seconds: float) -> None:
         self._frame_latency.append(seconds)
+
+    def note_input(self, now: float, segment_target: float) -> None:
+        """A source segment went to the pipeline at ``now`` (for stall detection)."""
+        self.failover.input_sent(now, segment_target)
+
+    def note_output(self, now: float) -> None:
+        """An AI frame came back at ``now``; the first one after a swap reports it."""
+        swap = self.failover.output_came(now)
+        if swap is not None:
+            log.warning(
+                "live AI session %s/%s moved from %s to %s (%s): %s ms without AI frames",
+                self.stream,
+                self.session,
+                swap.old,
+                swap.new,
+                swap.reason,
+                swap.gap_ms,
+            )
+            self.emit(
+                {
+                    "type": "swapped",
+                    "old": swap.old,
+                    "new": swap.new,
+                    "reason": swap.reason,
+                    "gap_ms": swap.gap_ms,
+                }
+            )
 
     def frame_latency(self) -> LatencySummary:
         """The AI's added latency per frame, at the gateway."""
@@ -261,6 +337,7 @@ class LiveAiSession:
             self.running = False
             self.stop_reason = reason
         self._stop.set()
+        self._leave.set()
 
     async def run(self) -> None:
         """Holds the control stream until the session stops; then settles."""
@@ -277,9 +354,95 @@ class LiveAiSession:
             self.emit({"type": "stopped", "reason": self.stop_reason})
 
     async def _run(self) -> None:
-        self._orchestrator, stream = await self.pool.open_live_control(self.session, self.pipeline)
-        self._control = stream
+        reason = await self._serve(first=True)
+        while reason is not None and not self._stop.is_set():
+            old = self._orchestrator
+            plan = self.failover.failed(reason, trio.current_time())
+            self._mark_failed(old)
+            if plan.give_up:
+                raise BusyError(
+                    f"orchestrator {old} failed and the session cannot move: {plan.give_up}"
+                )
+            log.warning(
+                "live AI session %s/%s: orchestrator %s failed (%s); moving it in %.1f s",
+                self.stream,
+                self.session,
+                old,
+                reason,
+                plan.delay,
+            )
+            with trio.move_on_after(plan.delay):
+                await self._stop.wait()
+            if self._stop.is_set():
+                return
+            try:
+                reason = await self._serve(first=False)
+            except BusyError as exc:
+                raise BusyError(f"orchestrator {old} failed ({reason}): {exc}") from None
+
+    def _elsewhere(self) -> bool:
+        """Whether another orchestrator of the pool offers the pipeline at an acceptable price
+        (it may be suspended: the placement then tries the one free first)."""
+        placement = self.pool.placement
+        return any(
+            o.key != self._orchestrator
+            and not o.refused
+            and not placement.pipeline_refusal(o, self.pipeline)
+            for o in placement.connections.orchestrators
+        )
+
+    def _mark_failed(self, orchestrator: str) -> None:
+        """Suspends ``orchestrator`` and unpins the session from it (the pool's rule)."""
+        placement = self.pool.placement
+        with contextlib.suppress(BusyError):  # it left the pool: nothing is pinned to it
+            placement.failed(placement.connections.find(orchestrator), self.session)
+
+    async def _open(self, *, first: bool) -> QuicStream:
+        """A control stream to the orchestrator the session goes to now (``_orchestrator``).
+
+        Raises:
+            BusyError: on a swap, no orchestrator but the failed one can take the session.
+        """
+        if first:
+            self._orchestrator, stream = await self.pool.open_live_control(
+                self.session, self.pipeline
+            )
+            return stream
+        # A new paid session on the next orchestrator; what the old one billed stays counted.
+        self._billed_before += self._billed
+        self._seconds_before += self._seconds
+        self._billed, self._seconds, self._price = Fraction(0), 0, 0
+        self._orchestrator_balance, self._settled = None, False
+        chosen = self.pool.placement.pick(self.session, self.pipeline)
+        if self.failover.same_again(chosen.key):
+            raise BusyError(
+                f"no other orchestrator offers {self.pipeline!r} at an acceptable price"
+            )
+        self._orchestrator = chosen.key
+        key, stream = await self.pool.open_live_control(self.session, self.pipeline)
+        if key != chosen.key:  # the pool moved it meanwhile: follow the pool
+            self._orchestrator = key
+        return stream
+
+    async def _serve(self, *, first: bool) -> str | None:
+        """Runs the session on one orchestrator: None once the session stops, or why that
+        orchestrator failed it (its connection, a refusal, a stall).
+
+        Raises:
+            LpstreamError: the session cannot run (on the first orchestrator before it opened
+                the session, as before failover existed; or our own side failed).
+        """
+        self._leave = trio.Event()
+        if self._stop.is_set():
+            self._leave.set()
+        self._stopped_by_orchestrator = ""
+        opened = False
+        self._stall = ""
+        stream: QuicStream | None = None
         try:
+            with trio.fail_after(math.inf if first else OPEN_TIMEOUT):
+                stream = await self._open(first=first)
+            self._control = stream
             if self.paid:
                 self._price = await self.pool.live_price(self._orchestrator, self.pipeline)
             await stream.send_all(
@@ -287,22 +450,59 @@ class LiveAiSession:
                     LiveOpen(stream_id=self.stream, session_id=self.session, pipeline=self.pipeline)
                 )
             )
+            opened = True
+            self.failover.opened(self._orchestrator, trio.current_time())
             await self._pay()
             send, _ = trio.open_memory_channel[LiveUpdated | LiveEvent](1)
             self._answers = send
             self._ready.set()
-            async with trio.open_nursery() as nursery:
-
-                async def close_when_stopped() -> None:
-                    await self._stop.wait()
-                    await stream.send_eof()  # the orchestrator settles and ends the stream
-
-                nursery.start_soon(close_when_stopped)
-                await self._read(stream)
-                nursery.cancel_scope.cancel()
+            with one_error():  # the stream's reader, closer and stall watch run in a nursery
+                await self._hold(stream)
+        except (TransportError, OrchestratorRefusal, BusyError, trio.TooSlowError) as exc:
+            if self._stop.is_set():
+                return None
+            if (first and not opened) or (isinstance(exc, BusyError) and stream is None):
+                raise  # no orchestrator to move from, or none to move to
+            return f"{_fault_kind(exc)}: {exc}"
         finally:
             self._control = None
-            await stream.aclose()
+            self._ready = trio.Event()  # an update waits for the next stream, if any
+            if stream is not None:
+                await stream.aclose()
+        if self._stall:
+            return self._stall
+        if self._stop.is_set():
+            return None
+        if self._stopped_by_orchestrator:
+            return f"stopped by the orchestrator: {self._stopped_by_orchestrator}"
+        return "the orchestrator ended the control stream"
+
+    async def _hold(self, stream: QuicStream) -> None:
+        """Reads the control stream until it ends; sends our end when the session leaves; ends
+        it at a stall (``_stall`` says why)."""
+        async with trio.open_nursery() as nursery:
+
+            async def close_when_leaving() -> None:
+                await self._leave.wait()
+                await stream.send_eof()  # the orchestrator settles and ends the stream
+
+            async def watch_for_stall() -> None:
+                while not self._stall:
+                    timer = self.failover.get_timer()
+                    now = trio.current_time()
+                    await trio.sleep(1.0 if timer is None else max(timer - now, 0.5))
+                    stall = self.failover.stalled(trio.current_time())
+                    if stall and not self._elsewhere():
+                        self.emit({"type": "error", "message": f"{stall}; no other orchestrator"})
+                        self.failover.bear_stall(trio.current_time())
+                    else:
+                        self._stall = stall
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(close_when_leaving)
+            nursery.start_soon(watch_for_stall)
+            await self._read(stream)
+            nursery.cancel_scope.cancel()
 
     async def _pay(self) -> None:
         if not self.paid or not self._price:
@@ -334,7 +534,7 @@ class LiveAiSession:
                 elif isinstance(message, LiveEvent):
                     await self._on_event(message)
                 elif isinstance(message, Error):
-                    raise ProtocolError(message.message, code=message.code)
+                    raise OrchestratorRefusal(message.message, code=message.code)
                 else:
                     raise ProtocolError(
                         f"unexpected {type(message).__name__} on a live control stream"
@@ -363,12 +563,25 @@ class LiveAiSession:
                 self.session,
                 event.message,
             )
-            self.stop(event.message or "stopped by the orchestrator")
+            # It settles and ends the stream; the session moves on (``_run``).
+            self._stopped_by_orchestrator = event.message or "no reason given"
+            self._leave.set()
         elif event.kind == "billed" and self.running:
             try:
                 await self._pay()
             except BusyError as exc:
                 self.emit({"type": "error", "message": f"cannot pay: {exc}"})
+
+
+def _fault_kind(exc: Exception) -> str:
+    """How an orchestrator failed a session, in words, for the ``swapped`` event's reason."""
+    if isinstance(exc, TransportError):
+        return "connection lost"
+    if isinstance(exc, OrchestratorRefusal):
+        return f"refused ({exc.code})"
+    if isinstance(exc, trio.TooSlowError):
+        return "no answer"
+    return "cannot take the session"
 
 
 def _app_figures(values: Mapping[str, object]) -> dict[str, object]:

@@ -182,3 +182,8 @@ class LiveAiStatus:
     started_by: str | None = None
     """Who started it through the API (``api:<short hash>``, ``loopback``); None when the
     node started it (``--pipeline``, a publish grant)."""
+    swaps: int = 0
+    """Times the session moved to another orchestrator."""
+    last_swap_gap_ms: int | None = None
+    """Milliseconds without AI frames at the last swap (last frame of the old orchestrator to
+    the first of the new one); None before any."""

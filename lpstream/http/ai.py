@@ -9,7 +9,12 @@
 * ``GET /api/ai/{stream}`` is its status; ``DELETE`` stops it (204).
 * ``/api/ai/{stream}/control`` is a WebSocket: the app sends ``{"params": {...}}`` (changes
   of some parameters) and receives JSON events: ``params`` (the change took effect, with the
-  frame timestamp it applied at), ``stats``, ``billed``, ``paid``, ``error``, ``stopped``.
+  frame timestamp it applied at), ``stats``, ``billed``, ``paid``, ``swapped``, ``error``,
+  ``stopped``. ``swapped`` says the session moved to another orchestrator because its own
+  died, stalled or refused it: ``{"type": "swapped", "old": "host:port", "new": "host:port",
+  "reason": ..., "gap_ms": N}`` (milliseconds from the last AI frame of the old one to the
+  first of the new one); the status counts ``swaps`` and gives ``last_swap_gap_ms``. When no
+  other orchestrator can take the session, ``error`` and ``stopped`` say why.
   A refused change is answered with an ``error`` event and the socket stays open.
   A parameter that names a model (the ``torchscript`` and ``img2img-diffusion`` pipelines'
   ``model``) takes a model's name in the worker's models directory: a path, ``..`` and the like
