@@ -20,7 +20,7 @@ How this works:
 from __future__ import annotations
 
 import re
-import time
+from datetime import UTC, datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,7 +71,7 @@ def check_recording_id(recording: str) -> str:
 def new_recording_id(now: float, taken: int = 0) -> str:
     """The id of a recording that starts at ``now`` (seconds since the epoch); ``taken``: how
     many recordings of the stream already started in that second."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    stamp = datetime.fromtimestamp(now, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     return stamp if taken == 0 else f"{stamp}-{taken + 1}"
 
 
