@@ -20,8 +20,8 @@ How this works:
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
