@@ -29,6 +29,7 @@ from payments.pm import PixelPrice, Wei
 
 if TYPE_CHECKING:  # annotations only: rendering needs none of these modules
     from ingest.rtmp import RtmpServerStatistics
+    from ingest.srt import SrtServerStatistics
     from ingest.whip import WhepStatistics, WhipStatistics
     from lpstream.gateway.status import GatewayStatus, OrchestratorFacts
     from lpstream.http.server import HttpServerStatistics
@@ -62,6 +63,8 @@ class GatewayNodeStatus:
     """The in-process orchestrator (``dev``)."""
     payments: PaymentsStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
     """Payments, when paid."""
+    srt: SrtServerStatistics | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """SRT ingest, where ``--srt-addr`` turned it on."""
 
 
 @attrs.frozen(kw_only=True)
