@@ -1,8 +1,8 @@
 """AAC in ADTS frames, as MPEG-TS carries it, cut into raw frames (sans-IO).
 
-How this works: each ADTS frame is a 7-byte header (9 with a CRC) and one raw AAC frame of
-1024 samples. The header holds what a decoder is told out of band elsewhere: the audio object
-type, the sampling rate and the channel layout, which :class:`AdtsReader` turns into an
+How this works: each ADTS frame is a 7-byte header (9 with a CRC, parsed by
+:mod:`lpstream.media.adts`) and one raw AAC frame of 1024 samples. The header holds what a
+decoder is told out of band elsewhere, which :class:`AdtsReader` hands on as an
 ``AudioSpecificConfig``, the form ``CodecConfig`` carries. PES packets normally hold whole
 frames, but a frame may run on into the next PES: what is left of one is kept (at most a
 frame's worth) and finished by the next. Bytes that do not start a valid header are skipped
@@ -19,12 +19,12 @@ from __future__ import annotations
 import attrs
 
 from lpstream.errors import RemoteProtocolError
+from lpstream.media.adts import ADTS_MIN_HEADER, ADTS_SAMPLE_RATES, parse_adts_header
 
 __all__ = ["SAMPLES_PER_FRAME", "AacFrame", "AdtsReader"]
 
 SAMPLES_PER_FRAME = 1024
-_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
-_MIN_HEADER = 7
+_MIN_HEADER = ADTS_MIN_HEADER
 _MAX_FRAME = (1 << 13) - 1
 """The largest frame ``frame_length`` (13 bits) can state."""
 
@@ -48,31 +48,23 @@ def _header(data: bytes | bytearray, at: int) -> tuple[int, int, bytes] | None:
     Raises:
         RemoteProtocolError: 415, a valid header of a kind the gateway does not take.
     """
-    b = data[at : at + _MIN_HEADER]
-    if len(b) < _MIN_HEADER or b[0] != 0xFF or b[1] & 0xF6 != 0xF0:
+    header = parse_adts_header(data, at)
+    if header is None:
         return None
-    header_size = 7 if b[1] & 0x01 else 9
-    object_type = (b[2] >> 6) + 1
-    rate_index = (b[2] >> 2) & 0x0F
-    channels = ((b[2] & 0x01) << 2) | (b[3] >> 6)
-    frame_size = ((b[3] & 0x03) << 11) | (b[4] << 3) | (b[5] >> 5)
-    if rate_index >= len(_RATES) or frame_size < header_size:
-        return None
-    if channels == 0:
+    if header.channels == 0:
         raise RemoteProtocolError(
             "AAC with channel configuration 0 (a program config element) is not supported",
             code=415,
         )
-    if b[6] & 0x03:
+    if header.raw_blocks > 1:
         raise RemoteProtocolError(
             "AAC with several raw data blocks in one ADTS frame is not supported", code=415
         )
-    config = ((object_type << 11) | (rate_index << 7) | (channels << 3)).to_bytes(2, "big")
-    return header_size, frame_size, config
+    return header.header_size, header.frame_size, header.audio_specific_config
 
 
 def _sample_rate(config: bytes) -> int:
-    return _RATES[(config[0] & 0x07) << 1 | config[1] >> 7]
+    return ADTS_SAMPLE_RATES[(config[0] & 0x07) << 1 | config[1] >> 7]
 
 
 @attrs.define

@@ -2,9 +2,9 @@
 and the stream-name rule.
 
 This package imports nothing else of the project, so every package may depend on it. Each byte
-format is parsed in one place: H.264 in :mod:`lpstream.media.h264`, MPEG-TS in
-:mod:`lpstream.media.mpegts`. Timestamps of ingest packets are integer milliseconds, as RTMP and
-FLV carry them.
+format is parsed in one place: H.264 in :mod:`lpstream.media.h264`, AAC's ADTS headers in
+:mod:`lpstream.media.adts`, MPEG-TS in :mod:`lpstream.media.mpegts`. Timestamps of ingest
+packets are integer milliseconds, as RTMP and FLV carry them.
 """
 
 from __future__ import annotations

@@ -21,9 +21,10 @@ from av.audio.stream import AudioStream
 from av.packet import Packet
 from av.stream import Stream
 
+from lpstream.media.adts import ADTS_MIN_HEADER, parse_adts_header
+
 __all__ = ["AudioTrack", "adts_header"]
 
-_ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 _AAC_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "7.1"}
 
 
@@ -88,14 +89,7 @@ class AudioTrack:
 
 def adts_header(packet: Packet[Stream]) -> tuple[int, int, int] | None:
     """(sample rate, channel configuration, samples) of an ADTS frame, or None."""
-    if packet.size < 7:
+    header = parse_adts_header(memoryview(packet)[:ADTS_MIN_HEADER]) if packet.size >= 7 else None
+    if header is None:
         return None
-    header = bytes(memoryview(packet)[:7])
-    if header[0] != 0xFF or header[1] & 0xF0 != 0xF0:
-        return None
-    rate_index = (header[2] >> 2) & 0x0F
-    if rate_index >= len(_ADTS_RATES):
-        return None
-    channels = ((header[2] & 0x01) << 2) | (header[3] >> 6)
-    samples = ((header[6] & 0x03) + 1) * 1024
-    return _ADTS_RATES[rate_index], channels, samples
+    return header.sample_rate, header.channels, header.samples
