@@ -104,6 +104,7 @@ _OUTPUT_FLAGS = (
     "store_queue",
 )
 _API_FLAGS = ("api_token", "api_token_file", "cors_origin")
+_AI_WORKER_FLAGS = ("gpus", "pipeline_isolation", "pipeline_memory", "warm")
 _SRT_FLAGS = ("srt_addr", "srt_passphrase", "srt_pbkeylen", "srt_latency")
 _INGEST_LIMIT_FLAGS = (
     "max_ingest_pixels",
@@ -167,7 +168,7 @@ def main() -> None:
 )
 @_flags(*_VIEWER_FLAGS, "price_per_second", "pipeline_price", "max_price_per_second")
 @_flags(*_ACCESS_FLAGS, *_OUTPUT_FLAGS)
-@_flags("models_dir", *_INGEST_LIMIT_FLAGS, *_NODE_LIMIT_FLAGS, "log_level")
+@_flags("models_dir", *_AI_WORKER_FLAGS, *_INGEST_LIMIT_FLAGS, *_NODE_LIMIT_FLAGS, "log_level")
 def dev(**values: Any) -> None:
     """Gateway, orchestrator and worker in one process, paying with tickets on an embedded
     chain (or free with --offchain), ready for a stream."""
@@ -239,7 +240,7 @@ def gateway(**values: Any) -> None:
     "a 30 fps source of 640x360 or more, 9.98 Mpx/s); 0: remote workers only.",
 )
 @encoder_opt
-@flag("models_dir")
+@_flags("models_dir", *_AI_WORKER_FLAGS)
 @flag("offchain", help="Run without payments.")
 @chain_flags
 @flag("price_per_unit", help="Price: wei per unit.")
@@ -264,7 +265,7 @@ def orchestrator(**values: Any) -> None:
 @flag("orch_secret", required=True, help="The orchestrator's secret.")
 @flag("capacity")
 @encoder_opt
-@flag("models_dir")
+@_flags("models_dir", *_AI_WORKER_FLAGS)
 @log_level
 def worker(**values: Any) -> None:
     """Transcode for an orchestrator (dials it and registers with its secret)."""

@@ -5,10 +5,11 @@ so that "ready" is printed only once every port is listening.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import attrs
 import trio
@@ -105,6 +106,20 @@ async def _start_metrics(
         announce(f"metrics:  http://{bound}/metrics")
 
 
+@contextlib.asynccontextmanager
+async def _open_live(local: LocalWorker | None) -> AsyncIterator[None]:
+    """Loads the ``--warm`` pipelines before the worker serves; stops every pipeline child
+    when it stops."""
+    if local is None:
+        yield
+        return
+    try:
+        await trio.to_thread.run_sync(local.live.load_warm)
+        yield
+    finally:
+        local.live.close()
+
+
 def _build_orchestrator(config: Config, secret: str, metrics: Metrics) -> Orchestrator:
     worker = config.worker
     local = (
@@ -139,7 +154,7 @@ async def run_orchestrator(config: Config, announce: Announce = print) -> None:
     orchestrator = _build_orchestrator(config, config.orchestrator.orch_secret, metrics)
     service_addr, http_addr = config.orchestrator.service_addr, config.http.http_addr
     limits = http_limits(config.http)
-    async with trio.open_nursery() as nursery:
+    async with _open_live(orchestrator.local), trio.open_nursery() as nursery:
         if chain is not None:
             receiver = await start_orchestrator_payments(
                 nursery,
@@ -186,7 +201,7 @@ async def run_worker(config: Config, announce: Announce = print) -> None:
     local = LocalWorker(
         capacity=config.worker.capacity, encoder=config.worker.encoder, live=live_sessions(config)
     )
-    async with trio.open_nursery() as nursery:
+    async with _open_live(local), trio.open_nursery() as nursery:
         worker_id = await nursery.start(run_remote_worker, orch_addr, secret, local)
         announce(f"lpstream worker ready: registered with {orch_addr} as {worker_id}")
 
@@ -275,7 +290,7 @@ async def _start_gateway(
     whip_token = None if node_access.publish.enforced else access.whip_token
     whip = WhipIngest(handler=gateway, token=whip_token, host_addresses=hosts)
     await nursery.start(whip.run)
-    srt_bound = await _start_srt(nursery, config, gateway)
+    srt_started = await _start_srt(nursery, config, gateway)
     whep = WhepPlayback(
         source=gateway,
         token=None if node_access.play else access.whep_token,  # then play auth checks it
@@ -293,6 +308,7 @@ async def _start_gateway(
             rtmp=rtmp.statistics(),
             whip=whip.statistics(),
             whep=whep.statistics(),
+            srt=None if srt_started is None else srt_started[0].statistics(),
             http=server.statistics(),
         )
         return out if extra_status is None else extra_status(out)
@@ -317,8 +333,9 @@ async def _start_gateway(
     rtmp_bound = HostPort(rtmp_host, rtmp_port)
     announce(f"ingest:   rtmp://{rtmp_bound}/live/{{stream}}")
     announce(f"ingest:   {web}/whip/{{stream}} (WHIP)")
-    if srt_bound is not None:
-        announce(f"ingest:   srt://{srt_bound}?streamid=#!::r=live/{{stream}},m=publish (SRT)")
+    if srt_started is not None:
+        srt_url = f"srt://{srt_started[1]}?streamid=#!::r=live/{{stream}},m=publish"
+        announce(f"ingest:   {srt_url} (SRT)")
     announce(f"playback: {web}/hls/{{stream}}/index.m3u8")
     announce(f"webrtc:   {web}/whep/{{stream}} (WHEP; /whep/{{stream}}/{{rendition}})")
     announce(f"watch:    {web}/watch/{{stream}}  (?whep=1: WebRTC)")
@@ -331,8 +348,11 @@ async def _start_gateway(
     return gateway
 
 
-async def _start_srt(nursery: trio.Nursery, config: Config, gateway: Gateway) -> HostPort | None:
-    """Starts SRT ingest where ``--srt-addr`` asks for it; returns the address it bound.
+async def _start_srt(
+    nursery: trio.Nursery, config: Config, gateway: Gateway
+) -> tuple[SrtServer, HostPort] | None:
+    """Starts SRT ingest where ``--srt-addr`` asks for it; returns it and the address it
+    bound.
 
     Raises:
         ConfigError: libsrt is not installed.
@@ -349,7 +369,7 @@ async def _start_srt(nursery: trio.Nursery, config: Config, gateway: Gateway) ->
         latency_ms=ingest.srt_latency,
     )
     host, port = await nursery.start(srt.serve, ingest.srt_addr.host, ingest.srt_addr.port)
-    return HostPort(host, port)
+    return srt, HostPort(host, port)
 
 
 async def run_gateway(config: Config, announce: Announce = print) -> None:
@@ -394,7 +414,7 @@ async def run_dev(config: Config, announce: Announce = print) -> None:
     secret = config.orchestrator.orch_secret or new_secret()
     orchestrator = _build_orchestrator(config, secret, metrics)
     service_addr = config.orchestrator.service_addr
-    async with trio.open_nursery() as nursery:
+    async with _open_live(orchestrator.local), trio.open_nursery() as nursery:
         pinned = await nursery.start(orchestrator.serve, service_addr.host, service_addr.port)
         service = HostPort(pinned.host, pinned.port)
         announce(f"orchestrator: quic://{service} (remote workers join with --orch-secret)")

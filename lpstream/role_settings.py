@@ -15,8 +15,9 @@ from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.publishers import StreamLimits
 from lpstream.http.limits import HttpLimits
 from lpstream.paid import ChainOptions, PaymentOptions
-from lpstream.worker.live import LiveSessions
-from workers.pipelines import ModelDirectory, PipelineRegistry
+from lpstream.worker.live import LiveSessions, WarmPipeline
+from workers.gpu import discover_gpus, select_gpus
+from workers.pipelines import ModelDirectory, PipelineError, PipelineRegistry
 
 __all__ = [
     "chain_options",
@@ -63,12 +64,34 @@ def stream_limits(section: LimitsSection) -> StreamLimits:
 
 def live_sessions(config: Config) -> LiveSessions:
     """A worker's live AI sessions, whose pipelines load the models clients name from
-    ``--models-dir`` (default ``<data-dir>/models``; none without either)."""
-    folder = config.worker.models_dir
+    ``--models-dir`` (default ``<data-dir>/models``; none without either), each in a child
+    process of its own with ``--pipeline-isolation``, on the GPUs of ``--gpus``, with the
+    ``--warm`` pipelines to load (``LiveSessions.load_warm``).
+
+    Raises:
+        ConfigError: ``--gpus`` names a device this machine lacks, or a ``--warm`` pipeline
+            is unknown or its parameters do not fit it.
+    """
+    worker = config.worker
+    folder = worker.models_dir
     if folder is None and config.payments.data_dir is not None:
         folder = str(Path(config.payments.data_dir) / "models")
     models = ModelDirectory(None if folder is None else Path(folder))
-    return LiveSessions(registry=PipelineRegistry(models=models))
+    registry = PipelineRegistry(models=models)
+    gpus = () if worker.gpus == "none" else select_gpus(worker.gpus, discover_gpus())
+    warm = tuple(WarmPipeline(name=name, params=params) for name, params in worker.warm)
+    for entry in warm:
+        try:
+            registry.create(entry.name, entry.params)  # checks the name and the parameters
+        except PipelineError as exc:
+            raise ConfigError(f"--warm {entry.name}: {exc}") from None
+    return LiveSessions(
+        registry=registry,
+        isolate=worker.pipeline_isolation,
+        pipeline_memory=worker.pipeline_memory,
+        gpus=gpus,
+        warm=warm,
+    )
 
 
 def memory_limit(section: LimitsSection) -> int:

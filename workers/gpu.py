@@ -1,21 +1,37 @@
-"""GPU discovery: which H.264 encoder this machine can run.
+"""GPU discovery: the CUDA devices of this machine, which H.264 encoder it can run, and
+which GPU a new live session goes to.
 
-Nothing here imports a GPU-only package; the check asks PyAV for the ``h264_nvenc``
-encoder and then opens it on a tiny frame, which only succeeds where the NVIDIA driver and a
-CUDA device are present. The answer is computed once per process.
+Nothing here imports a GPU-only package at import time. The encoder check asks PyAV for the
+``h264_nvenc`` encoder and then opens it on a tiny frame, which only succeeds where the NVIDIA
+driver and a CUDA device are present. Devices are listed through torch (``torch.cuda``) when
+it is installed, else through CuPy; neither, or no driver, means no GPU. Answers are computed
+once per process.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
+import os
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
-from typing import Final
+from typing import Any, Final
 
+import attrs
 import av
 
-from lpstream.errors import MediaError
+from lpstream.errors import ConfigError, MediaError
 
-__all__ = ["ENCODER_PREFERENCES", "choose_encoder", "nvenc_available"]
+__all__ = [
+    "ENCODER_PREFERENCES",
+    "GpuInfo",
+    "choose_encoder",
+    "discover_gpus",
+    "nvdec_available",
+    "nvenc_available",
+    "place_session",
+    "select_gpus",
+]
 
 NVENC: Final = "h264_nvenc"
 X264: Final = "libx264"
@@ -69,3 +85,136 @@ def choose_encoder(preference: str = "auto") -> str:
     if wanted == "auto":
         return NVENC if nvenc_available() else X264
     raise MediaError(f"unknown encoder {preference!r}: expected one of auto, nvenc, x264")
+
+
+@attrs.frozen(kw_only=True)
+class GpuInfo:
+    """One CUDA device, as a worker reports it."""
+
+    index: int
+    """CUDA device index (``cuda:N``)."""
+    name: str
+    """The device's name (``NVIDIA H100 80GB HBM3``)."""
+    memory_total: int
+    """Bytes of device memory."""
+    memory_free: int
+    """Bytes free when it was last looked at."""
+    nvenc: bool
+    """Whether FFmpeg's ``h264_nvenc`` encodes here."""
+    nvdec: bool
+    """Whether FFmpeg's ``h264_cuvid`` decoder is available."""
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.index}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "name": self.name,
+            "memory_total": self.memory_total,
+            "memory_free": self.memory_free,
+            "nvenc": self.nvenc,
+            "nvdec": self.nvdec,
+        }
+
+
+def nvdec_available() -> bool:
+    """True when PyAV has the ``h264_cuvid`` (NVDEC) decoder."""
+    return "h264_cuvid" in av.codecs_available
+
+
+@functools.cache
+def discover_gpus() -> tuple[GpuInfo, ...]:
+    """The CUDA devices of this machine (none without a driver, torch or CuPy)."""
+    if not _driver_present():
+        return ()  # without asking torch, whose import takes a second
+    found = _torch_gpus()
+    if found is None:
+        found = _cupy_gpus()
+    if not found:
+        return ()
+    nvenc, nvdec = nvenc_available(), nvdec_available()
+    return tuple(
+        GpuInfo(index=i, name=name, memory_total=total, memory_free=free, nvenc=nvenc, nvdec=nvdec)
+        for i, name, total, free in found
+    )
+
+
+def _driver_present() -> bool:
+    return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def _torch_gpus() -> list[tuple[int, str, int, int]] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    try:
+        if not torch.cuda.is_available():
+            return []
+        devices = []
+        for index in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(index)
+            devices.append((index, torch.cuda.get_device_name(index), total, free))
+    except RuntimeError:
+        return []
+    return devices
+
+
+def _cupy_gpus() -> list[tuple[int, str, int, int]]:
+    try:
+        import cupy  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return []
+    try:
+        devices = []
+        for index in range(cupy.cuda.runtime.getDeviceCount()):
+            with cupy.cuda.Device(index):
+                free, total = cupy.cuda.runtime.memGetInfo()
+                name = cupy.cuda.runtime.getDeviceProperties(index)["name"]
+            devices.append(
+                (index, name.decode() if isinstance(name, bytes) else str(name), total, free)
+            )
+    except Exception:  # cupy without a driver raises its own CUDARuntimeError
+        return []
+    return devices
+
+
+def select_gpus(choice: str, present: Sequence[GpuInfo]) -> tuple[GpuInfo, ...]:
+    """The GPUs ``--gpus`` names among those ``present``: ``all``, ``none`` or indices
+    (``0,2``).
+
+    Raises:
+        ConfigError: an index that is not a present device, or text that is none of these.
+    """
+    text = choice.strip().lower()
+    if text in ("all", ""):
+        return tuple(present)
+    if text == "none":
+        return ()
+    by_index = {gpu.index: gpu for gpu in present}
+    chosen: list[GpuInfo] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            raise ConfigError(f"--gpus: {choice!r}: expected all, none or device indices (0,2)")
+        index = int(part)
+        if index not in by_index:
+            have = ", ".join(str(i) for i in sorted(by_index)) or "none"
+            raise ConfigError(f"--gpus: there is no GPU {index} on this machine (present: {have})")
+        if by_index[index] not in chosen:
+            chosen.append(by_index[index])
+    return tuple(chosen)
+
+
+def place_session(gpus: Sequence[GpuInfo], sessions: Mapping[int, int]) -> GpuInfo:
+    """The GPU a new live session goes to: the fewest sessions (``sessions`` by index), then
+    the most free memory, then the lowest index.
+
+    Raises:
+        ValueError: ``gpus`` is empty.
+    """
+    if not gpus:
+        raise ValueError("no GPU to place a session on")
+    return min(gpus, key=lambda g: (sessions.get(g.index, 0), -g.memory_free, g.index))

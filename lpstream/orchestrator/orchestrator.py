@@ -88,6 +88,9 @@ __all__ = ["CONTROL_TIMEOUT", "Orchestrator", "RemoteWorker", "Worker"]
 
 log = logging.getLogger("lpstream.orchestrator")
 
+WARM = "warm:"
+"""Capability prefix of a pipeline a worker keeps loaded (ORCH_INFO lists them in ``warm``)."""
+
 
 @attrs.define
 class Orchestrator:
@@ -321,7 +324,10 @@ class Orchestrator:
             price_fields["certificate_signature"] = self._sign_certificate()
         return OrchInfo(
             version=lpstream.__version__,
-            capabilities=self.capabilities()[:MAX_CAPABILITIES],
+            capabilities=tuple(c for c in self.capabilities() if not c.startswith(WARM))[
+                :MAX_CAPABILITIES
+            ],
+            warm=tuple(self.warm_pipelines())[:MAX_CAPABILITIES],
             capacity=self.capacity,
             in_use=self.pool.in_use,
             pipelines=tuple(
@@ -352,6 +358,10 @@ class Orchestrator:
         """Names of the live AI pipelines some worker runs."""
         prefix = "pipeline:"
         return [c[len(prefix) :] for c in self.capabilities() if c.startswith(prefix)]
+
+    def warm_pipelines(self) -> list[str]:
+        """Names of the live AI pipelines some worker keeps loaded (``--warm``)."""
+        return [c[len(WARM) :] for c in self.capabilities() if c.startswith(WARM)]
 
     async def update_live(self, update: LiveUpdate) -> LiveUpdated:
         """Routes a parameter change to the worker holding the session.

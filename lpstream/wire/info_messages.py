@@ -85,6 +85,9 @@ class OrchInfo:
     """The orchestrator's Ethereum key (``address``) signing its QUIC certificate's
     fingerprint: 65 bytes, or empty off-chain and from older orchestrators. The message signed
     and the check are :mod:`lpstream.orchestrator.certificate_claim`'s."""
+    warm: Annotated[tuple[Name, ...], msgspec.Meta(max_length=MAX_CAPABILITIES)] = ()
+    """Live AI pipelines whose models its workers keep loaded (``--warm``): a session of one
+    starts without waiting for the load. Empty from older orchestrators."""
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,17 @@ How this works:
   runner's mailbox; the runner applies them before the next batch. The session remembers, per
   change, the last frame finished before it arrived and the first frame processed under it, so
   the control side can say exactly where it took effect.
+* With ``isolate`` each session's pipeline runs in a child process of its own under a guardian
+  (``workers.pipelines.isolated``): a crash, a hang or memory past ``pipeline_memory`` stops
+  that child, fails the job that was running (the gateway tells the app an ``error`` event)
+  and the next job starts a new one after a back-off. Without it, the pipeline runs on the
+  job's thread in this process.
+* Where the worker has GPUs (``gpus``), a new session goes to the one with the fewest
+  sessions, then the most free memory (``workers.gpu.place_session``), and its pipeline runs
+  on that ``cuda:N``; without, on ``device``.
+* ``warm`` pipelines are loaded at start (:meth:`LiveSessions.load_warm`). A new session of a
+  warm pipeline takes the loaded runner, with its own starting parameters, and another is
+  loaded in the background for the next one.
 """
 
 from __future__ import annotations
@@ -23,20 +34,54 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
 from av.video.frame import VideoFrame
 
-from workers.pipelines import PipelineError, PipelineRegistry, PipelineRunner
+from workers.gpu import GpuInfo, place_session
+from workers.pipelines import Params, PipelineError, PipelineRegistry, PipelineSpec
+from workers.pipelines.guardian import ChildFailure, PipelineGuardian
+from workers.pipelines.isolated import IsolatedRunner
+from workers.pipelines.runner import RunnerStatistics
 
-__all__ = ["LiveSession", "LiveSessions", "ParamsApplied"]
+__all__ = ["LiveSession", "LiveSessions", "ParamsApplied", "SessionRunner", "WarmPipeline"]
 
 log = logging.getLogger("lpstream.worker")
 
 SessionKey = tuple[str, str]
 """(stream id, session id), as in the JOBs."""
+
+
+class SessionRunner(Protocol):
+    """What a session drives: a ``PipelineRunner`` here or an ``IsolatedRunner`` in a child."""
+
+    @property
+    def spec(self) -> PipelineSpec: ...
+    @property
+    def params(self) -> Params: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def applied_version(self) -> int: ...
+    def prepare(self) -> None: ...
+    def update(self, changes: Mapping[str, object]) -> Params: ...
+    def adopt(self, params: Mapping[str, object]) -> Params: ...
+    def push(self, frame: VideoFrame) -> list[VideoFrame]: ...
+    def flush(self) -> list[VideoFrame]: ...
+    def stop(self) -> None: ...
+    def statistics(self) -> RunnerStatistics: ...
+
+
+@attrs.frozen(kw_only=True)
+class WarmPipeline:
+    """A pipeline loaded at start (``--warm NAME[=PARAMS_JSON]``)."""
+
+    name: str
+    """The pipeline."""
+    params: Mapping[str, object] = attrs.Factory(dict)
+    """The parameters it is loaded with (a model named there is loaded)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -57,9 +102,13 @@ class ParamsApplied:
 class LiveSession:
     """One gateway session's running pipeline (see the module comment)."""
 
-    def __init__(self, key: SessionKey, runner: PipelineRunner, now: float) -> None:
+    def __init__(
+        self, key: SessionKey, runner: SessionRunner, now: float, device: str = "cpu"
+    ) -> None:
         self.key = key
         self.runner = runner
+        self.device = device
+        """Where its pipeline runs (``cpu``, ``cuda:N``)."""
         self.last_used = now
         self._job_lock = threading.Lock()
         self.turn = trio.Lock()
@@ -80,7 +129,7 @@ class LiveSession:
 
     @property
     def pipeline(self) -> str:
-        return self.runner.pipeline.spec.name
+        return self.runner.spec.name
 
     @property
     def busy(self) -> bool:
@@ -162,7 +211,21 @@ class LiveSession:
             "updates": runner.updates,
             "process_seconds": round(runner.process_seconds, 3),
             "params": dict(self.runner.params),
+            "device": self.device,
         }
+
+
+@attrs.define
+class _WarmSlot:
+    """One warm pipeline: the runner loaded for the next session, while it loads."""
+
+    warm: WarmPipeline
+    runner: SessionRunner | None = None
+    device: str = "cpu"
+    """Where ``runner`` runs."""
+    ready: threading.Event = attrs.Factory(threading.Event)
+    """Set once ``runner`` is loaded (or failed: ``problem``)."""
+    problem: str | None = None
 
 
 @attrs.define
@@ -171,10 +234,26 @@ class LiveSessions:
 
     registry: PipelineRegistry = attrs.Factory(PipelineRegistry)
     device: str = "cpu"
-    """torch device the pipelines run on."""
+    """torch device the pipelines run on where there is no GPU in ``gpus``."""
     idle_timeout: float = 30.0
     """Seconds without a job after which a session's pipeline is stopped."""
+    isolate: bool = False
+    """Runs each session's pipeline in a child process under a guardian (module comment)."""
+    pipeline_memory: int | None = None
+    """Bytes of resident memory a pipeline child may hold (``--pipeline-memory``)."""
+    frame_deadline: float = 10.0
+    """Seconds a pipeline child may take for a frame before it counts as hung."""
+    first_backoff: float = 0.5
+    """Seconds before a failed child's first restart (doubling, up to 30 s)."""
+    gpus: tuple[GpuInfo, ...] = ()
+    """The GPUs sessions are placed on (``--gpus``); none: ``device``."""
+    warm: tuple[WarmPipeline, ...] = ()
+    """Pipelines loaded at start (``--warm``)."""
     _sessions: dict[SessionKey, LiveSession] = attrs.Factory(dict)
+    _warm_slots: list[_WarmSlot] = attrs.Factory(list)
+    _failures: dict[tuple[str, str], int] = attrs.Factory(dict)
+    """(pipeline, kind) -> pipeline children stopped for it."""
+    _lock: threading.Lock = attrs.Factory(threading.Lock)
 
     def acquire(
         self, key: SessionKey, pipeline: str, params: Mapping[str, object], now: float
@@ -189,9 +268,16 @@ class LiveSessions:
         self.expire(now)
         session = self._sessions.get(key)
         if session is None:
-            runner = self.registry.create(pipeline, params, device=self.device)
-            session = self._sessions[key] = LiveSession(key, runner, now)
-            log.info("live session %s/%s: %s started", key[0], key[1], pipeline)
+            taken = self._take_warm(pipeline, params)
+            if taken is None:
+                device = self._place()
+                runner = self._new_runner(pipeline, params, device)
+                how = "started"
+            else:
+                runner, device = taken
+                how = "started warm"
+            session = self._sessions[key] = LiveSession(key, runner, now, device)
+            log.info("live session %s/%s: %s %s on %s", key[0], key[1], pipeline, how, device)
         elif session.pipeline != pipeline:
             raise PipelineError(
                 f"session {key[1]} runs {session.pipeline!r}, not {pipeline!r}: "
@@ -212,10 +298,117 @@ class LiveSessions:
                 log.info("live session %s/%s: stopped after being idle", *key)
 
     def close(self) -> None:
-        """Stops every session (the worker is stopping)."""
+        """Stops every session and warm pipeline (the worker is stopping)."""
         for session in self._sessions.values():
             session.runner.stop()
         self._sessions.clear()
+        with self._lock:
+            slots, self._warm_slots = self._warm_slots, []
+        for slot in slots:
+            if slot.runner is not None:
+                slot.runner.stop()
 
     def statistics(self) -> dict[str, Any]:
         return {f"{k[0]}/{k[1]}": s.statistics() for k, s in self._sessions.items()}
+
+    def failures(self) -> dict[tuple[str, str], int]:
+        """Pipeline children stopped, by (pipeline, why: crashed, hung, memory)."""
+        with self._lock:
+            return dict(self._failures)
+
+    # -- warm pipelines ---------------------------------------------------------------------
+
+    def load_warm(self) -> None:
+        """Loads every ``warm`` pipeline (blocking: call it on a thread at start).
+
+        Raises:
+            UnknownPipelineError: a warm pipeline is not installed here.
+            InvalidParamsError: its parameters do not fit it.
+        """
+        for warm in self.warm:  # check them all before loading any
+            self.registry.get(warm.name)
+        slots = [_WarmSlot(warm) for warm in self.warm]
+        with self._lock:
+            self._warm_slots.extend(slots)
+        for slot in slots:
+            self._load_slot(slot)
+
+    def warm_names(self) -> list[str]:
+        """The warm pipelines that loaded (whether or not one is ready this moment)."""
+        with self._lock:
+            return sorted({s.warm.name for s in self._warm_slots if s.problem is None})
+
+    def _load_slot(self, slot: _WarmSlot) -> None:
+        warm = slot.warm
+        slot.device = self._place()
+        try:
+            runner = self._new_runner(warm.name, warm.params, slot.device)
+            runner.prepare()
+        except PipelineError as exc:
+            slot.problem = str(exc)
+            log.error("warm pipeline %s could not load: %s", warm.name, exc)
+        else:
+            slot.runner = runner
+            log.info("warm pipeline %s loaded", warm.name)
+        slot.ready.set()
+
+    def _take_warm(
+        self, pipeline: str, params: Mapping[str, object]
+    ) -> tuple[SessionRunner, str] | None:
+        with self._lock:
+            slot = next(
+                (
+                    s
+                    for s in self._warm_slots
+                    if s.warm.name == pipeline and s.ready.is_set() and s.runner is not None
+                ),
+                None,
+            )
+            if slot is None:
+                return None
+            runner, device = slot.runner, slot.device
+            assert runner is not None
+            runner.adopt(params)  # InvalidParamsError: the warm runner stays for another
+            index = self._warm_slots.index(slot)
+            fresh = self._warm_slots[index] = _WarmSlot(slot.warm)
+        threading.Thread(
+            target=self._load_slot, args=(fresh,), name=f"warm-{pipeline}", daemon=True
+        ).start()
+        return runner, device
+
+    # -- runners ----------------------------------------------------------------------------
+
+    def _place(self) -> str:
+        if not self.gpus:
+            return self.device
+        loads: dict[int, int] = {}
+        for session in self._sessions.values():
+            if session.device.startswith("cuda:"):
+                index = int(session.device.partition(":")[2])
+                loads[index] = loads.get(index, 0) + 1
+        return f"cuda:{place_session(self.gpus, loads).index}"
+
+    def _new_runner(
+        self, pipeline: str, params: Mapping[str, object], device: str
+    ) -> SessionRunner:
+        if not self.isolate:
+            return self.registry.create(pipeline, params, device=device)
+        guardian = PipelineGuardian(
+            frame_deadline=self.frame_deadline,
+            memory_limit=self.pipeline_memory,
+            first_backoff=self.first_backoff,
+        )
+        return IsolatedRunner(
+            self.registry.get(pipeline),
+            params,
+            device=device,
+            models=self.registry.models,
+            guardian=guardian,
+            on_failure=lambda failure: self._note_failure(pipeline, failure),
+        )
+
+    def _note_failure(self, pipeline: str, failure: ChildFailure) -> None:
+        log.warning("pipeline %s: child stopped: %s", pipeline, failure.detail)
+        with self._lock:
+            key = (pipeline, failure.kind.value)
+            self._failures[key] = self._failures.get(key, 0) + 1

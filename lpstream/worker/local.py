@@ -127,8 +127,13 @@ class LocalWorker:
         return self._jobs_done
 
     def capabilities(self) -> tuple[str, ...]:
-        """What this worker runs: ``transcode:h264`` and ``pipeline:NAME`` per pipeline."""
-        return ("transcode:h264", *(f"pipeline:{n}" for n in self.live.registry.names()))
+        """What this worker runs: ``transcode:h264``, ``pipeline:NAME`` per pipeline and
+        ``warm:NAME`` per pipeline it keeps loaded (``--warm``)."""
+        return (
+            "transcode:h264",
+            *(f"pipeline:{n}" for n in self.live.registry.names()),
+            *(f"warm:{n}" for n in self.live.warm_names()),
+        )
 
     async def run_job(
         self, job: Job, source: SegmentBuffer, relay: Relay | None = None

@@ -28,7 +28,13 @@ from av.video.frame import VideoFrame
 
 from lpstream.errors import MediaError
 from workers.frames import FrameConverter, PoolStatistics
-from workers.pipelines.base import Pipeline, PipelineContext, RgbPipeline, YuvPipeline
+from workers.pipelines.base import (
+    Pipeline,
+    PipelineContext,
+    PipelineSpec,
+    RgbPipeline,
+    YuvPipeline,
+)
 from workers.pipelines.models import ModelDirectory
 from workers.pipelines.params import Params, PipelineError, validate
 
@@ -104,6 +110,10 @@ class PipelineRunner:
         return self._pipeline
 
     @property
+    def spec(self) -> PipelineSpec:
+        return self._spec
+
+    @property
     def params(self) -> Params:
         """The newest parameters (applied before the next batch if not yet)."""
         with self._lock:
@@ -162,6 +172,19 @@ class PipelineRunner:
             self._version += 1
             self._mailbox_version = self._version
         return params
+
+    def adopt(self, params: Mapping[str, object]) -> Params:
+        """Takes new starting parameters (a warm runner given to a session), validated from
+        the defaults and applied before the next batch; not counted as a change.
+
+        Raises:
+            InvalidParamsError: nothing is changed then.
+        """
+        with self._lock:
+            full = validate(self._spec.name, self._spec.params, params, models=self._models)
+            self._latest = self._mailbox = full
+            self._mailbox_version = self._version
+        return full
 
     def push(self, frame: VideoFrame) -> list[VideoFrame]:
         """Adds a decoded frame; returns output frames when a batch is complete.
