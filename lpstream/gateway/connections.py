@@ -116,6 +116,8 @@ class KnownOrchestrator:
     yet)."""
     price_per_pixel: PixelPrice | None = None
     """The transcoding price its last info asked (None: no info yet)."""
+    warm: frozenset[str] = frozenset()
+    """Live AI pipelines its last info said its workers keep loaded (``--warm``)."""
     suspended_until: float = -math.inf
     """Until when it is passed over after a failure (trio time)."""
     failures: int = 0
@@ -131,6 +133,7 @@ class KnownOrchestrator:
         self.full = 0 < info.capacity <= info.in_use
         self.capacity = info.capacity
         self.pipelines = {p.name: p.price_per_second for p in info.pipelines}
+        self.warm = frozenset(info.warm)
         self.price_per_pixel = PixelPrice.from_fraction(
             Fraction(info.price_per_unit, max(info.pixels_per_unit, 1))
         )

@@ -90,6 +90,9 @@ class SessionPlacement:
         # Those that answered the info check with free sessions first; the others only when
         # nobody better is left.
         preferred = [o for o in usable_now if o.answered and not o.full] or usable_now
+        if pipeline:
+            # A live AI session starts sooner where its pipeline is loaded already.
+            preferred = [o for o in preferred if pipeline in o.warm] or preferred
         chosen = self.selector.select(
             [Candidate(key=o.key, stake=o.stake, score=o.score) for o in preferred]
         )

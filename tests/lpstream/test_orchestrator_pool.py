@@ -170,3 +170,35 @@ async def test_a_pipeline_that_appears_after_the_info_check_is_found_at_once(
     assert pool.status()[0].pipelines == {"color-grade": Wei(0)}
     with pytest.raises(BusyError, match="does not offer pipeline 'no-such'"):
         await pool.open_live_control("other", "no-such")
+
+
+@pytest.mark.slow
+async def test_a_live_ai_session_goes_to_an_orchestrator_with_its_pipeline_warm(
+    nursery: trio.Nursery, segment: bytes
+) -> None:
+    from lpstream.worker.live import LiveSessions, WarmPipeline
+
+    cold = await start_orchestrator(nursery)
+    live = LiveSessions(warm=(WarmPipeline(name="color-grade", params={}),))
+    await trio.to_thread.run_sync(live.load_warm)
+    try:
+        orch = Orchestrator(secret="", metrics=Metrics(), local=LocalWorker(capacity=8, live=live))
+        _, port = await nursery.start(serve_quic, "127.0.0.1", 0, orch.handle_connection)
+        warm = HostPort("127.0.0.1", port)
+        pool = OrchestratorPool([cold, warm], selector=Selector(weights=SelectionWeights()))
+        await nursery.start(pool.run)
+        for n in range(4):
+            job = SegmentJob(
+                stream="s",
+                session=f"ai-{n}",
+                seq=0,
+                duration_ms=2000,
+                profiles=(DEFAULT_PROFILES[-1],),
+                pipeline="color-grade",
+            )
+            [output] = await pool.transcode(job, full(segment))
+            assert output.frames > 0
+        jobs = {f.address: f.jobs for f in pool.status()}
+        assert jobs == {str(cold): 0, str(warm): 4}, jobs
+    finally:
+        live.close()
