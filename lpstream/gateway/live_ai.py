@@ -6,11 +6,11 @@ How this works:
 * A session belongs to one live stream and runs one pipeline. Its segments go to the
   orchestrators as pipeline jobs next to the transcode jobs, under the session id
   ``{publish session}-ai``; the output is the stream's ``ai`` rendition (``AiRendition``).
-* ``run`` holds the session's control stream: LIVE_OPEN to the orchestrator the session is
-  pinned to, then, on chain, LIVE_PAYMENTs that keep the credit ``prepay`` seconds ahead at
-  the orchestrator's price (topped up when it falls under ``topup`` seconds). Every ``billed``
-  or ``settled`` event lowers our credit by what was billed since the last one, so when the
-  session ends both sides hold the same balance to the wei.
+* ``run`` holds the session's control stream (``lpstream.gateway.live_control.LiveControl``,
+  one per orchestrator): LIVE_OPEN to the orchestrator the session is pinned to, then, on
+  chain, LIVE_PAYMENTs that keep the credit paid ahead at the orchestrator's price; what it
+  bills lowers our credit, so when the session ends both sides hold the same balance to the
+  wei.
 * Parameter changes (``update``) go one at a time on that stream; the answer says at which
   frame the change took effect. Before the first job reached a worker a change is kept and
   sent with the jobs (the worker starts the session with it).
@@ -44,27 +44,19 @@ import logging
 import math
 from collections.abc import AsyncIterator, Mapping
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import trio
 
 from lpstream.errors import BusyError, LpstreamError, ProtocolError, TransportError
+from lpstream.gateway.live_control import LiveControl, LiveControlPool, OrchestratorRefusal
 from lpstream.gateway.live_failover import SwapDecider
-from lpstream.gateway.placement import SessionPlacement
 from lpstream.gateway.status import LatencySummary, LiveAiStatus
 from lpstream.media import VideoProfile
 from lpstream.quic import QuicStream
 from lpstream.taskgroups import one_error
-from lpstream.wire import (
-    Error,
-    LiveEvent,
-    LiveOpen,
-    LivePayment,
-    LiveUpdate,
-    LiveUpdated,
-    MessageStream,
-)
+from lpstream.wire import LiveEvent, LiveUpdate
 from payments.pm import Wei
 
 __all__ = [
@@ -87,30 +79,6 @@ EVENT_QUEUE = 64
 
 OPEN_TIMEOUT = 10.0
 """Seconds a swap has to open the session on the next orchestrator (dial included)."""
-
-
-class OrchestratorRefusal(ProtocolError):
-    """The orchestrator answered the session's control stream with an ERROR."""
-
-
-class LiveControlPool(Protocol):
-    """What a session needs from the orchestrator pool."""
-
-    async def open_live_control(self, session: str, pipeline: str) -> tuple[str, QuicStream]: ...
-
-    async def live_payment(self, orchestrator: str, session: str, ahead: Fraction) -> bytes: ...
-
-    def live_charge(self, orchestrator: str, session: str, amount: Fraction) -> None: ...
-
-    async def live_price(self, orchestrator: str, pipeline: str) -> int: ...
-
-    def live_credit(self, orchestrator: str, session: str) -> Fraction: ...
-
-    @property
-    def placement(self) -> SessionPlacement:
-        """Where sessions are pinned: a failed orchestrator is marked there, so the session
-        and its jobs move on by the pool's own rules."""
-        ...
 
 
 @attrs.define(eq=False)
@@ -137,25 +105,16 @@ class LiveAiSession:
     """False once stopped (by the app, the orchestrator, or the stream ending)."""
     stop_reason: str = ""
     _apps: set[trio.MemorySendChannel[dict[str, Any]]] = attrs.Factory(set)
-    _control: QuicStream | None = None
-    _channel: MessageStream = attrs.Factory(MessageStream)
+    _control: LiveControl | None = None
+    """The control stream on the current orchestrator (kept once it closed: its figures)."""
     _orchestrator: str = ""
-    _price: int = 0
-    _billed: Fraction = Fraction(0)
-    """What the current orchestrator billed (cumulative, as it reports)."""
-    _seconds: int = 0
     _billed_before: Fraction = Fraction(0)
     """What orchestrators the session left billed."""
     _seconds_before: int = 0
-    _orchestrator_balance: Fraction | None = None
-    """The balance the orchestrator last reported (wei, exact)."""
-    _settled: bool = False
-    _answers: trio.MemorySendChannel[LiveUpdated | LiveEvent] | None = None
     _update_lock: trio.Lock = attrs.Factory(trio.Lock)
     _stop: trio.Event = attrs.Factory(trio.Event)
     _leave: trio.Event = attrs.Factory(trio.Event)
     """Set to end the current control stream (stopping, or the orchestrator stopped us)."""
-    _stopped_by_orchestrator: str = ""
     _stall: str = ""
     """Why the current orchestrator counts as stalled ("" while it does not)."""
     failover: SwapDecider = attrs.Factory(SwapDecider)
@@ -196,7 +155,11 @@ class LiveAiSession:
             if self._orchestrator
             else Fraction(0)
         )
-        balance = self._orchestrator_balance
+        control = self._control  # the one the session runs on, or last ran on
+        price, seconds, billed = (
+            (control.price, control.seconds, control.billed) if control else (0, 0, Fraction(0))
+        )
+        balance = None if control is None else control.balance
         last = self.failover.last_swap
         return LiveAiStatus(
             pipeline=self.pipeline,
@@ -204,12 +167,12 @@ class LiveAiSession:
             running=self.running,
             stopped=self.stop_reason or None,
             orchestrator=self._orchestrator or None,
-            price_per_second=Wei(self._price),
-            seconds_billed=self._seconds_before + self._seconds,
-            billed=Wei(self._billed_before + self._billed),
+            price_per_second=Wei(price),
+            seconds_billed=self._seconds_before + seconds,
+            billed=Wei(self._billed_before + billed),
             credit=Wei(credit),
             orchestrator_balance=None if balance is None else Wei(balance),
-            settled=self._settled,
+            settled=control is not None and control.settled,
             frames_in=self.frames_in,
             frames_out=self.frames_out,
             dropped=self.dropped,
@@ -298,16 +261,12 @@ class LiveAiSession:
         async with self._update_lock:
             with trio.move_on_after(10):
                 await self._ready.wait()
-            if self._control is None or self._answers is None:
+            control = self._control
+            if control is None or not control.ready:
                 raise ProtocolError("the session has no orchestrator yet", code=503)
-            send, receive = trio.open_memory_channel[LiveUpdated | LiveEvent](1)
-            self._answers = send
-            update = LiveUpdate(
-                stream_id=self.stream, session_id=self.session, params=dict(changes)
+            answer = await control.exchange(
+                LiveUpdate(stream_id=self.stream, session_id=self.session, params=dict(changes))
             )
-            await self._control.send_all(self._channel.send(update))
-            with trio.fail_after(10):
-                answer = await receive.receive()
         if isinstance(answer, LiveEvent):
             if "no running job" in answer.message:
                 # No worker has the session yet: it starts with these parameters.
@@ -397,7 +356,7 @@ class LiveAiSession:
         with contextlib.suppress(BusyError):  # it left the pool: nothing is pinned to it
             placement.failed(placement.connections.find(orchestrator), self.session)
 
-    async def _open(self, *, first: bool) -> QuicStream:
+    async def _open(self, *, first: bool) -> LiveControl:
         """A control stream to the orchestrator the session goes to now (``_orchestrator``).
 
         Raises:
@@ -407,12 +366,12 @@ class LiveAiSession:
             self._orchestrator, stream = await self.pool.open_live_control(
                 self.session, self.pipeline
             )
-            return stream
+            return self._control_on(stream)
         # A new paid session on the next orchestrator; what the old one billed stays counted.
-        self._billed_before += self._billed
-        self._seconds_before += self._seconds
-        self._billed, self._seconds, self._price = Fraction(0), 0, 0
-        self._orchestrator_balance, self._settled = None, False
+        if self._control is not None:
+            self._billed_before += self._control.billed
+            self._seconds_before += self._control.seconds
+            self._control = None
         chosen = self.pool.placement.pick(self.session, self.pipeline)
         if self.failover.same_again(chosen.key):
             raise BusyError(
@@ -422,7 +381,22 @@ class LiveAiSession:
         key, stream = await self.pool.open_live_control(self.session, self.pipeline)
         if key != chosen.key:  # the pool moved it meanwhile: follow the pool
             self._orchestrator = key
-        return stream
+        return self._control_on(stream)
+
+    def _control_on(self, stream: QuicStream) -> LiveControl:
+        return LiveControl(
+            orchestrator=self._orchestrator,
+            stream=stream,
+            stream_id=self.stream,
+            session=self.session,
+            pool=self.pool,
+            emit=self.emit,
+            leave=self._leave,
+            running=lambda: self.running,
+            paid=self.paid,
+            prepay=self.prepay,
+            topup=self.topup,
+        )
 
     async def _serve(self, *, first: bool) -> str | None:
         """Runs the session on one orchestrator: None once the session stops, or why that
@@ -435,56 +409,48 @@ class LiveAiSession:
         self._leave = trio.Event()
         if self._stop.is_set():
             self._leave.set()
-        self._stopped_by_orchestrator = ""
         opened = False
         self._stall = ""
-        stream: QuicStream | None = None
+        control: LiveControl | None = None
         try:
             with trio.fail_after(math.inf if first else OPEN_TIMEOUT):
-                stream = await self._open(first=first)
-            self._control = stream
-            if self.paid:
-                self._price = await self.pool.live_price(self._orchestrator, self.pipeline)
-            await stream.send_all(
-                self._channel.send(
-                    LiveOpen(stream_id=self.stream, session_id=self.session, pipeline=self.pipeline)
-                )
-            )
+                control = await self._open(first=first)
+            self._control = control
+            await control.open(self.pipeline)
             opened = True
             self.failover.opened(self._orchestrator, trio.current_time())
-            await self._pay()
-            send, _ = trio.open_memory_channel[LiveUpdated | LiveEvent](1)
-            self._answers = send
+            await control.pay()
+            control.ready = True
             self._ready.set()
             with one_error():  # the stream's reader, closer and stall watch run in a nursery
-                await self._hold(stream)
+                await self._hold(control)
         except (TransportError, OrchestratorRefusal, BusyError, trio.TooSlowError) as exc:
             if self._stop.is_set():
                 return None
-            if (first and not opened) or (isinstance(exc, BusyError) and stream is None):
+            if (first and not opened) or (isinstance(exc, BusyError) and control is None):
                 raise  # no orchestrator to move from, or none to move to
             return f"{_fault_kind(exc)}: {exc}"
         finally:
-            self._control = None
             self._ready = trio.Event()  # an update waits for the next stream, if any
-            if stream is not None:
-                await stream.aclose()
+            if control is not None:
+                control.ready = False
+                await control.stream.aclose()
         if self._stall:
             return self._stall
         if self._stop.is_set():
             return None
-        if self._stopped_by_orchestrator:
-            return f"stopped by the orchestrator: {self._stopped_by_orchestrator}"
+        if control.stopped_by:
+            return f"stopped by the orchestrator: {control.stopped_by}"
         return "the orchestrator ended the control stream"
 
-    async def _hold(self, stream: QuicStream) -> None:
+    async def _hold(self, control: LiveControl) -> None:
         """Reads the control stream until it ends; sends our end when the session leaves; ends
         it at a stall (``_stall`` says why)."""
         async with trio.open_nursery() as nursery:
 
             async def close_when_leaving() -> None:
                 await self._leave.wait()
-                await stream.send_eof()  # the orchestrator settles and ends the stream
+                await control.close()  # the orchestrator settles and ends the stream
 
             async def watch_for_stall() -> None:
                 while not self._stall:
@@ -501,76 +467,8 @@ class LiveAiSession:
 
             nursery.start_soon(close_when_leaving)
             nursery.start_soon(watch_for_stall)
-            await self._read(stream)
+            await control.read()
             nursery.cancel_scope.cancel()
-
-    async def _pay(self) -> None:
-        if not self.paid or not self._price:
-            return
-        credit = self.pool.live_credit(self._orchestrator, self.session)
-        if credit >= Fraction(self._price) * Fraction(self.topup):
-            return
-        payment = await self.pool.live_payment(
-            self._orchestrator, self.session, Fraction(self._price) * Fraction(self.prepay)
-        )
-        if payment:
-            assert self._control is not None
-            await self._control.send_all(self._channel.send(LivePayment(payment=payment)))
-
-    async def _read(self, stream: QuicStream) -> None:
-        while True:
-            data = await stream.receive_some(64 * 1024)
-            if not data:
-                self._channel.receive_eof()
-                return
-            self._channel.receive_data(data)
-            while (message := self._channel.next_message()) is not None:
-                if isinstance(message, LiveUpdated) or (
-                    isinstance(message, LiveEvent) and message.kind == "update-refused"
-                ):
-                    if self._answers is not None:
-                        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
-                            self._answers.send_nowait(message)
-                elif isinstance(message, LiveEvent):
-                    await self._on_event(message)
-                elif isinstance(message, Error):
-                    raise OrchestratorRefusal(message.message, code=message.code)
-                else:
-                    raise ProtocolError(
-                        f"unexpected {type(message).__name__} on a live control stream"
-                    )
-
-    async def _on_event(self, event: LiveEvent) -> None:
-        figures = _app_figures(event.values)
-        billed = figures.get("billed")
-        if isinstance(billed, Wei):
-            if billed.exact > self._billed:
-                self.pool.live_charge(self._orchestrator, self.session, billed.exact - self._billed)
-                self._billed = billed.exact
-            seconds = figures.get("seconds")
-            if isinstance(seconds, int):
-                self._seconds = seconds
-        balance = figures.get("balance")
-        if isinstance(balance, Wei):
-            self._orchestrator_balance = balance.exact
-        if event.kind == "settled":
-            self._settled = True
-        self.emit({"type": event.kind, "message": event.message, **figures})
-        if event.kind == "stopped":
-            log.warning(
-                "live AI session %s/%s stopped by the orchestrator: %s",
-                self.stream,
-                self.session,
-                event.message,
-            )
-            # It settles and ends the stream; the session moves on (``_run``).
-            self._stopped_by_orchestrator = event.message or "no reason given"
-            self._leave.set()
-        elif event.kind == "billed" and self.running:
-            try:
-                await self._pay()
-            except BusyError as exc:
-                self.emit({"type": "error", "message": f"cannot pay: {exc}"})
 
 
 def _fault_kind(exc: Exception) -> str:
@@ -582,24 +480,3 @@ def _fault_kind(exc: Exception) -> str:
     if isinstance(exc, trio.TooSlowError):
         return "no answer"
     return "cannot take the session"
-
-
-def _app_figures(values: Mapping[str, object]) -> dict[str, object]:
-    """An orchestrator's figures as apps get them: an exact wei figure (``billed_wei``: a
-    decimal or fraction string) and the price per second become money (``billed``: ``Wei``).
-
-    Raises:
-        ProtocolError: a wei figure is not a number.
-    """
-    figures: dict[str, object] = {}
-    for key, value in values.items():
-        if key.endswith("_wei"):
-            try:
-                figures[key.removesuffix("_wei")] = Wei(Fraction(str(value)))
-            except (ValueError, ZeroDivisionError):
-                raise ProtocolError(f"live event figure {key}: {value!r} is not wei") from None
-        elif key == "price_per_second" and isinstance(value, int):
-            figures[key] = Wei(value)
-        else:
-            figures[key] = value
-    return figures
