@@ -1,4 +1,5 @@
-"""One WHEP viewer's video: AVCC packets in, paced Annex B access units out (sans-IO).
+"""One WHEP viewer's media: AVCC packets in, paced Annex B access units out; Opus packets in,
+paced Opus packets on an RTP timeline out (sans-IO).
 
 How this works:
 
@@ -31,6 +32,33 @@ How this works:
 * Keyframe requests (RTCP PLI/FIR): :meth:`Playout.should_restart` says whether to start the
   viewer over at the current GOP's keyframe; at most once per ``restart_interval``, so a
   viewer that keeps asking does not get a GOP burst each time.
+
+Audio (:class:`AudioPlayout`): the stream's Opus packets, with times on the same timeline as
+the video and ``due`` from the same clock (when that time plays live on the rendition
+watched), so a rendition that plays seconds behind the source holds its audio back as long.
+
+* Lip sync in WebRTC rests on RTCP sender reports: each pairs a track's RTP time with the
+  wall-clock time its last packet was sent (aiortc's), and the browser lines the tracks up by
+  those pairs. To the browser, a packet was captured when it was sent: audio and video of the
+  same instant must leave together. The audio cannot leave when it is due: an Opus packet
+  exists once the AAC that ends its 20 ms (and libopus's 6.5 ms look-ahead) has come and been
+  encoded, some 5 to 30 ms after its time, more where the publisher sends its sound behind
+  its picture (ffmpeg's, by its AAC encoder's delay: 50 ms in all, at the 90th percentile).
+  :attr:`AudioPlayout.lag` is how late the audio usually is (a high quantile of the last
+  packets' lateness, from when each became available, bounded by ``max_lag``); each audio
+  packet goes out ``lag`` after it is due (or at once if later), and the driver holds the
+  video by the same ``lag``, so both leave together and paced (the browser's audio jitter
+  buffer, sized by arrival jitter, stays small). A transcoded rendition's audio comes
+  seconds early: its lag is 0.
+* The RTP timeline steps by the source's time between packets (960 ticks for 20 ms). Like
+  the video's, it is kept near the send times, but sound cannot be stretched or squeezed:
+  when it falls more than ``timeline_slack`` behind them (a stall) it jumps to them, leaving
+  a gap the receiver conceals; when it would run more than ``timeline_slack`` ahead (a
+  burst, a source whose clock runs fast) packets are skipped until it is back on them. A
+  packet is never held past its due time, which would hold all the sound after it. Sound is
+  never fast-forwarded: a packet more than ``late`` seconds behind its due time is skipped,
+  and a viewer starts with the first packet within the slack of live (what queued while it
+  connected is skipped).
 """
 
 from __future__ import annotations
@@ -51,6 +79,8 @@ from lpstream.media.h264 import (
 )
 
 __all__ = [
+    "AudioPlayout",
+    "OutgoingAudio",
     "OutgoingFrame",
     "Playout",
     "SendDelayStatistics",
@@ -173,6 +203,117 @@ class Playout:
             send_at=send_at,
             catching_up=catching_up,
         )
+
+
+OPUS_TICKS_PER_MS = 48
+"""RTP ticks per ms of Opus audio (its clock is 48 kHz whatever the source's rate)."""
+OPUS_FRAME_TICKS = 960
+"""The least step between two Opus packets on the RTP timeline (one 20 ms frame)."""
+MAX_AUDIO_STEP_MS = 1000
+"""A gap between two packets' times beyond this is a jump (a reset): the timeline moves on by
+one frame and is realigned with the send times."""
+
+
+@attrs.frozen(kw_only=True)
+class OutgoingAudio:
+    """One Opus packet ready for the WebRTC sender."""
+
+    data: bytes
+    """The Opus packet."""
+    timestamp: int
+    """RTP time on the viewer's audio timeline, in 48 kHz ticks."""
+    send_at: float
+    """When to hand it to the sender (the driver's clock)."""
+
+
+@attrs.define
+class AudioPlayout:
+    """One viewer's Opus packets and their timing (see the module comment)."""
+
+    late: float = 0.5
+    """Seconds behind its due time at which a packet is skipped."""
+    timeline_slack: float = 0.1
+    """How far (s) the RTP timeline may run from the send times: further behind, it jumps
+    to them; further ahead, packets are skipped until it is back (see the module comment)."""
+    max_lag: float = 0.1
+    """The most (s) the audio, and the video with it, is held past due to let the audio
+    catch up."""
+    lag_quantile: float = 0.9
+    """Which quantile of the recent packets' lateness :attr:`lag` is."""
+    window: int = 100
+    """Packets (2 s) whose lateness :attr:`lag` is taken over."""
+    _lateness: collections.deque[float] = attrs.field(init=False)
+    _started: bool = False
+    _last_ms: int = 0
+    _last_out: int = 0
+    _last_send_at: float = float("-inf")
+    _origin: float = 0.0
+    _realigning: bool = False
+    _packets: int = 0
+    _skipped: int = 0
+
+    @property
+    def packets(self) -> int:
+        """Packets produced."""
+        return self._packets
+
+    @property
+    def skipped(self) -> int:
+        """Packets skipped because they were late (see the module comment)."""
+        return self._skipped
+
+    @property
+    def lag(self) -> float:
+        """Seconds past due that audio packets, and the video with them, go out (see the
+        module comment); 0 before the first packet."""
+        if not self._lateness:
+            return 0.0
+        ordered = sorted(self._lateness)
+        value = ordered[int(self.lag_quantile * (len(ordered) - 1))]
+        return min(max(value, 0.0), self.max_lag)
+
+    def __attrs_post_init__(self) -> None:
+        self._lateness = collections.deque(maxlen=self.window)
+
+    def feed(
+        self, packet: MediaPacket, due: float, now: float, *, available: float | None = None
+    ) -> OutgoingAudio | None:
+        """The packet to send for ``packet`` (due at ``due``, available to send since
+        ``available``, default ``now``), or None to skip it."""
+        if due < now - self.late:
+            self._skipped += 1
+            return None
+        self._lateness.append((now if available is None else available) - due)
+        due += self.lag
+        send_at = max(due, now, self._last_send_at)
+        if not self._started:
+            if due < now - self.timeline_slack:
+                self._skipped += 1  # what queued while the viewer connected: start at live
+                return None
+            self._started = True
+            self._origin = send_at
+            self._last_ms = packet.pts
+            out = 0
+        else:
+            gap = packet.pts - self._last_ms
+            self._last_ms = packet.pts
+            step = gap * OPUS_TICKS_PER_MS if 0 < gap <= MAX_AUDIO_STEP_MS else OPUS_FRAME_TICKS
+            out = self._last_out + max(step, OPUS_FRAME_TICKS)
+            real = round((send_at - self._origin) * 1000 * OPUS_TICKS_PER_MS)
+            slack = round(self.timeline_slack * 1000 * OPUS_TICKS_PER_MS)
+            if out > real + slack or (self._realigning and out > real):
+                # Ahead of the send times (a burst, a source running fast): drop sound until
+                # the timeline is back on them, rather than hold all the sound after it.
+                self._realigning = True
+                self._skipped += 1
+                return None
+            self._realigning = False
+            if out < real - slack:
+                out = real  # behind (a stall): a gap, which the receiver conceals
+        self._last_out = out
+        self._last_send_at = send_at
+        self._packets += 1
+        return OutgoingAudio(data=packet.data, timestamp=out, send_at=send_at)
 
 
 @attrs.frozen(kw_only=True)

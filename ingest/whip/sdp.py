@@ -19,8 +19,9 @@ How this works:
   supported here. Data channels are allowed and ignored.
 * A WHEP (playback) offer is checked the same way, the other way round: its video section must
   receive (``recvonly`` or ``sendrecv``) and offer H.264 with ``packetization-mode=1``, the
-  only video this node sends (passed through, never re-encoded per viewer); its audio, if
-  any, is answered ``inactive`` (:func:`check_playback_offer`).
+  only video this node sends (passed through, never re-encoded per viewer). Its audio
+  section, if any, is not a reason to refuse: one that receives Opus gets the stream's audio
+  (when it has some), any other is answered ``inactive`` (:func:`read_playback_offer`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ import attrs
 
 from lpstream.errors import RemoteProtocolError
 
-__all__ = ["MAX_OFFER_SIZE", "MediaSection", "OfferSummary", "check_offer", "check_playback_offer"]
+__all__ = [
+    "MAX_OFFER_SIZE",
+    "MediaSection",
+    "OfferSummary",
+    "PlaybackOffer",
+    "check_offer",
+    "check_playback_offer",
+    "read_playback_offer",
+]
 
 MAX_OFFER_SIZE = 64 * 1024
 """Largest offer accepted, in bytes (real offers are a few KiB)."""
@@ -63,6 +72,17 @@ class OfferSummary:
     """The video section (it offers H.264)."""
     audio: MediaSection | None
     """The audio section (it offers Opus), if the publisher sends audio."""
+
+
+@attrs.frozen(kw_only=True)
+class PlaybackOffer:
+    """A WHEP offer that passed :func:`read_playback_offer`."""
+
+    video: MediaSection
+    """The video section (it receives H.264)."""
+    audio: MediaSection | None
+    """The audio section if it receives Opus (the stream's audio can go there); None when
+    the offer has no audio section or one this node cannot send to."""
 
 
 def _bad(message: str) -> RemoteProtocolError:
@@ -281,7 +301,20 @@ def check_playback_offer(data: str | bytes) -> MediaSection:
             does not receive, 413 for one over :data:`MAX_OFFER_SIZE`, 415 for one without
             H.264 (``packetization-mode=1``) video; the message says which.
     """
+    return read_playback_offer(data).video
+
+
+def read_playback_offer(data: str | bytes) -> PlaybackOffer:
+    """Reads a WHEP offer, checks that this node can send what it asks for, and says whether
+    it can take the stream's audio.
+
+    Raises:
+        lpstream.errors.RemoteProtocolError: as :func:`check_playback_offer`.
+    """
     read = _sections(data)
     video = _h264_video(read.videos, _PLAYBACK)
+    audio = read.audios[0] if read.audios else None
+    if audio is not None and (audio.direction not in _RECEIVING or "OPUS" not in audio.codecs):
+        audio = None
     read.check_bundle()
-    return video
+    return PlaybackOffer(video=video, audio=audio)

@@ -1,4 +1,5 @@
-"""The trio side of WHEP playback: sessions that send a live stream's H.264 to WebRTC viewers.
+"""The trio side of WHEP playback: sessions that send a live stream's H.264, and its sound as
+Opus, to WebRTC viewers.
 
 How this works:
 
@@ -10,6 +11,11 @@ How this works:
   rendition is subscribed to through the :class:`PlaybackSource` (the gateway), so an unknown
   stream or rendition is refused (404) before any WebRTC work; then the peer answers
   (:mod:`.whep_peer`) and the session task starts.
+* Sound: when the offer receives Opus, the session waits (at most ``source_wait``) for the
+  stream's source to have started, so that its audio is known, and subscribes to the stream's
+  Opus (:class:`PlaybackAudio`: encoded once per stream, shared by every viewer, whichever
+  rendition they watch). The peer then answers the audio section ``sendonly``; a stream
+  without audio, or an offer without Opus to receive, gets it answered ``inactive``.
 * The session task waits for the connection, starts the subscription over at the current GOP
   (so the viewer starts at a keyframe at once and not at what queued while ICE ran), then
   loops: take an event, let :class:`~.playout.Playout` (sans-IO) make the Annex B frame and
@@ -26,8 +32,12 @@ How this works:
   arrival (when the fan-out took it) to its hand-off to the peer, fast-forwarded frames
   counted apart; and how long frames then waited for aiortc's sender. A frame of the source
   that is not fast-forwarded should go out within milliseconds of its arrival.
-* Video only: audio would be one Opus encode per stream, shared by its viewers; it is not done
-  yet, and an audio section in the offer is answered ``inactive``.
+* The audio task of a session starts once its first video frame went out, then loops like
+  the video's: take an Opus packet, let :class:`~.playout.AudioPlayout` (sans-IO) stamp it
+  and say when it is due (by the rendition's clock, the one the video follows: the audio of a
+  transcoded rendition waits for its video), sleep until then, hand it to the peer. Audio and
+  video of the same instant leave together, which is what the browser's lip sync goes by
+  (RTCP sender reports; see :mod:`.playout`).
 """
 
 from __future__ import annotations
@@ -35,22 +45,30 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Protocol
 
 import attrs
 import trio
 
 from lpstream.errors import RemoteProtocolError
-from lpstream.media import CodecConfig, MediaEvent, MediaPacket
+from lpstream.media import CodecConfig, MediaPacket
 
 from .bridge import AsyncioLoop
-from .playout import Playout, SendDelays, SendDelayStatistics
+from .playout import AudioPlayout, Playout, SendDelays
 from .rtc import ConnectionStateChanged
-from .sdp import check_playback_offer
+from .sdp import read_playback_offer
 from .sessions import RtcSession, RtcSessions, check_bearer_token, check_resource_names
+from .whep_feed import (
+    PlaybackAudio,
+    PlaybackSource,
+    PlaybackSubscription,
+    WhepAnswer,
+    WhepSessionStatistics,
+    WhepStatistics,
+)
 from .whep_peer import KeyframeRequested, ViewerSilent, WhepPeer, WhepPeerItem
 
 __all__ = [
+    "PlaybackAudio",
     "PlaybackSource",
     "PlaybackSubscription",
     "WhepAnswer",
@@ -65,102 +83,16 @@ ITEM_QUEUE = 64
 """Items from the peer (state changes, keyframe requests) waiting for the session task."""
 
 
-class PlaybackSubscription(Protocol):
-    """One viewer's feed of one rendition (the gateway's ``PacketSubscription``)."""
-
-    async def receive(self) -> MediaEvent:
-        """The next ``CodecConfig`` or video ``MediaPacket`` (AVCC, times in ms), in decode
-        order; raises ``trio.EndOfChannel`` when the stream has ended."""
-        ...
-
-    def due(self, packet: MediaPacket) -> float:
-        """When, on trio's clock, ``packet`` plays live."""
-        ...
-
-    @property
-    def arrived_at(self) -> float | None:
-        """When, on trio's clock, the event last received reached the node."""
-        ...
-
-    def restart_at_keyframe(self) -> None:
-        """Starts over at the current GOP's keyframe (or at the next keyframe)."""
-        ...
-
-    @property
-    def dropped(self) -> int:
-        """Packets lost because this viewer was too slow."""
-        ...
-
-    def close(self) -> None:
-        """Leaves the stream."""
-        ...
-
-
-class PlaybackSource(Protocol):
-    """Where sessions find live streams (the gateway)."""
-
-    def subscribe(self, stream: str, rendition: str) -> PlaybackSubscription | None:
-        """A subscription, or None when the stream is not live or has no such rendition."""
-        ...
-
-
-@attrs.frozen(kw_only=True)
-class WhepAnswer:
-    """The answer to an accepted offer."""
-
-    session_id: str
-    """Names the session's resource (``/whep/{stream}/{rendition}/{session_id}``)."""
-    sdp: str
-    """The SDP answer, with every ICE candidate in it."""
-    etag: str
-    """An entity tag for the session's ICE state."""
-
-
-@attrs.frozen(kw_only=True)
-class WhepSessionStatistics:
-    """One viewer's figures."""
-
-    session_id: str
-    """The session."""
-    stream: str
-    """The stream watched."""
-    rendition: str
-    """Its rendition."""
-    send_delay: SendDelayStatistics
-    """How long frames stayed in this node, from arrival to the viewer's WebRTC sender."""
-
-
-@attrs.frozen(kw_only=True)
-class WhepStatistics:
-    """A snapshot of a :class:`WhepPlayback`'s counters."""
-
-    active_sessions: int
-    """Viewers now."""
-    sessions_total: int
-    """Sessions answered since start."""
-    frames_sent_total: int
-    """Access units handed to the WebRTC senders."""
-    bytes_sent_total: int
-    """Their bytes (H.264, before RTP)."""
-    frames_dropped_total: int
-    """Frames viewers lost because they were too slow (queue or sender)."""
-    keyframe_requests_total: int
-    """PLI/FIR requests that started a viewer over at a keyframe."""
-    timeouts_total: int
-    """Sessions ended because the viewer never connected or went silent."""
-    pending_sessions: int = 0
-    """Offers accepted and being answered; they count against ``max_sessions``."""
-    sessions: tuple[WhepSessionStatistics, ...] = ()
-    """Each viewer now."""
-
-
 @attrs.define(eq=False, kw_only=True)
 class _Session(RtcSession[WhepPeerItem, WhepPeer]):
     rendition: str
     subscription: PlaybackSubscription
+    audio: PlaybackAudio | None = None
     playout: Playout = attrs.Factory(Playout)
+    audio_playout: AudioPlayout = attrs.Factory(AudioPlayout)
     delays: SendDelays = attrs.Factory(SendDelays)
     connected: trio.Event = attrs.Factory(trio.Event)
+    video_started: trio.Event = attrs.Factory(trio.Event)
 
 
 @attrs.define
@@ -185,6 +117,9 @@ class WhepPlayback:
     """Seconds of frames sent without an RTCP report back before a session is dropped."""
     max_sessions: int = 100
     """Sessions at once, on this node; more are answered 503."""
+    source_wait: float = 3.0
+    """Seconds an offer that receives audio waits for a stream that has just gone live to
+    send media, so its answer knows whether the stream has sound."""
     _sessions: RtcSessions[_Session] = attrs.field(
         factory=lambda: RtcSessions("WHEP", "WHEP playback", log), init=False
     )
@@ -193,6 +128,9 @@ class WhepPlayback:
     _dropped_ended: int = attrs.field(default=0, init=False)
     _keyframe_requests: int = attrs.field(default=0, init=False)
     _timeouts_total: int = attrs.field(default=0, init=False)
+    _audio_packets_total: int = attrs.field(default=0, init=False)
+    _audio_bytes_total: int = attrs.field(default=0, init=False)
+    _audio_dropped_ended: int = attrs.field(default=0, init=False)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Runs the asyncio thread and the sessions until cancelled."""
@@ -201,6 +139,9 @@ class WhepPlayback:
     def statistics(self) -> WhepStatistics:
         """The counters now."""
         dropped = self._dropped_ended + sum(self._dropped(s) for s in self._sessions)
+        audio_dropped = self._audio_dropped_ended + sum(
+            self._audio_dropped(s) for s in self._sessions
+        )
         return WhepStatistics(
             active_sessions=len(self._sessions),
             sessions_total=self._sessions.total,
@@ -209,6 +150,9 @@ class WhepPlayback:
             frames_dropped_total=dropped,
             keyframe_requests_total=self._keyframe_requests,
             timeouts_total=self._timeouts_total,
+            audio_packets_sent_total=self._audio_packets_total,
+            audio_bytes_sent_total=self._audio_bytes_total,
+            audio_packets_dropped_total=audio_dropped,
             pending_sessions=self._sessions.pending,
             sessions=tuple(
                 WhepSessionStatistics(
@@ -216,6 +160,8 @@ class WhepPlayback:
                     stream=s.stream,
                     rendition=s.rendition,
                     send_delay=s.delays.statistics(),
+                    audio=s.audio is not None,
+                    audio_lag_ms=None if s.audio is None else round(s.audio_playout.lag * 1000, 1),
                 )
                 for s in self._sessions
             ),
@@ -230,10 +176,18 @@ class WhepPlayback:
         peer = session.peer
         return session.subscription.dropped + (0 if peer is None else peer.frames_dropped)
 
+    @staticmethod
+    def _audio_dropped(session: _Session) -> int:
+        if session.audio is None:
+            return 0
+        peer, playout = session.peer, session.audio_playout
+        return session.audio.dropped + playout.skipped + (0 if peer is None else peer.audio_dropped)
+
     async def offer(
         self, stream: str, rendition: str, sdp: str | bytes, *, token: str | None = None
     ) -> WhepAnswer:
-        """Starts sending ``rendition`` of ``stream`` to the viewer that sent the SDP offer.
+        """Starts sending ``rendition`` of ``stream`` to the viewer that sent the SDP offer,
+        with the stream's sound when it has some and the offer receives Opus.
 
         Raises:
             lpstream.errors.RemoteProtocolError: with the HTTP status to answer: 400 bad offer
@@ -242,7 +196,7 @@ class WhepPlayback:
         """
         check_bearer_token(self.token, token)
         check_resource_names(stream, rendition)
-        check_playback_offer(sdp)
+        wants_audio = read_playback_offer(sdp).audio is not None
         text = sdp.decode() if isinstance(sdp, bytes) else sdp
         loop, nursery = self._sessions.admit(self.max_sessions)
         subscription = self.source.subscribe(stream, rendition)
@@ -260,14 +214,30 @@ class WhepPlayback:
         )
         with self._sessions.reserve():  # the slot is this offer's: no await since admit
             try:
+                if wants_audio:
+                    with trio.move_on_after(self.source_wait):
+                        await subscription.wait_source_started()
+                    session.audio = subscription.subscribe_audio()
                 answer_sdp = await self._answer(loop, session, text)
+                assert session.peer is not None
+                if session.audio is not None and not session.peer.audio_active:
+                    session.audio.close()
+                    session.audio = None
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await self._sessions.close_peer(session)
                 subscription.close()
+                if session.audio is not None:
+                    session.audio.close()
                 raise
         self._sessions.start(nursery, session, self._run_session)
-        log.info("WHEP %s/%s: session %s answered", stream, rendition, session.id)
+        log.info(
+            "WHEP %s/%s: session %s answered (%s)",
+            stream,
+            rendition,
+            session.id,
+            "with sound" if session.audio is not None else "video only",
+        )
         return WhepAnswer(session_id=session.id, sdp=answer_sdp, etag=session.etag)
 
     async def delete(
@@ -295,6 +265,7 @@ class WhepPlayback:
             on_item=loop.to_trio(deliver),
             ice_servers=self.ice_servers,
             viewer_timeout=self.viewer_timeout,
+            audio=session.audio is not None,
         )
         return await self._sessions.answer(loop, session.peer, sdp)
 
@@ -303,6 +274,8 @@ class WhepPlayback:
             with session.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._watch_peer, session, nursery.cancel_scope)
+                    if session.audio is not None:
+                        nursery.start_soon(self._pump_audio, session, session.audio)
                     await self._pump(session)
                     nursery.cancel_scope.cancel()
         except Exception:
@@ -311,7 +284,10 @@ class WhepPlayback:
         finally:
             self._sessions.remove(session)
             self._dropped_ended += self._dropped(session)
+            self._audio_dropped_ended += self._audio_dropped(session)
             session.subscription.close()
+            if session.audio is not None:
+                session.audio.close()
             with trio.CancelScope(shield=True):
                 await self._sessions.close_peer(session)
             session.mark_ended()
@@ -381,7 +357,10 @@ class WhepPlayback:
                 continue
             arrived_at = session.subscription.arrived_at
             now = trio.current_time()
-            frame = session.playout.feed(event, session.subscription.due(event), now)
+            due = session.subscription.due(event)
+            if session.audio is not None:
+                due += session.audio_playout.lag  # leave with the audio of the same instant
+            frame = session.playout.feed(event, due, now)
             if frame is None:
                 continue
             if frame.send_at > now:
@@ -389,5 +368,26 @@ class WhepPlayback:
             loop.call_soon(peer.send, frame.data, frame.timestamp_ms, frame.keyframe)
             sent_at = trio.current_time()
             session.delays.note(frame, sent_at if arrived_at is None else arrived_at, sent_at)
+            session.video_started.set()
             self._frames_total += 1
             self._bytes_total += len(frame.data)
+
+    async def _pump_audio(self, session: _Session, audio: PlaybackAudio) -> None:
+        await session.video_started.wait()  # the video sets where live is for this viewer
+        loop, peer = self._sessions.loop, session.peer
+        assert loop is not None and peer is not None
+        while True:
+            try:
+                packet = await audio.receive()
+            except trio.EndOfChannel:
+                return  # the video's pump ends the session
+            now = trio.current_time()
+            due = session.subscription.due(packet)
+            out = session.audio_playout.feed(packet, due, now, available=audio.arrived_at)
+            if out is None:
+                continue
+            if out.send_at > now:
+                await trio.sleep_until(out.send_at)
+            loop.call_soon(peer.send_audio, out.data, out.timestamp)
+            self._audio_packets_total += 1
+            self._audio_bytes_total += len(out.data)

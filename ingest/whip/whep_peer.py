@@ -1,4 +1,5 @@
-"""The asyncio side of one WHEP session: an aiortc ``RTCPeerConnection`` that only sends video.
+"""The asyncio side of one WHEP session: an aiortc ``RTCPeerConnection`` that only sends, video
+and (when the stream has it) audio.
 
 How this works:
 
@@ -8,13 +9,20 @@ How this works:
 * Answer (non-trickle, as for WHIP): a send-only video transceiver carrying our track is added
   *before* the offer is applied, with H.264 as its only codec (and RTX), so aiortc's answer
   picks H.264 whatever the viewer listed first; ``setLocalDescription`` gathers every ICE
-  candidate before it returns. An audio section in the offer is answered ``inactive``.
+  candidate before it returns. When the trio side says the stream has audio for this viewer,
+  a send-only audio transceiver with Opus as its only codec is added the same way, and the
+  offer's audio section is answered ``sendonly`` (:attr:`WhepPeer.audio_active`); otherwise
+  aiortc answers it ``inactive``. aiortc gives every sender of a connection the same stream
+  id (``a=msid``), so the browser puts both tracks in one stream and keeps them in sync.
 * No encoding: the track's ``recv()`` returns ``av.Packet``s, which aiortc's
   ``RTCRtpSender`` does not encode but packetizes (``H264Encoder.pack``: Annex B split into
   single NAL, STAP-A and FU-A packets), with the packet's time as RTP time. The track's queue
   is bounded: if the sender falls behind, the queue is emptied and the track waits for the
   next keyframe (counted in ``frames_dropped``). How long frames wait in it is kept, and
-  summed up in ``sender_wait_ms`` when the peer is closed.
+  summed up in ``sender_wait_ms`` when the peer is closed. Audio is the same: the audio
+  track's ``recv()`` returns Opus ``av.Packet``s, which aiortc's ``OpusEncoder.pack`` sends
+  as they are, with the packet's time (48 kHz ticks) as RTP time; its queue drops the oldest
+  packet when full.
 * Keyframe requests: aiortc's sender turns an RTCP PLI or FIR into a flag that only its encoder
   reads. The sender's ``_send_keyframe`` is replaced, on this instance, by one that passes a
   :class:`KeyframeRequested` to the trio side, which starts the viewer over at the current
@@ -56,8 +64,11 @@ __all__ = ["KeyframeRequested", "ViewerSilent", "WhepPeer", "WhepPeerItem"]
 log = logging.getLogger("lpstream.ingest.whep")
 
 MILLISECONDS = fractions.Fraction(1, 1000)
+OPUS_TICKS = fractions.Fraction(1, 48_000)
 TRACK_QUEUE = 120
 """Frames the track holds for aiortc's sender (they are due already): 4 s at 30 frames/s."""
+AUDIO_QUEUE = 100
+"""Opus packets the audio track holds for aiortc's sender: 2 s."""
 
 
 @attrs.frozen(kw_only=True)
@@ -130,10 +141,46 @@ class _PacketTrack(MediaStreamTrack):
         self._ready.set()
 
 
-def _h264_preferences() -> list[Any]:
-    capabilities = RTCRtpSender.getCapabilities("video")
+class _OpusTrack(MediaStreamTrack):
+    """An audio track whose ``recv()`` returns encoded Opus (``av.Packet``), never frames."""
+
+    kind = "audio"
+
+    def __init__(self, max_queued: int) -> None:
+        super().__init__()
+        self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._ready = asyncio.Event()
+        self._max_queued = max_queued
+        self.dropped = 0
+
+    def put(self, data: bytes, timestamp: int) -> None:
+        if len(self._queue) >= self._max_queued:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append((data, timestamp))
+        self._ready.set()
+
+    async def recv(self) -> av.Packet[Any]:
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        data, timestamp = self._queue.popleft()
+        packet = av.Packet(data)
+        packet.pts = timestamp
+        packet.time_base = OPUS_TICKS
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+def _preferences(kind: str, mime_types: tuple[str, ...]) -> list[Any]:
+    capabilities = RTCRtpSender.getCapabilities(kind)
     codecs = [] if capabilities is None else capabilities.codecs
-    return [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
+    return [c for c in codecs if c.mimeType.lower() in mime_types]
 
 
 class WhepPeer:
@@ -145,12 +192,16 @@ class WhepPeer:
         on_item: Callable[[WhepPeerItem], None],
         ice_servers: Sequence[str] = (),
         viewer_timeout: float = 10.0,
+        audio: bool = False,
     ) -> None:
         self._on_item = on_item
+        self._audio = audio
         self._ice_servers = list(ice_servers)
         self._viewer_timeout = viewer_timeout
         self._pc: RTCPeerConnection | None = None
         self._track: _PacketTrack | None = None
+        self._audio_track: _OpusTrack | None = None
+        self._audio_transceiver: RTCRtpTransceiver | None = None
         self._sender: RTCRtpSender | None = None
         self._tasks = PeerTasks("WHEP peer", log)
         self.sender_wait_ms: tuple[float, float] | None = None
@@ -161,6 +212,17 @@ class WhepPeer:
     def frames_dropped(self) -> int:
         """Frames dropped because aiortc's sender fell behind (read from any thread)."""
         return 0 if self._track is None else self._track.dropped
+
+    @property
+    def audio_active(self) -> bool:
+        """Whether the answer sends audio (the stream has it and the offer receives Opus)."""
+        transceiver = self._audio_transceiver
+        return transceiver is not None and transceiver.currentDirection == "sendonly"
+
+    @property
+    def audio_dropped(self) -> int:
+        """Opus packets dropped because aiortc's sender fell behind (read from any thread)."""
+        return 0 if self._audio_track is None else self._audio_track.dropped
 
     async def answer(self, offer_sdp: str) -> str:
         """Applies the offer and returns the answer, with all ICE candidates in it.
@@ -173,7 +235,11 @@ class WhepPeer:
         pc.on("connectionstatechange", self._state_changed)
         track = self._track = _PacketTrack(TRACK_QUEUE)
         transceiver: RTCRtpTransceiver = pc.addTransceiver(track, direction="sendonly")
-        transceiver.setCodecPreferences(_h264_preferences())
+        transceiver.setCodecPreferences(_preferences("video", ("video/h264", "video/rtx")))
+        if self._audio:
+            audio = self._audio_track = _OpusTrack(AUDIO_QUEUE)
+            self._audio_transceiver = pc.addTransceiver(audio, direction="sendonly")
+            self._audio_transceiver.setCodecPreferences(_preferences("audio", ("audio/opus",)))
         sender = self._sender = transceiver.sender
         if not callable(getattr(sender, "_send_keyframe", None)):
             raise RuntimeError(
@@ -200,9 +266,17 @@ class WhepPeer:
         if self._track is not None and not self._tasks.closed:
             self._track.put(data, timestamp_ms, keyframe)
 
+    def send_audio(self, data: bytes, timestamp: int) -> None:
+        """Queues one Opus packet (RTP time ``timestamp``, 48 kHz) for the audio sender (call
+        on the asyncio loop); dropped when the answer sends no audio."""
+        if self._audio_track is not None and self.audio_active and not self._tasks.closed:
+            self._audio_track.put(data, timestamp)
+
     async def close(self) -> None:
         """Closes the connection and stops every task of this peer."""
         await self._tasks.close()
+        if self._audio_track is not None:
+            self._audio_track.stop()
         if self._track is not None:
             self._track.stop()
             waits = sorted(self._track.waits)

@@ -3,8 +3,10 @@
 
 * ``POST /whep/{stream}`` plays the source rendition, ``POST /whep/{stream}/{rendition}`` a
   transcoded rendition (``360p``, ...) or an AI output, by the names the HLS playlists use.
-  The body is an SDP offer (``Content-Type: application/sdp``) that receives H.264 video; the
-  answer is ``201 Created`` with the SDP answer, a ``Location`` naming the session resource
+  The body is an SDP offer (``Content-Type: application/sdp``) that receives H.264 video, and
+  audio if the viewer wants sound: an audio section that receives Opus gets the stream's sound
+  (``sendonly``) when it has some, ``inactive`` otherwise. The answer is ``201 Created`` with
+  the SDP answer, a ``Location`` naming the session resource
   (``/whep/{stream}/{rendition}/{session}``) and an ``ETag``. Non-trickle ICE only: the
   answer holds every candidate.
 * ``DELETE`` on the session resource ends it (200), or 404 if there is none; ``PATCH``

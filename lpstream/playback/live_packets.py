@@ -3,16 +3,24 @@
 How this works:
 
 * :class:`StreamPackets` holds one :class:`~.packets.PacketFanout` per rendition of one publish
-  session. The source is fed from the ingest's ``MediaEvent``s as the stream sees them
-  (:meth:`StreamPackets.feed_source`, synchronous and cheap). A transcoded (or AI output)
-  rendition comes back as MPEG-TS bytes per segment; :meth:`StreamPackets.feed_ts` queues them
-  (bounded: when the queue is full the segment is dropped for viewers and counted; HLS has it
-  anyway) and :meth:`StreamPackets.run` demuxes them in order in a worker thread.
+  session, and the stream's audio (:class:`~.opus_audio.OpusAudio`: the source's AAC, encoded
+  to Opus once, only while someone listens, for every rendition's viewers). The source is fed
+  from the ingest's ``MediaEvent``s as the stream sees them (:meth:`StreamPackets.feed_source`,
+  synchronous and cheap: its video goes to the source fan-out, its audio to ``OpusAudio``).
+  A transcoded (or AI output) rendition comes back as MPEG-TS bytes per segment;
+  :meth:`StreamPackets.feed_ts` queues them (bounded: when the queue is full the segment is
+  dropped for viewers and counted; HLS has it anyway) and :meth:`StreamPackets.run` demuxes
+  them in order in a worker thread.
 * Every hand-in ends with a wake-up: each fan-out has a ``trio.Event`` that is set and
   replaced, so every subscription blocked on it wakes and takes what is queued for it.
 * :meth:`StreamPackets.close` says no more segments will come; ``run`` then demuxes what is
-  queued and ends every fan-out, and each subscription ends (``trio.EndOfChannel``) once it
-  has taken its queue.
+  queued and ends every fan-out and the audio, and each subscription ends
+  (``trio.EndOfChannel``) once it has taken its queue. ``run`` also runs the audio encoder.
+* A viewer's :class:`PacketSubscription` is video; :meth:`PacketSubscription.subscribe_audio`
+  adds the stream's Opus, whose times are on the same timeline, so the rendition's clock
+  (:meth:`PacketSubscription.due`) says when each audio packet plays live too. Whether the
+  stream has audio is known once its source has started (:meth:`PacketSubscription.
+  wait_source_started`): publishers send their decoder configurations before their media.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import trio
 
 from lpstream.errors import MediaError
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+from lpstream.playback.opus_audio import AudioSubscription, OpusAudio
 from lpstream.playback.packets import FanoutStatistics, PacketFanout, Subscriber, ts_access_units
 
 __all__ = ["PacketSubscription", "StreamPackets"]
@@ -54,6 +63,7 @@ class PacketSubscription:
     """The rendition subscribed to."""
     _owner: _Rendition
     _subscriber: Subscriber
+    _stream: StreamPackets
 
     @property
     def dropped(self) -> int:
@@ -83,6 +93,17 @@ class PacketSubscription:
         """When (``trio.current_time()``) ``packet`` plays live."""
         return self._owner.fanout.clock.due(packet.dts)
 
+    async def wait_source_started(self) -> None:
+        """Returns once the stream's source has sent its first video packet (its decoder
+        configurations, the audio's among them, came before it), or has ended."""
+        await self._stream._source_started.wait()
+
+    def subscribe_audio(self) -> AudioSubscription | None:
+        """The stream's audio as Opus packets (times in ms on this rendition's timeline), or
+        None when the stream has no audio (as far as is known: see
+        :meth:`wait_source_started`). Close it apart from this subscription."""
+        return self._stream.audio.subscribe()
+
     def restart_at_keyframe(self) -> None:
         """Starts over at the current GOP's keyframe (or waits for the next keyframe)."""
         self._owner.fanout.restart(self._subscriber)
@@ -107,6 +128,9 @@ class StreamPackets:
     _receive: trio.MemoryReceiveChannel[tuple[str, bytes]] = attrs.field(init=False)
     _segments_dropped: int = attrs.field(init=False, default=0)
     _segments_failed: int = attrs.field(init=False, default=0)
+    _source_started: trio.Event = attrs.field(init=False, factory=trio.Event)
+    audio: OpusAudio = attrs.field(init=False, factory=OpusAudio)
+    """The stream's audio for WebRTC viewers (from the source's)."""
 
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[tuple[str, bytes]](TS_QUEUE)
@@ -124,11 +148,16 @@ class StreamPackets:
         return rendition
 
     def feed_source(self, event: MediaEvent) -> None:
-        """Takes one of the source's events (only video is kept)."""
+        """Takes one of the source's events: video for the source fan-out, audio for
+        :attr:`audio`."""
         if isinstance(event, CodecConfig | MediaPacket) and event.kind is TrackKind.VIDEO:
             rendition = self._renditions[SOURCE]
             rendition.fanout.publish(event, trio.current_time())
             rendition.notify()
+            if isinstance(event, MediaPacket):
+                self._source_started.set()
+        else:
+            self.audio.feed(event)
 
     def feed_events(self, name: str, events: list[MediaEvent]) -> None:
         """Publishes access units of rendition ``name`` demuxed elsewhere, as they arrive
@@ -156,32 +185,39 @@ class StreamPackets:
             pass
 
     async def run(self) -> None:
-        """Demuxes the queued segments until :meth:`close`, then ends every fan-out."""
-        limiter = trio.CapacityLimiter(1)
+        """Demuxes the queued segments and encodes the audio until :meth:`close`, then ends
+        every fan-out and the audio."""
         try:
-            async with self._receive:
-                async for name, data in self._receive:
-                    try:
-                        events = await trio.to_thread.run_sync(
-                            ts_access_units, data, limiter=limiter
-                        )
-                    except MediaError as exc:
-                        self._segments_failed += 1
-                        log.warning("rendition %r: %s", name, exc)
-                        continue
-                    except Exception:
-                        # A bug here must cost the WebRTC viewers a segment, not the stream.
-                        self._segments_failed += 1
-                        log.exception("rendition %r: demuxing a segment failed", name)
-                        continue
-                    rendition = self._rendition(name)
-                    now = trio.current_time()
-                    for event in events:
-                        rendition.fanout.publish(event, now)
-                    rendition.notify()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.audio.run)
+                await self._demux()
+                self.audio.end()
         finally:
+            self._source_started.set()
+            self.audio.end()
             for rendition in self._renditions.values():
                 rendition.fanout.end()
+                rendition.notify()
+
+    async def _demux(self) -> None:
+        limiter = trio.CapacityLimiter(1)
+        async with self._receive:
+            async for name, data in self._receive:
+                try:
+                    events = await trio.to_thread.run_sync(ts_access_units, data, limiter=limiter)
+                except MediaError as exc:
+                    self._segments_failed += 1
+                    log.warning("rendition %r: %s", name, exc)
+                    continue
+                except Exception:
+                    # A bug here must cost the WebRTC viewers a segment, not the stream.
+                    self._segments_failed += 1
+                    log.exception("rendition %r: demuxing a segment failed", name)
+                    continue
+                rendition = self._rendition(name)
+                now = trio.current_time()
+                for event in events:
+                    rendition.fanout.publish(event, now)
                 rendition.notify()
 
     def close(self) -> None:
@@ -194,7 +230,7 @@ class StreamPackets:
         if owner is None or owner.fanout.ended:
             return None
         return PacketSubscription(
-            rendition=rendition, owner=owner, subscriber=owner.fanout.subscribe()
+            rendition=rendition, owner=owner, subscriber=owner.fanout.subscribe(), stream=self
         )
 
     def statistics(self) -> dict[str, object]:
@@ -207,4 +243,5 @@ class StreamPackets:
             },
             "segments_dropped": self._segments_dropped,
             "segments_failed": self._segments_failed,
+            "audio": attrs.asdict(self.audio.statistics()),
         }

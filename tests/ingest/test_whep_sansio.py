@@ -1,5 +1,6 @@
 """WHEP's sans-IO parts: the playback offer check and one viewer's playout (Annex B with
-in-band parameter sets, the viewer's timeline, the fast-forward to live, restarts)."""
+in-band parameter sets, the viewer's timeline, the fast-forward to live, restarts; the sound's
+timeline, its lag and its pacing)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.whip import OutgoingFrame, Playout, check_playback_offer
-from ingest.whip.playout import SendDelays
+from ingest.whip.playout import AudioPlayout, OutgoingAudio, SendDelays
+from ingest.whip.sdp import read_playback_offer
 from lpstream.errors import RemoteProtocolError
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
 from lpstream.media.h264 import avc_decoder_configuration, avcc_units, nal_units, parameter_sets
@@ -72,6 +74,24 @@ def test_a_viewer_offer_is_refused_with_the_reason(offer: str, code: int, says: 
     with pytest.raises(RemoteProtocolError) as caught:
         check_playback_offer(offer)
     assert caught.value.code == code and says in caught.value.reason
+
+
+def test_the_offer_gets_sound_when_its_audio_receives_opus() -> None:
+    offer = read_playback_offer(OFFER)
+    assert offer.audio is not None and offer.audio.direction == "recvonly"
+    assert offer.video == check_playback_offer(OFFER)
+    sendrecv = OFFER.replace("a=mid:0\r\na=recvonly", "a=mid:0\r\na=sendrecv")
+    assert read_playback_offer(sendrecv).audio is not None
+    # Audio that does not receive, or has no Opus, is no reason to refuse: it gets nothing.
+    sending = OFFER.replace("a=mid:0\r\na=recvonly", "a=mid:0\r\na=sendonly")
+    assert read_playback_offer(sending).audio is None
+    pcmu = OFFER.replace("111 opus/48000/2", "0 PCMU/8000").replace("SAVPF 111", "SAVPF 0")
+    assert read_playback_offer(pcmu).audio is None
+    video_only = OFFER.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 1")
+    video_only = (
+        video_only[: video_only.index("m=audio")] + video_only[video_only.index("m=video") :]
+    )
+    assert read_playback_offer(video_only).audio is None
 
 
 def test_parameter_sets_come_out_of_the_avcc_record() -> None:
@@ -220,3 +240,120 @@ def test_send_delays_count_the_fast_forward_apart() -> None:
     stats = delays.statistics()
     assert (stats.frames, stats.catch_up_frames) == (60, 30)
     assert stats.median_ms == stats.p95_ms == stats.max_ms == 2.0
+
+
+# --- sound ----------------------------------------------------------------------------------
+
+
+def opus(ms: int) -> MediaPacket:
+    return MediaPacket(kind=TrackKind.AUDIO, dts=ms, pts=ms, keyframe=True, data=b"\xfc" + bytes(3))
+
+
+def test_early_sound_waits_until_due_and_keeps_20_ms_steps() -> None:
+    # A transcoded rendition plays seconds behind the source: its sound comes early.
+    playout = AudioPlayout()
+    sent = [playout.feed(opus(20 * n), due=3.0 + 0.02 * n, now=1.0) for n in range(50)]
+    assert all(isinstance(a, OutgoingAudio) for a in sent)
+    assert [a.send_at for a in sent if a] == [pytest.approx(3.0 + 0.02 * n) for n in range(50)]
+    assert [a.timestamp for a in sent if a] == [960 * n for n in range(50)]
+    assert playout.lag == 0.0
+
+
+def test_sound_that_is_late_sets_the_lag_and_then_goes_out_paced_by_it() -> None:
+    # The source's sound: each Opus packet exists 10 to 40 ms after its time is due.
+    playout = AudioPlayout(lag_quantile=0.9, window=100)
+    sent: list[OutgoingAudio] = []
+    for n in range(300):
+        due = 1.0 + 0.02 * n
+        lateness = 0.010 + 0.030 * ((n * 7) % 10) / 9  # 10 ms to 40 ms, evenly
+        now = max(due + lateness, sent[-1].send_at if sent else 0.0)
+        out = playout.feed(opus(20 * n), due=due, now=now, available=due + lateness)
+        assert out is not None
+        sent.append(out)
+    assert playout.lag == pytest.approx(0.0367, abs=0.002)  # the 90th percentile
+    settled = sent[150:]
+    # Each goes out `lag` after it is due: evenly, 20 ms apart, as the RTP times say.
+    assert all(
+        a.send_at == pytest.approx(1.0 + 0.02 * (150 + i) + playout.lag, abs=0.004)
+        for i, a in enumerate(settled)
+    )
+    assert {b.timestamp - a.timestamp for a, b in itertools.pairwise(sent)} == {960}
+
+
+def test_sound_far_behind_is_skipped_not_fast_forwarded() -> None:
+    playout = AudioPlayout(late=0.5)
+    assert playout.feed(opus(0), due=1.0, now=1.6) is None  # queued while ICE ran
+    first = playout.feed(opus(20), due=1.62, now=1.65)
+    assert first is not None and first.timestamp == 0 and playout.skipped == 1
+
+
+def test_after_a_stall_the_sound_jumps_ahead_skips_its_backlog_and_is_live_again() -> None:
+    playout = AudioPlayout(timeline_slack=0.06, max_lag=0.0)
+    sent = [playout.feed(opus(20 * n), due=0.02 * n, now=0.02 * n) for n in range(10)]
+    # 300 ms of nothing, then 15 packets at once (each due when it was made), then live.
+    burst = [playout.feed(opus(200 + 20 * n), due=0.2 + 0.02 * n, now=0.5) for n in range(15)]
+    live = [
+        playout.feed(opus(500 + 20 * n), due=0.5 + 0.02 * n, now=0.5 + 0.02 * n)
+        for n in range(1, 11)
+    ]
+    assert all(sent)
+    # The timeline jumps to the send times (one gap); the burst goes out at once until the
+    # timeline is the slack ahead of them, and the rest of it is skipped, and then live sound
+    # until the timeline is back on the send times: nothing is held back.
+    assert [out is not None for out in burst] == [True] * 4 + [False] * 11
+    assert [out is not None for out in live] == [False] * 3 + [True] * 7
+    assert playout.skipped == 14
+    after = [a for a in sent + burst + live if a is not None]
+    assert all(a.send_at == 0.5 for a in after[10:14])
+    assert [round(a.send_at, 2) for a in after[14:]] == [
+        round(0.58 + 0.02 * n, 2) for n in range(7)
+    ]
+    steps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(after)]
+    assert sum(s > 960 for s in steps) == 1 and min(steps) == 960  # one gap, at the stall
+    tick_ms = 1 / 48  # the send times are rounded to whole ticks
+    assert all(
+        abs(a.timestamp / 48 - (a.send_at - after[0].send_at) * 1000) <= 60 + tick_ms for a in after
+    )
+
+
+def test_a_new_viewer_starts_at_live_sound_not_at_what_queued() -> None:
+    playout = AudioPlayout(timeline_slack=0.1, max_lag=0.0)
+    queued = [playout.feed(opus(20 * n), due=1.0 + 0.02 * n, now=1.4) for n in range(20)]
+    # Packets more than the slack behind are skipped; it starts with the first within it.
+    assert [out is not None for out in queued] == [False] * 15 + [True] * 5
+    first = next(out for out in queued if out is not None)
+    assert first.timestamp == 0 and first.send_at == 1.4
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 120), st.floats(-2.0, 1.0), st.floats(0.0, 0.05)),
+        min_size=1,
+        max_size=80,
+    )
+)
+def test_the_sound_timeline_always_rises_by_a_frame_and_stays_near_the_send_times(
+    steps: list[tuple[int, float, float]],
+) -> None:
+    playout = AudioPlayout()
+    ms, now = 0, 100.0
+    last: OutgoingAudio | None = None
+    first: OutgoingAudio | None = None
+    slack = playout.timeline_slack * 1000
+    for gap_ms, early, wait in steps:
+        ms += gap_ms
+        now += wait
+        skipped = playout.skipped
+        out = playout.feed(opus(ms), due=now + early, now=now)
+        if out is None:
+            assert playout.skipped == skipped + 1
+            continue
+        assert out.send_at >= now
+        if last is not None and first is not None:
+            assert out.timestamp >= last.timestamp + 960
+            assert out.send_at >= last.send_at
+            real_ms = (out.send_at - first.send_at) * 1000
+            assert abs(out.timestamp / 48 - real_ms) <= slack + 1 / 48  # a tick of rounding
+        first = first or out
+        last = out
+        now = max(now, out.send_at)

@@ -10,143 +10,35 @@ segments) is exercised without an encoder on the two-core test machines.
 
 from __future__ import annotations
 
-import http.client
-import queue
 import subprocess
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import attrs
-import av
 import pytest
 import trio
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from starlette.applications import Starlette
 
-from ingest.rtmp import RtmpServer
-from ingest.whip import WhepPlayback
-from ingest.whip.bridge import AsyncioLoop, open_asyncio_loop
-from lpstream.gateway.gateway import Gateway
-from lpstream.gateway.stream import RenditionSegment, SegmentJob
-from lpstream.http.whep import whep_routes
-from lpstream.jobs import Relay
-from lpstream.media import CodecConfig, MediaPacket, TrackKind, VideoProfile
+from lpstream.media import CodecConfig, MediaPacket, TrackKind
 from lpstream.media.h264 import nal_units
-from lpstream.metrics import Metrics
-from lpstream.trickle import SegmentBuffer
-from tests.asgi import serve_on_loopback
+from tests.lpstream.whep_harness import (
+    AUTH,
+    HEIGHT,
+    WIDTH,
+    AiortcViewer,
+    Node,
+    Reply,
+    decode,
+    open_whep_node,
+    play,
+)
 from tests.mediatools import flv_events, make_clip
 
-TOKEN = "v13w"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-WIDTH, HEIGHT = 320, 240
 PARAMETER_SETS = {7, 8}
-_TAPPED_QUEUE = "_RTCRtpReceiver__decoder_queue"
-
-
-# --- the node ---------------------------------------------------------------------------
-
-
-@attrs.define
-class PassthroughTranscoder:
-    """Returns the source segment itself as the ``copy`` rendition."""
-
-    async def transcode(
-        self, job: SegmentJob, source: SegmentBuffer, relay: Relay | None = None
-    ) -> Sequence[RenditionSegment]:
-        await source.wait_closed()
-        data = source.getvalue()
-        return [
-            RenditionSegment(name=p.name, width=WIDTH, height=HEIGHT, pixels=0, data=data)
-            for p in job.profiles
-        ]
-
-
-@attrs.frozen
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-@attrs.define
-class Node:
-    gateway: Gateway
-    whep: WhepPlayback
-    http_port: int
-    rtmp_port: int
-    client_loop: AsyncioLoop
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Reply:
-        def call() -> Reply:
-            conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=20)
-            try:
-                conn.request(method, path, body=body, headers=headers or {})
-                response = conn.getresponse()
-                return Reply(
-                    response.status,
-                    {k.lower(): v for k, v in response.getheaders()},
-                    response.read(),
-                )
-            finally:
-                conn.close()
-
-        return await trio.to_thread.run_sync(call)
-
-    async def post_offer(self, path: str, sdp: str, token: str | None = TOKEN) -> Reply:
-        headers = {"Content-Type": "application/sdp"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        return await self.request("POST", path, sdp.encode(), headers)
-
-    async def run_client(self, fn: Callable[[], Any]) -> Any:
-        return await self.client_loop.run(fn)
-
-    async def wait_for(self, predicate: Callable[[], bool], seconds: float, what: str) -> None:
-        """Polls ``predicate`` (it reads state that another thread changes)."""
-        deadline = trio.current_time() + seconds
-        while trio.current_time() < deadline:
-            if predicate():
-                return
-            await trio.sleep(0.05)
-        raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
 @pytest.fixture
 async def node() -> AsyncIterator[Node]:
-    gateway = Gateway(
-        transcoder=PassthroughTranscoder(),
-        profiles=(VideoProfile(name="copy", width=WIDTH, height=HEIGHT, bitrate=300_000),),
-        metrics=Metrics(),
-        segment_target=1.0,
-    )
-    whep = WhepPlayback(
-        source=gateway,
-        token=TOKEN,
-        host_addresses=("127.0.0.1",),
-        viewer_timeout=1.5,
-        max_sessions=3,
-    )
-    async with trio.open_nursery() as nursery, open_asyncio_loop("whep-client") as client:
-        await nursery.start(gateway.run)
-        _, rtmp_port = await nursery.start(RtmpServer(handler=gateway).serve, "127.0.0.1", 0)
-        await nursery.start(whep.run)
-        http_port = await nursery.start(serve_on_loopback, Starlette(routes=whep_routes(whep)))
-        yield Node(
-            gateway=gateway,
-            whep=whep,
-            http_port=http_port,
-            rtmp_port=rtmp_port,
-            client_loop=client,
-        )
-        nursery.cancel_scope.cancel()
+    async with open_whep_node() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -184,82 +76,6 @@ def clip_units(clip: Path) -> tuple[set[bytes], bytes]:
     return {u for u in units if u[0] & 0x1F not in PARAMETER_SETS}, config.data
 
 
-# --- the viewer: aiortc receiving H.264, its encoded frames tapped -----------------------
-
-
-class _Tap(queue.Queue[Any]):
-    """Stands in for the receiver's decoder queue: keeps the encoded frames, decodes none."""
-
-    def __init__(self, frames: list[bytes]) -> None:
-        super().__init__()
-        self._frames = frames
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        if item is None:
-            super().put(item, block, timeout)
-        else:
-            self._frames.append(bytes(item[1].data))
-
-
-class AiortcViewer:
-    """A non-trickle WHEP client; its methods run on the client's asyncio loop."""
-
-    def __init__(self) -> None:
-        self.pc: RTCPeerConnection | None = None
-        self.frames: list[bytes] = []
-
-    async def offer(self) -> str:
-        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        transceiver = pc.addTransceiver("video", direction="recvonly")
-        assert isinstance(getattr(transceiver.receiver, _TAPPED_QUEUE), queue.Queue)
-        setattr(transceiver.receiver, _TAPPED_QUEUE, _Tap(self.frames))
-        pc.addTransceiver("audio", direction="recvonly")
-        await pc.setLocalDescription(await pc.createOffer())
-        return str(pc.localDescription.sdp)
-
-    async def accept(self, answer: str) -> None:
-        assert self.pc is not None
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-
-    async def request_keyframe(self) -> None:
-        assert self.pc is not None
-        receiver = self.pc.getTransceivers()[0].receiver
-        for source in receiver.getSynchronizationSources():
-            await receiver._send_rtcp_pli(source.source)
-
-    async def vanish(self) -> None:
-        """Goes away without a word: the ICE transport stops, no DTLS close is sent."""
-        assert self.pc is not None
-        await self.pc.getTransceivers()[0].receiver.transport.transport.stop()
-
-    async def close(self) -> None:
-        if self.pc is not None:
-            await self.pc.close()
-
-    def idrs(self) -> list[bytes]:
-        return [u for f in self.frames for u in nal_units(f) if u[0] & 0x1F == 5]
-
-    def keyframes(self) -> int:
-        return len(self.idrs())
-
-
-async def play(node: Node, path: str = "/whep/cam") -> tuple[AiortcViewer, Reply]:
-    viewer = AiortcViewer()
-    reply = await node.post_offer(path, await node.run_client(viewer.offer))
-    assert reply.status == 201, reply.body
-    await node.run_client(lambda: viewer.accept(reply.body.decode()))
-    return viewer, reply
-
-
-def decode(frames: list[bytes]) -> list[av.VideoFrame]:
-    decoder = av.CodecContext.create("h264", "r")
-    out: list[av.VideoFrame] = []
-    for data in frames:
-        out.extend(decoder.decode(av.Packet(data)))
-    out.extend(decoder.decode(None))
-    return out
-
-
 # --- tests --------------------------------------------------------------------------------
 
 
@@ -273,7 +89,11 @@ async def test_a_viewer_gets_the_published_h264_unchanged_from_a_keyframe_at_onc
     assert reply.headers["content-type"] == "application/sdp"
     assert reply.headers["location"].startswith("/whep/cam/source/")
     assert "a=sendonly" in answer and "H264" in answer and "a=candidate" in answer
-    assert "m=audio 0" in answer or "a=inactive" in answer  # video only
+    # The stream has sound and the offer receives audio: Opus, in the video's stream.
+    audio_section = answer[answer.index("m=audio") :]
+    assert "a=sendonly" in audio_section and "opus/48000/2" in audio_section
+    msids = {line.split()[0] for line in answer.splitlines() if line.startswith("a=msid:")}
+    assert len(msids) == 1, msids
     hosts = {line.split()[4] for line in answer.splitlines() if line.startswith("a=candidate")}
     assert hosts == {"127.0.0.1"}
 
