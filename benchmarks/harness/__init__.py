@@ -5,6 +5,8 @@
 * :mod:`benchmarks.harness.browser`: headless Chromium over the DevTools protocol;
 * :mod:`benchmarks.harness.objects`: a real S3-compatible server on loopback (moto's server
   mode, reached over HTTP);
+* :mod:`benchmarks.harness.av_sync`: a flash-and-beep source and the measures of a WebRTC
+  viewer's audio/video offset;
 * :mod:`benchmarks.harness.listeners`: ffmpeg listening for RTMP or SRT (restream targets);
 * :mod:`benchmarks.harness.toolchain`: what each side of a measurement runs (FFmpeg and x264
   builds, the encoder) and the ffmpeg command line that encodes as lpstream's worker does.

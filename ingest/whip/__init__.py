@@ -10,7 +10,8 @@ SDP checks (:mod:`.sdp`), the H.264 repackaging (:mod:`.h264`, over :mod:`lpstre
 and a viewer's pacing (:mod:`.playout`) are sans-IO; :mod:`.peer`, :mod:`.whep_peer` and what
 they share (:mod:`.rtc`) are the only modules that touch aiortc. H.264 is passed through
 without re-encoding both ways; WHIP's Opus audio is transcoded to AAC (:mod:`.audio`); WHEP
-sends video only.
+sends the stream's sound as Opus, encoded once per stream by the node and handed in as
+packets (:class:`PlaybackAudio`, :mod:`.whep_feed`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .whep import (
     WhepPlayback,
     WhepStatistics,
 )
+from .whep_feed import PlaybackAudio
 
 __all__ = [
     "MAX_OFFER_SIZE",
@@ -33,6 +35,7 @@ __all__ = [
     "MediaSection",
     "OfferSummary",
     "OutgoingFrame",
+    "PlaybackAudio",
     "PlaybackSource",
     "PlaybackSubscription",
     "Playout",

@@ -84,7 +84,8 @@ def _latency(value: Any) -> str:
 
 
 def _stream_lines(name: str, s: Mapping[str, Any]) -> list[str]:
-    viewers = sum(r.get("subscribers", 0) for r in (s.get("webrtc") or {}).values())
+    renditions = (s.get("webrtc") or {}).get("renditions") or {}
+    viewers = sum(r.get("subscribers", 0) for r in renditions.values() if isinstance(r, Mapping))
     lines = [
         f"  {name}: {'live' if s.get('live') else 'ended'} {s.get('source') or ''}"
         f" renditions {','.join(s.get('renditions', ())) or '-'}",

@@ -6,7 +6,8 @@ has Media Source Extensions, natively where it plays HLS itself (Safari).
 ``GET /watch/{stream}?recording={id}`` plays a recording of it instead (``/vod/…``).
 ``GET /watch/{stream}?whep=1`` (optionally ``&rendition=NAME``, ``&token=...``) plays the same
 stream over WebRTC instead: an ``RTCPeerConnection`` that receives H.264, offered to
-``/whep/{stream}`` (WHEP, see ``lpstream.http.whep``), sub-second latency, video only.
+``/whep/{stream}`` (WHEP, see ``lpstream.http.whep``), sub-second latency, with sound (the page
+starts muted, as browsers autoplay only muted video).
 hls.js is installed
 from npm by ``scripts/setup`` (version pinned in ``web/package-lock.json``), copied into
 ``lpstream/http/static/`` and served at ``/static/hls.min.js``; nothing is fetched from
@@ -284,10 +285,19 @@ function retry(pc) {
   setTimeout(start, 2000);
 }
 async function play(pc) {
-  // The node sends the stream's own H.264 (no re-encode): offer to receive video.
+  // The node sends the stream's own H.264 (no re-encode) and its sound as Opus (encoded once
+  // for every viewer); both tracks are in one stream, so the browser keeps them in sync.
+  // The page starts muted (browsers only autoplay muted video): unmute with the controls.
   pc.addTransceiver("video", {direction: "recvonly"});
+  pc.addTransceiver("audio", {direction: "recvonly"});
   pc.ontrack = event => {
-    video.srcObject = event.streams[0] || new MediaStream([event.track]);
+    const stream = event.streams[0];
+    if (stream) {
+      if (video.srcObject !== stream) video.srcObject = stream;
+    } else {
+      if (!video.srcObject) video.srcObject = new MediaStream();
+      video.srcObject.addTrack(event.track);
+    }
     // The node closes DTLS when the stream ends; the connection state would only notice
     // once ICE consent fails, seconds later.
     const transport = event.receiver.transport;

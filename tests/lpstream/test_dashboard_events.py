@@ -243,7 +243,12 @@ def test_the_text_summary_names_the_figures() -> None:
                 "publish_latency_ms": {"count": 3, "median": 812.0, "p95": 990.5},
                 "part_latency_ms": {"count": 0, "median": None, "p95": None},
                 "segments_in": 12,
-                "webrtc": {"source": {"subscribers": 2}},
+                "webrtc": {  # as StreamPackets.statistics() has it
+                    "renditions": {"source": {"subscribers": 2}, "360p": {"subscribers": 1}},
+                    "segments_dropped": 0,
+                    "segments_failed": 0,
+                    "audio": {"listeners": 3},
+                },
                 "ai": {
                     "pipeline": "noop",
                     "running": True,
@@ -288,7 +293,7 @@ def test_the_text_summary_names_the_figures() -> None:
     text = status_summary(status)
     for expected in [
         "cam: live 1280x720 renditions source,360p",
-        "publish p50/p95 812/990 ms · part - · segments 12 · WHEP viewers 2",
+        "publish p50/p95 812/990 ms · part - · segments 12 · WHEP viewers 3",
         "AI noop running · fps 29.5 · frame latency 41/60 ms · frames 300",
         "127.0.0.1:8936: connected · price 50000.0 wei/pixel · latency score 0.42 · failures 1",
         "local: 1/4 sessions",

@@ -136,7 +136,7 @@
     }
     for (const [name, s] of live) {
       const c = streamCard(name);
-      const webrtc = Object.values(s.webrtc || {});
+      const webrtc = Object.values((s.webrtc || {}).renditions || {});
       const rows = [
         ["source", "source", s.source || "-"],
         ["renditions", "renditions", (s.renditions || []).join(", ") || "-"],
