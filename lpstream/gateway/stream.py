@@ -18,8 +18,8 @@ How this works:
   open (its renditions list gaps; the source keeps the parts it had), then ends the playlists.
 * WebRTC viewers (WHEP) get packets, not segments: ``LiveStream.packets`` fans out the
   source's video as it arrives (and its sound, encoded to Opus once for every viewer) and
-  each rendition's output as it comes back; the gateway runs and closes it. ``LiveStream.latency`` keeps the figures measured against the source
-  frames' arrival times.
+  each rendition's output as it comes back; the gateway runs and closes it.
+  ``LiveStream.latency`` keeps the figures measured against the source frames' arrival times.
 """
 
 from __future__ import annotations
