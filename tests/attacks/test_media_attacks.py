@@ -26,7 +26,7 @@ from tests.attacks.harness import assert_whole, honest_stream, start_dev
 from tests.e2e.nodes import NodeProcess, http_get, http_json, wait_for
 from tests.mediatools import make_clip
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 JUMP_AHEAD_MS = 3 * 3600 * 1000
 NEAR_WRAP_MS = 2**32 - 3_000

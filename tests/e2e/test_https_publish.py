@@ -32,7 +32,7 @@ from tests.lpstream.test_tls import (
     make_certificates,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 HINT_LINE = re.compile(r'^#EXT-X-PRELOAD-HINT:TYPE=PART,URI="(\d+)\.(\d+)\.ts"$', re.MULTILINE)
 
