@@ -289,6 +289,7 @@ def test_fuzzed_frames_get_an_answer_or_a_1xxx_close_and_the_session_runs_on(
     assert_node_well(target)
 
 
+@pytest.mark.slow  # ~35 s of handshakes: it runs with the slow tests, two at a time
 def test_control_socket_handshakes_without_the_token_or_with_bad_headers_are_refused(
     target: FuzzNode,
 ) -> None:
