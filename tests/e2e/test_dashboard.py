@@ -21,7 +21,7 @@ import trio
 from benchmarks.harness.browser import Page, chromium_path, open_browser
 from tests.e2e.nodes import NodeProcess, push_command, running_dev, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 ARTIFACTS = Path(os.environ.get("LPSTREAM_ARTIFACTS", Path(__file__).parents[2] / "artifacts"))
 TOKEN = "dashboard-e2e-token"
