@@ -21,6 +21,7 @@ SRT carries).
 
 from __future__ import annotations
 
+import abc
 import io
 import logging
 from fractions import Fraction
@@ -141,7 +142,7 @@ def _shape(stream: av.stream.Stream) -> _StreamShape:
 
 
 @attrs.define
-class _Remuxer:
+class _Remuxer(abc.ABC):
     """What both outputs share: demux, pick streams, place on the timeline, mux."""
 
     container: str
@@ -182,11 +183,11 @@ class _Remuxer:
         except av.FFmpegError as exc:
             raise MediaError(f"the output could not be finished: {exc}") from exc
 
+    @abc.abstractmethod
     def _emit(self, data: bytes) -> None:
         """Takes what the current output wrote (called before a new output begins)."""
-        raise NotImplementedError
 
-    def _output_opened(self) -> None:
+    def _output_opened(self) -> None:  # noqa: B027 - an optional hook: MPEG-TS needs none
         """Called when a new output begins."""
 
     def _choose(self, source: av.container.InputContainer) -> dict[str, av.stream.Stream]:
