@@ -4,7 +4,6 @@ real ``WhipIngest`` and the real segmenter; the sink is a recording ``PublishHan
 from __future__ import annotations
 
 import fractions
-import http.client
 import io
 import itertools
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +30,7 @@ from ingest.whip.bridge import AsyncioLoop, open_asyncio_loop
 from lpstream.errors import StreamInUseError
 from lpstream.http.whip import whip_routes
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
-from tests.asgi import serve_on_loopback
+from tests.asgi import Reply, loopback_request, serve_on_loopback
 
 WIDTH, HEIGHT = 320, 240
 TOKEN = "s3cret"
@@ -164,13 +163,6 @@ class AiortcPublisher:
 # --- HTTP plumbing ----------------------------------------------------------------------
 
 
-@attrs.frozen
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
 @attrs.define
 class Node:
     """A running WhipIngest behind hypercorn on loopback."""
@@ -187,20 +179,7 @@ class Node:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        def call() -> Reply:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
-            try:
-                conn.request(method, path, body=body, headers=headers or {})
-                response = conn.getresponse()
-                return Reply(
-                    response.status,
-                    {k.lower(): v for k, v in response.getheaders()},
-                    response.read(),
-                )
-            finally:
-                conn.close()
-
-        return await trio.to_thread.run_sync(call)
+        return await loopback_request(self.port, method, path, body, headers)
 
     async def post_offer(self, stream: str, sdp: str, token: str | None = TOKEN) -> Reply:
         headers = {"Content-Type": "application/sdp"}

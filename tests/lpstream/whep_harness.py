@@ -13,7 +13,6 @@ tracks on the sender's clock as a browser does for lip sync.
 
 from __future__ import annotations
 
-import http.client
 import queue
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -37,7 +36,7 @@ from lpstream.media import VideoProfile
 from lpstream.media.h264 import nal_units
 from lpstream.metrics import Metrics
 from lpstream.trickle import SegmentBuffer
-from tests.asgi import serve_on_loopback
+from tests.asgi import Reply, loopback_request, serve_on_loopback
 
 __all__ = [
     "AUTH",
@@ -75,13 +74,6 @@ class PassthroughTranscoder:
         ]
 
 
-@attrs.frozen
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
 @attrs.define
 class Node:
     gateway: Gateway
@@ -97,20 +89,7 @@ class Node:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        def call() -> Reply:
-            conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=20)
-            try:
-                conn.request(method, path, body=body, headers=headers or {})
-                response = conn.getresponse()
-                return Reply(
-                    response.status,
-                    {k.lower(): v for k, v in response.getheaders()},
-                    response.read(),
-                )
-            finally:
-                conn.close()
-
-        return await trio.to_thread.run_sync(call)
+        return await loopback_request(self.http_port, method, path, body, headers)
 
     async def post_offer(self, path: str, sdp: str, token: str | None = TOKEN) -> Reply:
         headers = {"Content-Type": "application/sdp"}
