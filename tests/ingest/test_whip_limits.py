@@ -14,8 +14,8 @@ from starlette.applications import Starlette
 from ingest.whip import WhipIngest
 from ingest.whip.bridge import open_asyncio_loop
 from lpstream.http.whip import whip_routes
-from tests.asgi import serve_on_loopback
-from tests.ingest.test_whip import AUTH, TOKEN, AiortcPublisher, Node, RecordingHandler, Reply
+from tests.asgi import Reply, serve_on_loopback
+from tests.ingest.test_whip import AUTH, TOKEN, AiortcPublisher, Node, RecordingHandler
 
 MAX_SESSIONS = 8
 OFFERS = 40
