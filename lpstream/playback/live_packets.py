@@ -181,8 +181,8 @@ class StreamPackets:
         except trio.WouldBlock:
             self._segments_dropped += 1
             log.warning("rendition %r: viewers' demux queue full, segment dropped", name)
-        except trio.ClosedResourceError:
-            pass
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # closed, or ``run`` already ended: no viewer will get more segments
 
     async def run(self) -> None:
         """Demuxes the queued segments and encodes the audio until :meth:`close`, then ends
