@@ -75,6 +75,22 @@ class SegmentBuffer:
                 raise MediaError(f"segment upload failed: {self._error}")
             await self._changed.wait()
 
+    async def read_from(self, index: int) -> tuple[bytes, int]:
+        """Every chunk from the ``index``-th that is in now, joined, and the index after them;
+        waits for one if none is. ``b""`` once the buffer is closed and read to its end: a
+        reader on another thread gets what piled up in one call, not one call per chunk.
+
+        Raises:
+            MediaError: the upload failed.
+        """
+        while index >= len(self._chunks):
+            if self._closed:
+                return b"", index
+            if self._error is not None:
+                raise MediaError(f"segment upload failed: {self._error}")
+            await self._changed.wait()
+        return b"".join(self._chunks[index:]), len(self._chunks)
+
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yields every chunk from the first, waiting for more until the buffer is closed."""
         index = 0

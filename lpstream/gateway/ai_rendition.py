@@ -3,10 +3,11 @@ pipeline, listed part by part as the worker encodes it.
 
 How this works:
 
-* While the stream has a running ``LiveAiSession``, every source segment also goes out as a
-  pipeline job (next to the transcode job); the ``ai`` rendition is added to the playlists at
-  the first segment the session sees. A segment without a running session gets a gap there,
-  so that sequence numbers stay aligned across renditions.
+* While the stream has a ready ``LiveAiSession`` (open and paid on an orchestrator), every
+  source segment also goes out as a pipeline job (next to the transcode job); the ``ai``
+  rendition is added to the playlists at the first segment the session sees. A segment
+  without a ready session (stopped, not yet paid, or moving) gets a gap there, so that
+  sequence numbers stay aligned across renditions.
 * The job's output comes back frame by frame (``lpstream.jobs.Relay``): each whole frame goes
   to the WebRTC viewers at once, and the bytes are cut into LL-HLS parts at frame boundaries
   about every part target, so players of the rendition need not wait for the whole segment.
@@ -70,7 +71,7 @@ class AiRendition:
         exists and no session runs."""
         hls = self.outlets.hls
         session = self.session
-        if session is not None and session.running:
+        if session is not None and session.ready:
             if not hls.has_rendition(AI_RENDITION):
                 hls.add_rendition(AI_RENDITION, segment.seq)
             self.in_flight += 1

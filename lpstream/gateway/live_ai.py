@@ -186,6 +186,12 @@ class LiveAiSession:
             last_swap_gap_ms=None if last is None else last.gap_ms,
         )
 
+    @property
+    def ready(self) -> bool:
+        """Whether jobs may go: an orchestrator has the session open and paid (a segment
+        before that, or during a swap, is a gap)."""
+        return self.running and self._control is not None and self._control.ready
+
     # -- segments (called by LiveStream) ------------------------------------------------------
 
     def note_segment(
@@ -420,8 +426,6 @@ class LiveAiSession:
             opened = True
             self.failover.opened(self._orchestrator, trio.current_time())
             await control.pay()
-            control.ready = True
-            self._ready.set()
             with one_error():  # the stream's reader, closer and stall watch run in a nursery
                 await self._hold(control)
         except (TransportError, OrchestratorRefusal, BusyError, trio.TooSlowError) as exc:
@@ -465,6 +469,12 @@ class LiveAiSession:
                         self._stall = stall
                 nursery.cancel_scope.cancel()
 
+            async def ready_when_credited() -> None:
+                await control.credited.wait()
+                control.ready = True
+                self._ready.set()
+
+            nursery.start_soon(ready_when_credited)
             nursery.start_soon(close_when_leaving)
             nursery.start_soon(watch_for_stall)
             await control.read()

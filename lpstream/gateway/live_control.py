@@ -5,8 +5,10 @@ How this works:
 * The session (``lpstream.gateway.live_ai.LiveAiSession``) opens one ``LiveControl`` per
   orchestrator it runs on; a swap opens a new one, so what an orchestrator billed is always
   that orchestrator's alone (the session adds up what the ones it left billed).
-* ``open`` learns the price (on chain), sends LIVE_OPEN and pays ahead; then ``ready`` is
-  true and parameter changes may go (``exchange``, one at a time: the session holds a lock).
+* ``open`` learns the price (on chain), sends LIVE_OPEN and pays ahead; once the orchestrator
+  says it credited the payment (its ``paid`` event; at once off chain or at price 0),
+  ``credited`` is set and the session may send jobs and parameter changes (``exchange``, one
+  at a time: the session holds a lock). A job sent before would be refused (402).
 * ``pay`` keeps the credit ``prepay`` seconds ahead at the orchestrator's price, topped up
   when it falls under ``topup`` seconds. Every ``billed`` or ``settled`` event lowers our
   credit by what was billed since the last one, so when the session ends both sides hold the
@@ -109,7 +111,10 @@ class LiveControl:
     """The balance the orchestrator last reported (wei, exact)."""
     settled: bool = False
     ready: bool = False
-    """Open and paid: parameter changes may go."""
+    """Open and paid: jobs and parameter changes may go."""
+    credited: trio.Event = attrs.Factory(trio.Event)
+    """Set when the orchestrator has credited the first payment (its ``paid`` event), or at
+    once where nothing is paid: before that, a job would be refused (402)."""
     stopped_by: str = ""
     """Why the orchestrator stopped the session ("" while it did not)."""
     _channel: MessageStream = attrs.Factory(MessageStream)
@@ -130,6 +135,7 @@ class LiveControl:
     async def pay(self) -> None:
         """Tops the credit up to ``prepay`` seconds when it covers fewer than ``topup``."""
         if not self.paid or not self.price:
+            self.credited.set()
             return
         async with self._paying:
             credit = self.pool.live_credit(self.orchestrator, self.session)
@@ -204,6 +210,8 @@ class LiveControl:
             self.balance = balance.exact
         if event.kind == "settled":
             self.settled = True
+        elif event.kind == "paid":
+            self.credited.set()
         self.emit({"type": event.kind, "message": event.message, **figures})
         if event.kind == "stopped":
             log.warning(

@@ -47,6 +47,7 @@ from lpstream.wire import (
 
 if TYPE_CHECKING:
     from lpstream.orchestrator.orchestrator import Orchestrator
+    from lpstream.worker.live import LiveSessions
 
 __all__ = ["CONTROL_TIMEOUT", "finish_stream", "serve_control"]
 
@@ -76,15 +77,19 @@ async def serve_control(
                     await stream.send_all(channel.send(Pong(nonce=message.nonce)))
                 elif isinstance(message, LiveOpen):
                     orchestrator.memory.check("a live AI session")
-                    await serve_live_control(
-                        orchestrator.live_accounts(),
-                        stream,
-                        channel,
-                        message,
-                        orchestrator.update_live,
-                        peer=peer,
-                        owner=connection,
-                    )
+                    async with trio.open_nursery() as nursery:
+                        if orchestrator.local is not None:
+                            # Its first job would wait for the pipelines' runtime to load.
+                            nursery.start_soon(_preload, orchestrator.local.live)
+                        await serve_live_control(
+                            orchestrator.live_accounts(),
+                            stream,
+                            channel,
+                            message,
+                            orchestrator.update_live,
+                            peer=peer,
+                            owner=connection,
+                        )
                     return
                 elif isinstance(message, WorkerHello):
                     worker = await _register(
@@ -202,3 +207,8 @@ async def finish_stream(stream: QuicStream) -> None:
     with contextlib.suppress(TransportError, trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.send_eof()
     await stream.aclose()
+
+
+async def _preload(live: LiveSessions) -> None:
+    """Loads what pipelines run on (torch) while a new session is being paid for."""
+    await trio.to_thread.run_sync(live.preload, abandon_on_cancel=True)

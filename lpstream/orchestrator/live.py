@@ -10,10 +10,11 @@ How this works:
   side, ``settled``. One writer task owns the stream's send side.
 * On chain, a session is paid by time. The clock starts with its first job; each started
   second costs the pipeline's price per second, debited from the (sender, session) balance
-  that LIVE_PAYMENTs credit. A job is refused with 402 while its session has no positive
-  balance (never paid, or run out). A session not paid within ``payment_grace`` seconds of
-  LIVE_OPEN, or whose balance falls below zero, is stopped: a ``stopped`` event says why, its
-  jobs are refused from then on, and its stream ends.
+  that LIVE_PAYMENTs credit (each answered with a ``paid`` event: the gateway sends jobs from
+  then on). A job is refused with 402 while its session has no positive balance (never
+  paid, or run out); a pipeline priced at 0 needs no payment. A session not paid within
+  ``payment_grace`` seconds of LIVE_OPEN, or whose balance falls below zero, is stopped: a
+  ``stopped`` event says why, its jobs are refused from then on, and its stream ends.
 * When the gateway ends the stream, the second in progress is billed whole and ``settled``
   carries the seconds and wei billed and the balance left: the gateway's own count must
   equal it to the wei.
@@ -93,6 +94,11 @@ class LiveAccount:
     changed: trio.Event = attrs.Factory(trio.Event)
     """Set when ``stopped`` is set."""
 
+    @property
+    def free(self) -> bool:
+        """Priced at 0: nothing to pay, nothing billed."""
+        return self.price_per_second == 0
+
     def stop(self, reason: str) -> None:
         if not self.stopped:
             self.stopped = reason
@@ -155,7 +161,7 @@ class LiveAccounts:
             account.last_job = now
         if self.payments is None:
             return
-        if account is None or not account.sender:
+        if account is None or not (account.sender or account.free):
             raise RemoteProtocolError(
                 "payment required: a live session is paid on its control stream "
                 "(LIVE_OPEN, then LIVE_PAYMENT)",
@@ -168,7 +174,7 @@ class LiveAccounts:
             )
         if account.stopped:
             raise RemoteProtocolError(f"session stopped: {account.stopped}", code=402)
-        if self.balance(account) <= 0:
+        if not account.free and self.balance(account) <= 0:
             raise RemoteProtocolError("insufficient balance: pay for more time", code=402)
         if account.started_at is None:
             account.started_at = now
@@ -281,6 +287,8 @@ async def serve_live_control(
         await outbox_send.send(answer)
 
     async def bill_every_second() -> None:
+        if account.free:
+            return  # nothing to bill; the session still ends as any other
         await trio.sleep(payment_grace)
         if not account.sender:
             account.stop(f"no payment: a live session is paid within {payment_grace:g} s")

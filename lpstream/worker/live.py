@@ -33,7 +33,7 @@ import bisect
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Protocol
 
 import attrs
@@ -315,6 +315,16 @@ class LiveSessions:
         """Pipeline children stopped, by (pipeline, why: crashed, hung, memory)."""
         with self._lock:
             return dict(self._failures)
+
+    def preload(self) -> None:
+        """Imports what the pipelines run on (torch), so that a new session's first job does
+        not wait seconds for it (blocking: call it on a thread). Pipeline children import
+        their own: nothing to do with ``isolate``. Without torch, the session's first job
+        says so."""
+        if self.isolate:
+            return
+        with suppress(ImportError):
+            import torch  # noqa: F401
 
     # -- warm pipelines ---------------------------------------------------------------------
 

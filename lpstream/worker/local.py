@@ -3,8 +3,8 @@ upload.
 
 The transcoder is blocking code. It runs on a worker thread (``trio.to_thread``) under a
 ``CapacityLimiter`` (``transcode_slots``, below), and reads the segment through
-``_TrickleReader``, a blocking file object whose ``read`` asks the trio thread for the next
-chunk of the ``SegmentBuffer``: decoding starts while the upload is still arriving. Outputs
+``_TrickleReader``, a blocking file object whose ``read`` asks the trio thread for what more
+of the ``SegmentBuffer`` has arrived: decoding starts while the upload is still arriving. Outputs
 are collected per rendition and handed back whole when the job is done, so a job that fails
 half-way can be retried elsewhere without a partial result having escaped.
 
@@ -32,8 +32,8 @@ import io
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 import trio
@@ -53,12 +53,15 @@ log = logging.getLogger("lpstream.worker")
 
 
 class _TrickleReader(io.RawIOBase):
-    """A blocking reader over a ``SegmentBuffer``, used from a worker thread."""
+    """A blocking reader over a ``SegmentBuffer``, used from a worker thread. Each trip to the
+    trio thread brings everything that arrived since the last one (a segment comes in many
+    small chunks, and a busy trio thread makes every trip slow)."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], token: trio.lowlevel.TrioToken) -> None:
-        self._chunks = chunks
+    def __init__(self, source: SegmentBuffer, token: trio.lowlevel.TrioToken) -> None:
+        self._source = source
         self._token = token
-        self._pending = b""
+        self._index = 0
+        self._pending = memoryview(b"")
         self._eof = False
         self._stopped = False
         self._waiting: trio.CancelScope | None = None
@@ -76,10 +79,8 @@ class _TrickleReader(io.RawIOBase):
         if self._stopped:
             return b""
         with trio.CancelScope() as self._waiting:
-            try:
-                return await self._chunks.__anext__()
-            except StopAsyncIteration:
-                return b""
+            data, self._index = await self._source.read_from(self._index)
+            return data
         return b""  # stopped: the job was cancelled
 
     def readinto(self, buffer: Any) -> int:
@@ -88,7 +89,7 @@ class _TrickleReader(io.RawIOBase):
             chunk = trio.from_thread.run(self._next, trio_token=self._token)
             if not chunk:
                 self._eof = True
-            self._pending = chunk
+            self._pending = memoryview(chunk)
         n = min(len(view), len(self._pending))
         view[:n] = self._pending[:n]
         self._pending = self._pending[n:]
@@ -223,10 +224,8 @@ class LocalWorker:
     ) -> list[JobOutput]:
         profiles = transcoder.profiles
         outputs: list[bytearray] = [bytearray() for _ in profiles]
-        chunks = cast(AsyncGenerator[bytes, None], source.chunks())
-        reader = _TrickleReader(chunks, trio.lowlevel.current_trio_token())
-
         token = trio.lowlevel.current_trio_token()
+        reader = _TrickleReader(source, token)
 
         def on_data(index: int, data: bytes) -> None:
             outputs[index] += data
@@ -263,10 +262,6 @@ class LocalWorker:
         except Exception as exc:  # a bug or an unmapped library error: report it, keep serving
             log.exception("transcode failed")
             raise MediaError(f"transcode failed: {exc}") from exc
-        finally:
-            # The thread is done with the upload: end the generator now, not whenever a
-            # collection finds it (it would hold the segment until then, and warn).
-            await chunks.aclose()
         self._jobs_done += 1
         if session is not None:
             session.jobs += 1

@@ -169,6 +169,10 @@ async def test_the_dashboard_shows_streams_ai_and_payments_live(
                     and "ai_frames" in c[STREAMS[0]]["figures"]
                 ),
             )
+            # The session's first frames wait for it to be paid and its pipeline loaded.
+            await page.wait_for(
+                CARDS, 40, lambda c: count(c[STREAMS[0]]["figures"]["ai_frames"].split()[0]) > 0
+            )
             await page.wait_for(PAYMENTS, 10, lambda p: "tickets_sent" in p)
             before, paid_before = await page.evaluate(CARDS), await page.evaluate(PAYMENTS)
             await trio.sleep(10)

@@ -109,3 +109,27 @@ async def test_bills_lower_the_credit_by_what_was_billed_since_the_last() -> Non
     assert control.seconds == 3 and control.billed == 3 * PRICE and control.settled
     assert control.balance == Fraction(7, 2)
     assert ledger.credit == 97 * PRICE  # each bill charged once, whatever the repeats
+
+
+async def test_jobs_wait_until_the_orchestrator_says_it_credited_the_first_payment() -> None:
+    """A paid session may send jobs once the orchestrator's ``paid`` event has come (a job
+    before it would be refused with 402); an unpaid one at once."""
+    ours, theirs = trio.testing.memory_stream_pair()
+    ledger = Ledger()
+    ledger.gate.set()
+    control = control_on(ours, ledger)
+    await control.open("noop")
+    await control.pay()
+    assert not control.credited.is_set()  # paid, not yet credited
+    peer = MessageStream()
+    await theirs.send_all(peer.send(LiveEvent(kind="billed", values={"billed_wei": "0"})))
+    await theirs.send_all(peer.send(LiveEvent(kind="paid", values={"balance_wei": "30"})))
+    await theirs.send_eof()
+    await control.read()
+    assert control.credited.is_set()
+
+    free_ours, _ = trio.testing.memory_stream_pair()
+    free = attrs.evolve(control_on(free_ours, ledger), paid=False)
+    await free.open("noop")
+    await free.pay()
+    assert free.credited.is_set()
