@@ -34,7 +34,7 @@ _FIELDS = {field.name: field for section in SECTIONS.values() for field in attrs
 
 def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     """A click option that also reads ``LPSTREAM_<NAME>`` from the environment."""
-    long_name = next(n for n in names if n.startswith("--"))
+    long_name = next(n for n in names if n.startswith("--")).split("/")[0]
     kwargs.setdefault("envvar", "LPSTREAM_" + long_name[2:].upper().replace("-", "_"))
     kwargs.setdefault("show_envvar", True)
     kwargs.setdefault("show_default", True)
@@ -90,7 +90,10 @@ def flag(name: str, *, role: str | None = None, **overrides: Any) -> Callable[[F
     if default in ("", "{}"):
         kwargs["show_default"] = False
     kwargs.update(overrides)
-    return option("--" + name.replace("_", "-"), **kwargs)
+    names = "--" + name.replace("_", "-")
+    if spec.kind is bool and default is True:  # on unless turned off
+        names += "/--no-" + name.replace("_", "-")
+    return option(names, **kwargs)
 
 
 def _load_config_file(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

@@ -161,6 +161,12 @@ ORCHESTRATOR_FAMILIES = (
         "gpu",
     ),
     _gauge("gpu_pipeline_sessions", "Live AI sessions whose pipeline runs on the GPU.", "gpu"),
+    _counter(
+        "pipeline_child_failures_total",
+        "Live AI pipeline child processes stopped, by pipeline and why: crashed, hung, memory.",
+        "pipeline",
+        "kind",
+    ),
     _histogram(
         "payment_check_seconds",
         "Time to check and credit one payment (a job's or a live session's), by outcome: "

@@ -79,10 +79,11 @@ class WorkerSection:
         parse=parse_gpus,
     )
     pipeline_isolation: bool = setting(
-        False,
+        True,
         "Run each live AI session's pipeline in a child process under a guardian that restarts "
         "it after a crash, a hang or memory past --pipeline-memory (the session gets an error "
-        "event; transcodes never notice). Off: pipelines run in the worker's process.",
+        "event; transcodes never notice). --no-pipeline-isolation: pipelines run in the "
+        "worker's process (a crash there takes the worker down).",
         kind=bool,
     )
     pipeline_memory: int | None = setting(

@@ -55,6 +55,7 @@ from lpstream.errors import BusyError, MediaError, RemoteProtocolError, Transpor
 from lpstream.jobs import JobError, JobOutput, Prepended, ResultSink, serve_job
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.address import PinnedAddress, service_url
+from lpstream.orchestrator.ai_status import ai_status
 from lpstream.orchestrator.capacity import SessionCost, upload_picture
 from lpstream.orchestrator.certificate_claim import sign_certificate
 from lpstream.orchestrator.control import CONTROL_TIMEOUT, finish_stream, serve_control
@@ -397,6 +398,7 @@ class Orchestrator:
             worker_hellos=self.hello_backoff.statistics(),
             service=None if self.service_address is None else service_url(self.service_address),
             payments=None if self.payments is None else self.payments.status(),
+            ai=None if self.local is None else ai_status(self.local.live),
         )
 
     # -- QUIC -------------------------------------------------------------------------------

@@ -53,6 +53,14 @@ def collect_orchestrator_metrics(orchestrator: Orchestrator) -> None:
     encode, pipelines = gpu_sessions(orchestrator.local, pool.load("local"))
     metrics.replace("gpu_encode_sessions", [({"gpu": g}, float(n)) for g, n in encode.items()])
     metrics.replace("gpu_pipeline_sessions", [({"gpu": g}, float(n)) for g, n in pipelines.items()])
+    if orchestrator.local is not None:
+        metrics.replace(
+            "pipeline_child_failures_total",
+            [
+                ({"pipeline": pipeline, "kind": kind}, float(count))
+                for (pipeline, kind), count in orchestrator.local.live.failures().items()
+            ],
+        )
     payments = orchestrator.payments
     if payments is None:
         return
@@ -86,10 +94,11 @@ def gpu_sessions(
             encode[NVENC_DEVICE] = local_sessions
     except LpstreamError:
         pass  # an encoder that cannot run here: the worker refuses its jobs, no GPU is used
-    device = local.live.device
     pipelines: dict[str, int] = {}
-    if device.startswith("cuda"):
-        pipelines[device if ":" in device else f"{device}:0"] = len(local.live.statistics())
+    for device, sessions in local.live.sessions_by_device().items():
+        if device.startswith("cuda"):
+            gpu = device if ":" in device else f"{device}:0"
+            pipelines[gpu] = pipelines.get(gpu, 0) + sessions
     return encode, pipelines
 
 

@@ -17,6 +17,8 @@ from lpstream.status_fields import OMIT_NONE
 from payments.pm import PixelPrice, Wei
 
 __all__ = [
+    "AiWorkerStatus",
+    "GpuStatus",
     "LiveSessionStatus",
     "LiveStatus",
     "OrchestratorStatus",
@@ -33,6 +35,41 @@ class WorkerStatus:
     """The work it takes, in sessions' worth (its ``--capacity``)."""
     sessions: int
     """Sessions it holds now."""
+
+
+@attrs.frozen(kw_only=True)
+class GpuStatus:
+    """One GPU of the in-process worker."""
+
+    index: int
+    """CUDA device index (``cuda:N``)."""
+    name: str
+    memory_total: int
+    """Bytes."""
+    memory_free: int
+    """Bytes free when the worker started."""
+    nvenc: bool
+    nvdec: bool
+    sessions: int
+    """Live AI sessions whose pipeline runs on it now."""
+
+
+@attrs.frozen(kw_only=True)
+class AiWorkerStatus:
+    """The live AI side of the in-process worker."""
+
+    device: str
+    """Where sessions run when there is no GPU in ``gpus`` (``cpu``)."""
+    gpus: Sequence[GpuStatus]
+    """The GPUs sessions are placed on (``--gpus``); empty: ``device``."""
+    isolation: bool
+    """Whether each session's pipeline runs in a child process (``--pipeline-isolation``)."""
+    sessions: int
+    """Live AI sessions with a pipeline loaded here."""
+    warm: Sequence[str]
+    """Pipelines loaded at start (``--warm``) that loaded."""
+    child_failures: Mapping[str, Mapping[str, int]]
+    """Pipeline children stopped, by pipeline, then why: ``crashed``, ``hung``, ``memory``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -131,3 +168,5 @@ class OrchestratorStatus:
     """Its pinned QUIC address, ``quic://host:port#sha256=…``; absent before it serves."""
     payments: ReceiverStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
     """The payments it takes; absent when it works for free (off chain)."""
+    ai: AiWorkerStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
+    """The in-process worker's live AI devices and pipelines; absent without one."""

@@ -43,7 +43,7 @@ from av.video.frame import VideoFrame
 from workers.gpu import GpuInfo, place_session
 from workers.pipelines import Params, PipelineError, PipelineRegistry, PipelineSpec
 from workers.pipelines.guardian import ChildFailure, PipelineGuardian
-from workers.pipelines.isolated import IsolatedRunner
+from workers.pipelines.isolated import IsolatedRunner, start_child_server
 from workers.pipelines.runner import RunnerStatistics
 
 __all__ = ["LiveSession", "LiveSessions", "ParamsApplied", "SessionRunner", "WarmPipeline"]
@@ -308,6 +308,13 @@ class LiveSessions:
             if slot.runner is not None:
                 slot.runner.stop()
 
+    def sessions_by_device(self) -> dict[str, int]:
+        """How many sessions have their pipeline on each device (``cpu``, ``cuda:N``)."""
+        counts: dict[str, int] = {}
+        for session in list(self._sessions.values()):
+            counts[session.device] = counts.get(session.device, 0) + 1
+        return counts
+
     def statistics(self) -> dict[str, Any]:
         return {f"{k[0]}/{k[1]}": s.statistics() for k, s in self._sessions.items()}
 
@@ -318,10 +325,11 @@ class LiveSessions:
 
     def preload(self) -> None:
         """Imports what the pipelines run on (torch), so that a new session's first job does
-        not wait seconds for it (blocking: call it on a thread). Pipeline children import
-        their own: nothing to do with ``isolate``. Without torch, the session's first job
-        says so."""
+        not wait seconds for it (blocking: call it on a thread): here, or with ``isolate`` in
+        the process pipeline children are forked from. Without torch, the session's first
+        job says so."""
         if self.isolate:
+            start_child_server()
             return
         with suppress(ImportError):
             import torch  # noqa: F401

@@ -15,6 +15,10 @@ import trio
 from lpstream.config import Config
 from lpstream.errors import ConfigError, MediaError
 from lpstream.media import DEFAULT_PROFILES
+from lpstream.metrics import Metrics
+from lpstream.orchestrator.ai_status import ai_status
+from lpstream.orchestrator.orchestrator import Orchestrator
+from lpstream.orchestrator.orchestrator_metrics import collect_orchestrator_metrics
 from lpstream.role_settings import live_sessions
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire.messages import Job, ProfileSpec
@@ -112,6 +116,17 @@ async def test_a_killed_pipeline_child_restarts_and_transcodes_beside_it_miss_no
         runner = session.runner
         assert isinstance(runner, IsolatedRunner) and runner.pid not in (None, *killed)
         assert live.failures() == {("faulty", "crashed"): 1}
+        # What /api/status and the metrics say of it.
+        status = ai_status(live)
+        assert status.isolation and status.device == "cpu" and status.sessions == 1
+        assert status.child_failures == {"faulty": {"crashed": 1}}
+        metrics = Metrics()
+        orchestrator = Orchestrator(secret="s" * 16, metrics=metrics, local=worker)
+        collect_orchestrator_metrics(orchestrator)
+        assert (
+            'lpstream_pipeline_child_failures_total{kind="crashed",pipeline="faulty"} 1'
+            in metrics.render()
+        )
         done.set()
 
     done = trio.Event()
@@ -195,12 +210,12 @@ def test_a_session_goes_to_the_least_loaded_gpu_then_the_one_with_most_free_memo
 
 
 @pytest.mark.skipif(bool(discover_gpus()), reason="this machine has a GPU")
-def test_without_a_gpu_the_default_and_none_run_on_the_cpu_and_an_index_stops_the_start() -> None:
+def test_without_a_gpu_sessions_run_isolated_on_the_cpu_and_an_index_stops_the_start() -> None:
     for values in ({}, {"gpus": "none"}, {"gpus": "all"}):
         sessions = live_sessions(Config.from_values(values, role="worker"))
-        assert sessions.gpus == () and sessions.device == "cpu" and not sessions.isolate
-    isolated = Config.from_values({"pipeline_isolation": True}, role="worker")
-    assert live_sessions(isolated).isolate
+        assert sessions.gpus == () and sessions.device == "cpu" and sessions.isolate
+    in_process = Config.from_values({"pipeline_isolation": False}, role="worker")
+    assert not live_sessions(in_process).isolate
     with pytest.raises(ConfigError, match="--gpus: there is no GPU 1 on this machine"):
         live_sessions(Config.from_values({"gpus": "1"}, role="worker"))
 

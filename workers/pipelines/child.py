@@ -3,9 +3,10 @@
 How this works
 --------------
 The worker starts this module's :func:`serve_pipeline` in a process of its own
-(``multiprocessing``'s ``spawn``: a fresh interpreter, nothing inherited but the pipe) with a
-:class:`ChildSetup`. The child builds an ordinary ``PipelineRunner`` and answers requests one
-at a time, in order; every request gets exactly one answer. Requests and answers are small
+(``multiprocessing``'s ``forkserver``: forked from a clean interpreter that imported torch,
+nothing of the worker inherited but the pipe) with a :class:`ChildSetup`. The child builds an
+ordinary ``PipelineRunner`` and answers requests one at a time, in order; every request gets
+exactly one answer. Requests and answers are small
 tuples (pickled by the pipe); pixels never are, they stay in the :class:`FrameRing`:
 
 ========================================  =============================================
@@ -50,7 +51,7 @@ log = logging.getLogger("lpstream.worker.pipeline")
 
 @attrs.frozen(kw_only=True)
 class ChildSetup:
-    """What a child is started with (pickled by ``spawn``: the class by its import path)."""
+    """What a child is started with (pickled to the child: the class by its import path)."""
 
     pipeline: type[Pipeline]
     """The pipeline class; it must be importable (defined at a module's top level)."""
