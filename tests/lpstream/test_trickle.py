@@ -72,14 +72,22 @@ async def test_a_stopped_reader_sees_the_end() -> None:
     buffer = SegmentBuffer()
     buffer.append(b"abc")
     reader = _TrickleReader(buffer, trio.lowlevel.current_trio_token())
-    async with trio.open_nursery() as nursery:
+    first_read = trio.Event()
+    token = trio.lowlevel.current_trio_token()
 
-        def read_twice() -> tuple[bytes, bytes]:
-            return reader.read(10), reader.read(10)
+    def read_twice() -> tuple[bytes, bytes]:
+        first = reader.read(10)
+        trio.from_thread.run_sync(first_read.set, trio_token=token)
+        return first, reader.read(10)  # waits for more: nothing comes
+
+    async with trio.open_nursery() as nursery:
 
         async def run() -> None:
             assert await trio.to_thread.run_sync(read_twice) == (b"abc", b"")
 
         nursery.start_soon(run)
-        await trio.testing.wait_all_tasks_blocked()
+        await first_read.wait()
+        scope = reader._waiting
+        while reader._waiting is scope:  # noqa: ASYNC110 (the thread's second read begins)
+            await trio.sleep(0.005)
         reader.stop()  # the job was cancelled while the reader waited for more
