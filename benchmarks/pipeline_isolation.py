@@ -50,7 +50,7 @@ from workers.pipelines.effects import ColorGradePipeline
 from workers.pipelines.isolated import IsolatedRunner
 from workers.pipelines.noop import NoopPipeline
 
-__all__ = ["SlowToLoadPipeline", "main"]
+__all__ = ["SlowToLoadPipeline", "main", "random_frames"]
 
 
 class SlowToLoadPipeline(NoopPipeline):
@@ -69,7 +69,7 @@ class SlowToLoadPipeline(NoopPipeline):
         return frames
 
 
-def _frames(count: int, width: int, height: int) -> list[VideoFrame]:
+def random_frames(count: int, width: int, height: int) -> list[VideoFrame]:
     rng = np.random.default_rng(1)
     frames = []
     for pts in range(count):
@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--load-seconds", type=float, default=1.0)
     args = parser.parse_args(argv)
     width, height = (int(side) for side in args.size.split("x"))
-    frames = _frames(args.frames, width, height)
+    frames = random_frames(args.frames, width, height)
     print(f"{args.frames} frames of {width}x{height}, {args.runs} runs, medians")
     for pipeline in (NoopPipeline, ColorGradePipeline):
         per_frame(pipeline, frames, args.runs)

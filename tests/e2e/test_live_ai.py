@@ -49,7 +49,7 @@ SIZE = (256, 256)
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The node's models directory: the models the pipelines' ``model`` parameter names."""
-    from tests.workers.tiny_diffusion import build_tiny_img2img
+    from benchmarks.harness.tiny_diffusion import build_tiny_img2img
 
     models = tmp_path_factory.mktemp("models")
     save_invert_model(models / "invert.pt")

@@ -37,7 +37,7 @@ from workers.pipelines.runner import PipelineRunner
 
 pytest.importorskip("diffusers", reason="needs lpstream[ai] (diffusers, transformers)")
 
-from tests.workers.tiny_diffusion import build_tiny_img2img, diffusers
+from benchmarks.harness.tiny_diffusion import build_tiny_img2img, diffusers
 
 pytestmark = [
     # diffusers' schedulers call np.array on tensors on every frame; numpy 2 flags it.
