@@ -221,6 +221,8 @@ class _WarmSlot:
 
     warm: WarmPipeline
     runner: SessionRunner | None = None
+    loading: SessionRunner | None = None
+    """The runner while it loads (stopped if the worker stops meanwhile)."""
     device: str = "cpu"
     """Where ``runner`` runs."""
     ready: threading.Event = attrs.Factory(threading.Event)
@@ -254,6 +256,8 @@ class LiveSessions:
     _failures: dict[tuple[str, str], int] = attrs.Factory(dict)
     """(pipeline, kind) -> pipeline children stopped for it."""
     _lock: threading.Lock = attrs.Factory(threading.Lock)
+    _closed: bool = False
+    """Set by :meth:`close`: a warm pipeline still loading then is stopped, not a failure."""
 
     def acquire(
         self, key: SessionKey, pipeline: str, params: Mapping[str, object], now: float
@@ -303,10 +307,12 @@ class LiveSessions:
             session.runner.stop()
         self._sessions.clear()
         with self._lock:
+            self._closed = True
             slots, self._warm_slots = self._warm_slots, []
         for slot in slots:
-            if slot.runner is not None:
-                slot.runner.stop()
+            for runner in (slot.runner, slot.loading):
+                if runner is not None:
+                    runner.stop()
 
     def sessions_by_device(self) -> dict[str, int]:
         """How many sessions have their pipeline on each device (``cpu``, ``cuda:N``)."""
@@ -360,14 +366,26 @@ class LiveSessions:
         warm = slot.warm
         slot.device = self._place()
         try:
-            runner = self._new_runner(warm.name, warm.params, slot.device)
+            runner = slot.loading = self._new_runner(warm.name, warm.params, slot.device)
+            with self._lock:
+                closed = self._closed
+            if closed:
+                runner.stop()  # the worker stopped before this one began
             runner.prepare()
         except PipelineError as exc:
             slot.problem = str(exc)
-            log.error("warm pipeline %s could not load: %s", warm.name, exc)
+            with self._lock:
+                closed = self._closed
+            if not closed:  # else stopped with the worker while it loaded: no failure
+                log.error("warm pipeline %s could not load: %s", warm.name, exc)
         else:
-            slot.runner = runner
-            log.info("warm pipeline %s loaded", warm.name)
+            with self._lock:
+                slot.runner, closed = runner, self._closed
+            if closed:
+                runner.stop()
+            else:
+                log.info("warm pipeline %s loaded", warm.name)
+        slot.loading = None
         slot.ready.set()
 
     def _take_warm(

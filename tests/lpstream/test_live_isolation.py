@@ -3,8 +3,10 @@ transcodes beside it; warm pipelines start sessions sooner; ``--gpus`` picks the
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -241,3 +243,34 @@ def test_orch_info_carries_warm_pipelines_and_older_infos_read_as_none_warm() ->
     assert msgspec.msgpack.decode(body, type=OrchInfo).warm == ("faulty",)
     older = msgspec.msgpack.encode({"version": "0.9", "capacity": 2})  # no "warm" key
     assert msgspec.msgpack.decode(older, type=OrchInfo).warm == ()
+
+
+def test_stopping_the_worker_while_a_warm_pipeline_loads_stops_its_child_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker stops while a warm pipeline's child is still loading its model: the child
+    is stopped with it, and that is no failure to report."""
+    live = LiveSessions(
+        registry=faulty_registry(),
+        isolate=True,
+        warm=(WarmPipeline(name="faulty", params={"load_seconds": 5.0}),),
+    )
+    loader = threading.Thread(target=live.load_warm)
+    loader.start()
+    deadline = time.monotonic() + 30
+    while not (live._warm_slots and live._warm_slots[0].loading is not None):
+        assert time.monotonic() < deadline, "the warm pipeline never began to load"
+        time.sleep(0.01)
+    runner = live._warm_slots[0].loading
+    assert isinstance(runner, IsolatedRunner)
+    while runner.pid is None:
+        assert time.monotonic() < deadline, "no child was started"
+        time.sleep(0.01)
+    pid = runner.pid
+    started = time.monotonic()
+    live.close()
+    loader.join(timeout=10)
+    assert not loader.is_alive() and time.monotonic() - started < 5  # not the 5 s load
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
