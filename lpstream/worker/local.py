@@ -3,8 +3,10 @@ upload.
 
 The transcoder is blocking code. It runs on a worker thread (``trio.to_thread``) under a
 ``CapacityLimiter`` (``transcode_slots``, below), and reads the segment through
-``_TrickleReader``, a blocking file object whose ``read`` asks the trio thread for what more
-of the ``SegmentBuffer`` has arrived: decoding starts while the upload is still arriving. Outputs
+``TrickleReader`` (``lpstream.worker.bridge``), a blocking file object whose ``read`` asks
+the trio thread for what more of the ``SegmentBuffer`` has arrived: decoding starts while the
+upload is still arriving. A live job's output goes to its requester as it is encoded, through
+a ``RelayPump`` that sends in order without the encoder waiting for each send. Outputs
 are collected per rendition and handed back whole when the job is done, so a job that fails
 half-way can be retried elsewhere without a partial result having escaped.
 
@@ -28,7 +30,6 @@ zero-latency encode.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import time
@@ -43,6 +44,7 @@ from lpstream.jobs import JobOutput, Relay
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import Job, LiveUpdated, Rendition, RenditionInfo
+from lpstream.worker.bridge import RelayPump, TrickleReader
 from lpstream.worker.live import LiveSession, LiveSessions
 from workers import LadderTranscoder, RenditionOutput
 from workers.pipelines import InvalidParamsError, PipelineError
@@ -50,50 +52,6 @@ from workers.pipelines import InvalidParamsError, PipelineError
 __all__ = ["LocalWorker"]
 
 log = logging.getLogger("lpstream.worker")
-
-
-class _TrickleReader(io.RawIOBase):
-    """A blocking reader over a ``SegmentBuffer``, used from a worker thread. Each trip to the
-    trio thread brings everything that arrived since the last one (a segment comes in many
-    small chunks, and a busy trio thread makes every trip slow)."""
-
-    def __init__(self, source: SegmentBuffer, token: trio.lowlevel.TrioToken) -> None:
-        self._source = source
-        self._token = token
-        self._index = 0
-        self._pending = memoryview(b"")
-        self._eof = False
-        self._stopped = False
-        self._waiting: trio.CancelScope | None = None
-
-    def stop(self) -> None:
-        """Makes a blocked or later ``read`` see the end (called on the trio thread)."""
-        self._stopped = True
-        if self._waiting is not None:
-            self._waiting.cancel()
-
-    def readable(self) -> bool:
-        return True
-
-    async def _next(self) -> bytes:
-        if self._stopped:
-            return b""
-        with trio.CancelScope() as self._waiting:
-            data, self._index = await self._source.read_from(self._index)
-            return data
-        return b""  # stopped: the job was cancelled
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        while not self._pending and not self._eof:
-            chunk = trio.from_thread.run(self._next, trio_token=self._token)
-            if not chunk:
-                self._eof = True
-            self._pending = memoryview(chunk)
-        n = min(len(view), len(self._pending))
-        view[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
 
 
 @attrs.define
@@ -225,12 +183,13 @@ class LocalWorker:
         profiles = transcoder.profiles
         outputs: list[bytearray] = [bytearray() for _ in profiles]
         token = trio.lowlevel.current_trio_token()
-        reader = _TrickleReader(source, token)
+        reader = TrickleReader(source, token)
+        pump = None if relay is None else RelayPump(relay, token)
 
         def on_data(index: int, data: bytes) -> None:
             outputs[index] += data
-            if relay is not None:  # waits while the requester is slow: backpressure
-                trio.from_thread.run(relay.data, index, data, trio_token=token)
+            if pump is not None:  # waits while the requester is far behind: backpressure
+                pump.data(index, data)
 
         def on_start(renditions: list[tuple[str, int, int]]) -> None:
             if relay is not None:
@@ -252,8 +211,12 @@ class LocalWorker:
                 async with trio.open_nursery() as nursery:
                     # A blocked thread cannot be cancelled; ending its input makes it return.
                     nursery.start_soon(stop_reader_when_cancelled)
+                    if pump is not None:
+                        nursery.start_soon(pump.run)
                     limiter = self._limiter if session is None else self._live_limiter
                     results = await trio.to_thread.run_sync(work, limiter=limiter)
+                    if pump is not None:
+                        await pump.drain()
                     nursery.cancel_scope.cancel()
         except MediaError:
             raise
