@@ -94,12 +94,18 @@ def gpu_sessions(
             encode[NVENC_DEVICE] = local_sessions
     except LpstreamError:
         pass  # an encoder that cannot run here: the worker refuses its jobs, no GPU is used
-    pipelines: dict[str, int] = {}
-    for device, sessions in local.live.sessions_by_device().items():
+    live = local.live
+    devices = [g.device for g in live.gpus] if live.gpus else [live.device]
+    pipelines = {_gpu_name(d): 0 for d in devices if d.startswith("cuda")}  # each, even idle
+    for device, sessions in live.sessions_by_device().items():
         if device.startswith("cuda"):
-            gpu = device if ":" in device else f"{device}:0"
-            pipelines[gpu] = pipelines.get(gpu, 0) + sessions
+            pipelines[_gpu_name(device)] = pipelines.get(_gpu_name(device), 0) + sessions
     return encode, pipelines
+
+
+def _gpu_name(device: str) -> str:
+    """``cuda`` as ``cuda:0``: the series are named by device index."""
+    return device if ":" in device else f"{device}:0"
 
 
 @contextlib.contextmanager
