@@ -4,6 +4,8 @@ children stopped, for ``/api/status`` and the metrics."""
 
 from __future__ import annotations
 
+import attrs
+
 from lpstream.orchestrator.status import AiWorkerStatus, GpuStatus
 from lpstream.worker.live import LiveSessions
 
@@ -19,15 +21,7 @@ def ai_status(live: LiveSessions) -> AiWorkerStatus:
     return AiWorkerStatus(
         device=live.device,
         gpus=tuple(
-            GpuStatus(
-                index=gpu.index,
-                name=gpu.name,
-                memory_total=gpu.memory_total,
-                memory_free=gpu.memory_free,
-                nvenc=gpu.nvenc,
-                nvdec=gpu.nvdec,
-                sessions=on_device.get(gpu.device, 0),
-            )
+            GpuStatus(**attrs.asdict(gpu), sessions=on_device.get(gpu.device, 0))
             for gpu in live.gpus
         ),
         isolation=live.isolate,

@@ -15,6 +15,7 @@ from lpstream.orchestrator.hello_backoff import HelloBackoffStatistics
 from lpstream.orchestrator.uploads import UploadStatistics
 from lpstream.status_fields import OMIT_NONE
 from payments.pm import PixelPrice, Wei
+from workers.gpu import GpuInfo
 
 __all__ = [
     "AiWorkerStatus",
@@ -38,18 +39,9 @@ class WorkerStatus:
 
 
 @attrs.frozen(kw_only=True)
-class GpuStatus:
-    """One GPU of the in-process worker."""
+class GpuStatus(GpuInfo):
+    """One GPU of the in-process worker (``memory_free`` as it was at start), with its load."""
 
-    index: int
-    """CUDA device index (``cuda:N``)."""
-    name: str
-    memory_total: int
-    """Bytes."""
-    memory_free: int
-    """Bytes free when the worker started."""
-    nvenc: bool
-    nvdec: bool
     sessions: int
     """Live AI sessions whose pipeline runs on it now."""
 

@@ -185,6 +185,9 @@ async def stopped_session_events(url: str) -> list[dict[str, Any]]:
         with trio.fail_after(60):
             while not events or events[-1]["type"] != "stopped":
                 events.append(json.loads(await ws.get_message()))
+    # The node closes the socket after ``stopped``; when its close arrives as we leave,
+    # trio-websocket 0.12 returns from its close without closing the TCP stream.
+    await ws._stream.aclose()
     return events
 
 

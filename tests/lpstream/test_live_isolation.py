@@ -16,6 +16,7 @@ import trio
 
 from lpstream.config import Config
 from lpstream.errors import ConfigError, MediaError
+from lpstream.http.status import status_json
 from lpstream.media import DEFAULT_PROFILES
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.ai_status import ai_status
@@ -274,3 +275,23 @@ def test_stopping_the_worker_while_a_warm_pipeline_loads_stops_its_child_quietly
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_the_status_names_each_gpu_with_its_sessions() -> None:
+    gpus = tuple(
+        GpuInfo(index=i, name="NVIDIA H100", memory_total=80 << 30, memory_free=79 << 30,
+                nvenc=False, nvdec=True)
+        for i in (0, 1)
+    )  # fmt: skip
+    status = status_json(ai_status(LiveSessions(gpus=gpus, isolate=True)))
+    assert [g["index"] for g in status["gpus"]] == [0, 1]
+    assert status["gpus"][1] == {
+        "index": 1,
+        "name": "NVIDIA H100",
+        "memory_total": 80 << 30,
+        "memory_free": 79 << 30,
+        "nvenc": False,
+        "nvdec": True,
+        "sessions": 0,
+    }
+    assert status["isolation"] and status["sessions"] == 0 and status["child_failures"] == {}
