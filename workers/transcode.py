@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -68,6 +69,9 @@ Input ahead of real time (a buffered upload, a retry) waits for the stage instea
 frame is processed. Input in real time that the stage cannot keep up with makes decoding
 wait, falls behind, and from then on a frame that finds the queue full is dropped. Read at
 each ``transcode`` call (benchmarks set it to infinity to process every frame)."""
+
+_MAX_PROBE_WAIT = 1.0
+"""Seconds of waiting for the demuxer's probe bytes at most added to a live job's slack."""
 
 _encoder_options = encoder_options
 """The encoder options, under the name ``benchmarks/harness`` reads them by."""
@@ -150,8 +154,15 @@ class LadderTranscoder:
         """
         with _media_errors():
             options = _LIVE_PROBE_OPTIONS if self._stages else _PROBE_OPTIONS
+            opening = time.monotonic()
             container = av.open(_SourceReader(source), mode="r", format="mpegts", options=options)
-            return self._run(container, on_data, on_start, started=started)
+            # What arrived while the probe waited for its bytes is not late: it could not be
+            # decoded sooner. A job whose input was all in (it waited for a model) waits here
+            # for nothing, and its lateness still counts.
+            probe_wait = min(time.monotonic() - opening, _MAX_PROBE_WAIT)
+            return self._run(
+                container, on_data, on_start, started=started, slack=_LIVE_SLACK + probe_wait
+            )
 
     def transcode_path(self, path: Path, on_data: DataCallback) -> list[RenditionOutput]:
         """Transcodes a media file of any container FFmpeg reads (MP4, FLV, MPEG-TS, ...).
@@ -169,8 +180,10 @@ class LadderTranscoder:
         on_start: StartCallback | None = None,
         *,
         started: float | None = None,
+        slack: float | None = None,
     ) -> list[RenditionOutput]:
-        """Runs the ladder over an open input, which it closes."""
+        """Runs the ladder over an open input, which it closes; ``slack`` replaces
+        ``_LIVE_SLACK``."""
         try:
             run = LadderRun(
                 self._profiles,
@@ -179,7 +192,7 @@ class LadderTranscoder:
                 container,
                 self._stages,
                 started=started,
-                live_slack=_LIVE_SLACK,
+                live_slack=_LIVE_SLACK if slack is None else slack,
             )
             return run.run(on_data, on_start)
         finally:

@@ -511,3 +511,47 @@ def test_a_staged_rendition_gets_each_frame_as_soon_as_its_bytes_are_in(tmp_path
     audio_out = [pts for kind, pts in kinds_and_pts if kind == "audio"]
     assert video_pts == seen
     assert audio_out and set(audio_out) <= set(audio_in) and audio_out[0] == audio_in[0]
+
+
+@pytest.mark.slow
+def test_frames_that_arrived_while_the_probe_waited_are_not_late(tmp_path: Path) -> None:
+    """A live job's input arrives in real time; the demuxer decodes nothing until its probe
+    has 32 KiB, which at this bitrate is over half a second of frames. Those frames are not
+    late (they could not be decoded sooner): a stage faster than real time gets every one,
+    none is dropped."""
+    import time
+
+    from tests.mediatools import make_clip
+
+    clip = make_clip(tmp_path / "clip.ts", seconds=2, size="320x180", gop=60, fmt="mpegts")
+    data = clip.read_bytes()
+    assert len(data) > 64 * 1024  # the probe waits for a good part of the segment
+    seconds = 2.0
+    began = time.monotonic()
+
+    class RealTimeReader:
+        position = 0
+
+        def read(self, size: int = -1) -> bytes:
+            # The bytes arrive evenly over the clip's two seconds.
+            due = int(len(data) * min(1.0, (time.monotonic() - began) / seconds))
+            while due <= self.position < len(data):
+                time.sleep(0.005)
+                due = int(len(data) * min(1.0, (time.monotonic() - began) / seconds))
+            chunk = data[self.position : min(due, self.position + max(size, 1))]
+            self.position += len(chunk)
+            return chunk
+
+    class TwentyMilliseconds:
+        def push(self, frame: av.VideoFrame, /) -> list[av.VideoFrame]:
+            time.sleep(0.02)  # two thirds of a frame interval: faster than real time
+            return [frame]
+
+        def flush(self) -> list[av.VideoFrame]:
+            return []
+
+    profile = VideoProfile(name="ai", width=320, height=180, bitrate=300_000)
+    [result] = LadderTranscoder((profile,), stages={"ai": TwentyMilliseconds()}).transcode(
+        RealTimeReader(), lambda _, chunk: None, started=began
+    )
+    assert result.frames == 60 and result.dropped == 0, result
