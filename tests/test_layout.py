@@ -27,10 +27,7 @@ SANS_IO = [
         ROOT / "ingest" / "segmenter" / f"{m}.py"
         for m in ("segmenter", "timeline", "parts", "events")
     ],
-    *[
-        ROOT / "ingest" / "srt" / f"{m}.py"
-        for m in ("streamid", "tsdemux", "psi", "adts", "interleave")
-    ],
+    *[ROOT / "ingest" / "srt" / f"{m}.py" for m in ("streamid", "tsdemux", "adts", "interleave")],
     *[ROOT / "lpstream" / "storage" / f"{m}.py" for m in ("stored_hls", "recordings", "origin")],
     ROOT / "lpstream" / "gateway" / "live_failover.py",
     ROOT / "ingest" / "whip" / "sdp.py",

@@ -5,7 +5,7 @@ How this works:
 * Bytes are fed as they arrive, in any split; :class:`~lpstream.media.mpegts.PacketReader`
   cuts them into 188-byte packets (skipping bytes out of sync, which are counted).
 * The program comes from the PSI: the PAT (PID 0) names the first program's PMT PID, the PMT
-  lists its elementary streams (:mod:`.psi`). Sections are gathered over packets up to
+  lists its elementary streams (:mod:`lpstream.media.psi`). Sections are gathered over packets up to
   :data:`MAX_SECTION` bytes and taken only when their CRC holds, so stray bytes that look like
   packets cannot rewrite the program. The first H.264 stream (type 0x1B) is the video, the
   first AAC one (0x0F, ADTS) the audio; any other audio or video codec is refused with code
@@ -53,10 +53,10 @@ from lpstream.media.mpegts import (
     pes_packet_length,
     unit_start,
 )
+from lpstream.media.psi import mpeg_crc32, program_streams, refused_codec
 
 from .adts import AdtsReader
 from .interleave import Interleaver
-from .psi import mpeg_crc32, program_streams, refused_codec
 
 __all__ = [
     "MAX_AUDIO_PES",

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import attrs
 
+from lpstream.media.psi import program_streams
+
 __all__ = [
     "PACKET_SIZE",
     "PAT_PID",
@@ -127,13 +129,7 @@ def pmt_stream_pid(section: bytes, stream_type: int = STREAM_TYPE_H264) -> int |
     """The PID of the first stream of ``stream_type`` a PMT section names, or None."""
     if len(section) < 16 or section[0] != _PMT_TABLE_ID:
         return None
-    offset = 12 + (((section[10] & 0x0F) << 8) | section[11])  # after the program info
-    while offset + 5 <= len(section) - 4:
-        pid = ((section[offset + 1] & 0x1F) << 8) | section[offset + 2]
-        if section[offset] == stream_type:
-            return pid
-        offset += 5 + (((section[offset + 3] & 0x0F) << 8) | section[offset + 4])
-    return None
+    return next((pid for kind, pid, _ in program_streams(section) if kind == stream_type), None)
 
 
 def pes_packet_length(payload: Packet) -> int:

@@ -111,6 +111,6 @@ def test_every_prefix_of_a_stream_id_is_read_or_refused_never_a_crash(name: str,
 
 
 def test_the_sans_io_modules_do_no_io() -> None:
-    for module in ("streamid", "tsdemux", "psi", "adts", "interleave"):
+    for module in ("streamid", "tsdemux", "adts", "interleave"):
         used = {n.split(".")[0] for n in imported_modules(ROOT / "ingest" / "srt" / f"{module}.py")}
         assert not used & IO_MODULES, f"{module} imports {used & IO_MODULES}"
