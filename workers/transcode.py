@@ -56,11 +56,14 @@ __all__ = [
 _PROBE_OPTIONS = {"probesize": "32768", "analyzeduration": "0"}
 """Demuxer options: start after 32 KiB; stream parameters come from the data itself."""
 
-_LIVE_PROBE_OPTIONS = {**_PROBE_OPTIONS, "fflags": "+noparse+nofillin"}
+_LIVE_PROBE_OPTIONS = {**_PROBE_OPTIONS, "probesize": "8192", "fflags": "+noparse+nofillin"}
 """A live job's input has one access unit per PES with its length written, so each PES is
 taken as a packet when it ends. FFmpeg's H.264 parser would hold every frame until the next
 one starts (one frame interval, 33 ms at 30 fps); audio PES may then carry several ADTS
-frames in one packet, which pass through as they are."""
+frames in one packet, which pass through as they are. The probe stops at 8 KiB (FFmpeg
+still reads on until it has the picture's size): nothing is decoded before the probe ends,
+and 32 KiB is most of a second of a small stream (0.73 s at 320x180, 400 kb/s; 8 KiB:
+0.2 s); the audio's parameters come from its first ADTS header either way."""
 
 _LIVE_SLACK = 0.25
 """Seconds a staged rendition's input may fall behind real time before frames are dropped.

@@ -555,3 +555,50 @@ def test_frames_that_arrived_while_the_probe_waited_are_not_late(tmp_path: Path)
         RealTimeReader(), lambda _, chunk: None, started=began
     )
     assert result.frames == 60 and result.dropped == 0, result
+
+
+def run_live_job_in_ts_packets(data: bytes) -> tuple[int, bytes]:
+    """Runs ``data`` as a live job read seven TS packets at a time: how much had been read
+    when the first frame reached the stage, and the output."""
+    position = 0
+    read_at_first_frame: list[int] = []
+
+    class TsPacketsReader:
+        def read(self, size: int = -1) -> bytes:
+            nonlocal position
+            chunk = data[position : position + min(size, 7 * 188)]
+            position += len(chunk)
+            return chunk
+
+    class FirstFrame:
+        def push(self, frame: av.VideoFrame, /) -> list[av.VideoFrame]:
+            if not read_at_first_frame:
+                read_at_first_frame.append(position)
+            return [frame]
+
+        def flush(self) -> list[av.VideoFrame]:
+            return []
+
+    profile = VideoProfile(name="ai", width=320, height=180, bitrate=300_000)
+    out = bytearray()
+    [result] = LadderTranscoder((profile,), stages={"ai": FirstFrame()}).transcode(
+        TsPacketsReader(), lambda _, chunk: out.extend(chunk)
+    )
+    assert result.frames == 60
+    return read_at_first_frame[0], bytes(out)
+
+
+def test_a_live_job_decodes_its_first_frame_after_a_short_probe(tmp_path: Path) -> None:
+    """The demuxer decodes nothing until its probe ends: for a live job that is 8 KiB (and
+    on until FFmpeg has the picture's size), not the 32 KiB that are most of a second of a
+    small stream. With sound, the audio still comes through whole."""
+    from tests.mediatools import make_clip
+
+    silent = make_clip(tmp_path / "silent.ts", seconds=2, size="320x180", audio=False, fmt="mpegts")
+    read, _ = run_live_job_in_ts_packets(silent.read_bytes())
+    assert read < 16 * 1024, read  # with 32 KiB: 38 KiB
+    # (ffmpeg's muxer holds its first audio back, and the ladder waits for it: no timing here)
+    sound = make_clip(tmp_path / "sound.ts", seconds=2, size="320x180", fmt="mpegts")
+    _, out = run_live_job_in_ts_packets(sound.read_bytes())
+    with av.open(io.BytesIO(out), mode="r", format="mpegts") as output:
+        assert sum(1 for _ in output.decode(audio=0)) > 80
