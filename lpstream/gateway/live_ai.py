@@ -80,6 +80,10 @@ EVENT_QUEUE = 64
 OPEN_TIMEOUT = 10.0
 """Seconds a swap has to open the session on the next orchestrator (dial included)."""
 
+CREDIT_TIMEOUT = 10.0
+"""Seconds an orchestrator has to acknowledge a session's first payment (its ``paid``
+event); jobs go only after it."""
+
 
 @attrs.define(eq=False)
 class LiveAiSession:
@@ -470,9 +474,14 @@ class LiveAiSession:
                 nursery.cancel_scope.cancel()
 
             async def ready_when_credited() -> None:
-                await control.credited.wait()
-                control.ready = True
-                self._ready.set()
+                with trio.move_on_after(CREDIT_TIMEOUT):
+                    await control.credited.wait()
+                    control.ready = True
+                    self._ready.set()
+                    return
+                # An orchestrator that never credits our payment never gets a job: move on.
+                self._stall = f"the payment was not acknowledged in {CREDIT_TIMEOUT:g} s"
+                nursery.cancel_scope.cancel()
 
             nursery.start_soon(ready_when_credited)
             nursery.start_soon(close_when_leaving)

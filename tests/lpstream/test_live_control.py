@@ -8,10 +8,14 @@ from fractions import Fraction
 from typing import Any, cast
 
 import attrs
+import pytest
 import trio
 import trio.testing
 
+from lpstream.errors import BusyError
+from lpstream.gateway import live_ai
 from lpstream.gateway.live_control import LiveControl
+from lpstream.media import VideoProfile
 from lpstream.wire import LiveEvent, LiveOpen, LivePayment, Message, MessageStream
 
 PRICE = 3 * 10**12
@@ -133,3 +137,67 @@ async def test_jobs_wait_until_the_orchestrator_says_it_credited_the_first_payme
     await free.open("noop")
     await free.pay()
     assert free.credited.is_set()
+
+
+class SilentPool(Ledger):
+    """One orchestrator that takes the session's control stream and payment and never says
+    it credited it; no other orchestrator to move to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate.set()
+        self.theirs: list[trio.abc.HalfCloseableStream] = []
+
+        class Placement:
+            class connections:
+                orchestrators: list[object] = []
+
+                @staticmethod
+                def find(key: str) -> object:
+                    raise BusyError(f"{key} left the pool")
+
+            @staticmethod
+            def pick(session: str, pipeline: str) -> object:
+                raise BusyError("no orchestrator offers it")
+
+            @staticmethod
+            def failed(orchestrator: object, session: str) -> None:
+                pass
+
+        self.placement = Placement()
+
+    async def open_live_control(self, session: str, pipeline: str) -> tuple[str, Any]:
+        ours, theirs = trio.testing.memory_stream_pair()
+        self.theirs.append(theirs)
+        return "127.0.0.1:1", ours
+
+
+async def test_an_orchestrator_that_never_credits_the_payment_gets_no_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Jobs wait for the orchestrator's ``paid`` event; one that never sends it is left
+    (here with nowhere to go: the session stops, saying why)."""
+    monkeypatch.setattr(live_ai, "CREDIT_TIMEOUT", 0.5)
+    pool = SilentPool()
+    session = live_ai.LiveAiSession(
+        stream="cam",
+        session="s-ai",
+        pipeline="noop",
+        params={},
+        profile=VideoProfile(name="ai", width=64, height=64, bitrate=100_000),
+        pool=cast(Any, pool),
+        paid=True,
+    )
+    async with session.subscribe() as events:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(session.run)
+                await trio.sleep(0.2)
+                assert not session.ready  # opened and paid, not credited: no job goes
+                got = [await events.receive()]
+                while got[-1]["type"] != "stopped":
+                    got.append(await events.receive())
+    errors = " ".join(e.get("message", "") for e in got if e["type"] == "error")
+    assert "the payment was not acknowledged in 0.5 s" in errors, got
+    assert not session.ready and not session.running
+    assert pool.credit == PRICE * 10  # it was paid ahead once
