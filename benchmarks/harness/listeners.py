@@ -23,7 +23,7 @@ _PROC_FILES = {
     "rtmp": ("/proc/net/tcp", "/proc/net/tcp6"),
     "srt": ("/proc/net/udp", "/proc/net/udp6"),
 }
-_TCP_LISTEN = "0A"
+_TCP_LISTEN, _TCP_ESTABLISHED = "0A", "01"
 
 
 def free_port(kind: str = "tcp") -> int:
@@ -45,7 +45,10 @@ def srt_listener_supported() -> bool:
 
 
 def _bound(kind: str, port: int) -> bool:
-    """Whether a socket of ``kind`` (rtmp: a TCP listener, srt: UDP) is bound to ``port``."""
+    """Whether a socket of ``kind`` (rtmp: a TCP listener, srt: UDP) is bound to ``port``.
+    For RTMP, a connection ffmpeg already accepted counts too: ``-listen 1`` closes its
+    listening socket at once, so a publisher that dials as soon as the port is open (a
+    forward reconnecting) leaves no LISTEN line to find."""
     hex_port = f":{port:04X}"
     for path in _PROC_FILES[kind]:
         try:
@@ -55,7 +58,7 @@ def _bound(kind: str, port: int) -> bool:
         for line in lines:
             fields = line.split()
             on_port = len(fields) > 3 and fields[1].endswith(hex_port)
-            if on_port and (kind == "srt" or fields[3] == _TCP_LISTEN):
+            if on_port and (kind == "srt" or fields[3] in (_TCP_LISTEN, _TCP_ESTABLISHED)):
                 return True
     return False
 
@@ -96,13 +99,16 @@ class FfmpegListener:
         """Returns once ffmpeg's socket is bound.
 
         Raises:
-            RuntimeError: ffmpeg exited or did not bind in time (its log says why).
+            RuntimeError: ffmpeg exited or did not bind in time (its log says why); it is
+                stopped then, its log closed.
         """
         deadline = time.monotonic() + timeout
         while not _bound(self.kind, self.port):
             if self.proc.poll() is not None:
+                self.kill()
                 raise RuntimeError(f"ffmpeg exited ({self.proc.returncode}): {self.log()}")
             if time.monotonic() > deadline:
+                self.kill()
                 raise RuntimeError(f"ffmpeg did not listen on {self.port} in {timeout} s")
             time.sleep(0.05)
 
