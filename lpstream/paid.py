@@ -230,9 +230,17 @@ async def _track_facts(
     gateway = economy.sender.address
     orchestrator = economy.receiver.address
     started = False
+    call = economy.watch.call
     while True:
-        info = await economy.watch.call(economy.gateway_client.sender_info, gateway)
-        fees = await economy.watch.call(economy.orchestrator_client.pending_fees, orchestrator)
+        # A redemption moves money from the deposit to the fees in one transaction: fees that
+        # did not change across the deposit's read make a pair from the same state.
+        fees = await call(economy.orchestrator_client.pending_fees, orchestrator)
+        for _ in range(5):
+            info = await call(economy.gateway_client.sender_info, gateway)
+            fees_after = await call(economy.orchestrator_client.pending_fees, orchestrator)
+            if fees_after == fees:
+                break
+            fees = fees_after
         snapshot = economy.watch.snapshot
         economy.facts = ChainFacts(
             block=snapshot.latest_block if snapshot else None,
