@@ -39,6 +39,10 @@ class Reply:
     headers: dict[str, str]
     body: bytes
 
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
 
 async def loopback_request(
     port: int,

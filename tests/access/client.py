@@ -3,25 +3,12 @@ answer; and an ASGI call that makes a request look like it came from another mac
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
-import trio
+from tests.asgi import Reply, loopback_request
 
 __all__ = ["Reply", "asgi_call", "call"]
-
-
-@attrs.frozen
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode(errors="replace")
 
 
 async def call(
@@ -33,21 +20,7 @@ async def call(
     body: bytes | None = None,
 ) -> Reply:
     """``method path`` on ``127.0.0.1:port`` (in a thread: the server runs in this loop)."""
-
-    def run() -> Reply:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-        try:
-            conn.request(method, path, body=body, headers=dict(headers or {}))
-            response = conn.getresponse()
-            return Reply(
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                response.read(),
-            )
-        finally:
-            conn.close()
-
-    return await trio.to_thread.run_sync(run)
+    return await loopback_request(port, method, path, body, dict(headers or {}))
 
 
 async def asgi_call(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,17 +16,10 @@ from lpstream.metrics import Metrics
 from lpstream.playback.hls import RenditionInfo
 from lpstream.playback.live import LivePlayback
 from lpstream.playback.llhls import LowLatencyStream, Refused
-from tests.asgi import serve_on_loopback
+from tests.asgi import Reply, loopback_request, serve_on_loopback
 
 PART = 0.25
 """Eight parts make a 2 s segment."""
-
-
-@attrs.frozen
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 @attrs.define
@@ -44,20 +36,7 @@ class Server:
     live: LivePlayback
 
     async def get(self, path: str) -> Reply:
-        def call() -> Reply:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
-            try:
-                conn.request("GET", path)
-                response = conn.getresponse()
-                return Reply(
-                    response.status,
-                    {k.lower(): v for k, v in response.getheaders()},
-                    response.read(),
-                )
-            finally:
-                conn.close()
-
-        return await trio.to_thread.run_sync(call)
+        return await loopback_request(self.port, "GET", path)
 
     async def get_while_blocked(self, path: str, then: Any) -> Reply:
         """GETs ``path``, checks that the server holds it, runs ``then()``, returns the reply."""
