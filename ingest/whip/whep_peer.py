@@ -42,7 +42,7 @@ import collections
 import fractions
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import attrs
 import av
@@ -86,17 +86,39 @@ class ViewerSilent:
 
 WhepPeerItem = ConnectionStateChanged | KeyframeRequested | ViewerSilent
 
+Item = TypeVar("Item")
 
-class _PacketTrack(MediaStreamTrack):
+
+class _QueuedTrack(MediaStreamTrack, Generic[Item]):
+    """A track fed encoded packets through a queue: ``recv()`` waits for the next one (aiortc's
+    sender calls it), ``stop()`` wakes a waiting ``recv()`` to end it."""
+
+    def __init__(self, max_queued: int) -> None:
+        super().__init__()
+        self._queue: collections.deque[Item] = collections.deque()
+        self._ready = asyncio.Event()
+        self._max_queued = max_queued
+
+    async def _next(self) -> Item:
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+class _PacketTrack(_QueuedTrack[tuple[bytes, int, bool, float]]):
     """A video track whose ``recv()`` returns encoded H.264 (``av.Packet``), never frames."""
 
     kind = "video"
 
     def __init__(self, max_queued: int) -> None:
-        super().__init__()
-        self._queue: collections.deque[tuple[bytes, int, bool, float]] = collections.deque()
-        self._ready = asyncio.Event()
-        self._max_queued = max_queued
+        super().__init__(max_queued)
         self._waiting_for_keyframe = False
         self.dropped = 0
         self.first_sent: float | None = None
@@ -120,12 +142,7 @@ class _PacketTrack(MediaStreamTrack):
         self._ready.set()
 
     async def recv(self) -> av.Packet[Any]:
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        data, timestamp_ms, _, put_at = self._queue.popleft()
+        data, timestamp_ms, _, put_at = await self._next()
         now = asyncio.get_running_loop().time()
         self.waits.append(now - put_at)
         if self.first_sent is None:
@@ -136,21 +153,14 @@ class _PacketTrack(MediaStreamTrack):
         packet.time_base = MILLISECONDS
         return packet
 
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
 
-
-class _OpusTrack(MediaStreamTrack):
+class _OpusTrack(_QueuedTrack[tuple[bytes, int]]):
     """An audio track whose ``recv()`` returns encoded Opus (``av.Packet``), never frames."""
 
     kind = "audio"
 
     def __init__(self, max_queued: int) -> None:
-        super().__init__()
-        self._queue: collections.deque[tuple[bytes, int]] = collections.deque()
-        self._ready = asyncio.Event()
-        self._max_queued = max_queued
+        super().__init__(max_queued)
         self.dropped = 0
 
     def put(self, data: bytes, timestamp: int) -> None:
@@ -161,20 +171,11 @@ class _OpusTrack(MediaStreamTrack):
         self._ready.set()
 
     async def recv(self) -> av.Packet[Any]:
-        while not self._queue:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        data, timestamp = self._queue.popleft()
+        data, timestamp = await self._next()
         packet = av.Packet(data)
         packet.pts = timestamp
         packet.time_base = OPUS_TICKS
         return packet
-
-    def stop(self) -> None:
-        super().stop()
-        self._ready.set()
 
 
 def _preferences(kind: str, mime_types: tuple[str, ...]) -> list[Any]:
