@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from av.video.frame import VideoFrame
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from workers.frames import planes_as_arrays, planes_as_tensors, rgb_to_yuv420, yuv420_to_rgb
@@ -278,6 +278,7 @@ def test_sides_that_are_not_multiples_of_8_come_back_the_same_size(
 
 
 @given(steps=st.integers(1, 50), strength=st.floats(0.001, 1.0))
+@example(steps=21, strength=0.35)  # 21 / 0.35 is a hair over 60: 60 is the shortest
 def test_inference_steps_is_the_shortest_schedule_running_the_asked_steps(
     steps: int, strength: float
 ) -> None:

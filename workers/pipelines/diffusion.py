@@ -94,6 +94,8 @@ def inference_steps(steps: int, strength: float) -> int:
     count = max(steps, math.ceil(steps / strength))
     while int(count * strength) < steps:  # float rounding: 3 / 0.3 * 0.3 < 3
         count += 1
+    while count > steps and int((count - 1) * strength) >= steps:  # 21 / 0.35 > 60
+        count -= 1
     return count
 
 
