@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import av
+import numpy as np
 
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
 
@@ -52,14 +55,94 @@ def make_clip(
     return path
 
 
+_CODEC_NAMES = {"libdav1d": "av1"}
+"""Decoder names PyAV reports, as the codec names of our ``CodecConfig``."""
+
+ENHANCED_ENCODERS = {"hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}
+"""The PyAV encoder for each codec an Enhanced RTMP (FourCC) FLV carries."""
+ENCODER_OPTIONS = {
+    "libx265": {"preset": "ultrafast", "x265-params": "log-level=error:open-gop=0"},
+    "libsvtav1": {"preset": "12", "svtav1-params": "keyint=60"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+}
+
+
+SAMPLE_RATE = 44_100
+"""The sound's rate in the clips written here (FFmpeg's AAC frames: 1024 samples)."""
+
+
+def write_enhanced(
+    out: av.container.OutputContainer,
+    codec: str,
+    *,
+    seconds: float,
+    size: tuple[int, int],
+    rate: int = 30,
+    gop: int = 60,
+    audio: bool = True,
+    paced: bool = False,
+) -> None:
+    """Encodes ``seconds`` of a moving gradient in ``codec`` (hevc, av1 or vp9), with a
+    440 Hz AAC tone when ``audio``, into ``out``; ``paced`` holds each frame to real time
+    (a live publisher)."""
+    encoder = ENHANCED_ENCODERS[codec]
+    width, height = size
+    video = cast(
+        av.VideoStream, out.add_stream(encoder, rate=rate, options=ENCODER_OPTIONS[encoder])
+    )
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.codec_context.gop_size = gop
+    sound = out.add_stream("aac", rate=SAMPLE_RATE) if audio else None
+    ramp = np.add.outer(np.arange(height), np.arange(width)).astype(np.int64)
+    tone = np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    samples = 0
+    start = time.monotonic()
+    for i in range(int(seconds * rate)):
+        picture = np.stack([ramp + i * 3, ramp * 2 - i, np.full_like(ramp, i * 5)], axis=-1)
+        frame = av.VideoFrame.from_ndarray((picture % 256).astype(np.uint8), format="rgb24")
+        frame.pts = i
+        out.mux(video.encode(frame))
+        while sound is not None and samples < (i + 1) * SAMPLE_RATE / rate:
+            at = samples % SAMPLE_RATE
+            chunk = np.resize(tone[at : at + 1024], 1024)[None, :]
+            sound_frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            sound_frame.sample_rate, sound_frame.pts = SAMPLE_RATE, samples
+            out.mux(sound.encode(sound_frame))
+            samples += 1024
+        ahead = start + (i + 1) / rate - time.monotonic()
+        if paced and ahead > 0:
+            time.sleep(ahead)
+    out.mux(video.encode(None))
+    if sound is not None:
+        out.mux(sound.encode(None))
+
+
+def make_enhanced_clip(
+    path: Path,
+    codec: str,
+    *,
+    seconds: float = 4.0,
+    size: tuple[int, int] = (320, 240),
+    rate: int = 30,
+    gop: int = 60,
+    audio: bool = True,
+) -> Path:
+    """Writes a clip of ``codec`` (:func:`write_enhanced`) into an FLV file the way PyAV's
+    FFmpeg writes Enhanced RTMP, or into the container ``path``'s suffix names."""
+    with av.open(str(path), "w", format="flv" if path.suffix == ".flv" else None) as out:
+        write_enhanced(out, codec, seconds=seconds, size=size, rate=rate, gop=gop, audio=audio)
+    return path
+
+
 def flv_events(path: Path) -> Iterator[MediaEvent]:
     """Reads an FLV file as the RTMP ingest would deliver it: configs, then packets in order."""
     with av.open(str(path)) as container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
         if video is not None:
+            codec = _CODEC_NAMES.get(video.codec_context.name, video.codec_context.name)
             yield CodecConfig(
-                kind=TrackKind.VIDEO, codec="h264", data=bytes(video.codec_context.extradata or b"")
+                kind=TrackKind.VIDEO, codec=codec, data=bytes(video.codec_context.extradata or b"")
             )
         if audio is not None:
             yield CodecConfig(

@@ -10,10 +10,15 @@ How this works:
 * Each packet is written out as soon as it is muxed, and each video PES says its length, so a
   reader downstream (a worker decoding while the segment uploads, an LL-HLS part) can take a
   frame as soon as it is in.
-* Video goes through FFmpeg's AVCC to Annex B filter here rather than the one the MPEG-TS
-  muxer would add by itself: the muxer adds its own only if a segment's first packet looks
-  like AVCC, and then passes every later packet on unconverted, so one damaged first packet
-  would make the whole segment unplayable. Here the filter refuses a packet whose NAL lengths
+* H.264 and HEVC are the video codecs MPEG-TS carries (VP8, VP9 and AV1 it does not; a stream
+  of those is refused by the segmenter with the reason). Their templates are FLV tags: the
+  legacy AVC sequence header for H.264, the Enhanced RTMP ``hvc1`` sequence start for HEVC
+  (FFmpeg reads both).
+* Video goes through FFmpeg's length-prefixed to Annex B filter (``h264_mp4toannexb``,
+  ``hevc_mp4toannexb``) here rather than the one the MPEG-TS muxer would add by itself: the
+  muxer adds its own only if a segment's first packet looks length-prefixed, and then passes
+  every later packet on unconverted, so one damaged first packet would make the whole segment
+  unplayable. Here the filter refuses a packet whose NAL lengths
   do not add up, and only that packet is lost (:class:`PacketRefused`).
 * FFmpeg's errors are translated here and nowhere else: a configuration or a muxer that cannot
   be used is a ``MediaError``; a packet or a trailer it refuses is :class:`PacketRefused`.
@@ -32,12 +37,26 @@ import av
 from lpstream.errors import MediaError
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
 
-__all__ = ["CodecTemplates", "PacketRefused", "SegmentMuxer", "usable_templates"]
+__all__ = [
+    "SEGMENT_VIDEO_CODECS",
+    "CodecTemplates",
+    "PacketRefused",
+    "SegmentMuxer",
+    "usable_templates",
+]
 
 _MS = Fraction(1, 1000)
 _MUX_OPTIONS = {"omit_video_pes_length": "0", "flush_packets": "1"}
 """Write each packet out at once (not when a 32 KiB buffer fills: 130 ms of 720p), and give
 each video PES its length."""
+
+_ENHANCED_FOURCC = {"hevc": b"hvc1"}
+"""Video codecs whose FLV template is an Enhanced RTMP tag, by their FourCC."""
+_ANNEXB_FILTERS = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
+SEGMENT_VIDEO_CODECS = frozenset(_ANNEXB_FILTERS)
+"""The video codecs (FFmpeg names) a segment carries: those MPEG-TS takes."""
+_KEYFRAME_SEQUENCE_START = 0x90
+"""An Enhanced RTMP video tag's first byte: IsExHeader, a keyframe, PacketType SequenceStart."""
 
 
 class PacketRefused(Exception):
@@ -48,6 +67,8 @@ class PacketRefused(Exception):
 class CodecTemplates:
     """PyAV input streams describing the stream's codecs, for ``add_stream_from_template``."""
 
+    video_codec: str
+    """FFmpeg's name of the video codec (one of :data:`SEGMENT_VIDEO_CODECS`)."""
     video: Any
     audio: Any
     """None for a stream without audio configuration."""
@@ -55,17 +76,22 @@ class CodecTemplates:
 
 def usable_templates(video: CodecConfig, audio: CodecConfig | None) -> CodecTemplates:
     """Templates for the codec configurations, checked the way they will be used: FFmpeg's
-    AVCC to Annex B filter must accept the H.264 configuration (else it would refuse every
-    packet).
+    length-prefixed to Annex B filter must accept the video configuration (else it would
+    refuse every packet).
 
     Raises:
-        MediaError: a configuration cannot be read or used.
+        MediaError: a configuration cannot be read or used, or its codec cannot be segmented.
     """
+    if video.codec not in SEGMENT_VIDEO_CODECS:
+        raise MediaError(
+            f"unsupported video codec {video.codec!r}: segments carry "
+            + ", ".join(sorted(SEGMENT_VIDEO_CODECS))
+        )
     templates = _template_streams(video, audio)
     try:
-        av.BitStreamFilterContext("h264_mp4toannexb", in_stream=templates.video)
+        av.BitStreamFilterContext(_ANNEXB_FILTERS[video.codec], in_stream=templates.video)
     except av.FFmpegError as exc:
-        raise MediaError(f"the H.264 configuration record cannot be used: {exc}") from exc
+        raise MediaError(f"the {video.codec} configuration record cannot be used: {exc}") from exc
     return templates
 
 
@@ -78,7 +104,11 @@ def _flv_tag(tag_type: int, payload: bytes) -> bytes:
 def _template_streams(video: CodecConfig, audio: CodecConfig | None) -> CodecTemplates:
     flags = 0x05 if audio is not None else 0x01
     flv = b"FLV\x01" + bytes([flags]) + b"\x00\x00\x00\x09\x00\x00\x00\x00"
-    flv += _flv_tag(9, b"\x17\x00\x00\x00\x00" + video.data)
+    fourcc = _ENHANCED_FOURCC.get(video.codec)
+    if fourcc is None:
+        flv += _flv_tag(9, b"\x17\x00\x00\x00\x00" + video.data)
+    else:
+        flv += _flv_tag(9, bytes([_KEYFRAME_SEQUENCE_START]) + fourcc + video.data)
     if audio is not None:
         flv += _flv_tag(8, b"\xaf\x00" + audio.data)
     try:
@@ -89,9 +119,9 @@ def _template_streams(video: CodecConfig, audio: CodecConfig | None) -> CodecTem
         raise MediaError(f"codec configuration is not usable: {exc}") from exc
     v = container.streams.video[0] if container.streams.video else None
     a = container.streams.audio[0] if (audio is not None and container.streams.audio) else None
-    if v is None:
-        raise MediaError("the H.264 configuration record could not be read")
-    return CodecTemplates(video=v, audio=a)
+    if v is None or v.codec_context.name != video.codec:
+        raise MediaError(f"the {video.codec} configuration record could not be read")
+    return CodecTemplates(video_codec=video.codec, video=v, audio=a)
 
 
 class _Sink(io.RawIOBase):
@@ -124,7 +154,7 @@ class SegmentMuxer:
                 _Sink(on_write), mode="w", format="mpegts", container_options=_MUX_OPTIONS
             )
             self._annexb: Any = av.BitStreamFilterContext(
-                "h264_mp4toannexb", in_stream=templates.video
+                _ANNEXB_FILTERS[templates.video_codec], in_stream=templates.video
             )
             self._video: Any = self._container.add_stream_from_template(templates.video)
             self._audio: Any = None

@@ -58,7 +58,13 @@ from .events import (
 )
 from .notices import Notices, log
 from .parts import SegmentParts
-from .remux import CodecTemplates, PacketRefused, SegmentMuxer, usable_templates
+from .remux import (
+    SEGMENT_VIDEO_CODECS,
+    CodecTemplates,
+    PacketRefused,
+    SegmentMuxer,
+    usable_templates,
+)
 from .timeline import MAX_TIMESTAMP_JUMP, Timeline
 
 __all__ = [
@@ -190,8 +196,11 @@ class Segmenter:
         video: CodecConfig | None
         audio: CodecConfig | None
         if config.kind is TrackKind.VIDEO:
-            if config.codec != "h264":
-                raise MediaError(f"unsupported video codec {config.codec!r}")
+            if config.codec not in SEGMENT_VIDEO_CODECS:
+                raise MediaError(
+                    f"unsupported video codec {config.codec!r}: segments carry "
+                    + ", ".join(sorted(SEGMENT_VIDEO_CODECS))
+                )
             if config == self._video_config:
                 return
             video, audio = config, self._audio_config

@@ -41,7 +41,7 @@ from lpstream.media import (
     TrackKind,
     segment_size_limit,
 )
-from lpstream.media.h264 import avc_info_from_config
+from lpstream.media.video import video_info_from_config
 
 __all__ = [
     "DEFAULT_MAX_INGEST_BITRATE",
@@ -129,13 +129,13 @@ class IngestMeter:
                 self._spend(len(event.data), now)
 
     def _check_picture(self, config: CodecConfig) -> None:
-        if not self.limits.max_pixels or config.codec != "h264":
+        if not self.limits.max_pixels:
             return
         try:
-            info = avc_info_from_config(config.data)
-        except (ValueError, IndexError):
+            info = video_info_from_config(config)
+        except ValueError:
             return  # the segmenter refuses what it cannot read
-        if info.width * info.height > self.limits.max_pixels:
+        if info is not None and info.width * info.height > self.limits.max_pixels:
             raise RemoteProtocolError(
                 f"picture {info.width}x{info.height} is larger than this node takes "
                 f"({self.limits.max_pixels} pixels, --max-ingest-pixels)",

@@ -7,7 +7,7 @@ import attrs
 
 from lpstream.media import CodecConfig, MediaEvent, StreamMetadata, TrackKind, VideoProfile
 from lpstream.media import scaled_size as profile_size
-from lpstream.media.h264 import AvcInfo, avc_info_from_config
+from lpstream.media.video import VideoInfo, video_info_from_config
 from lpstream.playback.hls import RenditionInfo
 
 __all__ = ["AUDIO_BANDWIDTH", "SourceFormat"]
@@ -23,8 +23,9 @@ DEFAULT_VIDEO_CODEC = "avc1.640028"
 class SourceFormat:
     """The source as its configuration events describe it (``note`` takes every event)."""
 
-    video: AvcInfo | None = None
-    """The source's H.264 facts, once its decoder configuration came (and parsed)."""
+    video: VideoInfo | None = None
+    """The source's video facts (any codec), once its decoder configuration came (and
+    parsed)."""
     fps: float = 30.0
     """Frame rate from the publisher's metadata (30 if it gives none)."""
     _audio: CodecConfig | None = None
@@ -40,8 +41,8 @@ class SourceFormat:
                 self._audio = event
                 return
             try:
-                self.video = avc_info_from_config(event.data)
-            except (ValueError, IndexError):
+                self.video = video_info_from_config(event)
+            except ValueError:
                 self.video = None
 
     @property
@@ -55,7 +56,7 @@ class SourceFormat:
             return None
         return profile_size(self.video.width, self.video.height, profile)
 
-    def codecs(self, video: AvcInfo | None) -> str:
+    def codecs(self, video: VideoInfo | None) -> str:
         """The ``CODECS`` of a rendition with ``video`` (None: unknown yet) and our audio."""
         parts = [video.codecs if video else DEFAULT_VIDEO_CODEC]
         if self._audio is not None and self._audio.data:
@@ -68,7 +69,7 @@ class SourceFormat:
         return video_bitrate + (AUDIO_BANDWIDTH if self._audio is not None else 0)
 
     def rendition_info(
-        self, name: str, video: AvcInfo | None, size: tuple[int, int], bandwidth: int
+        self, name: str, video: VideoInfo | None, size: tuple[int, int], bandwidth: int
     ) -> RenditionInfo:
         """Master-playlist facts of rendition ``name``: its picture as ``video`` says (or
         ``size`` while that is unknown), its codecs, ``bandwidth`` bits per second."""

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 import attrs
 
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+from lpstream.media.bits import BitReader, unescape_rbsp
 
 __all__ = [
     "NAL_AUD",
@@ -230,43 +231,7 @@ class AvcInfo:
         return f"avc1.{self.profile_idc:02x}{self.constraint_flags:02x}{self.level_idc:02x}"
 
 
-class _Bits:
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    def bit(self) -> int:
-        byte = self._pos >> 3
-        if byte >= len(self._data):
-            raise ValueError("SPS ends early")
-        value = (self._data[byte] >> (7 - (self._pos & 7))) & 1
-        self._pos += 1
-        return value
-
-    def bits(self, n: int) -> int:
-        value = 0
-        for _ in range(n):
-            value = (value << 1) | self.bit()
-        return value
-
-    def ue(self) -> int:
-        zeros = 0
-        while self.bit() == 0:
-            zeros += 1
-            if zeros > 31:
-                raise ValueError("bad exp-Golomb code in SPS")
-        return (1 << zeros) - 1 + self.bits(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k & 1 else -(k // 2)
-
-
-def _unescape(nal: bytes) -> bytes:
-    return nal.replace(b"\x00\x00\x03", b"\x00\x00")
-
-
-def _skip_scaling_list(bits: _Bits, size: int) -> None:
+def _skip_scaling_list(bits: BitReader, size: int) -> None:
     last, nxt = 8, 8
     for _ in range(size):
         if nxt != 0:
@@ -282,11 +247,11 @@ def parse_sps(nal: bytes) -> AvcInfo:
     """
     if len(nal) < 4 or nal_type(nal) != NAL_SPS:
         raise ValueError("not an SPS NAL unit")
-    rbsp = _unescape(nal[1:])
+    rbsp = unescape_rbsp(nal[1:])
     if len(rbsp) < 3:
         raise ValueError("SPS ends early")
     profile_idc, constraints, level_idc = rbsp[0], rbsp[1], rbsp[2]
-    bits = _Bits(rbsp[3:])
+    bits = BitReader(rbsp[3:], "SPS")
     bits.ue()  # seq_parameter_set_id
     chroma_format_idc = 1
     if profile_idc in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):

@@ -12,7 +12,7 @@ ladder costs a lot, and the same budget holds both.
   times the frame rate times the pipeline's cost factor (``PipelineSpec.cost``: work per
   output pixel against encoding one; a pipeline no registry here knows counts 1).
 * Before a session's first job only the JOB and the first bytes of its upload are known:
-  the picture size is read from the first H.264 SPS in them (``upload_picture``; the
+  the picture size is read from the first H.264 or HEVC SPS in them (``upload_picture``; the
   profile's box if none is found) and the source rate is assumed to be ``ASSUMED_FPS``. When
   a job is done the session costs what its outputs measured (``measured_work``: pixels over
   duration, frames a live pipeline dropped included), so a 60 fps source counts double from
@@ -35,8 +35,8 @@ from typing import cast
 import attrs
 
 from lpstream.media import VideoProfile, scaled_size
-from lpstream.media.h264 import avc_info_from_annexb
 from lpstream.media.mpegts import joined_payloads
+from lpstream.media.video import video_info_from_annexb
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import Job, RenditionInfo
 from workers.pipelines import PipelineError, PipelineRegistry
@@ -137,7 +137,8 @@ def measured_work(outputs: Sequence[RenditionInfo]) -> float | None:
 
 
 async def upload_picture(source: SegmentBuffer, limit: int = PICTURE_PROBE) -> tuple[int, int]:
-    """The picture size of the MPEG-TS segment arriving in ``source``, from its first SPS:
+    """The picture size of the MPEG-TS segment arriving in ``source``, from its first H.264 or
+    HEVC SPS:
     waits for bytes until one is found, ``limit`` bytes came or the upload ended; ``(0, 0)``
     when none was found.
 
@@ -149,7 +150,7 @@ async def upload_picture(source: SegmentBuffer, limit: int = PICTURE_PROBE) -> t
     try:
         async for chunk in chunks:
             data += chunk
-            info = avc_info_from_annexb(joined_payloads(data, limit))
+            info = video_info_from_annexb(joined_payloads(data, limit))
             if info is not None:
                 return info.width, info.height
             if len(data) >= limit:

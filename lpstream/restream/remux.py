@@ -45,7 +45,8 @@ log = logging.getLogger("lpstream.restream")
 _TICK = Fraction(1, TICKS_PER_SECOND)
 _FLV_HEADER = 9 + 4
 """The FLV file header and the first PreviousTagSize."""
-_FLV_CODECS = {"video": ("h264",), "audio": ("aac", "mp3")}
+_FLV_CODECS = {"video": ("h264", "hevc"), "audio": ("aac", "mp3")}
+"""What an RTMP forward carries: HEVC as Enhanced RTMP (FFmpeg 8 writes it so)."""
 _MUXER_OPTIONS = {
     "flv": {"flush_packets": "1", "flvflags": "no_duration_filesize+no_sequence_end"},
     "mpegts": {"flush_packets": "1"},

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import av
 import pytest
 
 from ingest.segmenter import SegmentCompleted, SegmentData, Segmenter, SegmentStarted
 from lpstream.errors import MediaError
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
-from tests.mediatools import flv_events, make_clip, probe_streams
+from tests.mediatools import flv_events, make_clip, make_enhanced_clip, probe_streams
 
 
 def run_segmenter(
@@ -99,3 +100,33 @@ def test_packets_before_the_first_keyframe_are_dropped() -> None:
 def test_unsupported_codec_is_a_media_error() -> None:
     with pytest.raises(MediaError, match="unsupported video codec 'vp8'"):
         Segmenter().feed(CodecConfig(kind=TrackKind.VIDEO, codec="vp8", data=b""))
+
+
+def test_an_hevc_stream_is_cut_into_decodable_mpeg_ts(tmp_path: Path) -> None:
+    # x265's B-frames put the second keyframe's decode time 100 ms before its 2 s, and segments
+    # are measured on decode times: a 1.5 s target cuts there.
+    clip = make_enhanced_clip(tmp_path / "in.flv", "hevc", seconds=4, gop=60)
+    done, data = run_segmenter(clip, Segmenter(target_duration=1.5))
+    assert [d.seq for d in done] == [0, 1]
+    frames = 0
+    for d in done:
+        assert d.has_audio and not d.forced
+        path = tmp_path / f"{d.seq}.ts"
+        path.write_bytes(data[d.seq])
+        with av.open(str(path)) as container:
+            assert container.format.name == "mpegts"
+            assert container.streams.video[0].codec_context.name == "hevc"
+        video, _audio = probe_streams(path)
+        assert isinstance(video["frames"], int) and video["frames"] > 50
+        frames += video["frames"]
+        assert video["size"] == (320, 240)
+    assert frames == 120  # every frame decodes, in one segment or the other
+
+
+@pytest.mark.parametrize("codec", ["av1", "vp9"])
+def test_a_codec_mpeg_ts_cannot_carry_is_refused_with_the_reason(
+    tmp_path: Path, codec: str
+) -> None:
+    clip = make_enhanced_clip(tmp_path / "in.flv", codec, seconds=1, audio=False)
+    with pytest.raises(MediaError, match=f"unsupported video codec '{codec}'.*h264, hevc"):
+        run_segmenter(clip, Segmenter(target_duration=2.0))
