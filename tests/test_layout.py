@@ -16,7 +16,7 @@ SANS_IO = [
     *sorted((ROOT / "lpstream" / "media").glob("*.py")),
     *[
         ROOT / "ingest" / "rtmp" / f"{m}.py"
-        for m in ("protocol", "chunk", "amf0", "handshake", "events", "flv", "commands")
+        for m in ("protocol", "chunk", "amf0", "handshake", "events", "flv", "enhanced", "commands")
     ],
     ROOT / "lpstream" / "playback" / "hls.py",
     *[

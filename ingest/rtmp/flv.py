@@ -10,11 +10,13 @@ events it holds (none, one, or for an aggregate several), or raises
 - video: a 1-byte header (frame type << 4 | codec id), then for AVC (codec 7) a packet type,
   a 3-byte signed composition offset and the data. Packet type 0 is the sequence header
   (``AVCDecoderConfigurationRecord``), 1 a coded frame, 2 the end of the sequence. Video info
-  frames (frame type 5) carry no picture and are skipped. Enhanced RTMP (the high bit set:
-  a FourCC follows) and any codec but H.264 are refused with code 415.
+  frames (frame type 5) carry no picture and are skipped. Any other legacy codec is refused
+  with code 415. With the high bit set the body is Enhanced RTMP (a FourCC names the codec:
+  H.264, HEVC, AV1 or VP9), read by :mod:`.enhanced`.
 - audio: a 1-byte header (codec id << 4 | rate, size, channels), then for AAC (codec 10) a
-  packet type (0: ``AudioSpecificConfig``, 1: a raw frame) and the data. Any other codec
-  is refused with code 415.
+  packet type (0: ``AudioSpecificConfig``, 1: a raw frame) and the data. Any other codec,
+  Enhanced RTMP audio (sound format 9, a FourCC follows) among them, is refused with code
+  415.
 - data: ``onMetaData`` (possibly behind ``@setDataFrame``) becomes :class:`StreamMetadata`.
 - aggregate: FLV tags, each followed by a 4-byte back pointer; the tags' times are relative
   to the first tag's, which stands at the message's timestamp.
@@ -30,13 +32,16 @@ from lpstream.media import CodecConfig, MediaEvent, MediaPacket, StreamMetadata,
 from . import amf0
 from .amf0 import AmfValue
 from .chunk import MessageType
+from .enhanced import enhanced_audio_events, enhanced_video_events
 
 __all__ = ["aggregate_events", "audio_events", "metadata_events", "video_events"]
 
+_VIDEO_EX_HEADER = 0x80
 _VIDEO_CODEC_AVC = 7
 _VIDEO_FRAME_KEY = 1
 _VIDEO_FRAME_INFO = 5
 _AUDIO_CODEC_AAC = 10
+_AUDIO_EX_HEADER = 9
 _FLV_TAG_HEADER = 11
 
 _SEQUENCE_HEADER = 0
@@ -49,18 +54,16 @@ def video_events(timestamp: int, payload: bytes) -> list[MediaEvent]:
     if not payload:
         return []
     head = payload[0]
-    if head & 0x80:
-        fourcc = payload[1:5].decode("ascii", "replace")
-        raise RemoteProtocolError(
-            f"unsupported video codec {fourcc!r} (enhanced RTMP); only H.264 is accepted",
-            code=415,
-        )
+    if head & _VIDEO_EX_HEADER:
+        return enhanced_video_events(timestamp, payload)
     frame_type, codec = head >> 4, head & 0x0F
     if frame_type == _VIDEO_FRAME_INFO:
         return []
     if codec != _VIDEO_CODEC_AVC:
         raise RemoteProtocolError(
-            f"unsupported video codec id {codec}; only 7 (H.264) is accepted", code=415
+            f"unsupported video codec id {codec}; only 7 (H.264) is accepted (HEVC, AV1 and "
+            "VP9 come over enhanced RTMP)",
+            code=415,
         )
     if len(payload) < 5:
         raise RemoteProtocolError(f"AVC video message of {len(payload)} bytes (header is 5)")
@@ -83,6 +86,8 @@ def audio_events(timestamp: int, payload: bytes) -> list[MediaEvent]:
     if not payload:
         return []
     codec = payload[0] >> 4
+    if codec == _AUDIO_EX_HEADER:
+        return enhanced_audio_events(timestamp, payload)
     if codec != _AUDIO_CODEC_AAC:
         raise RemoteProtocolError(
             f"unsupported audio codec id {codec}; only 10 (AAC) is accepted", code=415

@@ -25,9 +25,10 @@ the caller answers, so media the client pipelined behind its ``publish`` only co
 ``accept_publish()`` (input keeps being buffered meanwhile, so a driver answers before it
 reads more). Audio, video and metadata are turned into :mod:`lpstream.media` values
 (:mod:`.flv`) while publishing and dropped unread in any other state (some clients send a
-last packet after ``FCUnpublish``). Only H.264 video and AAC audio are accepted; other codecs
-are a remote error with code 415. Commands are read and answered with :mod:`.commands`; the
-handshake is :mod:`.handshake`, the chunk stream :mod:`.chunk`.
+last packet after ``FCUnpublish``). H.264 video (and HEVC, AV1 and VP9 over Enhanced RTMP)
+and AAC audio are accepted; other codecs are a remote error with code 415. Commands are read
+and answered with :mod:`.commands`; the handshake is :mod:`.handshake`, the chunk stream
+:mod:`.chunk`.
 
 A remote error may leave an answer queued (``_error`` for an unknown app, ``onStatus`` for a
 bad stream name); the driver sends what :meth:`data_to_send` still holds, then closes.

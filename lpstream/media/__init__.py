@@ -94,9 +94,13 @@ class CodecConfig:
     kind: TrackKind
     """Which track this configures."""
     codec: str
-    """FFmpeg codec name: ``h264`` or ``aac``."""
+    """FFmpeg codec name: ``h264``, ``hevc``, ``av1`` or ``vp9`` for video, ``aac`` for audio."""
     data: bytes
-    """AVCDecoderConfigurationRecord for H.264, AudioSpecificConfig for AAC."""
+    """The configuration record as MP4 (and FLV) carries it: AVCDecoderConfigurationRecord
+    (``avcC``) for H.264, HEVCDecoderConfigurationRecord (``hvcC``) for HEVC,
+    AV1CodecConfigurationRecord (``av1C``: 4 bytes, then the sequence header OBU) for AV1,
+    VPCodecConfigurationRecord (``vpcC``, from its version and flags on) for VP9, and
+    AudioSpecificConfig for AAC."""
 
 
 @attrs.frozen(kw_only=True)
@@ -112,7 +116,10 @@ class MediaPacket:
     keyframe: bool
     """True for an IDR video frame; always True for audio."""
     data: bytes
-    """H.264 in AVCC form (4-byte length-prefixed NAL units) or a raw AAC frame."""
+    """The access unit as MP4 (and FLV) carries it: H.264 and HEVC as length-prefixed NAL
+    units (the configuration record gives the length size; FFmpeg and OBS write 4 bytes),
+    AV1 as one temporal unit of low-overhead OBUs (each with its size field), VP9 as the
+    frame (or superframe), AAC as a raw frame."""
 
 
 @attrs.frozen(kw_only=True)

@@ -832,7 +832,8 @@ def test_empty_media_messages_and_video_info_frames_are_ignored() -> None:
     ("body", "message", "code"),
     [
         (b"\x22\x01\x00\x00\x00xx", "unsupported video codec id 2; only 7 \\(H.264\\)", 415),
-        (b"\x9chvc1xxxx", "unsupported video codec 'hvc1' \\(enhanced RTMP\\)", 415),
+        (b"\x91xxxx\x00\x00\x00x", "unsupported video codec 'xxxx' \\(enhanced RTMP\\)", 415),
+        (b"\x9chvc1xxxx", "reserved enhanced RTMP video packet type 12", 400),
         (b"\x17\x01\x00", "AVC video message of 3 bytes", 400),
         (b"\x17\x07\x00\x00\x00xx", "unknown AVC packet type 7", 400),
         (b"\x17\x00\x00\x00\x00", "empty AVC sequence header", 400),
