@@ -11,8 +11,12 @@ per rendition. Runs alternate between the two; the medians and their ratio are p
 each output was encoded with (read back from the stream) and, for the start-up share, each
 side's start-up alone (the interpreter importing the CLI and the worker, ``ffmpeg -version``).
 
+With ``--source-codec hevc`` the generated clip is HEVC (libx265, as an Enhanced RTMP
+publisher sends it), so both sides pay for decoding HEVC: what an HEVC source costs a worker
+against an H.264 one, like for like with ffmpeg.
+
     python -m benchmarks.transcode_vs_ffmpeg [--input IN] [--seconds 10] [--runs 5]
-        [--encoder auto|x264|nvenc] [--profiles FILE]
+        [--encoder auto|x264|nvenc] [--profiles FILE] [--source-codec h264|hevc]
 """
 
 from __future__ import annotations
@@ -44,16 +48,21 @@ from benchmarks.harness.toolchain import (
 )
 from lpstream.media import DEFAULT_PROFILES, load_profiles
 
+_SOURCE_ENCODERS = {
+    "h264": ["-c:v", "libx264", "-preset", "veryfast"],
+    "hevc": ["-c:v", "libx265", "-preset", "veryfast", "-x265-params", "log-level=error"],
+}
 
-def make_input(path: Path, seconds: int) -> None:
-    """Writes a 720p30 H.264 + AAC MPEG-TS test clip with 2 s GOPs."""
+
+def make_input(path: Path, seconds: int, codec: str = "h264") -> None:
+    """Writes a 720p30 ``codec`` (h264 or hevc) + AAC MPEG-TS test clip with 2 s GOPs."""
     subprocess.run(
         [
             "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
             "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
             "-t", str(seconds),
-            "-c:v", "libx264", "-preset", "veryfast", "-b:v", "3M", "-g", "60",
+            *_SOURCE_ENCODERS[codec], "-b:v", "3M", "-g", "60",
             "-c:a", "aac", "-b:a", "128k",
             "-f", "mpegts", str(path),
         ],
@@ -84,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--encoder", choices=ENCODER_CHOICES, default="auto")
     parser.add_argument("--profiles", type=Path, help="profiles JSON (default ladder if unset)")
+    parser.add_argument(
+        "--source-codec",
+        choices=sorted(_SOURCE_ENCODERS),
+        default="h264",
+        help="video codec of the generated clip (default h264)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("ffmpeg") is None:
         print("ffmpeg is not on PATH", file=sys.stderr)
@@ -95,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp_dir = Path(tmp)
         src = args.input or tmp_dir / "input.ts"
         if args.input is None:
-            make_input(src, args.seconds)
+            make_input(src, args.seconds, args.source_codec)
         with av.open(str(src)) as probe:
             video = probe.streams.video[0]
             size = (video.codec_context.width, video.codec_context.height)
@@ -113,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         theirs = ladder_command(src, size, rate, tick, profiles, outputs, encoder)
 
-        print(f"input: {src} {size[0]}x{size[1]} {float(rate):g} fps")
+        print(f"input: {src} {video.codec_context.name} {size[0]}x{size[1]} {float(rate):g} fps")
         print_toolchains(encoder)
         print("lpstream:", shlex.join(ours))
         print("ffmpeg:  ", shlex.join(theirs))

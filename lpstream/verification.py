@@ -30,6 +30,7 @@ import av
 
 from lpstream.errors import LpstreamError, MediaError
 from lpstream.jobs import JobOutput
+from lpstream.media.segment_format import segment_format
 from lpstream.wire import Job
 from payments.pm import (
     InvalidSignatureError,
@@ -145,7 +146,7 @@ def count_pixels(data: bytes) -> tuple[int, int]:
     """
     frames = pixels = 0
     try:
-        with av.open(io.BytesIO(data), mode="r", format="mpegts") as container:
+        with av.open(io.BytesIO(data), mode="r", format=segment_format(data)) as container:
             if not container.streams.video:
                 return 0, 0
             stream = container.streams.video[0]

@@ -38,6 +38,7 @@ import av.error
 
 from lpstream.errors import MediaError
 from lpstream.media import VideoProfile
+from lpstream.media.segment_format import SNIFF_BYTES, segment_format
 from workers.gpu import choose_encoder
 from workers.ladder.decode import LadderRun, StartCallback
 from workers.ladder.encoding import encoder_options
@@ -139,7 +140,8 @@ class LadderTranscoder:
         *,
         started: float | None = None,
     ) -> list[RenditionOutput]:
-        """Transcodes one MPEG-TS stream read from ``source``; blocks until it ends.
+        """Transcodes one segment read from ``source`` (MPEG-TS, or fragmented MP4 for AV1 and
+        VP9, told apart by its first bytes); blocks until it ends.
 
         Args:
             source: blocking reader of MPEG-TS bytes; ``read()`` returns ``b""`` at the end.
@@ -156,9 +158,12 @@ class LadderTranscoder:
             MediaError: the input is empty or not decodable MPEG-TS video, or encoding failed.
         """
         with _media_errors():
-            options = _LIVE_PROBE_OPTIONS if self._stages else _PROBE_OPTIONS
             opening = time.monotonic()
-            container = av.open(_SourceReader(source), mode="r", format="mpegts", options=options)
+            reader = _SourceReader(source)
+            kind = segment_format(reader.peek(SNIFF_BYTES))
+            live = self._stages and kind == "mpegts"
+            options = _LIVE_PROBE_OPTIONS if live else _PROBE_OPTIONS
+            container = av.open(reader, mode="r", format=kind, options=options)
             # What arrived while the probe waited for its bytes is not late: it could not be
             # decoded sooner. A job whose input was all in (it waited for a model) waits here
             # for nothing, and its lateness still counts.
@@ -240,12 +245,27 @@ def _media_errors() -> Iterator[None]:
 
 
 class _SourceReader:
-    """Hands PyAV only ``read()``: the source is never seeked, so pipes behave like files."""
+    """Hands PyAV only ``read()``: the source is never seeked, so pipes behave like files.
+    Its first bytes can be looked at (``peek``) before PyAV reads them."""
 
-    __slots__ = ("_read",)
+    __slots__ = ("_head", "_read")
 
     def __init__(self, source: _Readable) -> None:
         self._read = source.read
+        self._head = b""
+
+    def peek(self, size: int) -> bytes:
+        """The first ``size`` bytes (fewer if the source ends first), still to be read."""
+        while len(self._head) < size:
+            more = self._read(size - len(self._head)) or b""
+            if not more:
+                break
+            self._head += more
+        return self._head
 
     def read(self, size: int = -1) -> bytes:
+        if self._head:
+            head = self._head if size < 0 else self._head[:size]
+            self._head = self._head[len(head) :]
+            return head
         return self._read(size) or b""

@@ -26,11 +26,14 @@ class SegmentStarted:
     discontinuity: bool = False
     """It follows a timestamp jump (the timeline was rebased): list it after
     EXT-X-DISCONTINUITY."""
+    segment_format: str = "mpegts"
+    """Its container, FFmpeg's name: ``mpegts`` (H.264, HEVC) or ``mp4`` (fragmented, for
+    AV1 and VP9, cut into no LL-HLS parts)."""
 
 
 @attrs.frozen(kw_only=True)
 class SegmentData:
-    """A piece of the open segment's MPEG-TS bytes."""
+    """A piece of the open segment's bytes (MPEG-TS or fragmented MP4)."""
 
     seq: int
     """The segment these bytes belong to."""

@@ -10,10 +10,10 @@ How this works:
 * Each packet is written out as soon as it is muxed, and each video PES says its length, so a
   reader downstream (a worker decoding while the segment uploads, an LL-HLS part) can take a
   frame as soon as it is in.
-* H.264 and HEVC are the video codecs MPEG-TS carries (VP8, VP9 and AV1 it does not; a stream
-  of those is refused by the segmenter with the reason). Their templates are FLV tags: the
-  legacy AVC sequence header for H.264, the Enhanced RTMP ``hvc1`` sequence start for HEVC
-  (FFmpeg reads both).
+* H.264 and HEVC segments are MPEG-TS, which carries them and which every HLS player takes.
+  Their templates are FLV tags: the legacy AVC sequence header for H.264, the Enhanced RTMP
+  ``hvc1`` sequence start for HEVC (FFmpeg reads both). AV1 and VP9, which MPEG-TS does not
+  carry, are fragmented MP4 (:mod:`.fmp4_mux`): the container HLS serves them in (CMAF).
 * Video goes through FFmpeg's length-prefixed to Annex B filter (``h264_mp4toannexb``,
   ``hevc_mp4toannexb``) here rather than the one the MPEG-TS muxer would add by itself: the
   muxer adds its own only if a segment's first packet looks length-prefixed, and then passes
@@ -36,12 +36,15 @@ import av
 
 from lpstream.errors import MediaError
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
+from lpstream.media.video import video_info_from_config
 
 __all__ = [
+    "SEGMENT_FORMATS",
     "SEGMENT_VIDEO_CODECS",
     "CodecTemplates",
     "PacketRefused",
     "SegmentMuxer",
+    "Sink",
     "usable_templates",
 ]
 
@@ -53,8 +56,10 @@ each video PES its length."""
 _ENHANCED_FOURCC = {"hevc": b"hvc1"}
 """Video codecs whose FLV template is an Enhanced RTMP tag, by their FourCC."""
 _ANNEXB_FILTERS = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
-SEGMENT_VIDEO_CODECS = frozenset(_ANNEXB_FILTERS)
-"""The video codecs (FFmpeg names) a segment carries: those MPEG-TS takes."""
+SEGMENT_FORMATS = {"h264": "mpegts", "hevc": "mpegts", "av1": "mp4", "vp9": "mp4"}
+"""The container (FFmpeg's format name) of a segment, by its video codec."""
+SEGMENT_VIDEO_CODECS = frozenset(SEGMENT_FORMATS)
+"""The video codecs (FFmpeg names) a segment carries."""
 _KEYFRAME_SEQUENCE_START = 0x90
 """An Enhanced RTMP video tag's first byte: IsExHeader, a keyframe, PacketType SequenceStart."""
 
@@ -67,11 +72,22 @@ class PacketRefused(Exception):
 class CodecTemplates:
     """PyAV input streams describing the stream's codecs, for ``add_stream_from_template``."""
 
-    video_codec: str
-    """FFmpeg's name of the video codec (one of :data:`SEGMENT_VIDEO_CODECS`)."""
+    video_config: CodecConfig
+    """The video's configuration (its codec one of :data:`SEGMENT_VIDEO_CODECS`)."""
     video: Any
+    """The video template; None where the segment is fragmented MP4 (made from
+    ``video_config`` there)."""
     audio: Any
     """None for a stream without audio configuration."""
+
+    @property
+    def video_codec(self) -> str:
+        return self.video_config.codec
+
+    @property
+    def segment_format(self) -> str:
+        """``mpegts`` or ``mp4``: what the segments of these codecs are."""
+        return SEGMENT_FORMATS[self.video_codec]
 
 
 def usable_templates(video: CodecConfig, audio: CodecConfig | None) -> CodecTemplates:
@@ -87,6 +103,14 @@ def usable_templates(video: CodecConfig, audio: CodecConfig | None) -> CodecTemp
             f"unsupported video codec {video.codec!r}: segments carry "
             + ", ".join(sorted(SEGMENT_VIDEO_CODECS))
         )
+    if SEGMENT_FORMATS[video.codec] == "mp4":
+        try:
+            video_info_from_config(video)
+        except ValueError as exc:
+            raise MediaError(
+                f"the {video.codec} configuration record cannot be used: {exc}"
+            ) from exc
+        return _template_streams(video, audio, with_video=False)
     templates = _template_streams(video, audio)
     try:
         av.BitStreamFilterContext(_ANNEXB_FILTERS[video.codec], in_stream=templates.video)
@@ -101,11 +125,15 @@ def _flv_tag(tag_type: int, payload: bytes) -> bytes:
     return header + payload + (11 + size).to_bytes(4, "big")
 
 
-def _template_streams(video: CodecConfig, audio: CodecConfig | None) -> CodecTemplates:
-    flags = 0x05 if audio is not None else 0x01
+def _template_streams(
+    video: CodecConfig, audio: CodecConfig | None, *, with_video: bool = True
+) -> CodecTemplates:
+    flags = (0x04 if audio is not None else 0) | (0x01 if with_video else 0)
     flv = b"FLV\x01" + bytes([flags]) + b"\x00\x00\x00\x09\x00\x00\x00\x00"
     fourcc = _ENHANCED_FOURCC.get(video.codec)
-    if fourcc is None:
+    if not with_video:
+        pass
+    elif fourcc is None:
         flv += _flv_tag(9, b"\x17\x00\x00\x00\x00" + video.data)
     else:
         flv += _flv_tag(9, bytes([_KEYFRAME_SEQUENCE_START]) + fourcc + video.data)
@@ -119,12 +147,12 @@ def _template_streams(video: CodecConfig, audio: CodecConfig | None) -> CodecTem
         raise MediaError(f"codec configuration is not usable: {exc}") from exc
     v = container.streams.video[0] if container.streams.video else None
     a = container.streams.audio[0] if (audio is not None and container.streams.audio) else None
-    if v is None or v.codec_context.name != video.codec:
+    if with_video and (v is None or v.codec_context.name != video.codec):
         raise MediaError(f"the {video.codec} configuration record could not be read")
-    return CodecTemplates(video_codec=video.codec, video=v, audio=a)
+    return CodecTemplates(video_config=video, video=v, audio=a)
 
 
-class _Sink(io.RawIOBase):
+class Sink(io.RawIOBase):
     """A write-only file whose bytes go to a callback."""
 
     def __init__(self, on_write: Callable[[bytes], None]) -> None:
@@ -151,7 +179,7 @@ class SegmentMuxer:
         """
         try:
             self._container: Any = av.open(
-                _Sink(on_write), mode="w", format="mpegts", container_options=_MUX_OPTIONS
+                Sink(on_write), mode="w", format="mpegts", container_options=_MUX_OPTIONS
             )
             self._annexb: Any = av.BitStreamFilterContext(
                 _ANNEXB_FILTERS[templates.video_codec], in_stream=templates.video

@@ -56,6 +56,7 @@ from .events import (
     SegmenterStatistics,
     SegmentStarted,
 )
+from .fmp4_mux import Mp4SegmentMuxer
 from .notices import Notices, log
 from .parts import SegmentParts
 from .remux import (
@@ -95,7 +96,7 @@ next video packet cuts it, on the video's rules)."""
 class _OpenSegment:
     seq: int
     start_ms: int
-    muxer: SegmentMuxer
+    muxer: SegmentMuxer | Mp4SegmentMuxer
     parts: SegmentParts
     forced: bool = False
     discontinuity: bool = False
@@ -310,7 +311,7 @@ class Segmenter:
         if seg is None:
             return
         cut = False
-        if seg.video_packets and self.part_target is not None:
+        if seg.video_packets and self.part_target is not None and self._cuts_parts:
             # Cut at the frame nearest the target, so parts stay close to it. (Not before the
             # first video packet: in a segment that audio opened, nothing may be out yet.)
             part_ms = packet.dts - seg.parts.last_start_ms
@@ -342,12 +343,17 @@ class Segmenter:
             start_ms=start_ms,
             independent=independent,
             on_bytes=lambda data: self._emit(seg, data),
-            on_part=None if self.part_target is None else lambda part: self._pending.append(part),
+            on_part=self._pending.append if self._cuts_parts else None,
         )
+        muxer: SegmentMuxer | Mp4SegmentMuxer
+        if self._templates.segment_format == "mp4":
+            muxer = Mp4SegmentMuxer(self._templates, parts.write)
+        else:
+            muxer = SegmentMuxer(self._templates, parts.write)
         seg = _OpenSegment(
             seq=seq,
             start_ms=start_ms,
-            muxer=SegmentMuxer(self._templates, parts.write),
+            muxer=muxer,
             parts=parts,
             forced=forced,
             discontinuity=discontinuity,
@@ -355,7 +361,22 @@ class Segmenter:
         )
         self._segment = seg
         self._pending.append(
-            SegmentStarted(seq=seq, start_ms=start_ms, discontinuity=discontinuity)
+            SegmentStarted(
+                seq=seq,
+                start_ms=start_ms,
+                discontinuity=discontinuity,
+                segment_format=self._templates.segment_format,
+            )
+        )
+
+    @property
+    def _cuts_parts(self) -> bool:
+        """Whether segments are cut into LL-HLS parts: with a part target, in MPEG-TS."""
+        templates = self._templates
+        return (
+            self.part_target is not None
+            and templates is not None
+            and templates.segment_format == "mpegts"
         )
 
     def _emit(self, seg: _OpenSegment, data: bytes) -> None:

@@ -28,6 +28,7 @@ import av
 import trio
 
 from lpstream.errors import BusyError, MediaError
+from lpstream.media.segment_format import segment_format
 from lpstream.playback.llhls import LowLatencyStream
 
 __all__ = [
@@ -88,7 +89,7 @@ def first_frame_jpeg(segment: bytes, width: int = THUMBNAIL_WIDTH) -> bytes:
         MediaError: the segment has no video frame that decodes.
     """
     try:
-        with av.open(io.BytesIO(segment), mode="r", format="mpegts") as container:
+        with av.open(io.BytesIO(segment), mode="r", format=segment_format(segment)) as container:
             if not container.streams.video:
                 raise MediaError("the segment has no video")
             stream = container.streams.video[0]

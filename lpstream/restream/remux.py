@@ -1,7 +1,8 @@
-"""MPEG-TS segments remuxed, packet for packet, into one continuous FLV or MPEG-TS output.
+"""Segments remuxed, packet for packet, into one continuous FLV or MPEG-TS output.
 
-How this works: each segment is demuxed with PyAV on its own (``av.open(BytesIO, "mpegts")``,
-which also finds the H.264 parameter sets the FLV header needs). Its first video and first
+How this works: each segment (MPEG-TS, or fragmented MP4 for AV1 and VP9, told apart by its
+first bytes) is demuxed with PyAV on its own (``av.open(BytesIO, format)``, which also finds
+the H.264 parameter sets the FLV header needs). Its first video and first
 audio stream are copied into an output container written to memory; no frame is decoded or
 encoded. The output's streams are made from the first segment's (``add_stream_from_template``);
 the FLV muxer turns Annex B H.264 into AVC and ADTS AAC into raw AAC by itself. When a later
@@ -34,6 +35,7 @@ import av.packet
 import av.stream
 
 from lpstream.errors import MediaError
+from lpstream.media.segment_format import segment_format
 
 from .timeline import TICKS_PER_SECOND, OutputTimeline
 from .values import ForwardSegment
@@ -45,8 +47,12 @@ log = logging.getLogger("lpstream.restream")
 _TICK = Fraction(1, TICKS_PER_SECOND)
 _FLV_HEADER = 9 + 4
 """The FLV file header and the first PreviousTagSize."""
-_FLV_CODECS = {"video": ("h264", "hevc"), "audio": ("aac", "mp3")}
-"""What an RTMP forward carries: HEVC as Enhanced RTMP (FFmpeg 8 writes it so)."""
+_CARRIED: dict[str, dict[str, tuple[str, ...]]] = {
+    "flv": {"video": ("h264", "hevc", "av1", "libdav1d", "vp9"), "audio": ("aac", "mp3")},
+    "mpegts": {"video": ("h264", "hevc"), "audio": ("aac", "mp3")},
+}
+"""What each output carries (PyAV's decoder names): RTMP takes HEVC, AV1 and VP9 as Enhanced
+RTMP, as FFmpeg 8 writes them; MPEG-TS (SRT) has no AV1 or VP9, so those forward sound only."""
 _MUXER_OPTIONS = {
     "flv": {"flush_packets": "1", "flvflags": "no_duration_filesize+no_sequence_end"},
     "mpegts": {"flush_packets": "1"},
@@ -157,7 +163,9 @@ class _Remuxer(abc.ABC):
     def _remux(self, segment: ForwardSegment) -> None:
         """Remuxes one segment; what the muxer writes goes to :meth:`_emit`."""
         try:
-            with av.open(io.BytesIO(segment.data), "r", format="mpegts") as source:
+            with av.open(
+                io.BytesIO(segment.data), "r", format=segment_format(segment.data)
+            ) as source:
                 chosen = self._choose(source)
                 if not chosen:
                     raise MediaError(f"segment {segment.seq} has no stream this output can carry")
@@ -198,10 +206,7 @@ class _Remuxer(abc.ABC):
                 continue
             if stream.codec_context is None:
                 continue
-            if (
-                self.container == "flv"
-                and stream.codec_context.name not in _FLV_CODECS[stream.type]
-            ):
+            if stream.codec_context.name not in _CARRIED[self.container][stream.type]:
                 continue
             chosen[stream.type] = stream
         return chosen

@@ -124,9 +124,27 @@ def test_an_hevc_stream_is_cut_into_decodable_mpeg_ts(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("codec", ["av1", "vp9"])
-def test_a_codec_mpeg_ts_cannot_carry_is_refused_with_the_reason(
+def test_av1_and_vp9_streams_are_cut_into_fragmented_mp4_on_one_timeline(
     tmp_path: Path, codec: str
 ) -> None:
-    clip = make_enhanced_clip(tmp_path / "in.flv", codec, seconds=1, audio=False)
-    with pytest.raises(MediaError, match=f"unsupported video codec '{codec}'.*h264, hevc"):
-        run_segmenter(clip, Segmenter(target_duration=2.0))
+    clip = make_enhanced_clip(tmp_path / "in.flv", codec, seconds=4, gop=30)
+    # No parts are cut from fragmented MP4, even with a part target.
+    done, data = run_segmenter(clip, Segmenter(target_duration=2.0, part_target=0.5))
+    assert len(done) == 2
+    frames = 0
+    for d in done:
+        assert d.has_audio and not d.forced
+        path = tmp_path / f"{d.seq}.mp4"
+        path.write_bytes(data[d.seq])
+        assert data[d.seq][4:8] == b"ftyp"
+        with av.open(str(path)) as container:
+            assert container.streams.video[0].codec_context.name in {codec, "libdav1d"}
+        video, audio = probe_streams(path)
+        assert video["size"] == (320, 240)
+        assert isinstance(video["frames"], int)
+        frames += video["frames"]
+        # The fragments keep the stream's own times: segment n starts where it was cut.
+        assert isinstance(video["first"], float)
+        assert video["first"] == pytest.approx(d.start_ms / 1000, abs=0.05)
+        assert isinstance(audio["frames"], int) and audio["frames"] > 70
+    assert frames == 120

@@ -15,8 +15,11 @@ import attrs
 import av
 import pytest
 
+from ingest.segmenter import Segmenter
 from lpstream.errors import MediaError
 from lpstream.media import DEFAULT_PROFILES, VideoProfile, scaled_size
+from tests.ingest.test_segmenter import run_segmenter
+from tests.mediatools import make_enhanced_clip
 from workers import (
     LadderTranscoder,
     RenditionOutput,
@@ -602,3 +605,29 @@ def test_a_live_job_decodes_its_first_frame_after_a_short_probe(tmp_path: Path) 
     _, out = run_live_job_in_ts_packets(sound.read_bytes())
     with av.open(io.BytesIO(out), mode="r", format="mpegts") as output:
         assert sum(1 for _ in output.decode(audio=0)) > 80
+
+
+@pytest.mark.parametrize("codec", ["hevc", "av1", "vp9"])
+def test_hevc_av1_and_vp9_segments_make_the_ladder_on_the_sources_timeline(
+    tmp_path: Path, codec: str
+) -> None:
+    # Cut by the segmenter as a publisher's Enhanced RTMP would be: HEVC in MPEG-TS, AV1 and
+    # VP9 in fragmented MP4; the second segment, so its times do not start at 0.
+    clip = make_enhanced_clip(tmp_path / "in.flv", codec, seconds=4, gop=60, size=(640, 360))
+    done, data = run_segmenter(clip, Segmenter(target_duration=1.5))
+    segment = data[done[1].seq]
+    with av.open(io.BytesIO(segment)) as container:
+        source_pts = sorted(round(float(frame.time) * 1000) for frame in container.decode(video=0))
+
+    results, collector = run_ladder(segment)
+
+    assert [(r.name, r.width, r.height) for r in results] == [
+        ("360p", 640, 360),
+        ("240p", 426, 240),
+    ]
+    for index, result in enumerate(results):
+        out = inspect_ts(collector.output(index))
+        assert result.frames == len(out.frame_pts) == len(source_pts)
+        # The renditions keep the source's times (90 kHz MPEG-TS against ms).
+        assert [round(pts / 90) for pts in out.frame_pts] == pytest.approx(source_pts, abs=1)
+        assert len(out.audio_pts) > 60
