@@ -31,7 +31,7 @@ from collections.abc import Iterable
 import attrs
 import trio
 
-from lpstream.errors import MediaError
+from lpstream.errors import MediaError, RemoteProtocolError
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
 from lpstream.playback.opus_audio import AudioSubscription, OpusAudio
 from lpstream.playback.packets import FanoutStatistics, PacketFanout, Subscriber, ts_access_units
@@ -129,6 +129,8 @@ class StreamPackets:
     _segments_dropped: int = attrs.field(init=False, default=0)
     _segments_failed: int = attrs.field(init=False, default=0)
     _source_started: trio.Event = attrs.field(init=False, factory=trio.Event)
+    _source_codec: str | None = attrs.field(init=False, default=None)
+    """The source's video codec, once its configuration came."""
     audio: OpusAudio = attrs.field(init=False, factory=OpusAudio)
     """The stream's audio for WebRTC viewers (from the source's)."""
 
@@ -151,11 +153,15 @@ class StreamPackets:
         """Takes one of the source's events: video for the source fan-out, audio for
         :attr:`audio`."""
         if isinstance(event, CodecConfig | MediaPacket) and event.kind is TrackKind.VIDEO:
+            if isinstance(event, CodecConfig):
+                self._source_codec = event.codec
+            if isinstance(event, MediaPacket):
+                self._source_started.set()
+            if self._source_codec != "h264":
+                return  # WebRTC viewers take H.264: they watch a rendition of this source
             rendition = self._renditions[SOURCE]
             rendition.fanout.publish(event, trio.current_time())
             rendition.notify()
-            if isinstance(event, MediaPacket):
-                self._source_started.set()
         else:
             self.audio.feed(event)
 
@@ -225,7 +231,19 @@ class StreamPackets:
         self._send.close()
 
     def subscribe(self, rendition: str) -> PacketSubscription | None:
-        """A subscription to ``rendition``, or None when the stream has no such rendition."""
+        """A subscription to ``rendition``, or None when the stream has no such rendition.
+
+        Raises:
+            RemoteProtocolError: 415 for the source of a stream that is not H.264 (what WebRTC
+                viewers take here), naming the renditions to watch instead.
+        """
+        if rendition == SOURCE and self._source_codec not in (None, "h264"):
+            others = ", ".join(name for name in self._renditions if name != SOURCE)
+            raise RemoteProtocolError(
+                f"the source is {self._source_codec}; WebRTC viewers get H.264: watch a "
+                f"rendition ({others})",
+                code=415,
+            )
         owner = self._renditions.get(rendition)
         if owner is None or owner.fanout.ended:
             return None
