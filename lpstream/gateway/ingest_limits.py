@@ -42,6 +42,7 @@ from lpstream.media import (
     segment_size_limit,
 )
 from lpstream.media.video import video_info_from_config
+from lpstream.media.vp9 import vp9_frame_size
 
 __all__ = [
     "DEFAULT_MAX_INGEST_BITRATE",
@@ -108,6 +109,7 @@ class IngestMeter:
     _frames_refilled_at: float | None = attrs.field(default=None, init=False)
     _window_dts: deque[int] = attrs.field(init=False, factory=deque)
     """Decode times (ms) of the video frames within the last ``window`` of timestamps."""
+    _video_codec: str = attrs.field(default="", init=False)
 
     def __attrs_post_init__(self) -> None:
         self._tokens = float(self.limits.burst_bytes)
@@ -121,10 +123,13 @@ class IngestMeter:
                 bitrate too high.
         """
         if isinstance(event, CodecConfig) and event.kind is TrackKind.VIDEO:
+            self._video_codec = event.codec
             self._check_picture(event)
         elif isinstance(event, MediaPacket):
             if event.kind is TrackKind.VIDEO and self.limits.max_fps:
                 self._count_frame(event.dts, now)
+            if event.kind is TrackKind.VIDEO and event.keyframe and self._video_codec == "vp9":
+                self._check_vp9_keyframe(event.data)
             if self.limits.max_bitrate:
                 self._spend(len(event.data), now)
 
@@ -135,9 +140,24 @@ class IngestMeter:
             info = video_info_from_config(config)
         except ValueError:
             return  # the segmenter refuses what it cannot read
-        if info is not None and info.width * info.height > self.limits.max_pixels:
+        if info is not None:
+            self._check_size(info.width, info.height)
+
+    def _check_vp9_keyframe(self, frame: bytes) -> None:
+        """VP9's configuration names no picture size; each keyframe's header does."""
+        if not self.limits.max_pixels:
+            return
+        try:
+            size = vp9_frame_size(frame)
+        except ValueError:
+            return  # the decoder refuses what it cannot read
+        if size is not None:
+            self._check_size(*size)
+
+    def _check_size(self, width: int, height: int) -> None:
+        if width * height > self.limits.max_pixels:
             raise RemoteProtocolError(
-                f"picture {info.width}x{info.height} is larger than this node takes "
+                f"picture {width}x{height} is larger than this node takes "
                 f"({self.limits.max_pixels} pixels, --max-ingest-pixels)",
                 code=413,
             )

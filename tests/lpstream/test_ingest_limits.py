@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from pathlib import Path
 from typing import Any
 
 import av
@@ -15,6 +16,7 @@ from lpstream.errors import ConfigError, ProtocolError, RemoteProtocolError
 from lpstream.gateway.ingest_limits import IngestLimits, IngestMeter
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
 from lpstream.orchestrator.uploads import MAX_SEGMENT_SIZE
+from tests.mediatools import flv_events, make_enhanced_clip
 
 
 def avc_config(width: int, height: int) -> CodecConfig:
@@ -53,6 +55,23 @@ def test_the_pixel_limit_is_the_configured_one() -> None:
     with pytest.raises(RemoteProtocolError):
         small.check(avc_config(642, 360), now=0.0)
     IngestMeter(IngestLimits(max_pixels=0)).check(avc_config(8192, 4320), now=0.0)
+
+
+@pytest.mark.parametrize("codec", ["hevc", "av1", "vp9"])
+def test_the_pixel_limit_holds_for_hevc_av1_and_vp9(tmp_path: Path, codec: str) -> None:
+    # HEVC and AV1 records name their picture; VP9's does not, so its keyframes are read.
+    clip = make_enhanced_clip(tmp_path / "in.flv", codec, seconds=0.2, size=(642, 360))
+    events = list(flv_events(clip))
+    for limit, refused in ((642 * 360, False), (640 * 360, True)):
+        meter = IngestMeter(IngestLimits(max_pixels=limit))
+        if not refused:
+            for event in events:
+                meter.check(event, now=0.0)
+            continue
+        with pytest.raises(RemoteProtocolError, match="picture 642x360 is larger") as error:
+            for event in events:
+                meter.check(event, now=0.0)
+        assert error.value.code == 413
 
 
 def test_a_burst_of_the_window_passes_and_a_sustained_excess_is_refused() -> None:
