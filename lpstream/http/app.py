@@ -5,6 +5,9 @@ directives gets the current playlist at once (its LL-HLS tags are ignored by pla
 not know them); ``_HLS_msn`` / ``_HLS_part`` hold it until that part or segment is listed
 (blocking reload), and a request for the preload-hinted part is held until the part exists.
 The decisions are ``LowLatencyStream``'s; ``LivePlayback`` does the waiting and its limits.
+A fragmented-MP4 rendition is served at the same places with other names: its init sections
+``init{n}.mp4``, its segments ``{seq}.m4s`` and parts ``{seq}.{part}.m4s``; the same handlers
+serve both formats, and a name in the format a segment or part does not have is 404.
 
 Access, in front of every route (outermost first): CORS for HLS and the API
 (:mod:`~lpstream.http.cors`, with ``cors_origins``), the API token for ``/api/*`` and
@@ -15,7 +18,7 @@ before a stream is looked up, and the playlists then carry the viewer's token in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from starlette.applications import Starlette
@@ -44,13 +47,15 @@ from lpstream.http.whip import whip_routes
 from lpstream.media import check_stream_name
 from lpstream.metrics import Metrics
 from lpstream.playback.live import LivePlayback
-from lpstream.playback.llhls import PartReady, PlaylistReady, Refused
+from lpstream.playback.llhls import PartReady, PlaylistReady, Refused, WaitForUpdate
 from lpstream.playback.playlist_query import carry_query, query_of
+from lpstream.storage.store import content_type_of
 
 __all__ = ["PlaybackDirectory", "build_app"]
 
 M3U8 = "application/vnd.apple.mpegurl"
 MEDIA_CACHE = "max-age=60"
+_PART_PATH = "/hls/{stream}/{rendition}/{seq:media_number}.{part:media_number}"
 
 
 class MediaNumberConvertor(Convertor[int]):
@@ -87,6 +92,19 @@ def _playlist(text: str, token: str | None) -> Response:
     if token is not None:
         text = carry_query(text, query_of({"token": token}))
     return _no_store(text, M3U8)
+
+
+def _media(data: bytes, name: str) -> Response:
+    """A segment, part or init section: immutable once published, typed by its name
+    (``video/mp2t``, ``video/iso.segment``, ``video/mp4``), as the stored ones are."""
+    return Response(data, media_type=content_type_of(name), headers={"Cache-Control": MEDIA_CACHE})
+
+
+def _extension(fmp4: bool) -> str:
+    return ".m4s" if fmp4 else ".ts"
+
+
+_WRONG_FORMAT = Refused(code=404, reason="part is not available in this format")
 
 
 def _refused(answer: Refused) -> Response:
@@ -167,29 +185,53 @@ def build_app(
         assert isinstance(answer, Refused)
         return _refused(answer)
 
-    async def segment(request: Request) -> Response:
-        opened = await open_stream(request)
-        if isinstance(opened, Response):
-            return opened
-        stream = opened[0]
-        data = stream.stream.segment(request.path_params["rendition"], request.path_params["seq"])
-        if data is None:
-            return PlainTextResponse("segment is not available\n", status_code=404)
-        return Response(data, media_type="video/mp2t", headers={"Cache-Control": MEDIA_CACHE})
+    def segment(fmp4: bool) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of segments named ``{seq}.m4s`` (``fmp4``) or ``{seq}.ts``."""
 
-    async def part(request: Request) -> Response:
+        async def answer(request: Request) -> Response:
+            opened = await open_stream(request)
+            if isinstance(opened, Response):
+                return opened
+            params = request.path_params
+            data = opened[0].stream.segment(params["rendition"], params["seq"], fmp4=fmp4)
+            if data is None:
+                return PlainTextResponse("segment is not available\n", status_code=404)
+            return _media(data, _extension(fmp4))
+
+        return answer
+
+    def part(fmp4: bool) -> Callable[[Request], Awaitable[Response]]:
+        """The handler of parts named ``{seq}.{part}.m4s`` (``fmp4``) or ``{seq}.{part}.ts``;
+        a part not published yet is waited for (blocking), in the format asked for only."""
+
+        async def answer(request: Request) -> Response:
+            opened = await open_stream(request)
+            if isinstance(opened, Response):
+                return opened
+            stream = opened[0]
+            params = request.path_params
+            rendition, seq, index = params["rendition"], params["seq"], params["part"]
+            found = stream.stream.answer_part(rendition, seq, index, fmp4=fmp4)
+            if isinstance(found, WaitForUpdate):
+                found = await stream.answer_part(rendition, seq, index)
+            if isinstance(found, PartReady) and found.fmp4 != fmp4:
+                found = _WRONG_FORMAT
+            if isinstance(found, PartReady):
+                return _media(found.data, _extension(fmp4))
+            assert isinstance(found, Refused)
+            return _refused(found)
+
+        return answer
+
+    async def init_section(request: Request) -> Response:
         opened = await open_stream(request)
         if isinstance(opened, Response):
             return opened
-        stream = opened[0]
         params = request.path_params
-        answer = await stream.answer_part(params["rendition"], params["seq"], params["part"])
-        if isinstance(answer, PartReady):
-            return Response(
-                answer.data, media_type="video/mp2t", headers={"Cache-Control": MEDIA_CACHE}
-            )
-        assert isinstance(answer, Refused)
-        return _refused(answer)
+        data = opened[0].stream.init(params["rendition"], params["number"])
+        if data is None:
+            return PlainTextResponse("init section is not available\n", status_code=404)
+        return _media(data, ".mp4")
 
     async def api_status(request: Request) -> Response:
         return JSONResponse(status_json(status()))
@@ -200,8 +242,11 @@ def build_app(
     routes: list[BaseRoute] = [
         Route("/hls/{stream}/index.m3u8", master),
         Route("/hls/{stream}/{rendition}/index.m3u8", media),
-        Route("/hls/{stream}/{rendition}/{seq:media_number}.ts", segment),
-        Route("/hls/{stream}/{rendition}/{seq:media_number}.{part:media_number}.ts", part),
+        Route("/hls/{stream}/{rendition}/init{number:media_number}.mp4", init_section),
+        Route("/hls/{stream}/{rendition}/{seq:media_number}.ts", segment(fmp4=False)),
+        Route("/hls/{stream}/{rendition}/{seq:media_number}.m4s", segment(fmp4=True)),
+        Route(f"{_PART_PATH}.ts", part(fmp4=False)),
+        Route(f"{_PART_PATH}.m4s", part(fmp4=True)),
         Route("/api/status", api_status),
         Route("/metrics", prometheus),
         *watch_routes(),

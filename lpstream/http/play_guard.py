@@ -5,11 +5,11 @@ How this works:
 * :class:`PlayGuard` asks the :class:`~lpstream.access.PlayAuthorizer` and turns a refusal into
   the answer: 401 (with ``WWW-Authenticate: Bearer``) without a valid token, 403 when a valid
   one does not allow this stream, 503 when no decision can be made now.
-* HLS (the routes of ``lpstream.http.app``): every playlist, segment and part request carries
-  the token as ``?token=…`` (an ``Authorization: Bearer`` header works too). The playlists
-  the node answers carry the same ``token`` in every URI they hold
-  (:func:`lpstream.playback.playlist_query.carry_query`), so a player that was given the
-  master playlist's URL needs nothing else.
+* HLS (the routes of ``lpstream.http.app``): every playlist, init section, segment and part
+  request (``.ts`` and ``.m4s`` alike) carries the token as ``?token=…`` (an
+  ``Authorization: Bearer`` header works too). The playlists the node answers carry the same
+  ``token`` in every URI they hold (:func:`lpstream.playback.playlist_query.carry_query`), so
+  a player that was given the master playlist's URL needs nothing else.
 * WHEP: :class:`WhepPlayGuard` is ASGI middleware in front of ``/whep/``: an offer (``POST``)
   and a session's ``DELETE`` need a bearer token that may watch the stream; preflights pass.
   Refusals carry WHEP's CORS header, as its own answers do.

@@ -11,7 +11,8 @@
   "url"}]}``. ``state`` is ``recording``, ``ended`` or ``interrupted`` (the gateway died;
   closed at its next start).
 * ``GET /vod/{stream}/{id}/index.m3u8`` (and ``{rendition}/index.m3u8``,
-  ``{rendition}/{seq}.ts``) serves a recording back from the store, to any HLS player;
+  ``{rendition}/{seq}.ts``; ``{rendition}/{seq}.m4s`` and ``{rendition}/init{n}.mp4`` of a
+  fragmented-MP4 rendition) serves a recording back from the store, to any HLS player;
   ``/watch/{stream}?recording={id}`` plays it in the browser. With play authorization on
   it is asked as for the live stream (protocol ``hls``) and the playlists carry the token.
 

@@ -20,6 +20,10 @@ How this works:
   ``max_segment_duration`` (the segmenter's cut bound), whatever duration is handed in.
 * Segment bytes are kept for the window plus a few more, so a player a little behind the live
   edge can still fetch what it just read from a playlist.
+* An entry that refers to an init section (``PlaylistEntry.init``) is fragmented MP4: the
+  playlist lists ``EXT-X-MAP`` where ``init_sections.needs_map`` says. ``HlsStream`` (no
+  longer used by the node: the gateway serves ``llhls.LowLatencyStream``) hands in MPEG-TS
+  only.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
+
+from lpstream.playback.init_sections import MAP_VERSION, map_tag, needs_map
 
 __all__ = [
     "KEEP_EXTRA",
@@ -58,9 +64,10 @@ _MAX_DISCONTINUITIES = 1024
 behind lists its segments without them rather than the marks growing without bound."""
 
 
-def segment_uri(seq: int) -> str:
-    """URI of segment ``seq``, relative to its media playlist."""
-    return f"{seq}.ts"
+def segment_uri(seq: int, *, fmp4: bool = False) -> str:
+    """URI of segment ``seq``, relative to its media playlist: ``.m4s`` for fragmented MP4,
+    ``.ts`` for MPEG-TS."""
+    return f"{seq}.m4s" if fmp4 else f"{seq}.ts"
 
 
 def next_free_sequence(listed: Iterable[int], pending: Iterable[Collection[int]]) -> int:
@@ -134,6 +141,8 @@ class PlaylistEntry:
     """Preceded by EXT-X-DISCONTINUITY."""
     gap: bool = False
     """Listed with EXT-X-GAP: the segment does not exist for this rendition."""
+    init: int | None = None
+    """Number of the init section (EXT-X-MAP) of a fragmented-MP4 segment; None: MPEG-TS."""
 
 
 @attrs.define
@@ -191,17 +200,28 @@ class MediaPlaylist:
         self._ended = True
 
     def render(self) -> str:
+        version = 3
+        if any(e.init is not None for e in self._entries):
+            version = MAP_VERSION
+        if any(e.gap for e in self._entries):
+            version = 8
         lines = [
             "#EXTM3U",
-            "#EXT-X-VERSION:3" if not any(e.gap for e in self._entries) else "#EXT-X-VERSION:8",
+            f"#EXT-X-VERSION:{version}",
             f"#EXT-X-TARGETDURATION:{self.listed_target_duration}",
             f"#EXT-X-MEDIA-SEQUENCE:{self._media_sequence}",
         ]
         if self._discontinuity_sequence:
             lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{self._discontinuity_sequence}")
+        mapped: int | None = None
         for index, entry in enumerate(self._entries):
-            if entry.discontinuity and index > 0:
+            discontinuity = entry.discontinuity and index > 0
+            if discontinuity:
                 lines.append("#EXT-X-DISCONTINUITY")
+            if needs_map(entry.init, mapped, first=index == 0, discontinuity=discontinuity):
+                assert entry.init is not None
+                lines.append(map_tag(entry.init))
+                mapped = entry.init
             lines.append(f"#EXTINF:{entry.duration:.3f},")
             if entry.gap:
                 lines.append("#EXT-X-GAP")

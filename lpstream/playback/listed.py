@@ -7,6 +7,7 @@ from collections.abc import Callable
 import attrs
 
 from lpstream.playback.hls import RenditionInfo
+from lpstream.playback.init_sections import InitSection
 
 __all__ = ["ListedSegment", "SegmentListener"]
 
@@ -22,11 +23,14 @@ class ListedSegment:
     duration: float
     """Seconds, as listed."""
     data: bytes | None
-    """The whole segment (MPEG-TS); None for a gap: this rendition has no such segment."""
+    """The whole segment: MPEG-TS, or fMP4 media (``moof`` + ``mdat``) when ``init`` is set;
+    None for a gap: this rendition has no such segment."""
     discontinuity: bool = False
     """Its timestamps do not continue the rendition's previous segment (a restart or jump)."""
     info: RenditionInfo | None = None
     """What the master playlist says of the rendition, once known."""
+    init: InitSection | None = None
+    """The init section (``ftyp`` + ``moov``) of a fragmented-MP4 segment; None: MPEG-TS."""
 
 
 SegmentListener = Callable[[ListedSegment], None]

@@ -129,8 +129,8 @@ class StreamPackets:
     _segments_dropped: int = attrs.field(init=False, default=0)
     _segments_failed: int = attrs.field(init=False, default=0)
     _source_started: trio.Event = attrs.field(init=False, factory=trio.Event)
-    _source_codec: str | None = attrs.field(init=False, default=None)
-    """The source's video codec, once its configuration came."""
+    _not_webrtc: dict[str, str] = attrs.Factory(dict)
+    """Renditions WebRTC viewers cannot get here (not H.264), with their codec."""
     audio: OpusAudio = attrs.field(init=False, factory=OpusAudio)
     """The stream's audio for WebRTC viewers (from the source's)."""
 
@@ -154,10 +154,13 @@ class StreamPackets:
         :attr:`audio`."""
         if isinstance(event, CodecConfig | MediaPacket) and event.kind is TrackKind.VIDEO:
             if isinstance(event, CodecConfig):
-                self._source_codec = event.codec
+                if event.codec == "h264":
+                    self._not_webrtc.pop(SOURCE, None)
+                else:
+                    self._not_webrtc[SOURCE] = event.codec
             if isinstance(event, MediaPacket):
                 self._source_started.set()
-            if self._source_codec != "h264":
+            if SOURCE in self._not_webrtc:
                 return  # WebRTC viewers take H.264: they watch a rendition of this source
             rendition = self._renditions[SOURCE]
             rendition.fanout.publish(event, trio.current_time())
@@ -176,6 +179,11 @@ class StreamPackets:
         for event in events:
             rendition.fanout.publish(event, now)
         rendition.notify()
+
+    def refuse_webrtc(self, name: str, codec: str) -> None:
+        """Rendition ``name`` is ``codec``, not H.264: WebRTC viewers are refused it."""
+        self._not_webrtc[name] = codec
+        self._rendition(name)
 
     def feed_ts(self, name: str, data: bytes) -> None:
         """Queues one MPEG-TS segment of rendition ``name``, for :meth:`run` to demux."""
@@ -234,14 +242,16 @@ class StreamPackets:
         """A subscription to ``rendition``, or None when the stream has no such rendition.
 
         Raises:
-            RemoteProtocolError: 415 for the source of a stream that is not H.264 (what WebRTC
-                viewers take here), naming the renditions to watch instead.
+            RemoteProtocolError: 415 for a rendition that is not H.264 (what WebRTC viewers
+                take here: an HEVC, AV1 or VP9 source, an HEVC or AV1 rendition), naming the
+                renditions to watch instead.
         """
-        if rendition == SOURCE and self._source_codec not in (None, "h264"):
-            others = ", ".join(name for name in self._renditions if name != SOURCE)
+        codec = self._not_webrtc.get(rendition)
+        if codec is not None:
+            others = ", ".join(name for name in self._renditions if name not in self._not_webrtc)
             raise RemoteProtocolError(
-                f"the source is {self._source_codec}; WebRTC viewers get H.264: watch a "
-                f"rendition ({others})",
+                f"{rendition} is {codec}; WebRTC viewers get H.264: watch another rendition "
+                f"({others or 'none is H.264'})",
                 code=415,
             )
         owner = self._renditions.get(rendition)

@@ -16,12 +16,17 @@ How this works:
   waits on. ``answer_playlist`` and ``answer_part`` decide what a (blocking) request gets
   (``llhls_requests.py``); the playlist text is ``llhls_render.py``'s.
 * Part and segment bytes are kept for the window plus ``KEEP_EXTRA`` segments, as in ``hls.py``.
+* Fragmented MP4 (``init_sections.py``): after ``set_init`` a rendition's hand-ins are fMP4
+  media (``moof`` + ``mdat``) and each refers to the init section in force when it was handed
+  in (a segment's later parts follow its first part), so results that arrive out of order
+  keep theirs. Its playlist then lists ``.m4s`` URIs and ``EXT-X-MAP``; a segment's bytes are
+  its parts' fragments end to end. Bytes are looked up with the format asked for (``fmp4``),
+  and a request in the other format finds nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeAlias
 
 import attrs
 
@@ -36,6 +41,7 @@ from lpstream.playback.hls import (
     render_master,
     segment_uri,
 )
+from lpstream.playback.init_sections import InitSection
 from lpstream.playback.listed import ListedSegment, SegmentListener
 from lpstream.playback.llhls_playlist import (
     DEFAULT_PART_TARGET,
@@ -47,6 +53,17 @@ from lpstream.playback.llhls_playlist import (
     check_part_target,
 )
 from lpstream.playback.llhls_render import part_uri
+from lpstream.playback.llhls_rendition import (
+    Complete,
+    Gap,
+    HandIn,
+    PartIn,
+    RenditionState,
+    StoredSegment,
+    Whole,
+    check_order,
+    init_of,
+)
 from lpstream.playback.llhls_requests import (
     PartAnswer,
     PartReady,
@@ -63,6 +80,7 @@ from lpstream.playback.llhls_requests import (
 __all__ = [
     "DEFAULT_PART_TARGET",
     "PART_TARGET_RANGE",
+    "InitSection",
     "LowLatencyPlaylist",
     "LowLatencyStream",
     "ParentSegment",
@@ -79,58 +97,6 @@ __all__ = [
     "part_uri",
     "segment_uri",
 ]
-
-
-@attrs.frozen
-class _PartIn:
-    duration: float
-    data: bytes
-    independent: bool
-
-
-@attrs.frozen
-class _Complete:
-    pass
-
-
-@attrs.frozen
-class _Gap:
-    duration: float
-
-
-@attrs.frozen
-class _Whole:
-    duration: float
-    data: bytes
-
-
-_HandIn: TypeAlias = _PartIn | _Complete | _Gap | _Whole
-
-
-@attrs.define
-class _Stored:
-    chunks: list[bytes] = attrs.Factory(list)
-    parts: int = 0
-    complete: bool = False
-
-
-@attrs.define
-class _Rendition:
-    name: str
-    playlist: LowLatencyPlaylist
-    info: RenditionInfo | None = None
-    peak_bps: int = 0
-    data: dict[int, _Stored] = attrs.Factory(dict)
-    pending: dict[int, list[_HandIn]] = attrs.Factory(dict)
-    next_seq: int | None = None
-
-    @property
-    def listed(self) -> bool:
-        return self.playlist.last_position is not None
-
-    @property
-    def listed_segments(self) -> int:
-        return len(self.playlist.segments)
 
 
 @attrs.define
@@ -156,14 +122,14 @@ class LowLatencyStream:
     """No segment or part is listed longer than this many seconds (the segmenter's cut bound)."""
     listener: SegmentListener | None = attrs.field(default=None, kw_only=True)
     """Told of every segment as it is listed, whole or as a gap (the stream's outputs)."""
-    _renditions: dict[str, _Rendition] = attrs.field(init=False, factory=dict)
+    _renditions: dict[str, RenditionState] = attrs.field(init=False, factory=dict)
     _discontinuities: DiscontinuityMarks = attrs.field(init=False, factory=DiscontinuityMarks)
     _end: StreamEnd = attrs.field(init=False, default=StreamEnd())
     _version: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         for name in self.rendition_order:
-            self._renditions[name] = _Rendition(name, self._new_playlist())
+            self._renditions[name] = RenditionState(name, self._new_playlist())
 
     def _new_playlist(self) -> LowLatencyPlaylist:
         return LowLatencyPlaylist(
@@ -194,22 +160,23 @@ class LowLatencyStream:
         """Hands in the next part of segment ``seq``; it is listed once its turn comes."""
         if duration <= 0:
             raise ValueError(f"part of segment {seq} has no duration")
-        self._hand_in(rendition, seq, _PartIn(duration, data, independent))
+        init = self._current_init(rendition)
+        self._hand_in(rendition, seq, PartIn(duration, data, independent, init))
 
     def complete_segment(self, rendition: str, seq: int) -> None:
         """Segment ``seq`` has all its parts; its duration is theirs added up."""
-        self._hand_in(rendition, seq, _Complete())
+        self._hand_in(rendition, seq, Complete())
 
     def add_segment(self, rendition: str, seq: int, duration: float, data: bytes) -> None:
         """Hands in a whole segment that was not published in parts."""
-        self._hand_in(rendition, seq, _Whole(duration, data))
+        self._hand_in(rendition, seq, Whole(duration, data, self._current_init(rendition)))
 
     def add_gap(self, rendition: str, seq: int, duration: float) -> None:
         """Segment ``seq`` of ``rendition`` will never be whole: it is listed with EXT-X-GAP.
 
         Parts of it already published stay listed and can still be fetched.
         """
-        self._hand_in(rendition, seq, _Gap(duration))
+        self._hand_in(rendition, seq, Gap(duration, self._current_init(rendition)))
 
     def end(self, last_seq: int | None) -> None:
         """The publisher left; ``last_seq`` is the last segment handed to renditions."""
@@ -231,9 +198,10 @@ class LowLatencyStream:
                     self._apply(r, seq, event)
                 if r.next_seq == seq:
                     if r.playlist.open_parts:
-                        self._apply(r, seq, _Complete())
+                        self._apply(r, seq, Complete())
                     else:
-                        self._apply(r, seq, _Gap(float(r.playlist.target_duration)))
+                        gap = Gap(float(r.playlist.target_duration), r.inits.current)
+                        self._apply(r, seq, gap)
             r.next_seq = first_seq
         self._discontinuities.add(first_seq)
         self._end = StreamEnd()
@@ -274,14 +242,34 @@ class LowLatencyStream:
         """
         if name in self._renditions:
             raise ValueError(f"rendition {name!r} exists already")
-        self._renditions[name] = _Rendition(name, self._new_playlist(), next_seq=first_seq)
+        self._renditions[name] = RenditionState(name, self._new_playlist(), next_seq=first_seq)
         self.rendition_order = (*self.rendition_order, name)
         self._version += 1
 
     def set_info(self, info: RenditionInfo) -> None:
         self._renditions[info.name].info = info
 
-    def _hand_in(self, name: str, seq: int, event: _HandIn) -> None:
+    def set_init(self, rendition: str, init: bytes) -> None:
+        """``rendition`` is fragmented MP4 from now on, and ``init`` (``ftyp`` + ``moov``) the
+        Media Initialization Section of what is handed in next: segments and parts handed in
+        after this call are fMP4 media (``moof`` + ``mdat``) that refer to it. Bytes equal to
+        a section kept already keep its number; other bytes make a new one.
+
+        Raises:
+            KeyError: no such rendition.
+            ValueError: ``init`` is empty.
+        """
+        r = self._renditions[rendition]
+        number = r.inits.set(init)
+        if r.playlist.upcoming_init != number:
+            r.playlist.upcoming_init = number
+            self._version += 1
+        r.forget_unreferred_inits()
+
+    def _current_init(self, rendition: str) -> int | None:
+        return self._renditions[rendition].inits.current
+
+    def _hand_in(self, name: str, seq: int, event: HandIn) -> None:
         r = self._renditions[name]
         if r.next_seq is None:
             r.next_seq = 0
@@ -289,36 +277,43 @@ class LowLatencyStream:
             return  # a late duplicate of something already listed
         if seq > r.next_seq:
             queued = r.pending.setdefault(seq, [])
-            _check_order(name, seq, queued, sum(isinstance(e, _PartIn) for e in queued), event)
+            check_order(name, seq, queued, sum(isinstance(e, PartIn) for e in queued), event)
             queued.append(event)
             return
-        _check_order(name, seq, [], len(r.playlist.open_parts), event)
+        check_order(name, seq, [], len(r.playlist.open_parts), event)
         self._apply(r, seq, event)
         while r.next_seq in r.pending:
             seq = r.next_seq
             for queued_event in r.pending.pop(seq):
                 self._apply(r, seq, queued_event)
 
-    def _apply(self, r: _Rendition, seq: int, event: _HandIn) -> None:
+    def _apply(self, r: RenditionState, seq: int, event: HandIn) -> None:
         discontinuity = seq in self._discontinuities
-        if isinstance(event, _PartIn):
-            index = len(r.playlist.open_parts)
+        if isinstance(event, PartIn):
+            open_parts = r.playlist.open_parts
+            init = open_parts[0].init if open_parts else event.init
             r.playlist.add_part(
                 PartialSegment(
-                    seq=seq, index=index, duration=event.duration, independent=event.independent
+                    seq=seq,
+                    index=len(open_parts),
+                    duration=event.duration,
+                    independent=event.independent,
+                    init=init,
                 ),
                 discontinuity=discontinuity,
             )
-            stored = r.data.setdefault(seq, _Stored())
+            stored = r.data.setdefault(seq, StoredSegment(init=init))
             stored.chunks.append(event.data)
             stored.parts += 1
             self._version += 1
             return
-        stored = r.data.setdefault(seq, _Stored())
-        if isinstance(event, _Complete):
-            duration = sum(p.duration for p in r.playlist.open_parts)
+        open_parts = r.playlist.open_parts
+        init = open_parts[0].init if open_parts else init_of(event)
+        stored = r.data.setdefault(seq, StoredSegment(init=init))
+        if isinstance(event, Complete):
+            duration = sum(p.duration for p in open_parts)
             stored.complete = True
-        elif isinstance(event, _Whole):
+        elif isinstance(event, Whole):
             duration = event.duration
             stored.chunks = [event.data]
             stored.complete = True
@@ -328,9 +323,10 @@ class LowLatencyStream:
             PlaylistEntry(
                 seq=seq,
                 duration=duration,
-                uri=segment_uri(seq),
+                uri=segment_uri(seq, fmp4=init is not None),
                 discontinuity=discontinuity,
-                gap=isinstance(event, _Gap),
+                gap=isinstance(event, Gap),
+                init=init,
             )
         )
         if stored.complete and duration > 0:
@@ -346,17 +342,19 @@ class LowLatencyStream:
                     data=b"".join(stored.chunks) if stored.complete else None,
                     discontinuity=listed.discontinuity,
                     info=r.info,
+                    init=None if init is None else r.inits.get(init),
                 )
             )
         if not stored.chunks:
             del r.data[seq]
         forget_expired(r.data, seq, self.window)
+        r.forget_unreferred_inits()
         r.next_seq = seq + 1
         self._discontinuities.forget_passed(x.next_seq for x in self._renditions.values())
         self._version += 1
         self._maybe_end(r)
 
-    def _maybe_end(self, r: _Rendition) -> None:
+    def _maybe_end(self, r: RenditionState) -> None:
         if r.playlist.ended or r.playlist.open_parts:
             return
         if self._end.reached(r.next_seq):
@@ -381,32 +379,63 @@ class LowLatencyStream:
             r.playlist, query, version=self._version, reports=self.rendition_reports(rendition)
         )
 
-    def answer_part(self, rendition: str, seq: int, index: int) -> PartAnswer:
-        """Decides what to do with a request for part ``index`` of segment ``seq``.
+    def answer_part(
+        self, rendition: str, seq: int, index: int, *, fmp4: bool | None = None
+    ) -> PartAnswer:
+        """Decides what to do with a request for part ``index`` of segment ``seq``; with
+        ``fmp4``, for a part in that format only (``.m4s``: True, ``.ts``: False).
 
-        A part not published yet but close ahead (the preload hint) is waited for.
+        A part not published yet but close ahead (the preload hint) is waited for, unless the
+        part to be published next is of the other format.
         """
         r = self._renditions.get(rendition)
         if r is None:
             return Refused(code=404, reason="no such rendition")
-        data = self.part(rendition, seq, index)
-        return answer_part(r.playlist, seq, index, data, version=self._version)
+        stored = r.data.get(seq)
+        if stored is not None and 0 <= index < stored.parts:
+            if not stored.has_format(fmp4):
+                return Refused(code=404, reason="part is not available in this format")
+            return PartReady(data=stored.chunks[index], fmp4=stored.init is not None)
+        if fmp4 is not None and fmp4 != (r.playlist.next_part_init is not None):
+            return Refused(code=404, reason="part is not available in this format")
+        return answer_part(r.playlist, seq, index, None, version=self._version)
 
-    def part(self, rendition: str, seq: int, index: int) -> bytes | None:
-        """Bytes of a published part, or None."""
+    def part(
+        self, rendition: str, seq: int, index: int, *, fmp4: bool | None = None
+    ) -> bytes | None:
+        """Bytes of a published part (in the format ``fmp4`` asks for, if given), or None."""
         r = self._renditions.get(rendition)
         stored = None if r is None else r.data.get(seq)
-        if stored is None or not 0 <= index < stored.parts:
+        if stored is None or not 0 <= index < stored.parts or not stored.has_format(fmp4):
             return None
         return stored.chunks[index]
 
-    def segment(self, rendition: str, seq: int) -> bytes | None:
-        """Bytes of a complete segment (its parts end to end), or None."""
+    def segment(self, rendition: str, seq: int, *, fmp4: bool | None = None) -> bytes | None:
+        """Bytes of a complete segment (its parts end to end; in the format ``fmp4`` asks for,
+        if given), or None."""
         r = self._renditions.get(rendition)
         stored = None if r is None else r.data.get(seq)
-        if stored is None or not stored.complete:
+        if stored is None or not stored.complete or not stored.has_format(fmp4):
             return None
         return b"".join(stored.chunks)
+
+    def segment_file(self, rendition: str, seq: int) -> bytes | None:
+        """A complete segment as a file a demuxer reads on its own (MPEG-TS as it is, fMP4
+        behind its init section), or None."""
+        data = self.segment(rendition, seq)
+        r = self._renditions.get(rendition)
+        stored = None if r is None else r.data.get(seq)
+        if data is None or stored is None or stored.init is None:
+            return data
+        init = self.init(rendition, stored.init)
+        return None if init is None else init + data
+
+    def init(self, rendition: str, number: int) -> bytes | None:
+        """Bytes of init section ``number`` of ``rendition`` (``init{number}.mp4``) while it is
+        kept, or None."""
+        r = self._renditions.get(rendition)
+        section = None if r is None else r.inits.get(number)
+        return None if section is None else section.data
 
     def rendition_reports(self, rendition: str) -> list[RenditionReport]:
         """Reports on every other rendition that lists something, in master playlist order."""
@@ -427,13 +456,3 @@ class LowLatencyStream:
 
     def renditions_ready(self) -> tuple[str, ...]:
         return tuple(n for n, r in self._renditions.items() if r.listed)
-
-
-def _check_order(name: str, seq: int, queued: list[_HandIn], parts: int, event: _HandIn) -> None:
-    """Refuses hand-ins that no segment could be made of (our caller's mistake)."""
-    if queued and not isinstance(queued[-1], _PartIn):
-        raise ValueError(f"segment {seq} of {name} was already finished")
-    if isinstance(event, _Complete) and parts == 0:
-        raise ValueError(f"segment {seq} of {name} has no parts; hand it in whole or as a gap")
-    if isinstance(event, _Whole) and parts > 0:
-        raise ValueError(f"segment {seq} of {name} has parts; complete it instead")

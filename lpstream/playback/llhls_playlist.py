@@ -20,6 +20,9 @@ How this works:
   bound), so a bogus duration cannot make a player wait hours.
 * ``EXT-X-DISCONTINUITY-SEQUENCE`` counts the discontinuity tags that left the window. The
   text itself is ``llhls_render.py``'s.
+* In a fragmented-MP4 rendition every part and segment carries the number of its init
+  section (``init``); ``upcoming_init`` is the one a part not handed in yet will have, which
+  names the preload hint (``.m4s`` or ``.ts``).
 """
 
 from __future__ import annotations
@@ -77,10 +80,12 @@ class PartialSegment:
     """Duration in seconds."""
     independent: bool = False
     """Opens with a keyframe (INDEPENDENT=YES)."""
+    init: int | None = None
+    """Number of the init section of a fragmented-MP4 part; None: MPEG-TS."""
 
     @property
     def uri(self) -> str:
-        return part_uri(self.seq, self.index)
+        return part_uri(self.seq, self.index, fmp4=self.init is not None)
 
 
 @attrs.frozen(kw_only=True)
@@ -122,6 +127,8 @@ class LowLatencyPlaylist:
         default=MAX_SEGMENT_DURATION, validator=attrs.validators.gt(0)
     )
     """No segment or part is listed longer than this many seconds (the segmenter's cut bound)."""
+    upcoming_init: int | None = attrs.field(default=None, kw_only=True)
+    """Init section of the parts handed in from now on (None: MPEG-TS); the stream sets it."""
     _segments: deque[ParentSegment] = attrs.field(init=False, factory=deque)
     _open: list[PartialSegment] = attrs.field(init=False, factory=list)
     _open_discontinuity: bool = attrs.field(init=False, default=False)
@@ -213,6 +220,12 @@ class LowLatencyPlaylist:
         if not self._segments:
             return None
         return self._segments[-1].entry.seq + 1, 0
+
+    @property
+    def next_part_init(self) -> int | None:
+        """Init section of the part to be published next: the open segment's, or
+        ``upcoming_init`` when a segment starts next."""
+        return self._open[0].init if self._open else self.upcoming_init
 
     def add_part(self, part: PartialSegment, *, discontinuity: bool = False) -> None:
         """Lists a part at the live edge; ``discontinuity`` marks a segment's first part."""

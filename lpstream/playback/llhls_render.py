@@ -10,10 +10,14 @@ How this works:
   ``CAN-SKIP-UNTIL`` (``SKIP_BOUNDARY_SPAN`` target durations) before the live edge by one
   ``EXT-X-SKIP`` line; what follows is the tail of the full playlist, line for line. Nothing
   to skip: the full playlist.
-* ``EXT-X-VERSION`` is the lowest that has every tag used: 3, 8 with a gap, 9 with a skip,
-  10 for a ``v2`` skip.
-* Part ``n.i.ts`` is part ``i`` of segment ``n.ts``. Decimal times are rendered in steps of
-  10 us (:func:`units`, :func:`decimal`).
+* ``EXT-X-VERSION`` is the lowest that has every tag used: 3, 6 with EXT-X-MAP, 8 with a gap,
+  9 with a skip, 10 for a ``v2`` skip.
+* Fragmented MP4: ``EXT-X-MAP`` goes before the first segment listed (the first after the skip
+  in a delta update), after every discontinuity and where the init section changes, ahead of
+  that segment's part lines (``init_sections.needs_map``); the open segment's parts count as
+  a segment.
+* Part ``n.i.ts`` is part ``i`` of segment ``n.ts`` (``n.i.m4s`` of ``n.m4s`` in fMP4).
+  Decimal times are rendered in steps of 10 us (:func:`units`, :func:`decimal`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from lpstream.playback.init_sections import MAP_VERSION, map_tag, needs_map
 from lpstream.playback.llhls_requests import SkipRequest
 
 if TYPE_CHECKING:
@@ -65,9 +70,10 @@ UNITS_PER_SECOND = 100_000
 """Decimal times are rendered in steps of 1/UNITS_PER_SECOND s (five decimals)."""
 
 
-def part_uri(seq: int, index: int) -> str:
-    """URI of part ``index`` of segment ``seq``, relative to its media playlist."""
-    return f"{seq}.{index}.ts"
+def part_uri(seq: int, index: int, *, fmp4: bool = False) -> str:
+    """URI of part ``index`` of segment ``seq``, relative to its media playlist: ``.m4s`` for
+    fragmented MP4, ``.ts`` for MPEG-TS."""
+    return f"{seq}.{index}.m4s" if fmp4 else f"{seq}.{index}.ts"
 
 
 def units(seconds: float) -> int:
@@ -103,7 +109,13 @@ def render_playlist(
     if skip is not SkipRequest.NO:
         boundary = edge - SKIP_BOUNDARY_SPAN * target_duration + 1e-6
         skipped = sum(1 for end in ends if end <= boundary)
-    version = GAP_VERSION if any(s.entry.gap for s in segments) else FULL_VERSION
+    version = FULL_VERSION
+    if any(s.entry.init is not None for s in segments[skipped:]) or any(
+        p.init is not None for p in open_parts
+    ):
+        version = MAP_VERSION
+    if any(s.entry.gap for s in segments):
+        version = GAP_VERSION
     skip_line = f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}"
     if skipped:
         version = DELTA_VERSION
@@ -125,24 +137,38 @@ def render_playlist(
     if skipped:
         lines.append(skip_line)
     parts_after = edge - PART_LINES_SPAN * target_duration
+    mapped: int | None = None
     for index, (segment, end) in enumerate(zip(segments, ends, strict=True)):
         if index < skipped:
             continue
         entry = segment.entry
-        if entry.discontinuity and index > 0:
+        discontinuity = entry.discontinuity and index > 0
+        if discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
+        if needs_map(entry.init, mapped, first=index == skipped, discontinuity=discontinuity):
+            assert entry.init is not None
+            lines.append(map_tag(entry.init))
+            mapped = entry.init
         if end > parts_after:
             lines.extend(_part_line(p) for p in segment.parts)
         lines.append(f"#EXTINF:{entry.duration:.3f},")
         if entry.gap:
             lines.append("#EXT-X-GAP")
         lines.append(entry.uri)
-    if playlist.open_discontinuity and segments:
+    open_discontinuity = playlist.open_discontinuity and bool(segments)
+    if open_discontinuity:
         lines.append("#EXT-X-DISCONTINUITY")
+    open_init = open_parts[0].init if open_parts else None
+    if needs_map(
+        open_init, mapped, first=len(segments) == skipped, discontinuity=open_discontinuity
+    ):
+        assert open_init is not None
+        lines.append(map_tag(open_init))
     lines.extend(_part_line(p) for p in open_parts)
     upcoming = playlist.next_part
     if not playlist.ended and upcoming is not None:
-        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{part_uri(*upcoming)}"')
+        hint = part_uri(*upcoming, fmp4=playlist.next_part_init is not None)
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{hint}"')
     lines.extend(report.render() for report in reports)
     if playlist.ended:
         lines.append("#EXT-X-ENDLIST")

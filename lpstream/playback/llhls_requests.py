@@ -131,7 +131,9 @@ class PartReady:
     """Answer the part request now."""
 
     data: bytes
-    """The part's MPEG-TS bytes."""
+    """The part's bytes: MPEG-TS, or fMP4 media (``moof`` + ``mdat``) when ``fmp4``."""
+    fmp4: bool = False
+    """The part is fragmented MP4 (served as ``.m4s``), not MPEG-TS (``.ts``)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -40,12 +40,16 @@ __all__ = ["RecordingLibrary", "vod_key"]
 log = logging.getLogger("lpstream.storage")
 
 _MEDIA_PLAYLIST = re.compile(r"([A-Za-z0-9_-][A-Za-z0-9._-]*)/index\.m3u8")
-_VOD_PATH = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}/)?(?:index\.m3u8|[0-9]{1,15}\.ts)")
+_VOD_PATH = re.compile(
+    r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}/)?"
+    r"(?:index\.m3u8|[0-9]{1,15}\.(?:ts|m4s)|init[0-9]{1,15}\.mp4)"
+)
 
 
 def vod_key(stream: str, recording: str, path: str) -> str:
     """The key of a recording's object at ``path`` under ``/vod/{stream}/{recording}/``: the
-    master ``index.m3u8``, ``{rendition}/index.m3u8`` or ``{rendition}/{seq}.ts``.
+    master ``index.m3u8``, ``{rendition}/index.m3u8``, ``{rendition}/{seq}.ts``, or of a
+    fragmented-MP4 rendition ``{rendition}/{seq}.m4s`` and ``{rendition}/init{n}.mp4``.
 
     Raises:
         InvalidKey: the stream name, id or path is not one a recording has.

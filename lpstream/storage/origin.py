@@ -6,7 +6,9 @@ How this works: under ``{stream}/`` go each rendition's segments and live playli
 and the master ``index.m3u8``. ``OriginObjects.stored`` answers the writes that follow a
 stored segment — its media playlist, then the master when it changed — and the segments that
 fell far enough behind the window to delete (``KEEP_EXTRA`` more are kept, for players a
-little behind, as the gateway's own playback does). Segments are immutable for caches,
+little behind, as the gateway's own playback does). A fragmented-MP4 rendition's segments are
+``{seq}.m4s`` next to their init sections ``init{n}.mp4``; an init section is deleted with the
+last kept segment that refers to it. Segments are immutable for caches,
 playlists live a second. The end writes every playlist once more with ``EXT-X-ENDLIST``.
 """
 
@@ -18,6 +20,7 @@ import attrs
 
 from lpstream.media import check_stream_name
 from lpstream.playback.hls import KEEP_EXTRA, render_master, segment_uri
+from lpstream.playback.init_sections import init_uri
 from lpstream.playback.listed import ListedSegment
 from lpstream.storage.stored_hls import (
     CACHE_LIVE_PLAYLIST,
@@ -53,7 +56,14 @@ class OriginObjects:
         return self.prefix + "index.m3u8"
 
     def segment_key(self, listed: ListedSegment) -> str:
-        return f"{self.prefix}{listed.rendition}/{segment_uri(listed.seq)}"
+        fmp4 = listed.init is not None
+        return f"{self.prefix}{listed.rendition}/{segment_uri(listed.seq, fmp4=fmp4)}"
+
+    def init_key(self, listed: ListedSegment) -> str | None:
+        """Where the init section of an fMP4 segment goes (None: MPEG-TS has none)."""
+        if listed.init is None:
+            return None
+        return f"{self.prefix}{listed.rendition}/{listed.init.uri}"
 
     def start(self) -> list[ObjectWrite]:
         """Nothing is written before the first segment."""
@@ -75,10 +85,12 @@ class OriginObjects:
             writes.append(
                 ObjectWrite(self.master_key(), master.encode(), PLAYLIST_TYPE, CACHE_LIVE_PLAYLIST)
             )
-        expired = [
-            f"{self.prefix}{rendition.name}/{segment_uri(old.seq)}"
-            for old in rendition.forget_oldest(self.window + KEEP_EXTRA)
-        ]
+        folder = f"{self.prefix}{rendition.name}/"
+        dropped = rendition.forget_oldest(self.window + KEEP_EXTRA)
+        kept_inits = {e.init for e in rendition.entries}
+        unreferred = {e.init for e in dropped if e.init is not None} - kept_inits
+        expired = [folder + old.uri for old in dropped]
+        expired += [folder + init_uri(number) for number in sorted(unreferred)]
         return writes, expired
 
     def lost(self, rendition: str) -> None:

@@ -4,7 +4,8 @@ write as a recording grows and ends — plain state, no I/O.
 How this works:
 
 * One recording per publish session, under ``{stream}/{id}/``: each rendition's segments and
-  playlist under ``{rendition}/`` (``{seq}.ts``, ``index.m3u8``), the master playlist
+  playlist under ``{rendition}/`` (``{seq}.ts``, ``index.m3u8``; a fragmented-MP4 rendition
+  has ``{seq}.m4s`` and its init sections ``init{n}.mp4`` there), the master playlist
   ``index.m3u8`` and ``recording.json`` (the manifest: state, start, end, renditions, bytes,
   segments lost). The id is the start time in UTC, ``20261207T110000Z`` (``-2``, ``-3`` …
   when a name is recorded twice in one second).
@@ -28,7 +29,7 @@ import attrs
 import msgspec
 
 from lpstream.media import check_stream_name
-from lpstream.playback.hls import render_master
+from lpstream.playback.hls import render_master, segment_uri
 from lpstream.playback.listed import ListedSegment
 from lpstream.storage.store import InvalidKey, StoreError
 from lpstream.storage.stored_hls import (
@@ -173,7 +174,14 @@ class RecordingObjects:
         return self._renditions
 
     def segment_key(self, listed: ListedSegment) -> str:
-        return f"{self.prefix}{listed.rendition}/{listed.seq}.ts"
+        fmp4 = listed.init is not None
+        return f"{self.prefix}{listed.rendition}/{segment_uri(listed.seq, fmp4=fmp4)}"
+
+    def init_key(self, listed: ListedSegment) -> str | None:
+        """Where the init section of an fMP4 segment goes (None: MPEG-TS has none)."""
+        if listed.init is None:
+            return None
+        return f"{self.prefix}{listed.rendition}/{listed.init.uri}"
 
     def start(self) -> list[ObjectWrite]:
         """The manifest of a recording that starts."""

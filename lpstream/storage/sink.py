@@ -15,6 +15,10 @@ How this works:
   the next one of its rendition follows a discontinuity: when the store comes back, the
   recording goes on with the gap marked. A playlist that failed is simply written again
   after the next segment.
+* A fragmented-MP4 segment needs its init section in the store first: the first segment
+  that refers to one writes it (once per key; a segment whose init section could not be
+  written is lost like a failed one), and a deleted init section is written again when a
+  later segment refers to it.
 * ``end`` closes the queue: what waits is still written, then the final objects (the VOD
   playlists, the manifest), retried for up to ``finish_deadline`` seconds.
 """
@@ -59,6 +63,8 @@ class StoredObjects(Protocol):
     def start(self) -> list[ObjectWrite]: ...
 
     def segment_key(self, listed: ListedSegment) -> str: ...
+
+    def init_key(self, listed: ListedSegment) -> str | None: ...
 
     def stored(self, listed: ListedSegment, size: int) -> tuple[list[ObjectWrite], list[str]]: ...
 
@@ -125,6 +131,7 @@ class SegmentSink:
     _dropping: bool = False
     _latencies: deque[float] = attrs.Factory(lambda: deque(maxlen=_LATENCIES_KEPT))
     _done: trio.Event = attrs.Factory(trio.Event)
+    _stored_inits: set[str] = attrs.Factory(set)
 
     @property
     def latencies(self) -> Sequence[float]:
@@ -238,6 +245,7 @@ class SegmentSink:
         for write in sorted(writes.values(), key=_write_order):
             await self._put(write)
         for key in deletes:
+            self._stored_inits.discard(key)
             try:
                 await self.store.delete(key)
             except StoreError as exc:
@@ -247,9 +255,11 @@ class SegmentSink:
         self, listed: ListedSegment, listed_at: float, stored: list[bool], index: int
     ) -> None:
         assert listed.data is not None
-        segment = ObjectWrite(
-            self.objects.segment_key(listed), listed.data, content_type_of(".ts"), CACHE_SEGMENT
-        )
+        if not await self._store_init(listed):
+            self._count_lost()
+            return
+        key = self.objects.segment_key(listed)
+        segment = ObjectWrite(key, listed.data, content_type_of(key), CACHE_SEGMENT)
         if not await self._put(segment):
             self._count_lost()
             return
@@ -259,6 +269,19 @@ class SegmentSink:
         self._stored += 1
         self._segment_bytes += len(listed.data)
         stored[index] = True
+
+    async def _store_init(self, listed: ListedSegment) -> bool:
+        """Writes the init section ``listed`` refers to unless it is stored; False if that
+        failed. Segments stored at once may both write it: the bytes are the same."""
+        key = self.objects.init_key(listed)
+        if key is None or key in self._stored_inits:
+            return True
+        assert listed.init is not None
+        write = ObjectWrite(key, listed.init.data, content_type_of(key), CACHE_SEGMENT)
+        if not await self._put(write):
+            return False
+        self._stored_inits.add(key)
+        return True
 
     async def _put(self, write: ObjectWrite) -> bool:
         """Writes with retries; False if it failed (counted and logged)."""

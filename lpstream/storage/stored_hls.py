@@ -10,6 +10,10 @@ How this works:
 * Entries are numbered by the store (``index``, consecutive), not by the live sequence
   numbers in their URIs: a media sequence must count the entries a player has seen, and lost
   segments would break that count.
+* A fragmented-MP4 segment (``ListedSegment.init``) is stored as ``{seq}.m4s`` and refers to
+  its init section ``init{n}.mp4`` by number; the playlists list ``EXT-X-MAP`` where
+  ``init_sections.needs_map`` says (the first entry shown, after a discontinuity, where the
+  section changes) and are then of ``EXT-X-VERSION`` 6.
 * ``render_media`` writes a live window (``window``: the newest entries, with
   ``EXT-X-MEDIA-SEQUENCE`` and ``EXT-X-DISCONTINUITY-SEQUENCE`` following what slid out), an
   ``EVENT`` playlist (everything so far; a recording in progress) or a ``VOD`` one (ended).
@@ -22,6 +26,7 @@ import math
 import attrs
 
 from lpstream.playback.hls import RenditionInfo, segment_uri
+from lpstream.playback.init_sections import MAP_VERSION, map_tag, needs_map
 from lpstream.playback.listed import ListedSegment
 
 __all__ = [
@@ -68,6 +73,13 @@ class StoredEntry:
     duration: float
     size: int
     discontinuity: bool
+    init: int | None = None
+    """Number of its init section (fMP4); None: MPEG-TS."""
+
+    @property
+    def uri(self) -> str:
+        """Its name next to its playlist: ``{seq}.m4s`` or ``{seq}.ts``."""
+        return segment_uri(self.seq, fmp4=self.init is not None)
 
 
 @attrs.define
@@ -107,6 +119,7 @@ class StoredRendition:
             duration=listed.duration,
             size=size,
             discontinuity=(listed.discontinuity or self._after_loss) and bool(self.entries),
+            init=None if listed.init is None else listed.init.number,
         )
         self.entries.append(entry)
         self._next_index += 1
@@ -145,18 +158,25 @@ class StoredRendition:
         if shown and shown[0].discontinuity:  # its tag is not shown: it counts
             discontinuity_sequence += 1
         target = max((math.ceil(e.duration - 1e-3) for e in shown), default=1)
-        lines = ["#EXTM3U", "#EXT-X-VERSION:3"]
+        version = MAP_VERSION if any(e.init is not None for e in shown) else 3
+        lines = ["#EXTM3U", f"#EXT-X-VERSION:{version}"]
         if playlist_type is not None:
             lines.append(f"#EXT-X-PLAYLIST-TYPE:{playlist_type}")
         lines.append(f"#EXT-X-TARGETDURATION:{max(target, 1)}")
         lines.append(f"#EXT-X-MEDIA-SEQUENCE:{shown[0].index if shown else 0}")
         if discontinuity_sequence:
             lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}")
+        mapped: int | None = None
         for position, entry in enumerate(shown):
-            if entry.discontinuity and position > 0:
+            discontinuity = entry.discontinuity and position > 0
+            if discontinuity:
                 lines.append("#EXT-X-DISCONTINUITY")
+            if needs_map(entry.init, mapped, first=position == 0, discontinuity=discontinuity):
+                assert entry.init is not None
+                lines.append(map_tag(entry.init))
+                mapped = entry.init
             lines.append(f"#EXTINF:{entry.duration:.3f},")
-            lines.append(segment_uri(entry.seq))
+            lines.append(entry.uri)
         if ended:
             lines.append("#EXT-X-ENDLIST")
         return "\n".join(lines) + "\n"
