@@ -292,7 +292,8 @@ def worker(**values: Any) -> None:
 @encoder_opt
 @log_level
 def transcode(source: str, output: str, profiles: str | None, encoder: str, log_level: str) -> None:
-    """Transcode one file through the worker's ladder code: one .ts per profile in OUTPUT."""
+    """Transcode one file through the worker's ladder code into OUTPUT: one .ts per H.264
+    profile, one fragmented .mp4 per HEVC or AV1 one."""
     _setup_logging(log_level)
     ladder = _profiles(profiles)
     from workers import transcode_file
@@ -306,8 +307,14 @@ def transcode(source: str, output: str, profiles: str | None, encoder: str, log_
     for r in results:
         click.echo(
             f"{r.name:>8}  {r.width}x{r.height}  {r.frames} frames  "
-            f"{r.size / 1e6:.2f} MB  -> {out / (r.name + '.ts')}"
+            f"{r.size / 1e6:.2f} MB  -> {out / (r.name + _suffix(ladder, r.name))}"
         )
+
+
+def _suffix(ladder: Any, name: str) -> str:
+    """The file suffix ``transcode`` writes rendition ``name`` under."""
+    codec = next((p.codec for p in ladder if p.name == name), "h264")
+    return ".ts" if codec == "h264" else ".mp4"
 
 
 @main.group("config")

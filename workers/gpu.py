@@ -1,11 +1,12 @@
-"""GPU discovery: the CUDA devices of this machine, which H.264 encoder it can run, and
-which GPU a new live session goes to.
+"""GPU discovery: the CUDA devices of this machine, which encoders it can run, and which GPU
+a new live session goes to.
 
-Nothing here imports a GPU-only package at import time. The encoder check asks PyAV for the
-``h264_nvenc`` encoder and then opens it on a tiny frame, which only succeeds where the NVIDIA
-driver and a CUDA device are present. Devices are listed through torch (``torch.cuda``) when
-it is installed, else through CuPy; neither, or no driver, means no GPU. Answers are computed
-once per process.
+Nothing here imports a GPU-only package at import time. The encoder check asks PyAV for an
+NVENC encoder (``h264_nvenc``, ``hevc_nvenc``, ``av1_nvenc``) and then opens it on a tiny
+frame, which only succeeds where the NVIDIA driver and a CUDA device with that encoder are
+present (AV1 needs an Ada or later GPU; data-centre GPUs such as the H100 have no NVENC).
+Devices are listed through torch (``torch.cuda``) when it is installed, else through CuPy;
+neither, or no driver, means no GPU. Answers are computed once per process.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from typing import Any, Final
 
 import attrs
 import av
+from av.video.codeccontext import VideoCodecContext
 
 from lpstream.errors import ConfigError, MediaError
 
 __all__ = [
+    "CPU_ENCODERS",
     "ENCODER_PREFERENCES",
+    "NVENC_ENCODERS",
     "GpuInfo",
     "choose_encoder",
     "discover_gpus",
+    "encoder_for",
     "nvdec_available",
     "nvenc_available",
     "place_session",
@@ -36,19 +41,28 @@ __all__ = [
 NVENC: Final = "h264_nvenc"
 X264: Final = "libx264"
 
+CPU_ENCODERS: Final = {"h264": X264, "hevc": "libx265", "av1": "libsvtav1"}
+"""The CPU encoder of each output codec (``lpstream.media.OUTPUT_CODECS``)."""
+NVENC_ENCODERS: Final = {"h264": NVENC, "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
+"""The NVENC encoder of each output codec."""
+
 ENCODER_PREFERENCES = ("auto", "nvenc", "x264")
 """Values accepted by :func:`choose_encoder` (also the encoder names themselves)."""
 
 
 @functools.cache
-def nvenc_available() -> bool:
-    """True when PyAV has ``h264_nvenc`` and it can encode a frame on this machine."""
-    if NVENC not in av.codecs_available:
+def nvenc_available(codec: str = "h264") -> bool:
+    """True when PyAV has the NVENC encoder of ``codec`` (``h264``, ``hevc``, ``av1``) and it
+    can encode a frame on this machine."""
+    encoder = NVENC_ENCODERS.get(codec)
+    if encoder is None or encoder not in av.codecs_available:
         return False
     try:
         # Capture keeps the driver's "cannot load libcuda" noise off stderr.
         with av.logging.Capture():
-            ctx = av.CodecContext.create(NVENC, "w")
+            ctx = av.CodecContext.create(encoder, "w")
+            if not isinstance(ctx, VideoCodecContext):
+                return False
             ctx.width = 256
             ctx.height = 144
             ctx.pix_fmt = "yuv420p"
@@ -85,6 +99,21 @@ def choose_encoder(preference: str = "auto") -> str:
     if wanted == "auto":
         return NVENC if nvenc_available() else X264
     raise MediaError(f"unknown encoder {preference!r}: expected one of auto, nvenc, x264")
+
+
+def encoder_for(codec: str, ladder_encoder: str) -> str:
+    """The FFmpeg encoder of a ``codec`` rendition in a ladder running on ``ladder_encoder``
+    (what :func:`choose_encoder` picked): that codec's NVENC encoder when the ladder runs on
+    NVENC and this GPU has it, else its CPU encoder (libx264, libx265, libsvtav1).
+
+    Raises:
+        MediaError: ``codec`` is not an output codec.
+    """
+    if codec not in CPU_ENCODERS:
+        raise MediaError(f"unknown output codec {codec!r}: expected one of h264, hevc, av1")
+    if ladder_encoder == NVENC and nvenc_available(codec):
+        return NVENC_ENCODERS[codec]
+    return CPU_ENCODERS[codec]
 
 
 @attrs.frozen(kw_only=True)

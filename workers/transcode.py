@@ -1,4 +1,5 @@
-"""The ladder transcoder: one MPEG-TS segment in, one MPEG-TS stream per rendition out.
+"""The ladder transcoder: one segment in, one stream per rendition out (MPEG-TS for an H.264
+profile, fragmented MP4 for HEVC and AV1).
 
 How this works
 --------------
@@ -77,6 +78,9 @@ each ``transcode`` call (benchmarks set it to infinity to process every frame)."
 _MAX_PROBE_WAIT = 1.0
 """Seconds of waiting for the demuxer's probe bytes at most added to a live job's slack."""
 
+_FILE_SUFFIXES = {"h264": ".ts", "hevc": ".mp4", "av1": ".mp4"}
+"""The file name ending of a rendition written by :func:`transcode_file`, per codec."""
+
 _encoder_options = encoder_options
 """The encoder options, under the name ``benchmarks/harness`` reads them by."""
 
@@ -125,7 +129,9 @@ class LadderTranscoder:
 
     @property
     def encoder(self) -> str:
-        """The FFmpeg encoder in use: ``libx264`` or ``h264_nvenc``."""
+        """The ladder's encoder, ``libx264`` or ``h264_nvenc``: H.264 renditions run on it, and
+        HEVC and AV1 ones on that codec's NVENC encoder where it is ``h264_nvenc`` and the GPU
+        has one, else on libx265 and SVT-AV1 (``workers.gpu.encoder_for``)."""
         return self._encoder
 
     @property
@@ -215,7 +221,8 @@ def transcode_file(
     encoder: str = "auto",
     threads: int = 0,
 ) -> list[RenditionOutput]:
-    """Transcodes the media file ``src`` into ``out_dir/{profile name}.ts`` per profile.
+    """Transcodes the media file ``src`` into ``out_dir/{profile name}.ts`` per H.264 profile,
+    ``.mp4`` (fragmented) per HEVC or AV1 one.
 
     Raises:
         MediaError: as :meth:`LadderTranscoder.transcode`; OSError for file problems.
@@ -223,7 +230,10 @@ def transcode_file(
     transcoder = LadderTranscoder(profiles, encoder=encoder, threads=threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        outputs = [stack.enter_context((out_dir / f"{p.name}.ts").open("wb")) for p in profiles]
+        outputs = [
+            stack.enter_context((out_dir / f"{p.name}{_FILE_SUFFIXES[p.codec]}").open("wb"))
+            for p in profiles
+        ]
 
         def write(index: int, data: bytes) -> None:
             outputs[index].write(data)

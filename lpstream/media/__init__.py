@@ -24,6 +24,7 @@ __all__ = [
     "MAX_INGEST_BITRATE",
     "MAX_SEGMENT_SECONDS",
     "MAX_STREAM_NAME",
+    "OUTPUT_CODECS",
     "STREAM_NAME_PATTERN",
     "CodecConfig",
     "MediaEvent",
@@ -145,6 +146,10 @@ _X264_PROFILES = {
     "h264constrainedhigh": "high",
 }
 
+OUTPUT_CODECS = ("h264", "hevc", "av1")
+"""The codecs a profile may ask for (FFmpeg's names). An ``h264`` rendition is MPEG-TS; an
+``hevc`` or ``av1`` one is fragmented MP4 (CMAF), which HLS serves with ``EXT-X-MAP``."""
+
 MAX_PROFILE_PIXELS = 7680 * 4320
 """Largest rendition accepted (8K); profiles come from operators and from peers."""
 
@@ -166,9 +171,16 @@ class VideoProfile:
     gop: float = 2.0
     """Keyframe interval in seconds; 0 lets the encoder choose."""
     profile: str = ""
-    """x264 profile (``baseline``, ``main``, ``high``) or empty for the encoder default."""
+    """x264 profile (``baseline``, ``main``, ``high``) or empty for the encoder default; an
+    ``h264`` setting only (HEVC and AV1 renditions take none: Main and AV1 Main, 8-bit)."""
     preset: str = "veryfast"
-    """x264 preset."""
+    """Speed against compression, in x264's names (``ultrafast`` ... ``placebo``). x265 takes
+    the same names; SVT-AV1 its numbered presets: ultrafast 12, superfast 11, veryfast 10,
+    faster 9, fast 9, medium 8, slow 6, slower 4, veryslow 2, placebo 1
+    (``workers.ladder.encoding``). NVENC uses its own ``p4`` for every one."""
+    codec: str = "h264"
+    """Video codec, one of :data:`OUTPUT_CODECS`: ``h264`` (libx264), ``hevc`` (libx265) or
+    ``av1`` (SVT-AV1), or the NVENC encoder of that codec where the ladder runs on NVENC."""
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> VideoProfile:
@@ -194,7 +206,15 @@ class VideoProfile:
             fps = int(obj.get("fps", 0) or 0)
         except (TypeError, ValueError):
             raise ValueError(f"profile {name!r}: gop and fps must be numbers") from None
+        codec = str(obj.get("codec", "h264") or "h264").strip().lower()
+        if codec not in OUTPUT_CODECS:
+            raise ValueError(
+                f"profile {name!r}: unknown codec {obj.get('codec')!r}: "
+                f"use one of {', '.join(OUTPUT_CODECS)}"
+            )
         raw_profile = str(obj.get("profile", "") or "").replace("_", "").lower()
+        if codec != "h264" and raw_profile not in ("", "none"):
+            raise ValueError(_codec_profile_refusal(name, codec, obj.get("profile")))
         if raw_profile not in _X264_PROFILES:
             raise ValueError(f"profile {name!r}: unknown H.264 profile {obj.get('profile')!r}")
         return cls.checked(
@@ -206,6 +226,7 @@ class VideoProfile:
             gop=gop,
             profile=_X264_PROFILES[raw_profile],
             preset=str(obj.get("preset", "veryfast") or "veryfast"),
+            codec=codec,
         )
 
     @classmethod
@@ -227,10 +248,27 @@ class VideoProfile:
             raise ValueError(f"profile {profile.name!r}: gop {profile.gop} out of range")
         if profile.preset not in _X264_PRESETS:
             raise ValueError(f"profile {profile.name!r}: unknown x264 preset {profile.preset!r}")
+        if profile.codec not in OUTPUT_CODECS:
+            raise ValueError(
+                f"profile {profile.name!r}: unknown codec {profile.codec!r}: "
+                f"use one of {', '.join(OUTPUT_CODECS)}"
+            )
+        if profile.codec != "h264" and profile.profile:
+            raise ValueError(_codec_profile_refusal(profile.name, profile.codec, profile.profile))
+        if profile.profile not in _X264_PROFILES.values():
+            raise ValueError(f"profile {profile.name!r}: unknown H.264 profile {profile.profile!r}")
         return profile
 
     def to_json(self) -> dict[str, Any]:
+        """The profile as one entry of a profiles file (:meth:`from_json` reads it back)."""
         return attrs.asdict(self)
+
+
+def _codec_profile_refusal(name: str, codec: str, value: object) -> str:
+    return (
+        f"profile {name!r}: 'profile' {value!r} is an H.264 setting; "
+        f"a {codec} rendition takes none (leave it out)"
+    )
 
 
 _X264_PRESETS = frozenset(

@@ -6,7 +6,7 @@ The order they may come in is :mod:`lpstream.wire.job_stream`'s; their encoding 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import attrs
 import msgspec
@@ -59,6 +59,10 @@ class ProfileSpec:
     """x264 profile or empty."""
     preset: Text = "veryfast"
     """x264 preset."""
+    codec: Literal["h264", "hevc", "av1"] = "h264"
+    """Video codec (:data:`~lpstream.media.OUTPUT_CODECS`; msgspec refuses any other name
+    while decoding). A JOB from a peer that predates it has none and means ``h264``; a peer
+    that predates it ignores it."""
 
     @classmethod
     def from_profile(cls, profile: VideoProfile) -> ProfileSpec:

@@ -616,7 +616,7 @@ def test_hevc_av1_and_vp9_segments_make_the_ladder_on_the_sources_timeline(
     clip = make_enhanced_clip(tmp_path / "in.flv", codec, seconds=4, gop=60, size=(640, 360))
     done, data = run_segmenter(clip, Segmenter(target_duration=1.5))
     segment = data[done[1].seq]
-    with av.open(io.BytesIO(segment)) as container:
+    with av.open(io.BytesIO(segment), mode="r") as container:
         source_pts = sorted(round(float(frame.time) * 1000) for frame in container.decode(video=0))
 
     results, collector = run_ladder(segment)

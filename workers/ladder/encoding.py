@@ -1,27 +1,58 @@
 """Encoder options of a rendition: rate control, GOP length and keyframes aligned across the
-ladder, for libx264 and NVENC (which encoder runs is ``workers.gpu.choose_encoder``'s call).
+ladder, for libx264, libx265, SVT-AV1 and NVENC (which encoder runs is
+``workers.gpu.encoder_for``'s call).
 
 GOPs are aligned across the ladder: scene-cut keyframes are off, the keyframe interval is
-``profile.gop`` seconds, and a frame sent with picture type I (a source keyframe) is forced to
-be an IDR frame in every rendition, so segment boundaries coincide.
+``profile.gop`` seconds, GOPs are closed, and a frame sent with picture type I (a source
+keyframe) is forced to be a keyframe every later frame can be decoded from (an IDR frame, an
+AV1 key frame) in every rendition, so segment boundaries coincide. x264 and x265 do that with
+``forced-idr``; FFmpeg hands SVT-AV1 such a frame as a key picture, which it honours.
+
+Rate control is the profile's bitrate with a ceiling of 1.2 times it over a two-second buffer
+(x264's and x265's VBV). SVT-AV1 takes no ceiling in its variable bitrate mode ("Max Bitrate
+only supported with CRF mode"), and that mode overshoots two-second segments (testsrc2 from
+720p: 1.3 times the target at 360p, 2 times at 720p); so it runs constant bitrate over a
+two-second buffer (1.16 and 1.15 times there), which SVT-AV1 allows with its low-delay
+prediction structure only. NVENC runs constant bitrate.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Final
 
 from lpstream.media import VideoProfile
-from workers.gpu import NVENC
+from workers.gpu import NVENC_ENCODERS
 
-__all__ = ["encoder_options"]
+__all__ = ["SVT_AV1_PRESETS", "encoder_options"]
+
+SVT_AV1_PRESETS: Final = {
+    "ultrafast": 12,
+    "superfast": 11,
+    "veryfast": 10,
+    "faster": 9,
+    "fast": 9,
+    "medium": 8,
+    "slow": 6,
+    "slower": 4,
+    "veryslow": 2,
+    "placebo": 1,
+}
+"""SVT-AV1's numbered preset for each x264 preset name a profile may give (0 is its slowest,
+13 its fastest; 10 and above run in real time at 720p on a few cores)."""
+
+_X265 = "libx265"
+_SVT_AV1 = "libsvtav1"
 
 
 def encoder_options(
     encoder: str, profile: VideoProfile, rate: Fraction, *, live: bool = False
 ) -> dict[str, str]:
     """Encoder options for one rendition: rate control, GOP and ladder-wide keyframes;
-    ``live`` adds x264's zero-latency tuning (no B-frames, no lookahead, no frame threads)."""
+    ``live`` adds zero-latency settings (no B-frames, no lookahead, no frame threads)."""
     keyint = max(1, round(profile.gop * rate)) if profile.gop > 0 else 0
+    if encoder == _SVT_AV1:
+        return _svt_av1_options(profile, keyint)
     options = {
         "maxrate": str(profile.bitrate * 6 // 5),
         "bufsize": str(profile.bitrate * 2),
@@ -30,7 +61,7 @@ def encoder_options(
     }
     if profile.profile:
         options["profile"] = profile.profile
-    if encoder == NVENC:
+    if encoder in NVENC_ENCODERS.values():
         options.update(
             {"preset": "p4", "tune": "ll", "rc": "cbr", "no-scenecut": "1", "zerolatency": "1"}
         )
@@ -40,7 +71,10 @@ def encoder_options(
             options["strict_gop"] = "1"
         return options
     options["preset"] = profile.preset or "veryfast"
-    options["x264-params"] = _x264_params(keyint)
+    if encoder == _X265:
+        options["x265-params"] = _x265_params(keyint)
+    else:
+        options["x264-params"] = _x264_params(keyint)
     if live:
         options["tune"] = "zerolatency"
     return options
@@ -52,3 +86,26 @@ def _x264_params(keyint: int) -> str:
     if keyint:
         params += f":keyint={keyint}:min-keyint={keyint}"
     return params
+
+
+def _x265_params(keyint: int) -> str:
+    """x265 settings that keep keyframes where the ladder puts them: no scene cuts, closed
+    GOPs (an open GOP's leading pictures need the GOP before); only errors are logged."""
+    params = "scenecut=0:open-gop=0:log-level=error"
+    if keyint:
+        params += f":keyint={keyint}:min-keyint={keyint}"
+    return params
+
+
+def _svt_av1_options(profile: VideoProfile, keyint: int) -> dict[str, str]:
+    """SVT-AV1: numbered preset, no scene-change keyframes, closed GOPs made of key frames
+    (``irefresh-type=2``) ``keyint`` frames apart, constant bitrate with the low-delay
+    structure (``rc=2``, ``pred-struct=1``: no reordering, so live as well)."""
+    params = ["scd=0", "irefresh-type=2", "pred-struct=1", "rc=2"]
+    if keyint:
+        params.append(f"keyint={keyint}")
+    return {
+        "preset": str(SVT_AV1_PRESETS.get(profile.preset, SVT_AV1_PRESETS["veryfast"])),
+        "bufsize": str(profile.bitrate * 2),
+        "svtav1-params": ":".join(params),
+    }

@@ -21,15 +21,16 @@ How this works:
   earlier). Input ahead of real time waits for the stage: every frame is processed. Input
   that falls more than ``live_slack`` seconds behind real time makes a frame that finds the
   queue full be dropped (and counted) instead of waiting.
-* The muxer writes into a :class:`RenditionSink` whose ``write()`` hands the bytes to
-  ``on_data`` at once, in chunks of the AVIO buffer size, so output streams out while input
-  streams in.
+* The muxer (MPEG-TS for H.264, fragmented MP4 for HEVC and AV1: see ``plan.py``) writes
+  into a :class:`RenditionSink` whose ``write()`` hands the bytes to ``on_data`` at once, in
+  chunks of the AVIO buffer size, so output streams out while input streams in.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -50,6 +51,7 @@ from av.video.stream import VideoStream
 from lpstream.errors import MediaError
 from workers.ladder.audio import AudioTrack
 from workers.ladder.plan import RenditionPlan
+from workers.ladder.rendition_audio import AdtsUnwrapper, add_audio_streams
 
 __all__ = [
     "DataCallback",
@@ -61,7 +63,8 @@ __all__ = [
 ]
 
 DataCallback = Callable[[int, bytes], None]
-"""Receives ``(rendition index, MPEG-TS bytes)`` as each rendition's muxer writes them."""
+"""Receives ``(rendition index, bytes)`` as each rendition's muxer writes them: MPEG-TS for an
+H.264 rendition, fragmented MP4 (opening with an ``ftyp`` box) for HEVC and AV1."""
 
 _OUTPUT_CHUNK = 188 * 64
 """AVIO buffer of each rendition: ``on_data`` gets chunks of at most this many bytes."""
@@ -71,6 +74,9 @@ _SCALER = Interpolation.BICUBIC
 
 _FALLBACK_TICK = Fraction(1, 90_000)
 """MPEG-TS time base, if a stream has none."""
+_SVT_AV1_QUIET = ("SVT_LOG", "1")
+"""SVT-AV1 prints a banner and notes to stderr for every encoder it opens unless its
+``SVT_LOG`` level says errors only; an operator's own setting is kept."""
 
 
 @attrs.frozen(kw_only=True)
@@ -88,7 +94,7 @@ class RenditionOutput:
     pixels: int
     """``frames * width * height``, what the work is paid by."""
     size: int
-    """MPEG-TS bytes written (passed to ``on_data``)."""
+    """Bytes written (passed to ``on_data``)."""
     duration_ms: int
     """Span of the encoded video, from the first frame's timestamp to the end of the last."""
     dropped: int = 0
@@ -156,7 +162,8 @@ def open_rendition(
     Args:
         plan: what to make.
         on_data: receives the rendition's bytes.
-        encoder: the FFmpeg encoder name.
+        encoder: the ladder's encoder (``workers.gpu.choose_encoder``'s pick); the rendition
+            runs ``plan.encoder``, the one for its profile's codec.
         threads: encoder threads; 0 lets the encoder choose.
         tick: the source's time base, kept from decoder to muxer.
         audio: the source audio streams to copy, with what is known of each.
@@ -168,17 +175,21 @@ def open_rendition(
     Raises:
         MediaError: ``encoder`` is not a video encoder.
     """
+    if plan.encoder == "libsvtav1":
+        os.environ.setdefault(*_SVT_AV1_QUIET)
     sink = RenditionSink(plan.index, on_data)
     container = av.open(
         sink,
         mode="w",
-        format="mpegts",
+        format=plan.container,
         container_options=dict(plan.mux_options),
         buffer_size=_OUTPUT_CHUNK,
     )
-    video = container.add_stream(encoder, rate=plan.rate, options=dict(plan.encoder_options))
+    video = container.add_stream(plan.encoder, rate=plan.rate, options=dict(plan.encoder_options))
     if not isinstance(video, VideoStream):
-        raise MediaError(f"{encoder} is not a video encoder")
+        raise MediaError(f"{plan.encoder} is not a video encoder")
+    if plan.codec_tag:
+        video.codec_tag = plan.codec_tag
     ctx = video.codec_context
     ctx.width = plan.width
     ctx.height = plan.height
@@ -188,20 +199,14 @@ def open_rendition(
     ctx.bit_rate = plan.profile.bitrate
     ctx.thread_count = threads
     video.time_base = tick
-    streams: dict[int, AudioStream] = {}
-    for source, track in audio:
-        out = container.add_stream_from_template(source)
-        if not out.codec_context.sample_rate:
-            out.codec_context.sample_rate = track.sample_rate
-            if track.layout is not None:
-                out.codec_context.layout = track.layout
-        streams[source.index] = out
+    streams, unwrappers = add_audio_streams(container, audio, mp4=plan.container == "mp4")
     return RenditionEncoder(
         plan=plan,
         sink=sink,
         container=container,
         video=video,
         audio=streams,
+        adts=unwrappers,
         shared_frames=shared_frames,
         inbox=queue.Queue(plan.queued_frames),
         stage=stage,
@@ -225,6 +230,8 @@ class RenditionEncoder:
     video: VideoStream
     audio: dict[int, AudioStream]
     """Output audio stream per source stream index."""
+    adts: dict[int, AdtsUnwrapper]
+    """Per source stream index, what takes ADTS AAC apart for an MP4 rendition."""
     shared_frames: threading.Lock
     """Held while a frame that is not scaled (so shared by renditions) gets stamped."""
     inbox: queue.Queue[_Job | None]
@@ -263,6 +270,8 @@ class RenditionEncoder:
 
     def start(self) -> None:
         """Writes the header (opening the encoder) and starts the worker thread."""
+        for unwrapper in self.adts.values():
+            unwrapper.before_header()
         self.container.start_encoding()
         self.worker = threading.Thread(
             target=self._work, name=f"lpstream-encode-{self.plan.profile.name}", daemon=True
@@ -299,10 +308,16 @@ class RenditionEncoder:
 
     def mux_audio(self, source_index: int, packet: Packet[Stream]) -> None:
         stream = self.audio.get(source_index)
-        if stream is not None:
+        if stream is None:
+            return
+        unwrapper = self.adts.get(source_index)
+        with self.mux_lock:
+            if unwrapper is not None:
+                for frame in unwrapper.frames(packet):
+                    self.container.mux_one(frame)
+                return
             packet.stream = stream
-            with self.mux_lock:
-                self.container.mux_one(packet)
+            self.container.mux_one(packet)
 
     def stop(self) -> None:
         """Ends the worker thread after the frames already queued."""
