@@ -33,6 +33,7 @@ from lpstream.media.mpegts import (
     PAT_PID,
     SDT_PID,
     SYNC_BYTE,
+    VIDEO_STREAM_TYPES,
     packet_pid,
     pat_pmt_pids,
     pmt_stream_pid,
@@ -107,7 +108,7 @@ class PartCutter:
                 self._pmt_pids.update(pat_pmt_pids(section))
                 self._pat = self._pat or bytes(packet)
         elif pid in self._pmt_pids:
-            video_pid = pmt_stream_pid(psi_section(packet))
+            video_pid = pmt_stream_pid(psi_section(packet), VIDEO_STREAM_TYPES)
             if video_pid is not None:
                 self._video_pid = video_pid
                 self._pmt = self._pmt or bytes(packet)

@@ -58,6 +58,7 @@ _ENHANCED_FOURCC = {"hevc": b"hvc1"}
 _ANNEXB_FILTERS = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
 SEGMENT_FORMATS = {"h264": "mpegts", "hevc": "mpegts", "av1": "mp4", "vp9": "mp4"}
 """The container (FFmpeg's format name) of a segment, by its video codec."""
+_NAMES = {"h264": "H.264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9"}
 SEGMENT_VIDEO_CODECS = frozenset(SEGMENT_FORMATS)
 """The video codecs (FFmpeg names) a segment carries."""
 _KEYFRAME_SEQUENCE_START = 0x90
@@ -108,14 +109,15 @@ def usable_templates(video: CodecConfig, audio: CodecConfig | None) -> CodecTemp
             video_info_from_config(video)
         except ValueError as exc:
             raise MediaError(
-                f"the {video.codec} configuration record cannot be used: {exc}"
+                f"the {_NAMES[video.codec]} configuration record cannot be used: {exc}"
             ) from exc
         return _template_streams(video, audio, with_video=False)
     templates = _template_streams(video, audio)
     try:
         av.BitStreamFilterContext(_ANNEXB_FILTERS[video.codec], in_stream=templates.video)
     except av.FFmpegError as exc:
-        raise MediaError(f"the {video.codec} configuration record cannot be used: {exc}") from exc
+        reason = f"the {_NAMES[video.codec]} configuration record cannot be used: {exc}"
+        raise MediaError(reason) from exc
     return templates
 
 
@@ -148,7 +150,7 @@ def _template_streams(
     v = container.streams.video[0] if container.streams.video else None
     a = container.streams.audio[0] if (audio is not None and container.streams.audio) else None
     if with_video and (v is None or v.codec_context.name != video.codec):
-        raise MediaError(f"the {video.codec} configuration record could not be read")
+        raise MediaError(f"the {_NAMES[video.codec]} configuration record could not be read")
     return CodecTemplates(video_config=video, video=v, audio=a)
 
 

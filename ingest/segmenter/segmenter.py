@@ -343,7 +343,7 @@ class Segmenter:
             start_ms=start_ms,
             independent=independent,
             on_bytes=lambda data: self._emit(seg, data),
-            on_part=self._pending.append if self._cuts_parts else None,
+            on_part=(lambda part: self._pending.append(part)) if self._cuts_parts else None,
         )
         muxer: SegmentMuxer | Mp4SegmentMuxer
         if self._templates.segment_format == "mp4":

@@ -28,6 +28,7 @@ import trio
 from lpstream.errors import BusyError, LpstreamError, MediaError, ProtocolError
 from lpstream.gateway.fair_share import TranscodeShares
 from lpstream.gateway.outlets import RenditionOutlets
+from lpstream.gateway.segment_outlet import hand_in_segment, is_fragmented_mp4
 from lpstream.gateway.segments import (
     RenditionSegment,
     SegmentJob,
@@ -35,8 +36,6 @@ from lpstream.gateway.segments import (
     SourceSegment,
 )
 from lpstream.media import VideoProfile
-from lpstream.media.h264 import avc_info_from_annexb
-from lpstream.media.mpegts import joined_payloads
 from lpstream.orchestrator.capacity import ladder_work
 
 __all__ = ["RenditionLadder"]
@@ -168,16 +167,30 @@ class RenditionLadder:
                 "stream_segments_out_total", stream=self.outlets.stream, rendition=profile.name
             )
             size = self.outlets.source.scaled_size(profile) or (rendition.width, rendition.height)
+            try:
+                video = hand_in_segment(hls, profile.name, seq, duration, rendition.data)
+            except ValueError as exc:
+                log.warning(
+                    "stream %r segment %d: the %s rendition cannot be listed: %s",
+                    self.outlets.stream,
+                    seq,
+                    profile.name,
+                    exc,
+                )
+                self._ensure_info(profile)
+                hls.add_gap(profile.name, seq, duration)
+                continue
             hls.set_info(
                 self.outlets.source.rendition_info(
-                    profile.name,
-                    avc_info_from_annexb(joined_payloads(rendition.data)),
-                    size,
-                    self.outlets.source.bandwidth(profile.bitrate),
+                    profile.name, video, size, self.outlets.source.bandwidth(profile.bitrate)
                 )
             )
-            hls.add_segment(profile.name, seq, duration, rendition.data)
-            self.outlets.packets.feed_ts(profile.name, rendition.data)
+            if is_fragmented_mp4(rendition.data):
+                self.outlets.packets.refuse_webrtc(
+                    profile.name, video.codecs if video else "fragmented MP4"
+                )
+            else:
+                self.outlets.packets.feed_ts(profile.name, rendition.data)
 
     def _ensure_info(self, profile: VideoProfile) -> None:
         """Gives a rendition that has no segment yet master-playlist facts from its profile,

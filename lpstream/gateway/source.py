@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import attrs
 
-from lpstream.media import CodecConfig, MediaEvent, StreamMetadata, TrackKind, VideoProfile
+from lpstream.media import (
+    CodecConfig,
+    MediaEvent,
+    MediaPacket,
+    StreamMetadata,
+    TrackKind,
+    VideoProfile,
+)
 from lpstream.media import scaled_size as profile_size
 from lpstream.media.video import VideoInfo, video_info_from_config
 from lpstream.playback.hls import RenditionInfo
@@ -29,9 +36,11 @@ class SourceFormat:
     fps: float = 30.0
     """Frame rate from the publisher's metadata (30 if it gives none)."""
     _audio: CodecConfig | None = None
+    _video_config: CodecConfig | None = None
 
     def note(self, event: MediaEvent) -> None:
-        """Takes what a publisher's event says of the source (metadata, decoder configs)."""
+        """Takes what a publisher's event says of the source (metadata, decoder configs, a
+        VP9 keyframe's picture size)."""
         if isinstance(event, StreamMetadata):
             rate = event.values.get("framerate") or event.values.get("fps")
             if isinstance(rate, int | float) and 0 < rate <= 240:
@@ -40,8 +49,21 @@ class SourceFormat:
             if event.kind is not TrackKind.VIDEO:
                 self._audio = event
                 return
+            self._video_config = event
             try:
                 self.video = video_info_from_config(event)
+            except ValueError:
+                self.video = None
+        elif (
+            isinstance(event, MediaPacket)
+            and event.keyframe
+            and self.video is None
+            and self._video_config is not None
+            and event.kind is TrackKind.VIDEO
+        ):
+            # VP9's record names no picture size; its keyframes do.
+            try:
+                self.video = video_info_from_config(self._video_config, event.data)
             except ValueError:
                 self.video = None
 

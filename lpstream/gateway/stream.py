@@ -41,10 +41,12 @@ from ingest.segmenter import (
 from lpstream.errors import LpstreamError, MediaError, ProtocolError
 from lpstream.gateway.ai_rendition import AiRendition
 from lpstream.gateway.fair_share import TranscodeShares
+from lpstream.gateway.fmp4_parts import Fmp4Part, Fmp4PartCutter
 from lpstream.gateway.ingest_limits import IngestLimits, IngestMeter
 from lpstream.gateway.ladder import RenditionLadder
 from lpstream.gateway.latency import LatencyRecorder
 from lpstream.gateway.outlets import RenditionOutlets
+from lpstream.gateway.segment_outlet import hand_in_segment
 from lpstream.gateway.segments import (
     RenditionSegment,
     SegmentJob,
@@ -139,6 +141,8 @@ class LiveStream:
     _open: dict[int, SourceSegment] = attrs.Factory(dict)
     """Segments being cut, by sequence number."""
     _parts_published: dict[int, int] = attrs.Factory(dict)
+    _fmp4_parts: dict[int, Fmp4PartCutter] = attrs.Factory(dict)
+    """The LL-HLS part cutters of fragmented-MP4 segments being cut, by sequence number."""
     _last_seq: int | None = None
     _segments_in: int = 0
     _stopped: LpstreamError | None = None
@@ -276,6 +280,7 @@ class LiveStream:
             self._segment_started(seq, event, nursery)
         elif isinstance(event, SegmentData):
             self._open[seq].buffer.append(event.data)
+            self._cut_fmp4_parts(seq, event.data)
         elif isinstance(event, PartCompleted):
             self.hls.add_part(
                 SOURCE,
@@ -300,12 +305,41 @@ class LiveStream:
             source_size=self.source.size,
             fps=self.source.fps,
         )
+        if event.segment_format == "mp4":
+            self._fmp4_parts[seq] = Fmp4PartCutter(
+                part_target=self.part_target,
+                on_init=lambda init: self.hls.set_init(SOURCE, init),
+                on_part=lambda part: self._fmp4_part(seq, part),
+            )
         self._open[seq] = segment
         self._last_seq = seq
         self.ladder.start_segment(segment, nursery)
         self.ai.start_segment(segment, nursery)
 
+    def _cut_fmp4_parts(self, seq: int, data: bytes) -> None:
+        """Feeds a fragmented-MP4 segment's bytes to its part cutter, if it has one."""
+        cutter = self._fmp4_parts.get(seq)
+        if cutter is None:
+            return
+        try:
+            cutter.feed(data)
+        except ValueError as exc:
+            del self._fmp4_parts[seq]
+            log.warning("stream %r: segment %d is cut into no more parts: %s", self.name, seq, exc)
+
+    def _fmp4_part(self, seq: int, part: Fmp4Part) -> None:
+        self.hls.add_part(SOURCE, seq, part.duration, part.data, independent=part.independent)
+        self._parts_published[seq] = self._parts_published.get(seq, 0) + 1
+        end_ms = round(part.start_ms + part.duration * 1000)
+        self.latency.part_listed(end_ms, trio.current_time())
+
     def _segment_completed(self, seq: int, event: SegmentCompleted) -> None:
+        cutter = self._fmp4_parts.pop(seq, None)
+        if cutter is not None:
+            try:
+                cutter.finish()
+            except ValueError as exc:
+                log.warning("stream %r: segment %d's last part: %s", self.name, seq, exc)
         segment = self._open.pop(seq)
         duration = event.duration_ms / 1000
         segment.duration = duration
@@ -323,5 +357,9 @@ class LiveStream:
         )
         if self._parts_published.pop(seq, 0):
             self.hls.complete_segment(SOURCE, seq)
-        else:
-            self.hls.add_segment(SOURCE, seq, duration, segment.buffer.getvalue())
+            return
+        try:
+            hand_in_segment(self.hls, SOURCE, seq, duration, segment.buffer.getvalue())
+        except ValueError as exc:
+            log.warning("stream %r: source segment %d cannot be listed: %s", self.name, seq, exc)
+            self.hls.add_gap(SOURCE, seq, duration)

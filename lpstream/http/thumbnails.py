@@ -74,14 +74,15 @@ def latest_source_segment(stream: LowLatencyStream) -> tuple[int, bytes] | None:
     None before the first one (or when every segment in the window is a gap)."""
     source = stream.rendition_order[0]
     for listed in reversed(stream.playlist(source).segments):
-        data = stream.segment(source, listed.entry.seq)
+        data = stream.segment_file(source, listed.entry.seq)
         if data is not None:
             return listed.entry.seq, data
     return None
 
 
 def first_frame_jpeg(segment: bytes, width: int = THUMBNAIL_WIDTH) -> bytes:
-    """The first video frame of an MPEG-TS ``segment`` as a JPEG ``width`` pixels wide.
+    """The first video frame of a ``segment`` (MPEG-TS, or fragmented MP4 with its init
+    section) as a JPEG ``width`` pixels wide.
 
     Blocking (PyAV): run it in a thread.
 

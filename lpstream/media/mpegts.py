@@ -32,7 +32,9 @@ __all__ = [
     "PAT_PID",
     "SDT_PID",
     "STREAM_TYPE_H264",
+    "STREAM_TYPE_HEVC",
     "SYNC_BYTE",
+    "VIDEO_STREAM_TYPES",
     "PacketReader",
     "PesHeader",
     "joined_payloads",
@@ -56,6 +58,10 @@ SDT_PID = 0x0011
 """The PID of the service description table."""
 STREAM_TYPE_H264 = 0x1B
 """A PMT's stream type for H.264 video."""
+STREAM_TYPE_HEVC = 0x24
+"""A PMT's stream type for HEVC video."""
+VIDEO_STREAM_TYPES = frozenset([STREAM_TYPE_H264, STREAM_TYPE_HEVC])
+"""The video stream types segments carry in MPEG-TS."""
 _PMT_TABLE_ID = 0x02
 
 Packet = bytes | bytearray
@@ -125,11 +131,15 @@ def pat_pmt_pids(section: bytes) -> list[int]:
     return pids
 
 
-def pmt_stream_pid(section: bytes, stream_type: int = STREAM_TYPE_H264) -> int | None:
-    """The PID of the first stream of ``stream_type`` a PMT section names, or None."""
+def pmt_stream_pid(
+    section: bytes, stream_type: int | frozenset[int] = STREAM_TYPE_H264
+) -> int | None:
+    """The PID of the first stream of ``stream_type`` (or of one of them) a PMT section
+    names, or None."""
     if len(section) < 16 or section[0] != _PMT_TABLE_ID:
         return None
-    return next((pid for kind, pid, _ in program_streams(section) if kind == stream_type), None)
+    kinds = stream_type if isinstance(stream_type, frozenset) else frozenset([stream_type])
+    return next((pid for kind, pid, _ in program_streams(section) if kind in kinds), None)
 
 
 def pes_packet_length(payload: Packet) -> int:

@@ -18,6 +18,7 @@ from lpstream.media.hevc import (
     hevc_info_from_sps,
     hevc_nal_type,
 )
+from lpstream.media.vp9 import vp9_info_from_config
 
 __all__ = ["VideoInfo", "video_info_from_annexb", "video_info_from_config"]
 
@@ -41,9 +42,10 @@ class VideoInfo(Protocol):
         ...
 
 
-def video_info_from_config(config: CodecConfig) -> VideoInfo | None:
+def video_info_from_config(config: CodecConfig, keyframe: bytes | None = None) -> VideoInfo | None:
     """The facts of the video track ``config`` configures; None for a codec whose record does
-    not give them (VP9's names no picture size) or that is not video.
+    not give them or that is not video. VP9's record names no picture size: its facts need a
+    ``keyframe`` of the stream (None without one).
 
     Raises:
         ValueError: the record is malformed.
@@ -57,6 +59,8 @@ def video_info_from_config(config: CodecConfig) -> VideoInfo | None:
             return hevc_info_from_config(config.data)
         if config.codec == "av1":
             return av1_info_from_config(config.data)
+        if config.codec == "vp9" and keyframe is not None:
+            return vp9_info_from_config(config.data, keyframe)
     except IndexError:
         raise ValueError(f"{config.codec} configuration record ends early") from None
     return None

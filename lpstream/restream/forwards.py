@@ -118,12 +118,12 @@ class Forwards:
                 continue
             if listed.data is None:
                 forward.mark_gap()
-            else:
-                forward.offer(
-                    ForwardSegment(
-                        seq=listed.seq, data=listed.data, discontinuity=listed.discontinuity
-                    )
-                )
+                continue
+            # A fragmented-MP4 segment is remuxed whole: its init section, then its media.
+            data = listed.data if listed.init is None else listed.init.data + listed.data
+            forward.offer(
+                ForwardSegment(seq=listed.seq, data=data, discontinuity=listed.discontinuity)
+            )
 
     def all(self) -> list[Forward]:
         """Every forward, oldest first."""

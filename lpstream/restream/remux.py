@@ -219,7 +219,7 @@ class _Remuxer(abc.ABC):
         )
         try:
             for kind, stream in chosen.items():
-                self._out_streams[kind] = output.add_stream_from_template(stream)
+                self._out_streams[kind] = _stream_like(output, stream)
         except ValueError as exc:
             output.close()
             self._out_streams.clear()
@@ -254,8 +254,10 @@ class _Remuxer(abc.ABC):
                 packet.dts = packet.pts
             if packet.pts is None:
                 packet.pts = packet.dts
-            if packet.time_base != _TICK:
-                raise MediaError(f"unexpected time base {packet.time_base} in an MPEG-TS segment")
+            if packet.time_base is None:
+                raise MediaError("a packet of the segment has no time base")
+            if packet.time_base != _TICK:  # fragmented MP4: each track has its own
+                _rebase(packet)
             kind = kinds[packet.stream.index]
             if self._need_keyframe:
                 if kind != "video" or not packet.is_keyframe:
@@ -281,6 +283,26 @@ class _Remuxer(abc.ABC):
             self.timeline.advance(kind, packet.dts, duration)
             packet.stream = self._out_streams[kind]
             self._output.mux_one(packet)
+
+
+def _stream_like(output: av.container.OutputContainer, template: av.stream.Stream) -> Any:
+    """An output stream copying ``template``'s parameters. A stream whose decoder has no
+    encoder of the same name (AV1's ``libdav1d``) is copied with its decoder's context."""
+    try:
+        return output.add_stream_from_template(template)
+    except av.codec.codec.UnknownCodecError:
+        return output.add_stream_from_template(template, opaque=True)
+
+
+def _rebase(packet: av.packet.Packet[Any]) -> None:
+    """Puts a packet's times on the 90 kHz clock MPEG-TS segments use."""
+    base = packet.time_base
+    assert base is not None and packet.dts is not None and packet.pts is not None
+    packet.dts = round(packet.dts * base / _TICK)
+    packet.pts = round(packet.pts * base / _TICK)
+    if packet.duration:
+        packet.duration = round(packet.duration * base / _TICK)
+    packet.time_base = _TICK
 
 
 def _with_durations(

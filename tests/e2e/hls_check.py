@@ -14,6 +14,19 @@ from tests.e2e.nodes import http_get, parse_media_playlist
 from tests.mediatools import probe_streams
 
 
+def init_sections(playlist: str) -> dict[str, str]:
+    """The EXT-X-MAP init section each segment URI of a media playlist is read with."""
+    current: str | None = None
+    maps: dict[str, str] = {}
+    for line in playlist.splitlines():
+        found = re.match(r'#EXT-X-MAP:URI="([^"]+)"', line)
+        if found:
+            current = found.group(1)
+        elif line and not line.startswith("#") and current is not None:
+            maps[line] = current
+    return maps
+
+
 @attrs.define
 class HlsRecorder:
     """Polls the master and media playlists and downloads each segment once."""
@@ -64,6 +77,7 @@ class HlsRecorder:
             if status != 200:
                 continue
             _, entries, ended = parse_media_playlist(body.decode())
+            maps = init_sections(body.decode())
             for seq, duration, uri, gap in entries:
                 key = (name, seq)
                 if gap:
@@ -76,7 +90,15 @@ class HlsRecorder:
                 if status != 200:
                     self.errors.append(f"{name}/{uri}: HTTP {status}")
                     continue
-                path = self.out_dir / f"{self.stream}-{name}-{seq}.ts"
+                init_uri = maps.get(uri)
+                suffix = ".ts"
+                if init_uri is not None:  # fragmented MP4: the init section, then the media
+                    status, init = http_get(f"{self.base}/hls/{self.stream}/{name}/{init_uri}")
+                    if status != 200:
+                        self.errors.append(f"{name}/{init_uri}: HTTP {status}")
+                        continue
+                    data, suffix = init + data, ".mp4"
+                path = self.out_dir / f"{self.stream}-{name}-{seq}{suffix}"
                 path.write_bytes(data)
                 self.segments[key] = path
                 self.durations[key] = duration

@@ -1,9 +1,10 @@
 """``lpstream account unbond``, ``rebond`` and ``withdraw-stake`` against a real ``lpstream
 chain`` process, and the unbonding locks ``lpstream account status`` lists.
 
-The chain runs as the user runs it, with 10-block rounds of 0.2 s blocks (2 s a round; the
+The chain runs as the user runs it, with 10-block rounds of 0.4 s blocks (4 s a round; the
 unbonding period is the dev chain's 2 rounds), so a lock made now is not withdrawable for at
-least 2 s and is withdrawable within about 6 s. Each test uses a dev account of its own.
+least 4 s — time enough for the checks that it is not, on a loaded machine — and is
+withdrawable within about 12 s. Each test uses a dev account of its own.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from payments.chain.contracts import DEFAULT_PARAMETERS
 from tests.lpstream.test_account_cli import ROOT, RunningChain, _read_until, run, status
 
 ETH = 10**18
-ROUND_SECONDS = 10 * 0.2
+ROUND_SECONDS = 10 * 0.4
 
 
 @pytest.fixture(scope="module")
 def stake_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningChain]:
     keys = tmp_path_factory.mktemp("dev-keys")
     command = [sys.executable, "-m", "lpstream", "chain", "--rpc-addr", "127.0.0.1:0"]
-    command += ["--block-time", "0.2", "--round-length", "10", "--accounts", "3"]
+    command += ["--block-time", "0.4", "--round-length", "10", "--accounts", "3"]
     command += ["--keystore-dir", str(keys)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LPSTREAM_")}
     proc = subprocess.Popen(

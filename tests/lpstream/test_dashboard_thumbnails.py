@@ -24,6 +24,7 @@ from lpstream.playback.live import LivePlayback
 from lpstream.playback.llhls import LowLatencyStream
 from tests.access.client import Reply, call
 from tests.asgi import serve_on_loopback
+from tests.lpstream.fmp4_media import encode_fmp4
 
 THUMB = "/api/streams/cam/thumbnail.jpg"
 
@@ -194,3 +195,22 @@ def test_the_newest_complete_segment_is_chosen_and_gaps_are_passed_over(
     with av.open(io.BytesIO(small), mode="r") as container:
         frame = next(container.decode(video=0))
     assert (frame.width, frame.height) == (160, 90)
+
+
+async def test_an_fmp4_source_segment_is_shown_with_its_init_section(
+    node: tuple[int, Directory, ThumbnailCache],
+) -> None:
+    # An AV1 or VP9 source is listed as fragmented MP4: the segment held is media only, and
+    # the picture needs the init section in front of it.
+    port, directory, _ = node
+    clip = encode_fmp4(codec="libsvtav1")
+    stream = new_stream()
+    directory.streams["cam"] = LivePlayback(stream)
+    stream.set_init("source", clip.init)
+    media = b"".join(f.data for f in clip.segments()[0])
+    stream.add_segment("source", 0, 1.0, media)
+    found = latest_source_segment(stream)
+    assert found is not None and found[1] == clip.init + media
+    reply = await call(port, "GET", THUMB)
+    assert reply.status == 200 and reply.headers["x-thumbnail-segment"] == "0"
+    assert picture(reply).shape == (192, 320, 3)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import attrs
 import av
 import pytest
 
+from ingest.segmenter import Segmenter
 from lpstream.errors import MediaError
 from lpstream.restream import ForwardSegment
 from lpstream.restream.remux import FlvRemuxer, TsRemuxer
+from tests.ingest.test_segmenter import run_segmenter
+from tests.mediatools import make_enhanced_clip
 from tests.restream.conftest import Clip
 
 
@@ -91,3 +95,24 @@ def test_a_new_remuxer_starts_at_a_keyframe(clip: Clip) -> None:
     tags = remuxer.remux(clip.segments[1])
     media = [t for t in tags if t.kind == 9 and t.payload[1] == 1]
     assert media[0].payload[0] >> 4 == 1  # the first video frame sent is a keyframe
+
+
+@pytest.mark.parametrize("codec", ["av1", "vp9"])
+def test_av1_and_vp9_sources_forward_as_enhanced_rtmp_and_as_sound_over_srt(
+    tmp_path: Path, codec: str
+) -> None:
+    # The source's segments as the segmenter cuts them: fragmented MP4, init section and all.
+    clip = make_enhanced_clip(tmp_path / "in.flv", codec, seconds=4, gop=30)
+    done, data = run_segmenter(clip, Segmenter(target_duration=2.0))
+    segments = [ForwardSegment(seq=d.seq, data=data[d.seq]) for d in done]
+    flv = FlvRemuxer()
+    tags = [t for s in segments for t in flv.remux(s)] + flv.close()
+    video = [t for t in tags if t.kind == 9]
+    # Enhanced RTMP: the IsExHeader bit and the codec's FourCC.
+    fourcc = {"av1": b"av01", "vp9": b"vp09"}[codec]
+    assert video and all(t.payload[0] & 0x80 and t.payload[1:5] == fourcc for t in video)
+    assert sum(1 for t in video if t.payload[0] & 0x0F in (1, 3)) == 120  # every frame
+    ts = TsRemuxer()
+    out = b"".join(ts.remux(s) for s in segments) + ts.close()
+    with av.open(io.BytesIO(out), "r", format="mpegts") as container:
+        assert [s.type for s in container.streams] == ["audio"]
