@@ -42,7 +42,6 @@ from lpstream.media import (
     segment_size_limit,
 )
 from lpstream.media.video import video_info_from_config
-from lpstream.media.vp9 import vp9_frame_size
 
 __all__ = [
     "DEFAULT_MAX_INGEST_BITRATE",
@@ -109,7 +108,7 @@ class IngestMeter:
     _frames_refilled_at: float | None = attrs.field(default=None, init=False)
     _window_dts: deque[int] = attrs.field(init=False, factory=deque)
     """Decode times (ms) of the video frames within the last ``window`` of timestamps."""
-    _video_codec: str = attrs.field(default="", init=False)
+    _video_config: CodecConfig | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._tokens = float(self.limits.burst_bytes)
@@ -123,36 +122,31 @@ class IngestMeter:
                 bitrate too high.
         """
         if isinstance(event, CodecConfig) and event.kind is TrackKind.VIDEO:
-            self._video_codec = event.codec
+            self._video_config = event
             self._check_picture(event)
         elif isinstance(event, MediaPacket):
             if event.kind is TrackKind.VIDEO and self.limits.max_fps:
                 self._count_frame(event.dts, now)
-            if event.kind is TrackKind.VIDEO and event.keyframe and self._video_codec == "vp9":
-                self._check_vp9_keyframe(event.data)
+            config = self._video_config
+            if (  # VP9's record names no picture size; its keyframes do
+                event.kind is TrackKind.VIDEO
+                and event.keyframe
+                and config is not None
+                and config.codec == "vp9"
+            ):
+                self._check_picture(config, event.data)
             if self.limits.max_bitrate:
                 self._spend(len(event.data), now)
 
-    def _check_picture(self, config: CodecConfig) -> None:
+    def _check_picture(self, config: CodecConfig, keyframe: bytes | None = None) -> None:
         if not self.limits.max_pixels:
             return
         try:
-            info = video_info_from_config(config)
+            info = video_info_from_config(config, keyframe)
         except ValueError:
-            return  # the segmenter refuses what it cannot read
+            return  # the segmenter or the decoder refuses what it cannot read
         if info is not None:
             self._check_size(info.width, info.height)
-
-    def _check_vp9_keyframe(self, frame: bytes) -> None:
-        """VP9's configuration names no picture size; each keyframe's header does."""
-        if not self.limits.max_pixels:
-            return
-        try:
-            size = vp9_frame_size(frame)
-        except ValueError:
-            return  # the decoder refuses what it cannot read
-        if size is not None:
-            self._check_size(*size)
 
     def _check_size(self, width: int, height: int) -> None:
         if width * height > self.limits.max_pixels:

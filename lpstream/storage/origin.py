@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from lpstream.media import check_stream_name
-from lpstream.playback.hls import KEEP_EXTRA, render_master, segment_uri
+from lpstream.playback.hls import KEEP_EXTRA, render_master
 from lpstream.playback.init_sections import init_uri
 from lpstream.playback.listed import ListedSegment
 from lpstream.storage.stored_hls import (
@@ -27,6 +27,8 @@ from lpstream.storage.stored_hls import (
     PLAYLIST_TYPE,
     ObjectWrite,
     StoredRendition,
+    init_key,
+    segment_key,
 )
 
 __all__ = ["OriginObjects"]
@@ -56,14 +58,11 @@ class OriginObjects:
         return self.prefix + "index.m3u8"
 
     def segment_key(self, listed: ListedSegment) -> str:
-        fmp4 = listed.init is not None
-        return f"{self.prefix}{listed.rendition}/{segment_uri(listed.seq, fmp4=fmp4)}"
+        return segment_key(self.prefix, listed)
 
     def init_key(self, listed: ListedSegment) -> str | None:
         """Where the init section of an fMP4 segment goes (None: MPEG-TS has none)."""
-        if listed.init is None:
-            return None
-        return f"{self.prefix}{listed.rendition}/{listed.init.uri}"
+        return init_key(self.prefix, listed)
 
     def start(self) -> list[ObjectWrite]:
         """Nothing is written before the first segment."""

@@ -29,7 +29,7 @@ import attrs
 import msgspec
 
 from lpstream.media import check_stream_name
-from lpstream.playback.hls import render_master, segment_uri
+from lpstream.playback.hls import render_master
 from lpstream.playback.listed import ListedSegment
 from lpstream.storage.store import InvalidKey, StoreError
 from lpstream.storage.stored_hls import (
@@ -38,6 +38,8 @@ from lpstream.storage.stored_hls import (
     PLAYLIST_TYPE,
     ObjectWrite,
     StoredRendition,
+    init_key,
+    segment_key,
 )
 
 __all__ = [
@@ -174,14 +176,11 @@ class RecordingObjects:
         return self._renditions
 
     def segment_key(self, listed: ListedSegment) -> str:
-        fmp4 = listed.init is not None
-        return f"{self.prefix}{listed.rendition}/{segment_uri(listed.seq, fmp4=fmp4)}"
+        return segment_key(self.prefix, listed)
 
     def init_key(self, listed: ListedSegment) -> str | None:
         """Where the init section of an fMP4 segment goes (None: MPEG-TS has none)."""
-        if listed.init is None:
-            return None
-        return f"{self.prefix}{listed.rendition}/{listed.init.uri}"
+        return init_key(self.prefix, listed)
 
     def start(self) -> list[ObjectWrite]:
         """The manifest of a recording that starts."""

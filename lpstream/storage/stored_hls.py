@@ -38,6 +38,8 @@ __all__ = [
     "ObjectWrite",
     "StoredEntry",
     "StoredRendition",
+    "init_key",
+    "segment_key",
 ]
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -50,6 +52,21 @@ CACHE_EVENT_PLAYLIST = "no-cache"
 """A recording's playlist while it records (it grows)."""
 CACHE_VOD_PLAYLIST = "public, max-age=60"
 """An ended recording's playlist (a recovery pass may still close it once)."""
+
+
+def segment_key(prefix: str, listed: ListedSegment) -> str:
+    """Where a listed segment is stored under ``prefix``: ``{rendition}/{seq}.ts`` or
+    ``.m4s``."""
+    fmp4 = listed.init is not None
+    return f"{prefix}{listed.rendition}/{segment_uri(listed.seq, fmp4=fmp4)}"
+
+
+def init_key(prefix: str, listed: ListedSegment) -> str | None:
+    """Where the init section of an fMP4 segment is stored under ``prefix`` (None: MPEG-TS
+    has none)."""
+    if listed.init is None:
+        return None
+    return f"{prefix}{listed.rendition}/{listed.init.uri}"
 
 
 @attrs.frozen
