@@ -129,7 +129,9 @@ async def test_label_cardinality_stays_bounded_when_100_streams_come_and_go(
         assert labelled <= node.status().streams.keys()
         assert labelled <= names
         most_streams_labelled = max(most_streams_labelled, len(labelled))
-        await wait_forgotten(node, names, seconds=5)
+        # Clock seconds, which jump whenever every task waits, also while a worker thread
+        # muxes a segment: on a loaded machine many go by before the lingers really pass.
+        await wait_forgotten(node, names, seconds=600)
         series_after_each_wave.append(len(samples(node.metrics.render())))
     assert 0 < most_streams_labelled <= LIVE_AT_ONCE
     text = node.metrics.render()

@@ -80,7 +80,7 @@ async def test_a_full_queue_drops_the_oldest_and_the_recording_marks_the_gap(
     metrics = Metrics()
     sink = recording_sink(store, metrics, queue_size=3)
     sink.offer(listed(0))
-    await _run_until_idle(sink)
+    await _run_until_idle(sink, stored=1)
     for seq in range(1, 7):  # the writer does not run meanwhile: 1, 2, 3 are dropped
         sink.offer(listed(seq))
     sink.end()
@@ -93,12 +93,12 @@ async def test_a_full_queue_drops_the_oldest_and_the_recording_marks_the_gap(
     assert metrics.value("store_segments_lost_total", store="record") == 3
 
 
-async def _run_until_idle(sink: SegmentSink) -> None:
-    """Runs ``sink`` until its queue is empty, then stops it without ending it."""
+async def _run_until_idle(sink: SegmentSink, stored: int) -> None:
+    """Runs ``sink`` until it stored ``stored`` segments (an empty queue is not enough: the
+    writer may still be writing the last one it took), then stops it without ending it."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sink.run)
-        while sink.status().queued or sink.status().stored == 0:  # noqa: ASYNC110
-            await trio.sleep(0.01)
+        await _wait(lambda: sink.status().stored >= stored, seconds=30)
         nursery.cancel_scope.cancel()
 
 
@@ -151,7 +151,7 @@ async def test_recovery_closes_what_a_killed_writer_left_and_retention_deletes(
     sink = recording_sink(store, Metrics())
     for seq in range(3):
         sink.offer(listed(seq))
-    await _run_until_idle(sink)  # killed: never ended
+    await _run_until_idle(sink, stored=3)  # killed: never ended
     library = RecordingLibrary(store)
     (left,) = await library.manifests("cam")
     assert left.state == "recording"
