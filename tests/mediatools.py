@@ -58,12 +58,14 @@ def make_clip(
 _CODEC_NAMES = {"libdav1d": "av1"}
 """Decoder names PyAV reports, as the codec names of our ``CodecConfig``."""
 
-ENHANCED_ENCODERS = {"hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}
-"""The PyAV encoder for each codec an Enhanced RTMP (FourCC) FLV carries."""
+ENHANCED_ENCODERS = {"hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9", "vp8": "libvpx"}
+"""The PyAV encoder for each codec beyond H.264: those an Enhanced RTMP (FourCC) FLV carries,
+and VP8 (WebRTC's; write it to a ``.mkv``)."""
 ENCODER_OPTIONS = {
     "libx265": {"preset": "ultrafast", "x265-params": "log-level=error:open-gop=0"},
     "libsvtav1": {"preset": "12", "svtav1-params": "keyint=60"},
     "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+    "libvpx": {"deadline": "realtime", "cpu-used": "8"},
 }
 
 

@@ -27,8 +27,8 @@ class SegmentStarted:
     """It follows a timestamp jump (the timeline was rebased): list it after
     EXT-X-DISCONTINUITY."""
     segment_format: str = "mpegts"
-    """Its container, FFmpeg's name: ``mpegts`` (H.264, HEVC) or ``mp4`` (fragmented, for
-    AV1 and VP9, cut into no LL-HLS parts)."""
+    """Its container, FFmpeg's name: ``mpegts`` (H.264, HEVC), ``mp4`` (fragmented, for AV1
+    and VP9) or ``matroska`` (VP8); only MPEG-TS is cut into LL-HLS parts here."""
 
 
 @attrs.frozen(kw_only=True)

@@ -1,16 +1,17 @@
-"""The fragmented-MP4 muxer of one AV1 or VP9 segment (MPEG-TS carries neither).
+"""The muxer of one segment in a container that takes its video codec's frames as they are:
+fragmented MP4 for AV1 and VP9, Matroska for VP8 (MPEG-TS carries none of them, MP4 no VP8).
 
-How this works: each segment is a whole fragmented MP4 file — ``ftyp`` and an empty ``moov``
-(the init section), then a ``moof`` + ``mdat`` every 100 ms (``frag_duration``), so a reader
-downstream takes frames while the segment is still being cut, as with MPEG-TS.
+How this works: each AV1 or VP9 segment is a whole fragmented MP4 file — ``ftyp`` and an
+empty ``moov`` (the init section), then a ``moof`` + ``mdat`` every 100 ms (``frag_duration``),
+so a reader downstream takes frames while the segment is still being cut, as with MPEG-TS.
 (``frag_every_frame`` would give each frame at once, but FFmpeg then writes AAC fragments
-whose samples decoders lose a third of.)
-``frag_discont`` with ``avoid_negative_ts`` off keeps the packets' own times in each
-fragment's ``tfdt``, so segments run on one timeline; the video track counts in 90 kHz
-like MPEG-TS. Nothing is encoded: the video stream is made from the codec's name and the
-picture size (from the AV1 configuration record, or a VP9 keyframe's header, so the muxer
-opens at the segment's first frame), the audio from the AAC template. FFmpeg writes the
-``av1C``/``vpcC`` box from the first keyframe.
+whose samples decoders lose a third of.) ``frag_discont`` with ``avoid_negative_ts`` off keeps
+the packets' own times in each fragment's ``tfdt``, so segments run on one timeline; the
+video track counts in 90 kHz like MPEG-TS. A VP8 segment is a Matroska file whose clusters
+close every 100 ms, its timestamps kept as they are too. Nothing is encoded: the video stream
+is made from the codec's name and the picture size (from the AV1 configuration record, or a
+VP9 or VP8 keyframe's header, so the muxer opens at the segment's first frame), the audio
+from the AAC template. FFmpeg writes the ``av1C``/``vpcC`` box from the first keyframe.
 """
 
 from __future__ import annotations
@@ -24,25 +25,34 @@ import av
 from lpstream.errors import MediaError
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
 from lpstream.media.video import video_info_from_config
+from lpstream.media.vp8 import vp8_keyframe_size
 from lpstream.media.vp9 import vp9_frame_size
 
 from .remux import CodecTemplates, PacketRefused, Sink
 
-__all__ = ["Mp4SegmentMuxer"]
+__all__ = ["FileSegmentMuxer"]
 
 _MS = Fraction(1, 1000)
 _MUX_OPTIONS = {
-    "movflags": "empty_moov+default_base_moof+frag_discont",
-    "frag_duration": "100000",
-    "avoid_negative_ts": "disabled",
-    "flush_packets": "1",
-    "video_track_timescale": "90000",
+    "mp4": {
+        "movflags": "empty_moov+default_base_moof+frag_discont",
+        "frag_duration": "100000",
+        "avoid_negative_ts": "disabled",
+        "flush_packets": "1",
+        "video_track_timescale": "90000",
+    },
+    "matroska": {
+        "cluster_time_limit": "100",
+        "avoid_negative_ts": "disabled",
+        "flush_packets": "1",
+    },
 }
 
 
-class Mp4SegmentMuxer:
-    """The fragmented-MP4 muxer of one segment, writing to ``on_write`` as it goes; opened
-    at its first video frame (a keyframe: segments start with one)."""
+class FileSegmentMuxer:
+    """The fragmented-MP4 or Matroska muxer of one segment (``templates.segment_format``),
+    writing to ``on_write`` as it goes; opened at its first video frame (a keyframe:
+    segments start with one)."""
 
     def __init__(self, templates: CodecTemplates, on_write: Callable[[bytes], None]) -> None:
         self._templates = templates
@@ -89,8 +99,9 @@ class Mp4SegmentMuxer:
         config = self._templates.video_config
         width, height = _picture(config, first)
         try:
+            kind = self._templates.segment_format
             self._container = av.open(
-                Sink(self._on_write), mode="w", format="mp4", options=_MUX_OPTIONS
+                Sink(self._on_write), mode="w", format=kind, options=_MUX_OPTIONS[kind]
             )
             self._video = self._container.add_mux_stream(
                 config.codec, width=width, height=height, time_base=_MS
@@ -98,7 +109,7 @@ class Mp4SegmentMuxer:
             if self._templates.audio is not None:
                 self._audio = self._container.add_stream_from_template(self._templates.audio)
         except av.FFmpegError as exc:
-            raise MediaError(f"cannot start a fragmented MP4 segment: {exc}") from exc
+            raise MediaError(f"cannot start a {kind} segment: {exc}") from exc
 
     def _write(self, packet: MediaPacket) -> None:
         out = av.Packet(packet.data)
@@ -120,6 +131,8 @@ def _picture(config: CodecConfig, first: MediaPacket) -> tuple[int, int]:
     try:
         if config.codec == "vp9":
             size = vp9_frame_size(first.data)
+        elif config.codec == "vp8":
+            size = vp8_keyframe_size(first.data)
         else:
             info = video_info_from_config(config)
             size = None if info is None else (info.width, info.height)

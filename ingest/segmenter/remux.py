@@ -13,7 +13,8 @@ How this works:
 * H.264 and HEVC segments are MPEG-TS, which carries them and which every HLS player takes.
   Their templates are FLV tags: the legacy AVC sequence header for H.264, the Enhanced RTMP
   ``hvc1`` sequence start for HEVC (FFmpeg reads both). AV1 and VP9, which MPEG-TS does not
-  carry, are fragmented MP4 (:mod:`.fmp4_mux`): the container HLS serves them in (CMAF).
+  carry, are fragmented MP4 (:mod:`.file_mux`): the container HLS serves them in (CMAF); VP8,
+  which MP4 does not carry either, is Matroska.
 * Video goes through FFmpeg's length-prefixed to Annex B filter (``h264_mp4toannexb``,
   ``hevc_mp4toannexb``) here rather than the one the MPEG-TS muxer would add by itself: the
   muxer adds its own only if a segment's first packet looks length-prefixed, and then passes
@@ -56,9 +57,15 @@ each video PES its length."""
 _ENHANCED_FOURCC = {"hevc": b"hvc1"}
 """Video codecs whose FLV template is an Enhanced RTMP tag, by their FourCC."""
 _ANNEXB_FILTERS = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
-SEGMENT_FORMATS = {"h264": "mpegts", "hevc": "mpegts", "av1": "mp4", "vp9": "mp4"}
+SEGMENT_FORMATS = {
+    "h264": "mpegts",
+    "hevc": "mpegts",
+    "av1": "mp4",
+    "vp9": "mp4",
+    "vp8": "matroska",
+}
 """The container (FFmpeg's format name) of a segment, by its video codec."""
-_NAMES = {"h264": "H.264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9"}
+_NAMES = {"h264": "H.264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "vp8": "VP8"}
 SEGMENT_VIDEO_CODECS = frozenset(SEGMENT_FORMATS)
 """The video codecs (FFmpeg names) a segment carries."""
 _KEYFRAME_SEQUENCE_START = 0x90
@@ -87,7 +94,7 @@ class CodecTemplates:
 
     @property
     def segment_format(self) -> str:
-        """``mpegts`` or ``mp4``: what the segments of these codecs are."""
+        """``mpegts``, ``mp4`` or ``matroska``: what the segments of these codecs are."""
         return SEGMENT_FORMATS[self.video_codec]
 
 
@@ -104,7 +111,7 @@ def usable_templates(video: CodecConfig, audio: CodecConfig | None) -> CodecTemp
             f"unsupported video codec {video.codec!r}: segments carry "
             + ", ".join(sorted(SEGMENT_VIDEO_CODECS))
         )
-    if SEGMENT_FORMATS[video.codec] == "mp4":
+    if SEGMENT_FORMATS[video.codec] != "mpegts":
         try:
             video_info_from_config(video)
         except ValueError as exc:

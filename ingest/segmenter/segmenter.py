@@ -56,7 +56,7 @@ from .events import (
     SegmenterStatistics,
     SegmentStarted,
 )
-from .fmp4_mux import Mp4SegmentMuxer
+from .file_mux import FileSegmentMuxer
 from .notices import Notices, log
 from .parts import SegmentParts
 from .remux import (
@@ -96,7 +96,7 @@ next video packet cuts it, on the video's rules)."""
 class _OpenSegment:
     seq: int
     start_ms: int
-    muxer: SegmentMuxer | Mp4SegmentMuxer
+    muxer: SegmentMuxer | FileSegmentMuxer
     parts: SegmentParts
     forced: bool = False
     discontinuity: bool = False
@@ -345,9 +345,9 @@ class Segmenter:
             on_bytes=lambda data: self._emit(seg, data),
             on_part=(lambda part: self._pending.append(part)) if self._cuts_parts else None,
         )
-        muxer: SegmentMuxer | Mp4SegmentMuxer
-        if self._templates.segment_format == "mp4":
-            muxer = Mp4SegmentMuxer(self._templates, parts.write)
+        muxer: SegmentMuxer | FileSegmentMuxer
+        if self._templates.segment_format != "mpegts":
+            muxer = FileSegmentMuxer(self._templates, parts.write)
         else:
             muxer = SegmentMuxer(self._templates, parts.write)
         seg = _OpenSegment(

@@ -20,6 +20,7 @@ from .h264 import H264Track
 from .playout import OutgoingFrame, Playout
 from .sdp import MAX_OFFER_SIZE, MediaSection, OfferSummary, check_offer, check_playback_offer
 from .server import WhipAnswer, WhipIngest, WhipStatistics
+from .vp8 import Vp8Track
 from .whep import (
     PlaybackSource,
     PlaybackSubscription,
@@ -39,6 +40,7 @@ __all__ = [
     "PlaybackSource",
     "PlaybackSubscription",
     "Playout",
+    "Vp8Track",
     "WhepAnswer",
     "WhepPlayback",
     "WhepStatistics",

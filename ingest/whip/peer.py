@@ -14,11 +14,12 @@ How this works:
   and passes only the end-of-stream marker on, so the decoder thread idles and then exits as
   usual. This reaches into one private attribute of aiortc's ``RTCRtpReceiver``; it is
   checked when a session starts so an aiortc that changed fails loudly, not silently.
-* The answer offers only what this node takes: before the offer is applied, a receiving
-  video transceiver that prefers H.264 with packetization-mode 1 (and its RTX) and an audio
-  one that prefers Opus are made, so aiortc negotiates those alone. Without this aiortc
-  answers every codec the offer and aiortc share in the offer's order — VP8 first for most
-  WebRTC stacks — and the publisher sends VP8, which this node does not ingest.
+* The answer offers only the one video codec this session takes: before the offer is applied,
+  a receiving video transceiver that prefers that codec (H.264 with packetization-mode 1
+  when the offer has it, else VP8; with its RTX) and an audio one that prefers Opus are made,
+  so aiortc negotiates those alone. Without this aiortc answers every codec the offer and
+  aiortc share in the offer's order — VP8 first for most WebRTC stacks — and the publisher
+  sends VP8 even when it could send H.264, which passes through to WebRTC viewers and HLS.
 * Opus is decoded by aiortc (``track.recv()``, the public API) and the PCM frames are passed on
   to be encoded as AAC.
 * Keyframes: the segmenter cuts only at IDRs, so when no IDR has arrived for
@@ -42,6 +43,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from lpstream.errors import RemoteProtocolError
 from lpstream.media.h264 import NAL_IDR, nal_type, nal_units
+from lpstream.media.vp8 import vp8_is_keyframe
 
 from .rtc import (
     ConnectionStateChanged,
@@ -61,12 +63,14 @@ _TAPPED_QUEUE = "_RTCRtpReceiver__decoder_queue"
 
 @attrs.frozen(kw_only=True)
 class VideoFrameReceived:
-    """One H.264 access unit, as received (Annex B)."""
+    """One video frame, as received: an H.264 access unit (Annex B) or a VP8 frame."""
 
     data: bytes
-    """NAL units behind start codes."""
+    """NAL units behind start codes (H.264), or the frame (VP8)."""
     timestamp: int
     """RTP time (90 kHz) counted from the track's first frame."""
+    codec: str = "h264"
+    """``h264`` or ``vp8``."""
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -105,8 +109,23 @@ class _EncodedFrameTap(queue.Queue[Any]):
         self._on_frame(codec, frame)
 
 
-def _is_keyframe(data: bytes) -> bool:
+_CODECS = {"video/h264": "h264", "video/vp8": "vp8"}
+"""The video codecs a session may take (aiortc's MIME types), by our names."""
+
+
+def _is_keyframe(codec: str, data: bytes) -> bool:
+    if codec == "vp8":
+        return vp8_is_keyframe(data)
     return any(nal_type(unit) == NAL_IDR for unit in nal_units(data))
+
+
+def _takes(codec: str) -> Callable[[RTCRtpCodecCapability], bool]:
+    """Which of aiortc's receive codecs a session taking ``codec`` offers."""
+    if codec == "vp8":
+        return lambda c: c.mimeType.lower() == "video/vp8"
+    return lambda c: (
+        c.mimeType.lower() == "video/h264" and str(c.parameters.get("packetization-mode")) == "1"
+    )
 
 
 class RtcPeer:
@@ -119,8 +138,10 @@ class RtcPeer:
         ice_servers: Sequence[str] = (),
         keyframe_interval: float = 2.0,
         audio: bool = True,
+        video_codec: str = "h264",
     ) -> None:
         self._on_item = on_item
+        self._video_codec = video_codec
         self._audio = audio
         self._keyframe_interval = keyframe_interval
         self._pc = open_peer_connection(ice_servers)
@@ -138,13 +159,7 @@ class RtcPeer:
                 received, 400 when aiortc cannot apply it.
         """
         self._pc.addTransceiver("video", direction="recvonly").setCodecPreferences(
-            _taken(
-                "video",
-                lambda c: (
-                    c.mimeType.lower() == "video/h264"
-                    and str(c.parameters.get("packetization-mode")) == "1"
-                ),
-            )
+            _taken("video", _takes(self._video_codec))
         )
         if self._audio:
             self._pc.addTransceiver("audio", direction="recvonly").setCodecPreferences(
@@ -154,8 +169,7 @@ class RtcPeer:
             self._pc,
             offer_sdp,
             no_codec="no codec in the offer can be received",
-            codecs_taken="this node takes H.264 (constrained) baseline with packetization-mode=1 "
-            "and Opus",
+            codecs_taken="this node takes H.264 with packetization-mode=1 or VP8, and Opus",
             log=log,
         )
         # setRemoteDescription created the receivers; none has started (that waits for ICE
@@ -193,12 +207,13 @@ class RtcPeer:
         self._on_item(ConnectionStateChanged(state=self._pc.connectionState))
 
     def _video_frame(self, codec: Any, frame: Any) -> None:
-        if str(codec.mimeType).lower() != "video/h264":
+        name = _CODECS.get(str(codec.mimeType).lower())
+        if name is None:
             return
         data = bytes(frame.data)
-        if _is_keyframe(data):
+        if _is_keyframe(name, data):
             self._last_keyframe = asyncio.get_running_loop().time()
-        self._on_item(VideoFrameReceived(data=data, timestamp=int(frame.timestamp)))
+        self._on_item(VideoFrameReceived(data=data, timestamp=int(frame.timestamp), codec=name))
 
     async def _read_audio(self, track: MediaStreamTrack) -> None:
         while True:

@@ -69,7 +69,10 @@ class OfferSummary:
     """An offer that passed :func:`check_offer`."""
 
     video: MediaSection
-    """The video section (it offers H.264)."""
+    """The video section (it offers H.264 or VP8)."""
+    video_codec: str = "h264"
+    """What the answer takes: ``h264`` when offered (in ``packetization-mode=1``), else
+    ``vp8``."""
     audio: MediaSection | None
     """The audio section (it offers Opus), if the publisher sends audio."""
 
@@ -237,9 +240,9 @@ class _VideoRule:
 
 _PUBLISH = _VideoRule(
     directions=_SENDING,
-    no_video="WHIP ingest needs H.264 video",
+    no_video="WHIP ingest needs H.264 or VP8 video",
     wrong_direction="a publisher must send",
-    takes="this node ingests H.264 video and optional Opus audio",
+    takes="this node ingests H.264 (packetization-mode=1) or VP8 video and optional Opus audio",
 )
 _PLAYBACK = _VideoRule(
     directions=_RECEIVING,
@@ -253,19 +256,19 @@ def _offered(section: MediaSection) -> str:
     return ", ".join(dict.fromkeys(section.codecs)) or "none"
 
 
-def _h264_video(videos: list[MediaSection], rule: _VideoRule) -> MediaSection:
+def _h264_video(
+    videos: list[MediaSection], rule: _VideoRule, *, also: str | None = None
+) -> MediaSection:
     """The offer's video section, if it faces the right way and offers H.264 in
-    ``packetization-mode=1``."""
+    ``packetization-mode=1`` (or the codec ``also`` names, upper case)."""
     if not videos:
         raise _unsupported(f"the offer has no video; {rule.no_video}")
     video = videos[0]
     if video.direction not in rule.directions:
         raise _bad(f"the video section is {video.direction}; {rule.wrong_direction}")
-    if 1 not in video.h264_packetization_modes:
-        raise _unsupported(
-            "the offer has no H.264 video with packetization-mode=1 "
-            f"(offered: {_offered(video)}); {rule.takes}"
-        )
+    if 1 not in video.h264_packetization_modes and (also is None or also not in video.codecs):
+        wanted = "H.264 video with packetization-mode=1" + (f" or {also}" if also else "")
+        raise _unsupported(f"the offer has no {wanted} (offered: {_offered(video)}); {rule.takes}")
     return video
 
 
@@ -274,11 +277,11 @@ def check_offer(data: str | bytes) -> OfferSummary:
 
     Raises:
         lpstream.errors.RemoteProtocolError: code 400 for a malformed offer, 413 for one over
-            :data:`MAX_OFFER_SIZE`, 415 for one without H.264 video or with audio but no Opus;
-            the message says which.
+            :data:`MAX_OFFER_SIZE`, 415 for one without H.264 or VP8 video or with audio but
+            no Opus; the message says which.
     """
     read = _sections(data)
-    video = _h264_video(read.videos, _PUBLISH)
+    video = _h264_video(read.videos, _PUBLISH, also="VP8")
     audio = read.audios[0] if read.audios else None
     if audio is not None:
         if audio.direction not in _SENDING:
@@ -289,7 +292,8 @@ def check_offer(data: str | bytes) -> OfferSummary:
                 "this node ingests Opus audio (sent on as AAC) or no audio"
             )
     read.check_bundle()
-    return OfferSummary(video=video, audio=audio)
+    codec = "h264" if 1 in video.h264_packetization_modes else "vp8"
+    return OfferSummary(video=video, audio=audio, video_codec=codec)
 
 
 def check_playback_offer(data: str | bytes) -> MediaSection:

@@ -53,6 +53,7 @@ from .sessions import (
     check_resource_names,
     close_within,
 )
+from .vp8 import Vp8Track
 
 __all__ = ["WhipAnswer", "WhipIngest", "WhipStatistics"]
 
@@ -94,6 +95,8 @@ class WhipStatistics:
 class _Session(RtcSession[PeerItem, RtcPeer]):
     publisher: Publisher
     has_audio: bool
+    video_codec: str = "h264"
+    """The video codec the answer takes: ``h264`` or ``vp8``."""
     video_gap: bool = False
     dropped: int = 0
 
@@ -214,6 +217,7 @@ class WhipIngest:
             stream=stream,
             publisher=publisher,
             has_audio=summary.audio is not None,
+            video_codec=summary.video_codec,
             send=send,
             receive=receive,
         )
@@ -235,6 +239,7 @@ class WhipIngest:
             ice_servers=self.ice_servers,
             keyframe_interval=self.keyframe_interval,
             audio=session.has_audio,
+            video_codec=session.video_codec,
         )
         return await self._sessions.answer(loop, session.peer, sdp)
 
@@ -258,7 +263,7 @@ class WhipIngest:
             )
 
     async def _pump(self, session: _Session) -> None:
-        video = H264Track()
+        video: H264Track | Vp8Track = Vp8Track() if session.video_codec == "vp8" else H264Track()
         audio: OpusToAac | None = None
         if session.has_audio:
             audio = await trio.to_thread.run_sync(

@@ -142,6 +142,8 @@ class LiveStream:
     """Segments being cut, by sequence number."""
     _parts_published: dict[int, int] = attrs.Factory(dict)
     _fmp4_parts: dict[int, Fmp4PartCutter] = attrs.Factory(dict)
+    _unlisted: set[int] = attrs.Factory(set)
+    """Open source segments HLS does not list (VP8 in Matroska)."""
     """The LL-HLS part cutters of fragmented-MP4 segments being cut, by sequence number."""
     _last_seq: int | None = None
     _segments_in: int = 0
@@ -269,6 +271,9 @@ class LiveStream:
 
     def _settle_open_source(self, seq: int) -> None:
         """A source segment that will never complete: keep its parts, or list a gap."""
+        if seq in self._unlisted:
+            self._unlist(seq, self.segment_target)
+            return
         if self._parts_published.pop(seq, 0):
             self.hls.complete_segment(SOURCE, seq)
         else:
@@ -305,7 +310,10 @@ class LiveStream:
             source_size=self.source.size,
             fps=self.source.fps,
         )
-        if event.segment_format == "mp4":
+        if event.segment_format == "matroska":
+            self._drop_source_rendition(seq)
+            self._unlisted.add(seq)
+        elif event.segment_format == "mp4":
             self._fmp4_parts[seq] = Fmp4PartCutter(
                 part_target=self.part_target,
                 on_init=lambda init: self.hls.set_init(SOURCE, init),
@@ -315,6 +323,29 @@ class LiveStream:
         self._last_seq = seq
         self.ladder.start_segment(segment, nursery)
         self.ai.start_segment(segment, nursery)
+
+    def _drop_source_rendition(self, seq: int) -> None:
+        """A Matroska (VP8) source segment: HLS cannot carry VP8, so the source rendition is
+        taken out of the stream's playlists (the master lists the ladder), unless an earlier
+        publisher of this name listed some of it (it then lists gaps)."""
+        if not self.hls.has_rendition(SOURCE):
+            return
+        try:
+            self.hls.remove_rendition(SOURCE)
+        except ValueError:
+            return
+        log.info(
+            "stream %r: the source is VP8, which HLS cannot carry: the master playlist lists "
+            "the ladder from segment %d",
+            self.name,
+            seq,
+        )
+
+    def _unlist(self, seq: int, duration: float) -> None:
+        """Settles a source segment HLS does not list."""
+        self._unlisted.discard(seq)
+        if self.hls.has_rendition(SOURCE):
+            self.hls.add_gap(SOURCE, seq, duration)
 
     def _cut_fmp4_parts(self, seq: int, data: bytes) -> None:
         """Feeds a fragmented-MP4 segment's bytes to its part cutter, if it has one."""
@@ -347,6 +378,9 @@ class LiveStream:
         self._segments_in += 1
         self.metrics.inc("segments_in_total")
         self.metrics.inc("stream_segments_in_total", stream=self.name)
+        if seq in self._unlisted:
+            self._unlist(seq, duration)
+            return
         self.hls.set_info(
             self.source.rendition_info(
                 SOURCE,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import attrs
+
 from lpstream.media import CodecConfig, TrackKind
 from lpstream.media.av1 import av1_info_from_config
 from lpstream.media.h264 import avc_info_from_annexb, avc_info_from_config, nal_units
@@ -18,9 +20,10 @@ from lpstream.media.hevc import (
     hevc_info_from_sps,
     hevc_nal_type,
 )
+from lpstream.media.vp8 import vp8_keyframe_size
 from lpstream.media.vp9 import vp9_info_from_config
 
-__all__ = ["VideoInfo", "video_info_from_annexb", "video_info_from_config"]
+__all__ = ["VideoInfo", "Vp8Picture", "video_info_from_annexb", "video_info_from_config"]
 
 
 class VideoInfo(Protocol):
@@ -42,10 +45,23 @@ class VideoInfo(Protocol):
         ...
 
 
+@attrs.frozen(kw_only=True)
+class Vp8Picture:
+    """A VP8 stream's facts: its keyframes' picture (VP8 has no record, RFC 7741 no level)."""
+
+    width: int
+    height: int
+
+    @property
+    def codecs(self) -> str:
+        """``vp8``, as RFC 6381 names it."""
+        return "vp8"
+
+
 def video_info_from_config(config: CodecConfig, keyframe: bytes | None = None) -> VideoInfo | None:
     """The facts of the video track ``config`` configures; None for a codec whose record does
-    not give them or that is not video. VP9's record names no picture size: its facts need a
-    ``keyframe`` of the stream (None without one).
+    not give them or that is not video. VP9's record names no picture size and VP8 has none:
+    their facts need a ``keyframe`` of the stream (None without one).
 
     Raises:
         ValueError: the record is malformed.
@@ -61,6 +77,9 @@ def video_info_from_config(config: CodecConfig, keyframe: bytes | None = None) -
             return av1_info_from_config(config.data)
         if config.codec == "vp9" and keyframe is not None:
             return vp9_info_from_config(config.data, keyframe)
+        if config.codec == "vp8" and keyframe is not None:
+            width, height = vp8_keyframe_size(keyframe)
+            return Vp8Picture(width=width, height=height)
     except IndexError:
         raise ValueError(f"{config.codec} configuration record ends early") from None
     return None

@@ -246,6 +246,22 @@ class LowLatencyStream:
         self.rendition_order = (*self.rendition_order, name)
         self._version += 1
 
+    def remove_rendition(self, name: str) -> None:
+        """Takes out a rendition nothing was handed in for (the source of a codec HLS cannot
+        carry): the master lists the others, its playlist is 404.
+
+        Raises:
+            ValueError: something of it was handed in already.
+        """
+        r = self._renditions.get(name)
+        if r is None:
+            return
+        if r.data or r.pending or r.playlist.last_position is not None:
+            raise ValueError(f"rendition {name!r} has segments already")
+        del self._renditions[name]
+        self.rendition_order = tuple(n for n in self.rendition_order if n != name)
+        self._version += 1
+
     def set_info(self, info: RenditionInfo) -> None:
         self._renditions[info.name].info = info
 

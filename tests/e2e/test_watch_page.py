@@ -162,3 +162,44 @@ async def test_a_browser_without_codec_preferences_publishes_h264(
             )
         )
         assert 'NAME="240p"' in master.decode()
+
+
+# The same publisher limited to VP8 (setCodecPreferences), as a stack without H.264 offers.
+_PUBLISH_VP8_ONLY = _PUBLISH_WITHOUT_PREFERENCES.replace(
+    'for (const track of media.getTracks()) pc.addTransceiver(track, {direction: "sendonly"});',
+    """for (const track of media.getTracks()) {
+    const transceiver = pc.addTransceiver(track, {direction: "sendonly"});
+    if (track.kind === "video") transceiver.setCodecPreferences(
+      RTCRtpSender.getCapabilities("video").codecs.filter(c => c.mimeType === "video/VP8"));
+  }""",
+).replace("/whip/plain", "/whip/vp8cam")
+
+
+async def test_a_vp8_only_browser_publishes_and_the_ladder_plays_without_a_source(
+    dev_node: NodeProcess, tmp_path: Path
+) -> None:
+    if chromium_path() is None:
+        pytest.fail("chromium is not installed: run scripts/setup")
+    base = dev_node.url("http")
+    async with open_browser(tmp_path / "chromium.log") as browser:
+        page = await browser.new_page(f"{base}/watch/plain")
+        result = await page.evaluate(_PUBLISH_VP8_ONLY)
+        assert result["status"] == 201, result
+        assert set(_rtpmap_codecs(result["offer"], "video")) <= {"VP8", "rtx"}
+        assert set(_rtpmap_codecs(result["answer"], "video")) - {"rtx"} == {"VP8"}
+        await page.wait_for("window.plain.state", 20, lambda s: s == "connected")
+        master = await trio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: (r := http_get(f"{base}/hls/vp8cam/index.m3u8"))[0] == 200 and r[1],
+                40,
+                "the ladder of a VP8 publisher",
+            )
+        )
+        text = master.decode()
+        # HLS cannot carry VP8: the master lists the H.264 ladder, and no source.
+        assert 'NAME="source"' not in text and 'NAME="240p"' in text, text
+        assert http_get(f"{base}/hls/vp8cam/source/index.m3u8")[0] == 404
+        viewer = await browser.new_page(f"{base}/watch/vp8cam")
+        clock = "document.getElementById('video').currentTime"
+        start: float = await viewer.wait_for(clock, 40, lambda t: t > 0.5)
+        await viewer.wait_for(clock, 20, lambda t: t > start + 2)

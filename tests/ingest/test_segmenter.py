@@ -11,6 +11,7 @@ import pytest
 from ingest.segmenter import SegmentCompleted, SegmentData, Segmenter, SegmentStarted
 from lpstream.errors import MediaError
 from lpstream.media import CodecConfig, MediaPacket, TrackKind
+from lpstream.media.segment_format import segment_format
 from tests.mediatools import flv_events, make_clip, make_enhanced_clip, probe_streams
 
 
@@ -98,8 +99,8 @@ def test_packets_before_the_first_keyframe_are_dropped() -> None:
 
 
 def test_unsupported_codec_is_a_media_error() -> None:
-    with pytest.raises(MediaError, match="unsupported video codec 'vp8'"):
-        Segmenter().feed(CodecConfig(kind=TrackKind.VIDEO, codec="vp8", data=b""))
+    with pytest.raises(MediaError, match="unsupported video codec 'theora'"):
+        Segmenter().feed(CodecConfig(kind=TrackKind.VIDEO, codec="theora", data=b""))
 
 
 def test_an_hevc_stream_is_cut_into_decodable_mpeg_ts(tmp_path: Path) -> None:
@@ -123,20 +124,22 @@ def test_an_hevc_stream_is_cut_into_decodable_mpeg_ts(tmp_path: Path) -> None:
     assert frames == 120  # every frame decodes, in one segment or the other
 
 
-@pytest.mark.parametrize("codec", ["av1", "vp9"])
-def test_av1_and_vp9_streams_are_cut_into_fragmented_mp4_on_one_timeline(
-    tmp_path: Path, codec: str
+@pytest.mark.parametrize(("codec", "suffix"), [("av1", "mp4"), ("vp9", "mp4"), ("vp8", "mkv")])
+def test_av1_vp9_and_vp8_streams_are_cut_into_files_that_carry_them_on_one_timeline(
+    tmp_path: Path, codec: str, suffix: str
 ) -> None:
-    clip = make_enhanced_clip(tmp_path / "in.flv", codec, seconds=4, gop=30)
+    # AV1 and VP9 in fragmented MP4, VP8 (from WebRTC publishers) in Matroska.
+    source = ".mkv" if codec == "vp8" else ".flv"
+    clip = make_enhanced_clip(tmp_path / f"in{source}", codec, seconds=4, gop=30)
     # No parts are cut from fragmented MP4, even with a part target.
     done, data = run_segmenter(clip, Segmenter(target_duration=2.0, part_target=0.5))
     assert len(done) == 2
     frames = 0
     for d in done:
         assert d.has_audio and not d.forced
-        path = tmp_path / f"{d.seq}.mp4"
+        path = tmp_path / f"{d.seq}.{suffix}"
         path.write_bytes(data[d.seq])
-        assert data[d.seq][4:8] == b"ftyp"
+        assert segment_format(data[d.seq]) == {"mp4": "mp4", "mkv": "matroska"}[suffix]
         with av.open(str(path)) as container:
             assert container.streams.video[0].codec_context.name in {codec, "libdav1d"}
         video, audio = probe_streams(path)

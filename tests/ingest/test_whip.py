@@ -364,13 +364,51 @@ async def test_malformed_sdp_is_400(node: Node) -> None:
     assert node.handler.publishers == {}
 
 
-async def test_an_offer_without_h264_is_415_and_says_why(node: Node) -> None:
+async def test_a_vp8_only_offer_is_answered_with_vp8_and_its_frames_pass_through(
+    node: Node,
+) -> None:
     client = AiortcPublisher(video_codec="video/VP8")
     offer = await node.run_client(client.offer)
     assert "VP8" in offer and "H264" not in offer
     reply = await node.post_offer("cam", offer)
+    assert reply.status == 201, reply.body
+    answer = reply.body.decode()
+    video = answer[answer.index("m=video") : answer.index("m=audio")]
+    codecs = {line.split()[1].split("/")[0] for line in video.splitlines() if "a=rtpmap:" in line}
+    assert codecs - {"rtx"} == {"VP8"}, video  # VP8 alone (with its RTX, if offered)
+    await node.run_client(lambda: client.accept(answer))
+    publisher = node.handler.publishers["cam"]
+    await publisher.wait_for(
+        lambda: sum(p.keyframe for p in publisher.packets(TrackKind.VIDEO)) >= 2, 20
+    )
+    await node.request("DELETE", reply.headers["location"], headers=AUTH)
+    await node.run_client(client.close)
+
+    # VP8 frames as the publisher encoded them (not re-encoded): libvpx decodes them at the
+    # size it sent; the segmenter cuts them into Matroska, which carries VP8.
+    assert publisher.config(TrackKind.VIDEO).codec == "vp8"
+    video_packets = publisher.packets(TrackKind.VIDEO)
+    assert video_packets[0].keyframe
+    decoder = av.CodecContext.create("vp8", "r")
+    frames = [f for p in video_packets for f in decoder.decode(av.Packet(p.data))]
+    assert len(frames) >= len(video_packets) - 2
+    assert {(f.width, f.height) for f in frames} == {(WIDTH, HEIGHT)}
+    segments = segments_of(publisher.events)
+    assert segments
+    for _, data in segments:
+        with av.open(io.BytesIO(data), mode="r", format="matroska") as container:
+            assert container.streams.video[0].codec_context.name in {"vp8", "libvpx"}
+            first = next(container.decode(video=0))
+            assert (first.width, first.height) == (WIDTH, HEIGHT)
+
+
+async def test_an_offer_of_a_codec_nothing_takes_is_415_and_says_why(node: Node) -> None:
+    client = AiortcPublisher(video_codec="video/VP8")
+    offer = (await node.run_client(client.offer)).replace("VP8/90000", "VP9/90000")
+    reply = await node.post_offer("cam", offer)
     assert reply.status == 415
-    assert b"no H.264 video" in reply.body and b"VP8" in reply.body
+    assert b"no H.264 video" in reply.body and b"or VP8" in reply.body
+    assert b"offered: VP9" in reply.body
     assert node.handler.publishers == {}
     await node.run_client(client.close)
 

@@ -83,7 +83,7 @@ def test_an_offer_without_audio_passes() -> None:
         (_edit("m=video 56102 UDP/TLS/RTP/SAVPF 96", "m=video x"), 400, "m= line"),
         (_edit("a=fingerprint:", "a=x-fingerprint:"), 400, "fingerprint"),
         (OBS_OFFER.replace("a=ice-ufrag:Fz8k", "").replace("a=ice-pwd:", "a=x:"), 400, "ice"),
-        (_edit("a=rtpmap:96 H264/90000", "a=rtpmap:96 VP8/90000"), 415, "offered: VP8"),
+        (_edit("a=rtpmap:96 H264/90000", "a=rtpmap:96 VP9/90000"), 415, "offered: VP9"),
         (_edit("packetization-mode=1", "packetization-mode=0"), 415, "packetization-mode=1"),
         (_edit("a=rtpmap:111 opus/48000/2", "a=rtpmap:111 PCMU/8000"), 415, "no Opus"),
         (OBS_OFFER.split("m=audio", 1)[0], 415, "no video"),

@@ -607,13 +607,15 @@ def test_a_live_job_decodes_its_first_frame_after_a_short_probe(tmp_path: Path) 
         assert sum(1 for _ in output.decode(audio=0)) > 80
 
 
-@pytest.mark.parametrize("codec", ["hevc", "av1", "vp9"])
-def test_hevc_av1_and_vp9_segments_make_the_ladder_on_the_sources_timeline(
+@pytest.mark.parametrize("codec", ["hevc", "av1", "vp9", "vp8"])
+def test_hevc_av1_vp9_and_vp8_segments_make_the_ladder_on_the_sources_timeline(
     tmp_path: Path, codec: str
 ) -> None:
-    # Cut by the segmenter as a publisher's Enhanced RTMP would be: HEVC in MPEG-TS, AV1 and
-    # VP9 in fragmented MP4; the second segment, so its times do not start at 0.
-    clip = make_enhanced_clip(tmp_path / "in.flv", codec, seconds=4, gop=60, size=(640, 360))
+    # Cut by the segmenter as a publisher's Enhanced RTMP (or WebRTC's VP8) would be: HEVC in
+    # MPEG-TS, AV1 and VP9 in fragmented MP4, VP8 in Matroska; the second segment, so its
+    # times do not start at 0.
+    source = tmp_path / ("in.mkv" if codec == "vp8" else "in.flv")
+    clip = make_enhanced_clip(source, codec, seconds=4, gop=60, size=(640, 360))
     done, data = run_segmenter(clip, Segmenter(target_duration=1.5))
     segment = data[done[1].seq]
     with av.open(io.BytesIO(segment), mode="r") as container:

@@ -1,0 +1,71 @@
+"""Turns the VP8 frames a WebRTC receiver reassembles into ingest ``MediaEvent``s.
+
+How this works: VP8 has no configuration record; a ``CodecConfig`` with no data names the
+codec (a new one when a keyframe's picture size changes, applied by the segmenter at its next
+cut), and each frame becomes a ``MediaPacket`` as it is. Nothing is sent before the first
+keyframe, nor after a gap until the next one (:meth:`Vp8Track.wait_for_keyframe`, as
+:class:`~.h264.H264Track` does). WebRTC VP8 is never reordered: decode and presentation times
+are equal, forced to increase by at least 1 ms. Sans-IO.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
+from lpstream.media.vp8 import vp8_is_keyframe, vp8_keyframe_size
+
+__all__ = ["Vp8Track"]
+
+
+@attrs.define
+class Vp8Track:
+    """VP8 frames in, ``CodecConfig`` and ``MediaPacket``s out."""
+
+    _size: tuple[int, int] | None = None
+    _waiting: bool = True
+    _last_dts: int | None = None
+    _dropped: int = 0
+
+    @property
+    def waiting_for_keyframe(self) -> bool:
+        """True until a keyframe has been seen (again, after a gap)."""
+        return self._waiting
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped while waiting for a keyframe (or unreadable)."""
+        return self._dropped
+
+    def wait_for_keyframe(self) -> None:
+        """Drops frames until the next keyframe: call after frames were lost upstream."""
+        self._waiting = True
+
+    def feed(self, data: bytes, timestamp_ms: int) -> list[MediaEvent]:
+        """Takes one VP8 frame and its time in ms; returns the events it makes."""
+        if not data:
+            return []
+        keyframe = vp8_is_keyframe(data)
+        events: list[MediaEvent] = []
+        if keyframe:
+            try:
+                size = vp8_keyframe_size(data)
+            except ValueError:
+                self._dropped += 1
+                self._waiting = True
+                return []
+            if size != self._size:
+                self._size = size
+                events.append(CodecConfig(kind=TrackKind.VIDEO, codec="vp8", data=b""))
+            self._waiting = False
+        if self._waiting:
+            self._dropped += 1
+            return []
+        dts = timestamp_ms
+        if self._last_dts is not None and dts <= self._last_dts:
+            dts = self._last_dts + 1
+        self._last_dts = dts
+        events.append(
+            MediaPacket(kind=TrackKind.VIDEO, dts=dts, pts=dts, keyframe=keyframe, data=data)
+        )
+        return events
