@@ -32,6 +32,8 @@ SANS_IO = [
     ROOT / "lpstream" / "gateway" / "live_failover.py",
     ROOT / "ingest" / "whip" / "sdp.py",
     ROOT / "ingest" / "whip" / "h264.py",
+    ROOT / "ingest" / "whip" / "vp8.py",
+    ROOT / "ingest" / "whip" / "keyframes.py",
     ROOT / "ingest" / "whip" / "playout.py",
     ROOT / "lpstream" / "playback" / "packets.py",
     ROOT / "lpstream" / "playback" / "tsdemux.py",

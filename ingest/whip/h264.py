@@ -37,6 +37,8 @@ from lpstream.media.h264 import (
     to_avcc,
 )
 
+from .keyframes import KeyframeGate
+
 __all__ = ["H264Track"]
 
 _DROPPED = {NAL_AUD, NAL_FILLER}  # carry nothing a muxer needs
@@ -49,23 +51,21 @@ class H264Track:
     _sps: bytes | None = None
     _pps: bytes | None = None
     _config: bytes | None = None
-    _waiting: bool = True
-    _last_dts: int | None = None
-    _dropped: int = 0
+    _gate: KeyframeGate = attrs.Factory(KeyframeGate)
 
     @property
     def waiting_for_keyframe(self) -> bool:
         """True until an IDR with SPS and PPS has been seen (again, after a gap)."""
-        return self._waiting
+        return self._gate.waiting
 
     @property
     def dropped(self) -> int:
         """Access units dropped while waiting for a keyframe."""
-        return self._dropped
+        return self._gate.dropped
 
     def wait_for_keyframe(self) -> None:
         """Drops frames until the next IDR: call after frames were lost upstream."""
-        self._waiting = True
+        self._gate.wait_for_keyframe()
 
     def feed(self, data: bytes, timestamp_ms: int) -> list[MediaEvent]:
         """Takes one Annex B access unit and its time in ms; returns the events it makes."""
@@ -82,19 +82,16 @@ class H264Track:
             elif kind == NAL_IDR:
                 keyframe = True
         events: list[MediaEvent] = []
-        if keyframe and self._sps is not None and self._pps is not None:
+        usable = keyframe and self._sps is not None and self._pps is not None
+        if usable:
+            assert self._sps is not None and self._pps is not None
             config = avc_decoder_configuration(self._sps, self._pps)
             if config != self._config:
                 self._config = config
                 events.append(CodecConfig(kind=TrackKind.VIDEO, codec="h264", data=config))
-            self._waiting = False
-        if self._waiting:
-            self._dropped += 1
+        if not self._gate.passes(keyframe=usable):
             return []
-        dts = timestamp_ms
-        if self._last_dts is not None and dts <= self._last_dts:
-            dts = self._last_dts + 1
-        self._last_dts = dts
+        dts = self._gate.dts(timestamp_ms)
         events.append(
             MediaPacket(
                 kind=TrackKind.VIDEO, dts=dts, pts=dts, keyframe=keyframe, data=to_avcc(units)

@@ -15,6 +15,8 @@ import attrs
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
 from lpstream.media.vp8 import vp8_is_keyframe, vp8_keyframe_size
 
+from .keyframes import KeyframeGate
+
 __all__ = ["Vp8Track"]
 
 
@@ -23,23 +25,21 @@ class Vp8Track:
     """VP8 frames in, ``CodecConfig`` and ``MediaPacket``s out."""
 
     _size: tuple[int, int] | None = None
-    _waiting: bool = True
-    _last_dts: int | None = None
-    _dropped: int = 0
+    _gate: KeyframeGate = attrs.Factory(KeyframeGate)
 
     @property
     def waiting_for_keyframe(self) -> bool:
         """True until a keyframe has been seen (again, after a gap)."""
-        return self._waiting
+        return self._gate.waiting
 
     @property
     def dropped(self) -> int:
         """Frames dropped while waiting for a keyframe (or unreadable)."""
-        return self._dropped
+        return self._gate.dropped
 
     def wait_for_keyframe(self) -> None:
         """Drops frames until the next keyframe: call after frames were lost upstream."""
-        self._waiting = True
+        self._gate.wait_for_keyframe()
 
     def feed(self, data: bytes, timestamp_ms: int) -> list[MediaEvent]:
         """Takes one VP8 frame and its time in ms; returns the events it makes."""
@@ -51,20 +51,14 @@ class Vp8Track:
             try:
                 size = vp8_keyframe_size(data)
             except ValueError:
-                self._dropped += 1
-                self._waiting = True
+                self._gate.drop()
                 return []
             if size != self._size:
                 self._size = size
                 events.append(CodecConfig(kind=TrackKind.VIDEO, codec="vp8", data=b""))
-            self._waiting = False
-        if self._waiting:
-            self._dropped += 1
+        if not self._gate.passes(keyframe=keyframe):
             return []
-        dts = timestamp_ms
-        if self._last_dts is not None and dts <= self._last_dts:
-            dts = self._last_dts + 1
-        self._last_dts = dts
+        dts = self._gate.dts(timestamp_ms)
         events.append(
             MediaPacket(kind=TrackKind.VIDEO, dts=dts, pts=dts, keyframe=keyframe, data=data)
         )
