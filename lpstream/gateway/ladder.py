@@ -28,7 +28,7 @@ import trio
 from lpstream.errors import BusyError, LpstreamError, MediaError, ProtocolError
 from lpstream.gateway.fair_share import TranscodeShares
 from lpstream.gateway.outlets import RenditionOutlets
-from lpstream.gateway.segment_outlet import hand_in_segment, is_fragmented_mp4
+from lpstream.gateway.segment_outlet import hand_in_segment, is_fragmented_mp4, segment_video
 from lpstream.gateway.segments import (
     RenditionSegment,
     SegmentJob,
@@ -167,8 +167,14 @@ class RenditionLadder:
                 "stream_segments_out_total", stream=self.outlets.stream, rendition=profile.name
             )
             size = self.outlets.source.scaled_size(profile) or (rendition.width, rendition.height)
+            video = segment_video(rendition.data)
+            hls.set_info(
+                self.outlets.source.rendition_info(
+                    profile.name, video, size, self.outlets.source.bandwidth(profile.bitrate)
+                )
+            )
             try:
-                video = hand_in_segment(hls, profile.name, seq, duration, rendition.data)
+                hand_in_segment(hls, profile.name, seq, duration, rendition.data)
             except ValueError as exc:
                 log.warning(
                     "stream %r segment %d: the %s rendition cannot be listed: %s",
@@ -177,14 +183,8 @@ class RenditionLadder:
                     profile.name,
                     exc,
                 )
-                self._ensure_info(profile)
                 hls.add_gap(profile.name, seq, duration)
                 continue
-            hls.set_info(
-                self.outlets.source.rendition_info(
-                    profile.name, video, size, self.outlets.source.bandwidth(profile.bitrate)
-                )
-            )
             if is_fragmented_mp4(rendition.data):
                 self.outlets.packets.refuse_webrtc(
                     profile.name, video.codecs if video else "fragmented MP4"

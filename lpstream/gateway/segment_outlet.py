@@ -19,7 +19,7 @@ from lpstream.media.video import VideoInfo, video_info_from_annexb, video_info_f
 from lpstream.media.vp9 import vp9_info_from_config
 from lpstream.playback.llhls import LowLatencyStream
 
-__all__ = ["hand_in_segment", "is_fragmented_mp4"]
+__all__ = ["hand_in_segment", "is_fragmented_mp4", "segment_video"]
 
 _SAMPLE_ENTRIES = {"avc1": "h264", "avc3": "h264", "hvc1": "hevc", "hev1": "hevc", "av01": "av1"}
 
@@ -31,20 +31,27 @@ def is_fragmented_mp4(data: bytes) -> bool:
 
 def hand_in_segment(
     hls: LowLatencyStream, rendition: str, seq: int, duration: float, data: bytes
-) -> VideoInfo | None:
-    """Lists segment ``seq`` of ``rendition`` (MPEG-TS, or fragmented MP4 with its init
-    section) and returns its video's facts (None when they cannot be read).
+) -> None:
+    """Lists segment ``seq`` of ``rendition``: MPEG-TS as it is, fragmented MP4 as its init
+    section and its media.
 
     Raises:
         ValueError: a fragmented-MP4 segment is malformed (nothing was listed).
     """
     if not is_fragmented_mp4(data):
         hls.add_segment(rendition, seq, duration, data)
-        return video_info_from_annexb(joined_payloads(data))
+        return
     init, media = init_and_media(data)
     hls.set_init(rendition, init)
     hls.add_segment(rendition, seq, duration, media)
-    return _init_video(init + media)
+
+
+def segment_video(data: bytes) -> VideoInfo | None:
+    """The facts of a segment's video (MPEG-TS: its first SPS; fragmented MP4: its init
+    section's video track), or None when they cannot be read."""
+    if not is_fragmented_mp4(data):
+        return video_info_from_annexb(joined_payloads(data))
+    return _init_video(data)
 
 
 def _init_video(data: bytes) -> VideoInfo | None:

@@ -142,9 +142,9 @@ class LiveStream:
     """Segments being cut, by sequence number."""
     _parts_published: dict[int, int] = attrs.Factory(dict)
     _fmp4_parts: dict[int, Fmp4PartCutter] = attrs.Factory(dict)
+    """The LL-HLS part cutters of fragmented-MP4 segments being cut, by sequence number."""
     _unlisted: set[int] = attrs.Factory(set)
     """Open source segments HLS does not list (VP8 in Matroska)."""
-    """The LL-HLS part cutters of fragmented-MP4 segments being cut, by sequence number."""
     _last_seq: int | None = None
     _segments_in: int = 0
     _stopped: LpstreamError | None = None
@@ -271,6 +271,7 @@ class LiveStream:
 
     def _settle_open_source(self, seq: int) -> None:
         """A source segment that will never complete: keep its parts, or list a gap."""
+        self._fmp4_parts.pop(seq, None)
         if seq in self._unlisted:
             self._unlist(seq, self.segment_target)
             return

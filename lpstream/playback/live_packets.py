@@ -129,7 +129,7 @@ class StreamPackets:
     _segments_dropped: int = attrs.field(init=False, default=0)
     _segments_failed: int = attrs.field(init=False, default=0)
     _source_started: trio.Event = attrs.field(init=False, factory=trio.Event)
-    _not_webrtc: dict[str, str] = attrs.Factory(dict)
+    _not_webrtc: dict[str, str] = attrs.field(init=False, factory=dict)
     """Renditions WebRTC viewers cannot get here (not H.264), with their codec."""
     audio: OpusAudio = attrs.field(init=False, factory=OpusAudio)
     """The stream's audio for WebRTC viewers (from the source's)."""
