@@ -27,6 +27,7 @@ from .amf0 import UNDEFINED, AmfValue
 from .chunk import MessageType, encode_message
 
 __all__ = [
+    "ENHANCED_VIDEO_FOURCCS",
     "OUT_CHUNK_SIZE",
     "PUBLISH_STREAM_ID",
     "WINDOW_ACK_SIZE",
@@ -106,12 +107,25 @@ def publish_name_query(raw: AmfValue) -> str:
 # -- what the server answers ------------------------------------------------------------------
 
 
-def connect_result(tx: float) -> list[AmfValue]:
-    """``_result`` for an accepted ``connect``."""
+ENHANCED_VIDEO_FOURCCS = ("avc1", "hvc1", "av01", "vp09")
+"""The Enhanced RTMP video codecs a publisher may send (see :mod:`ingest.rtmp.enhanced`)."""
+_CAN_DECODE = 1.0
+"""``FourCcInfoMask.CanDecode`` of Enhanced RTMP v2: this end takes the codec in."""
+
+
+def connect_result(tx: float, *, enhanced: bool = False) -> list[AmfValue]:
+    """``_result`` for an accepted ``connect``. With ``enhanced`` (the client announced
+    Enhanced RTMP in its ``connect``: ``fourCcList`` or ``videoFourCcInfoMap``), the
+    properties name the video codecs this server takes, as Enhanced RTMP v1 (``fourCcList``)
+    and v2 (``videoFourCcInfoMap``, CanDecode) servers answer."""
+    properties: dict[str, AmfValue] = {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0}
+    if enhanced:
+        properties["fourCcList"] = list(ENHANCED_VIDEO_FOURCCS)
+        properties["videoFourCcInfoMap"] = dict.fromkeys(ENHANCED_VIDEO_FOURCCS, _CAN_DECODE)
     return [
         "_result",
         tx,
-        {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0},
+        properties,
         {
             "level": "status",
             "code": "NetConnection.Connect.Success",

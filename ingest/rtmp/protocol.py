@@ -458,7 +458,8 @@ class RtmpServerConnection:
                 f"connect to unknown app {app!r} (this server serves {self.app!r})", code=404
             )
         self._writer.write_connect_settings()
-        self._writer.write_command(connect_result(tx))
+        enhanced = "fourCcList" in command or "videoFourCcInfoMap" in command
+        self._writer.write_command(connect_result(tx, enhanced=enhanced))
         tc_url = command.get("tcUrl")
         flash_ver = command.get("flashVer")
         self._events.append(

@@ -21,7 +21,9 @@ def main(argv: list[str]) -> int:
     url, codec, seconds = argv[0], argv[1], float(argv[2])
     width, height = (int(n) for n in (argv[3] if len(argv) > 3 else "640x360").split("x"))
     av.logging.set_level(av.logging.ERROR)
-    with av.open(url, "w", format="flv") as out:
+    # As OBS does, the client announces Enhanced RTMP in its connect (fourCcList).
+    options = {"rtmp_enhanced_codecs": "hvc1,av01,vp09"}
+    with av.open(url, "w", format="flv", options=options) as out:
         write_enhanced(out, codec, seconds=seconds, size=(width, height), paced=True)
     return 0
 

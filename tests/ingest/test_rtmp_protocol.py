@@ -990,3 +990,31 @@ def test_corrupted_sessions_only_raise_remote_errors(data: st.DataObject) -> Non
     handshake(conn)
     cut = data.draw(st.integers(1, len(session)))
     _feed_and_drain(conn, bytes(session[:cut]))
+
+
+@pytest.mark.parametrize(
+    "announced",
+    [
+        {},
+        {"fourCcList": ["av01", "vp09", "hvc1"]},  # Enhanced RTMP v1, as FFmpeg sends it
+        {"videoFourCcInfoMap": {"hvc1": 1.0, "av01": 1.0}},  # v2
+    ],
+)
+def test_connect_answers_the_enhanced_rtmp_codecs_to_a_client_that_asks(
+    announced: dict[str, AmfValue],
+) -> None:
+    conn = RtmpServerConnection(app="live")
+    client = TestClient()
+    handshake(conn)
+    conn.data_to_send()
+    command = {"app": "live", "tcUrl": "rtmp://127.0.0.1/live", **announced}
+    conn.receive_data(client.command("connect", 1.0, command))
+    drain(conn)
+    (reply,) = [c for c in commands(server_messages(conn.data_to_send())) if c[0] == "_result"]
+    properties = reply[2]
+    assert isinstance(properties, dict) and properties["fmsVer"]
+    if not announced:  # a legacy client gets the legacy answer
+        assert "fourCcList" not in properties and "videoFourCcInfoMap" not in properties
+        return
+    assert properties["fourCcList"] == ["avc1", "hvc1", "av01", "vp09"]
+    assert properties["videoFourCcInfoMap"] == dict.fromkeys(properties["fourCcList"], 1.0)
