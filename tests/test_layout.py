@@ -33,6 +33,7 @@ SANS_IO = [
     ROOT / "ingest" / "whip" / "sdp.py",
     ROOT / "ingest" / "whip" / "h264.py",
     ROOT / "ingest" / "whip" / "vp8.py",
+    ROOT / "ingest" / "whip" / "av1.py",
     ROOT / "ingest" / "whip" / "keyframes.py",
     ROOT / "ingest" / "whip" / "playout.py",
     ROOT / "lpstream" / "playback" / "packets.py",

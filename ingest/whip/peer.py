@@ -45,6 +45,7 @@ from lpstream.errors import RemoteProtocolError
 from lpstream.media.h264 import NAL_IDR, nal_type, nal_units
 from lpstream.media.vp8 import vp8_is_keyframe
 
+from .aiortc_av1 import teach_aiortc_av1
 from .rtc import (
     ConnectionStateChanged,
     PeerTasks,
@@ -109,20 +110,22 @@ class _EncodedFrameTap(queue.Queue[Any]):
         self._on_frame(codec, frame)
 
 
-_CODECS = {"video/h264": "h264", "video/vp8": "vp8"}
+_CODECS = {"video/h264": "h264", "video/vp8": "vp8", "video/av1": "av1"}
 """The video codecs a session may take (aiortc's MIME types), by our names."""
 
 
 def _is_keyframe(codec: str, data: bytes) -> bool:
     if codec == "vp8":
         return vp8_is_keyframe(data)
+    if codec == "av1":  # the first payload's aggregation header: N, a new coded sequence
+        return len(data) > 2 and bool(data[2] & 0x08)
     return any(nal_type(unit) == NAL_IDR for unit in nal_units(data))
 
 
 def _takes(codec: str) -> Callable[[RTCRtpCodecCapability], bool]:
     """Which of aiortc's receive codecs a session taking ``codec`` offers."""
-    if codec == "vp8":
-        return lambda c: c.mimeType.lower() == "video/vp8"
+    if codec in ("vp8", "av1"):
+        return lambda c: c.mimeType.lower() == f"video/{codec}"
     return lambda c: (
         c.mimeType.lower() == "video/h264" and str(c.parameters.get("packetization-mode")) == "1"
     )
@@ -142,6 +145,8 @@ class RtcPeer:
     ) -> None:
         self._on_item = on_item
         self._video_codec = video_codec
+        if video_codec == "av1":
+            teach_aiortc_av1()
         self._audio = audio
         self._keyframe_interval = keyframe_interval
         self._pc = open_peer_connection(ice_servers)

@@ -72,7 +72,7 @@ class OfferSummary:
     """The video section (it offers H.264 or VP8)."""
     video_codec: str = "h264"
     """What the answer takes: ``h264`` when offered (in ``packetization-mode=1``), else
-    ``vp8``."""
+    ``av1`` (the source passes through to HLS), else ``vp8``."""
     audio: MediaSection | None
     """The audio section (it offers Opus), if the publisher sends audio."""
 
@@ -242,7 +242,8 @@ _PUBLISH = _VideoRule(
     directions=_SENDING,
     no_video="WHIP ingest needs H.264 or VP8 video",
     wrong_direction="a publisher must send",
-    takes="this node ingests H.264 (packetization-mode=1) or VP8 video and optional Opus audio",
+    takes="this node ingests H.264 (packetization-mode=1), AV1 or VP8 video and optional Opus "
+    "audio",
 )
 _PLAYBACK = _VideoRule(
     directions=_RECEIVING,
@@ -257,17 +258,17 @@ def _offered(section: MediaSection) -> str:
 
 
 def _h264_video(
-    videos: list[MediaSection], rule: _VideoRule, *, also: str | None = None
+    videos: list[MediaSection], rule: _VideoRule, *, also: tuple[str, ...] = ()
 ) -> MediaSection:
     """The offer's video section, if it faces the right way and offers H.264 in
-    ``packetization-mode=1`` (or the codec ``also`` names, upper case)."""
+    ``packetization-mode=1`` (or one of the codecs ``also`` names, upper case)."""
     if not videos:
         raise _unsupported(f"the offer has no video; {rule.no_video}")
     video = videos[0]
     if video.direction not in rule.directions:
         raise _bad(f"the video section is {video.direction}; {rule.wrong_direction}")
-    if 1 not in video.h264_packetization_modes and (also is None or also not in video.codecs):
-        wanted = "H.264 video with packetization-mode=1" + (f" or {also}" if also else "")
+    if 1 not in video.h264_packetization_modes and not set(also) & set(video.codecs):
+        wanted = " or ".join(["H.264 video with packetization-mode=1", *also])
         raise _unsupported(f"the offer has no {wanted} (offered: {_offered(video)}); {rule.takes}")
     return video
 
@@ -277,11 +278,11 @@ def check_offer(data: str | bytes) -> OfferSummary:
 
     Raises:
         lpstream.errors.RemoteProtocolError: code 400 for a malformed offer, 413 for one over
-            :data:`MAX_OFFER_SIZE`, 415 for one without H.264 or VP8 video or with audio but
-            no Opus; the message says which.
+            :data:`MAX_OFFER_SIZE`, 415 for one without H.264, AV1 or VP8 video or with audio
+            but no Opus; the message says which.
     """
     read = _sections(data)
-    video = _h264_video(read.videos, _PUBLISH, also="VP8")
+    video = _h264_video(read.videos, _PUBLISH, also=("AV1", "VP8"))
     audio = read.audios[0] if read.audios else None
     if audio is not None:
         if audio.direction not in _SENDING:
@@ -292,7 +293,10 @@ def check_offer(data: str | bytes) -> OfferSummary:
                 "this node ingests Opus audio (sent on as AAC) or no audio"
             )
     read.check_bundle()
-    codec = "h264" if 1 in video.h264_packetization_modes else "vp8"
+    if 1 in video.h264_packetization_modes:
+        codec = "h264"
+    else:
+        codec = "av1" if "AV1" in video.codecs else "vp8"
     return OfferSummary(video=video, audio=audio, video_codec=codec)
 
 

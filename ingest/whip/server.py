@@ -41,6 +41,7 @@ from ingest.rtmp.server import PublishAttempt, Publisher, PublishHandler
 from lpstream.errors import LpstreamError, ProtocolError, RemoteProtocolError, StreamInUseError
 
 from .audio import OpusToAac
+from .av1 import Av1Track
 from .bridge import AsyncioLoop
 from .h264 import H264Track
 from .peer import AudioFrameReceived, PeerItem, RtcPeer, VideoFrameReceived
@@ -96,7 +97,7 @@ class _Session(RtcSession[PeerItem, RtcPeer]):
     publisher: Publisher
     has_audio: bool
     video_codec: str = "h264"
-    """The video codec the answer takes: ``h264`` or ``vp8``."""
+    """The video codec the answer takes: ``h264``, ``av1`` or ``vp8``."""
     video_gap: bool = False
     dropped: int = 0
 
@@ -263,7 +264,7 @@ class WhipIngest:
             )
 
     async def _pump(self, session: _Session) -> None:
-        video: H264Track | Vp8Track = Vp8Track() if session.video_codec == "vp8" else H264Track()
+        video = _track(session.video_codec)
         audio: OpusToAac | None = None
         if session.has_audio:
             audio = await trio.to_thread.run_sync(
@@ -323,3 +324,12 @@ class WhipIngest:
             what=f"WHIP session {session.id}: publisher.aclose()",
             log=log,
         )
+
+
+def _track(codec: str) -> H264Track | Vp8Track | Av1Track:
+    """What turns a session's video frames into media events, by the codec it takes."""
+    if codec == "vp8":
+        return Vp8Track()
+    if codec == "av1":
+        return Av1Track()
+    return H264Track()

@@ -34,9 +34,11 @@ from lpstream.media.bits import BitReader
 __all__ = [
     "OBU_SEQUENCE_HEADER",
     "Av1Info",
+    "av1_config_record",
     "av1_info_from_config",
     "av1_info_from_obus",
     "av1_info_from_sequence_header",
+    "leb128",
     "obus",
 ]
 
@@ -109,6 +111,45 @@ class Av1Info:
             f"{self.chroma_subsampling_y}{self.chroma_sample_position}"
             f".{colour[0]:02d}.{colour[1]:02d}.{colour[2]:02d}.{self.color_range}"
         )
+
+
+def leb128(value: int) -> bytes:
+    """``value`` as LEB128 (the OBU sizes of low-overhead AV1)."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def av1_config_record(sequence_header: bytes) -> bytes:
+    """The av1C record (AV1-ISOBMFF 2.3) of a stream whose sequence header OBU (header byte,
+    size field and payload) is ``sequence_header``: its four-byte header from the sequence
+    header's fields, then the OBU as its configOBUs.
+
+    Raises:
+        ValueError: ``sequence_header`` is not a well-formed sequence header OBU.
+    """
+    units = obus(sequence_header)
+    if len(units) != 1 or units[0][0] != OBU_SEQUENCE_HEADER:
+        raise ValueError("not one sequence header OBU")
+    info = av1_info_from_sequence_header(units[0][1])
+    return bytes(
+        [
+            0x81,  # marker and version 1
+            info.seq_profile << 5 | info.seq_level_idx_0,
+            info.seq_tier_0 << 7
+            | (info.bit_depth > 8) << 6
+            | (info.bit_depth == 12) << 5
+            | info.monochrome << 4
+            | info.chroma_subsampling_x << 3
+            | info.chroma_subsampling_y << 2
+            | info.chroma_sample_position,
+            0,  # no initial_presentation_delay
+        ]
+    ) + sequence_header
 
 
 def _leb128(data: bytes, offset: int) -> tuple[int, int]:

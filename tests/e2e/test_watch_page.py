@@ -203,3 +203,40 @@ async def test_a_vp8_only_browser_publishes_and_the_ladder_plays_without_a_sourc
         clock = "document.getElementById('video').currentTime"
         start: float = await viewer.wait_for(clock, 40, lambda t: t > 0.5)
         await viewer.wait_for(clock, 20, lambda t: t > start + 2)
+
+
+_PUBLISH_AV1_ONLY = _PUBLISH_VP8_ONLY.replace('"video/VP8"', '"video/AV1"').replace(
+    "/whip/vp8cam", "/whip/av1cam"
+)
+
+
+async def test_an_av1_only_browser_publishes_and_the_ladder_and_its_av1_source_play(
+    dev_node: NodeProcess, tmp_path: Path
+) -> None:
+    if chromium_path() is None:
+        pytest.fail("chromium is not installed: run scripts/setup")
+    base = dev_node.url("http")
+    async with open_browser(tmp_path / "chromium.log") as browser:
+        page = await browser.new_page(f"{base}/watch/plain")
+        result = await page.evaluate(_PUBLISH_AV1_ONLY)
+        assert result["status"] == 201, result
+        assert set(_rtpmap_codecs(result["offer"], "video")) <= {"AV1", "rtx"}
+        assert set(_rtpmap_codecs(result["answer"], "video")) - {"rtx"} == {"AV1"}
+        await page.wait_for("window.plain.state", 20, lambda s: s == "connected")
+        master = await trio.to_thread.run_sync(
+            lambda: wait_for(
+                lambda: (r := http_get(f"{base}/hls/av1cam/index.m3u8"))[0] == 200 and r[1],
+                40,
+                "the ladder of an AV1 publisher",
+            )
+        )
+        text = master.decode()
+        # The AV1 passes through as the source rendition (fMP4), beside the H.264 ladder.
+        assert 'CODECS="av01.0.' in text and 'NAME="source"' in text, text
+        assert 'NAME="240p"' in text, text
+        source = http_get(f"{base}/hls/av1cam/source/index.m3u8")[1].decode()
+        assert '#EXT-X-MAP:URI="init' in source, source
+        viewer = await browser.new_page(f"{base}/watch/av1cam")
+        clock = "document.getElementById('video').currentTime"
+        start: float = await viewer.wait_for(clock, 40, lambda t: t > 0.5)
+        await viewer.wait_for(clock, 20, lambda t: t > start + 2)

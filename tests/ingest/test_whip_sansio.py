@@ -67,6 +67,31 @@ def test_an_obs_offer_passes_with_h264_and_opus() -> None:
     assert summary.audio is not None and summary.audio.codecs == ("OPUS",)
 
 
+def _with_video(*codecs: str) -> str:
+    """The OBS offer with its video section offering ``codecs`` (payload types 96 on)."""
+    types = " ".join(str(96 + i) for i in range(len(codecs)))
+    lines = [f"a=rtpmap:{96 + i} {codec}/90000" for i, codec in enumerate(codecs)]
+    offer = _edit("m=video 56102 UDP/TLS/RTP/SAVPF 96", f"m=video 56102 UDP/TLS/RTP/SAVPF {types}")
+    offer = offer.replace("a=rtpmap:96 H264/90000", "\r\n".join(lines))
+    h264 = 96 + codecs.index("H264") if "H264" in codecs else None  # its fmtp follows it
+    return offer.replace("a=fmtp:96 ", f"a=fmtp:{h264} " if h264 is not None else "a=fmtp:127 ")
+
+
+@pytest.mark.parametrize(
+    ("codecs", "taken"),
+    [
+        (("VP8", "H264", "AV1"), "h264"),  # H.264 whenever offered: it passes through to WHEP
+        (("VP8", "AV1"), "av1"),  # then AV1: its source passes through to HLS (fMP4)
+        (("VP9", "VP8"), "vp8"),
+        (("AV1",), "av1"),
+    ],
+)
+def test_the_answer_takes_one_codec_h264_then_av1_then_vp8(
+    codecs: tuple[str, ...], taken: str
+) -> None:
+    assert check_offer(_with_video(*codecs)).video_codec == taken
+
+
 def test_an_offer_without_audio_passes() -> None:
     video_only = "m=video" + OBS_OFFER.split("m=video", 1)[1]
     head = OBS_OFFER.split("m=audio", 1)[0].replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 1")
