@@ -28,7 +28,7 @@ import attrs
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
 from lpstream.media.av1 import OBU_SEQUENCE_HEADER, av1_config_record, leb128
 
-from .keyframes import KeyframeGate
+from .keyframes import GatedTrack
 
 __all__ = ["MAX_OBUS", "Av1Track", "TemporalUnit", "framed_payload", "temporal_unit"]
 
@@ -165,26 +165,11 @@ def temporal_unit(frame: bytes) -> TemporalUnit:
 
 
 @attrs.define
-class Av1Track:
+class Av1Track(GatedTrack):
     """AV1 frames (payloads joined by :func:`framed_payload`) in, ``CodecConfig`` (av1C) and
     low-overhead ``MediaPacket``s out."""
 
     _config: bytes | None = None
-    _gate: KeyframeGate = attrs.Factory(KeyframeGate)
-
-    @property
-    def waiting_for_keyframe(self) -> bool:
-        """True until a keyframe has been seen (again, after a gap)."""
-        return self._gate.waiting
-
-    @property
-    def dropped(self) -> int:
-        """Frames dropped while waiting for a keyframe, or malformed."""
-        return self._gate.dropped
-
-    def wait_for_keyframe(self) -> None:
-        """Drops frames until the next keyframe: call after frames were lost upstream."""
-        self._gate.wait_for_keyframe()
 
     def feed(self, frame: bytes, timestamp_ms: int) -> list[MediaEvent]:
         """Takes one frame's payloads and its time in ms; returns the events it makes."""

@@ -37,7 +37,7 @@ from lpstream.media.h264 import (
     to_avcc,
 )
 
-from .keyframes import KeyframeGate
+from .keyframes import GatedTrack
 
 __all__ = ["H264Track"]
 
@@ -45,27 +45,12 @@ _DROPPED = {NAL_AUD, NAL_FILLER}  # carry nothing a muxer needs
 
 
 @attrs.define
-class H264Track:
+class H264Track(GatedTrack):
     """Annex B access units in, ``CodecConfig`` and AVCC ``MediaPacket``s out."""
 
     _sps: bytes | None = None
     _pps: bytes | None = None
     _config: bytes | None = None
-    _gate: KeyframeGate = attrs.Factory(KeyframeGate)
-
-    @property
-    def waiting_for_keyframe(self) -> bool:
-        """True until an IDR with SPS and PPS has been seen (again, after a gap)."""
-        return self._gate.waiting
-
-    @property
-    def dropped(self) -> int:
-        """Access units dropped while waiting for a keyframe."""
-        return self._gate.dropped
-
-    def wait_for_keyframe(self) -> None:
-        """Drops frames until the next IDR: call after frames were lost upstream."""
-        self._gate.wait_for_keyframe()
 
     def feed(self, data: bytes, timestamp_ms: int) -> list[MediaEvent]:
         """Takes one Annex B access unit and its time in ms; returns the events it makes."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["KeyframeGate"]
+__all__ = ["GatedTrack", "KeyframeGate"]
 
 
 @attrs.define
@@ -43,3 +43,24 @@ class KeyframeGate:
             dts = self._last_dts + 1
         self._last_dts = dts
         return dts
+
+
+@attrs.define
+class GatedTrack:
+    """What the WebRTC video tracks (H.264, VP8, AV1) share: their keyframe gate."""
+
+    _gate: KeyframeGate = attrs.Factory(KeyframeGate)
+
+    @property
+    def waiting_for_keyframe(self) -> bool:
+        """True until a usable keyframe has been seen (again, after a gap)."""
+        return self._gate.waiting
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped while waiting for a keyframe, or unreadable."""
+        return self._gate.dropped
+
+    def wait_for_keyframe(self) -> None:
+        """Drops frames until the next keyframe: call after frames were lost upstream."""
+        self._gate.wait_for_keyframe()

@@ -15,31 +15,16 @@ import attrs
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
 from lpstream.media.vp8 import vp8_is_keyframe, vp8_keyframe_size
 
-from .keyframes import KeyframeGate
+from .keyframes import GatedTrack
 
 __all__ = ["Vp8Track"]
 
 
 @attrs.define
-class Vp8Track:
+class Vp8Track(GatedTrack):
     """VP8 frames in, ``CodecConfig`` and ``MediaPacket``s out."""
 
     _size: tuple[int, int] | None = None
-    _gate: KeyframeGate = attrs.Factory(KeyframeGate)
-
-    @property
-    def waiting_for_keyframe(self) -> bool:
-        """True until a keyframe has been seen (again, after a gap)."""
-        return self._gate.waiting
-
-    @property
-    def dropped(self) -> int:
-        """Frames dropped while waiting for a keyframe (or unreadable)."""
-        return self._gate.dropped
-
-    def wait_for_keyframe(self) -> None:
-        """Drops frames until the next keyframe: call after frames were lost upstream."""
-        self._gate.wait_for_keyframe()
 
     def feed(self, data: bytes, timestamp_ms: int) -> list[MediaEvent]:
         """Takes one VP8 frame and its time in ms; returns the events it makes."""

@@ -164,79 +164,50 @@ async def test_a_browser_without_codec_preferences_publishes_h264(
         assert 'NAME="240p"' in master.decode()
 
 
-# The same publisher limited to VP8 (setCodecPreferences), as a stack without H.264 offers.
-_PUBLISH_VP8_ONLY = _PUBLISH_WITHOUT_PREFERENCES.replace(
-    'for (const track of media.getTracks()) pc.addTransceiver(track, {direction: "sendonly"});',
-    """for (const track of media.getTracks()) {
-    const transceiver = pc.addTransceiver(track, {direction: "sendonly"});
+def _publish_only(codec: str, stream: str) -> str:
+    """The same publisher limited to one codec (setCodecPreferences), as a stack without
+    H.264 offers."""
+    return _PUBLISH_WITHOUT_PREFERENCES.replace(
+        'for (const track of media.getTracks()) pc.addTransceiver(track, {direction: "sendonly"});',
+        f"""for (const track of media.getTracks()) {{
+    const transceiver = pc.addTransceiver(track, {{direction: "sendonly"}});
     if (track.kind === "video") transceiver.setCodecPreferences(
-      RTCRtpSender.getCapabilities("video").codecs.filter(c => c.mimeType === "video/VP8"));
-  }""",
-).replace("/whip/plain", "/whip/vp8cam")
+      RTCRtpSender.getCapabilities("video").codecs.filter(c => c.mimeType === "video/{codec}"));
+  }}""",
+    ).replace("/whip/plain", f"/whip/{stream}")
 
 
-async def test_a_vp8_only_browser_publishes_and_the_ladder_plays_without_a_source(
-    dev_node: NodeProcess, tmp_path: Path
+@pytest.mark.parametrize("codec", ["VP8", "AV1"])
+async def test_a_browser_offering_only_vp8_or_av1_publishes_and_the_ladder_plays(
+    dev_node: NodeProcess, tmp_path: Path, codec: str
 ) -> None:
     if chromium_path() is None:
         pytest.fail("chromium is not installed: run scripts/setup")
     base = dev_node.url("http")
+    stream = f"{codec.lower()}cam"
     async with open_browser(tmp_path / "chromium.log") as browser:
         page = await browser.new_page(f"{base}/watch/plain")
-        result = await page.evaluate(_PUBLISH_VP8_ONLY)
+        result = await page.evaluate(_publish_only(codec, stream))
         assert result["status"] == 201, result
-        assert set(_rtpmap_codecs(result["offer"], "video")) <= {"VP8", "rtx"}
-        assert set(_rtpmap_codecs(result["answer"], "video")) - {"rtx"} == {"VP8"}
+        assert set(_rtpmap_codecs(result["offer"], "video")) <= {codec, "rtx"}
+        assert set(_rtpmap_codecs(result["answer"], "video")) - {"rtx"} == {codec}
         await page.wait_for("window.plain.state", 20, lambda s: s == "connected")
         master = await trio.to_thread.run_sync(
             lambda: wait_for(
-                lambda: (r := http_get(f"{base}/hls/vp8cam/index.m3u8"))[0] == 200 and r[1],
+                lambda: (r := http_get(f"{base}/hls/{stream}/index.m3u8"))[0] == 200 and r[1],
                 40,
-                "the ladder of a VP8 publisher",
+                f"the ladder of a {codec} publisher",
             )
         )
         text = master.decode()
-        # HLS cannot carry VP8: the master lists the H.264 ladder, and no source.
-        assert 'NAME="source"' not in text and 'NAME="240p"' in text, text
-        assert http_get(f"{base}/hls/vp8cam/source/index.m3u8")[0] == 404
-        viewer = await browser.new_page(f"{base}/watch/vp8cam")
-        clock = "document.getElementById('video').currentTime"
-        start: float = await viewer.wait_for(clock, 40, lambda t: t > 0.5)
-        await viewer.wait_for(clock, 20, lambda t: t > start + 2)
-
-
-_PUBLISH_AV1_ONLY = _PUBLISH_VP8_ONLY.replace('"video/VP8"', '"video/AV1"').replace(
-    "/whip/vp8cam", "/whip/av1cam"
-)
-
-
-async def test_an_av1_only_browser_publishes_and_the_ladder_and_its_av1_source_play(
-    dev_node: NodeProcess, tmp_path: Path
-) -> None:
-    if chromium_path() is None:
-        pytest.fail("chromium is not installed: run scripts/setup")
-    base = dev_node.url("http")
-    async with open_browser(tmp_path / "chromium.log") as browser:
-        page = await browser.new_page(f"{base}/watch/plain")
-        result = await page.evaluate(_PUBLISH_AV1_ONLY)
-        assert result["status"] == 201, result
-        assert set(_rtpmap_codecs(result["offer"], "video")) <= {"AV1", "rtx"}
-        assert set(_rtpmap_codecs(result["answer"], "video")) - {"rtx"} == {"AV1"}
-        await page.wait_for("window.plain.state", 20, lambda s: s == "connected")
-        master = await trio.to_thread.run_sync(
-            lambda: wait_for(
-                lambda: (r := http_get(f"{base}/hls/av1cam/index.m3u8"))[0] == 200 and r[1],
-                40,
-                "the ladder of an AV1 publisher",
-            )
-        )
-        text = master.decode()
-        # The AV1 passes through as the source rendition (fMP4), beside the H.264 ladder.
-        assert 'CODECS="av01.0.' in text and 'NAME="source"' in text, text
         assert 'NAME="240p"' in text, text
-        source = http_get(f"{base}/hls/av1cam/source/index.m3u8")[1].decode()
-        assert '#EXT-X-MAP:URI="init' in source, source
-        viewer = await browser.new_page(f"{base}/watch/av1cam")
+        source = http_get(f"{base}/hls/{stream}/source/index.m3u8")
+        if codec == "VP8":  # HLS cannot carry VP8: the master lists the H.264 ladder alone
+            assert 'NAME="source"' not in text and source[0] == 404, text
+        else:  # AV1 passes through as the source rendition, in fragmented MP4
+            assert 'CODECS="av01.0.' in text and 'NAME="source"' in text, text
+            assert '#EXT-X-MAP:URI="init' in source[1].decode()
+        viewer = await browser.new_page(f"{base}/watch/{stream}")
         clock = "document.getElementById('video').currentTime"
         start: float = await viewer.wait_for(clock, 40, lambda t: t > 0.5)
         await viewer.wait_for(clock, 20, lambda t: t > start + 2)
