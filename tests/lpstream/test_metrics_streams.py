@@ -10,6 +10,7 @@ copy of each source segment as the ``copy`` rendition.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import pytest
 import trio
@@ -66,13 +67,16 @@ def gateway(linger: float) -> Gateway:
     )
 
 
-async def publish(node: Gateway, name: str, events: list[MediaEvent]) -> None:
-    """Publishes ``events`` as stream ``name`` and returns once the stream has ended."""
+async def publish(
+    node: Gateway, name: str, events: list[MediaEvent], *, seconds: float = 10
+) -> None:
+    """Publishes ``events`` as stream ``name`` and returns once the stream has ended (within
+    ``seconds``)."""
     publisher = await node.start_publish(name, identity=f"key:{name}")
     for event in events:
         await publisher.send(event)
     await publisher.aclose()
-    with trio.fail_after(10):
+    with trio.fail_after(seconds):
         while node.status().streams[name].live:  # noqa: ASYNC110 (no event to wait on)
             await trio.sleep(0.02)
 
@@ -121,7 +125,8 @@ async def test_label_cardinality_stays_bounded_when_100_streams_come_and_go(
         names = {f"s{wave}-{i}" for i in range(LIVE_AT_ONCE)}
         async with trio.open_nursery() as streams:
             for name in sorted(names):
-                streams.start_soon(publish, node, name, events)
+                # Clock seconds: see wait_forgotten below.
+                streams.start_soon(partial(publish, node, name, events, seconds=600))
         text = node.metrics.render()
         labelled = label_values(text, "stream")
         # Every stream label is a stream the gateway holds (live or lingering): none of the
