@@ -136,20 +136,23 @@ def av1_config_record(sequence_header: bytes) -> bytes:
     if len(units) != 1 or units[0][0] != OBU_SEQUENCE_HEADER:
         raise ValueError("not one sequence header OBU")
     info = av1_info_from_sequence_header(units[0][1])
-    return bytes(
-        [
-            0x81,  # marker and version 1
-            info.seq_profile << 5 | info.seq_level_idx_0,
-            info.seq_tier_0 << 7
-            | (info.bit_depth > 8) << 6
-            | (info.bit_depth == 12) << 5
-            | info.monochrome << 4
-            | info.chroma_subsampling_x << 3
-            | info.chroma_subsampling_y << 2
-            | info.chroma_sample_position,
-            0,  # no initial_presentation_delay
-        ]
-    ) + sequence_header
+    return (
+        bytes(
+            [
+                0x81,  # marker and version 1
+                info.seq_profile << 5 | info.seq_level_idx_0,
+                info.seq_tier_0 << 7
+                | (info.bit_depth > 8) << 6
+                | (info.bit_depth == 12) << 5
+                | info.monochrome << 4
+                | info.chroma_subsampling_x << 3
+                | info.chroma_subsampling_y << 2
+                | info.chroma_sample_position,
+                0,  # no initial_presentation_delay
+            ]
+        )
+        + sequence_header
+    )
 
 
 def _leb128(data: bytes, offset: int) -> tuple[int, int]:
