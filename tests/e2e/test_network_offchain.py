@@ -149,7 +149,8 @@ async def test_live_ai_runs_on_a_remote_worker_and_takes_changes_there(network: 
     gateway = network.gateway
     base = gateway.url("http")
     stream = "remote-ai"
-    proc = await trio.to_thread.run_sync(publish, gateway, stream, 14)
+    # Long enough for a loaded machine to get the session going before the stream ends.
+    proc = await trio.to_thread.run_sync(publish, gateway, stream, 24)
     try:
         status, answer = await trio.to_thread.run_sync(
             post_json,

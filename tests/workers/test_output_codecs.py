@@ -371,14 +371,10 @@ def test_hevc_and_av1_renditions_are_planned_as_fragmented_mp4(live: bool) -> No
     assert hevc.encoder_options.get("tune") == ("zerolatency" if live else None)
     svt = av1_.encoder_options["svtav1-params"].split(":")
     assert {"scd=0", "keyint=60", "irefresh-type=2"} <= set(svt)
-    # A segment: variable bitrate, random access, a bounded GOP; live: no reordered frames.
-    if live:
-        assert {"rc=2", "pred-struct=1"} <= set(svt)
-        assert av1_.encoder_options["bufsize"] == "600000"
-    else:
-        assert {"rc=1", "lookahead=30", "maxsection-pct=100"} <= set(svt)
-        assert not any(p.startswith("pred-struct=") for p in svt)
-    assert av1_.encoder_options["preset"] == "6"
+    # Constant bitrate over a two-second buffer, no reordered frames, live or not.
+    assert {"rc=2", "pred-struct=1"} <= set(svt)
+    assert av1_.encoder_options["bufsize"] == "600000"
+    assert av1_.encoder_options["preset"] == "7"
 
 
 @pytest.mark.parametrize(
@@ -407,7 +403,7 @@ X264_PRESETS = (
 
 def test_svt_av1_presets_follow_the_documented_mapping() -> None:
     assert set(SVT_AV1_PRESETS) == set(X264_PRESETS)
-    assert SVT_AV1_PRESETS["veryfast"] == 6 and SVT_AV1_PRESETS["medium"] == 5
+    assert SVT_AV1_PRESETS["veryfast"] == 7 and SVT_AV1_PRESETS["medium"] == 5
     assert max(SVT_AV1_PRESETS.values()) <= 9  # SVT-AV1's faster presets are for tooling
     speeds = [SVT_AV1_PRESETS[name] for name in X264_PRESETS]
     assert speeds == sorted(speeds, reverse=True)  # slower x264 names, slower SVT presets

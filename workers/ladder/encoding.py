@@ -10,19 +10,15 @@ AV1 key frame) in every rendition, so segment boundaries coincide. x264 and x265
 
 Rate control is the profile's bitrate with a ceiling of 1.2 times it over a two-second buffer
 (x264's and x265's VBV). SVT-AV1 takes no ceiling outside its CRF mode ("Max Bitrate only
-supported with CRF mode"), holds a GOP to its rate only from 120 frames on
-(``gop-constraint-rc``), and its constant bitrate mode needs the low-delay prediction structure,
-which SVT-AV1 calls work in progress and which spent 74% more bits than x264 for the same PSNR.
-So a segment rendition runs variable bitrate with random access (mini-GOPs of reordered
-frames) and bounds a segment's size with rate control settings: a 30-frame lookahead (a longer
-one let a lone two-second GOP take 1.3 to 1.4 times its share), overshoot held to 10%, no GOP
-above its share (``maxsection-pct=100``). Measured on testsrc2 from 720p at 640x360, 250 kb/s to
-2 Mb/s, the worst two-second window was 1.06 to 1.21 times the bitrate, every segment encoded
-alone as a worker does, and the whole clip as one encode. The preset numbers follow SVT-AV1's
-own advice that presets above 9 are for tooling, not for viewers: x264's default ``veryfast``
-is preset 6, which spent 28% fewer bits than x264 for the same PSNR, at about 2.5 times the CPU
-of preset 10. A live rendition keeps the low-delay structure and constant bitrate: no frame
-waits for a later one. NVENC runs constant bitrate.
+supported with CRF mode") and holds a GOP to its rate only from 120 frames on
+(``gop-constraint-rc``), so it runs constant bitrate over a two-second buffer, which it allows
+with the low-delay prediction structure (no reordered frames: live as well). Its variable
+bitrate with random access spends fewer bits for the same PSNR (28% fewer than x264 at preset
+6 on testsrc2) but overshot a lone two-second segment of one-second GOPs by 1.6 times, which a
+ladder's renditions must not. The preset numbers follow SVT-AV1's advice that presets above 9
+are for tooling, not for viewers: x264's default ``veryfast`` is preset 7, which spends about
+the bits x264 spends for the same PSNR (testsrc2 from 720p at 640x360, 250 kb/s to 2 Mb/s:
++0.7%; preset 8: +12%; the earlier preset 10: +74%). NVENC runs constant bitrate.
 """
 
 from __future__ import annotations
@@ -38,9 +34,9 @@ __all__ = ["SVT_AV1_PRESETS", "encoder_options"]
 SVT_AV1_PRESETS: Final = {
     "ultrafast": 9,
     "superfast": 8,
-    "veryfast": 6,
-    "faster": 6,
-    "fast": 5,
+    "veryfast": 7,
+    "faster": 7,
+    "fast": 6,
     "medium": 5,
     "slow": 4,
     "slower": 3,
@@ -62,7 +58,7 @@ def encoder_options(
     ``live`` adds zero-latency settings (no B-frames, no lookahead, no frame threads)."""
     keyint = max(1, round(profile.gop * rate)) if profile.gop > 0 else 0
     if encoder == _SVT_AV1:
-        return _svt_av1_options(profile, keyint, live=live)
+        return _svt_av1_options(profile, keyint)
     options = {
         "maxrate": str(profile.bitrate * 6 // 5),
         "bufsize": str(profile.bitrate * 2),
@@ -107,19 +103,15 @@ def _x265_params(keyint: int) -> str:
     return params
 
 
-def _svt_av1_options(profile: VideoProfile, keyint: int, *, live: bool) -> dict[str, str]:
+def _svt_av1_options(profile: VideoProfile, keyint: int) -> dict[str, str]:
     """SVT-AV1: numbered preset, no scene-change keyframes, closed GOPs made of key frames
-    (``irefresh-type=2``) ``keyint`` frames apart; variable bitrate with random access and a
-    bounded GOP share for a segment, constant bitrate over a two-second buffer with the
-    low-delay structure (no reordering) for a live rendition."""
-    params = ["scd=0", "irefresh-type=2"]
-    options = {"preset": str(SVT_AV1_PRESETS.get(profile.preset, SVT_AV1_PRESETS["veryfast"]))}
-    if live:
-        params += ["pred-struct=1", "rc=2"]
-        options["bufsize"] = str(profile.bitrate * 2)
-    else:
-        params += ["rc=1", "lookahead=30", "overshoot-pct=10", "maxsection-pct=100"]
+    (``irefresh-type=2``) ``keyint`` frames apart, constant bitrate over a two-second buffer
+    with the low-delay structure (no reordering: live as well)."""
+    params = ["scd=0", "irefresh-type=2", "pred-struct=1", "rc=2"]
     if keyint:
         params.append(f"keyint={keyint}")
-    options["svtav1-params"] = ":".join(params)
-    return options
+    return {
+        "preset": str(SVT_AV1_PRESETS.get(profile.preset, SVT_AV1_PRESETS["veryfast"])),
+        "bufsize": str(profile.bitrate * 2),
+        "svtav1-params": ":".join(params),
+    }
