@@ -14,7 +14,8 @@ import pytest
 from tests.e2e.hls_check import HlsRecorder, check_recording, read_master_with_ffmpeg
 from tests.e2e.nodes import NodeProcess, http_get, wait_for
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
+"""Alone: its HEVC and AV1 encoding would starve a live test beside it on two cores."""
 
 LADDER_360P = {"source": (640, 360), "360p": (640, 360), "240p": (426, 240)}
 

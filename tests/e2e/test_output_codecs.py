@@ -18,7 +18,8 @@ from benchmarks.harness.browser import chromium_path, open_browser
 from tests.e2e.hls_check import HlsRecorder, check_recording
 from tests.e2e.nodes import NodeProcess, http_get, push_command, wait_for
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
+"""Alone: its HEVC and AV1 encoding would starve a live test beside it on two cores."""
 
 PROFILES = [
     {"name": "360p", "width": 640, "height": 360, "bitrate": 400_000},
