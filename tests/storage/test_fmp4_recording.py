@@ -12,6 +12,7 @@ import attrs
 import av
 import trio
 
+from lpstream.errors import ProtocolError
 from lpstream.http.app import build_app
 from lpstream.metrics import Metrics
 from lpstream.playback.hls import RenditionInfo
@@ -38,7 +39,8 @@ class Recordings:
     library: RecordingLibrary
 
     def start_recording(self, name: str) -> str:
-        raise NotImplementedError
+        # As the node answers for a stream that is not live: these tests read recordings only.
+        raise ProtocolError(f"stream {name!r} is not live", code=404)
 
     def stop_recording(self, name: str) -> str | None:
         return None
