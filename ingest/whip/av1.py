@@ -26,7 +26,7 @@ from __future__ import annotations
 import attrs
 
 from lpstream.media import CodecConfig, MediaEvent, MediaPacket, TrackKind
-from lpstream.media.av1 import OBU_SEQUENCE_HEADER, av1_config_record, leb128
+from lpstream.media.av1 import OBU_SEQUENCE_HEADER, av1_config_record, leb128, read_leb128
 
 from .keyframes import GatedTrack
 
@@ -59,18 +59,6 @@ class TemporalUnit:
     """Its sequence header OBU (header, size, payload), if it has one."""
 
 
-def _leb128_at(data: bytes, offset: int) -> tuple[int, int]:
-    value = 0
-    for i in range(8):
-        if offset + i >= len(data):
-            raise ValueError("an element length ends early")
-        byte = data[offset + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, offset + i + 1
-    raise ValueError("an element length longer than 8 bytes")
-
-
 def _elements(payload: bytes) -> tuple[int, list[bytes]]:
     """A payload's aggregation header and its OBU elements (or fragments of them)."""
     if not payload:
@@ -83,7 +71,7 @@ def _elements(payload: bytes) -> tuple[int, list[bytes]]:
         if count and len(elements) == count - 1:
             elements.append(payload[offset:])  # the last element: no length
             break
-        size, offset = _leb128_at(payload, offset)
+        size, offset = read_leb128(payload, offset)
         if offset + size > len(payload):
             raise ValueError("an OBU element runs past its payload")
         elements.append(payload[offset : offset + size])
@@ -103,7 +91,7 @@ def _with_size(obu: bytes) -> tuple[int, bytes]:
         raise ValueError("an OBU header ends early")
     kind = (header >> 3) & 0x0F
     if header & _HAS_SIZE:
-        size, start = _leb128_at(obu, head)
+        size, start = read_leb128(obu, head)
         if start + size > len(obu):
             raise ValueError("an OBU runs past its element")
         return kind, obu[: start + size]

@@ -55,9 +55,12 @@ def segment_video(data: bytes) -> VideoInfo | None:
 
 
 def _init_video(data: bytes) -> VideoInfo | None:
-    """The facts of the video track of an fMP4 file's init section."""
+    """The facts of the video track of an fMP4 file's init section (its fragments are not
+    read: the reader is given the init section and the first fragment's box header, which is
+    where it hands the init section over)."""
     try:
-        events = Fmp4Reader().feed(data)
+        init, media = init_and_media(data)
+        events = Fmp4Reader().feed(init + media[:8])
     except ValueError:
         return None
     section = next((e for e in events if isinstance(e, InitSection)), None)

@@ -40,6 +40,7 @@ __all__ = [
     "av1_info_from_sequence_header",
     "leb128",
     "obus",
+    "read_leb128",
 ]
 
 OBU_SEQUENCE_HEADER = 1
@@ -155,8 +156,12 @@ def av1_config_record(sequence_header: bytes) -> bytes:
     )
 
 
-def _leb128(data: bytes, offset: int) -> tuple[int, int]:
-    """A LEB128 value at ``offset`` (at most 8 bytes) and the offset after it."""
+def read_leb128(data: bytes, offset: int) -> tuple[int, int]:
+    """A LEB128 value at ``offset`` (at most 8 bytes) and the offset after it.
+
+    Raises:
+        ValueError: it runs past the end or over 8 bytes.
+    """
     value = 0
     for i in range(8):
         if offset + i >= len(data):
@@ -186,7 +191,7 @@ def obus(data: bytes) -> list[tuple[int, bytes]]:
         if offset > len(data):
             raise ValueError("OBU header ends early")
         if header & 0x02:  # obu_has_size_field
-            size, offset = _leb128(data, offset)
+            size, offset = read_leb128(data, offset)
         else:
             size = len(data) - offset
         if offset + size > len(data):
