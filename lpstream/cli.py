@@ -104,7 +104,7 @@ _OUTPUT_FLAGS = (
     "store_queue",
 )
 _API_FLAGS = ("api_token", "api_token_file", "cors_origin")
-_AI_WORKER_FLAGS = ("gpus", "pipeline_isolation", "pipeline_memory", "warm")
+_AI_WORKER_FLAGS = ("gpus", "pipeline_isolation", "pipeline_memory", "warm", "ai_models")
 _SRT_FLAGS = ("srt_addr", "srt_passphrase", "srt_pbkeylen", "srt_latency")
 _INGEST_LIMIT_FLAGS = (
     "max_ingest_pixels",
@@ -157,7 +157,7 @@ def main() -> None:
 @_flags("segment_duration", "part_target", "encoder", "capacity", role="dev")
 @flag("orch_secret", help="Secret remote workers must present (default: random).")
 @_flags("offchain", "demo_stream", "price_per_unit", "pixels_per_unit", role="dev")
-@flag("max_price_per_unit")
+@_flags("max_price_per_unit", "max_price_per_capability")
 @_flags("ticket_ev", "max_face_value", "block_time", "round_length")
 @flag(
     "data_dir",
@@ -193,7 +193,8 @@ def dev(**values: Any) -> None:
 @_flags("segment_duration", "part_target")
 @flag("offchain", help="Run without payments.")
 @chain_flags
-@_flags("max_price_per_unit", "pixels_per_unit", *_VIEWER_FLAGS, "max_price_per_second")
+@_flags("max_price_per_unit", "max_price_per_capability", "pixels_per_unit", *_VIEWER_FLAGS)
+@flag("max_price_per_second")
 @_flags(*_ACCESS_FLAGS, *_OUTPUT_FLAGS)
 @_flags(*_INGEST_LIMIT_FLAGS, *_NODE_LIMIT_FLAGS, "log_level")
 def gateway(**values: Any) -> None:

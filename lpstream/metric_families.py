@@ -144,6 +144,13 @@ POOL_FAMILIES = (
 ORCHESTRATOR_FAMILIES = (
     _counter("jobs_total", "Jobs answered, by outcome: ok, busy, failed.", "outcome"),
     _counter("worker_failures_total", "Jobs a worker failed (then retried elsewhere)."),
+    _counter("ai_job_seconds_total", "Wall time of batch AI jobs, by capability.", "capability"),
+    _counter(
+        "ai_units_total",
+        "Units batch AI jobs produced and were billed for (pixels, milliseconds of audio, "
+        "tokens), by capability.",
+        "capability",
+    ),
     _counter(
         "transcode_seconds_total",
         "Wall time of transcodes: waited for at the gateway, worked at the orchestrator.",

@@ -26,6 +26,8 @@ from lpstream.config import Config, HostPort, HttpSection
 from lpstream.demo import push_demo
 from lpstream.errors import ConfigError
 from lpstream.gateway.admission import DECISION_MARGIN, PublishAdmission
+from lpstream.gateway.ai_dispatch import AiDispatch
+from lpstream.gateway.ai_prices import parse_max_prices
 from lpstream.gateway.discovery import (
     ChainSource,
     DiscoveryError,
@@ -61,6 +63,8 @@ from lpstream.paid import (
     start_orchestrator_payments,
 )
 from lpstream.role_settings import (
+    ai_prices,
+    batch_jobs,
     chain_options,
     gateway_http_addr,
     http_limits,
@@ -108,25 +112,36 @@ async def _start_metrics(
 
 @contextlib.asynccontextmanager
 async def _open_live(local: LocalWorker | None) -> AsyncIterator[None]:
-    """Loads the ``--warm`` pipelines before the worker serves; stops every pipeline child
-    when it stops."""
+    """Loads the ``--warm`` pipelines and batch AI models before the worker serves; stops
+    every pipeline child when it stops."""
     if local is None:
         yield
         return
     try:
         await trio.to_thread.run_sync(local.live.load_warm)
+        if local.batch is not None:
+            await trio.to_thread.run_sync(local.batch.models.load_warm)
         yield
     finally:
         local.live.close()
+        if local.batch is not None:
+            local.batch.models.close()
+
+
+def _local_worker(config: Config) -> LocalWorker:
+    """The worker of this process: transcoding, live AI and batch AI (``--ai-models``)."""
+    live = live_sessions(config)
+    return LocalWorker(
+        capacity=config.worker.capacity,
+        encoder=config.worker.encoder,
+        live=live,
+        batch=batch_jobs(config, live),
+    )
 
 
 def _build_orchestrator(config: Config, secret: str, metrics: Metrics) -> Orchestrator:
     worker = config.worker
-    local = (
-        LocalWorker(capacity=worker.capacity, encoder=worker.encoder, live=live_sessions(config))
-        if worker.capacity > 0
-        else None
-    )
+    local = _local_worker(config) if worker.capacity > 0 else None
     return Orchestrator(
         secret=secret,
         metrics=metrics,
@@ -136,6 +151,7 @@ def _build_orchestrator(config: Config, secret: str, metrics: Metrics) -> Orches
         memory=MemoryBudget(limit=memory_limit(config.limits)),
         identity=load_identity(config.payments.data_dir),
         hello_backoff=HelloBackoff(first_delay=config.orchestrator.worker_hello_backoff),
+        ai_prices=ai_prices(config),
     )
 
 
@@ -198,9 +214,7 @@ async def run_worker(config: Config, announce: Announce = print) -> None:
     if not config.selection.orch_addr or not secret:
         raise ConfigError("a worker needs --orch-addr and --orch-secret")
     orch_addr = config.selection.orch_addr[0]
-    local = LocalWorker(
-        capacity=config.worker.capacity, encoder=config.worker.encoder, live=live_sessions(config)
-    )
+    local = _local_worker(config)
     async with _open_live(local), trio.open_nursery() as nursery:
         worker_id = await nursery.start(run_remote_worker, orch_addr, secret, local)
         announce(f"lpstream worker ready: registered with {orch_addr} as {worker_id}")
@@ -222,6 +236,7 @@ async def _start_gateway(
 ) -> Gateway:
     selection, access, playback = config.selection, config.access, config.playback
     node_access = NodeAccess.from_section(access)
+    ai_limits = parse_max_prices(config.payments.max_price_per_capability)
     webhook_url = selection.orch_webhook_url
     sources: list[OrchestratorSource] = []
     if orch_addrs:
@@ -253,6 +268,9 @@ async def _start_gateway(
         max_price_per_second=config.payments.max_price_per_second,
     )
     await nursery.start(pool.run)
+    ai_jobs = AiDispatch(
+        connections=pool.connections, terms=pool.terms, limits=ai_limits, metrics=metrics
+    )
     outputs = await OutputHub.from_section(config.outputs, metrics)
     await nursery.start(outputs.run)
     gateway = Gateway(
@@ -320,6 +338,7 @@ async def _start_gateway(
         whip=whip,
         whep=whep,
         ai=gateway,
+        ai_jobs=ai_jobs,
         limits=http_limits(config.http),
         api_tokens=node_access.api_tokens,
         play=node_access.play,

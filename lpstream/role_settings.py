@@ -15,11 +15,17 @@ from lpstream.gateway.ingest_limits import IngestLimits
 from lpstream.gateway.publishers import StreamLimits
 from lpstream.http.limits import HttpLimits
 from lpstream.paid import ChainOptions, PaymentOptions
+from lpstream.wire import AiModelOffer
+from lpstream.worker.batch import BatchJobs
 from lpstream.worker.live import LiveSessions, WarmPipeline
-from workers.gpu import discover_gpus, select_gpus
+from workers.batch import AiModel, BatchModels, load_ai_models
+from workers.gpu import discover_gpus, place_session, select_gpus
 from workers.pipelines import ModelDirectory, PipelineError, PipelineRegistry
 
 __all__ = [
+    "ai_models",
+    "ai_prices",
+    "batch_jobs",
     "chain_options",
     "gateway_http_addr",
     "http_limits",
@@ -92,6 +98,75 @@ def live_sessions(config: Config) -> LiveSessions:
         gpus=gpus,
         warm=warm,
     )
+
+
+def ai_models(config: Config) -> tuple[AiModel, ...]:
+    """The entries of ``--ai-models`` (none without it).
+
+    Raises:
+        ConfigError: the file cannot be used (the message names the entry and field).
+    """
+    if config.worker.ai_models is None:
+        return ()
+    return load_ai_models(config.worker.ai_models)
+
+
+def ai_prices(config: Config) -> tuple[AiModelOffer, ...]:
+    """An orchestrator's prices for batch AI models: every ``--ai-models`` entry."""
+    return tuple(
+        AiModelOffer(
+            capability=m.pipeline,
+            model_id=m.model_id,
+            price_per_unit=m.price_per_unit,
+            pixels_per_unit=m.pixels_per_unit,
+            warm=m.warm,
+            capacity=m.capacity,
+        )
+        for m in ai_models(config)
+    )
+
+
+def batch_jobs(config: Config, live: LiveSessions) -> BatchJobs | None:
+    """A worker's batch AI models: the ``--ai-models`` entries with a ``path`` (None if
+    none), in child processes with ``--pipeline-isolation``, placed on the GPUs the live
+    sessions use, counting both (one GPU pool for live and batch AI).
+
+    Raises:
+        ConfigError: the file cannot be used, or a model's path does not exist.
+    """
+    models = tuple(m for m in ai_models(config) if m.path is not None)
+    for model in models:
+        assert model.path is not None
+        if not Path(model.path).exists():
+            raise ConfigError(
+                f"--ai-models: {model.pipeline} {model.model_id!r}: {model.path} does not exist"
+            )
+    if not models:
+        return None
+    loaded: list[BatchModels] = []
+
+    def place() -> str:
+        if not live.gpus:
+            return live.device
+        counts = dict(live.sessions_by_device())
+        for device, copies in loaded[0].devices().items():
+            counts[device] = counts.get(device, 0) + copies
+        loads = {
+            int(device.partition(":")[2]): count
+            for device, count in counts.items()
+            if device.startswith("cuda:")
+        }
+        return f"cuda:{place_session(live.gpus, loads).index}"
+
+    batch = BatchModels(
+        models,
+        isolate=config.worker.pipeline_isolation,
+        device=live.device,
+        place=place,
+        memory_limit=config.worker.pipeline_memory,
+    )
+    loaded.append(batch)
+    return BatchJobs(models=batch)
 
 
 def memory_limit(section: LimitsSection) -> int:

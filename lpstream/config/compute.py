@@ -95,6 +95,14 @@ class WorkerSection:
         parse=_parse_pipeline_memory,
         show=lambda value: memory_budget_text(value) if value else 0,
     )
+    ai_models: str | None = setting(
+        None,
+        "Batch AI models (text-to-image, image-to-image, upscale, audio-to-text, llm): a JSON "
+        "file in go-livepeer's aiModels.json shape, a list of {pipeline, model_id, "
+        "price_per_unit, pixels_per_unit, warm, capacity} plus a local 'path' to the weights "
+        "(relative to the file; never downloaded). An orchestrator offers and prices them, a "
+        "worker runs those with a path (warm ones loaded at start).",
+    )
     warm: tuple[WarmEntry, ...] = setting(
         (),
         "NAME[=PARAMS_JSON]: a live AI pipeline loaded at start, so a session of it starts "

@@ -61,6 +61,14 @@ class PaymentsSection:
         kind=int,
         low=0,
     )
+    max_price_per_capability: str | None = setting(
+        None,
+        "Gateway: the most it pays for batch AI, per capability and model: a JSON file, or "
+        'inline JSON, in go-livepeer\'s shape {"capabilities_prices": [{"pipeline": '
+        '"llm", "model_id": "default", "price_per_unit": 1000, '
+        "\"pixels_per_unit\": 1}]} (model_id 'default': every model of the pipeline). A "
+        "capability not listed has no limit.",
+    )
     ticket_ev: int = setting(10**12, "Target EV per ticket, wei.", kind=int, low=1)
     max_face_value: int = setting(
         0,

@@ -55,7 +55,7 @@ from lpstream.keepalive import keep_alive
 from lpstream.orchestrator.address import certificate_pin, note_unpinned
 from lpstream.quic import CertificatePinError, QuicConnectionHandle, open_quic_connection
 from lpstream.taskgroups import one_error
-from lpstream.wire import Error, GetInfo, MessageStream, OrchInfo
+from lpstream.wire import AiModelOffer, Error, GetInfo, MessageStream, OrchInfo
 from payments.pm import PixelPrice, Wei
 
 if TYPE_CHECKING:
@@ -118,6 +118,8 @@ class KnownOrchestrator:
     """The transcoding price its last info asked (None: no info yet)."""
     warm: frozenset[str] = frozenset()
     """Live AI pipelines its last info said its workers keep loaded (``--warm``)."""
+    ai_models: tuple[AiModelOffer, ...] = ()
+    """Batch AI models its last info offered, with their prices."""
     suspended_until: float = -math.inf
     """Until when it is passed over after a failure (trio time)."""
     failures: int = 0
@@ -134,6 +136,7 @@ class KnownOrchestrator:
         self.capacity = info.capacity
         self.pipelines = {p.name: p.price_per_second for p in info.pipelines}
         self.warm = frozenset(info.warm)
+        self.ai_models = info.ai_models
         self.price_per_pixel = PixelPrice.from_fraction(
             Fraction(info.price_per_unit, max(info.pixels_per_unit, 1))
         )

@@ -14,6 +14,10 @@ pixels billed (``SegmentPayment.settle``), returns it when the orchestrator answ
 error (nothing was done or billed), or, on a 402, forgets the credit and the parameters. A lost
 connection or a bad result may have been billed: the reservation then stands.
 
+A batch AI job (text-to-image, llm...) is paid the same way with ``job_payment``: the fee is
+the most units the request can be billed times the model's price, and it settles against the
+wei the orchestrator billed for the units produced.
+
 Every payment, per segment or for live AI, is first charged to the spend limits of its session
 (``spending``, :mod:`lpstream.gateway.spending`): past one, no ticket is made.
 """
@@ -51,7 +55,7 @@ from payments.pm import (
 if TYPE_CHECKING:  # the fee reads a job's fields; paying needs no more of the gateway
     from lpstream.gateway.segments import SegmentJob
 
-__all__ = ["PaymentSender", "PriceTooHighError", "SegmentPayment"]
+__all__ = ["JobPayment", "PaymentSender", "PriceTooHighError", "SegmentPayment"]
 
 log = logging.getLogger("lpstream.payments")
 
@@ -75,6 +79,20 @@ class SegmentPayment:
     def settle(self, pixels: int) -> None:
         """The job succeeded and the orchestrator reports ``pixels``: bill them on exit."""
         self.billed_pixels = pixels
+
+
+@attrs.define
+class JobPayment:
+    """One batch AI job's payment, while it runs (see ``PaymentSender.job_payment``)."""
+
+    header: bytes = b""
+    """The tickets for the JOB header (empty when nothing is paid)."""
+    billed: Fraction | None = None
+    """The wei the orchestrator billed, once the job succeeded."""
+
+    def settle(self, amount: Fraction) -> None:
+        """The job succeeded and the orchestrator billed ``amount`` wei: settled on exit."""
+        self.billed = amount
 
 
 @attrs.define
@@ -160,12 +178,43 @@ class PaymentSender:
             for (w, h), p in zip(sizes, profiles, strict=True)
         )
         fee = segment_fee(pixels, params.price)
+        return self.reserve(
+            orchestrator, session, fee, latest_block=latest_block, sender_info=sender_info
+        ), fee
+
+    def reserve(
+        self,
+        orchestrator: str,
+        session: str,
+        fee: Fraction,
+        *,
+        latest_block: int,
+        sender_info: SenderInfo,
+    ) -> bytes:
+        """The payment for a job of ``fee`` wei (tickets for what the credit lacks), with the
+        fee reserved from the session's credit at once (:meth:`payment_for` says why)."""
         payment = self._pay(
             orchestrator, session, fee, latest_block=latest_block, sender_info=sender_info
         )
         key = (orchestrator, session)
         self._credit[key] = self._credit.get(key, Fraction(0)) - fee
-        return payment, fee
+        return payment
+
+    @contextlib.contextmanager
+    def _while_reserved(
+        self, orchestrator: str, session: str, reserved: Fraction
+    ) -> Iterator[None]:
+        """Undoes a reservation when the job's answer is an error: a 402 forgets the credit
+        and the parameters, another error bills nothing and returns it."""
+        try:
+            yield
+        except JobError as exc:
+            if exc.code == 402:
+                log.warning("orchestrator %s refused a payment: %s", orchestrator, exc)
+                self.payment_refused(orchestrator, session)
+            else:
+                self.release(orchestrator, session, reserved)  # an error answer bills nothing
+            raise
 
     @contextlib.contextmanager
     def segment_payment(
@@ -185,19 +234,36 @@ class PaymentSender:
             sender_info=sender_info,
         )
         payment = SegmentPayment(header=header)
-        try:
+        with self._while_reserved(orchestrator, session, reserved):
             yield payment
-        except JobError as exc:
-            if exc.code == 402:
-                log.warning("orchestrator %s refused a payment: %s", orchestrator, exc)
-                self.payment_refused(orchestrator, session)
-            else:
-                self.release(orchestrator, session, reserved)  # an error answer bills nothing
-            raise
         if payment.billed_pixels is None:
             self.release(orchestrator, session, reserved)
         else:
             self.settle(orchestrator, session, payment.billed_pixels, reserved)
+
+    @contextlib.contextmanager
+    def job_payment(
+        self,
+        orchestrator: str,
+        session: str,
+        fee: Fraction,
+        *,
+        latest_block: int,
+        sender_info: SenderInfo,
+    ) -> Iterator[JobPayment]:
+        """Pays ``orchestrator`` up to ``fee`` wei for a batch AI job while it runs: the fee is
+        reserved, then settled against what was billed (``JobPayment.settle``), or returned
+        when the answer was an error (module comment)."""
+        header = self.reserve(
+            orchestrator, session, fee, latest_block=latest_block, sender_info=sender_info
+        )
+        payment = JobPayment(header=header)
+        with self._while_reserved(orchestrator, session, fee):
+            yield payment
+        if payment.billed is None:
+            self.release(orchestrator, session, fee)
+        elif orchestrator in self._params:  # else forgotten after a refusal, with the credit
+            self.charge(orchestrator, session, payment.billed - fee)
 
     def live_payment(
         self,

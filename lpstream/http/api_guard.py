@@ -1,10 +1,14 @@
-"""The API token: who may use ``/api/*``, the live AI WebSocket and ``/metrics``.
+"""The API token: who may use ``/api/*``, the live AI WebSocket, ``/metrics`` and the batch
+AI routes.
 
 How this works:
 
 * :class:`ApiGuard` is ASGI middleware in front of every route, so a route added later under
-  ``/api/`` is guarded without a word of its own. Guarded: every path under ``/api/`` (HTTP
-  and WebSocket, so ``/api/ai/{stream}/control`` too) and ``/metrics``; nothing else.
+  ``/api/`` or ``/v1/`` is guarded without a word of its own. Guarded: every path under
+  ``/api/`` (HTTP and WebSocket, so ``/api/ai/{stream}/control`` too), ``/metrics``, and the
+  batch AI routes, which spend the gateway's money: go-livepeer's (:data:`AI_JOB_PATHS`) and
+  every path under ``/v1/`` (OpenAI's: its clients send their key as ``Authorization: Bearer``,
+  so ``OpenAI(base_url=".../v1", api_key=<API token>)`` works); nothing else.
 * With API tokens (``--api-token``, ``--api-token-file``) a request needs
   ``Authorization: Bearer <token>``; a WebSocket may send ``?token=<token>`` instead, as
   browsers cannot set headers on one. Tokens are matched in constant time
@@ -36,6 +40,7 @@ from lpstream.access import SecretSet
 from lpstream.config import HostPort, is_loopback
 
 __all__ = [
+    "AI_JOB_PATHS",
     "IDENTITY_KEY",
     "LOOPBACK_IDENTITY",
     "ApiGuard",
@@ -55,9 +60,15 @@ LOOPBACK_IDENTITY = "loopback"
 _REALM = 'Bearer realm="api"'
 
 
+AI_JOB_PATHS = ("/text-to-image", "/image-to-image", "/upscale", "/audio-to-text", "/llm")
+"""Go-livepeer's batch AI routes (:mod:`lpstream.http.ai_jobs`)."""
+
+
 def guarded(path: str) -> bool:
     """Whether ``path`` needs the API token."""
-    return path.startswith("/api/") or path in ("/api", "/metrics")
+    if path.startswith(("/api/", "/v1/")):
+        return True
+    return path.rstrip("/") in ("/api", "/v1", "/metrics", *AI_JOB_PATHS)
 
 
 def bearer_of(headers: Headers) -> str | None:
@@ -76,16 +87,17 @@ def warn_if_open(addr: HostPort, tokens: SecretSet | None) -> None:
     """Warns when the API answers only loopback clients on an address others reach."""
     if tokens is None and not is_loopback(addr.host):
         log.warning(
-            "http %s is not loopback and no --api-token is set: /api/* and /metrics answer "
-            "loopback clients only (others get 403); set --api-token to use them from elsewhere",
+            "http %s is not loopback and no --api-token is set: /api/*, /metrics and the AI "
+            "routes answer loopback clients only (others get 403); set --api-token to use them "
+            "from elsewhere",
             addr,
         )
 
 
 @attrs.define
 class ApiGuard:
-    """ASGI middleware holding ``/api/*`` and ``/metrics`` to the API tokens (see the module
-    comment)."""
+    """ASGI middleware holding ``/api/*``, ``/metrics`` and the batch AI routes to the API
+    tokens (see the module comment)."""
 
     app: ASGIApp
     tokens: SecretSet | None = None

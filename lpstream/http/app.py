@@ -10,10 +10,11 @@ A fragmented-MP4 rendition is served at the same places with other names: its in
 serve both formats, and a name in the format a segment or part does not have is 404.
 
 Access, in front of every route (outermost first): CORS for HLS and the API
-(:mod:`~lpstream.http.cors`, with ``cors_origins``), the API token for ``/api/*`` and
-``/metrics`` (:mod:`~lpstream.http.api_guard`), and with ``play`` the play authorization of
-WHEP (:mod:`~lpstream.http.play_guard`); HLS requests are authorized by their routes here,
-before a stream is looked up, and the playlists then carry the viewer's token in their URIs.
+(:mod:`~lpstream.http.cors`, with ``cors_origins``), the API token for ``/api/*``,
+``/metrics`` and the batch AI routes (:mod:`~lpstream.http.api_guard`), and with ``play``
+the play authorization of WHEP (:mod:`~lpstream.http.play_guard`); HLS requests are
+authorized by their routes here, before a stream is looked up, and the playlists then carry
+the viewer's token in their URIs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from starlette.routing import BaseRoute, Route
 
 from ingest.whip import WhepPlayback, WhipIngest
 from lpstream.access import PlayAuthorizer, SecretSet
+from lpstream.gateway.ai_jobs import AiJobs
 from lpstream.http.ai import AiDirectory, ai_routes
+from lpstream.http.ai_jobs import ai_job_routes
 from lpstream.http.api_guard import ApiGuard
 from lpstream.http.cors import CorsMiddleware
 from lpstream.http.dashboard import dashboard_routes
@@ -128,6 +131,7 @@ def build_app(
     recordings: RecordingDirectory | None = None,
     forwards: ForwardDirectory | None = None,
     orchestrator_admin: OrchestratorPricing | None = None,
+    ai_jobs: AiJobs | None = None,
 ) -> Starlette:
     """Builds the ASGI app; ``playback`` is None on nodes that serve no viewers, ``whip``
     None on nodes that take no WHIP publishes, ``whep`` None on nodes with no WebRTC viewers.
@@ -139,7 +143,9 @@ def build_app(
     anyone), ``cors_origins`` are the web origins whose pages may use HLS and the API,
     ``recordings`` starts, lists and serves recordings and ``forwards`` restreams (None on
     nodes without them); ``orchestrator_admin`` is the orchestrator whose price
-    ``/api/orchestrator/price`` sets (None on nodes without one)."""
+    ``/api/orchestrator/price`` sets (None on nodes without one); ``ai_jobs`` runs batch AI
+    jobs for go-livepeer's AI routes and ``/v1/`` (:mod:`~lpstream.http.ai_jobs`; None:
+    those routes are absent)."""
     bodies = BodyReader.from_limits(limits or HttpLimits())
     guard = None if play is None else PlayGuard(play)
 
@@ -264,6 +270,8 @@ def build_app(
         routes += forward_routes(forwards, bodies=bodies)
     if orchestrator_admin is not None:
         routes += orchestrator_admin_routes(orchestrator_admin, bodies=bodies)
+    if ai_jobs is not None:
+        routes += ai_job_routes(ai_jobs, bodies=bodies)
     middleware = [
         Middleware(CorsMiddleware, origins=tuple(cors_origins)),
         Middleware(ApiGuard, tokens=api_tokens),

@@ -7,13 +7,14 @@ from __future__ import annotations
 import attrs
 
 from lpstream.orchestrator.status import AiWorkerStatus, GpuStatus
+from lpstream.worker.batch import BatchJobs
 from lpstream.worker.live import LiveSessions
 
 __all__ = ["ai_status"]
 
 
-def ai_status(live: LiveSessions) -> AiWorkerStatus:
-    """What ``live`` runs on and how it fared, now."""
+def ai_status(live: LiveSessions, batch: BatchJobs | None = None) -> AiWorkerStatus:
+    """What ``live`` (and ``batch``) run on and how they fared, now."""
     on_device = live.sessions_by_device()
     failures: dict[str, dict[str, int]] = {}
     for (pipeline, kind), count in sorted(live.failures().items()):
@@ -28,4 +29,5 @@ def ai_status(live: LiveSessions) -> AiWorkerStatus:
         sessions=sum(on_device.values()),
         warm=tuple(live.warm_names()),
         child_failures=failures,
+        batch_models={} if batch is None else batch.models.statistics(),
     )

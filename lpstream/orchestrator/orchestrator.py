@@ -31,6 +31,11 @@ How this works:
   worker holding the session. A session with a control stream belongs to the connection that
   opened it: its jobs must come on that connection (403 otherwise), so knowing a session's
   ids is not enough to use it.
+* A job naming a ``capability`` is a batch AI job (text-to-image, llm...): it must name a
+  model some worker runs and the orchestrator prices (``lpstream.orchestrator.ai_jobs``; 400
+  otherwise), is paid in the JOB like a segment, and its outputs stream back as the worker
+  produces them; it is billed the units the worker reports times the model's price, and moves
+  to another worker when one fails before any output has left.
 * Faults stay in their stream: whatever a peer sends is answered with ERROR on that stream
   (logged once, at warning; a peer that leaves, at debug), and even an unexpected error in
   one stream's task (a bug) ends that stream only, never the connection's other streams.
@@ -55,6 +60,7 @@ from lpstream.errors import BusyError, MediaError, RemoteProtocolError, Transpor
 from lpstream.jobs import JobError, JobOutput, Prepended, ResultSink, serve_job
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.address import PinnedAddress, service_url
+from lpstream.orchestrator.ai_jobs import AiJobRouter, price_of
 from lpstream.orchestrator.ai_status import ai_status
 from lpstream.orchestrator.capacity import SessionCost, upload_picture
 from lpstream.orchestrator.certificate_claim import sign_certificate
@@ -67,13 +73,14 @@ from lpstream.orchestrator.orchestrator_metrics import (
     timed_payment_check,
 )
 from lpstream.orchestrator.payments import PaymentReceiver
-from lpstream.orchestrator.status import OrchestratorStatus, WorkerStatus
+from lpstream.orchestrator.status import AiModelStatus, OrchestratorStatus, WorkerStatus
 from lpstream.orchestrator.uploads import TRIM_AFTER_BYTES, UploadBudget
 from lpstream.orchestrator.workers import RemoteWorker, SessionKey, Worker, WorkerPool
 from lpstream.quic import QuicConnectionHandle, QuicStream, serve_quic
 from lpstream.trickle import SegmentBuffer
 from lpstream.wire import (
     MAX_CAPABILITIES,
+    AiModelOffer,
     FrameType,
     Job,
     LiveUpdate,
@@ -83,7 +90,7 @@ from lpstream.wire import (
     WorkerHello,
 )
 from lpstream.worker.local import LocalWorker
-from payments.pm import Payment
+from payments.pm import Payment, Wei
 
 __all__ = ["CONTROL_TIMEOUT", "Orchestrator", "RemoteWorker", "Worker"]
 
@@ -132,6 +139,10 @@ class Orchestrator:
     for the run when None."""
     hello_backoff: HelloBackoff = attrs.Factory(HelloBackoff)
     """How fast one address may try worker secrets (``--worker-hello-backoff``)."""
+    ai_prices: Sequence[AiModelOffer] = ()
+    """Its prices for batch AI models (``--ai-models``)."""
+    ai: AiJobRouter = attrs.field(init=False)
+    """The batch AI models offered, and their jobs' placement."""
     service_address: PinnedAddress | None = attrs.field(default=None, init=False)
     """Where ``serve`` listens, pinned to ``identity``; None before."""
     live: LiveAccounts = attrs.field(init=False)
@@ -144,6 +155,7 @@ class Orchestrator:
     """``budget.bytes_released`` when free memory was last handed back."""
 
     def __attrs_post_init__(self) -> None:
+        self.ai = AiJobRouter(prices=tuple(self.ai_prices), paid=self.payments is not None)
         self.live = LiveAccounts(
             payments=self.payments,
             prices=dict(self.pipeline_prices),
@@ -200,6 +212,7 @@ class Orchestrator:
             capacity=max(1, hello.capacity),
             connection=connection,
             offered=hello.capabilities,
+            ai_offered=hello.ai_models,
         )
         self.pool.add(worker)
         self._update_gauges()
@@ -233,6 +246,8 @@ class Orchestrator:
         left, a failure ends the job instead of moving it. ``connection`` is the QUIC
         connection the job came on: a live session's jobs must come on the one that opened
         it."""
+        if job.capability:
+            return await self._run_ai_job(job, source, sink)
         job.video_profiles()  # range-check the profiles before any work (400 if bad)
         key = (job.stream_id, job.session_id)
         need = f"pipeline:{job.pipeline}" if job.pipeline else ""
@@ -290,6 +305,69 @@ class Orchestrator:
         finally:
             self._jobs_in_flight -= 1
 
+    async def _run_ai_job(
+        self, job: Job, source: SegmentBuffer, sink: ResultSink | None
+    ) -> Sequence[JobOutput]:
+        """Runs a batch AI job (module comment): paid before any work, billed its units."""
+        self.ai.paid = self.payments is not None
+        offer = self.ai.offer(self.pool, job.capability, job.model_id)  # 400: not offered
+        sender = ""
+        if self.payments is not None:
+            with timed_payment_check(self.metrics):
+                sender = await self.payments.receive(job.payment, job.session_id)
+        tried: set[str] = set()
+        last_error: Exception | None = None
+        self._jobs_in_flight += 1
+        try:
+            for _ in range(self.attempts):
+                try:
+                    worker = self.ai.pick(self.pool, job.capability, job.model_id, tried)
+                except BusyError:
+                    if last_error is not None:
+                        break
+                    self.metrics.inc("jobs_total", outcome="busy")
+                    raise
+                tried.add(worker.worker_id)
+                started = trio.current_time()
+                try:
+                    with self.ai.running(worker, job.capability, job.model_id):
+                        outputs = await worker.run_job(job, source, sink)
+                except (TransportError, JobError, trio.TooSlowError) as exc:
+                    if isinstance(exc, JobError) and exc.code < 500:
+                        raise
+                    last_error = exc
+                    self.metrics.inc("worker_failures_total")
+                    if sink is not None and sink.started:
+                        # A gateway that has passed no byte on may still go elsewhere: 502.
+                        raise RemoteProtocolError(
+                            f"worker failed mid-answer: {exc}", code=502
+                        ) from None
+                    log.warning(
+                        "worker %s failed %s %s: %s; trying another",
+                        worker.worker_id,
+                        job.capability,
+                        job.model_id,
+                        exc,
+                    )
+                    continue
+                self.metrics.inc("jobs_total", outcome="ok")
+                self.metrics.inc(
+                    "ai_job_seconds_total",
+                    trio.current_time() - started,
+                    capability=job.capability,
+                )
+                units = sum(o.info.pixels for o in outputs)
+                self.metrics.inc("ai_units_total", units, capability=job.capability)
+                if self.payments is not None and units:
+                    self.payments.charge(sender, job.session_id, price_of(offer) * units)
+                return outputs
+            self.metrics.inc("jobs_total", outcome="failed")
+            raise RemoteProtocolError(
+                f"every worker tried failed; last error: {last_error}", code=503
+            )
+        finally:
+            self._jobs_in_flight -= 1
+
     async def _run_on(
         self,
         worker: Worker,
@@ -329,6 +407,7 @@ class Orchestrator:
                 :MAX_CAPABILITIES
             ],
             warm=tuple(self.warm_pipelines())[:MAX_CAPABILITIES],
+            ai_models=self.ai.offers(self.pool)[:MAX_CAPABILITIES],
             capacity=self.capacity,
             in_use=self.pool.in_use,
             pipelines=tuple(
@@ -398,7 +477,19 @@ class Orchestrator:
             worker_hellos=self.hello_backoff.statistics(),
             service=None if self.service_address is None else service_url(self.service_address),
             payments=None if self.payments is None else self.payments.status(),
-            ai=None if self.local is None else ai_status(self.local.live),
+            ai_models=tuple(
+                AiModelStatus(
+                    capability=o.capability,
+                    model_id=o.model_id,
+                    price_per_unit=Wei(o.price_per_unit),
+                    pixels_per_unit=o.pixels_per_unit,
+                    warm=o.warm,
+                    capacity=o.capacity,
+                )
+                for o in self.ai.offers(self.pool)
+            ),
+            ai_jobs_in_flight=self.ai.jobs_in_flight(),
+            ai=None if self.local is None else ai_status(self.local.live, self.local.batch),
         )
 
     # -- QUIC -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ a gateway uses to pay and steer a session. Money is a ``payments.pm.Wei``, a pri
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -18,6 +19,7 @@ from payments.pm import PixelPrice, Wei
 from workers.gpu import GpuInfo
 
 __all__ = [
+    "AiModelStatus",
     "AiWorkerStatus",
     "GpuStatus",
     "LiveSessionStatus",
@@ -62,6 +64,24 @@ class AiWorkerStatus:
     """Pipelines loaded at start (``--warm``) that loaded."""
     child_failures: Mapping[str, Mapping[str, int]]
     """Pipeline children stopped, by pipeline, then why: ``crashed``, ``hung``, ``memory``."""
+    batch_models: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.Factory(dict)
+    """Batch AI models (``--ai-models``) by capability, then model id: whether loaded and
+    where, requests, batches, the largest batch, failures, seconds worked."""
+
+
+@attrs.frozen(kw_only=True)
+class AiModelStatus:
+    """A batch AI model the orchestrator offers."""
+
+    capability: str
+    model_id: str
+    price_per_unit: Wei
+    """Wei for ``pixels_per_unit`` units (pixels, milliseconds of audio, tokens)."""
+    pixels_per_unit: int
+    warm: bool
+    """Some worker keeps it loaded."""
+    capacity: int
+    """Requests its workers run at once, together."""
 
 
 @attrs.frozen(kw_only=True)
@@ -160,5 +180,9 @@ class OrchestratorStatus:
     """Its pinned QUIC address, ``quic://host:port#sha256=…``; absent before it serves."""
     payments: ReceiverStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
     """The payments it takes; absent when it works for free (off chain)."""
+    ai_models: Sequence[AiModelStatus] = ()
+    """The batch AI models it offers, with their prices."""
+    ai_jobs_in_flight: int = 0
+    """Batch AI jobs running or waiting on its workers now."""
     ai: AiWorkerStatus | None = attrs.field(default=None, metadata=OMIT_NONE)
     """The in-process worker's live AI devices and pipelines; absent without one."""

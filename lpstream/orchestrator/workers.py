@@ -38,7 +38,7 @@ from lpstream.jobs import JobOutput, Relay, request_job, request_update
 from lpstream.orchestrator.capacity import SESSION_WORK, SessionCost, capacity_work, work_text
 from lpstream.quic import QuicConnectionHandle
 from lpstream.trickle import SegmentBuffer
-from lpstream.wire import Job, LiveUpdate, LiveUpdated, RenditionInfo
+from lpstream.wire import AiModelOffer, Job, LiveUpdate, LiveUpdated, RenditionInfo
 
 __all__ = ["RemoteWorker", "SessionKey", "Worker", "WorkerPool"]
 
@@ -60,6 +60,10 @@ class Worker(Protocol):
 
     def capabilities(self) -> tuple[str, ...]: ...
 
+    def ai_models(self) -> tuple[AiModelOffer, ...]:
+        """The batch AI models it runs (unpriced)."""
+        ...
+
     async def run_job(
         self, job: Job, source: SegmentBuffer, relay: Relay | None = None
     ) -> Sequence[JobOutput]: ...
@@ -78,19 +82,28 @@ class RemoteWorker:
     connection: QuicConnectionHandle
     offered: tuple[str, ...] = (TRANSCODE,)
     """The capabilities its WORKER_HELLO listed."""
+    ai_offered: tuple[AiModelOffer, ...] = ()
+    """The batch AI models its WORKER_HELLO listed."""
     response_timeout: float = 20.0
+    """Seconds from the end of an upload to a complete answer (a batch AI job has
+    ``batch_timeout``)."""
+    batch_timeout: float = 900.0
+    """Seconds from the end of a batch AI job's upload to its complete answer (a model may
+    have to load, and an LLM writes for a while)."""
 
     def capabilities(self) -> tuple[str, ...]:
         return self.offered
+
+    def ai_models(self) -> tuple[AiModelOffer, ...]:
+        return self.ai_offered
 
     async def run_job(
         self, job: Job, source: SegmentBuffer, relay: Relay | None = None
     ) -> Sequence[JobOutput]:
         stream = await self.connection.open_stream()
         try:
-            result = await request_job(
-                stream, job, source, response_timeout=self.response_timeout, relay=relay
-            )
+            timeout = self.batch_timeout if job.capability else self.response_timeout
+            result = await request_job(stream, job, source, response_timeout=timeout, relay=relay)
             return result.outputs
         finally:
             await stream.aclose()

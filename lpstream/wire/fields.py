@@ -15,6 +15,7 @@ __all__ = [
     "MAX_CAPABILITIES",
     "MAX_ERROR_MESSAGE",
     "MAX_INT64",
+    "MAX_MODEL_ID",
     "MAX_NAME",
     "MAX_PARAMS",
     "MAX_PARAM_VALUE",
@@ -28,6 +29,7 @@ __all__ = [
     "Count",
     "ErrorMessage",
     "Int64",
+    "ModelId",
     "Name",
     "OptionalName",
     "ParamKey",
@@ -42,6 +44,8 @@ MAX_PROFILES = 16
 """Most profiles in one JOB (as in :func:`lpstream.media.parse_profiles`)."""
 MAX_RENDITIONS = 32
 """Most renditions in one RESULT (the profiles, a passthrough, AI outputs)."""
+MAX_MODEL_ID = 128
+"""Longest AI model id (``org/name`` as on model hubs)."""
 MAX_PARAMS = 32
 """Most entries in ``Job.params``."""
 MAX_PARAM_VALUE = 1024
@@ -78,3 +82,5 @@ ParamValue = Annotated[str, msgspec.Meta(max_length=MAX_PARAM_VALUE)] | int | fl
 Capabilities = Annotated[tuple[Text, ...], msgspec.Meta(max_length=MAX_CAPABILITIES)]
 Params = Annotated[dict[ParamKey, ParamValue], msgspec.Meta(max_length=MAX_PARAMS)]
 ErrorMessage = Annotated[str, msgspec.Meta(max_length=MAX_ERROR_MESSAGE)]
+# An AI model id: printable ASCII without spaces (``/`` allowed: ``org/name``), or empty.
+ModelId = Annotated[str, msgspec.Meta(pattern=r"^[!-~]*\Z", max_length=MAX_MODEL_ID)]

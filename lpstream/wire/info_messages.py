@@ -20,11 +20,13 @@ from lpstream.wire.fields import (
     Address,
     Capabilities,
     Count,
+    ModelId,
     Name,
     Text,
 )
 
 __all__ = [
+    "AiModelOffer",
     "End",
     "GetInfo",
     "OrchInfo",
@@ -53,6 +55,25 @@ class PipelineOffer:
     """Pipeline name, as a JOB's ``pipeline`` names it."""
     price_per_second: Count = 0
     """Wei per second of live session (0 off-chain or free)."""
+
+
+@attrs.frozen(kw_only=True)
+class AiModelOffer:
+    """A batch AI model an orchestrator runs (or a worker has), and its price."""
+
+    capability: Name
+    """The capability (``text-to-image``, ``llm``...), as a JOB's ``capability`` names it."""
+    model_id: ModelId
+    """The model."""
+    price_per_unit: Count = 0
+    """Wei for ``pixels_per_unit`` units of the capability (pixels, milliseconds of audio,
+    tokens); 0 off-chain or free. A worker's hello leaves it 0: the orchestrator prices."""
+    pixels_per_unit: Annotated[int, msgspec.Meta(ge=1, le=MAX_INT64)] = 1
+    """Units the price is for."""
+    warm: bool = False
+    """Kept loaded: a request starts without waiting for the load."""
+    capacity: Count = 1
+    """Requests it runs at once (more wait in line)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +109,9 @@ class OrchInfo:
     warm: Annotated[tuple[Name, ...], msgspec.Meta(max_length=MAX_CAPABILITIES)] = ()
     """Live AI pipelines whose models its workers keep loaded (``--warm``): a session of one
     starts without waiting for the load. Empty from older orchestrators."""
+    ai_models: Annotated[tuple[AiModelOffer, ...], msgspec.Meta(max_length=MAX_CAPABILITIES)] = ()
+    """Batch AI models its workers run, with their prices (``--ai-models``). Empty from older
+    orchestrators."""
 
 
 @attrs.frozen(kw_only=True)
@@ -118,6 +142,9 @@ class WorkerHello:
     """What it can run."""
     version: Text = ""
     """Software version."""
+    ai_models: Annotated[tuple[AiModelOffer, ...], msgspec.Meta(max_length=MAX_CAPABILITIES)] = ()
+    """Batch AI models it has loaded or can load (its ``--ai-models``; prices are the
+    orchestrator's)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -21,6 +21,7 @@ from lpstream.wire.fields import (
     Count,
     ErrorMessage,
     Int64,
+    ModelId,
     Name,
     OptionalName,
     Params,
@@ -101,6 +102,12 @@ class Job:
     """Opaque payment (defined by the payments module)."""
     session_id: OptionalName = ""
     """Session the gateway keeps with this orchestrator, if any."""
+    capability: OptionalName = ""
+    """A batch AI capability (``text-to-image``, ``llm``...): the job runs ``model_id`` on
+    its upload (the request's input bytes) with ``params``; empty for other jobs. Each output
+    track's ``pixels`` in SUMMARY is then the units billed for it."""
+    model_id: ModelId = ""
+    """The model a batch AI job runs (``capability`` set)."""
 
     def video_profiles(self) -> tuple[VideoProfile, ...]:
         """The profiles, range-checked.

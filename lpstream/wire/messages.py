@@ -50,6 +50,7 @@ from lpstream.wire.framing import (
     encode_varint,
 )
 from lpstream.wire.info_messages import (
+    AiModelOffer,
     End,
     GetInfo,
     OrchInfo,
@@ -84,6 +85,7 @@ __all__ = [
     "MAX_RENDITIONS",
     "MAX_TICKET_PARAMS_SIZE",
     "SIGNATURE_SIZE",
+    "AiModelOffer",
     "Data",
     "End",
     "Error",

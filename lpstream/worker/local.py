@@ -22,9 +22,10 @@ So it takes the larger of ``capacity`` (a default session's jobs never wait, as 
 the CPU cores (the cheap sessions the budget admitted run side by side, one encode per
 core, each short): at most one encode per core beyond what the budget already counts on.
 
-A job naming a ``pipeline`` is a live AI job: its one profile is the output rendition, whose
-frames go through the session's pipeline (``lpstream.worker.live``) between scaling and a
-zero-latency encode.
+A job naming a ``capability`` is a batch AI job (text-to-image, llm...), run on the worker's
+loaded models by ``lpstream.worker.batch``. A job naming a ``pipeline`` is a live AI job: its
+one profile is the output rendition, whose frames go through the session's pipeline
+(``lpstream.worker.live``) between scaling and a zero-latency encode.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ from lpstream.errors import MediaError, RemoteProtocolError
 from lpstream.jobs import JobOutput, Relay
 from lpstream.taskgroups import one_error
 from lpstream.trickle import SegmentBuffer
-from lpstream.wire import Job, LiveUpdated, Rendition, RenditionInfo
+from lpstream.wire import AiModelOffer, Job, LiveUpdated, Rendition, RenditionInfo
+from lpstream.worker.batch import BatchJobs
 from lpstream.worker.bridge import RelayPump, TrickleReader
 from lpstream.worker.live import LiveSession, LiveSessions
 from workers import LadderTranscoder, RenditionOutput
@@ -65,6 +67,8 @@ class LocalWorker:
     worker_id: str = "local"
     live: LiveSessions = attrs.Factory(LiveSessions)
     """Live AI sessions and the pipelines they may use."""
+    batch: BatchJobs | None = None
+    """The batch AI models it runs (``--ai-models``); None: none."""
     _limiter: trio.CapacityLimiter = attrs.field(init=False)
     _live_limiter: trio.CapacityLimiter = attrs.field(init=False)
     """Live AI jobs have their own threads: they follow real time (mostly waiting for input),
@@ -94,6 +98,10 @@ class LocalWorker:
             *(f"warm:{n}" for n in self.live.warm_names()),
         )
 
+    def ai_models(self) -> tuple[AiModelOffer, ...]:
+        """The batch AI models it runs (unpriced: the orchestrator prices them)."""
+        return () if self.batch is None else self.batch.offers()
+
     async def run_job(
         self, job: Job, source: SegmentBuffer, relay: Relay | None = None
     ) -> list[JobOutput]:
@@ -105,6 +113,10 @@ class LocalWorker:
             RemoteProtocolError: (400) the job's profiles or pipeline request are wrong.
             MediaError: the segment could not be decoded or encoded.
         """
+        if job.capability:
+            if self.batch is None:
+                raise RemoteProtocolError("this worker runs no batch AI models", code=400)
+            return await self.batch.run(job, source, relay)
         profiles = job.video_profiles()
         if not job.pipeline:
             transcoder = LadderTranscoder(tuple(profiles), encoder=self.encoder)

@@ -31,6 +31,7 @@ from lpstream.quic import (
 )
 from lpstream.wire import (
     MAX_CAPABILITIES,
+    AiModelOffer,
     Error,
     FrameType,
     LiveUpdate,
@@ -49,7 +50,11 @@ log = logging.getLogger("lpstream.worker")
 
 
 async def _register(
-    connection: QuicConnectionHandle, secret: str, capacity: int, capabilities: tuple[str, ...]
+    connection: QuicConnectionHandle,
+    secret: str,
+    capacity: int,
+    capabilities: tuple[str, ...],
+    ai_models: tuple[AiModelOffer, ...] = (),
 ) -> tuple[str, QuicStream, MessageStream]:
     control = await connection.open_stream()
     channel = MessageStream()
@@ -60,6 +65,7 @@ async def _register(
                 capacity=capacity,
                 capabilities=capabilities,
                 version=lpstream.__version__,
+                ai_models=ai_models,
             )
         )
     )
@@ -111,7 +117,11 @@ async def run_remote_worker(
                 orchestrator.host, orchestrator.port, pin=pin
             ) as connection:
                 worker_id, control, channel = await _register(
-                    connection, secret, local.capacity, local.capabilities()[:MAX_CAPABILITIES]
+                    connection,
+                    secret,
+                    local.capacity,
+                    local.capabilities()[:MAX_CAPABILITIES],
+                    local.ai_models()[:MAX_CAPABILITIES],
                 )
                 log.info("registered with %s as %s", orchestrator, worker_id)
                 if not started:
@@ -159,12 +169,13 @@ async def _serve_one(local: LocalWorker, stream: trio.abc.HalfCloseableStream, p
         return await local.update_live(message.stream_id, message.session_id, message.params)
 
     try:
-        with trio.move_on_after(10):
+        first = b""
+        with trio.move_on_after(10):  # the first frame; the job itself has its own deadlines
             first = bytes(await stream.receive_some(64 * 1024))
-            if first and first[0] == FrameType.LIVE_UPDATE:
-                await serve_update(Prepended(stream, first), update)
-            elif first:
-                await serve_job(Prepended(stream, first), local.run_job, peer=peer)
+        if first and first[0] == FrameType.LIVE_UPDATE:
+            await serve_update(Prepended(stream, first), update)
+        elif first:
+            await serve_job(Prepended(stream, first), local.run_job, peer=peer)
     except TransportError as exc:
         log.info("stream from %s failed: %s", peer, exc)
     except Exception:

@@ -13,6 +13,7 @@ from lpstream.errors import LocalProtocolError, RemoteProtocolError
 from lpstream.media import DEFAULT_PROFILES, VideoProfile
 from lpstream.wire import (
     MAX_PAYMENT_SIZE,
+    AiModelOffer,
     Data,
     End,
     Error,
@@ -205,6 +206,21 @@ PROFILE = {"name": "p", "width": 640, "height": 360, "bitrate": 400_000}
         (FrameType.JOB, JOB_FIELDS | {"payment": b"p" * (MAX_PAYMENT_SIZE + 1)}),
         (FrameType.JOB, JOB_FIELDS | {"payment": "text"}),
         (FrameType.JOB, [1, 2, 3]),
+        (FrameType.JOB, JOB_FIELDS | {"capability": "text to image"}),
+        (FrameType.JOB, JOB_FIELDS | {"model_id": "org/model name"}),
+        (FrameType.JOB, JOB_FIELDS | {"model_id": "m" * 129}),
+        (FrameType.JOB, JOB_FIELDS | {"model_id": "org/model\n"}),
+        (
+            FrameType.ORCH_INFO,
+            {"version": "v", "ai_models": [{"capability": "llm", "model_id": "m"}] * 65},
+        ),
+        (
+            FrameType.ORCH_INFO,
+            {
+                "version": "v",
+                "ai_models": [{"capability": "llm", "model_id": "m", "pixels_per_unit": 0}],
+            },
+        ),
         (FrameType.RESULT, {"renditions": [{"name": "a", "width": 1, "height": 1}] * 2}),
         (
             FrameType.RESULT,
@@ -471,3 +487,38 @@ def test_deep_nesting_is_refused_even_with_a_raised_recursion_limit() -> None:
         assert error.code == 400 and "nested deeper than 32 levels" in str(error)
     finally:
         sys.setrecursionlimit(before)
+
+
+def test_a_batch_ai_job_and_the_models_offered_round_trip() -> None:
+    job = Job(
+        stream_id="ai",
+        seq=3,
+        duration_ms=0,
+        session_id="ai-llm",
+        capability="llm",
+        model_id="org/chat-model_v1.5",
+        params={"max_tokens": 12, "temperature": 0.5},
+        payment=b"tickets",
+    )
+    info = OrchInfo(
+        version="v",
+        ai_models=(
+            AiModelOffer(
+                capability="text-to-image",
+                model_id="org/sd",
+                price_per_unit=7,
+                pixels_per_unit=2,
+                warm=True,
+                capacity=3,
+            ),
+        ),
+    )
+    hello = WorkerHello(secret="s", capacity=1, ai_models=info.ai_models)
+    for message in (job, info, hello):
+        assert decode_one(encode_message(message)) == message
+
+
+def test_a_job_from_a_peer_without_batch_ai_is_no_batch_job() -> None:
+    job = decode_message(raw(FrameType.JOB, JOB_FIELDS))
+    assert isinstance(job, Job)
+    assert job.capability == "" and job.model_id == ""
