@@ -24,7 +24,9 @@ does not know; here an unknown name is refused with 400 naming it, on every rout
 misspelt parameter would otherwise be paid for and silently not applied. On ``/v1``, names
 OpenAI defines that have no effect here are taken at their neutral value only (``n`` 1,
 penalties 0, ``logprobs`` false, ``stop`` empty, ``user`` any), others answered 400 as OpenAI
-answers an unknown argument. JSON ``null`` means "not given" everywhere.
+answers an unknown argument. JSON ``null`` means "not given" everywhere; a parameter not
+given takes the pipeline's default (ai-worker's: ``temperature`` 0.7, ``max_tokens`` 256,
+on ``/v1`` too).
 
 A request without ``seed`` gets a random one (within the pipeline's bounds) so the answer can
 report it: image ``i`` was made with ``seed + i``.
@@ -35,6 +37,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +46,8 @@ import attrs
 from lpstream.errors import RemoteProtocolError
 from lpstream.http.multipart import FormLimits, FormPart, parse_form, parse_header_params
 from lpstream.wire.fields import ParamValue
-from workers.batch.base import BatchSpec
-from workers.pipelines.params import BoolParam, FloatParam, IntParam
+from workers.batch import BatchSpec
+from workers.pipelines import BoolParam, FloatParam, IntParam
 
 if TYPE_CHECKING:  # not at run time: it imports trio, and this module is sans-IO
     from lpstream.gateway.ai_jobs import ModelOffer
@@ -55,6 +58,7 @@ __all__ = [
     "MAX_AUDIO_BYTES",
     "MAX_IMAGE_BYTES",
     "MAX_JSON_BODY",
+    "MAX_JSON_DEPTH",
     "SSE_DONE",
     "AiRequestError",
     "AiRoute",
@@ -82,11 +86,15 @@ FORM_ALLOWANCE = 256 * 1024
 """Bytes a form may hold besides its file: text fields, part headers, delimiters."""
 MAX_FIELD_BYTES = 64 * 1024
 """Largest text field of a form."""
+MAX_JSON_DEPTH = 16
+"""Deepest nesting of arrays and objects in a JSON body (400 beyond)."""
 SEED_RANGE = (0, 2**32 - 1)
 """Where a random seed is drawn from (ai-worker's), narrowed to the pipeline's bounds."""
 SSE_DONE = b"data: [DONE]\n\n"
 """The last event of a stream."""
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 _SAFETY = "safety_check"
 _IMAGE_FIELDS = ("prompt", "negative_prompt", "guidance_scale", "num_inference_steps", "seed")
 
@@ -290,6 +298,8 @@ def _read_json(content_type: str | None, body: bytes) -> dict[str, object]:
     media_type, _ = parse_header_params(content_type or "application/json")
     if media_type != "application/json":
         raise AiRequestError(f"expected application/json, not {media_type}", code=415)
+    if _nesting(body) > MAX_JSON_DEPTH:
+        raise AiRequestError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         value = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -297,6 +307,21 @@ def _read_json(content_type: str | None, body: bytes) -> dict[str, object]:
     if not isinstance(value, dict):
         raise AiRequestError("the body must be a JSON object")
     return value
+
+
+def _nesting(body: bytes) -> int:
+    """How deep ``body``'s arrays and objects nest, counted without parsing it (the parser
+    recurses, and a process whose recursion limit was raised can crash on deep input),
+    stopping once past :data:`MAX_JSON_DEPTH`."""
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for char in brackets:
+        depth += 1 if char in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_JSON_DEPTH:
+                break
+    return deepest
 
 
 def _read_form(
@@ -563,7 +588,11 @@ class TokenUsage:
 
 @attrs.frozen(kw_only=True)
 class ChatAnswer:
-    """Renders one LLM answer: ai-worker's ``LLMResponse`` (``/llm``) or OpenAI's objects."""
+    """Renders one LLM answer: ai-worker's ``LLMResponse`` (``/llm``) or OpenAI's objects.
+
+    On ``/llm`` the token counts are ``usage`` (ai-worker's field now) and again
+    ``tokens_used`` (its earlier name) in the whole answer and the last chunk.
+    """
 
     id: str
     """``chatcmpl-...``."""
@@ -591,7 +620,7 @@ class ChatAnswer:
         """The closing events: the finish reason, then (OpenAI, when asked) the usage."""
         if not self.openai:
             chunk = self._chunk(_assistant(""), finish_reason)
-            chunk["usage"] = usage.as_json()
+            chunk["usage"] = chunk["tokens_used"] = usage.as_json()
             return [chunk]
         chunks = [self._chunk({}, finish_reason)]
         if self.include_usage:
@@ -614,7 +643,8 @@ class ChatAnswer:
                 "system_fingerprint": None,
             }
         choice["message"] = _assistant(text)
-        return {**self._head(), "choices": [choice], "usage": usage.as_json()}
+        counts = usage.as_json()
+        return {**self._head(), "choices": [choice], "usage": counts, "tokens_used": counts}
 
     def _head(self) -> dict[str, Any]:
         return {"id": self.id, "model": self.model, "created": self.created}

@@ -190,11 +190,18 @@ class PaymentSender:
         *,
         latest_block: int,
         sender_info: SenderInfo,
+        limit: int | None = None,
     ) -> bytes:
-        """The payment for a job of ``fee`` wei (tickets for what the credit lacks), with the
-        fee reserved from the session's credit at once (:meth:`payment_for` says why)."""
+        """The payment for a job of ``fee`` wei (tickets for what the credit lacks, at most
+        ``limit``), with the fee reserved from the session's credit at once
+        (:meth:`payment_for` says why)."""
         payment = self._pay(
-            orchestrator, session, fee, latest_block=latest_block, sender_info=sender_info
+            orchestrator,
+            session,
+            fee,
+            latest_block=latest_block,
+            sender_info=sender_info,
+            limit=limit,
         )
         key = (orchestrator, session)
         self._credit[key] = self._credit.get(key, Fraction(0)) - fee
@@ -253,9 +260,19 @@ class PaymentSender:
     ) -> Iterator[JobPayment]:
         """Pays ``orchestrator`` up to ``fee`` wei for a batch AI job while it runs: the fee is
         reserved, then settled against what was billed (``JobPayment.settle``), or returned
-        when the answer was an error (module comment)."""
+        when the answer was an error (module comment).
+
+        One payment carries at most the sender's per-payment EV limit (as a live session's
+        does): a request quoted above it is paid that much ahead, and the rest of what it is
+        billed is paid with the next request's tickets (the credit goes below zero meanwhile,
+        as the orchestrator's ledger does)."""
         header = self.reserve(
-            orchestrator, session, fee, latest_block=latest_block, sender_info=sender_info
+            orchestrator,
+            session,
+            fee,
+            latest_block=latest_block,
+            sender_info=sender_info,
+            limit=int(DEFAULT_MAX_TOTAL_EV // self._params[orchestrator].ev),
         )
         payment = JobPayment(header=header)
         with self._while_reserved(orchestrator, session, fee):

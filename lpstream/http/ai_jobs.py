@@ -17,15 +17,16 @@ A request's body is read through the app's :class:`~lpstream.http.limits.BodyRea
 its route's limit (JSON 1 MiB; a picture form 20 MiB and 256 KiB; an audio form 50 MiB and
 256 KiB: :mod:`lpstream.gateway.ai_api`), parsed, checked by the capability's batch pipeline
 class (``checked``: 400/413) and priced (``quote``: the units paid ahead) before anything is
-sent. The job then runs when its answer is served: :class:`JobAnswer` is a raw ASGI response
-that calls ``AiJobs.run_ai_job`` while it listens for the client leaving (then the job is
-cancelled, quietly: a debug line). A whole answer is rendered from the outcome. A streamed
-one (``stream: true``) sends its headers when the relay's ``start`` comes (the first output
-byte), one server-sent event per piece of the ``completion`` output as it arrives, the
-closing events (finish reason, usage) once the job is done, then ``data: [DONE]``. A failure
-before ``start`` is a JSON error with its status; after it, an error event ends the stream.
-Statuses: a ``ProtocolError``'s code, 503 for ``BusyError``, 502 a broken orchestrator, 504
-one too slow, 500 (logged with its traceback) anything unexpected.
+sent. The job then runs when its answer is served: the route returns a ``Response`` whose
+ASGI ``__call__`` runs ``AiJobs.run_ai_job`` while it listens for the client leaving (then
+the job is cancelled, quietly: a debug line); no async generator holds a nursery. A whole
+answer is rendered from the outcome. A streamed one (``stream: true``) sends its headers
+when the relay's ``start`` comes (the first output byte), one server-sent event per piece of
+the ``completion`` output as it arrives, the closing events (finish reason, usage) once the
+job is done, then ``data: [DONE]``. A failure before ``start`` is a JSON error with its
+status; after it, an error event ends the stream. Statuses: a ``ProtocolError``'s code, 503
+for ``BusyError``, 502 a broken orchestrator, 504 one too slow, 500 (logged with its
+traceback) anything unexpected.
 """
 
 from __future__ import annotations
@@ -65,13 +66,13 @@ from lpstream.gateway.ai_api import (
     text_response,
 )
 from lpstream.gateway.ai_jobs import AiJobOutcome, AiJobRequest, AiJobs
-from lpstream.http.limits import BodyReader
+from lpstream.http.limits import CLIENT_LEFT, BodyReader
 from lpstream.wire import Rendition
 from lpstream.wire.fields import ParamValue
-from workers.batch.base import BatchPipeline, BatchRequest
-from workers.pipelines.params import PipelineError
+from workers.batch import BatchPipeline, BatchRegistry, BatchRequest
+from workers.pipelines import PipelineError
 
-__all__ = ["SEED_HEADER", "JobAnswer", "PipelineLookup", "ai_job_routes", "registry_lookup"]
+__all__ = ["SEED_HEADER", "PipelineLookup", "ai_job_routes", "registry_lookup"]
 
 log = logging.getLogger("lpstream.http.ai_jobs")
 
@@ -84,9 +85,8 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 @functools.cache
 def registry_lookup() -> PipelineLookup:
-    """The node's batch pipelines: built-ins and plugins (``workers.batch.registry``)."""
-    from workers.batch.registry import BatchRegistry  # the built-ins' classes load lazily
-
+    """The node's batch pipelines: built-ins and plugins (their classes import on first use,
+    and none imports torch then)."""
     return BatchRegistry().get
 
 
@@ -129,7 +129,7 @@ def ai_job_routes(
                 prepared = await prepare(route, request)
             except Exception as exc:
                 return _error_response(route, exc)
-            return JobAnswer(jobs, prepared)
+            return _JobAnswer(jobs, prepared)
 
         return answer
 
@@ -180,7 +180,9 @@ def _error_body(route: AiRoute, exc: Exception, status: int) -> dict[str, Any]:
 
 def _error_response(route: AiRoute, exc: Exception) -> Response:
     status = _status_of(exc)
-    if status == 500:
+    if status == CLIENT_LEFT:  # logged by the body reader: a client leaving is normal
+        pass
+    elif status == 500:
         log.error("%s failed", route.path, exc_info=exc)
     elif status >= 500:
         log.warning("%s failed with %d: %s", route.path, status, exc)
@@ -208,7 +210,7 @@ class _Ignore:
         pass
 
 
-class JobAnswer(Response):
+class _JobAnswer(Response):
     """Runs a prepared job when served and answers with its outcome, whole or streamed (see
     the module comment)."""
 

@@ -75,11 +75,14 @@ def check_ticket_params(
             "ev_not_below_face_value", f"ticket EV {ev} is not below face value {params.face_value}"
         )
     if ev > max_ev:
-        raise _reject("ev_above_max", f"ticket EV {ev} is above the max EV {max_ev}")
+        raise _reject(
+            "ev_above_max", f"ticket EV {int(ev)} wei is above the max EV {int(max_ev)} wei"
+        )
     if ev * count > max_total_ev:
         raise _reject(
             "total_ev_above_max",
-            f"{count} tickets of EV {ev} are above the max total EV {max_total_ev}",
+            f"{count} tickets of EV {int(ev)} wei are above the max total EV "
+            f"{int(max_total_ev)} wei",
         )
     if sender_info.unlocking:
         raise _reject(

@@ -123,7 +123,8 @@ def test_json_without_a_content_type_is_read_and_any_other_type_is_415() -> None
         (b'{"prompt": "a",', "not JSON"),
         (b"\xff\xfe{}", "not JSON"),
         (b"[1, 2]", "a JSON object"),
-        (b"[" * 100_000, "not JSON"),
+        (b"[" * 100_000, "nested deeper than 16"),
+        (b'{"a": ' * 17 + b"1" + b"}" * 17, "nested deeper than 16"),
         (b'{"prompt": "a", "colour": "red"}', "does not take 'colour'"),
         (b'{"prompt": "a", "loras": "{\\"x\\": 1.0}"}', "loras are not supported"),
         (b'{"prompt": "a", "width": [64]}', "width must be a string, number or boolean"),
@@ -133,6 +134,14 @@ def test_json_without_a_content_type_is_read_and_any_other_type_is_415() -> None
 def test_malformed_or_unknown_json_is_400(body: bytes, said: str) -> None:
     error = refused("/text-to-image", body)
     assert error.code == 400 and said in str(error)
+
+
+def test_brackets_in_strings_do_not_count_as_nesting() -> None:
+    prompt = '[{"\\"' * 50 + "]]"
+    parsed = parse("/text-to-image", as_json({"prompt": prompt, "seed": 1}))
+    assert parsed.params["prompt"] == prompt
+    messages = [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
+    assert parse(CHAT_COMPLETIONS.path, as_json({"messages": messages})).input
 
 
 def test_image_to_image_form_values_take_their_parameters_types() -> None:
@@ -409,6 +418,7 @@ def test_llm_answer_in_ai_workers_llm_response_shape() -> None:
                 }
             ],
             "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+            "tokens_used": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
         }
     ]
     assert answer.whole("Hello", "stop", USAGE) == {
@@ -421,6 +431,7 @@ def test_llm_answer_in_ai_workers_llm_response_shape() -> None:
             }
         ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+        "tokens_used": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
     }
 
 

@@ -37,7 +37,7 @@ from benchmarks.harness.batch_ai import (
 )
 from lpstream.access import SecretSet
 from lpstream.errors import BusyError, ProtocolError
-from lpstream.gateway.ai_api import MAX_JSON_BODY
+from lpstream.gateway.ai_api import MAX_IMAGE_BYTES, MAX_JSON_BODY
 from lpstream.gateway.ai_jobs import AiJobOutcome, AiJobRequest, ModelOffer
 from lpstream.http.ai_jobs import SEED_HEADER
 from lpstream.http.app import build_app
@@ -47,6 +47,11 @@ from lpstream.wire import Rendition, RenditionInfo
 from tests.access.client import asgi_call, call
 from tests.asgi import Reply, serve_on_loopback
 from workers.batch import BatchOutput, BatchPipeline, BatchRegistry, BatchRequest, BatchUsage
+
+pytestmark = pytest.mark.filterwarnings(
+    # diffusers' schedulers call np.array on a tensor (tests/workers/test_diffusion.py)
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 
 TOKEN = "ai-api-token-for-tests"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -400,11 +405,15 @@ async def test_llm_whole_answer(port: int, jobs: JobsForTests) -> None:
             "message": {"role": "assistant", "content": completion_of(produced)},
         }
     ]
-    assert body["usage"] == {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
+    assert (
+        body["usage"]
+        == body["tokens_used"]
+        == {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    )
 
 
 async def test_llm_streamed_as_ai_worker_streams(port: int, jobs: JobsForTests) -> None:
@@ -657,6 +666,7 @@ async def test_a_whole_answer_failing_is_a_json_error(known_port: int, known: Jo
             400,
             "temperature",
         ),
+        ("/llm", JSON, b"[" * 200_000, 400, "nested deeper than"),
     ],
 )
 async def test_refusals_in_go_livepeers_shape(
@@ -701,6 +711,13 @@ async def test_oversized_bodies_are_413(known_port: int) -> None:
     assert answer(reply, 413) == {"detail": {"msg": f"/llm body over {MAX_JSON_BODY} bytes"}}
     reply = await call(known_port, "POST", "/v1/chat/completions", headers=JSON, body=big)
     assert answer(reply, 413)["error"]["type"] == "invalid_request_error"
+    huge = picture(8, 8) + bytes(MAX_IMAGE_BYTES)  # within the body's limit, past the file's
+    reply = await post_form(
+        known_port, "/image-to-image", {"prompt": "a"}, {"image": ("p.png", "image/png", huge)}
+    )
+    assert answer(reply, 413) == {
+        "detail": {"msg": f"file 'image' is over {MAX_IMAGE_BYTES} bytes (max_file_bytes)"}
+    }
 
 
 async def test_refusals_in_openais_shape(known_port: int) -> None:

@@ -528,16 +528,18 @@ def test_generation_stops_at_the_end_of_sequence_token(
     prompt = direct_lm.prompt(CONVERSATION)
     end = direct_lm.tokenizer.eos_token_id
     settings = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    # A seed whose sample draws the end token within 40 tokens (the tiny model's odds are
+    # about 1 in 262 a token; seed 12 is the first that does, searched from there).
     seed, expected = next(
         (seed, ids)
-        for seed in range(100)
-        if (ids := direct_lm.generate(prompt, seed, max_new_tokens=160, **settings))[-1] == end
+        for seed in range(12, 200)
+        if (ids := direct_lm.generate(prompt, seed, max_new_tokens=40, **settings))[-1] == end
     )
-    sink, units, quote = chat(llm, CONVERSATION, seed=seed, max_tokens=160, temperature=1.0)
+    sink, units, quote = chat(llm, CONVERSATION, seed=seed, max_tokens=40, temperature=1.0)
     assert sink.track(0).decode() == direct_lm.text(expected)
     assert sink.track(2) == b"stop"
     assert units == (len(expected), len(prompt), 0)  # the end token is billed: it was made
-    assert len(expected) < 160
+    assert len(expected) < 40
     assert quote >= sum(units)
 
 
