@@ -60,7 +60,7 @@ import torch
 
 from benchmarks.harness.nodes import http_json, start_dev
 from benchmarks.harness.tiny_ai_images import build_tiny_sd
-from benchmarks.harness.tiny_ai_text import build_tiny_causal_lm
+from benchmarks.harness.tiny_ai_text import LM_CONTEXT, build_tiny_causal_lm
 from workers.batch import BatchRegistry, BatchRequest
 from workers.batch.images import encode_png
 
@@ -77,6 +77,8 @@ MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Tell me about rivers."},
 ]
+PROMPT_ALLOWANCE = 64
+"""Context tokens kept for the prompt (:data:`MESSAGES` makes 56 after the chat template)."""
 PROMPT = "a lighthouse"
 SEED = 42
 GUIDANCE = 7.5
@@ -282,6 +284,14 @@ def alternate(
     return ours, theirs
 
 
+def load_average() -> str:
+    try:
+        with open("/proc/loadavg") as file:
+            return file.read().split()[0]
+    except OSError:
+        return "unknown"
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as file:
@@ -293,9 +303,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def versions(device: str) -> list[str]:
-    lines = [
-        f"lpstream {importlib.metadata.version('lpstream')}, Python {platform.python_version()}, "
+def versions(device: str, node_version: str) -> list[str]:
+    return [
+        f"lpstream {importlib.metadata.version('lpstream')} (the node reports {node_version}), "
+        f"Python {platform.python_version()}, "
         f"torch {torch.__version__}, transformers {transformers.__version__}, "
         f"diffusers {diffusers.__version__}",
         f"CPU {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
@@ -304,7 +315,6 @@ def versions(device: str) -> list[str]:
         "both sides: this interpreter and its packages (the node is a child process of this "
         "one, `python -m lpstream dev`, its worker runs each model in a child process)",
     ]
-    return lines
 
 
 def row(label: str, unit: str, direct: Sequence[float], network: Sequence[float]) -> str:
@@ -317,10 +327,38 @@ def row(label: str, unit: str, direct: Sequence[float], network: Sequence[float]
     )
 
 
-def node_device(http: str) -> str:
-    models = http_json(f"{http}/api/status")["orchestrator"]["ai"]["batch_models"]
-    device = models["llm"][LM_ID]["device"]
-    return str(device or "cpu")
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` and its live descendants (Linux ``/proc``)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree = {pid}
+    for _ in range(8):  # the node, its worker's helpers, their model children...
+        tree |= {child for child, parent in parents.items() if parent in tree}
+    return sum(times.get(p, 0.0) for p in tree)
+
+
+def idle_share(pid: int, seconds: float = 5.0) -> float:
+    """Cores' worth of CPU the idle node tree uses."""
+    before = tree_cpu_seconds(pid)
+    time.sleep(seconds)
+    return (tree_cpu_seconds(pid) - before) / seconds
+
+
+def node_facts(http: str) -> tuple[str, str]:
+    """The device the node's LM loaded on, and the version it reports."""
+    status = http_json(f"{http}/api/status")
+    device = status["orchestrator"]["ai"]["batch_models"]["llm"][LM_ID]["device"]
+    return str(device or "cpu"), str(status.get("version"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -331,9 +369,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128, help="picture side in pixels")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps")
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if not 1 <= args.max_tokens <= LM_CONTEXT - PROMPT_ALLOWANCE:
+        parser.error(
+            f"--max-tokens must be 1 to {LM_CONTEXT - PROMPT_ALLOWANCE}: the LM's context is "
+            f"{LM_CONTEXT} tokens and the prompt takes up to {PROMPT_ALLOWANCE}"
+        )
     command = "python -m benchmarks.batch_ai " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"command: {command.strip()}")
 
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="lpstream-batch-ai-") as tmp:
         root = Path(tmp)
         lm_described = build_lm(root / "lm", args.lm_size)
@@ -341,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models = write_models(root / "ai-models.json", root / "lm", sd)
         node = start_dev(
             root / "node",
-            "--block-time=0.2",
+            "--block-time=1",
             f"--ai-models={models}",
             f"--data-dir={root / 'data'}",
             "--log-level=warning",
@@ -350,9 +396,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         try:
             http = node.url("http")
-            device = node_device(http)
-            for line in versions(device):
+            device, node_version = node_facts(http)
+            for line in versions(device, node_version):
                 print(line)
+            idle = idle_share(node.proc.pid)
+            print(
+                f"the idle node (gateway, orchestrator, worker, models loaded, embedded chain "
+                f"mining a block a second) uses {idle * 100:.0f}% of a core while the direct "
+                "side runs"
+            )
             lm = DirectLlm(root / "lm", device, args.max_tokens)
             ours, theirs = alternate(args.runs, lm.run, lambda: network_llm(http, args.max_tokens))
             pictures = DirectPictures(sd, device, args.size, args.steps)
@@ -361,8 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         finally:
             node.stop()
-    with open("/proc/loadavg") as file:
-        load = file.read().split()[0]
+    load = load_average()
 
     print()
     print(f"LLM {lm_described}")
@@ -395,7 +446,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     same_picture = all(data == png for _, data in p_theirs)
     print(f"  same picture on both sides (PNG bytes): {same_picture}")
     print()
-    print(f"load average at the end {load} ({os.cpu_count()} cores)")
+    print(
+        f"load average {load_before} at the start, {load} at the end ({os.cpu_count()} cores; "
+        "other work on the machine slows both sides)"
+    )
     return 0
 
 

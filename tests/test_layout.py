@@ -30,6 +30,7 @@ SANS_IO = [
     *[ROOT / "ingest" / "srt" / f"{m}.py" for m in ("streamid", "tsdemux", "adts", "interleave")],
     *[ROOT / "lpstream" / "storage" / f"{m}.py" for m in ("stored_hls", "recordings", "origin")],
     ROOT / "lpstream" / "gateway" / "live_failover.py",
+    *[ROOT / "lpstream" / "gateway" / f"{m}.py" for m in ("ai_requests", "ai_answers")],
     ROOT / "ingest" / "whip" / "sdp.py",
     ROOT / "ingest" / "whip" / "h264.py",
     ROOT / "ingest" / "whip" / "vp8.py",

@@ -201,8 +201,10 @@ class AccessSection:
     )
     api_token: tuple[str, ...] = setting(
         (),
-        "Bearer token for /api/* (and the live AI WebSocket, also as ?token=) and /metrics "
-        "(repeat for more); without one they answer loopback clients only.",
+        "Bearer token for /api/* (and the live AI WebSocket, also as ?token=), /metrics and "
+        "the batch AI routes that spend the gateway's money (/text-to-image, /image-to-image, "
+        "/upscale, /audio-to-text, /llm, /v1/*: the OpenAI client's API key) (repeat for "
+        "more); without one they answer loopback clients only.",
         multiple=True,
         secret=True,
     )

@@ -131,31 +131,15 @@ class AiDispatch:
             )
         return models
 
-    def _model_id(self, request: AiJobRequest) -> str:
-        """The model the request runs: its own, or the only one offered for its capability.
-
-        Raises:
-            RemoteProtocolError: 400 none named and not exactly one offered.
-        """
-        if request.model_id:
-            return request.model_id
-        offered = sorted(
-            {o.model_id for _, o in self._usable() if o.capability == request.capability}
-        )
-        if len(offered) == 1:
-            return offered[0]
-        listed = ", ".join(offered) if offered else "none"
-        raise RemoteProtocolError(
-            f"name a model_id for {request.capability} (offered: {listed})", code=400
-        )
-
     def _candidates(
         self, capability: str, model_id: str
     ) -> list[tuple[KnownOrchestrator, AiModelOffer]]:
         """The orchestrators to try, best first (module comment).
 
         Raises:
-            RemoteProtocolError: 400 nobody offers the model; 503 nobody usable does.
+            RemoteProtocolError: 400 nobody offers the model (any more: the HTTP routes
+                check the offers first, ``ai_requests.choose_model``).
+            BusyError: nobody usable offers it (above the price limit, suspended).
         """
         now = trio.current_time()
         offering = [
@@ -193,7 +177,7 @@ class AiDispatch:
     # -- jobs -------------------------------------------------------------------------------
 
     async def run_ai_job(self, request: AiJobRequest, relay: Relay) -> AiJobOutcome:
-        model_id = self._model_id(request)
+        model_id = request.model_id
         candidates = self._candidates(request.capability, model_id)
         last: Exception | None = None
         tries = 0

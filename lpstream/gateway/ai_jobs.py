@@ -29,7 +29,8 @@ class AiJobRequest:
     capability: str
     """``text-to-image``, ``image-to-image``, ``upscale``, ``audio-to-text``, ``llm``."""
     model_id: str
-    """The model asked for; empty: the only one offered for the capability."""
+    """The model to run (``ai_requests.choose_model``: the one asked for, or the only one
+    offered for the capability)."""
     params: Mapping[str, ParamValue]
     """Its parameters (validated; ``seed`` filled in)."""
     input: bytes = b""

@@ -15,7 +15,7 @@ How this works
 --------------
 A request's body is read through the app's :class:`~lpstream.http.limits.BodyReader` within
 its route's limit (JSON 1 MiB; a picture form 20 MiB and 256 KiB; an audio form 50 MiB and
-256 KiB: :mod:`lpstream.gateway.ai_api`), parsed, checked by the capability's batch pipeline
+256 KiB: :mod:`lpstream.gateway.ai_requests`), parsed, checked by the capability's batch pipeline
 class (``checked``: 400/413) and priced (``quote``: the units paid ahead) before anything is
 sent. The job then runs when its answer is served: the route returns a ``Response`` whose
 ASGI ``__call__`` runs ``AiJobs.run_ai_job`` while it listens for the client leaving (then
@@ -47,25 +47,27 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from lpstream.errors import BusyError, LpstreamError, ProtocolError, TransportError
-from lpstream.gateway.ai_api import (
-    AI_ROUTES,
-    CHAT_COMPLETIONS,
+from lpstream.gateway.ai_answers import (
     SSE_DONE,
-    AiRoute,
     ChatAnswer,
-    ParsedAiRequest,
     TokenUsage,
     Track,
-    choose_model,
     image_response,
     livepeer_error,
     models_list,
     openai_error,
-    parse_ai_request,
     sse_event,
     text_response,
 )
 from lpstream.gateway.ai_jobs import AiJobOutcome, AiJobRequest, AiJobs
+from lpstream.gateway.ai_requests import (
+    AI_ROUTES,
+    CHAT_COMPLETIONS,
+    AiRoute,
+    ParsedAiRequest,
+    choose_model,
+    parse_ai_request,
+)
 from lpstream.http.limits import CLIENT_LEFT, BodyReader
 from lpstream.wire import Rendition
 from lpstream.wire.fields import ParamValue
@@ -90,6 +92,13 @@ def registry_lookup() -> PipelineLookup:
     return BatchRegistry().get
 
 
+def _checked_and_quoted(
+    cls: type[BatchPipeline], request: BatchRequest
+) -> tuple[BatchRequest, int]:
+    checked = cls.checked(request)
+    return checked, cls.quote(checked)
+
+
 @attrs.frozen(kw_only=True)
 class _Prepared:
     """A checked, priced request, ready to run."""
@@ -111,8 +120,11 @@ def ai_job_routes(
         cls = (pipelines or registry_lookup())(route.capability)
         body = await reader.read(request, route.max_body, what=f"{route.path} body")
         parsed = parse_ai_request(route, request.headers.get("content-type"), body, cls.spec)
-        checked = cls.checked(BatchRequest(params=parsed.params, input=parsed.input))
-        units = cls.quote(checked)
+        # Reading a picture's or an audio file's header (and an audio file's packets when it
+        # states no duration) is blocking work: off the trio thread.
+        checked, units = await trio.to_thread.run_sync(
+            _checked_and_quoted, cls, BatchRequest(params=parsed.params, input=parsed.input)
+        )
         model = choose_model(route.capability, parsed.model_id, jobs.offered_models())
         job = AiJobRequest(
             capability=route.capability,

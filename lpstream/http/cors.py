@@ -3,7 +3,8 @@ origin can use them.
 
 How this works:
 
-* Only under ``/hls/`` and ``/api/``, and only with origins configured; WHIP and WHEP answer
+* Only under ``/hls/``, ``/api/``, ``/v1/`` and the batch AI routes (``/text-to-image``...),
+  and only with origins configured; WHIP and WHEP answer
   CORS themselves (any origin), and without ``--cors-origin`` nothing changes.
 * A request whose ``Origin`` is allowed (listed, or ``*`` configured) gets
   ``Access-Control-Allow-Origin`` (the origin, or ``*``) on its answer, whatever the answer is
@@ -23,9 +24,11 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lpstream.http.api_guard import AI_JOB_PATHS
+
 __all__ = ["CORS_PATHS", "PREFLIGHT_MAX_AGE", "CorsMiddleware"]
 
-CORS_PATHS = ("/hls/", "/api/")
+CORS_PATHS = ("/hls/", "/api/", "/v1/", *AI_JOB_PATHS)
 """The paths whose answers carry CORS headers."""
 PREFLIGHT_MAX_AGE = 600
 """Seconds a browser may reuse a preflight's answer."""

@@ -311,6 +311,7 @@ class Orchestrator:
         """Runs a batch AI job (module comment): paid before any work, billed its units."""
         self.ai.paid = self.payments is not None
         offer = self.ai.offer(self.pool, job.capability, job.model_id)  # 400: not offered
+        self.memory.check("a new batch AI job")  # 503 past the node's memory budget
         sender = ""
         if self.payments is not None:
             with timed_payment_check(self.metrics):

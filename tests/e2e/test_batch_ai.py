@@ -13,6 +13,7 @@ the orchestrator billed exactly the units times each model's price. Bad requests
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from fractions import Fraction
@@ -326,6 +327,52 @@ def test_an_oversized_picture_is_refused_with_413(node: NodeProcess) -> None:
     assert status == 413, raw
     assert "over 20971520 bytes" in json.loads(raw)["detail"]["msg"]
     assert orchestrator_billed(node) == before
+
+
+def test_audio_past_the_duration_limit_is_refused_before_decoding(node: NodeProcess) -> None:
+    from tests.workers.test_batch_text import flac_claiming, noise_pcm
+
+    before = orchestrator_billed(node)
+    # A FLAC whose header says 31 minutes, holding one second.
+    audio = flac_claiming(31 * 60 * 16000, noise_pcm(1.0, seed=3))
+    body, content_type = multipart({}, {"audio": ("long.wav", "audio/wav", audio)})
+    status, raw, _ = post(f"{node.url('http')}/audio-to-text", body, content_type)
+    assert status == 413, raw
+    assert (
+        "minutes" in json.loads(raw)["detail"]["msg"] or "long" in json.loads(raw)["detail"]["msg"]
+    )
+    assert orchestrator_billed(node) == before
+
+
+def test_requests_that_arrive_together_run_as_one_batch(
+    node: NodeProcess, models: dict[str, Path]
+) -> None:
+    import concurrent.futures
+
+    import numpy as np
+    from PIL import Image
+
+    params = {"width": 128, "height": 128, "num_inference_steps": 12}
+    prompts = [("a cat", 21), ("a dog", 22), ("a bird", 23), ("a fish", 24)]
+
+    def ask(prompt: str, seed: int) -> tuple[int, Any]:
+        return post_json(node, "/text-to-image", {"prompt": prompt, "seed": seed, **params})
+
+    with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
+        answers = list(pool.map(lambda p: ask(*p), prompts))
+    for (prompt, seed), (status, answer) in zip(prompts, answers, strict=True):
+        assert status == 200, answer
+        got = np.asarray(Image.open(io.BytesIO(data_url_bytes(answer["images"][0]["url"]))))
+        expected, units = direct(
+            "text-to-image", models["text-to-image"], {"prompt": prompt, "seed": seed, **params}
+        )
+        want = np.asarray(Image.open(io.BytesIO(bytes(expected.tracks[0]))))
+        # Batched CPU kernels round the last bits of a float differently: one level at most.
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+        BILLED["text-to-image"] += sum(units)
+    status = http_json(f"{node.url('http')}/api/status")
+    stats = status["orchestrator"]["ai"]["batch_models"]["text-to-image"][MODELS["text-to-image"]]
+    assert stats["largest_batch"] >= 2, stats
 
 
 def test_a_prompt_past_the_context_is_refused(node: NodeProcess) -> None:

@@ -37,8 +37,8 @@ from benchmarks.harness.batch_ai import (
 )
 from lpstream.access import SecretSet
 from lpstream.errors import BusyError, ProtocolError
-from lpstream.gateway.ai_api import MAX_IMAGE_BYTES, MAX_JSON_BODY
 from lpstream.gateway.ai_jobs import AiJobOutcome, AiJobRequest, ModelOffer
+from lpstream.gateway.ai_requests import MAX_IMAGE_BYTES, MAX_JSON_BODY
 from lpstream.http.ai_jobs import SEED_HEADER
 from lpstream.http.app import build_app
 from lpstream.jobs import JobOutput, Relay

@@ -170,3 +170,30 @@ async def test_prices_above_the_limit_leave_a_model_unoffered(
     dispatch.limits = AiPriceLimits()
     outcome = await dispatch.run_ai_job(echo_request(b"x"), Recorder())
     assert outcome.units == 1
+
+
+async def test_a_remote_workers_models_are_offered_and_run_there(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    from lpstream.worker.remote import run_remote_worker
+
+    registry = BatchRegistry(builtins=False, entry_points=False)
+    registry.register(EchoPipeline)
+    await trio.Path(tmp_path / "r").mkdir()
+    model = AiModel(pipeline="test-echo", model_id=MODEL, path=str(tmp_path / "r"))
+    remote = LocalWorker(
+        capacity=1, batch=BatchJobs(models=BatchModels([model], registry, isolate=False))
+    )
+    price = AiModelOffer(capability="test-echo", model_id=MODEL, price_per_unit=3)
+    orch = Orchestrator(secret="s3cret", metrics=Metrics(), local=None, ai_prices=(price,))
+    _, port = await nursery.start(serve_quic, "127.0.0.1", 0, orch.handle_connection)
+    address = HostPort("127.0.0.1", port)
+    assert orch.ai.offers(orch.pool) == ()  # no worker runs it yet
+    await nursery.start(run_remote_worker, address, "s3cret", remote)
+    [offer] = orch.ai.offers(orch.pool)
+    assert (offer.model_id, offer.price_per_unit) == (MODEL, 3)
+    dispatch = await dispatch_to(nursery, address)
+    relay = Recorder()
+    outcome = await dispatch.run_ai_job(echo_request(b"far away", piece=3), relay)
+    assert [p for t, p in relay.pieces if t == 0] == [b"far", b" aw", b"ay"]
+    assert outcome.units == 8

@@ -21,11 +21,13 @@ from trio_websocket import open_websocket_url
 from ingest.whip import WhepPlayback, WhipIngest
 from lpstream.access import SecretSet
 from lpstream.config import HostPort
-from lpstream.errors import ProtocolError
+from lpstream.errors import BusyError, ProtocolError
+from lpstream.gateway.ai_jobs import AiJobOutcome, AiJobRequest, ModelOffer
 from lpstream.gateway.live_ai import LiveAiSession, ParamValue
 from lpstream.gateway.output_hub import OutputHub
 from lpstream.http.api_guard import ApiGuard, guarded, request_identity, warn_if_open
 from lpstream.http.app import build_app
+from lpstream.jobs import Relay
 from lpstream.media import VideoProfile
 from lpstream.metrics import Metrics
 from lpstream.orchestrator.orchestrator import Orchestrator
@@ -66,6 +68,16 @@ class OneAiSession:
         return self.session if stream_name == "cam" else None
 
 
+class NoAiJobs:
+    """Batch AI with no orchestrator offering anything: every job is refused (503)."""
+
+    def offered_models(self) -> list[ModelOffer]:
+        return []
+
+    async def run_ai_job(self, request: AiJobRequest, relay: Relay) -> AiJobOutcome:
+        raise BusyError("no orchestrator offers it")
+
+
 def the_app(tokens: SecretSet | None) -> Starlette:
     outputs = OutputHub(metrics=Metrics())  # no store, no live stream: 503 and 404 answers
     return build_app(
@@ -75,6 +87,7 @@ def the_app(tokens: SecretSet | None) -> Starlette:
         whip=WhipIngest(handler=NoPublishes()),
         whep=WhepPlayback(source=NoStreams()),
         ai=OneAiSession(),
+        ai_jobs=NoAiJobs(),
         api_tokens=tokens,
         recordings=outputs,
         forwards=outputs,
