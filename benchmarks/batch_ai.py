@@ -22,9 +22,11 @@ median and the minimum are printed (for tokens per second the minimum is the slo
 Both sides run this interpreter and its packages: the node is a child process of this one
 (``python -m lpstream dev``) and its worker runs each model in a child process of its own, on
 the device the node chose (read back from ``/api/status``), which the direct side uses too.
+The idle node (its embedded chain mines a block a second) keeps running while the direct side
+is measured; the share of a core it uses then is printed, with the load average.
 
-The LM (``--lm-size``): ``tiny`` is the tests' model (``build_tiny_causal_lm``: GPT-2 config,
-2 layers, 32 wide); ``small`` has the same byte-level tokenizer and chat template with 8
+The LM (``--lm-size``): ``tiny`` has the tests' configuration (``build_tiny_causal_lm``:
+GPT-2, 2 layers, 32 wide); ``small`` has the same byte-level tokenizer and chat template with 8
 layers, 512 wide, 8 heads (25 M parameters), for a more realistic share of compute per token.
 Both are random: the embedding rows of every token but printable ASCII (end of text, role
 markers, control characters, bytes over 0x7f) are zeroed, so their logits are 0 and greedy
@@ -32,6 +34,8 @@ decoding, taking the largest of about 95 random logits, never picks them: the an
 ``max_tokens`` and each token is one piece of text (the compute per token is unchanged: the
 whole vocabulary is still scored). The picture model is the tests' tiny Stable Diffusion.
 The benchmark never fails on timing; it exits 0 with its figures.
+
+From the repository root, with lpstream's dev (or ai) extras installed:
 
     python -m benchmarks.batch_ai [--runs 5] [--lm-size tiny|small] [--max-tokens 128]
         [--size 128] [--steps 10]

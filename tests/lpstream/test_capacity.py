@@ -22,7 +22,7 @@ from lpstream.orchestrator.capacity import (
 )
 from lpstream.orchestrator.workers import WorkerPool
 from lpstream.trickle import SegmentBuffer
-from lpstream.wire import Job, LiveUpdated, ProfileSpec, RenditionInfo
+from lpstream.wire import AiModelOffer, Job, LiveUpdated, ProfileSpec, RenditionInfo
 from tests.mediatools import make_clip
 
 TINY = (160, 90)
@@ -40,6 +40,9 @@ class Worker:
 
     def capabilities(self) -> tuple[str, ...]:
         return self.offered
+
+    def ai_models(self) -> tuple[AiModelOffer, ...]:
+        return ()
 
     async def run_job(
         self, job: Job, source: SegmentBuffer, relay: Relay | None = None
