@@ -574,6 +574,9 @@ async def test_a_client_leaving_mid_stream_ends_the_job_quietly(
         await trio.to_thread.run_sync(leave_after_first_event)
         with trio.fail_after(5):
             await known.cancelled.wait()
+            # The route logs once the cancelled job has unwound: a moment after it noticed.
+            while not [r for r in caplog.records if r.name == "lpstream.http.ai_jobs"]:
+                await trio.sleep(0.01)
     assert [r.levelno for r in caplog.records if r.name == "lpstream.http.ai_jobs"] == [
         logging.DEBUG
     ]
