@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -263,13 +263,45 @@ class Orchestrator:
             # Paid before any compute: a bad or short payment is a 402 here.
             with timed_payment_check(self.metrics):
                 sender = await self.payments.receive(job.payment, job.session_id)
+        outputs, seconds = await self._on_workers(
+            lambda tried: self._assign(key, tried, need, cost),
+            lambda worker: self._run_on(worker, key, job, source, sink),
+            f"{job.stream_id}/{job.seq}",
+            sink,
+            failed=MediaError,
+            moved=lambda: self.pool.release(key),
+        )
+        self.metrics.inc("transcode_seconds_total", seconds)
+        if self.payments is not None and not job.pipeline:
+            self.payments.bill(sender, job.session_id, sum(o.info.pixels for o in outputs))
+        return outputs
+
+    async def _on_workers(
+        self,
+        pick: Callable[[set[str]], Worker],
+        run: Callable[[Worker], Awaitable[Sequence[JobOutput]]],
+        what: str,
+        sink: ResultSink | None,
+        *,
+        failed: Callable[[str], Exception],
+        moved: Callable[[], None] = lambda: None,
+    ) -> tuple[Sequence[JobOutput], float]:
+        """Runs a job on the worker ``pick`` gives (it is told those tried), moving it to
+        another after a worker's failure (``moved`` then) while none of its output has left;
+        returns the outputs and the seconds the last worker took.
+
+        Raises:
+            BusyError: no worker has room (before any was tried).
+            JobError: the job's own error (under 500), as the worker answered it.
+            Exception: ``failed(reason)``: a worker failed mid-answer, or every worker tried.
+        """
         tried: set[str] = set()
         last_error: Exception | None = None
         self._jobs_in_flight += 1
         try:
             for _ in range(self.attempts):
                 try:
-                    worker = self._assign(key, tried, need, cost)
+                    worker = pick(tried)
                 except BusyError:
                     if last_error is not None:
                         break
@@ -278,30 +310,23 @@ class Orchestrator:
                 tried.add(worker.worker_id)
                 started = trio.current_time()
                 try:
-                    outputs = await self._run_on(worker, key, job, source, sink)
+                    outputs = await run(worker)
                 except (TransportError, JobError, trio.TooSlowError) as exc:
                     if isinstance(exc, JobError) and exc.code < 500:
                         raise
                     last_error = exc
                     self.metrics.inc("worker_failures_total")
                     if sink is not None and sink.started:
-                        raise MediaError(f"worker failed mid-answer: {exc}") from None
+                        raise failed(f"worker failed mid-answer: {exc}") from None
                     log.warning(
-                        "worker %s failed %s/%d: %s; trying another",
-                        worker.worker_id,
-                        job.stream_id,
-                        job.seq,
-                        exc,
+                        "worker %s failed %s: %s; trying another", worker.worker_id, what, exc
                     )
-                    self.pool.release(key)
+                    moved()
                     continue
-                self.metrics.inc("transcode_seconds_total", trio.current_time() - started)
                 self.metrics.inc("jobs_total", outcome="ok")
-                if self.payments is not None and not job.pipeline:
-                    self.payments.bill(sender, job.session_id, sum(o.info.pixels for o in outputs))
-                return outputs
+                return outputs, trio.current_time() - started
             self.metrics.inc("jobs_total", outcome="failed")
-            raise MediaError(f"every worker tried failed; last error: {last_error}")
+            raise failed(f"every worker tried failed; last error: {last_error}")
         finally:
             self._jobs_in_flight -= 1
 
@@ -316,58 +341,27 @@ class Orchestrator:
         if self.payments is not None:
             with timed_payment_check(self.metrics):
                 sender = await self.payments.receive(job.payment, job.session_id)
-        tried: set[str] = set()
-        last_error: Exception | None = None
-        self._jobs_in_flight += 1
-        try:
-            for _ in range(self.attempts):
-                try:
-                    worker = self.ai.pick(self.pool, job.capability, job.model_id, tried)
-                except BusyError:
-                    if last_error is not None:
-                        break
-                    self.metrics.inc("jobs_total", outcome="busy")
-                    raise
-                tried.add(worker.worker_id)
-                started = trio.current_time()
-                try:
-                    with self.ai.running(worker, job.capability, job.model_id):
-                        outputs = await worker.run_job(job, source, sink)
-                except (TransportError, JobError, trio.TooSlowError) as exc:
-                    if isinstance(exc, JobError) and exc.code < 500:
-                        raise
-                    last_error = exc
-                    self.metrics.inc("worker_failures_total")
-                    if sink is not None and sink.started:
-                        # A gateway that has passed no byte on may still go elsewhere: 502.
-                        raise RemoteProtocolError(
-                            f"worker failed mid-answer: {exc}", code=502
-                        ) from None
-                    log.warning(
-                        "worker %s failed %s %s: %s; trying another",
-                        worker.worker_id,
-                        job.capability,
-                        job.model_id,
-                        exc,
-                    )
-                    continue
-                self.metrics.inc("jobs_total", outcome="ok")
-                self.metrics.inc(
-                    "ai_job_seconds_total",
-                    trio.current_time() - started,
-                    capability=job.capability,
-                )
-                units = sum(o.info.pixels for o in outputs)
-                self.metrics.inc("ai_units_total", units, capability=job.capability)
-                if self.payments is not None and units:
-                    self.payments.charge(sender, job.session_id, price_of(offer) * units)
-                return outputs
-            self.metrics.inc("jobs_total", outcome="failed")
-            raise RemoteProtocolError(
-                f"every worker tried failed; last error: {last_error}", code=503
-            )
-        finally:
-            self._jobs_in_flight -= 1
+
+        async def run(worker: Worker) -> Sequence[JobOutput]:
+            with self.ai.running(worker, job.capability, job.model_id):
+                return await worker.run_job(job, source, sink)
+
+        outputs, seconds = await self._on_workers(
+            lambda tried: self.ai.pick(self.pool, job.capability, job.model_id, tried),
+            run,
+            f"{job.capability} {job.model_id}",
+            sink,
+            # 502/503: a gateway that has passed no output byte on may go elsewhere.
+            failed=lambda reason: RemoteProtocolError(
+                reason, code=502 if sink is not None and sink.started else 503
+            ),
+        )
+        self.metrics.inc("ai_job_seconds_total", seconds, capability=job.capability)
+        units = sum(o.info.pixels for o in outputs)
+        self.metrics.inc("ai_units_total", units, capability=job.capability)
+        if self.payments is not None and units:
+            self.payments.charge(sender, job.session_id, price_of(offer) * units)
+        return outputs
 
     async def _run_on(
         self,
