@@ -17,10 +17,9 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness.tiny_diffusion import _byte_symbols
+from benchmarks.harness.tiny_diffusion import byte_symbols, save, transformers
 
-# Imported by name: their annotations are too loose for mypy --strict to follow.
-transformers: Any = importlib.import_module("transformers")
+# Imported by name: its annotations are too loose for mypy --strict to follow.
 tokenizers: Any = importlib.import_module("tokenizers")
 
 __all__ = [
@@ -50,10 +49,16 @@ CHAT_TEMPLATE = (
 """The tiny causal LM's chat template: role markers around each message."""
 
 
+def _ends(end: int) -> dict[str, int]:
+    """The end-of-text token ``end`` as the start, end and padding token of a config: both
+    tiny models use it for all three, as GPT-2 does."""
+    return {"bos_token_id": end, "eos_token_id": end, "pad_token_id": end}
+
+
 def _whisper_tokenizer() -> Any:
     """Whisper's tokenizer over a byte vocabulary: bytes, then the special tokens in Whisper's
     order (``<|notimestamps|>`` last, as timestamp ids are counted from it)."""
-    vocab = {s: i for i, s in enumerate(_byte_symbols())}
+    vocab = {s: i for i, s in enumerate(byte_symbols())}
     specials = [
         "<|endoftext|>",
         "<|startoftranscript|>",
@@ -101,22 +106,18 @@ def build_tiny_whisper(directory: Path, *, seed: int = 0) -> Path:
         decoder_ffn_dim=16,
         max_source_positions=1500,
         max_target_positions=_WHISPER_TARGET_POSITIONS,
-        pad_token_id=end,
-        bos_token_id=end,
-        eos_token_id=end,
+        **_ends(end),
         decoder_start_token_id=start,
         init_std=1.0,
-        begin_suppress_tokens=[ids(_byte_symbols()[ord(" ")]), end],
+        begin_suppress_tokens=[ids(byte_symbols()[ord(" ")]), end],
         suppress_tokens=[],
     )
     model = transformers.WhisperForConditionalGeneration(config)
     model.generation_config = transformers.GenerationConfig(
         decoder_start_token_id=start,
-        bos_token_id=end,
-        eos_token_id=end,
-        pad_token_id=end,
+        **_ends(end),
         max_length=_WHISPER_TARGET_POSITIONS,
-        begin_suppress_tokens=[ids(_byte_symbols()[ord(" ")]), end],
+        begin_suppress_tokens=[ids(byte_symbols()[ord(" ")]), end],
         suppress_tokens=[],
         is_multilingual=True,
         lang_to_id={f"<|{code}|>": ids(f"<|{code}|>") for code in WHISPER_LANGUAGES},
@@ -124,15 +125,12 @@ def build_tiny_whisper(directory: Path, *, seed: int = 0) -> Path:
         no_timestamps_token_id=ids("<|notimestamps|>"),
         prev_sot_token_id=ids("<|startofprev|>"),
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return directory
+    return save(directory, model, processor)
 
 
 def _chat_tokenizer() -> Any:
     """A byte-level BPE tokenizer with no merges and the role markers as special tokens."""
-    symbols = _byte_symbols()
+    symbols = byte_symbols()
     specials = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
     model = tokenizers.models.BPE(vocab={s: i for i, s in enumerate(symbols)}, merges=[])
     backend = tokenizers.Tokenizer(model)
@@ -170,15 +168,8 @@ def build_tiny_causal_lm(
         n_embd=32,
         n_layer=2,
         n_head=2,
-        bos_token_id=end,
-        eos_token_id=end,
-        pad_token_id=end,
+        **_ends(end),
     )
     model = transformers.GPT2LMHeadModel(config)
-    model.generation_config = transformers.GenerationConfig(
-        bos_token_id=end, eos_token_id=end, pad_token_id=end
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    model.generation_config = transformers.GenerationConfig(**_ends(end))
+    return save(directory, model, tokenizer)

@@ -43,8 +43,9 @@ from av.video.frame import VideoFrame
 from workers.gpu import GpuInfo, place_session
 from workers.pipelines import Params, PipelineError, PipelineRegistry, PipelineSpec
 from workers.pipelines.guardian import ChildFailure, PipelineGuardian
-from workers.pipelines.isolated import IsolatedRunner, start_child_server
+from workers.pipelines.isolated import IsolatedRunner
 from workers.pipelines.runner import RunnerStatistics
+from workers.pipelines.supervision import start_child_server
 
 __all__ = ["LiveSession", "LiveSessions", "ParamsApplied", "SessionRunner", "WarmPipeline"]
 

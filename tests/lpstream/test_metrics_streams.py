@@ -117,6 +117,7 @@ async def test_an_ended_streams_series_stay_for_its_linger_then_go(
     assert sample(text, "lpstream_segments_out_total", rendition="copy") == 2
 
 
+@pytest.mark.slow
 async def test_label_cardinality_stays_bounded_when_100_streams_come_and_go(
     nursery: trio.Nursery, events: list[MediaEvent], autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -37,11 +37,8 @@ from workers.batch.images import (
     picture_size,
     read_picture,
 )
-from workers.batch.text_to_image import (
-    MAX_CALL_PICTURES,
-    PictureBatchPipeline,
-    TextToImagePipeline,
-)
+from workers.batch.pictures import MAX_CALL_PICTURES, PictureBatchPipeline
+from workers.batch.text_to_image import TextToImagePipeline
 from workers.batch.upscale import UpscalePipeline
 from workers.pipelines.params import InvalidParamsError, PipelineError
 

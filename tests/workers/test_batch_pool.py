@@ -39,7 +39,7 @@ from workers.batch import (
 )
 from workers.pipelines import InvalidParamsError, PipelineError
 from workers.pipelines.guardian import FailureKind, PipelineGuardian
-from workers.pipelines.isolated import resident_memory
+from workers.pipelines.supervision import resident_memory
 
 ROOT = Path(__file__).resolve().parents[2]
 

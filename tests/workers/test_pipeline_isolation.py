@@ -18,7 +18,8 @@ from workers.frames import planes_as_arrays
 from workers.pipelines import PipelineError
 from workers.pipelines.frame_ring import FrameRecycler, FrameRing, frame_bytes
 from workers.pipelines.guardian import FailureKind, PipelineGuardian
-from workers.pipelines.isolated import IsolatedRunner, resident_memory
+from workers.pipelines.isolated import IsolatedRunner
+from workers.pipelines.supervision import resident_memory
 
 pytest.importorskip("torch")
 

@@ -26,13 +26,11 @@ not produced, and asking for them is refused (400).
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import math
 from collections.abc import Hashable, Sequence
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -42,7 +40,6 @@ import numpy as np
 from workers.batch.base import (
     BadRequestError,
     BatchOutput,
-    BatchPipeline,
     BatchRequest,
     BatchSink,
     BatchSpec,
@@ -51,6 +48,8 @@ from workers.batch.base import (
     RequestTooLargeError,
     params_of,
 )
+from workers.batch.batched import BatchedPipeline
+from workers.pipelines.offline import TransformersModel, load_transformers
 from workers.pipelines.params import PipelineError, StrParam
 
 __all__ = [
@@ -58,6 +57,7 @@ __all__ = [
     "MAX_DURATION_MS",
     "MAX_INPUT_BYTES",
     "OUTPUTS",
+    "RETURN_TIMESTAMPS",
     "SAMPLE_RATE",
     "WINDOWS_PER_CALL",
     "WINDOW_SECONDS",
@@ -85,6 +85,15 @@ WINDOW_SECONDS = 30
 
 WINDOWS_PER_CALL = 16
 """Most windows in one ``generate`` call (ai-worker's batch size)."""
+
+RETURN_TIMESTAMPS = StrParam(
+    name="return_timestamps",
+    default="true",
+    max_length=16,
+    description="true: the text's 30 s windows as chunks with their start and end; false: no "
+    "chunks",
+)
+"""Whether the answer lists the windows as chunks (:func:`return_timestamps`)."""
 
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
@@ -245,7 +254,7 @@ OUTPUTS = (BatchOutput(name="text", content_type="application/json"),)
 """The one track: ``{"text", "chunks"}`` as ai-worker's TextResponse."""
 
 
-class AudioToTextPipeline(BatchPipeline):
+class AudioToTextPipeline(BatchedPipeline):
     """Whisper speech recognition; concurrent requests share ``generate`` calls (see the
     module comment)."""
 
@@ -253,23 +262,13 @@ class AudioToTextPipeline(BatchPipeline):
         capability=CAPABILITY,
         description="Transcribes speech in an audio file to text with Whisper.",
         unit=BatchUnit.MILLISECOND,
-        params=(
-            StrParam(
-                name="return_timestamps",
-                default="true",
-                max_length=16,
-                description="true: the text's 30 s windows as chunks with their start and "
-                "end; false: no chunks",
-            ),
-        ),
+        params=(RETURN_TIMESTAMPS,),
         max_batch=8,
         max_input=MAX_INPUT_BYTES,
     )
 
     def __init__(self) -> None:
-        self._model: Any = None
-        self._processor: Any = None
-        self._device = "cpu"
+        self._whisper: TransformersModel | None = None
 
     @classmethod
     def check_request(cls, request: BatchRequest) -> None:
@@ -284,39 +283,18 @@ class AudioToTextPipeline(BatchPipeline):
         return CAPABILITY  # every request's windows can share a generate call
 
     def load(self, path: str, device: str) -> None:
-        if not path or not Path(path).is_dir():
-            raise PipelineError(f"{CAPABILITY}: model {path!r} is not a directory")
-        try:
-            import torch
-
-            # Imported by name: its annotations are too loose for mypy --strict to follow.
-            transformers: Any = importlib.import_module("transformers")
-        except ImportError as exc:
-            raise PipelineError(f"{CAPABILITY} needs torch and transformers") from exc
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        try:
-            processor = transformers.AutoProcessor.from_pretrained(path, local_files_only=True)
-            model = transformers.WhisperForConditionalGeneration.from_pretrained(
-                path, local_files_only=True, dtype=dtype
-            )
-        except Exception as exc:  # a broken directory fails in any of transformers' layers
-            raise PipelineError(f"{CAPABILITY}: cannot load Whisper model {path!r}: {exc}") from exc
+        whisper = load_transformers(
+            path, device, "AutoProcessor", "WhisperForConditionalGeneration", CAPABILITY
+        )
+        processor = whisper.preprocessor
         if not hasattr(processor, "feature_extractor") or not hasattr(processor, "tokenizer"):
             raise PipelineError(f"{CAPABILITY}: {path!r} has no Whisper processor")
-        self._model = model.to(device).eval()
-        self._processor = processor
-        self._device = device
-
-    def run(self, request: BatchRequest, sink: BatchSink) -> BatchUsage:
-        (result,) = self.run_batch([request], [sink])
-        if isinstance(result, PipelineError):
-            raise result
-        return result
+        self._whisper = whisper
 
     def run_batch(
         self, requests: Sequence[BatchRequest], sinks: Sequence[BatchSink]
     ) -> list[BatchUsage | PipelineError]:
-        if self._model is None:
+        if self._whisper is None:
             return [PipelineError(f"{CAPABILITY}: no model loaded") for _ in requests]
         results: list[BatchUsage | PipelineError] = [
             PipelineError(f"{CAPABILITY}: not run") for _ in requests
@@ -364,20 +342,28 @@ class AudioToTextPipeline(BatchPipeline):
 
     def transcribe(self, audio: Sequence[np.ndarray[Any, np.dtype[np.float32]]]) -> list[str]:
         """The text of each window (at most :data:`WINDOW_SECONDS` of 16 kHz mono samples),
-        :data:`WINDOWS_PER_CALL` windows per ``generate`` call."""
+        :data:`WINDOWS_PER_CALL` windows per ``generate`` call.
+
+        Raises:
+            PipelineError: no model is loaded.
+        """
         import torch
 
+        whisper = self._whisper
+        if whisper is None:
+            raise PipelineError(f"{CAPABILITY}: no model loaded")
         texts: list[str] = []
-        extractor = self._processor.feature_extractor
+        processor, model = whisper.preprocessor, whisper.model
         for at in range(0, len(audio), WINDOWS_PER_CALL):
             group = list(audio[at : at + WINDOWS_PER_CALL])
-            features = extractor(group, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-            inputs = features.input_features.to(self._device, dtype=self._model.dtype)
+            features = processor.feature_extractor(
+                group, sampling_rate=SAMPLE_RATE, return_tensors="pt"
+            )
+            inputs = features.input_features.to(whisper.device, dtype=model.dtype)
             with torch.inference_mode():
-                ids = self._model.generate(inputs, task="transcribe")
-            texts.extend(self._processor.batch_decode(ids, skip_special_tokens=True))
+                ids = model.generate(inputs, task="transcribe")
+            texts.extend(processor.batch_decode(ids, skip_special_tokens=True))
         return texts
 
     def unload(self) -> None:
-        self._model = None
-        self._processor = None
+        self._whisper = None

@@ -3,7 +3,7 @@
 How this works
 --------------
 The worker starts :func:`serve_batch` in a process of its own (``forkserver``, from the
-context ``workers.pipelines.isolated`` owns: a clean interpreter that imported torch once)
+context ``workers.pipelines.supervision`` owns: a clean interpreter that imported torch once)
 with a :class:`BatchChildSetup`. The child creates the pipeline and answers requests one at a
 time, in order. Requests, outputs and answers are small enough to be pickled by the pipe
 (inputs are bounded by ``spec.max_input``):

@@ -12,13 +12,13 @@ Parameters follow ai-worker's ``/image-to-image``: ``strength`` (how much of the
 redrawn: ``int(num_inference_steps * strength)`` denoising steps run, at least one is needed),
 ``guidance_scale``, ``image_guidance_scale`` (taken by InstructPix2Pix-style models only; other
 models ignore it), ``negative_prompt``, ``num_inference_steps``, ``seed`` (picture ``i`` uses
-``seed + i``) and ``num_images_per_prompt``. See :mod:`workers.batch.text_to_image` for
+``seed + i``) and ``num_images_per_prompt``. See :mod:`workers.batch.pictures` for
 batching and seeds.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from workers.batch.base import (
     BadRequestError,
@@ -28,17 +28,15 @@ from workers.batch.base import (
     RequestTooLargeError,
     params_of,
 )
-from workers.batch.images import MAX_INPUT_BYTES, picture_size, read_picture
-from workers.batch.text_to_image import (
+from workers.batch.images import MAX_INPUT_BYTES
+from workers.batch.pictures import (
     GUIDANCE_SCALE,
     MAX_SIDE,
-    MIN_SIDE,
-    MULTIPLE,
     NEGATIVE_PROMPT,
     NUM_IMAGES,
     PROMPT,
     SEED,
-    PictureBatchPipeline,
+    PictureToPicturePipeline,
     steps_param,
 )
 from workers.pipelines.params import FloatParam, Params
@@ -49,7 +47,7 @@ MAX_OUTPUT_PIXELS = MAX_SIDE * MAX_SIDE
 """Most pixels of one output picture (the input's sides rounded down to multiples of 8)."""
 
 
-class ImageToImagePipeline(PictureBatchPipeline):
+class ImageToImagePipeline(PictureToPicturePipeline):
     """A picture redrawn after a prompt (see the module comment)."""
 
     spec: ClassVar[BatchSpec] = BatchSpec(
@@ -94,12 +92,7 @@ class ImageToImagePipeline(PictureBatchPipeline):
                 f"strength x num_inference_steps must reach 1 for a step to run, "
                 f"not {strength} x {steps}"
             )
-        width, height = cls.output_size(request)
-        if min(width, height) < MIN_SIDE:
-            raise BadRequestError(
-                f"the picture is too small: its sides rounded down to multiples of {MULTIPLE} "
-                f"are {width}x{height}, the least is {MIN_SIDE} pixels a side"
-            )
+        width, height = cls.checked_input_size(request)
         if width * height > MAX_OUTPUT_PIXELS:
             raise RequestTooLargeError(
                 f"the picture makes {width}x{height} = {width * height} pixel outputs, "
@@ -108,8 +101,7 @@ class ImageToImagePipeline(PictureBatchPipeline):
 
     @classmethod
     def output_size(cls, request: BatchRequest) -> tuple[int, int]:
-        width, height = picture_size(request.input)
-        return width - width % MULTIPLE, height - height % MULTIPLE
+        return cls.input_size(request)
 
     def call_options(self, params: Params) -> dict[str, object]:
         return {
@@ -118,6 +110,3 @@ class ImageToImagePipeline(PictureBatchPipeline):
             "guidance_scale": params.get_float("guidance_scale"),
             "image_guidance_scale": params.get_float("image_guidance_scale"),
         }
-
-    def source_picture(self, request: BatchRequest) -> Any:
-        return read_picture(request.input)

@@ -35,10 +35,8 @@ would not give the tokens the same seed gives alone.
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -54,6 +52,7 @@ from workers.batch.base import (
     BatchUsage,
     params_of,
 )
+from workers.pipelines.offline import TransformersModel, load_transformers
 from workers.pipelines.params import FloatParam, IntParam, PipelineError
 
 __all__ = [
@@ -282,9 +281,7 @@ class LlmPipeline(BatchPipeline):
     )
 
     def __init__(self) -> None:
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._device = "cpu"
+        self._lm: TransformersModel | None = None
         self._context: int | None = None
         self._eos: frozenset[int] = frozenset()
 
@@ -298,29 +295,10 @@ class LlmPipeline(BatchPipeline):
         return prompt_bound(parse_messages(request.input)) + max_tokens
 
     def load(self, path: str, device: str) -> None:
-        if not path or not Path(path).is_dir():
-            raise PipelineError(f"llm: model {path!r} is not a directory")
-        try:
-            import torch
-
-            # Imported by name: its annotations are too loose for mypy --strict to follow.
-            transformers: Any = importlib.import_module("transformers")
-        except ImportError as exc:
-            raise PipelineError("llm needs torch and transformers (lpstream[ai])") from exc
-        if device.startswith("cuda"):
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            dtype = torch.float32
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                path, local_files_only=True, dtype=dtype
-            )
-        except Exception as exc:  # a broken directory fails in any of transformers' layers
-            raise PipelineError(f"llm: cannot load model {path!r}: {exc}") from exc
-        self._model = model.to(device).eval()
-        self._tokenizer = tokenizer
-        self._device = device
+        lm = load_transformers(
+            path, device, "AutoTokenizer", "AutoModelForCausalLM", CAPABILITY, bfloat16=True
+        )
+        model, tokenizer = lm.model, lm.preprocessor
         config = model.config
         context = getattr(config, "max_position_embeddings", None) or getattr(
             config, "n_positions", None
@@ -330,10 +308,15 @@ class LlmPipeline(BatchPipeline):
         if eos is None:
             eos = tokenizer.eos_token_id
         self._eos = frozenset([eos] if isinstance(eos, int) else (eos or ()))
+        self._lm = lm
 
     def prompt_ids(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """The prompt's tokens: the chat template (or :func:`render_fallback`) tokenized."""
-        tokenizer = self._tokenizer
+        """The prompt's tokens: the chat template (or :func:`render_fallback`) tokenized.
+
+        Raises:
+            PipelineError: no model is loaded.
+        """
+        tokenizer = self._loaded().preprocessor
         if tokenizer.chat_template:
             text = tokenizer.apply_chat_template(
                 [{"role": m.role, "content": m.content} for m in messages],
@@ -346,8 +329,7 @@ class LlmPipeline(BatchPipeline):
         return [int(i) for i in ids]
 
     def run(self, request: BatchRequest, sink: BatchSink) -> BatchUsage:
-        if self._model is None:
-            raise PipelineError("llm: no model loaded")
+        lm = self._loaded()
         import torch
 
         params = params_of(request)
@@ -366,7 +348,7 @@ class LlmPipeline(BatchPipeline):
                 "the quote allows for it (the chat template adds more than "
                 f"{TOKENS_PER_MESSAGE} tokens per message and {TOKENS_PER_PROMPT} in all)"
             )
-        tokenizer = self._tokenizer
+        tokenizer = lm.preprocessor
         deltas = TextDeltas(
             lambda ids: tokenizer.decode(
                 ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
@@ -374,14 +356,14 @@ class LlmPipeline(BatchPipeline):
         )
         streamer = _SinkStreamer(deltas, sink)
         sink.start(OUTPUTS)
-        ids = torch.tensor([prompt], dtype=torch.long, device=self._device)
+        ids = torch.tensor([prompt], dtype=torch.long, device=lm.device)
         try:
             with torch.inference_mode():
                 torch.manual_seed(params.get_int("seed"))
-                self._model.generate(
+                lm.model.generate(
                     ids,
                     attention_mask=torch.ones_like(ids),
-                    generation_config=self._generation_config(request),
+                    generation_config=self._generation_config(lm.model, request),
                     streamer=streamer,
                 )
         except Exception as exc:  # the model failing in any of torch's or transformers' layers
@@ -394,11 +376,11 @@ class LlmPipeline(BatchPipeline):
         sink.data(2, b"stop" if stopped else b"length")
         return BatchUsage(units=(len(tokens), len(prompt), 0))
 
-    def _generation_config(self, request: BatchRequest) -> Any:
-        """The model's generation config with this request's settings: what
+    def _generation_config(self, model: Any, request: BatchRequest) -> Any:
+        """``model``'s generation config with this request's settings: what
         ``model.generate(ids, **settings)`` would use."""
         params = params_of(request)
-        config = copy.deepcopy(self._model.generation_config)
+        config = copy.deepcopy(model.generation_config)
         temperature = params.get_float("temperature")
         settings: dict[str, object] = {"max_new_tokens": params.get_int("max_tokens")}
         if temperature == 0.0:
@@ -416,6 +398,10 @@ class LlmPipeline(BatchPipeline):
         config.update(**settings)
         return config
 
+    def _loaded(self) -> TransformersModel:
+        if self._lm is None:
+            raise PipelineError("llm: no model loaded")
+        return self._lm
+
     def unload(self) -> None:
-        self._model = None
-        self._tokenizer = None
+        self._lm = None

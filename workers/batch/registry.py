@@ -1,12 +1,13 @@
 """The batch pipeline registry: built-in batch pipelines plus those other packages declare.
 
 A batch pipeline serves one capability (``text-to-image``, ``llm``...); its name here is
-that capability. The rules are those of the live registry (``workers.pipelines.registry``):
-a third-party package adds one by naming its class in the ``lpstream.batch_pipelines``
-entry-point group (``capability = "package.module:Class"``), the entry point's name must
-equal the class's ``spec.capability``, entry points are read once on first use, and one that
-fails to load is left out with its problem kept in :attr:`BatchRegistry.problems` (and
-logged). Built-in capabilities cannot be taken over.
+that capability. The rules are those of the live registry (``workers.pipelines.registry``),
+and the same code reads both groups (``workers.pipelines.entry_points``): a third-party package adds
+one by naming its class in the ``lpstream.batch_pipelines`` entry-point group
+(``capability = "package.module:Class"``), the entry point's name must equal the class's
+``spec.capability``, entry points are read once on first use, and one that fails to load is
+left out with its problem kept in :attr:`BatchRegistry.problems` (and logged). Built-in
+capabilities cannot be taken over.
 
 Built-ins are named by dotted path and imported on first :meth:`BatchRegistry.get`, so
 listing capabilities (a gateway checking a route, a catalog checking its file) imports none
@@ -16,12 +17,16 @@ of them; none imports torch at import time either (they import it in ``load`` an
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
-import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 
 from workers.batch.base import BadRequestError, BatchPipeline, BatchSpec
+from workers.pipelines.entry_points import (
+    EntryPointGroup,
+    check_class,
+    class_path,
+    load_entry_points,
+)
 from workers.pipelines.params import PipelineError
 
 __all__ = [
@@ -43,8 +48,6 @@ BUILTIN_BATCH_PIPELINES: Mapping[str, str] = MappingProxyType(
     }
 )
 """Built-in capability -> ``module:Class`` of its pipeline (imported on first use)."""
-
-_log = logging.getLogger(__name__)
 
 
 class UnknownCapabilityError(BadRequestError, LookupError):
@@ -130,36 +133,16 @@ class BatchRegistry:
         return UnknownCapabilityError(f"unknown capability {capability!r} (known: {known})")
 
     def _load_entry_points(self) -> None:
-        if not self._entry_points_pending:
-            return
-        self._entry_points_pending = False
-        for entry in importlib.metadata.entry_points(group=BATCH_ENTRY_POINT_GROUP):
-            dist = entry.dist
-            source = f"{dist.name} {dist.version}" if dist is not None else entry.value
-            if entry.name in self._sources:
-                # lpstream's own declaration of a built-in names the same class: nothing to do.
-                mine = self._paths.get(entry.name) or _path_of(self._classes[entry.name])
-                if entry.value.replace(" ", "") != mine:
-                    self._note(entry.name, f"{source} declares a capability already taken")
-                continue
-            try:
-                cls = entry.load()
-            except Exception as exc:  # a plugin's import can fail in any way
-                self._note(entry.name, f"{entry.value} failed to load: {exc!r}")
-                continue
-            try:
-                _check_class(cls)
-            except PipelineError as exc:
-                self._note(entry.name, str(exc))
-                continue
-            if cls.spec.capability != entry.name:
-                self._note(entry.name, f"{entry.value} serves {cls.spec.capability!r} in its spec")
-                continue
-            self.register(cls, source=source)
+        if self._entry_points_pending:
+            self._entry_points_pending = False
+            problems = load_entry_points(_GROUP, taken=self._taken_by, register=self.register)
+            self._problems.update(problems)
 
-    def _note(self, name: str, problem: str) -> None:
-        self._problems[name] = problem
-        _log.warning("batch pipeline entry point %r left out: %s", name, problem)
+    def _taken_by(self, capability: str) -> str | None:
+        """The ``module:Class`` serving ``capability``; None where it is free."""
+        if capability not in self._sources:
+            return None
+        return self._paths.get(capability) or class_path(self._classes[capability])
 
 
 def _import(path: str) -> object:
@@ -170,15 +153,15 @@ def _import(path: str) -> object:
     return value
 
 
-def _path_of(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def _check_class(cls: object) -> type[BatchPipeline]:
-    if not isinstance(cls, type) or not issubclass(cls, BatchPipeline):
-        raise PipelineError(f"{cls!r} is not a BatchPipeline subclass")
-    if getattr(cls, "__abstractmethods__", None):
-        raise PipelineError(f"{cls.__name__} leaves {sorted(cls.__abstractmethods__)} abstract")
-    if not isinstance(getattr(cls, "spec", None), BatchSpec):
-        raise PipelineError(f"{cls.__name__} has no BatchSpec in 'spec'")
-    return cls
+    return check_class(cls, BatchPipeline, BatchSpec)  # type: ignore[type-abstract]
+
+
+_GROUP: EntryPointGroup[BatchPipeline] = EntryPointGroup(
+    name=BATCH_ENTRY_POINT_GROUP,
+    kind="batch pipeline",
+    key="capability",
+    keyed_as="serves",
+    check=_check_class,
+    key_of=lambda cls: cls.spec.capability,
+)

@@ -4,18 +4,19 @@ How this works
 --------------
 :class:`IsolatedBatchRunner` keeps one copy of a model in a child process
 (``workers.batch.child``), forked from the pipeline child server of
-``workers.pipelines.isolated`` (the same ``forkserver`` context live pipelines use: one
+``workers.pipelines.supervision`` (the same ``forkserver`` context live pipelines use: one
 server, torch imported once). The child starts at the first :meth:`load` or
 :meth:`run_batch`; a batch goes down the pipe as one message and each request's outputs come
 back as the child produces them, passed to that request's sink at once (an LLM's tokens reach
 the caller while the next is generated).
 
-While a call waits, the runner polls the pipe in short steps and applies the live pipelines'
-guardian (``workers.pipelines.guardian``, used as is): the child dying, a batch running past
-``frame_deadline`` (the per-call deadline, 600 s for a batch by default), loading past
-``load_deadline`` or memory past ``memory_limit`` stops the child (SIGKILL); the requests of
-that call not yet done fail with a ``PipelineError`` saying what happened and when the model
-comes back, and the next call starts a new child once the back-off is over.
+While a call waits, the runner's :class:`SupervisedChild` (the live pipelines' own, used as
+is) polls the pipe in short steps and applies their guardian (``workers.pipelines.guardian``):
+the child dying, a batch running past ``frame_deadline`` (the per-call deadline, 600 s for a
+batch by default), loading past ``load_deadline`` or memory past ``memory_limit`` stops the
+child (SIGKILL); the requests of that call not yet done fail with a ``PipelineError`` saying
+what happened and when the model comes back, and the next call starts a new child once the
+back-off is over.
 
 A caller's sink that raises (its client left) fails only its own request, with that
 exception; the batch goes on. :class:`LocalBatchRunner` has the same shape and runs the model
@@ -27,13 +28,10 @@ thread and ends a call in flight.
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import time
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any, Protocol
+from typing import Protocol
 
 from workers.batch.base import BatchOutput, BatchPipeline, BatchRequest, BatchSink, BatchUsage
 from workers.batch.child import (
@@ -44,9 +42,9 @@ from workers.batch.child import (
     run_checked,
     serve_batch,
 )
-from workers.pipelines.guardian import ChildFailure, FailureKind, PipelineGuardian
-from workers.pipelines.isolated import _CHILDREN, resident_memory
+from workers.pipelines.guardian import ChildFailure, PipelineGuardian
 from workers.pipelines.params import PipelineError
+from workers.pipelines.supervision import ChildGone, SupervisedChild
 
 __all__ = ["BatchOutcome", "BatchRunner", "IsolatedBatchRunner", "LocalBatchRunner"]
 
@@ -167,13 +165,6 @@ class LocalBatchRunner:
             self._loaded = True
 
 
-class _ChildGone(Exception):
-    def __init__(self, kind: FailureKind, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-
-
 class IsolatedBatchRunner:
     """A model loaded in a child process (see the module comment)."""
 
@@ -188,16 +179,24 @@ class IsolatedBatchRunner:
     ) -> None:
         """``label`` names the model in messages (default: its capability)."""
         self._setup = BatchChildSetup(pipeline=pipeline, path=path, device=device)
-        self.guardian = guardian or PipelineGuardian(frame_deadline=600.0)
         self._label = label or pipeline.spec.capability
-        self._lock = threading.Lock()
-        """Held by the call in flight."""
-        self._process: BaseProcess | None = None
-        self._connection: Connection | None = None
-        self._closed = False
-        self._last_memory_check = 0.0
-        self.failures: list[ChildFailure] = []
+        self._child = SupervisedChild(
+            label=self._label,
+            process_name=f"lpstream-batch-{pipeline.spec.capability}",
+            call="finish its batch",
+            load="load the model",
+            guardian=guardian or PipelineGuardian(frame_deadline=600.0),
+        )
+
+    @property
+    def guardian(self) -> PipelineGuardian:
+        """The rules the child is watched by."""
+        return self._child.guardian
+
+    @property
+    def failures(self) -> list[ChildFailure]:
         """Every stop of a child, oldest first (the newest 64)."""
+        return self._child.failures
 
     @property
     def device(self) -> str:
@@ -205,12 +204,11 @@ class IsolatedBatchRunner:
 
     @property
     def loaded(self) -> bool:
-        return self._process is not None
+        return self._child.running
 
     @property
     def pid(self) -> int | None:
-        process = self._process
-        return None if process is None else process.pid
+        return self._child.pid
 
     def load(self) -> None:
         """Starts the child and loads the model, if it is not running.
@@ -218,7 +216,7 @@ class IsolatedBatchRunner:
         Raises:
             PipelineError: it cannot be loaded, the child failed, or it is backing off.
         """
-        with self._lock:
+        with self._child.lock:
             self._ensure_child()
 
     def run_batch(
@@ -230,15 +228,16 @@ class IsolatedBatchRunner:
         Raises:
             PipelineError: the model cannot be loaded now (no request ran).
         """
-        with self._lock:
+        child = self._child
+        with child.lock:
             self._ensure_child()
             deliveries = [_Delivery(sink) for sink in sinks]
             results: list[BatchOutcome | None] = [None] * len(requests)
             try:
-                self._send(("batch", list(requests)))
-                deadline = self.guardian.deadline(time.monotonic())
+                child.send(("batch", list(requests)))
+                deadline = child.guardian.deadline(time.monotonic())
                 while True:
-                    message = self._receive(deadline, loading=False)
+                    message = child.receive(deadline)
                     kind = message[0]
                     if kind == "batch-done":
                         break
@@ -250,7 +249,7 @@ class IsolatedBatchRunner:
                         results[message[1]] = BatchUsage(units=tuple(message[2]))
                     elif kind == "failed":
                         results[message[1]] = error_from(message[2], message[3])
-            except _ChildGone as gone:
+            except ChildGone as gone:
                 failure = self._failed(gone)
                 results = [failure if r is None else r for r in results]
             outcomes: list[BatchOutcome] = []
@@ -262,134 +261,31 @@ class IsolatedBatchRunner:
 
     def close(self) -> None:
         """Stops the child (once); a call in flight ends with its requests failed."""
-        if self._closed:
-            return
-        self._closed = True
-        if not self._lock.acquire(blocking=False):
-            self._kill()
-            self._lock.acquire()
-        try:
-            connection = self._connection
-            if connection is not None:
-                with contextlib.suppress(OSError):
-                    connection.send(("stop",))
-            self._end_child(grace=5.0)
-            self.guardian.stopped()
-        finally:
-            self._lock.release()
+        self._child.close(grace=5.0)
 
     # -- the child ------------------------------------------------------------------------
 
     def _ensure_child(self) -> None:
-        if self._closed:
+        child = self._child
+        if child.closed:
             raise PipelineError(f"{self._label} was unloaded")
-        if self._process is not None:
+        if child.running:
             return
         now = time.monotonic()
-        if self.guardian.wait_before_start(now) > 0:
-            last = self.guardian.last_failure
-            detail = "" if last is None else f": {last.describe(now)}"
-            raise PipelineError(f"{self._label} is restarting{detail}")
-        mine, theirs = _CHILDREN.Pipe()
-        process = _CHILDREN.Process(
-            target=serve_batch,
-            args=(theirs, self._setup),
-            name=f"lpstream-batch-{self._setup.pipeline.spec.capability}",
-            daemon=True,
-        )
-        process.start()
-        theirs.close()
-        self._process, self._connection = process, mine
+        child.check_backoff()
+        child.start(serve_batch, self._setup)
         try:
-            self._send(("load",))
-            answer = self._receive(self.guardian.deadline(now, loading=True), loading=True)
-        except _ChildGone as gone:
+            child.send(("load",))
+            answer = child.receive(child.guardian.deadline(now, loading=True), loading=True)
+        except ChildGone as gone:
             raise self._failed(gone) from None
         if answer[0] != "loaded":
-            self._end_child(grace=0.0)
+            child.end(grace=0.0)
             raise error_from(answer[1], f"{self._label} could not be loaded: {answer[2]}")
-        self.guardian.started(time.monotonic())
+        child.guardian.started(time.monotonic())
 
-    def _failed(self, gone: _ChildGone) -> PipelineError:
-        self._kill()
-        self._end_child(grace=0.0)
-        if self._closed:  # stopped on purpose while the call waited
+    def _failed(self, gone: ChildGone) -> PipelineError:
+        failure = self._child.fail(gone)
+        if failure is None:  # stopped on purpose while the call waited
             return PipelineError(f"{self._label} was unloaded")
-        now = time.monotonic()
-        failure = self.guardian.failed(gone.kind, gone.detail, now)
-        self.failures.append(failure)
-        del self.failures[:-64]
-        return PipelineError(f"{self._label}: its process {failure.describe(now)}")
-
-    def _send(self, message: tuple[Any, ...]) -> None:
-        connection, process = self._connection, self._process
-        assert connection is not None and process is not None
-        try:
-            connection.send(message)
-        except OSError:
-            raise _ChildGone(FailureKind.CRASHED, _death(process)) from None
-
-    def _receive(self, deadline: float, *, loading: bool) -> Any:
-        connection, process = self._connection, self._process
-        assert connection is not None and process is not None
-        guardian = self.guardian
-        while True:
-            now = time.monotonic()
-            if now - self._last_memory_check >= guardian.memory_check_interval:
-                self._last_memory_check = now
-                self._check_memory(process)
-            step = min(guardian.memory_check_interval, max(0.0, deadline - now))
-            try:
-                if connection.poll(step):
-                    return connection.recv()
-            except (EOFError, OSError):
-                raise _ChildGone(FailureKind.CRASHED, _death(process)) from None
-            if not process.is_alive():
-                raise _ChildGone(FailureKind.CRASHED, _death(process))
-            if time.monotonic() >= deadline:
-                if loading:
-                    what, seconds = "load the model", guardian.load_deadline
-                else:
-                    what, seconds = "finish its batch", guardian.frame_deadline
-                raise _ChildGone(FailureKind.HUNG, f"did not {what} within {seconds:g} s")
-
-    def _check_memory(self, process: BaseProcess) -> None:
-        if process.pid is None or self.guardian.memory_limit is None:
-            return
-        rss = resident_memory(process.pid)
-        problem = None if rss is None else self.guardian.memory_problem(rss)
-        if problem is not None:
-            raise _ChildGone(FailureKind.MEMORY, problem)
-
-    def _kill(self) -> None:
-        process = self._process
-        try:
-            if process is not None and process.is_alive():
-                process.kill()
-        except ValueError:
-            pass  # closed by the thread that was waiting on it
-
-    def _end_child(self, *, grace: float) -> None:
-        process, connection = self._process, self._connection
-        self._process = self._connection = None
-        if process is not None:
-            process.join(grace)
-            if process.is_alive():
-                process.kill()
-                process.join(5.0)
-            process.close()
-        if connection is not None:
-            connection.close()
-
-
-def _death(process: BaseProcess) -> str:
-    process.join(1.0)
-    code = process.exitcode
-    if code is None:
-        return "closed its pipe"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with status {code}"
+        return PipelineError(f"{self._label}: its process {failure.describe(time.monotonic())}")

@@ -11,7 +11,7 @@ The output is at most 2048 x 2048 pixels (4 Mpx): the input at most 512 x 512 = 
 (rounded), else 413; its rounded sides at least 16 pixels, else 400.
 
 Parameters follow ai-worker's ``/upscale``: ``prompt`` (may be empty: it only steers the
-details), ``num_inference_steps`` and ``seed``. See :mod:`workers.batch.text_to_image` for
+details), ``num_inference_steps`` and ``seed``. See :mod:`workers.batch.pictures` for
 batching and seeds.
 """
 
@@ -19,15 +19,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from workers.batch.base import (
-    BadRequestError,
-    BatchRequest,
-    BatchSpec,
-    BatchUnit,
-    RequestTooLargeError,
-)
-from workers.batch.images import MAX_INPUT_BYTES, picture_size, read_picture
-from workers.batch.text_to_image import PROMPT, SEED, PictureBatchPipeline, steps_param
+from workers.batch.base import BatchRequest, BatchSpec, BatchUnit, RequestTooLargeError
+from workers.batch.images import MAX_INPUT_BYTES
+from workers.batch.pictures import PROMPT, SEED, PictureToPicturePipeline, steps_param
 from workers.pipelines.params import Params, PipelineError
 
 __all__ = ["MAX_INPUT_PIXELS", "MAX_OUTPUT_PIXELS", "SCALE", "UpscalePipeline"]
@@ -45,7 +39,7 @@ MIN_SIDE = 16
 """Smallest input side (rounded down to a multiple of :data:`SCALE`)."""
 
 
-class UpscalePipeline(PictureBatchPipeline):
+class UpscalePipeline(PictureToPicturePipeline):
     """A picture enlarged 4 times each side (see the module comment)."""
 
     spec: ClassVar[BatchSpec] = BatchSpec(
@@ -58,28 +52,19 @@ class UpscalePipeline(PictureBatchPipeline):
     )
     loader: ClassVar[str] = "StableDiffusionUpscalePipeline"
     prompt_required: ClassVar[bool] = False
+    side_multiple: ClassVar[int] = SCALE
+    min_side: ClassVar[int] = MIN_SIDE
 
     @classmethod
     def check_request(cls, request: BatchRequest) -> None:
         super().check_request(request)
-        width, height = cls.input_size(request)
-        if min(width, height) < MIN_SIDE:
-            raise BadRequestError(
-                f"the picture is too small: its sides rounded down to multiples of {SCALE} "
-                f"are {width}x{height}, the least is {MIN_SIDE} pixels a side"
-            )
+        width, height = cls.checked_input_size(request)
         if width * height > MAX_INPUT_PIXELS:
             raise RequestTooLargeError(
                 f"the picture is {width}x{height} = {width * height} pixels (sides rounded "
                 f"down to multiples of {SCALE}), the limit is {MAX_INPUT_PIXELS} "
                 f"(the output is {SCALE}x each side, at most {MAX_OUTPUT_PIXELS} pixels)"
             )
-
-    @classmethod
-    def input_size(cls, request: BatchRequest) -> tuple[int, int]:
-        """The input picture's sides rounded down to multiples of :data:`SCALE`."""
-        width, height = picture_size(request.input)
-        return width - width % SCALE, height - height % SCALE
 
     @classmethod
     def output_size(cls, request: BatchRequest) -> tuple[int, int]:
@@ -92,9 +77,6 @@ class UpscalePipeline(PictureBatchPipeline):
 
     def call_options(self, params: Params) -> dict[str, object]:
         return {"num_inference_steps": params.get_int("num_inference_steps")}
-
-    def source_picture(self, request: BatchRequest) -> Any:
-        return read_picture(request.input)
 
     def check_loaded(self, pipe: Any, path: str) -> None:
         scale = getattr(pipe, "vae_scale_factor", None)

@@ -37,15 +37,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import logging
 import math
-import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
 from workers.pipelines.base import ModelPipeline, PipelineSpec
+from workers.pipelines.offline import load_diffusers, require_directory
 from workers.pipelines.params import (
     FloatParam,
     IntParam,
@@ -66,8 +64,6 @@ __all__ = [
     "load_img2img",
     "takes_custom_timesteps",
 ]
-
-_log = logging.getLogger(__name__)
 
 _MULTIPLE = 8
 """Frame sides given to the model are multiples of this (the VAE's downscale factor)."""
@@ -129,10 +125,9 @@ def takes_custom_timesteps(scheduler: Any) -> bool:
 
 
 def load_img2img(path: str, device: str = "cpu") -> Any:
-    """Loads a local diffusers Stable Diffusion directory as an img2img pipeline on ``device``.
-
-    float16 on CUDA, float32 elsewhere; progress bars off. Returns a diffusers
-    ``StableDiffusionImg2ImgPipeline``.
+    """Loads a local diffusers Stable Diffusion directory as an img2img pipeline on ``device``
+    (:func:`workers.pipelines.offline.load_diffusers`: float16 on CUDA, float32 elsewhere;
+    progress bars off). Returns a diffusers ``StableDiffusionImg2ImgPipeline``.
 
     Raises:
         PipelineError: diffusers is missing, the path is empty, not a diffusers directory,
@@ -140,44 +135,24 @@ def load_img2img(path: str, device: str = "cpu") -> Any:
     """
     if not path:
         raise PipelineError("the img2img-diffusion pipeline needs a 'model' directory")
-    directory = Path(path)
-    if not directory.is_dir():
-        raise PipelineError(f"diffusion model {path!r} is not a directory")
-    if not (directory / "model_index.json").is_file():
-        raise PipelineError(
-            f"diffusion model {path!r} is not a diffusers model directory (no model_index.json)"
-        )
-    try:
-        import torch
+    require_directory(path, "diffusion model")
 
-        # Imported by name: diffusers' annotations are too loose for mypy --strict to follow.
-        diffusers: Any = importlib.import_module("diffusers")
-    except ImportError as exc:
-        raise PipelineError(
-            "the img2img-diffusion pipeline needs diffusers and transformers "
-            "(pip install 'lpstream[ai]')"
-        ) from exc
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    try:
-        # diffusers warns about dated configs (FutureWarning) and numpy 2 about its schedulers
-        # calling np.array on tensors (DeprecationWarning): logged, they cannot fail a load.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            pipe = diffusers.AutoPipelineForImage2Image.from_pretrained(
-                path, local_files_only=True, dtype=dtype, low_cpu_mem_usage=False
+    def accept(pipe: Any) -> None:
+        diffusers = importlib.import_module("diffusers")
+        if not isinstance(pipe, diffusers.StableDiffusionImg2ImgPipeline):
+            raise PipelineError(
+                f"diffusion model {path!r} is a {type(pipe).__name__}; "
+                "img2img-diffusion runs Stable Diffusion 1.x/2.x models (sd-turbo)"
             )
-    except Exception as exc:  # a broken model directory fails in any of diffusers' layers
-        raise PipelineError(f"cannot load diffusion model {path!r}: {exc}") from exc
-    for warning in caught:
-        if not issubclass(warning.category, DeprecationWarning):
-            _log.warning("loading %s: %s", path, warning.message)
-    if not isinstance(pipe, diffusers.StableDiffusionImg2ImgPipeline):
-        raise PipelineError(
-            f"diffusion model {path!r} is a {type(pipe).__name__}; "
-            "img2img-diffusion runs Stable Diffusion 1.x/2.x models (sd-turbo)"
-        )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+
+    return load_diffusers(
+        path,
+        device,
+        "AutoPipelineForImage2Image",
+        model="diffusion model",
+        user="the img2img-diffusion pipeline",
+        accept=accept,
+    )
 
 
 class Img2ImgDiffusionPipeline(ModelPipeline):

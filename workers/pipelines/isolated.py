@@ -4,20 +4,20 @@ How this works
 --------------
 :class:`IsolatedRunner` has the shape of ``PipelineRunner`` (``prepare``, ``push``, ``flush``,
 ``update``, ``stop``) so a live session cannot tell them apart, but the pipeline lives in a
-child process (``workers.pipelines.child``), forked from a server process that imported
-torch once (``forkserver``: a fresh interpreter that never touched a GPU or a thread of
-ours, so forking it is safe; :func:`start_child_server` starts it ahead of the first
-session). A frame is copied into slot 0 of a shared-memory :class:`FrameRing`, a small
-request goes down the pipe, and the answer names the output slots, copied out into new
+child process (``workers.pipelines.child``), forked from the server process that imported
+torch once (``workers.pipelines.supervision``: a fresh interpreter that never touched a GPU
+or a thread of ours, so forking it is safe; its ``start_child_server`` starts it ahead of
+the first session). A frame is copied into slot 0 of a shared-memory :class:`FrameRing`, a
+small request goes down the pipe, and the answer names the output slots, copied out into new
 frames: no pixels are pickled.
 
-While a request waits, the driver polls the pipe in short steps and between them applies the
-guardian's rules (``workers.pipelines.guardian``): a dead child, a request past its deadline
-or a child past its memory limit is killed (SIGKILL) and the request fails with a
-``PipelineError`` saying what happened and when the child comes back; the session's job fails
-with it (its gateway tells the app an ``error`` event) and the next job starts a new child
-once the back-off is over, with the newest parameters. The worker process and its transcodes
-are untouched.
+While a request waits, its :class:`SupervisedChild` polls the pipe in short steps and between
+them applies the guardian's rules (``workers.pipelines.guardian``): a dead child, a request
+past its deadline or a child past its memory limit is killed (SIGKILL) and the request fails
+with a ``PipelineError`` saying what happened and when the child comes back; the session's
+job fails with it (its gateway tells the app an ``error`` event) and the next job starts a
+new child once the back-off is over, with the newest parameters. The worker process and its
+transcodes are untouched.
 
 Parameter changes are validated here, on the caller's thread, exactly as ``PipelineRunner``
 does, and travel with the next request; the child reports which change its last batch ran
@@ -27,16 +27,9 @@ them); ``update`` and ``stop`` may come from another.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import multiprocessing.forkserver
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from av.video.frame import VideoFrame
@@ -46,42 +39,13 @@ from workers.frames.planes import check_frame
 from workers.pipelines.base import Pipeline, PipelineSpec
 from workers.pipelines.child import ChildSetup, serve_pipeline
 from workers.pipelines.frame_ring import FrameRecycler, FrameRing, frame_bytes
-from workers.pipelines.guardian import ChildFailure, FailureKind, PipelineGuardian
+from workers.pipelines.guardian import ChildFailure, PipelineGuardian
 from workers.pipelines.models import ModelDirectory
 from workers.pipelines.params import Params, PipelineError, validate
 from workers.pipelines.runner import RunnerStatistics
+from workers.pipelines.supervision import ChildGone, SupervisedChild
 
-__all__ = ["IsolatedRunner", "resident_memory", "start_child_server"]
-
-_CHILDREN = multiprocessing.get_context("forkserver")
-_CHILDREN.set_forkserver_preload(["workers.pipelines.child", "torch"])  # absent: skipped
-
-
-def start_child_server() -> None:
-    """Starts the process pipeline children are forked from, if it is not running: it imports
-    torch once, so a new child starts in milliseconds rather than importing it again (seconds).
-    Returns at once; the import goes on in that process."""
-    multiprocessing.forkserver.ensure_running()
-
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def resident_memory(pid: int) -> int | None:
-    """Resident memory of process ``pid`` in bytes (Linux ``/proc``); None where unknown."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * _PAGE
-
-
-class _ChildGone(Exception):
-    def __init__(self, kind: FailureKind, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
+__all__ = ["IsolatedRunner"]
 
 
 class IsolatedRunner:
@@ -108,36 +72,44 @@ class IsolatedRunner:
         self._models = models or ModelDirectory()
         self._device = device
         self._pool_size = pool_size
-        self.guardian = guardian or PipelineGuardian()
-        self._on_failure = on_failure
+        self._child = SupervisedChild(
+            label=f"pipeline {self._spec.name!r}",
+            process_name=f"lpstream-pipeline-{self._spec.name}",
+            call="return a frame",
+            load="load the pipeline",
+            guardian=guardian or PipelineGuardian(),
+            on_failure=on_failure,
+        )
         self._latest = validate(
             self._spec.name, self._spec.params, params or {}, models=self._models
         )
         self._state = threading.Lock()
         """Guards the parameters and versions (``update`` comes from another thread)."""
-        self._work = threading.Lock()
-        """Held by the request in flight: one at a time, in order."""
         self._version = 0
         self._applied_version = 0
         self._pending: tuple[Params, int] | None = None
         """Newest parameters not yet sent to the child, with their version."""
-        self._process: BaseProcess | None = None
-        self._connection: Connection | None = None
         self._ring: FrameRing | None = None
         self._outputs = FrameRecycler(pool_size)
         self._child_ring: str | None = None
         """The ring the child is attached to."""
-        self._stopped = False
-        self._last_memory_check = 0.0
         self._frames_in = 0
         self._frames_out = 0
         self._batches = 0
         self._updates = 0
         self._seconds = 0.0
-        self.failures: list[ChildFailure] = []
-        """Every stop of a child, oldest first (the newest 64)."""
 
     # -- the PipelineRunner shape ---------------------------------------------------------
+
+    @property
+    def guardian(self) -> PipelineGuardian:
+        """The rules the child is watched by."""
+        return self._child.guardian
+
+    @property
+    def failures(self) -> list[ChildFailure]:
+        """Every stop of a child, oldest first (the newest 64)."""
+        return self._child.failures
 
     @property
     def spec(self) -> PipelineSpec:
@@ -161,8 +133,7 @@ class IsolatedRunner:
     @property
     def pid(self) -> int | None:
         """The child's process id while one runs."""
-        process = self._process
-        return None if process is None else process.pid
+        return self._child.pid
 
     def prepare(self) -> None:
         """Starts the child and loads the pipeline in it (blocking), if none runs.
@@ -171,7 +142,7 @@ class IsolatedRunner:
             PipelineError: the child is waiting out its back-off, failed to start, or the
                 pipeline cannot load.
         """
-        with self._work:
+        with self._child.lock:
             self._ensure_child()
 
     def update(self, changes: Mapping[str, object]) -> Params:
@@ -212,7 +183,7 @@ class IsolatedRunner:
                 back), or the runner was stopped.
         """
         check_frame(frame)
-        with self._work:
+        with self._child.lock:
             self._ensure_child()
             ring = self._ring_for(frame.width, frame.height)
             header = ring.write(0, frame)
@@ -222,32 +193,19 @@ class IsolatedRunner:
 
     def flush(self) -> list[VideoFrame]:
         """Runs the frames the child gathered (a short batch); returns their outputs."""
-        with self._work:
-            if self._process is None or self._ring is None:
+        with self._child.lock:
+            if not self._child.running or self._ring is None:
                 return []
             params, version = self._take_pending()
             return self._frames(("flush", params, version))
 
     def stop(self) -> None:
         """Stops the child (once); nothing can run afterwards."""
-        if self._stopped:
-            return
-        self._stopped = True
-        if not self._work.acquire(blocking=False):
-            self._kill()  # a request is in flight: end it, then clean up behind it
-            self._work.acquire()
-        try:
-            connection = self._connection
-            if connection is not None:
-                with contextlib.suppress(OSError):
-                    connection.send(("stop",))
-            self._end_child(grace=2.0)
-            self.guardian.stopped()
+        self._child.close(grace=2.0)
+        with self._child.lock:
             if self._ring is not None:
                 self._ring.close(unlink=True)
                 self._ring = None
-        finally:
-            self._work.release()
 
     def statistics(self) -> RunnerStatistics:
         return RunnerStatistics(
@@ -262,20 +220,16 @@ class IsolatedRunner:
     # -- the child ------------------------------------------------------------------------
 
     def _ensure_child(self) -> None:
-        if self._stopped:
+        child = self._child
+        if child.closed:
             raise PipelineError("the runner was stopped")
-        if self._process is not None:
+        if child.running:
             return
-        now = time.monotonic()
-        if self.guardian.wait_before_start(now) > 0:
-            last = self.guardian.last_failure
-            assert last is not None
-            raise PipelineError(f"pipeline {self._spec.name!r} is restarting: {last.describe(now)}")
+        child.check_backoff()
         with self._state:
             params = self._latest
             self._pending = None
             applied = self._version
-        mine, theirs = _CHILDREN.Pipe()
         setup = ChildSetup(
             pipeline=self._class,
             params=dict(params),
@@ -283,24 +237,17 @@ class IsolatedRunner:
             models_root=None if self._models.root is None else str(self._models.root),
             pool_size=self._pool_size,
         )
-        process = _CHILDREN.Process(
-            target=serve_pipeline,
-            args=(theirs, setup),
-            name=f"lpstream-pipeline-{self._spec.name}",
-            daemon=True,
-        )
-        process.start()
-        theirs.close()
-        self._process, self._connection, self._child_ring = process, mine, None
+        child.start(serve_pipeline, setup)
+        self._child_ring = None
         try:
             self._request(("prepare",), loading=True)
         except PipelineError:
-            self._kill()
-            self._end_child(grace=0.0)
+            child.kill()
+            child.end(grace=0.0)
             raise
         with self._state:
             self._applied_version = applied
-        self.guardian.started(time.monotonic())
+        child.guardian.started(time.monotonic())
 
     def _ring_for(self, width: int, height: int) -> FrameRing:
         ring = self._ring
@@ -346,17 +293,11 @@ class IsolatedRunner:
             PipelineError: the child failed and was stopped.
         """
         try:
-            answer = self._exchange(request, loading=loading)
-        except _ChildGone as gone:
-            self._kill()
-            self._end_child(grace=0.0)
-            if self._stopped:  # stopped on purpose while the request waited
+            answer = self._child.request(request, loading=loading)
+        except ChildGone as gone:
+            failure = self._child.fail(gone)
+            if failure is None:  # stopped on purpose while the request waited
                 raise PipelineError("the runner was stopped") from None
-            failure = self.guardian.failed(gone.kind, gone.detail, time.monotonic())
-            self.failures.append(failure)
-            del self.failures[:-64]
-            if self._on_failure is not None:
-                self._on_failure(failure)
             raise PipelineError(
                 f"pipeline {self._spec.name!r} child {failure.describe(time.monotonic())}"
             ) from None
@@ -364,72 +305,3 @@ class IsolatedRunner:
             _, kind, message = answer
             raise (MediaError if kind == "media" else PipelineError)(message)
         return answer  # type: ignore[no-any-return]
-
-    def _exchange(self, request: tuple[Any, ...], *, loading: bool) -> Any:
-        connection, process = self._connection, self._process
-        assert connection is not None and process is not None
-        guardian = self.guardian
-        try:
-            connection.send(request)
-        except OSError:
-            raise _ChildGone(FailureKind.CRASHED, self._death(process)) from None
-        deadline = guardian.deadline(time.monotonic(), loading=loading)
-        while True:
-            now = time.monotonic()
-            if now - self._last_memory_check >= guardian.memory_check_interval:
-                self._last_memory_check = now
-                self._check_memory(process)
-            step = min(guardian.memory_check_interval, max(0.0, deadline - now))
-            try:
-                if connection.poll(step):
-                    return connection.recv()
-            except (EOFError, OSError):
-                raise _ChildGone(FailureKind.CRASHED, self._death(process)) from None
-            if not process.is_alive():
-                raise _ChildGone(FailureKind.CRASHED, self._death(process))
-            if time.monotonic() >= deadline:
-                what = "load the pipeline" if loading else "return a frame"
-                seconds = guardian.load_deadline if loading else guardian.frame_deadline
-                raise _ChildGone(FailureKind.HUNG, f"did not {what} within {seconds:g} s")
-
-    def _check_memory(self, process: BaseProcess) -> None:
-        if process.pid is None or self.guardian.memory_limit is None:
-            return
-        rss = resident_memory(process.pid)
-        problem = None if rss is None else self.guardian.memory_problem(rss)
-        if problem is not None:
-            raise _ChildGone(FailureKind.MEMORY, problem)
-
-    @staticmethod
-    def _death(process: BaseProcess) -> str:
-        process.join(1.0)
-        code = process.exitcode
-        if code is None:
-            return "closed its pipe"
-        if code < 0:
-            try:
-                return f"was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                return f"was killed by signal {-code}"
-        return f"exited with status {code}"
-
-    def _kill(self) -> None:
-        process = self._process
-        try:
-            if process is not None and process.is_alive():
-                process.kill()
-        except ValueError:
-            pass  # closed by the thread that was waiting on it
-
-    def _end_child(self, *, grace: float) -> None:
-        process, connection = self._process, self._connection
-        self._process = self._connection = None
-        self._child_ring = None
-        if process is not None:
-            process.join(grace)
-            if process.is_alive():
-                process.kill()
-                process.join(5.0)
-            process.close()
-        if connection is not None:
-            connection.close()

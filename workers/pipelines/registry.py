@@ -2,9 +2,10 @@
 
 A third-party package adds a pipeline by naming its class in the ``lpstream.pipelines``
 entry-point group (``name = "package.module:Class"``); the entry point's name must equal the
-class's ``spec.name``. Entry points are read once, on first use; one that fails to load is left
-out and its problem kept in :attr:`PipelineRegistry.problems` (and logged), so a broken plugin
-does not take the others down. Built-in names cannot be taken over.
+class's ``spec.name``. Entry points are read once, on first use (by
+``workers.pipelines.entry_points``, as the batch registry reads its own); one that fails to
+load is left out and its problem kept in :attr:`PipelineRegistry.problems` (and logged), so a
+broken plugin does not take the others down. Built-in names cannot be taken over.
 
 Listing and describing pipelines imports no torch; creating a runner does not either, but
 running one needs it.
@@ -12,8 +13,6 @@ running one needs it.
 
 from __future__ import annotations
 
-import importlib.metadata
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +21,12 @@ import attrs
 from workers.pipelines.base import Pipeline, PipelineSpec
 from workers.pipelines.diffusion import Img2ImgDiffusionPipeline
 from workers.pipelines.effects import CartoonPipeline, ColorGradePipeline
+from workers.pipelines.entry_points import (
+    EntryPointGroup,
+    check_class,
+    class_path,
+    load_entry_points,
+)
 from workers.pipelines.models import ModelDirectory
 from workers.pipelines.noop import NoopPipeline
 from workers.pipelines.params import InvalidParamsError, ModelParam, PipelineError, schema
@@ -45,8 +50,6 @@ BUILTIN_PIPELINES: tuple[type[Pipeline], ...] = (
     TorchScriptPipeline,
     Img2ImgDiffusionPipeline,
 )
-
-_log = logging.getLogger(__name__)
 
 
 class UnknownPipelineError(PipelineError, LookupError):
@@ -195,42 +198,29 @@ class PipelineRegistry:
             raise InvalidParamsError(name, problems)
 
     def _load_entry_points(self) -> None:
-        if not self._entry_points_pending:
-            return
-        self._entry_points_pending = False
-        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = entry.dist
-            source = f"{dist.name} {dist.version}" if dist is not None else entry.value
-            known = self._classes.get(entry.name)
-            if known is not None:
-                # lpstream's own declaration of a built-in is the same class: nothing to do.
-                if entry.value.replace(" ", "") != f"{known.__module__}:{known.__qualname__}":
-                    self._note(entry.name, f"{source} declares a name already taken")
-                continue
-            try:
-                cls = entry.load()
-            except Exception as exc:  # a plugin's import can fail in any way
-                self._note(entry.name, f"{entry.value} failed to load: {exc!r}")
-                continue
-            try:
-                _check_class(cls)
-            except PipelineError as exc:
-                self._note(entry.name, str(exc))
-                continue
-            if cls.spec.name != entry.name:
-                self._note(entry.name, f"{entry.value} is named {cls.spec.name!r} in its spec")
-                continue
-            self.register(cls, source=source)
-
-    def _note(self, name: str, problem: str) -> None:
-        self._problems[name] = problem
-        _log.warning("pipeline entry point %r left out: %s", name, problem)
+        if self._entry_points_pending:
+            self._entry_points_pending = False
+            problems = load_entry_points(
+                _GROUP,
+                taken=lambda name: _path_or_none(self._classes.get(name)),
+                register=self.register,
+            )
+            self._problems.update(problems)
 
 
-def _check_class(cls: object) -> None:
-    if not isinstance(cls, type) or not issubclass(cls, Pipeline):
-        raise PipelineError(f"{cls!r} is not a Pipeline subclass")
-    if getattr(cls, "__abstractmethods__", None):
-        raise PipelineError(f"{cls.__name__} leaves {sorted(cls.__abstractmethods__)} abstract")
-    if not isinstance(getattr(cls, "spec", None), PipelineSpec):
-        raise PipelineError(f"{cls.__name__} has no PipelineSpec in 'spec'")
+def _check_class(cls: object) -> type[Pipeline]:
+    return check_class(cls, Pipeline, PipelineSpec)
+
+
+def _path_or_none(cls: type[Pipeline] | None) -> str | None:
+    return None if cls is None else class_path(cls)
+
+
+_GROUP: EntryPointGroup[Pipeline] = EntryPointGroup(
+    name=ENTRY_POINT_GROUP,
+    kind="pipeline",
+    key="name",
+    keyed_as="is named",
+    check=_check_class,
+    key_of=lambda cls: cls.spec.name,
+)
