@@ -45,7 +45,8 @@ from tests.attacks.fuzzing import (
 from tests.attacks.harness import rss_mb
 from tests.lpstream.test_api_token import the_app
 
-pytestmark = pytest.mark.filterwarnings(UNTRUNCATED_EXAMPLES)
+# Each test fuzzes a running node for seconds: with the slow ones.
+pytestmark = [pytest.mark.filterwarnings(UNTRUNCATED_EXAMPLES), pytest.mark.slow]
 
 ROUTES: list[BaseRoute] = list(the_app(None).routes)
 """Every route of the node's app, HTTP and WebSocket."""
