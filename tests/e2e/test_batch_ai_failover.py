@@ -119,8 +119,7 @@ def network(tmp_path: Path) -> Iterator[tuple[list[NodeProcess], NodeProcess, Pa
         yield sellers, gateway, model
     finally:
         for node in reversed(started):
-            if node.proc.poll() is None:
-                node.stop()
+            node.stop()  # the killed one too: it closes its log and its pipe
 
 
 def test_a_second_orchestrator_takes_over_a_killed_ones_request(
