@@ -59,6 +59,7 @@ __all__ = [
     "ResultSink",
     "UpdateHandler",
     "UploadGate",
+    "error_code",
     "request_job",
     "request_update",
     "serve_job",
@@ -219,7 +220,8 @@ def _closing_chunks(source: SegmentBuffer) -> contextlib.aclosing[AsyncGenerator
     return contextlib.aclosing(cast(AsyncGenerator[bytes, None], source.chunks()))
 
 
-def _error_code(exc: Exception) -> int:
+def error_code(exc: Exception) -> int:
+    """The HTTP-like status an exception is answered with (on a job stream, over HTTP)."""
     if isinstance(exc, ProtocolError):
         return exc.code
     if isinstance(exc, BusyError):
@@ -369,7 +371,7 @@ async def serve_job(
             log.debug("%s from %s ended: %s", _describe(job), peer or "peer", str(exc))
             await stream.aclose()
             return
-        code = _error_code(exc)
+        code = error_code(exc)
         if code == 500:
             log.exception("%s from %s failed", _describe(job), peer or "peer")
         else:
@@ -439,7 +441,7 @@ async def serve_update(stream: trio.abc.HalfCloseableStream, handler: UpdateHand
         answer = await handler(message)
         await stream.send_all(channel.send(answer))
     except (ProtocolError, BusyError, MediaError) as exc:
-        code = _error_code(exc)
+        code = error_code(exc)
         log.info("live update refused with %d: %s", code, exc)
         try:
             await stream.send_all(channel.send(Error(code=code, message=str(exc)[:1000])))

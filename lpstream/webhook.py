@@ -24,9 +24,7 @@ discovery (``--orch-webhook-url``) speak to their hooks through it.
 
 from __future__ import annotations
 
-import itertools
 import json
-import re
 import ssl
 import urllib.parse
 from typing import Any
@@ -37,6 +35,7 @@ import msgspec
 import trio
 
 from lpstream.errors import ConfigError, LpstreamError
+from lpstream.json_depth import json_nesting
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -44,7 +43,6 @@ __all__ = [
     "ERROR_TEXT_BYTES",
     "WebhookClient",
     "WebhookError",
-    "json_nesting",
 ]
 
 DEFAULT_MAX_BYTES = 1 << 20
@@ -54,16 +52,6 @@ DEFAULT_MAX_NESTING = 32
 ERROR_TEXT_BYTES = 1024
 """How much of a non-2xx answer is read for its reason."""
 _READ_SIZE = 65536
-
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
-
-
-def json_nesting(body: bytes) -> int:
-    """How deep lists and objects nest in ``body`` (brackets inside strings do not count)."""
-    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    return max(itertools.accumulate(_BRACKET_STEP[b] for b in brackets), default=0)
 
 
 class WebhookError(LpstreamError):

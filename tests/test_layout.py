@@ -31,6 +31,8 @@ SANS_IO = [
     *[ROOT / "lpstream" / "storage" / f"{m}.py" for m in ("stored_hls", "recordings", "origin")],
     ROOT / "lpstream" / "gateway" / "live_failover.py",
     *[ROOT / "lpstream" / "gateway" / f"{m}.py" for m in ("ai_requests", "ai_answers")],
+    ROOT / "lpstream" / "http" / "multipart.py",
+    ROOT / "lpstream" / "json_depth.py",
     ROOT / "ingest" / "whip" / "sdp.py",
     ROOT / "ingest" / "whip" / "h264.py",
     ROOT / "ingest" / "whip" / "vp8.py",

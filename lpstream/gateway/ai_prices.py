@@ -9,9 +9,9 @@ The value is go-livepeer's ``-maxPricePerCapability`` JSON, given inline or as a
     ]}
 
 ``model_id`` ``default`` (or absent) sets the limit for every model of the pipeline; a model's
-own entry wins over it. A price is wei for ``pixels_per_unit`` units (default 1), and must be
-whole wei: go-livepeer's currency suffixes (``USD``) need a price feed this node does not
-have, and are refused with a message saying so.
+own entry wins over it. A price is read as an ``--ai-models`` entry's is
+(``workers.batch.wei_price``): whole wei for ``pixels_per_unit`` units (default 1); go-livepeer's
+currencies (``USD``) need a price feed this node does not have, and are refused saying so.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 
 from lpstream.errors import ConfigError
+from workers.batch import wei_price
 
 __all__ = ["DEFAULT_MODEL", "AiPriceLimits", "parse_max_prices"]
 
@@ -50,25 +51,6 @@ class AiPriceLimits:
     def allows(self, capability: str, model_id: str, price: Fraction) -> bool:
         limit = self.limit(capability, model_id)
         return limit is None or price <= limit
-
-
-def _whole(value: object, where: str) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: expected whole wei, got {value!r}")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    else:
-        raise ConfigError(
-            f"{where}: {value!r} is not a whole number of wei (currency prices such as USD "
-            "need a price feed, which this node does not have)"
-        )
-    if number < 0:
-        raise ConfigError(f"{where}: {value!r} is negative")
-    return number
 
 
 def parse_max_prices(text: str | None, flag: str = "--max-price-per-capability") -> AiPriceLimits:
@@ -106,12 +88,7 @@ def parse_max_prices(text: str | None, flag: str = "--max-price-per-capability")
         model_id = entry.get("model_id", DEFAULT_MODEL) or DEFAULT_MODEL
         if not isinstance(model_id, str):
             raise ConfigError(f"{where}: 'model_id' must be a string")
-        if str(entry.get("currency", "WEI")).upper() != "WEI":
-            raise ConfigError(f"{where}: only wei prices are taken (no price feed)")
-        price = _whole(entry.get("price_per_unit", 0), f"{where}.price_per_unit")
-        per = _whole(entry.get("pixels_per_unit", 1), f"{where}.pixels_per_unit")
-        if per < 1:
-            raise ConfigError(f"{where}.pixels_per_unit: must be at least 1")
+        price, per = wei_price(entry, where)  # AiModelsError: a ConfigError
         key = (pipeline, model_id)
         if key in limits:
             raise ConfigError(f"{where}: {pipeline} {model_id} is listed twice")

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -43,6 +42,7 @@ import attrs
 
 from lpstream.errors import RemoteProtocolError
 from lpstream.http.multipart import FormLimits, FormPart, parse_form, parse_header_params
+from lpstream.json_depth import json_nesting
 from lpstream.wire.fields import ParamValue
 from workers.batch import BatchSpec
 from workers.pipelines import BoolParam, FloatParam, IntParam
@@ -79,8 +79,6 @@ MAX_JSON_DEPTH = 16
 SEED_RANGE = (0, 2**32 - 1)
 """Where a random seed is drawn from (ai-worker's), narrowed to the pipeline's bounds."""
 
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
-_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 _SAFETY = "safety_check"
 _IMAGE_FIELDS = ("prompt", "negative_prompt", "guidance_scale", "num_inference_steps", "seed")
 
@@ -284,7 +282,7 @@ def _read_json(content_type: str | None, body: bytes) -> dict[str, object]:
     media_type, _ = parse_header_params(content_type or "application/json")
     if media_type != "application/json":
         raise AiRequestError(f"expected application/json, not {media_type}", code=415)
-    if _nesting(body) > MAX_JSON_DEPTH:
+    if json_nesting(body) > MAX_JSON_DEPTH:
         raise AiRequestError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         value = json.loads(body)
@@ -293,21 +291,6 @@ def _read_json(content_type: str | None, body: bytes) -> dict[str, object]:
     if not isinstance(value, dict):
         raise AiRequestError("the body must be a JSON object")
     return value
-
-
-def _nesting(body: bytes) -> int:
-    """How deep ``body``'s arrays and objects nest, counted without parsing it (the parser
-    recurses, and a process whose recursion limit was raised can crash on deep input),
-    stopping once past :data:`MAX_JSON_DEPTH`."""
-    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    depth = deepest = 0
-    for char in brackets:
-        depth += 1 if char in b"[{" else -1
-        if depth > deepest:
-            deepest = depth
-            if deepest > MAX_JSON_DEPTH:
-                break
-    return deepest
 
 
 def _read_form(

@@ -47,6 +47,7 @@ from lpstream.gateway.live_ai import LiveAiSession, ParamValue
 from lpstream.http.api_guard import request_identity
 from lpstream.http.limits import BodyReader
 from lpstream.http.status import status_json
+from lpstream.json_depth import json_nesting
 from lpstream.media import check_stream_name
 from workers.pipelines import InvalidParamsError, PipelineRegistry
 
@@ -81,29 +82,6 @@ class AiDirectory(Protocol):
     def ai_session(self, stream_name: str) -> LiveAiSession | None: ...
 
 
-def _too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
-    """True if ``text`` nests JSON arrays or objects deeper than ``limit`` (no recursion)."""
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
 def load_json_object(text: str) -> dict[str, Any]:
     """A JSON object of at most ``MAX_MESSAGE`` bytes nested at most ``MAX_DEPTH`` deep.
 
@@ -112,7 +90,7 @@ def load_json_object(text: str) -> dict[str, Any]:
     """
     if len(text) > MAX_MESSAGE:
         raise ProtocolError(f"message over {MAX_MESSAGE} bytes", code=413)
-    if _too_deep(text):
+    if json_nesting(text.encode()) > MAX_DEPTH:
         raise ProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels", code=400)
     try:
         value = json.loads(text)

@@ -46,7 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from lpstream.errors import BusyError, LpstreamError, ProtocolError, TransportError
+from lpstream.errors import ProtocolError
 from lpstream.gateway.ai_answers import (
     SSE_DONE,
     ChatAnswer,
@@ -69,6 +69,7 @@ from lpstream.gateway.ai_requests import (
     parse_ai_request,
 )
 from lpstream.http.limits import CLIENT_LEFT, BodyReader
+from lpstream.jobs import error_code
 from lpstream.wire import Rendition
 from lpstream.wire.fields import ParamValue
 from workers.batch import BatchPipeline, BatchRegistry, BatchRequest
@@ -166,20 +167,10 @@ def _wire_params(params: Mapping[str, object]) -> dict[str, ParamValue]:
 
 
 def _status_of(exc: Exception) -> int:
-    if isinstance(exc, ProtocolError):
-        return exc.code
     if isinstance(exc, PipelineError):  # checked/quote: BadRequestError 400, 413
         code = getattr(exc, "code", 400)
         return code if isinstance(code, int) else 400
-    if isinstance(exc, BusyError):
-        return 503
-    if isinstance(exc, TransportError):
-        return 502
-    if isinstance(exc, trio.TooSlowError):
-        return 504
-    if isinstance(exc, LpstreamError):
-        return 503
-    return 500
+    return error_code(exc)
 
 
 def _error_body(route: AiRoute, exc: Exception, status: int) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import cast
@@ -63,7 +62,9 @@ async def read_input(source: SegmentBuffer, limit: int) -> bytes:
 
 
 class _JobSink:
-    """A request's outputs, on the pipeline's thread: kept, and relayed as they come."""
+    """A request's outputs, on the pipeline's thread: kept, and relayed as they come. The
+    pool holds pipelines to the sink rules (``start`` once and first, tracks in range, one
+    count of units per output: ``workers.batch.child.CheckedSink``)."""
 
     def __init__(self, relay: Relay | None, token: trio.lowlevel.TrioToken) -> None:
         self._relay = relay
@@ -71,21 +72,15 @@ class _JobSink:
         self.pump = None if relay is None else RelayPump(relay, token)
         self.outputs: list[BatchOutput] = []
         self.tracks: list[bytearray] = []
-        self._lock = threading.Lock()
 
     def start(self, outputs: Sequence[BatchOutput]) -> None:
-        with self._lock:
-            if self.outputs:
-                raise PipelineError("the pipeline named its outputs twice")
-            self.outputs = list(outputs)
-            self.tracks = [bytearray() for _ in outputs]
+        self.outputs = list(outputs)
+        self.tracks = [bytearray() for _ in outputs]
         if self._relay is not None:
             renditions = [Rendition(name=o.name, width=o.width, height=o.height) for o in outputs]
             trio.from_thread.run(self._relay.start, renditions, trio_token=self._token)
 
     def data(self, track: int, payload: bytes) -> None:
-        if not 0 <= track < len(self.tracks):
-            raise PipelineError(f"output track {track} was not named")
         self.tracks[track] += payload
         if self.pump is not None:  # waits while the requester is far behind: backpressure
             self.pump.data(track, payload)
@@ -118,14 +113,14 @@ class BatchJobs:
             RemoteProtocolError: 400/413 the request was refused (see the module comment).
             JobError: 503 the model failed here.
         """
-        # Models idle past their timeout are unloaded as new work comes (closing a child
-        # may take a moment: off the trio thread).
-        await trio.to_thread.run_sync(self.models.expire, time.monotonic())
         data = await read_input(source, self.max_input)
         request = BatchRequest(params=dict(job.params), input=data)
         sink = _JobSink(relay, trio.lowlevel.current_trio_token())
 
         def work() -> tuple[int, ...]:
+            # Models idle past their timeout are unloaded as new work comes, on this thread
+            # (closing a child may take a moment).
+            self.models.expire(time.monotonic())
             usage = self.models.run(job.capability, job.model_id, request, sink)
             return usage.units
 
@@ -143,12 +138,6 @@ class BatchJobs:
         except PipelineError as exc:
             log.warning("batch job %s/%s failed: %s", job.capability, job.model_id, exc)
             raise JobError(f"{job.capability} {job.model_id}: {exc}", code=503) from None
-        if len(units) != len(sink.outputs):
-            raise JobError(
-                f"{job.capability} {job.model_id}: {len(units)} units for "
-                f"{len(sink.outputs)} outputs",
-                code=500,
-            )
         return [
             JobOutput(
                 info=RenditionInfo(

@@ -12,7 +12,8 @@ import pytest
 import trio
 
 from lpstream.errors import ConfigError
-from lpstream.webhook import ERROR_TEXT_BYTES, WebhookClient, WebhookError, json_nesting
+from lpstream.json_depth import json_nesting
+from lpstream.webhook import ERROR_TEXT_BYTES, WebhookClient, WebhookError
 from tests.access.hooks import Answer, serve_hook
 from tests.lpstream.test_discovery import self_signed
 

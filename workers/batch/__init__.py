@@ -27,6 +27,7 @@ from workers.batch.catalog import (
     AiModelsError,
     ai_models_from,
     load_ai_models,
+    wei_price,
 )
 from workers.batch.pool import BatchModels, UnknownModelError
 from workers.batch.registry import (
@@ -69,4 +70,5 @@ __all__ = [
     "ai_models_from",
     "load_ai_models",
     "params_of",
+    "wei_price",
 ]

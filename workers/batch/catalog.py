@@ -33,6 +33,7 @@ __all__ = [
     "AiModelsError",
     "ai_models_from",
     "load_ai_models",
+    "wei_price",
 ]
 
 MAX_AI_MODELS = 64
@@ -166,18 +167,31 @@ def _model(entry: object, where: str, base: Path, known: list[str]) -> AiModel:
     if problem is not None:
         raise AiModelsError(f"{where}: model_id: {problem}")
     assert isinstance(model_id, str)
-    currency = entry.get("currency", "")
-    if not isinstance(currency, str) or currency.strip().lower() not in ("", "wei"):
-        raise AiModelsError(f"{where}: currency: {currency!r}; only prices in wei are taken")
+    price_per_unit, pixels_per_unit = wei_price(entry, where)
     return AiModel(
         pipeline=pipeline,
         model_id=model_id,
         path=_path(entry.get("path"), where, base),
-        price_per_unit=_price(entry.get("price_per_unit", 0), where),
-        pixels_per_unit=_whole(entry.get("pixels_per_unit", 1), f"{where}: pixels_per_unit"),
+        price_per_unit=price_per_unit,
+        pixels_per_unit=pixels_per_unit,
         warm=_flag(entry.get("warm", False), f"{where}: warm"),
         capacity=_whole(entry.get("capacity", 1), f"{where}: capacity"),
     )
+
+
+def wei_price(entry: Mapping[str, object], where: str) -> tuple[int, int]:
+    """The price a go-livepeer price entry (an aiModels.json model, a
+    ``-maxPricePerCapability`` line) gives: ``price_per_unit`` wei (default 0) for
+    ``pixels_per_unit`` units (default 1). Only wei: there is no price feed.
+
+    Raises:
+        AiModelsError: a currency other than wei, or a price that is not a whole number.
+    """
+    currency = entry.get("currency", "")
+    if not isinstance(currency, str) or currency.strip().lower() not in ("", "wei"):
+        raise AiModelsError(f"{where}: currency: {currency!r}; only prices in wei are taken")
+    price = _price(entry.get("price_per_unit", 0), where)
+    return price, _whole(entry.get("pixels_per_unit", 1), f"{where}: pixels_per_unit")
 
 
 def _model_id_problem(value: object) -> str | None:
